@@ -1,0 +1,37 @@
+# The two commands: `make up` runs the platform, `make test` runs lint and the tests.
+SHELL := /bin/bash
+UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+export UV_LINK_MODE ?= copy
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export DO_NOT_TRACK ?= 1
+
+.PHONY: up test install lint format bench clean system-deps
+
+$(UV):
+	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+
+install: $(UV)
+	$(UV) sync --frozen
+
+system-deps:
+	bash scripts/system-deps.sh
+
+up: install
+	$(UV) run emps up
+
+lint: install
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+
+test: install system-deps lint
+	$(UV) run pytest
+
+format: install
+	$(UV) run ruff format .
+	$(UV) run ruff check --fix .
+
+bench: install
+	for b in bench/*.py; do $(UV) run python $$b || exit 1; done
+
+clean:
+	rm -rf var/ .pytest_cache

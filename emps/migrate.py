@@ -1,0 +1,168 @@
+"""Versioned, re-runnable schema migrations, then the catalog-driven parts of the schema."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from emps.catalog import Catalog, load_catalog
+from emps.db import Role, connect, ensure_database
+from emps.settings import Settings, get_settings
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+PARTITIONED_TABLES = ("raw.sensor_readings", "ops.predictions")
+LOCK_KEY = 7_410_551  # pg_advisory_lock key: one migrate at a time
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+@dataclass
+class MigrateReport:
+    applied: list[str] = field(default_factory=list)
+    sensor_columns_added: list[str] = field(default_factory=list)
+    partitions_created: int = 0
+
+
+def discover_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    migrations = []
+    for path in sorted(directory.glob("*.sql")):
+        match = MIGRATION_FILE.match(path.name)
+        if not match:
+            raise ValueError(f"{path.name}: migration files are named NNNN_lower_snake.sql")
+        migrations.append(Migration(int(match[1]), match[2], path.read_text(encoding="utf-8")))
+    versions = [m.version for m in migrations]
+    if len(versions) != len(set(versions)):
+        raise ValueError(f"two migration files share a version number in {directory}")
+    return migrations
+
+
+def migrate(settings: Settings | None = None, catalog: Catalog | None = None) -> MigrateReport:
+    """Apply pending migrations, sync sensor columns from the catalog, create partitions ahead."""
+    settings = settings or get_settings()
+    catalog = catalog or load_catalog(settings.catalog_path)
+    ensure_database(settings)
+    report = MigrateReport()
+    with connect(Role.OWNER, settings, autocommit=True) as conn:
+        conn.execute("select pg_advisory_lock(%s)", (LOCK_KEY,))
+        try:
+            report.applied = _apply_versioned(conn)
+            with conn.transaction():
+                report.sensor_columns_added = sync_catalog(conn, catalog)
+            report.partitions_created = ensure_partitions(conn, settings)
+        finally:
+            conn.execute("select pg_advisory_unlock(%s)", (LOCK_KEY,))
+    return report
+
+
+def _apply_versioned(conn: psycopg.Connection) -> list[str]:
+    conn.execute(
+        """
+        create table if not exists public.schema_migrations (
+            version integer primary key,
+            name text not null,
+            checksum text not null,
+            applied_at timestamptz not null default now()
+        )
+        """
+    )
+    applied = {
+        version: checksum
+        for version, checksum in conn.execute(
+            "select version, checksum from public.schema_migrations"
+        )
+    }
+    done = []
+    for migration in discover_migrations():
+        if migration.version in applied:
+            if applied[migration.version] != migration.checksum:
+                raise RuntimeError(
+                    f"migration {migration.version:04d}_{migration.name} was edited after it was "
+                    "applied; add a new migration instead of changing an old one"
+                )
+            continue
+        with conn.transaction():
+            conn.execute(migration.sql)
+            conn.execute(
+                "insert into public.schema_migrations (version, name, checksum) values (%s, %s, %s)",
+                (migration.version, migration.name, migration.checksum),
+            )
+        done.append(f"{migration.version:04d}_{migration.name}")
+    return done
+
+
+def sync_catalog(conn: psycopg.Connection, catalog: Catalog) -> list[str]:
+    """One double-precision column per catalog sensor; the catalog mirrored into raw tables.
+
+    A sensor removed from the catalog keeps its column: readings are never dropped by a config edit.
+    """
+    existing = {
+        row[0]
+        for row in conn.execute(
+            "select column_name from information_schema.columns "
+            "where table_schema = 'raw' and table_name = 'sensor_readings'"
+        )
+    }
+    added = []
+    for name in catalog.sensor_names:
+        if name not in existing:
+            conn.execute(
+                sql.SQL("alter table raw.sensor_readings add column {} double precision").format(
+                    sql.Identifier(name)
+                )
+            )
+            added.append(name)
+    conn.execute("delete from raw.sensor_catalog")
+    conn.execute("delete from raw.equipment_type_envelopes")
+    with conn.cursor() as cur:
+        cur.executemany(
+            "insert into raw.sensor_catalog values (%s, %s, %s, %s, %s, %s)",
+            [
+                (s.name, s.unit, s.description, s.valid_range[0], s.valid_range[1], s.required)
+                for s in catalog.sensors.values()
+            ],
+        )
+        cur.executemany(
+            "insert into raw.equipment_type_envelopes values (%s, %s, %s, %s)",
+            [
+                (etype.name, sensor, low, high)
+                for etype in catalog.equipment_types.values()
+                for sensor, (low, high) in etype.normal.items()
+            ],
+        )
+    return added
+
+
+def ensure_partitions(
+    conn: psycopg.Connection,
+    settings: Settings | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> int:
+    """Create monthly partitions from `start` (default: last month) to `months_ahead` from now."""
+    settings = settings or get_settings()
+    now = datetime.now(UTC)
+    start = start or (now.replace(day=1) - timedelta(days=1))
+    end = end or (now + timedelta(days=31 * settings.partitions_months_ahead))
+    created = 0
+    for table in PARTITIONED_TABLES:
+        row = conn.execute(
+            "select ops.ensure_month_partitions(%s::regclass, %s, %s)", (table, start, end)
+        ).fetchone()
+        created += row[0]
+    return created

@@ -1,0 +1,104 @@
+"""Shared test fixtures: one embedded PostgreSQL per test session, never touching var/."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from emps.settings import PROJECT_ROOT, Settings, get_settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def test_home() -> Iterator[Path]:
+    """A private EMPS_HOME for the whole session; the environment points every setting at it."""
+    home = Path(tempfile.mkdtemp(prefix="emps-test-"))
+    saved = {k: v for k, v in os.environ.items() if k.startswith("EMPS_")}
+    for key in saved:
+        del os.environ[key]
+    os.environ["EMPS_HOME"] = str(home)
+    os.environ["EMPS_ENV"] = "ci"
+    os.environ["EMPS_PG_PORT"] = str(free_port())
+    os.environ["EMPS_CATALOG_PATH"] = str(PROJECT_ROOT / "catalog" / "sensors.yaml")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    get_settings.cache_clear()
+    yield home
+    os.environ.update(saved)
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def settings(test_home: Path) -> Settings:
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def database(settings: Settings) -> Iterator[Settings]:
+    """The session's PostgreSQL, migrated with the default catalog."""
+    from emps.db import embedded_server
+    from emps.migrate import migrate
+
+    server = embedded_server(settings)
+    server.start()
+    migrate(settings)
+    yield settings
+    server.stop(mode="immediate")
+
+
+RESET_TABLES = (
+    "ops.notifications",
+    "ops.maintenance_tasks",
+    "ops.alerts",
+    "ops.predictions",
+    "ops.model_promotions",
+    "ops.audit_log",
+    "raw.quarantined_rows",
+    "raw.ingest_files",
+    "raw.sensor_readings",
+    "raw.failure_events",
+    "raw.equipment",
+)
+
+
+@pytest.fixture
+def db(database: Settings) -> Iterator[Settings]:
+    """The session database emptied of data before the test (schema kept)."""
+    from emps.db import Role, database_url
+
+    with psycopg.connect(database_url(Role.OWNER, database), autocommit=True) as conn:
+        conn.execute(f"truncate {', '.join(RESET_TABLES)} restart identity cascade")
+    yield database
+
+
+@pytest.fixture
+def owner_conn(db: Settings) -> Iterator[psycopg.Connection]:
+    from emps.db import Role, connect
+
+    with connect(Role.OWNER, db, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def extra_sensor_catalog(tmp_path: Path, settings: Settings) -> Path:
+    """A copy of the default catalog with one more sensor, `oil_quality` (ppm)."""
+    import yaml
+
+    spec = yaml.safe_load(Path(settings.catalog_path).read_text())
+    spec["sensors"]["oil_quality"] = {"unit": "ppm", "valid_range": [0, 5000], "required": False}
+    for etype in spec["equipment_types"].values():
+        etype["normal"]["oil_quality"] = [10, 200]
+    path = tmp_path / "sensors.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path

@@ -1,0 +1,110 @@
+"""The schema: migrations, catalog-driven columns, partitions and roles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from emps.catalog import load_catalog
+from emps.db import Role, connect
+from emps.migrate import migrate
+
+
+def sensor_columns(conn: psycopg.Connection) -> set[str]:
+    rows = conn.execute(
+        "select column_name from information_schema.columns "
+        "where table_schema = 'raw' and table_name = 'sensor_readings'"
+    )
+    return {r[0] for r in rows}
+
+
+def test_every_catalog_sensor_is_a_column(owner_conn):
+    """Each sensor in the default catalog is a column of raw.sensor_readings."""
+    assert set(load_catalog().sensor_names) <= sensor_columns(owner_conn)
+
+
+def test_migrate_is_rerunnable(db):
+    """A second migrate applies nothing, adds nothing and keeps existing data."""
+    with connect(Role.WRITER, db) as conn:
+        conn.execute("insert into raw.equipment values ('GEN-0001', 'generator', 'ALPHA')")
+    report = migrate(db)
+    assert report.applied == []
+    assert report.sensor_columns_added == []
+    with connect(Role.READER, db) as conn:
+        assert conn.execute("select count(*) from raw.equipment").fetchone()[0] == 1
+
+
+def test_extra_catalog_sensor_becomes_a_column(db, extra_sensor_catalog: Path, owner_conn):
+    """Adding a sensor to the catalog and migrating creates its column and mirrors its range."""
+    catalog = load_catalog(extra_sensor_catalog)
+    report = migrate(db, catalog)
+    try:
+        assert report.sensor_columns_added == ["oil_quality"]
+        assert "oil_quality" in sensor_columns(owner_conn)
+        row = owner_conn.execute(
+            "select unit, valid_max from raw.sensor_catalog where sensor = 'oil_quality'"
+        ).fetchone()
+        assert row == ("ppm", 5000)
+    finally:
+        owner_conn.execute("alter table raw.sensor_readings drop column if exists oil_quality")
+        migrate(db)
+
+
+def test_reading_for_a_new_month_lands_in_its_partition(db, owner_conn):
+    """Partitions exist ahead of now; a far-future month goes to default, then moves to its own."""
+    parts = {
+        r[0]
+        for r in owner_conn.execute(
+            "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid "
+            "where i.inhparent = 'raw.sensor_readings'::regclass"
+        )
+    }
+    from datetime import UTC, datetime, timedelta
+
+    ahead = datetime.now(UTC) + timedelta(days=62)
+    assert f"sensor_readings_y{ahead:%Y}m{ahead:%m}" in parts
+
+    with connect(Role.WRITER, db) as conn:
+        conn.execute("insert into raw.equipment values ('GEN-0001', 'generator', 'ALPHA')")
+        conn.execute(
+            "insert into raw.sensor_readings (equipment_id, ts, temperature) "
+            "values ('GEN-0001', '2031-05-03T10:00:00Z', 80)"
+        )
+        conn.commit()
+        where = conn.execute("select tableoid::regclass::text from raw.sensor_readings").fetchone()
+        assert where[0] == "raw.sensor_readings_default"
+        conn.execute(
+            "select ops.ensure_month_partitions('raw.sensor_readings', '2031-05-01', '2031-05-01')"
+        )
+        conn.commit()
+        where = conn.execute("select tableoid::regclass::text from raw.sensor_readings").fetchone()
+        assert where[0] == "raw.sensor_readings_y2031m05"
+    owner_conn.execute("drop table raw.sensor_readings_y2031m05")
+
+
+def test_reader_role_cannot_write(db):
+    """The dashboard's read-only role can read every schema but not insert, update or create."""
+    with connect(Role.READER, db) as conn:
+        assert conn.execute("select count(*) from ops.alerts").fetchone()[0] == 0
+        for statement in (
+            "insert into raw.equipment values ('X-1', 'radar', 'A')",
+            "update ops.alerts set status = 'resolved'",
+            "create table analytics.sneaky (x int)",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+            conn.rollback()
+
+
+def test_one_open_alert_per_equipment(db):
+    """The schema itself refuses a second open alert for the same equipment and failure mode."""
+    with connect(Role.WRITER, db) as conn:
+        insert = (
+            "insert into ops.alerts (equipment_id, severity, message) "
+            "values ('GEN-0001', 'HIGH', 'vibration rising')"
+        )
+        conn.execute(insert)
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(insert)
