@@ -102,3 +102,16 @@ def extra_sensor_catalog(tmp_path: Path, settings: Settings) -> Path:
     path = tmp_path / "sensors.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
+
+
+@pytest.fixture(scope="session")
+def prefect_server(test_home: Path) -> Iterator[str]:
+    """One Prefect test server for the session (it takes ~20 s to start); yields its API URL."""
+    os.environ["PREFECT_HOME"] = str(test_home / "prefect")
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield PREFECT_API_URL.value()
