@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,12 +42,128 @@ class Settings(BaseSettings):
     severity_critical: float = 0.85
     failure_horizon_days: int = Field(7, ge=1, le=60)
 
+    # Ingest flow (issue 3).
+    ingest_max_files_per_run: int = Field(
+        5000, ge=1, description="Files claimed per run; the rest wait for the next run"
+    )
+    ingest_group_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Bytes of files validated and loaded per transaction"
+    )
+    ingest_chunk_rows: int = Field(
+        100_000, ge=100, description="Rows parsed and validated at a time (bounds memory)"
+    )
+    ingest_claim_timeout_s: int = Field(
+        600, ge=10, description="A claim older than this, left by a killed run, is taken back"
+    )
+    ingest_future_tolerance_min: int = Field(
+        5, ge=0, description="Readings further than this in the future are quarantined"
+    )
+    ingest_max_age_days: int = Field(
+        730, ge=1, description="Readings older than this (retention) are quarantined"
+    )
+    ingest_naive_timestamps_utc: bool = Field(
+        False, description="Take timestamps without a UTC offset as UTC instead of quarantining"
+    )
+    ingest_unknown_equipment: Literal["quarantine", "register"] = Field(
+        "quarantine", description="Rows of equipment not in raw.equipment: quarantine or register"
+    )
+    ingest_keep_validations: int = Field(
+        200, ge=1, description="Validation results kept under <home>/gx for `emps quality docs`"
+    )
+
     # Fleet simulator.
     sim_equipment: int = Field(200, ge=1)
     sim_seed: int = 42
     sim_history_days: int = Field(30, ge=1)
     sim_history_interval_s: int = Field(600, ge=60)
     sim_live_interval_s: int = Field(60, ge=1)
+
+    # Dashboard, users and reports (issue 7).
+    operator_url: SecretStr | None = Field(
+        None, description="URL of the dashboard's narrow write role (emps_operator)"
+    )
+    admin_password: SecretStr | None = Field(
+        None, description="Password of the first admin; unset = generated and printed once"
+    )
+    cache_ttl_overview_s: int = Field(300, ge=0)
+    cache_ttl_details_s: int = Field(120, ge=0)
+    cache_ttl_trends_s: int = Field(900, ge=0)
+    silent_minutes: int = Field(15, ge=1, description="Default before ops.thresholds exists")
+    query_timeout_ms: int = Field(10_000, ge=100)
+    gx_docs_url: str | None = Field(None, description="Great Expectations Data Docs link")
+    dbt_docs_url: str | None = Field(None, description="dbt docs link")
+
+    # Alerts, maintenance tasks and notifications (issue 6).
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(8025, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_s: float = Field(10.0, gt=0)
+    mail_from: str = "EMPS Alerts <emps-alerts@localhost>"
+    sms_gateway_url: str | None = Field(
+        None, description="POST target with {to} / {text} placeholders; unset = no SMS"
+    )
+    sms_gateway_token: SecretStr | None = None
+    recipients_path: Path = Field(PROJECT_ROOT / "config" / "recipients.yaml")
+    quiet_hours: str = Field("", description="HH:MM-HH:MM in `timezone`; never delays CRITICAL")
+    escalation_delay_min: int = Field(15, ge=1)
+    inspection_within_days: int = Field(3, ge=1)
+    auto_resolve_healthy_hours: int = Field(24, ge=0, description="0 disables auto-resolve")
+    alert_retention_days: int = Field(90, ge=1)
+    sensor_retention_days: int = Field(730, ge=30)
+    partition_retention_mode: str = Field("detach", pattern="^(detach|drop)$")
+    notify_max_attempts: int = Field(8, ge=1)
+    notify_backoff_s: float = Field(30.0, ge=0)
+    notify_lease_s: float = Field(120.0, gt=0)
+    dashboard_base_url: str = "http://127.0.0.1:8501"
+
+    # ML model, registry and scoring (issue 5).
+    mlflow_tracking_uri: str | None = Field(
+        None, description="Tracking + registry URI; unset = sqlite:///<home>/mlflow/mlflow.db"
+    )
+    mlflow_artifact_root: Path | None = Field(
+        None, description="Artifact store of new experiments; unset = <home>/mlflow/artifacts"
+    )
+    mlflow_experiment: str = "equipment-failure"
+    model_name: str = "equipment-failure"
+    ml_sample_minutes: int = Field(
+        60, ge=1, description="Training examples read at one row per equipment per N minutes"
+    )
+    ml_n_estimators: int = Field(200, ge=1)
+    ml_min_samples_leaf: int = Field(10, ge=1)
+    ml_n_jobs: int = Field(2, ge=1)
+    ml_seed: int = 7
+    ml_test_equipment_fraction: float = Field(
+        0.3, gt=0, lt=1, description="Equipment held out of training entirely for evaluation"
+    )
+    ml_test_time_fraction: float = Field(
+        0.3, gt=0, lt=1, description="Latest share of the time span used only for evaluation"
+    )
+    ml_calibration_time_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share of the time span before the test period for calibration"
+    )
+    ml_threshold_policy: Literal["severity_high", "max_f1", "min_precision"] = Field(
+        "severity_high",
+        description="Operating threshold: the HIGH band (what alerting fires on), best F1, or the "
+        "lowest threshold reaching ml_target_precision on the calibration slice",
+    )
+    ml_target_precision: float = Field(0.8, gt=0, lt=1)
+    ml_gate_metric: Literal["pr_auc", "roc_auc", "f1", "recall", "brier"] = "pr_auc"
+    ml_gate_min_improvement: float = Field(
+        0.0, ge=0, description="The challenger must beat the champion's gate metric by more"
+    )
+    ml_explain_top: int = Field(5, ge=1, le=50, description="Features kept per explanation")
+
+    # Platform services started by `emps up` (all on loopback).
+    prefect_port: int = 4200
+    mlflow_port: int = 5000
+    streamlit_port: int = 8501
+    metrics_port: int = 9108
+    prefect_database: str = Field("postgres", description="postgres (same server) or sqlite")
+    restart_limit: int = Field(
+        5, ge=0, description="Restarts of a crashed service before giving up"
+    )
 
     @property
     def pg_dir(self) -> Path:
@@ -59,6 +176,10 @@ class Settings(BaseSettings):
     @property
     def log_dir(self) -> Path:
         return self.home / "log"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
 
     @property
     def embedded(self) -> bool:

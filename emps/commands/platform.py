@@ -21,3 +21,13 @@ def register(app: typer.Typer) -> None:
         from emps.supervisor import print_status
 
         raise typer.Exit(print_status())
+
+    metrics = typer.Typer(help="Prometheus metrics.")
+    app.add_typer(metrics, name="metrics")
+
+    @metrics.command("serve")
+    def metrics_serve() -> None:
+        """Serve Prometheus metrics on 127.0.0.1:EMPS_METRICS_PORT (/metrics)."""
+        from emps.metrics import serve
+
+        serve()

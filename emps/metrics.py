@@ -1,0 +1,156 @@
+"""Prometheus metrics, read from the database at scrape time (nothing to keep in sync)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from emps.db import Role, connect
+from emps.settings import Settings, get_settings
+
+QUERIES = {
+    "ingest": """
+        select coalesce(sum(rows_loaded), 0), coalesce(sum(rows_quarantined), 0),
+               count(*) filter (where status = 'quarantined'),
+               count(*) filter (where status = 'duplicate')
+        from raw.ingest_files
+    """,
+    "alerts": """
+        select severity, count(*) from ops.alerts where status <> 'resolved' group by severity
+    """,
+    "backlog": """
+        select status, count(*) from ops.notifications
+        where status in ('pending', 'sending', 'failed', 'dead') group by status
+    """,
+    "predictions": """
+        select count(*) from ops.predictions where ts > now() - interval '1 hour'
+    """,
+    "freshness": """
+        select count(*), coalesce(max(extract(epoch from now() - ingested_at)), 0)
+        from (select max(ingested_at) as ingested_at from raw.sensor_readings
+              where ingested_at > now() - interval '1 day') recent
+    """,
+}
+
+
+class PlatformCollector(Collector):
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def collect(self) -> Iterator[Metric]:
+        started = time.monotonic()
+        up = GaugeMetricFamily("emps_database_up", "1 when the metrics query reached the database")
+        try:
+            with connect(Role.READER, self.settings) as conn:
+                yield from self._collect(conn)
+            up.add_metric([], 1)
+        except Exception:  # a scrape must still answer when the database is down
+            up.add_metric([], 0)
+        yield up
+        duration = GaugeMetricFamily("emps_scrape_seconds", "Time spent reading the metrics")
+        duration.add_metric([], time.monotonic() - started)
+        yield duration
+        yield from self._flow_durations()
+
+    def _collect(self, conn) -> Iterator[Metric]:
+        loaded, rows_quarantined, files_quarantined, duplicates = conn.execute(
+            QUERIES["ingest"]
+        ).fetchone()
+        readings = CounterMetricFamily(
+            "emps_readings_ingested", "Readings loaded by the ingest flow"
+        )
+        readings.add_metric([], float(loaded))
+        yield readings
+        rows_q = CounterMetricFamily("emps_rows_quarantined", "Rows quarantined by validation")
+        rows_q.add_metric([], float(rows_quarantined))
+        yield rows_q
+        files_q = CounterMetricFamily("emps_files_quarantined", "Drop files that could not be read")
+        files_q.add_metric([], float(files_quarantined))
+        yield files_q
+        dup = CounterMetricFamily("emps_files_duplicate", "Drop files seen twice (loaded once)")
+        dup.add_metric([], float(duplicates))
+        yield dup
+
+        alerts = GaugeMetricFamily(
+            "emps_active_alerts", "Open or acknowledged alerts", labels=["severity"]
+        )
+        counts = dict(conn.execute(QUERIES["alerts"]).fetchall())
+        for severity in ("LOW", "MEDIUM", "HIGH", "CRITICAL"):
+            alerts.add_metric([severity], float(counts.get(severity, 0)))
+        yield alerts
+
+        backlog = GaugeMetricFamily(
+            "emps_notification_backlog", "Notifications not yet delivered", labels=["status"]
+        )
+        counts = dict(conn.execute(QUERIES["backlog"]).fetchall())
+        for status in ("pending", "sending", "failed", "dead"):
+            backlog.add_metric([status], float(counts.get(status, 0)))
+        yield backlog
+
+        predictions = GaugeMetricFamily(
+            "emps_predictions_last_hour", "Predictions in the last hour"
+        )
+        predictions.add_metric([], float(conn.execute(QUERIES["predictions"]).fetchone()[0]))
+        yield predictions
+
+        _, age = conn.execute(QUERIES["freshness"]).fetchone()
+        freshness = GaugeMetricFamily(
+            "emps_seconds_since_last_reading", "Age of the newest ingested reading"
+        )
+        freshness.add_metric([], float(age))
+        yield freshness
+
+    def _flow_durations(self) -> Iterator[Metric]:
+        """Mean duration of each flow's runs finished in the last hour, from the Prefect API."""
+        import os
+
+        import httpx
+
+        api = os.environ.get("PREFECT_API_URL")
+        if not api:
+            return
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
+        body = {
+            "flow_runs": {
+                "end_time": {"after_": since},
+                "state": {"type": {"any_": ["COMPLETED"]}},
+            },
+            "limit": 200,
+        }
+        try:
+            runs = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=3).json()
+            flows = {
+                f["id"]: f["name"]
+                for f in httpx.post(f"{api}/flows/filter", json={"limit": 200}, timeout=3).json()
+            }
+        except (httpx.HTTPError, ValueError):
+            return
+        family = GaugeMetricFamily(
+            "emps_flow_run_seconds",
+            "Mean run time of completed flow runs, last hour",
+            labels=["flow"],
+        )
+        totals: dict[str, list[float]] = {}
+        for run in runs:
+            totals.setdefault(flows.get(run["flow_id"], run["flow_id"]), []).append(
+                float(run.get("total_run_time") or 0.0)
+            )
+        for flow, values in totals.items():
+            family.add_metric([flow], sum(values) / len(values))
+        yield family
+
+
+def serve(settings: Settings | None = None) -> None:
+    """Serve /metrics on 127.0.0.1 until killed."""
+    from prometheus_client import start_http_server
+    from prometheus_client.registry import CollectorRegistry
+
+    settings = settings or get_settings()
+    registry = CollectorRegistry()
+    registry.register(PlatformCollector(settings))
+    start_http_server(settings.metrics_port, addr="127.0.0.1", registry=registry)
+    while True:
+        time.sleep(3600)

@@ -1,0 +1,490 @@
+"""`emps up`: start the whole platform, watch it, and stop it cleanly.
+
+Order matters: the database first, then the servers other services talk to (Prefect, MLflow, the
+SMTP sink), then the bootstrap (history, features, first champion), then the deployments, the
+worker, the dashboard and the simulated fleet. Stopping goes in reverse.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from emps.settings import PROJECT_ROOT, Settings, get_settings
+
+console = Console()
+STATE_FILE = "services.json"
+
+
+@dataclass
+class Service:
+    """A child process the supervisor owns."""
+
+    name: str
+    argv: list[str]
+    url: str | None = None
+    health_url: str | None = None
+    ready_timeout_s: float = 120
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    given_up: bool = False
+
+    def log_path(self, settings: Settings) -> Path:
+        return settings.log_dir / f"{self.name}.log"
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """The environment every child shares: our settings plus where Prefect and MLflow live."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "EMPS_HOME": str(settings.home),
+            "EMPS_PG_PORT": str(settings.pg_port),
+            "EMPS_PROJECT_ROOT": str(PROJECT_ROOT),
+            "PREFECT_API_URL": f"http://127.0.0.1:{settings.prefect_port}/api",
+            "PREFECT_HOME": str(settings.home / "prefect"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_URL": f"http://127.0.0.1:{settings.prefect_port}",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "DO_NOT_TRACK": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def _bin(name: str) -> str:
+    """A console script from this virtual environment."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def prefect_database_url(settings: Settings) -> str:
+    if settings.prefect_database == "sqlite" or not settings.embedded:
+        return f"sqlite+aiosqlite:///{settings.home / 'prefect' / 'prefect.db'}"
+    return f"postgresql+asyncpg://postgres@{settings.pg_host}:{settings.pg_port}/prefect"
+
+
+def mlflow_backend_uri(settings: Settings) -> str:
+    return f"sqlite:///{settings.home / 'mlflow' / 'mlflow.db'}"
+
+
+def server_services(settings: Settings) -> list[Service]:
+    """Servers that must be up before the bootstrap: Prefect, MLflow, the SMTP sink, metrics."""
+    prefect_env = {
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": prefect_database_url(settings),
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(settings.prefect_port),
+    }
+    mlflow_dir = settings.home / "mlflow"
+    return [
+        Service(
+            "prefect-server",
+            [
+                _bin("prefect"),
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(settings.prefect_port),
+                "--analytics-off",
+            ],
+            url=f"http://127.0.0.1:{settings.prefect_port}",
+            health_url=f"http://127.0.0.1:{settings.prefect_port}/api/health",
+            env=prefect_env,
+        ),
+        Service(
+            "mlflow",
+            [
+                _bin("mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(settings.mlflow_port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                mlflow_backend_uri(settings),
+                "--default-artifact-root",
+                str(mlflow_dir / "artifacts"),
+                "--no-serve-artifacts",
+            ],
+            url=f"http://127.0.0.1:{settings.mlflow_port}",
+            health_url=f"http://127.0.0.1:{settings.mlflow_port}/health",
+        ),
+        Service(
+            "smtp-sink",
+            [_bin("emps"), "mail", "serve"],
+            url=f"smtp://127.0.0.1:{settings.smtp_port}",
+        ),
+        Service(
+            "metrics",
+            [_bin("emps"), "metrics", "serve"],
+            url=f"http://127.0.0.1:{settings.metrics_port}/metrics",
+            health_url=f"http://127.0.0.1:{settings.metrics_port}/metrics",
+        ),
+    ]
+
+
+def app_services(settings: Settings, with_simulator: bool) -> list[Service]:
+    """Services that need the bootstrap done: the worker, the dashboard, the simulated fleet."""
+    services = [
+        Service(
+            "prefect-worker",
+            [
+                _bin("prefect"),
+                "worker",
+                "start",
+                "--pool",
+                "emps-local",
+                "--type",
+                "process",
+                "--limit",
+                "4",
+            ],
+        ),
+        Service(
+            "streamlit",
+            [
+                _bin("streamlit"),
+                "run",
+                str(PROJECT_ROOT / "streamlit_app" / "streamlit_app.py"),
+                "--server.address",
+                "127.0.0.1",
+                "--server.port",
+                str(settings.streamlit_port),
+                "--server.headless",
+                "true",
+                "--browser.gatherUsageStats",
+                "false",
+            ],
+            url=f"http://127.0.0.1:{settings.streamlit_port}",
+            health_url=f"http://127.0.0.1:{settings.streamlit_port}/_stcore/health",
+        ),
+    ]
+    if with_simulator:
+        services.append(
+            Service(
+                "simulator",
+                [
+                    _bin("emps"),
+                    "simulate",
+                    "live",
+                    "--equipment",
+                    str(settings.sim_equipment),
+                    "--interval",
+                    str(settings.sim_live_interval_s),
+                ],
+            )
+        )
+    return services
+
+
+class Supervisor:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.services: list[Service] = []
+        self.stopping = False
+        self.env = child_env(settings)
+
+    # -- children ------------------------------------------------------------------------------
+    def start(self, service: Service) -> None:
+        log = service.log_path(self.settings)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        handle = log.open("ab")
+        service.process = subprocess.Popen(
+            service.argv,
+            env={**self.env, **service.env},
+            cwd=PROJECT_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: Ctrl-C reaches us, we stop it in order
+        )
+        handle.close()
+        service.started_at = time.monotonic()
+        if service not in self.services:
+            self.services.append(service)
+        self.write_state()
+
+    def wait_ready(self, service: Service) -> None:
+        if service.health_url is None:
+            time.sleep(0.5)
+            if service.process and service.process.poll() is not None:
+                raise RuntimeError(self._crash_message(service))
+            return
+        deadline = time.monotonic() + service.ready_timeout_s
+        while time.monotonic() < deadline and not self.stopping:
+            if service.process and service.process.poll() is not None:
+                raise RuntimeError(self._crash_message(service))
+            try:
+                if httpx.get(service.health_url, timeout=2).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        if not self.stopping:
+            raise RuntimeError(
+                f"{service.name} did not answer {service.health_url} within "
+                f"{service.ready_timeout_s:.0f} s; see {service.log_path(self.settings)}"
+            )
+
+    def _crash_message(self, service: Service) -> str:
+        log = service.log_path(self.settings)
+        tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
+        code = service.process.returncode if service.process else "?"
+        return f"{service.name} exited with code {code}; last lines of {log}:\n" + "\n".join(tail)
+
+    def stop_all(self) -> None:
+        for service in reversed(self.services):
+            self._stop(service)
+        self.write_state()
+
+    def _stop(self, service: Service, grace_s: float = 15) -> None:
+        proc = service.process
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        console.print(f"  stopped {service.name}")
+
+    def watch(self) -> None:
+        """Restart a crashed child (a few times), and say so; never lose one silently."""
+        while not self.stopping:
+            for service in self.services:
+                proc = service.process
+                if proc is None or proc.poll() is None or service.given_up:
+                    continue
+                if service.restarts >= self.settings.restart_limit:
+                    service.given_up = True
+                    console.print(
+                        f"[red]{service.name} keeps crashing; gave up after "
+                        f"{service.restarts} restarts. {self._crash_message(service)}[/]"
+                    )
+                    self.write_state()
+                    continue
+                service.restarts += 1
+                console.print(
+                    f"[yellow]{service.name} exited (code {proc.returncode}); restarting "
+                    f"({service.restarts}/{self.settings.restart_limit}), log: "
+                    f"{service.log_path(self.settings)}[/]"
+                )
+                self.start(service)
+            time.sleep(1)
+
+    def write_state(self) -> None:
+        state = {
+            "supervisor_pid": os.getpid(),
+            "services": [
+                {
+                    "name": s.name,
+                    "pid": s.process.pid if s.process else None,
+                    "url": s.url,
+                    "restarts": s.restarts,
+                    "given_up": s.given_up,
+                    "log": str(s.log_path(self.settings)),
+                }
+                for s in self.services
+            ],
+        }
+        path = self.settings.run_dir / STATE_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(path)
+
+
+def _phase(name: str, action: Callable[[], object]) -> object:
+    started = time.monotonic()
+    console.print(f"[bold]…[/] {name}")
+    result = action()
+    console.print(f"[green]✓[/] {name} ({time.monotonic() - started:.1f} s)")
+    return result
+
+
+def _take_lock(settings: Settings):
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    handle = (settings.run_dir / "up.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def run_platform(with_simulator: bool = True, settings: Settings | None = None) -> int:
+    """Run everything until Ctrl-C or SIGTERM. Returns the process exit code."""
+    settings = settings or get_settings()
+    lock = _take_lock(settings)
+    if lock is None:
+        console.print("[yellow]EMPS is already running (another `emps up` holds the lock).[/]")
+        print_status(settings)
+        return 0
+
+    supervisor = Supervisor(settings)
+
+    def _request_stop(signum, _frame):
+        supervisor.stopping = True
+
+    signal.signal(signal.SIGINT, _request_stop)
+    signal.signal(signal.SIGTERM, _request_stop)
+
+    from emps.db import embedded_server
+    from emps.migrate import migrate
+
+    server = embedded_server(settings) if settings.embedded else None
+    pg_was_running = bool(server and server.status().running)
+    started_at = time.monotonic()
+    try:
+        if server is not None:
+            _phase("PostgreSQL", server.start)
+            _phase("create the Prefect database", lambda: _ensure_prefect_database(settings))
+        _phase("migrations", lambda: migrate(settings))
+        admin_note = _phase("first admin", lambda: _ensure_first_admin(settings))
+        for service in server_services(settings):
+            _phase(f"start {service.name}", lambda s=service: _start_and_wait(supervisor, s))
+            if supervisor.stopping:
+                return 130
+        from emps.bootstrap import bootstrap
+
+        _phase("bootstrap (history, features, first model)", lambda: bootstrap(settings))
+        _phase("register deployments from prefect.yaml", lambda: deploy(settings, supervisor.env))
+        for service in app_services(settings, with_simulator):
+            _phase(f"start {service.name}", lambda s=service: _start_and_wait(supervisor, s))
+            if supervisor.stopping:
+                return 130
+        console.print(f"\nEMPS is up in {time.monotonic() - started_at:.0f} s.")
+        print_urls(supervisor, admin_note)
+        console.print("Press Ctrl-C to stop everything.")
+        supervisor.watch()
+        return 0
+    except Exception as exc:  # show the cause in the user's words, then stop what started
+        console.print(f"[red]emps up failed: {exc}[/]")
+        return 1
+    finally:
+        console.print("Stopping…")
+        supervisor.stop_all()
+        if server is not None and not pg_was_running:
+            server.stop()
+            console.print("  stopped PostgreSQL")
+        (settings.run_dir / STATE_FILE).unlink(missing_ok=True)
+        lock.close()
+
+
+def _start_and_wait(supervisor: Supervisor, service: Service) -> None:
+    supervisor.start(service)
+    supervisor.wait_ready(service)
+
+
+def _ensure_prefect_database(settings: Settings) -> None:
+    if settings.prefect_database != "postgres":
+        return
+    import psycopg
+
+    from emps.db import embedded_server
+
+    with psycopg.connect(embedded_server(settings).admin_url(), autocommit=True) as conn:
+        if not conn.execute("select 1 from pg_database where datname = 'prefect'").fetchone():
+            conn.execute("create database prefect")
+
+
+def _ensure_first_admin(settings: Settings) -> str | None:
+    try:
+        from emps.users import ensure_first_admin
+    except ImportError:
+        return None
+    return ensure_first_admin(settings)
+
+
+def deploy(settings: Settings, env: dict[str, str]) -> None:
+    """Create the process work pool and register every deployment declared in prefect.yaml."""
+    pool = subprocess.run(
+        [_bin("prefect"), "work-pool", "create", "emps-local", "--type", "process"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if pool.returncode != 0 and "already exists" not in (pool.stdout + pool.stderr):
+        raise RuntimeError(f"could not create work pool emps-local: {pool.stdout}{pool.stderr}")
+    result = subprocess.run(
+        [_bin("prefect"), "--no-prompt", "deploy", "--all"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    log = settings.log_dir / "deploy.log"
+    log.write_text(result.stdout + result.stderr)
+    if result.returncode != 0:
+        raise RuntimeError(f"prefect deploy failed; see {log}")
+
+
+def print_urls(supervisor: Supervisor, admin_note: str | None) -> None:
+    table = Table(title="EMPS services")
+    table.add_column("service")
+    table.add_column("address")
+    table.add_column("log")
+    for service in supervisor.services:
+        table.add_row(service.name, service.url or "—", str(service.log_path(supervisor.settings)))
+    console.print(table)
+    if admin_note:
+        console.print(admin_note)
+
+
+def print_status(settings: Settings | None = None) -> int:
+    """Print what runs; exit code 0 when the platform is up, 1 when it is not."""
+    settings = settings or get_settings()
+    path = settings.run_dir / STATE_FILE
+    if not path.exists():
+        console.print("EMPS is not running (start it with `make up` or `emps up`).")
+        return 1
+    state = json.loads(path.read_text())
+    table = Table(title=f"EMPS (supervisor pid {state['supervisor_pid']})")
+    for column in ("service", "state", "pid", "address", "restarts"):
+        table.add_column(column)
+    all_up = True
+    for svc in state["services"]:
+        alive = svc["pid"] is not None and _alive(svc["pid"])
+        all_up &= alive
+        word = "running" if alive else ("gave up" if svc["given_up"] else "stopped")
+        table.add_row(svc["name"], word, str(svc["pid"]), svc["url"] or "—", str(svc["restarts"]))
+    console.print(table)
+    return 0 if all_up else 1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
