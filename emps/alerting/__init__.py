@@ -1,0 +1,1 @@
+"""Alerts, maintenance tasks and notifications: plain functions the alert flows call."""

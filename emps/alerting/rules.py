@@ -1,0 +1,379 @@
+"""Alert rules: one open alert per equipment (and failure mode), escalate, auto-resolve.
+
+Each public function runs one transaction: the alert, its maintenance task and its outbox rows are
+committed together or not at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from emps.alerting.messages import AlertNotice
+from emps.alerting.outbox import enqueue_alert_notifications
+from emps.alerting.recipients import RecipientsConfig, load_recipients
+from emps.alerting.tasks import ACTOR, ensure_task_for_alert
+from emps.db import Role, connect
+from emps.domain import Severity
+from emps.settings import Settings, get_settings
+
+ALERTING_SEVERITIES = (Severity.HIGH, Severity.CRITICAL)
+
+
+@dataclass(frozen=True)
+class PredictionSignal:
+    """What the scoring flow's event says about one prediction (contracts: event payload)."""
+
+    prediction_id: int
+    prediction_ts: datetime
+    equipment_id: str
+    failure_probability: float
+    severity: Severity
+    days_until_failure: float | None = None
+    model_version: str | None = None
+    failure_mode: str | None = None
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> PredictionSignal:
+        """Validate an event payload; errors name the field at fault."""
+        missing = [
+            k
+            for k in ("prediction_id", "prediction_ts", "equipment_id", "failure_probability")
+            if payload.get(k) in (None, "")
+        ]
+        if missing:
+            raise ValueError(f"prediction event payload lacks {', '.join(missing)}: {payload!r}")
+        ts = payload["prediction_ts"]
+        if isinstance(ts, str):
+            ts = datetime.fromisoformat(ts)
+        if ts.tzinfo is None:
+            raise ValueError(f"prediction_ts {ts} has no time zone offset")
+        probability = float(payload["failure_probability"])
+        if not 0 <= probability <= 1:
+            raise ValueError(f"failure_probability {probability} is outside [0, 1]")
+        days = payload.get("days_until_failure")
+        return cls(
+            prediction_id=int(payload["prediction_id"]),
+            prediction_ts=ts,
+            equipment_id=str(payload["equipment_id"]),
+            failure_probability=probability,
+            severity=Severity(str(payload.get("severity") or "").upper() or "LOW"),
+            days_until_failure=None if days is None else float(days),
+            model_version=None
+            if payload.get("model_version") is None
+            else str(payload["model_version"]),
+            failure_mode=payload.get("failure_mode") or None,
+        )
+
+
+@dataclass(frozen=True)
+class AlertOutcome:
+    action: str  # opened | escalated | updated | duplicate | ignored
+    alert_id: int | None = None
+    task_id: int | None = None
+    notifications: int = 0
+
+
+def _message(signal: PredictionSignal, explanation: list[dict]) -> str:
+    days = (
+        ""
+        if signal.days_until_failure is None
+        else f", predicted failure in {signal.days_until_failure:.1f} days"
+    )
+    top = ", ".join(str(e.get("label") or e.get("feature")) for e in explanation[:3])
+    return f"{signal.severity} failure risk {signal.failure_probability:.0%}{days}" + (
+        f"; top sensors: {top}" if top else ""
+    )
+
+
+def _equipment(conn: psycopg.Connection, equipment_id: str) -> tuple[str, str] | None:
+    row = conn.execute(
+        "select equipment_type, site from raw.equipment where equipment_id = %s", (equipment_id,)
+    ).fetchone()
+    return (row["equipment_type"], row["site"]) if row else None
+
+
+def _audit(conn, action: str, alert_id: int, details: dict) -> None:
+    conn.execute(
+        "insert into ops.audit_log (actor, action, target_type, target_id, details)"
+        " values (%s, %s, 'alert', %s, %s)",
+        (ACTOR, action, str(alert_id), Jsonb(details)),
+    )
+
+
+def process_prediction(
+    payload: dict[str, Any],
+    settings: Settings | None = None,
+    recipients: RecipientsConfig | None = None,
+    now: datetime | None = None,
+) -> AlertOutcome:
+    """Turn one HIGH/CRITICAL prediction into an alert (new, escalated or refreshed), its task and
+    its notifications. Replaying the same prediction changes nothing."""
+    settings = settings or get_settings()
+    signal = PredictionSignal.from_payload(payload)
+    if signal.severity not in ALERTING_SEVERITIES:
+        return AlertOutcome("ignored")
+    recipients = recipients or load_recipients(settings=settings)
+    now = now or datetime.now(UTC)
+    with connect(Role.WRITER, settings) as conn, conn.transaction():
+        conn.row_factory = dict_row
+        # Serialise runs for the same equipment so two events cannot race past the checks below.
+        conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (signal.equipment_id,))
+        prediction = conn.execute(
+            "select explanation from ops.predictions where id = %s and ts = %s",
+            (signal.prediction_id, signal.prediction_ts),
+        ).fetchone()
+        if prediction is None:
+            raise LookupError(
+                f"prediction {signal.prediction_id} of {signal.equipment_id} at "
+                f"{signal.prediction_ts.isoformat()} is not in ops.predictions"
+            )
+        seen = conn.execute(
+            "select id from ops.alerts where prediction_id = %s and prediction_ts = %s",
+            (signal.prediction_id, signal.prediction_ts),
+        ).fetchone()
+        if seen:
+            return AlertOutcome("duplicate", seen["id"])
+        explanation = list(prediction["explanation"] or [])
+        registered = _equipment(conn, signal.equipment_id)
+        equipment_type, site = registered or ("unregistered", "unknown")
+        message = _message(signal, explanation)
+        alert = conn.execute(
+            "select * from ops.alerts where equipment_id = %s"
+            " and coalesce(failure_mode, '') = coalesce(%s, '') and status <> 'resolved'"
+            " for update",
+            (signal.equipment_id, signal.failure_mode),
+        ).fetchone()
+
+        if alert is None:
+            alert = conn.execute(
+                """
+                insert into ops.alerts (equipment_id, prediction_id, prediction_ts, severity,
+                    failure_mode, message, created_at, updated_at, last_notified_at)
+                values (%s, %s, %s, %s, %s, %s, %s, %s, %s) returning *
+                """,
+                (
+                    signal.equipment_id,
+                    signal.prediction_id,
+                    signal.prediction_ts,
+                    signal.severity.value,
+                    signal.failure_mode,
+                    message,
+                    now,
+                    now,
+                    now,
+                ),
+            ).fetchone()
+            _audit(conn, "alert.open", alert["id"], {"severity": signal.severity.value})
+            action, event = "opened", "alert.opened"
+        elif Severity(alert["severity"]).rank < signal.severity.rank:
+            alert = conn.execute(
+                """
+                update ops.alerts set severity = %s, message = %s, prediction_id = %s,
+                    prediction_ts = %s, updated_at = %s, last_notified_at = %s
+                where id = %s returning *
+                """,
+                (
+                    signal.severity.value,
+                    message,
+                    signal.prediction_id,
+                    signal.prediction_ts,
+                    now,
+                    now,
+                    alert["id"],
+                ),
+            ).fetchone()
+            _audit(
+                conn,
+                "alert.escalate_severity",
+                alert["id"],
+                {"severity": signal.severity.value},
+            )
+            action, event = "escalated", "alert.escalated"
+        else:
+            # Same or lower severity: keep the alert current, tell nobody again.
+            if alert["prediction_ts"] is None or alert["prediction_ts"] <= signal.prediction_ts:
+                conn.execute(
+                    "update ops.alerts set prediction_id = %s, prediction_ts = %s, updated_at = %s"
+                    " where id = %s",
+                    (signal.prediction_id, signal.prediction_ts, now, alert["id"]),
+                )
+            return AlertOutcome("updated", alert["id"])
+
+        # A task needs a registered equipment; an unregistered one still alerts (site "unknown"
+        # reaches the crews covering every site) so the registry gap gets noticed.
+        task_id = None
+        if registered:
+            task_id, _ = ensure_task_for_alert(
+                conn,
+                alert_id=alert["id"],
+                equipment_id=signal.equipment_id,
+                severity=signal.severity.value,
+                failure_probability=signal.failure_probability,
+                days_until_failure=signal.days_until_failure,
+                now=now,
+                settings=settings,
+            )
+        notice = AlertNotice(
+            alert_id=alert["id"],
+            equipment_id=signal.equipment_id,
+            equipment_type=equipment_type,
+            site=site,
+            severity=signal.severity.value,
+            failure_probability=signal.failure_probability,
+            days_until_failure=signal.days_until_failure,
+            message=message,
+            event=event,
+            escalation_level=alert["escalation_level"],
+            top_sensors=explanation,
+            task=_task_line(conn, task_id),
+        )
+        written = enqueue_alert_notifications(
+            conn,
+            notice,
+            recipients.for_alert(site, alert["escalation_level"]),
+            now,
+            settings,
+            key_suffix=f"/{signal.severity.value}",
+        )
+        return AlertOutcome(action, alert["id"], task_id, written)
+
+
+def _task_line(conn, task_id: int | None) -> str | None:
+    if task_id is None:
+        return None
+    row = conn.execute(
+        "select id, task_type, priority, scheduled_date from ops.maintenance_tasks where id = %s",
+        (task_id,),
+    ).fetchone()
+    return (
+        f"#{row['id']} {row['task_type']}, priority {row['priority']}, "
+        f"scheduled {row['scheduled_date']:%Y-%m-%d %H:%M %Z}"
+    )
+
+
+@dataclass(frozen=True)
+class EscalationReport:
+    escalated: list[int]
+    notifications: int
+
+
+def escalate_unacknowledged(
+    settings: Settings | None = None,
+    recipients: RecipientsConfig | None = None,
+    now: datetime | None = None,
+) -> EscalationReport:
+    """CRITICAL alerts still open (not acknowledged) `escalation_delay_min` after their last
+    notification go to the next recipient group. Acknowledging an alert stops this."""
+    settings = settings or get_settings()
+    recipients = recipients or load_recipients(settings=settings)
+    now = now or datetime.now(UTC)
+    cutoff = now - timedelta(minutes=settings.escalation_delay_min)
+    escalated: list[int] = []
+    written = 0
+    with connect(Role.WRITER, settings) as conn, conn.transaction():
+        conn.row_factory = dict_row
+        due = conn.execute(
+            """
+            select a.*, p.failure_probability, p.days_until_failure, p.explanation,
+                   coalesce(e.equipment_type, 'unknown') as equipment_type,
+                   coalesce(e.site, 'unknown') as site
+            from ops.alerts a
+            left join ops.predictions p on p.id = a.prediction_id and p.ts = a.prediction_ts
+            left join raw.equipment e on e.equipment_id = a.equipment_id
+            where a.status = 'open' and a.severity = 'CRITICAL'
+              and coalesce(a.last_notified_at, a.created_at) <= %s
+            order by a.id
+            for update of a skip locked
+            """,
+            (cutoff,),
+        ).fetchall()
+        for alert in due:
+            level = alert["escalation_level"] + 1
+            conn.execute(
+                "update ops.alerts set escalation_level = %s, last_notified_at = %s,"
+                " updated_at = %s where id = %s",
+                (level, now, now, alert["id"]),
+            )
+            _audit(
+                conn,
+                "alert.escalate",
+                alert["id"],
+                {"level": level, "role": recipients.role_for_level(level)},
+            )
+            notice = AlertNotice(
+                alert_id=alert["id"],
+                equipment_id=alert["equipment_id"],
+                equipment_type=alert["equipment_type"],
+                site=alert["site"],
+                severity=alert["severity"],
+                failure_probability=alert["failure_probability"] or 0.0,
+                days_until_failure=alert["days_until_failure"],
+                message=alert["message"],
+                event="alert.unacknowledged",
+                escalation_level=level,
+                top_sensors=list(alert["explanation"] or []),
+            )
+            written += enqueue_alert_notifications(
+                conn, notice, recipients.for_alert(alert["site"], level), now, settings
+            )
+            escalated.append(alert["id"])
+    return EscalationReport(escalated, written)
+
+
+def auto_resolve(settings: Settings | None = None, now: datetime | None = None) -> list[int]:
+    """Resolve alerts whose maintenance task was completed, or (when enabled) whose equipment
+    has had only LOW/MEDIUM predictions for `auto_resolve_healthy_hours`."""
+    settings = settings or get_settings()
+    now = now or datetime.now(UTC)
+    resolved = []
+    with connect(Role.WRITER, settings) as conn, conn.transaction():
+        done = conn.execute(
+            """
+            select distinct on (a.id) a.id, t.id, t.outcome
+            from ops.alerts a join ops.maintenance_tasks t on t.alert_id = a.id
+            where a.status <> 'resolved' and t.status = 'completed'
+              and not exists (select 1 from ops.maintenance_tasks o where o.alert_id = a.id
+                              and o.status in ('scheduled', 'in_progress'))
+            order by a.id, t.completed_date desc
+            """
+        ).fetchall()
+        for alert_id, task_id, outcome in done:
+            conn.execute(
+                "select ops.resolve_alert(%s, %s, %s)",
+                (
+                    alert_id,
+                    "emps-auto-resolve",
+                    f"maintenance task #{task_id} completed: {outcome}",
+                ),
+            )
+            resolved.append(alert_id)
+        hours = settings.auto_resolve_healthy_hours
+        if hours > 0:
+            since = now - timedelta(hours=hours)
+            healthy = conn.execute(
+                """
+                select a.id from ops.alerts a
+                where a.status <> 'resolved' and a.updated_at <= %(since)s
+                  and exists (select 1 from ops.predictions p
+                              where p.equipment_id = a.equipment_id and p.ts > %(since)s)
+                  and not exists (select 1 from ops.predictions p
+                                  where p.equipment_id = a.equipment_id and p.ts > %(since)s
+                                    and p.severity in ('HIGH', 'CRITICAL'))
+                """,
+                {"since": since},
+            ).fetchall()
+            for (alert_id,) in healthy:
+                if alert_id in resolved:
+                    continue
+                conn.execute(
+                    "select ops.resolve_alert(%s, %s, %s)",
+                    (alert_id, "emps-auto-resolve", f"no HIGH/CRITICAL prediction for {hours} h"),
+                )
+                resolved.append(alert_id)
+    return resolved

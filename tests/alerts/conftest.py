@@ -1,0 +1,147 @@
+"""Fixtures of the alert tests: a real aiosmtpd mailbox on a free port, settings pointing at it,
+a small crew, and helpers to register equipment and write predictions like the scoring flow."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from emps.alerting.mailbox import MailboxHandler, start_sink
+from emps.alerting.recipients import Recipient, RecipientsConfig
+from emps.db import Role, connect
+from emps.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def mailbox(tmp_path: Path) -> Iterator[tuple[MailboxHandler, int]]:
+    """A running SMTP sink that refuses refused@crews.example; yields (handler, port)."""
+    port = free_port()
+    controller, handler = start_sink(
+        tmp_path / "mailbox", port=port, refuse={"refused@crews.example"}
+    )
+    yield handler, port
+    controller.stop()
+
+
+@pytest.fixture
+def alert_settings(db: Settings, mailbox, tmp_path: Path) -> Settings:
+    """The test database's settings with SMTP at the sink and no backoff between retries."""
+    _, port = mailbox
+    return db.model_copy(
+        update={
+            "smtp_port": port,
+            "notify_backoff_s": 0.0,
+            "home": tmp_path,
+            "dashboard_base_url": "http://dash.test",
+        }
+    )
+
+
+@pytest.fixture
+def crew() -> RecipientsConfig:
+    return RecipientsConfig(
+        people=(
+            Recipient("Alpha techs", "technician", ("ALPHA",), "alpha@crews.example"),
+            Recipient("Alpha tech 2", "technician", ("ALPHA",), "alpha2@crews.example"),
+            Recipient("Bravo techs", "technician", ("BRAVO",), "bravo@crews.example"),
+            Recipient("Supervisor", "supervisor", ("*",), "boss@crews.example"),
+            Recipient("Manager", "manager", ("*",), "manager@crews.example"),
+        ),
+        escalation=("technician", "supervisor", "manager"),
+    )
+
+
+def add_equipment(settings: Settings, equipment_id: str, site: str = "ALPHA") -> None:
+    with connect(Role.OWNER, settings) as conn:
+        conn.execute(
+            "insert into raw.equipment (equipment_id, equipment_type, site)"
+            " values (%s, 'generator', %s) on conflict do nothing",
+            (equipment_id, site),
+        )
+
+
+def write_prediction(
+    settings: Settings,
+    equipment_id: str,
+    probability: float,
+    severity: str,
+    ts: datetime | None = None,
+    days: float | None = 3.0,
+) -> dict:
+    """Insert an ops.predictions row as the scoring flow does; returns the event payload."""
+    ts = ts or datetime.now(UTC)
+    explanation = [
+        {
+            "feature": "vibration_slope_24h",
+            "label": "vibration 24 h slope",
+            "sensor": "vibration",
+            "contribution": 0.21,
+            "value": 1.3,
+        }
+    ]
+    with connect(Role.WRITER, settings) as conn:
+        pid = conn.execute(
+            "insert into ops.predictions (equipment_id, ts, failure_probability, health_score,"
+            " severity, days_until_failure, model_version, explanation)"
+            " values (%s, %s, %s, %s, %s, %s, '3', %s) returning id",
+            (
+                equipment_id,
+                ts,
+                probability,
+                round(100 * (1 - probability)),
+                severity,
+                days,
+                json.dumps(explanation),
+            ),
+        ).fetchone()[0]
+    return {
+        "prediction_id": pid,
+        "prediction_ts": ts.isoformat(),
+        "equipment_id": equipment_id,
+        "failure_probability": probability,
+        "severity": severity,
+        "days_until_failure": days,
+        "model_version": "3",
+    }
+
+
+class _GatewayHandler(BaseHTTPRequestHandler):
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        server = self.server
+        server.requests.append(
+            {"path": self.path, "auth": self.headers.get("Authorization"), **body}
+        )
+        status = 503 if server.fail_next > 0 else 200
+        server.fail_next = max(server.fail_next - 1, 0)
+        self.send_response(status)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def sms_gateway() -> Iterator[ThreadingHTTPServer]:
+    """A local HTTP SMS gateway recording each request (`.requests`); `.fail_next` answers 503."""
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _GatewayHandler)
+    server.requests = []
+    server.fail_next = 0
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
