@@ -5,7 +5,9 @@ from __future__ import annotations
 import typer
 
 from emps.commands import db as db_commands
+from emps.commands import equipment as equipment_commands
 from emps.commands import platform as platform_commands
+from emps.commands import simulate as simulate_commands
 
 app = typer.Typer(
     name="emps",
@@ -14,6 +16,8 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(db_commands.app, name="db")
+app.add_typer(equipment_commands.app, name="equipment")
+app.add_typer(simulate_commands.app, name="simulate")
 platform_commands.register(app)
 
 

@@ -1,0 +1,182 @@
+"""What happened to the fleet besides readings: failures, repairs, preventive services, ground truth.
+
+Backfill records a whole window at once; live records each interval as it passes. Both call
+`record_events` for a window, and every write is idempotent, so overlapping windows are harmless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import psycopg
+
+from emps.simulator.fleet import Fleet
+
+SOURCE = "simulator"
+
+
+@dataclass
+class EventCounts:
+    failure_events: int = 0
+    repairs: int = 0
+    preventive: int = 0
+    truth: int = 0
+
+    def __iadd__(self, other: EventCounts) -> EventCounts:
+        self.failure_events += other.failure_events
+        self.repairs += other.repairs
+        self.preventive += other.preventive
+        self.truth += other.truth
+        return self
+
+
+def _dt(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def register_fleet(conn: psycopg.Connection, fleet: Fleet) -> int:
+    """Upsert the fleet into raw.equipment (source 'simulator'); returns the rows written.
+
+    Equipment registered by an operator import keeps its record: the simulator never overwrites it.
+    """
+    with conn.cursor() as cur:
+        cur.executemany(
+            """
+            insert into raw.equipment
+                (equipment_id, equipment_type, site, unit, commissioned_at, source)
+            values (%s, %s, %s, %s, %s, 'simulator')
+            on conflict (equipment_id) do update
+                set equipment_type = excluded.equipment_type, site = excluded.site,
+                    unit = excluded.unit, commissioned_at = excluded.commissioned_at
+                where raw.equipment.source = 'simulator'
+            """,
+            [
+                (e.equipment_id, e.equipment_type, e.site, e.unit, e.commissioned_at)
+                for e in fleet.equipment
+            ],
+        )
+    return len(fleet)
+
+
+def record_events(
+    conn: psycopg.Connection, fleet: Fleet, start: datetime, end: datetime
+) -> EventCounts:
+    """Write the failures, repairs, services and truth that fall in [start, end)."""
+    start_s, end_s = int(start.timestamp()), int(end.timestamp())
+    failures, repairs, truth, services = [], [], [], []
+    for eq in fleet.equipment:
+        for ep in eq.episodes_until(end_s):
+            if ep.degradation_start_s < end_s and ep.repaired_s >= start_s:
+                truth.append(
+                    (
+                        ep.equipment_id,
+                        ep.failure_at,
+                        ep.mode,
+                        ep.degradation_start,
+                        ep.repaired_at,
+                        ep.sudden,
+                        ep.amplitude,
+                        ep.tau_days,
+                        fleet.seed,
+                    )
+                )
+            failed_in = start_s <= ep.failure_s < end_s
+            repaired_in = start_s <= ep.repaired_s < end_s
+            if failed_in or repaired_in:
+                repaired = ep.repaired_at if ep.repaired_s < end_s else None
+                note = f"simulated {ep.mode} failure" + (" (sudden)" if ep.sudden else "")
+                failures.append((ep.equipment_id, ep.failure_at, ep.mode, repaired, note))
+            if repaired_in:
+                repairs.append(
+                    (
+                        ep.equipment_id,
+                        ep.failure_at,
+                        ep.repaired_at,
+                        f"repair after {ep.mode.replace('_', ' ')} failure",
+                    )
+                )
+        services += [
+            (s.equipment_id, s.scheduled_date, s.completed_date)
+            for s in eq.services_between(start_s, end_s)
+            if s.end_s <= end_s
+        ]
+
+    counts = EventCounts()
+    with conn.cursor() as cur:
+        # A failure first recorded while its repair was still ahead gets repaired_at later.
+        cur.executemany(
+            """
+            insert into raw.failure_events
+                (equipment_id, failed_at, failure_mode, source, repaired_at, notes)
+            values (%s, %s, %s, 'simulator', %s, %s)
+            on conflict (equipment_id, failed_at) do update
+                set repaired_at = coalesce(raw.failure_events.repaired_at, excluded.repaired_at)
+                where raw.failure_events.source = 'simulator'
+            """,
+            failures,
+        )
+        counts.failure_events = len(failures)
+        counts.repairs = _insert_tasks(
+            cur,
+            "repair",
+            1,
+            "fault_found",
+            [(eid, failed, repaired, note) for eid, failed, repaired, note in repairs],
+        )
+        counts.preventive = _insert_tasks(
+            cur,
+            "preventive",
+            4,
+            "no_fault_found",
+            [(eid, begin, done, "periodic preventive service") for eid, begin, done in services],
+        )
+        cur.executemany(
+            """
+            insert into sim.equipment_truth
+                (equipment_id, failure_at, degradation_mode, degradation_start, repaired_at,
+                 sudden, amplitude, tau_days, seed)
+            values (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+            on conflict (equipment_id, failure_at) do nothing
+            """,
+            truth,
+        )
+        counts.truth = len(truth)
+    return counts
+
+
+def _insert_tasks(
+    cur: psycopg.Cursor,
+    task_type: str,
+    priority: int,
+    outcome: str,
+    rows: list[tuple[str, datetime, datetime, str]],
+) -> int:
+    """Completed maintenance records, once each (keyed by equipment, type and scheduled date)."""
+    cur.executemany(
+        """
+        insert into ops.maintenance_tasks
+            (equipment_id, task_type, priority, status, scheduled_date, completed_date, outcome,
+             notes, created_by, created_at, updated_at)
+        select %(eid)s, %(type)s, %(priority)s, 'completed', %(begin)s, %(done)s, %(outcome)s,
+               %(note)s, 'simulator', %(begin)s, %(done)s
+        where not exists (
+            select 1 from ops.maintenance_tasks
+            where equipment_id = %(eid)s and task_type = %(type)s
+              and scheduled_date = %(begin)s and created_by = 'simulator'
+        )
+        """,
+        [
+            {
+                "eid": eid,
+                "type": task_type,
+                "priority": priority,
+                "begin": begin,
+                "done": done,
+                "outcome": outcome,
+                "note": note,
+            }
+            for eid, begin, done, note in rows
+        ],
+    )
+    return len(rows)
