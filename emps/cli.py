@@ -6,6 +6,7 @@ import typer
 
 from emps.commands import db as db_commands
 from emps.commands import equipment as equipment_commands
+from emps.commands import ingest as ingest_commands
 from emps.commands import platform as platform_commands
 from emps.commands import simulate as simulate_commands
 
@@ -19,6 +20,7 @@ app.add_typer(db_commands.app, name="db")
 app.add_typer(equipment_commands.app, name="equipment")
 app.add_typer(simulate_commands.app, name="simulate")
 platform_commands.register(app)
+ingest_commands.register(app)
 
 
 if __name__ == "__main__":

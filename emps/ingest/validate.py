@@ -1,0 +1,408 @@
+"""Typing raw records and validating them with the Great Expectations suite in expectations/.
+
+The suite is generated from the sensor catalog (`build_suite`) and committed as JSON; the ingest
+run loads it, runs it once per batch of rows on a typed pandas frame and turns each failed
+expectation's row indices into reasons a device owner can read.
+
+Great Expectations takes ~10 s to import, so it is imported on first use and one context and
+validation definition are built per process (`SuiteRunner`), never per file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from emps.catalog import Catalog
+from emps.ingest.parse import PROBLEM, ROW
+from emps.settings import PROJECT_ROOT, Settings
+
+log = logging.getLogger(__name__)
+
+SUITE_NAME = "sensor_readings"
+SUITE_PATH = PROJECT_ROOT / "expectations" / f"{SUITE_NAME}.json"
+# Same rule as the raw.equipment check constraint (migration 0002).
+EQUIPMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+FILE = "ingest_file_id"
+MAX_EPOCH_S = 1e11  # year ~5100: larger numbers are milliseconds or garbage, not seconds
+OFFSET_AT_END = r"(?:[zZ]|[+-]\d\d(?::?\d\d)?)$"
+
+
+# -- the suite -------------------------------------------------------------------------------
+
+
+def build_suite(catalog: Catalog) -> dict[str, Any]:
+    """The expectation suite for one batch of typed readings, as GX 1.x suite JSON.
+
+    Run-time values come in as suite parameters: `known_equipment` (raw.equipment ids),
+    `min_ts` / `max_ts` (retention age and future tolerance, from settings).
+    """
+
+    def expectation(kind: str, why: str, **kwargs) -> dict[str, Any]:
+        return {"type": kind, "kwargs": kwargs, "meta": {"why": why}}
+
+    expectations = [
+        expectation(
+            "expect_column_values_to_not_be_null",
+            "every reading names its equipment",
+            column="equipment_id",
+        ),
+        expectation(
+            "expect_column_values_to_match_regex",
+            "equipment ids are letters, digits and _.:- (as raw.equipment accepts)",
+            column="equipment_id",
+            regex=EQUIPMENT_ID_PATTERN,
+        ),
+        expectation(
+            "expect_column_values_to_be_in_set",
+            "readings only for equipment registered in raw.equipment",
+            column="equipment_id",
+            value_set={"$PARAMETER": "known_equipment"},
+        ),
+        expectation(
+            "expect_column_values_to_not_be_null",
+            "every reading has a timestamp with a UTC offset or epoch seconds",
+            column="ts",
+        ),
+        expectation(
+            "expect_column_values_to_be_between",
+            "not older than the retention period, not in the future beyond the tolerance",
+            column="ts",
+            min_value={"$PARAMETER": "min_ts"},
+            max_value={"$PARAMETER": "max_ts"},
+        ),
+        expectation(
+            "expect_compound_columns_to_be_unique",
+            "one reading per equipment and timestamp within a file",
+            column_list=[FILE, "equipment_id", "ts"],
+        ),
+    ]
+    for sensor in catalog.sensors.values():
+        low, high = sensor.valid_range
+        expectation_for = f"{sensor.name} ({sensor.unit})"
+        if sensor.required:
+            expectations.append(
+                expectation(
+                    "expect_column_values_to_not_be_null",
+                    f"{expectation_for} is required on every reading",
+                    column=sensor.name,
+                )
+            )
+        expectations.append(
+            expectation(
+                "expect_column_values_to_be_between",
+                f"{expectation_for} is a number within its physically possible range",
+                column=sensor.name,
+                min_value=float(low),
+                max_value=float(high),
+            )
+        )
+    return {
+        "name": SUITE_NAME,
+        "expectations": expectations,
+        "meta": {
+            "generated_from": "catalog/sensors.yaml",
+            "catalog_checksum": catalog.checksum,
+            "regenerate_with": "emps quality suite --write",
+        },
+    }
+
+
+def suite_json(catalog: Catalog) -> str:
+    return json.dumps(build_suite(catalog), indent=2, ensure_ascii=False) + "\n"
+
+
+def load_suite(catalog: Catalog, path: Path = SUITE_PATH) -> dict[str, Any]:
+    """The committed suite; regenerated in memory (with a warning) when the catalog moved on."""
+    if path.exists():
+        committed = json.loads(path.read_text(encoding="utf-8"))
+        if committed.get("meta", {}).get("catalog_checksum") == catalog.checksum:
+            return committed
+        log.warning(
+            "%s was generated from another version of the sensor catalog; validating with a "
+            "suite generated now. Run `emps quality suite --write` and commit the result.",
+            path.name,
+        )
+    return build_suite(catalog)
+
+
+# -- typing raw records ----------------------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """A batch of rows ready for the suite: typed `frame`, the `raw` values, parse problems."""
+
+    frame: pd.DataFrame
+    raw: pd.DataFrame
+    problems: dict[int, list[str]] = field(default_factory=dict)
+    ts_problem: pd.Series | None = None
+    bad_number: dict[str, pd.Series] = field(default_factory=dict)
+
+
+def prepare(raw: pd.DataFrame, sensors: list[str], naive_as_utc: bool) -> Prepared:
+    """Type a batch of raw rows (from one or many files): ids as text, UTC timestamps, floats.
+
+    Values that are not numbers (text, NaN, inf) become +inf so the range expectation rejects
+    them; the reason shown uses the raw value.
+    """
+    raw = raw.reset_index(drop=True)
+    frame = pd.DataFrame(index=raw.index)
+    frame[FILE] = raw[FILE].astype("int64")
+    frame[ROW] = raw[ROW].astype("int64")
+    frame["equipment_id"] = _text(raw, "equipment_id")
+
+    ts_text = _text(raw, "timestamp")
+    ts, ts_problem = _parse_timestamps(ts_text, naive_as_utc)
+    frame["ts"] = ts
+
+    bad_number: dict[str, pd.Series] = {}
+    for sensor in sensors:
+        if sensor not in raw.columns:
+            frame[sensor] = np.nan
+            continue
+        values = raw[sensor]
+        numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+        present = values.notna()
+        if values.dtype == object:
+            present &= values.astype("str").str.strip().ne("")
+        bad = present & ~np.isfinite(numbers)
+        if bad.any():
+            numbers = numbers.mask(bad, np.inf)
+            bad_number[sensor] = bad
+        frame[sensor] = numbers
+
+    problems: dict[int, list[str]] = {}
+    if PROBLEM in raw.columns:
+        for index, text in raw[PROBLEM].dropna().items():
+            problems[int(index)] = [str(text)]
+    return Prepared(frame, raw, problems, ts_problem, bad_number)
+
+
+def _text(raw: pd.DataFrame, column: str) -> pd.Series:
+    if column not in raw.columns:
+        return pd.Series(np.nan, index=raw.index, dtype="str")
+    text = raw[column].astype("str").str.strip()
+    return text.mask(text.eq(""))
+
+
+def _parse_timestamps(text: pd.Series, naive_as_utc: bool) -> tuple[pd.Series, pd.Series]:
+    ts = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us, UTC]")
+    problem = pd.Series(None, index=text.index, dtype=object)
+    missing = text.isna()
+    problem[missing] = "timestamp is missing"
+
+    numbers = pd.to_numeric(text, errors="coerce")
+    epoch = numbers.notna() & np.isfinite(numbers)
+    plausible = epoch & numbers.abs().lt(MAX_EPOCH_S)
+    if plausible.any():
+        ts[plausible] = pd.to_datetime(numbers[plausible], unit="s", utc=True)
+    implausible = epoch & ~plausible
+    problem[implausible] = (
+        "timestamp "
+        + _quoted(text[implausible])
+        + (" is too large for epoch seconds (milliseconds?)")
+    )
+
+    textual = ~missing & ~epoch
+    if textual.any():
+        candidates = text[textual]
+        if not naive_as_utc:
+            naive = ~candidates.str.contains(OFFSET_AT_END, regex=True)
+            if naive.any():
+                problem[naive[naive].index] = (
+                    "timestamp "
+                    + _quoted(candidates[naive])
+                    + " has no UTC offset (add +00:00 or Z, or set "
+                    "EMPS_INGEST_NAIVE_TIMESTAMPS_UTC=true)"
+                )
+                candidates = candidates[~naive]
+        parsed = pd.to_datetime(candidates, format="ISO8601", utc=True, errors="coerce")
+        ts[parsed.index] = parsed
+        unparsed = parsed.isna()
+        problem[unparsed[unparsed].index] = (
+            "timestamp "
+            + _quoted(candidates[unparsed])
+            + " is not ISO-8601 with an offset nor epoch seconds"
+        )
+    return ts, problem
+
+
+def _quoted(values: pd.Series) -> pd.Series:
+    return "'" + values.astype("str").str.slice(0, 60) + "'"
+
+
+# -- running the suite -----------------------------------------------------------------------
+
+
+@dataclass
+class Failure:
+    """One expectation that failed on a batch and the frame rows it failed on."""
+
+    kind: str
+    kwargs: dict[str, Any]
+    rows: list[int]
+
+
+class SuiteRunner:
+    """One Great Expectations context + validation definition, reused for every batch."""
+
+    def __init__(self, suite: dict[str, Any]):
+        self.suite = suite
+        self._validation = None
+
+    def _build(self):
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        asset = context.data_sources.add_pandas("drops").add_dataframe_asset("sensor_readings")
+        batch = asset.add_batch_definition_whole_dataframe("batch")
+        suite = context.suites.add(
+            gx.ExpectationSuite(
+                name=self.suite["name"],
+                expectations=self.suite["expectations"],
+                meta=self.suite.get("meta"),
+            )
+        )
+        self._validation = context.validation_definitions.add(
+            gx.ValidationDefinition(name="ingest", data=batch, suite=suite)
+        )
+
+    def run(
+        self, frame: pd.DataFrame, parameters: dict[str, Any]
+    ) -> tuple[list[Failure], dict[str, Any]]:
+        """Validate `frame` (a RangeIndex frame); returns failures and the JSON-able result."""
+        if self._validation is None:
+            self._build()
+        result = self._validation.run(
+            batch_parameters={"dataframe": frame},
+            expectation_parameters=parameters,
+            result_format={"result_format": "COMPLETE"},
+        )
+        failures = []
+        for item in result.results:
+            if item.success:
+                continue
+            config = item.expectation_config
+            indices = item.result.get("unexpected_index_list")
+            if indices is None:
+                raise RuntimeError(
+                    f"expectation {config.type} failed without row indices: "
+                    f"{item.exception_info or item.result}"
+                )
+            rows = [int(i) if not isinstance(i, dict) else int(i["index"]) for i in indices]
+            failures.append(Failure(config.type, dict(config.kwargs), rows))
+        return failures, result.to_json_dict()
+
+
+def suite_parameters(
+    known_equipment: set[str], settings: Settings, now: datetime
+) -> dict[str, Any]:
+    return {
+        "known_equipment": sorted(known_equipment),
+        "min_ts": pd.Timestamp(now - timedelta(days=settings.ingest_max_age_days)),
+        "max_ts": pd.Timestamp(now + timedelta(minutes=settings.ingest_future_tolerance_min)),
+    }
+
+
+# -- reasons ---------------------------------------------------------------------------------
+
+
+def row_reasons(
+    prepared: Prepared,
+    failures: list[Failure],
+    catalog: Catalog,
+    settings: Settings,
+    parameters: dict[str, Any],
+) -> dict[int, list[str]]:
+    """Frame row -> reasons in plain words, each naming the field, the value and the rule."""
+    reasons: dict[int, list[str]] = defaultdict(list)
+    for index, texts in prepared.problems.items():
+        reasons[index].extend(texts)
+    for failure in failures:
+        column = failure.kwargs.get("column")
+        tag = f" [{failure.kind}]"
+        for row in failure.rows:
+            reasons[row].append(
+                _reason(failure, column, row, prepared, catalog, settings, parameters) + tag
+            )
+    return dict(reasons)
+
+
+def _reason(
+    failure: Failure,
+    column: str | None,
+    row: int,
+    prepared: Prepared,
+    catalog: Catalog,
+    settings: Settings,
+    parameters: dict[str, Any],
+) -> str:
+    kind = failure.kind
+    frame, raw = prepared.frame, prepared.raw
+    if column == "equipment_id":
+        value = frame.at[row, "equipment_id"]
+        if kind == "expect_column_values_to_not_be_null":
+            return "equipment_id is missing"
+        if kind == "expect_column_values_to_match_regex":
+            return (
+                f"equipment_id {_show(value)} is not a valid id (letters, digits and _.:-, "
+                "at most 64 characters)"
+            )
+        return (
+            f"equipment_id {_show(value)} is not registered in raw.equipment (register it, or set "
+            "EMPS_INGEST_UNKNOWN_EQUIPMENT=register)"
+        )
+    if column == "ts":
+        if kind == "expect_column_values_to_not_be_null":
+            text = prepared.ts_problem.at[row] if prepared.ts_problem is not None else None
+            return text or "timestamp is missing or unreadable"
+        value = frame.at[row, "ts"]
+        if value > parameters["max_ts"]:
+            return (
+                f"timestamp {value.isoformat()} is more than "
+                f"{settings.ingest_future_tolerance_min} minutes in the future"
+            )
+        return (
+            f"timestamp {value.isoformat()} is older than the "
+            f"{settings.ingest_max_age_days}-day retention period"
+        )
+    if kind == "expect_compound_columns_to_be_unique":
+        return (
+            f"equipment_id {_show(frame.at[row, 'equipment_id'])} has more than one different "
+            f"reading at {frame.at[row, 'ts'].isoformat()} in this file"
+        )
+    sensor = catalog.sensors.get(column)
+    if sensor is not None:
+        if kind == "expect_column_values_to_not_be_null":
+            return f"{column} is required but missing"
+        bad = prepared.bad_number.get(column)
+        if bad is not None and bool(bad.at[row]):
+            return f"{column} value {_show(raw.at[row, column])} is not a number"
+        low, high = sensor.valid_range
+        return (
+            f"{column} value {frame.at[row, column]:g} is outside the valid range "
+            f"{low:g}..{high:g} {sensor.unit}"
+        )
+    return f"{column or failure.kwargs} failed {kind}"
+
+
+def _show(value: Any) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "(empty)"
+    text = str(value)
+    text = re.sub(r"[\x00-\x1f]", "?", text)
+    return repr(text[:60] + ("…" if len(text) > 60 else ""))
