@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from emps.commands import alerts as alert_commands
 from emps.commands import db as db_commands
 from emps.commands import equipment as equipment_commands
 from emps.commands import ingest as ingest_commands
@@ -21,6 +22,7 @@ app.add_typer(equipment_commands.app, name="equipment")
 app.add_typer(simulate_commands.app, name="simulate")
 platform_commands.register(app)
 ingest_commands.register(app)
+alert_commands.register(app)
 
 
 if __name__ == "__main__":

@@ -34,10 +34,10 @@ class AlertNotice:
 
 
 def equipment_link(equipment_id: str, settings: Settings | None = None) -> str:
-    """The dashboard page of an equipment (the Streamlit equipment page reads ?equipment_id=)."""
+    """The dashboard page of an equipment (the Streamlit page reads ?equipment=)."""
     settings = settings or get_settings()
     base = settings.dashboard_base_url.rstrip("/")
-    return f"{base}/equipment?equipment_id={quote(equipment_id, safe='')}"
+    return f"{base}/equipment?equipment={quote(equipment_id, safe='')}"
 
 
 def _days(days: float | None) -> str:

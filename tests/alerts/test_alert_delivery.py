@@ -52,7 +52,7 @@ def test_email_has_text_html_link_and_sensors(alert_settings, crew, mailbox):
     for body in (text, html):
         assert "2.5 days" in body
         assert "vibration 24 h slope" in body
-        assert "http://dash.test/equipment?equipment_id=GEN-0101" in body
+        assert "http://dash.test/equipment?equipment=GEN-0101" in body
 
 
 def test_html_in_equipment_id_and_message_is_escaped(alert_settings, crew, mailbox):

@@ -1,0 +1,121 @@
+"""Alert flows: turn prediction events into alerts, tasks and notifications; deliver the outbox;
+escalate unacknowledged CRITICAL alerts; send the daily maintenance report; apply retention.
+
+Thin wrappers: the rules live in emps.alerting and are tested there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+
+from emps.alerting import daily_report, outbox, retention, rules
+from emps.settings import get_settings
+
+
+@task(name="record-alert", cache_policy=NONE, retries=2, retry_delay_seconds=[2, 10])
+def record_alert(payload: dict[str, Any]) -> rules.AlertOutcome:
+    """Open, escalate or refresh the equipment's alert, its task and outbox rows (one transaction)."""
+    return rules.process_prediction(payload, get_settings())
+
+
+@task(name="deliver-notifications", cache_policy=NONE)
+def deliver_notifications(alert_ids: list[int] | None = None, limit: int = 500) -> dict:
+    """Send due outbox rows. No task retries: failed rows are retried by the outbox's backoff."""
+    report = outbox.send_notifications(get_settings(), limit=limit, alert_ids=alert_ids)
+    logger = get_run_logger()
+    for error in dict.fromkeys(report.errors):  # one line per distinct error, not per row
+        logger.error(error)
+    logger.info("notifications: %s", report)
+    return asdict(report)
+
+
+@task(name="escalate-unacknowledged", cache_policy=NONE, retries=2, retry_delay_seconds=10)
+def escalate() -> rules.EscalationReport:
+    """Send unacknowledged CRITICAL alerts to the next recipient group."""
+    return rules.escalate_unacknowledged(get_settings())
+
+
+@task(name="auto-resolve-alerts", cache_policy=NONE, retries=2, retry_delay_seconds=10)
+def auto_resolve() -> list[int]:
+    """Resolve alerts whose task is done or whose equipment has been healthy long enough."""
+    return rules.auto_resolve(get_settings())
+
+
+@task(name="queue-daily-report", cache_policy=NONE, retries=1, retry_delay_seconds=60)
+def queue_report() -> daily_report.DailyReport:
+    """Write the day's report files and queue one email per report recipient."""
+    return daily_report.queue_daily_report(get_settings())
+
+
+@task(name="apply-retention", cache_policy=NONE)
+def apply_retention() -> retention.RetentionReport:
+    """Delete old resolved alerts; detach or drop month partitions past the retention."""
+    return retention.cleanup(get_settings())
+
+
+@flow(name="process-prediction-alerts")
+def process_prediction_alerts(payload: dict[str, Any], event_id: str | None = None) -> dict:
+    """Triggered by emps.prediction.high / emps.prediction.critical: one alert per equipment,
+    escalated on a worse prediction, a maintenance task, and its notifications sent at once."""
+    logger = get_run_logger()
+    outcome = record_alert(payload)
+    logger.info(
+        "event %s for %s: alert %s %s",
+        event_id,
+        payload.get("equipment_id"),
+        outcome.alert_id,
+        outcome.action,
+    )
+    sent = None
+    if outcome.notifications and outcome.alert_id is not None:
+        sent = deliver_notifications([outcome.alert_id])
+    return {**asdict(outcome), "delivery": sent}
+
+
+@flow(name="send-notifications")
+def send_notifications(limit: int = 500) -> dict:
+    """Deliver every due outbox row (retries after SMTP/gateway outages, quiet-hour releases).
+    Fails the run, without retrying, when nothing could be sent because of a delivery error."""
+    report = deliver_notifications(None, limit)
+    if report["errors"] and report["sent"] == 0:
+        raise RuntimeError(report["errors"][0])
+    return report
+
+
+@flow(name="check-critical-alerts")
+def check_critical_alerts() -> dict:
+    """Every 5 minutes: escalate CRITICAL alerts nobody acknowledged, auto-resolve, deliver."""
+    escalated = escalate()
+    resolved = auto_resolve()
+    delivery = deliver_notifications(escalated.escalated) if escalated.notifications else None
+    return {"escalated": escalated.escalated, "resolved": resolved, "delivery": delivery}
+
+
+@flow(name="send-daily-maintenance-report")
+def send_daily_maintenance_report() -> dict:
+    """08:00: the day's tasks, open alerts and fleet health by email, PDF and CSV attached."""
+    report = queue_report()
+    delivery = deliver_notifications(None)
+    return {
+        "day": report.day,
+        "files": [str(p) for p in report.files],
+        "queued": report.queued,
+        "delivery": delivery,
+    }
+
+
+@flow(name="cleanup-old-alerts")
+def cleanup_old_alerts() -> dict:
+    """02:00: resolved alerts past the retention; old sensor and prediction partitions."""
+    report = apply_retention()
+    get_run_logger().info(
+        "retention: %s alerts deleted, partitions %s: %s",
+        report.alerts_deleted,
+        report.mode,
+        report.partitions_retired or "none",
+    )
+    return asdict(report)
