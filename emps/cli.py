@@ -10,6 +10,7 @@ from emps.commands import equipment as equipment_commands
 from emps.commands import ingest as ingest_commands
 from emps.commands import platform as platform_commands
 from emps.commands import simulate as simulate_commands
+from emps.commands import users as user_commands
 
 app = typer.Typer(
     name="emps",
@@ -20,6 +21,7 @@ app = typer.Typer(
 app.add_typer(db_commands.app, name="db")
 app.add_typer(equipment_commands.app, name="equipment")
 app.add_typer(simulate_commands.app, name="simulate")
+app.add_typer(user_commands.app, name="user")
 platform_commands.register(app)
 ingest_commands.register(app)
 alert_commands.register(app)

@@ -1,0 +1,185 @@
+"""What a signed-in dashboard user can change, checked here and again in the database.
+
+Each action checks the user's role before it touches the database, then calls one of the
+`ops.user_*` / `ops.admin_*` functions (migration 0060) as the narrow `emps_operator` role. Those
+re-check the role against ops.users, run the audited lifecycle functions of migration 0004, and
+stamp the user's role on the audit row.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from emps.settings import Settings
+from emps.users import User, UserError, connect_operator, hash_password, parse_role
+from emps.users import validate_username as _validate_username
+
+TASK_TYPES = ("inspection", "corrective", "preventive", "repair")
+OUTCOMES = ("fault_found", "no_fault_found", "failed_before_service")
+MAX_NOTE_LENGTH = 2000
+
+
+class NotAllowed(PermissionError):
+    """The signed-in user's role may not do this."""
+
+
+class ActionFailed(RuntimeError):
+    """The database refused the change (wrong state, unknown id, ...); the message says why."""
+
+
+def _require_actor(user: User) -> None:
+    if not user.role.can_act:
+        raise NotAllowed(
+            f"{user.username} is a {user.role.value}: only Technicians and Admins can change "
+            "alerts and maintenance tasks"
+        )
+
+
+def _require_admin(user: User) -> None:
+    if not user.role.can_administer:
+        raise NotAllowed(f"{user.username} is a {user.role.value}: only Admins can do this")
+
+
+def _note(note: str | None) -> str | None:
+    note = (note or "").strip()
+    if len(note) > MAX_NOTE_LENGTH:
+        raise ActionFailed(f"the note has {len(note)} characters; keep it under {MAX_NOTE_LENGTH}")
+    return note or None
+
+
+def _call(sql: str, params: tuple, settings: Settings | None) -> dict[str, Any] | None:
+    try:
+        with connect_operator(settings) as conn:
+            cur = conn.execute(sql, params)
+            row = cur.fetchone()
+            if row is None or cur.description is None:
+                return None
+            return dict(zip([d.name for d in cur.description], row, strict=True))
+    except psycopg.errors.RaiseException as exc:
+        raise ActionFailed(exc.diag.message_primary or str(exc)) from None
+    except (
+        psycopg.errors.InsufficientPrivilege,
+        psycopg.errors.CheckViolation,
+        psycopg.errors.NoDataFound,
+    ) as exc:
+        raise ActionFailed(exc.diag.message_primary or str(exc)) from None
+
+
+def acknowledge_alert(
+    user: User, alert_id: int, note: str | None = None, settings: Settings | None = None
+) -> dict:
+    _require_actor(user)
+    return _call(
+        "select * from ops.user_acknowledge_alert(%s, %s, %s)",
+        (user.username, int(alert_id), _note(note)),
+        settings,
+    )
+
+
+def resolve_alert(
+    user: User, alert_id: int, note: str | None = None, settings: Settings | None = None
+) -> dict:
+    _require_actor(user)
+    return _call(
+        "select * from ops.user_resolve_alert(%s, %s, %s)",
+        (user.username, int(alert_id), _note(note)),
+        settings,
+    )
+
+
+def create_task(
+    user: User,
+    equipment_id: str,
+    task_type: str,
+    priority: int,
+    scheduled_date: datetime,
+    alert_id: int | None = None,
+    notes: str | None = None,
+    settings: Settings | None = None,
+) -> dict:
+    _require_actor(user)
+    if task_type not in TASK_TYPES:
+        raise ActionFailed(f"task type {task_type!r} is not one of {', '.join(TASK_TYPES)}")
+    if scheduled_date.tzinfo is None:
+        raise ActionFailed("the scheduled date needs a time zone")
+    return _call(
+        "select * from ops.user_create_maintenance_task(%s, %s, %s, %s, %s, %s, %s)",
+        (
+            user.username,
+            equipment_id.strip(),
+            task_type,
+            int(priority),
+            scheduled_date,
+            alert_id,
+            _note(notes),
+        ),
+        settings,
+    )
+
+
+def reschedule_task(
+    user: User,
+    task_id: int,
+    scheduled_date: datetime,
+    note: str | None = None,
+    settings: Settings | None = None,
+) -> dict:
+    _require_actor(user)
+    if scheduled_date.tzinfo is None:
+        raise ActionFailed("the new date needs a time zone")
+    return _call(
+        "select * from ops.user_reschedule_maintenance_task(%s, %s, %s, %s)",
+        (user.username, int(task_id), scheduled_date, _note(note)),
+        settings,
+    )
+
+
+def complete_task(
+    user: User,
+    task_id: int,
+    outcome: str,
+    note: str | None = None,
+    settings: Settings | None = None,
+) -> dict:
+    _require_actor(user)
+    if outcome not in OUTCOMES:
+        raise ActionFailed(f"outcome {outcome!r} is not one of {', '.join(OUTCOMES)}")
+    return _call(
+        "select * from ops.user_complete_maintenance_task(%s, %s, %s, %s)",
+        (user.username, int(task_id), outcome, _note(note)),
+        settings,
+    )
+
+
+def save_user(
+    admin: User,
+    username: str,
+    role: str,
+    display_name: str = "",
+    password: str | None = None,
+    active: bool = True,
+    settings: Settings | None = None,
+) -> None:
+    """Add a user or change one (a blank password keeps the current one)."""
+    _require_admin(admin)
+    try:
+        username = _validate_username(username)
+        user_role = parse_role(role)
+        password_hash = hash_password(password) if password else None
+    except UserError as exc:
+        raise ActionFailed(str(exc)) from None
+    _call(
+        "select ops.admin_save_user(%s, %s, %s, %s, %s, %s)",
+        (admin.username, username, user_role.value, display_name.strip(), password_hash, active),
+        settings,
+    )
+
+
+def set_threshold(admin: User, key: str, value: float, settings: Settings | None = None) -> None:
+    _require_admin(admin)
+    _call(
+        "select ops.admin_set_threshold(%s, %s, %s)", (admin.username, key, float(value)), settings
+    )

@@ -1,0 +1,468 @@
+"""Every read the dashboard and the reports make: small functions returning DataFrames.
+
+All of them run as the read-only role over the dbt marts (`analytics.mart_*`) and the ops/raw
+tables, with parameterised SQL only. Filters given as None mean "all".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import psycopg
+from psycopg import sql
+
+from emps.catalog import load_catalog
+from emps.db import Role, database_url
+from emps.settings import Settings, get_settings
+
+SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
+ALERT_STATUSES = ("open", "acknowledged", "resolved")
+# Charts need a few hundred points, not 130,000 one-minute readings: longer ranges are averaged.
+MAX_TREND_POINTS = 1500
+TASK_STATUSES_OPEN = ("scheduled", "in_progress")
+
+
+def _connect(settings: Settings) -> psycopg.Connection:
+    # A runaway dashboard query must not hold the database: cap it.
+    return psycopg.connect(
+        database_url(Role.READER, settings),
+        connect_timeout=10,
+        application_name="emps-dashboard",
+        options=f"-c statement_timeout={settings.query_timeout_ms}",
+    )
+
+
+def frame(
+    query: str | sql.Composable,
+    params: dict[str, Any] | None = None,
+    settings: Settings | None = None,
+) -> pd.DataFrame:
+    """Run one read-only query and return its rows as a DataFrame (columns even when empty)."""
+    settings = settings or get_settings()
+    with _connect(settings) as conn, conn.cursor() as cur:
+        cur.execute(query, params or {})
+        columns = [d.name for d in cur.description]
+        rows = cur.fetchall()
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _list(values: Sequence[str] | None) -> list[str] | None:
+    return list(values) if values else None
+
+
+# -- fleet ------------------------------------------------------------------------------------
+def sites(settings: Settings | None = None) -> list[str]:
+    return frame("select distinct site from raw.equipment order by site", settings=settings)[
+        "site"
+    ].tolist()
+
+
+def equipment_types(settings: Settings | None = None) -> list[str]:
+    return frame(
+        "select distinct equipment_type from raw.equipment order by equipment_type",
+        settings=settings,
+    )["equipment_type"].tolist()
+
+
+def equipment_ids(settings: Settings | None = None) -> list[str]:
+    return frame("select equipment_id from raw.equipment order by equipment_id", settings=settings)[
+        "equipment_id"
+    ].tolist()
+
+
+def fleet_health(
+    sites: Sequence[str] | None = None,
+    types: Sequence[str] | None = None,
+    severities: Sequence[str] | None = None,
+    settings: Settings | None = None,
+) -> pd.DataFrame:
+    """One row per equipment (analytics.mart_equipment_health), most at risk first.
+
+    Severity "UNSCORED" selects equipment without a prediction yet.
+    """
+    return frame(
+        """
+        select equipment_id, equipment_type, site, health_score, severity, failure_probability,
+               days_until_failure, last_reading_at, minutes_since_last_reading,
+               open_alert_id, open_alert_severity, open_alert_status,
+               next_task_id, next_task_type, next_task_date, model_version, predicted_at
+        from analytics.mart_equipment_health
+        where (%(sites)s::text[] is null or site = any(%(sites)s))
+          and (%(types)s::text[] is null or equipment_type = any(%(types)s))
+          and (%(severities)s::text[] is null or coalesce(severity, 'UNSCORED') = any(%(severities)s))
+        order by failure_probability desc nulls last, equipment_id
+        """,
+        {"sites": _list(sites), "types": _list(types), "severities": _list(severities)},
+        settings,
+    )
+
+
+def fleet_overview(settings: Settings | None = None) -> pd.DataFrame:
+    """One row per site and equipment type (analytics.mart_fleet_overview)."""
+    return frame(
+        "select * from analytics.mart_fleet_overview order by site, equipment_type",
+        settings=settings,
+    )
+
+
+def activity_summary(settings: Settings | None = None) -> dict[str, int]:
+    """Active alerts by severity and predictions written in the last hour."""
+    row = frame(
+        """
+        select
+          (select count(*) from ops.predictions
+            where ts > now() - interval '2 hours' and predicted_at > now() - interval '1 hour')
+            as predictions_last_hour,
+          count(*) filter (where severity = 'CRITICAL') as alerts_critical,
+          count(*) filter (where severity = 'HIGH') as alerts_high,
+          count(*) filter (where severity = 'MEDIUM') as alerts_medium,
+          count(*) filter (where severity = 'LOW') as alerts_low,
+          count(*) filter (where status = 'open') as alerts_unacknowledged
+        from ops.alerts where status <> 'resolved'
+        """,
+        settings=settings,
+    ).iloc[0]
+    return {k: int(v) for k, v in row.items()}
+
+
+def data_freshness(settings: Settings | None = None) -> pd.DataFrame:
+    """One row per equipment: last reading, readings in the last hour, silent or not."""
+    return frame(
+        "select * from analytics.mart_data_freshness order by is_silent desc, equipment_id",
+        settings=settings,
+    )
+
+
+def thresholds(settings: Settings | None = None) -> dict[str, float]:
+    """Severity bands and the silent-equipment limit (ops.thresholds, editable by admins)."""
+    settings = settings or get_settings()
+    values = {
+        "severity_medium": settings.severity_medium,
+        "severity_high": settings.severity_high,
+        "severity_critical": settings.severity_critical,
+        "silent_minutes": float(settings.silent_minutes),
+    }
+    rows = frame("select key, value from ops.thresholds", settings=settings)
+    values.update(dict(zip(rows["key"], rows["value"].astype(float), strict=True)))
+    return values
+
+
+def thresholds_table(settings: Settings | None = None) -> pd.DataFrame:
+    return frame(
+        "select key, value, description, updated_at, updated_by from ops.thresholds order by key",
+        settings=settings,
+    )
+
+
+# -- one equipment ----------------------------------------------------------------------------
+def equipment_health(equipment_id: str, settings: Settings | None = None) -> dict | None:
+    rows = frame(
+        "select * from analytics.mart_equipment_health where equipment_id = %(id)s",
+        {"id": equipment_id},
+        settings,
+    )
+    return None if rows.empty else rows.iloc[0].to_dict()
+
+
+def envelopes(equipment_type: str, settings: Settings | None = None) -> pd.DataFrame:
+    """Per sensor: unit, normal band for this equipment type, valid range (catalog order)."""
+    return frame(
+        """
+        select c.sensor, c.unit, c.description, v.normal_low, v.normal_high,
+               c.valid_min, c.valid_max
+        from raw.sensor_catalog c
+        left join raw.equipment_type_envelopes v
+          on v.sensor = c.sensor and v.equipment_type = %(type)s
+        order by c.sensor
+        """,
+        {"type": equipment_type},
+        settings,
+    )
+
+
+def _bucket_seconds(start: datetime, end: datetime, expected_interval_s: int = 60) -> int:
+    span = max((end - start).total_seconds(), 1)
+    return max(expected_interval_s, int(span // MAX_TREND_POINTS) + 1)
+
+
+def sensor_trend(
+    equipment_id: str, start: datetime, end: datetime, settings: Settings | None = None
+) -> pd.DataFrame:
+    """Readings of every catalog sensor over [start, end), averaged into at most ~1500 points."""
+    settings = settings or get_settings()
+    sensors = load_catalog(settings.catalog_path).sensor_names
+    averages = sql.SQL(", ").join(
+        sql.SQL("avg({col}) as {col}").format(col=sql.Identifier(s)) for s in sensors
+    )
+    query = sql.SQL(
+        """
+        select date_bin(make_interval(secs => %(bucket)s), ts, %(start)s) as ts, {averages}
+        from raw.sensor_readings
+        where equipment_id = %(id)s and ts >= %(start)s and ts < %(end)s
+        group by 1 order by 1
+        """
+    ).format(averages=averages)
+    params = {
+        "id": equipment_id,
+        "start": start,
+        "end": end,
+        "bucket": _bucket_seconds(start, end),
+    }
+    return frame(query, params, settings)
+
+
+def prediction_history(
+    equipment_id: str, start: datetime, end: datetime, settings: Settings | None = None
+) -> pd.DataFrame:
+    """Failure probability over time (the worst per time bucket) and the model version used."""
+    return frame(
+        """
+        select date_bin(make_interval(secs => %(bucket)s), ts, %(start)s) as ts,
+               max(failure_probability) as failure_probability,
+               min(health_score) as health_score,
+               max(model_version) as model_version,
+               count(*) as predictions
+        from ops.predictions
+        where equipment_id = %(id)s and ts >= %(start)s and ts < %(end)s
+        group by 1 order by 1
+        """,
+        {"id": equipment_id, "start": start, "end": end, "bucket": _bucket_seconds(start, end)},
+        settings,
+    )
+
+
+def maintenance_history(equipment_id: str, settings: Settings | None = None) -> pd.DataFrame:
+    return frame(
+        """
+        select id as task_id, task_type, priority, status, scheduled_date, completed_date,
+               outcome, alert_id, created_by, notes
+        from ops.maintenance_tasks where equipment_id = %(id)s
+        order by scheduled_date desc limit 200
+        """,
+        {"id": equipment_id},
+        settings,
+    )
+
+
+# -- alerts -----------------------------------------------------------------------------------
+def alerts(
+    statuses: Sequence[str] | None = None,
+    severities: Sequence[str] | None = None,
+    sites: Sequence[str] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    equipment_id: str | None = None,
+    limit: int = 2000,
+    settings: Settings | None = None,
+) -> pd.DataFrame:
+    """Alerts newest first, with their equipment's site and minutes to acknowledge / resolve."""
+    return frame(
+        """
+        select a.id as alert_id, a.equipment_id, e.equipment_type, e.site, a.severity, a.status,
+               a.message, a.created_at, a.acknowledged_at, a.acknowledged_by,
+               round((extract(epoch from coalesce(a.acknowledged_at, now()) - a.created_at)
+                      / 60)::numeric, 1)::float8 as minutes_to_acknowledge,
+               a.resolved_at, a.resolved_by,
+               round((extract(epoch from a.resolved_at - a.created_at) / 60)::numeric, 1)::float8
+                 as minutes_to_resolve,
+               a.resolution_note, a.escalation_level
+        from ops.alerts a
+        left join raw.equipment e on e.equipment_id = a.equipment_id
+        where (%(statuses)s::text[] is null or a.status = any(%(statuses)s))
+          and (%(severities)s::text[] is null or a.severity = any(%(severities)s))
+          and (%(sites)s::text[] is null or e.site = any(%(sites)s))
+          and (%(since)s::timestamptz is null or a.created_at >= %(since)s)
+          and (%(until)s::timestamptz is null or a.created_at < %(until)s)
+          and (%(equipment_id)s::text is null or a.equipment_id = %(equipment_id)s)
+        order by a.created_at desc
+        limit %(limit)s
+        """,
+        {
+            "statuses": _list(statuses),
+            "severities": _list(severities),
+            "sites": _list(sites),
+            "since": since,
+            "until": until,
+            "equipment_id": equipment_id,
+            "limit": limit,
+        },
+        settings,
+    )
+
+
+# -- maintenance ------------------------------------------------------------------------------
+def maintenance_schedule(
+    sites: Sequence[str] | None = None,
+    until: datetime | None = None,
+    settings: Settings | None = None,
+) -> pd.DataFrame:
+    """Tasks not completed or cancelled (analytics.mart_maintenance_schedule), soonest first."""
+    rows = frame(
+        """
+        select * from analytics.mart_maintenance_schedule
+        where (%(sites)s::text[] is null or site = any(%(sites)s))
+          and (%(until)s::timestamptz is null or scheduled_date < %(until)s)
+        order by scheduled_date, equipment_id
+        """,
+        {"sites": _list(sites), "until": until},
+        settings,
+    )
+    if "task_id" not in rows.columns and "id" in rows.columns:
+        rows = rows.rename(columns={"id": "task_id"})
+    return rows
+
+
+def tasks(
+    start: datetime, end: datetime, sites: Sequence[str] | None = None, settings=None
+) -> pd.DataFrame:
+    """Every task scheduled or completed in [start, end), any status."""
+    return frame(
+        """
+        select t.id as task_id, t.equipment_id, e.equipment_type, e.site, t.task_type, t.priority,
+               t.status, t.scheduled_date, t.completed_date, t.outcome, t.alert_id
+        from ops.maintenance_tasks t
+        join raw.equipment e on e.equipment_id = t.equipment_id
+        where ((t.scheduled_date >= %(start)s and t.scheduled_date < %(end)s)
+               or (t.completed_date >= %(start)s and t.completed_date < %(end)s))
+          and (%(sites)s::text[] is null or e.site = any(%(sites)s))
+        order by t.scheduled_date
+        """,
+        {"start": start, "end": end, "sites": _list(sites)},
+        settings,
+    )
+
+
+# -- analytics --------------------------------------------------------------------------------
+def alert_statistics(
+    start: datetime, end: datetime, settings: Settings | None = None
+) -> pd.DataFrame:
+    """Per day, severity and status: alert count, mean minutes to acknowledge and to resolve."""
+    return frame(
+        """
+        select * from analytics.mart_alert_statistics
+        where day >= %(start)s and day < %(end)s
+        order by day, severity, status
+        """,
+        {"start": start, "end": end},
+        settings,
+    )
+
+
+def failures_caught(
+    start: datetime, end: datetime, settings: Settings | None = None
+) -> pd.DataFrame:
+    """Each failure in the range, and whether an alert warned about it within the horizon before."""
+    settings = settings or get_settings()
+    return frame(
+        """
+        select f.equipment_id, e.equipment_type, e.site, f.failed_at, f.failure_mode,
+               w.first_alert_at,
+               w.first_alert_at is not null as caught,
+               round((extract(epoch from f.failed_at - w.first_alert_at) / 3600)::numeric, 1)::float8
+                 as warning_hours
+        from raw.failure_events f
+        join raw.equipment e on e.equipment_id = f.equipment_id
+        left join lateral (
+            select min(a.created_at) as first_alert_at from ops.alerts a
+            where a.equipment_id = f.equipment_id
+              and a.created_at <= f.failed_at
+              and a.created_at > f.failed_at - make_interval(days => %(horizon)s)
+        ) w on true
+        where f.failed_at >= %(start)s and f.failed_at < %(end)s
+        order by f.failed_at
+        """,
+        {"start": start, "end": end, "horizon": settings.failure_horizon_days},
+        settings,
+    )
+
+
+def model_promotions(settings: Settings | None = None) -> pd.DataFrame:
+    return frame(
+        """
+        select promoted_at, model_name, alias, from_version, to_version, promoted_by, reason,
+               metrics
+        from ops.model_promotions order by promoted_at
+        """,
+        settings=settings,
+    )
+
+
+def ingest_volume(start: datetime, end: datetime, settings: Settings | None = None) -> pd.DataFrame:
+    """Per day: files received, rows loaded / duplicate / quarantined, quarantine rate."""
+    return frame(
+        """
+        select date_trunc('day', received_at) as day,
+               count(*) as files,
+               count(*) filter (where status in ('quarantined', 'failed')) as files_rejected,
+               coalesce(sum(rows_total), 0) as rows_total,
+               coalesce(sum(rows_loaded), 0) as rows_loaded,
+               coalesce(sum(rows_duplicate), 0) as rows_duplicate,
+               coalesce(sum(rows_quarantined), 0) as rows_quarantined,
+               coalesce(sum(rows_quarantined)::float8 / nullif(sum(rows_total), 0), 0)
+                 as quarantine_rate
+        from raw.ingest_files
+        where received_at >= %(start)s and received_at < %(end)s
+        group by 1 order by 1
+        """,
+        {"start": start, "end": end},
+        settings,
+    )
+
+
+def ingest_files(
+    statuses: Sequence[str] | None = None, limit: int = 500, settings: Settings | None = None
+) -> pd.DataFrame:
+    return frame(
+        """
+        select id, file_name, status, format, size_bytes, received_at, finished_at, rows_total,
+               rows_loaded, rows_duplicate, rows_quarantined, error
+        from raw.ingest_files
+        where (%(statuses)s::text[] is null or status = any(%(statuses)s))
+        order by received_at desc limit %(limit)s
+        """,
+        {"statuses": _list(statuses), "limit": limit},
+        settings,
+    )
+
+
+def quarantined_rows(limit: int = 500, settings: Settings | None = None) -> pd.DataFrame:
+    return frame(
+        """
+        select id, file_name, row_number, equipment_id,
+               array_to_string(reasons, '; ') as reasons, raw_values::text as raw_values,
+               quarantined_at
+        from raw.quarantined_rows order by quarantined_at desc, id limit %(limit)s
+        """,
+        {"limit": limit},
+        settings,
+    )
+
+
+# -- administration ---------------------------------------------------------------------------
+def users(settings: Settings | None = None) -> pd.DataFrame:
+    return frame(
+        "select username, display_name, role, active, created_at, last_sign_in_at "
+        "from ops.users order by username",
+        settings=settings,
+    )
+
+
+def audit_log(limit: int = 200, settings: Settings | None = None) -> pd.DataFrame:
+    return frame(
+        """
+        select at, actor, actor_role, action, target_type, target_id, details::text as details
+        from ops.audit_log order by at desc, id desc limit %(limit)s
+        """,
+        {"limit": limit},
+        settings,
+    )
+
+
+def default_range(days: int = 30) -> tuple[datetime, datetime]:
+    from datetime import UTC
+
+    end = datetime.now(UTC)
+    return end - timedelta(days=days), end

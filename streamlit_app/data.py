@@ -1,0 +1,136 @@
+"""The dashboard's cached reads: thin `st.cache_data` wrappers over emps.queries.
+
+TTLs come from settings (overview 5 min, details 2 min, trends 15 min by default); the sidebar's
+refresh button and every write clear them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+import streamlit as st
+
+from emps import queries
+from emps.settings import get_settings
+
+_settings = get_settings()
+OVERVIEW_TTL = _settings.cache_ttl_overview_s
+DETAILS_TTL = _settings.cache_ttl_details_s
+TRENDS_TTL = _settings.cache_ttl_trends_s
+
+
+def clear() -> None:
+    st.cache_data.clear()
+
+
+@st.cache_data(ttl=OVERVIEW_TTL, show_spinner=False)
+def sites() -> list[str]:
+    return queries.sites()
+
+
+@st.cache_data(ttl=OVERVIEW_TTL, show_spinner=False)
+def equipment_types() -> list[str]:
+    return queries.equipment_types()
+
+
+@st.cache_data(ttl=OVERVIEW_TTL, show_spinner=False)
+def equipment_ids() -> list[str]:
+    return queries.equipment_ids()
+
+
+@st.cache_data(ttl=OVERVIEW_TTL, show_spinner="Loading fleet health…")
+def fleet_health(sites: tuple, types: tuple, severities: tuple) -> pd.DataFrame:
+    return queries.fleet_health(sites, types, severities)
+
+
+@st.cache_data(ttl=OVERVIEW_TTL, show_spinner=False)
+def fleet_overview() -> pd.DataFrame:
+    return queries.fleet_overview()
+
+
+@st.cache_data(ttl=OVERVIEW_TTL, show_spinner=False)
+def activity_summary() -> dict[str, int]:
+    return queries.activity_summary()
+
+
+@st.cache_data(ttl=OVERVIEW_TTL, show_spinner=False)
+def data_freshness() -> pd.DataFrame:
+    return queries.data_freshness()
+
+
+@st.cache_data(ttl=OVERVIEW_TTL, show_spinner=False)
+def thresholds() -> dict[str, float]:
+    return queries.thresholds()
+
+
+@st.cache_data(ttl=DETAILS_TTL, show_spinner=False)
+def equipment_health(equipment_id: str) -> dict | None:
+    return queries.equipment_health(equipment_id)
+
+
+@st.cache_data(ttl=TRENDS_TTL, show_spinner=False)
+def envelopes(equipment_type: str) -> pd.DataFrame:
+    return queries.envelopes(equipment_type)
+
+
+@st.cache_data(ttl=TRENDS_TTL, show_spinner="Loading sensor trends…")
+def sensor_trend(equipment_id: str, start: datetime, end: datetime) -> pd.DataFrame:
+    return queries.sensor_trend(equipment_id, start, end)
+
+
+@st.cache_data(ttl=TRENDS_TTL, show_spinner=False)
+def prediction_history(equipment_id: str, start: datetime, end: datetime) -> pd.DataFrame:
+    return queries.prediction_history(equipment_id, start, end)
+
+
+@st.cache_data(ttl=DETAILS_TTL, show_spinner=False)
+def maintenance_history(equipment_id: str) -> pd.DataFrame:
+    return queries.maintenance_history(equipment_id)
+
+
+@st.cache_data(ttl=DETAILS_TTL, show_spinner=False)
+def alerts(
+    statuses: tuple = (),
+    severities: tuple = (),
+    sites: tuple = (),
+    since: datetime | None = None,
+    until: datetime | None = None,
+    equipment_id: str | None = None,
+) -> pd.DataFrame:
+    return queries.alerts(statuses, severities, sites, since, until, equipment_id)
+
+
+@st.cache_data(ttl=DETAILS_TTL, show_spinner=False)
+def maintenance_schedule(sites: tuple = ()) -> pd.DataFrame:
+    return queries.maintenance_schedule(sites)
+
+
+@st.cache_data(ttl=TRENDS_TTL, show_spinner=False)
+def alert_statistics(start: datetime, end: datetime) -> pd.DataFrame:
+    return queries.alert_statistics(start, end)
+
+
+@st.cache_data(ttl=TRENDS_TTL, show_spinner=False)
+def failures_caught(start: datetime, end: datetime) -> pd.DataFrame:
+    return queries.failures_caught(start, end)
+
+
+@st.cache_data(ttl=TRENDS_TTL, show_spinner=False)
+def model_promotions() -> pd.DataFrame:
+    return queries.model_promotions()
+
+
+@st.cache_data(ttl=TRENDS_TTL, show_spinner=False)
+def ingest_volume(start: datetime, end: datetime) -> pd.DataFrame:
+    return queries.ingest_volume(start, end)
+
+
+@st.cache_data(ttl=DETAILS_TTL, show_spinner=False)
+def ingest_files(statuses: tuple = ()) -> pd.DataFrame:
+    return queries.ingest_files(statuses)
+
+
+@st.cache_data(ttl=DETAILS_TTL, show_spinner=False)
+def quarantined_rows() -> pd.DataFrame:
+    return queries.quarantined_rows()

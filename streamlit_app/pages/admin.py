@@ -1,0 +1,75 @@
+"""Admin: users and roles, alert thresholds, and the audit trail."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from emps import actions, queries
+from streamlit_app import data
+from streamlit_app.ui import flash, plain, require_user, show_flash
+
+user = require_user()
+st.title("Administration")
+show_flash()
+if not user.role.can_administer:  # the router hides this page too; this is the real check
+    st.error("Only Admins can manage users and thresholds.")
+    st.stop()
+
+
+def _run(action, done: str) -> None:
+    try:
+        action()
+    except (actions.NotAllowed, actions.ActionFailed) as exc:
+        st.error(plain(exc))
+    else:
+        data.clear()
+        flash(done)
+        st.rerun()
+
+
+st.subheader("Users")
+st.dataframe(queries.users(), hide_index=True, width="stretch", key="users_table")
+with st.form("save_user"):
+    cols = st.columns(3)
+    username = cols[0].text_input("User name", key="ad_username")
+    role = cols[1].selectbox("Role", ["Viewer", "Technician", "Admin"], key="ad_role")
+    display_name = cols[2].text_input("Display name", key="ad_display")
+    cols = st.columns([2, 1])
+    password = cols[0].text_input(
+        "Password (blank keeps the current one)", type="password", key="ad_password"
+    )
+    active = cols[1].checkbox("Active", value=True, key="ad_active")
+    if st.form_submit_button("Save user"):
+        _run(
+            lambda: actions.save_user(user, username, role, display_name, password or None, active),
+            f"User {username.strip().lower()} saved.",
+        )
+
+st.subheader("Thresholds")
+st.caption("Severity bands of failure probability, and when equipment counts as silent.")
+current = queries.thresholds_table()
+with st.form("thresholds"):
+    values = {}
+    cols = st.columns(max(len(current), 1))
+    for col, row in zip(cols, current.itertuples(), strict=False):
+        values[row.key] = col.number_input(
+            row.key.replace("_", " "),
+            value=float(row.value),
+            step=0.05 if row.key.startswith("severity") else 1.0,
+            help=row.description,
+            key=f"th_{row.key}",
+        )
+    if st.form_submit_button("Save thresholds"):
+        changed = {
+            k: v for k, v in values.items() if v != float(current.set_index("key").at[k, "value"])
+        }
+
+        def save() -> None:
+            # Raise the upper bands first so the ordering check holds at every step.
+            for key in sorted(changed, key=lambda k: -changed[k]):
+                actions.set_threshold(user, key, changed[key])
+
+        _run(save, f"{len(changed)} threshold(s) saved.")
+
+st.subheader("Audit log")
+st.dataframe(queries.audit_log(), hide_index=True, width="stretch", key="audit_table")

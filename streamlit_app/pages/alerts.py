@@ -1,0 +1,79 @@
+"""Alerts: filter, see how fast they were acknowledged, acknowledge and resolve with a note."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from emps import actions
+from streamlit_app import data
+from streamlit_app.ui import SEVERITY_ORDER, flash, pick_range, plain, require_user, show_flash
+
+user = require_user()
+st.title("Alerts")
+show_flash()
+
+filters = st.columns(4)
+statuses = filters[0].multiselect(
+    "Status", ["open", "acknowledged", "resolved"], default=["open", "acknowledged"], key="al_st"
+)
+severities = filters[1].multiselect("Severity", list(reversed(SEVERITY_ORDER)), key="al_sev")
+sites = filters[2].multiselect("Site", data.sites(), key="al_sites")
+with filters[3]:
+    since, until = pick_range("al", default="Last 30 days")
+
+alerts = data.alerts(tuple(statuses), tuple(severities), tuple(sites), since, until)
+acked = alerts["acknowledged_at"].notna()
+row = st.columns(4)
+row[0].metric("Alerts shown", len(alerts))
+row[1].metric("Open (unacknowledged)", int((alerts["status"] == "open").sum()))
+mean_ack = alerts.loc[acked, "minutes_to_acknowledge"].astype(float).mean()
+row[2].metric("Mean minutes to acknowledge", "–" if acked.sum() == 0 else f"{mean_ack:.1f}")
+resolved = alerts["minutes_to_resolve"].dropna().astype(float)
+row[3].metric("Mean minutes to resolve", f"{resolved.mean():.1f}" if len(resolved) else "–")
+
+st.dataframe(
+    alerts,
+    hide_index=True,
+    width="stretch",
+    key="alerts_table",
+    column_config={
+        "alert_id": st.column_config.NumberColumn("Alert", format="%d"),
+        "minutes_to_acknowledge": st.column_config.NumberColumn(
+            "Min. to ack", help="Still open: minutes since it was raised", format="%.1f"
+        ),
+        "minutes_to_resolve": st.column_config.NumberColumn("Min. to resolve", format="%.1f"),
+    },
+)
+
+st.subheader("Act on an alert")
+actionable = alerts[alerts["status"] != "resolved"]
+if not user.role.can_act:
+    st.caption(
+        f"You are signed in as a {plain(user.role.value)}: only Technicians and Admins can "
+        "acknowledge or resolve alerts."
+    )
+if actionable.empty:
+    st.info("No open or acknowledged alert matches the filters.")
+    st.stop()
+labels = {
+    int(r.alert_id): f"#{r.alert_id} {r.severity} {r.equipment_id} ({r.status})"
+    for r in actionable.itertuples()
+}
+with st.form("alert_action"):
+    alert_id = st.selectbox("Alert", list(labels), format_func=labels.get, key="al_pick")
+    note = st.text_area("Note", max_chars=actions.MAX_NOTE_LENGTH, key="al_note")
+    buttons = st.columns(2)
+    acknowledge = buttons[0].form_submit_button("Acknowledge", disabled=not user.role.can_act)
+    resolve = buttons[1].form_submit_button("Resolve", disabled=not user.role.can_act)
+if acknowledge or resolve:
+    try:
+        if acknowledge:
+            actions.acknowledge_alert(user, alert_id, note)
+        else:
+            actions.resolve_alert(user, alert_id, note)
+    except (actions.NotAllowed, actions.ActionFailed) as exc:
+        st.error(plain(exc))
+    else:
+        data.clear()
+        flash(f"Alert #{alert_id} {'acknowledged' if acknowledge else 'resolved'}.")
+        st.rerun()

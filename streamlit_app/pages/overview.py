@@ -1,0 +1,150 @@
+"""Fleet overview: what is about to fail, where, and what is being done about it."""
+
+from __future__ import annotations
+
+import altair as alt
+import streamlit as st
+
+from streamlit_app import data
+from streamlit_app.ui import SEVERITY_ORDER, SEVERITY_SCALE, require_user
+
+require_user()
+st.title("Fleet overview")
+
+filters = st.columns(3)
+site_filter = filters[0].multiselect("Site", data.sites(), key="ov_sites")
+type_filter = filters[1].multiselect("Equipment type", data.equipment_types(), key="ov_types")
+severity_filter = filters[2].multiselect(
+    "Severity", [*reversed(SEVERITY_ORDER), "UNSCORED"], key="ov_severities"
+)
+
+fleet = data.fleet_health(tuple(site_filter), tuple(type_filter), tuple(severity_filter))
+activity = data.activity_summary()
+limits = data.thresholds()
+silent_limit = limits["silent_minutes"]
+silent = fleet["last_reading_at"].isna() | (
+    fleet["minutes_since_last_reading"].astype(float) > silent_limit
+)
+
+counts = fleet["severity"].fillna("UNSCORED").value_counts()
+row = st.columns(6)
+row[0].metric("Equipment", len(fleet))
+row[1].metric("Critical", int(counts.get("CRITICAL", 0)))
+row[2].metric("High", int(counts.get("HIGH", 0)))
+row[3].metric("Medium", int(counts.get("MEDIUM", 0)))
+row[4].metric("Low", int(counts.get("LOW", 0)))
+row[5].metric("Not yet scored", int(counts.get("UNSCORED", 0)))
+row = st.columns(6)
+row[0].metric("Active alerts: critical", activity["alerts_critical"])
+row[1].metric("Active alerts: high", activity["alerts_high"])
+row[2].metric("Unacknowledged alerts", activity["alerts_unacknowledged"])
+row[3].metric("Predictions, last hour", activity["predictions_last_hour"])
+row[4].metric(f"Silent > {silent_limit:g} min", int(silent.sum()))
+health = fleet["health_score"].dropna().astype(float)
+row[5].metric("Mean health score", f"{health.mean():.0f}" if len(health) else "–")
+
+if fleet.empty:
+    st.info("No equipment matches these filters.")
+    st.stop()
+
+left, right = st.columns([3, 2])
+with left:
+    st.subheader("Health by site")
+    by_site = (
+        fleet.dropna(subset=["severity"])
+        .groupby(["site", "severity"], as_index=False)
+        .size()
+        .rename(columns={"size": "equipment"})
+    )
+    if by_site.empty:
+        st.info("No predictions yet: health appears once the scoring flow has run.")
+    else:
+        chart = (
+            alt.Chart(by_site)
+            .mark_bar()
+            .encode(
+                y=alt.Y("site:N", title=None),
+                x=alt.X("equipment:Q", stack="normalize", title="share of equipment"),
+                color=alt.Color("severity:N", scale=SEVERITY_SCALE, sort=SEVERITY_ORDER),
+                order=alt.Order("severity_rank:Q"),
+                tooltip=["site", "severity", "equipment"],
+            )
+            .transform_calculate(
+                severity_rank="indexof(['LOW','MEDIUM','HIGH','CRITICAL'], datum.severity)"
+            )
+        )
+        st.altair_chart(chart, width="stretch")
+with right:
+    st.subheader("Health score distribution")
+    scored = fleet.dropna(subset=["health_score"]).astype({"health_score": float})
+    if not scored.empty:
+        histogram = (
+            alt.Chart(scored)
+            .mark_bar()
+            .encode(
+                x=alt.X("health_score:Q", bin=alt.Bin(step=10), title="health score"),
+                y=alt.Y("count():Q", title="equipment"),
+                color=alt.Color("site:N"),
+                tooltip=["site", "count()"],
+            )
+        )
+        st.altair_chart(histogram, width="stretch")
+
+st.subheader("Fleet")
+st.caption("Most at risk first. Select a row, or pick an equipment below, to open its detail.")
+table = fleet[
+    [
+        "equipment_id",
+        "equipment_type",
+        "site",
+        "health_score",
+        "severity",
+        "days_until_failure",
+        "last_reading_at",
+        "open_alert_severity",
+        "open_alert_status",
+        "next_task_type",
+        "next_task_date",
+    ]
+]
+selection = st.dataframe(
+    table,
+    hide_index=True,
+    width="stretch",
+    on_select="rerun",
+    selection_mode="single-row",
+    key="fleet_table",
+    column_config={
+        "equipment_id": "Equipment",
+        "equipment_type": "Type",
+        "site": "Site",
+        "health_score": st.column_config.ProgressColumn(
+            "Health", min_value=0, max_value=100, format="%d"
+        ),
+        "severity": "Severity",
+        "days_until_failure": st.column_config.NumberColumn("Days to failure", format="%.1f"),
+        "last_reading_at": st.column_config.DatetimeColumn("Last reading"),
+        "open_alert_severity": "Open alert",
+        "open_alert_status": "Alert status",
+        "next_task_type": "Next task",
+        "next_task_date": st.column_config.DatetimeColumn("Next task date"),
+    },
+)
+rows = selection.selection.rows if selection else []
+if rows:
+    st.switch_page(
+        "pages/equipment.py", query_params={"equipment": table.iloc[rows[0]]["equipment_id"]}
+    )
+
+pick = st.columns([3, 1])
+chosen = pick[0].selectbox("Open equipment", table["equipment_id"].tolist(), key="ov_open")
+pick[1].write("")
+if pick[1].button("Open detail", key="ov_open_button") and chosen:
+    st.switch_page("pages/equipment.py", query_params={"equipment": chosen})
+
+with st.expander(f"Silent equipment ({int(silent.sum())})"):
+    st.dataframe(
+        fleet.loc[silent, ["equipment_id", "equipment_type", "site", "last_reading_at"]],
+        hide_index=True,
+        width="stretch",
+    )

@@ -1,0 +1,67 @@
+"""Shared pieces of the dashboard pages: the signed-in user, filters, colours, safe text."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, time, timedelta
+
+import altair as alt
+import streamlit as st
+
+from emps.users import User
+
+SEVERITY_ORDER = ["LOW", "MEDIUM", "HIGH", "CRITICAL"]
+SEVERITY_COLORS = ["#4c9a2a", "#e0b000", "#f07818", "#c81e1e"]
+SEVERITY_SCALE = alt.Scale(domain=SEVERITY_ORDER, range=SEVERITY_COLORS)
+RANGES = {"Last 24 hours": 1, "Last 7 days": 7, "Last 30 days": 30, "Last 90 days": 90}
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
+
+
+def plain(text: object) -> str:
+    """Text from users or devices made inert for Streamlit's markdown (no links, HTML or styling)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+
+
+def current_user() -> User | None:
+    return st.session_state.get("user")
+
+
+def require_user() -> User:
+    user = current_user()
+    if user is None:  # pages only run behind the sign-in gate; this guards direct imports
+        st.stop()
+    return user
+
+
+def pick_range(key: str, default: str = "Last 7 days") -> tuple[datetime, datetime]:
+    """A time-range picker: presets or custom dates, returned as UTC datetimes."""
+    options = [*RANGES, "Custom dates"]
+    choice = st.selectbox("Time range", options, index=options.index(default), key=f"{key}_range")
+    # Whole minutes, so reruns within a minute hit the cache.
+    now = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    if choice != "Custom dates":
+        return now - timedelta(days=RANGES[choice]), now
+    today = now.date()
+    picked = st.date_input(
+        "From / to", (today - timedelta(days=7), today), max_value=today, key=f"{key}_dates"
+    )
+    start, end = picked if isinstance(picked, tuple) and len(picked) == 2 else (today, today)
+    return _utc(start), _utc(end) + timedelta(days=1)
+
+
+def _utc(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def empty_note(what: str) -> None:
+    st.info(f"No {what} yet.")
+
+
+def flash(message: str) -> None:
+    """A success message shown once, after the rerun that follows a write."""
+    st.session_state["flash"] = message
+
+
+def show_flash() -> None:
+    if message := st.session_state.pop("flash", None):
+        st.success(message)

@@ -1,0 +1,247 @@
+"""AppTest of every dashboard page against the seeded test database."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import psycopg
+import pytest
+from pypdf import PdfReader
+
+from emps import actions
+from emps.db import Role, connect
+from emps.users import User, UserRole, connect_operator
+
+
+def _audit(action: str) -> list[tuple]:
+    with connect(Role.OWNER) as conn:
+        return conn.execute(
+            "select actor, actor_role, target_id, details from ops.audit_log where action = %s "
+            "order by id",
+            (action,),
+        ).fetchall()
+
+
+def test_overview_counts_and_filters(app):
+    """The overview counts equipment by severity, and the site filter narrows the fleet table."""
+    at = app("viewer")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Equipment"] == "5"
+    assert metrics["Critical"] == "1"
+    assert metrics["Not yet scored"] == "1"
+    assert metrics["Silent > 15 min"] == "1"
+    assert metrics["Active alerts: critical"] == "1"
+    fleet = at.dataframe[0].value
+    assert fleet["equipment_id"].iloc[0] == "GEN-0001"  # most at risk first
+    at.multiselect(key="ov_sites").select("BRAVO").run()
+    assert set(at.dataframe[0].value["equipment_id"]) == {"RAD-0001", "PMP-0001"}
+    at.multiselect(key="ov_severities").select("HIGH").run()
+    assert at.dataframe[0].value["equipment_id"].tolist() == ["RAD-0001"]
+
+
+def test_overview_opens_equipment_detail(app):
+    """Picking an equipment on the overview opens its detail page with the id in the URL."""
+    at = app("viewer")
+    at.selectbox(key="ov_open").select("RAD-0001").run()
+    at.button(key="ov_open_button").click().run()
+    assert not at.exception
+    assert at.title[0].value == "Equipment"
+    assert at.query_params["equipment"] == "RAD-0001"
+    assert {m.label: m.value for m in at.metric}["Severity"] == "HIGH"
+
+
+def test_equipment_deep_link_shows_its_risk_and_history(app, fleet):
+    """`?equipment=ID` opens that equipment: risk, charts, alerts and tasks, scripts as text."""
+    at = app("viewer", equipment="GEN-0001")
+    assert at.title[0].value == "Equipment"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Severity"] == "CRITICAL"
+    assert metrics["Health score"] == "8"
+    charts = at.get("vega_lite_chart")
+    assert len(charts) >= 3  # probability, sensor trends, contributions
+    alerts = at.dataframe[0].value
+    assert alerts["message"].tolist() == [fleet.script_message]
+    tasks = at.dataframe[1].value
+    assert tasks["notes"].tolist() == [fleet.html_note]
+    assert not at.get("html")
+    assert all("<script>" not in md.value for md in at.markdown)
+
+
+def test_equipment_unknown_id_is_reported_as_text(app):
+    """An unknown or hostile id in the URL is shown escaped, and the first equipment opens instead."""
+    at = app("viewer", equipment="<b>x</b>")
+    assert "is not registered" in at.error[0].value
+    assert "<b>" not in at.error[0].value
+    assert at.query_params["equipment"] == "GEN-0001"
+
+
+def test_alert_filters_change_the_table(app, fleet):
+    """The status filter decides which alerts are listed, with minutes to acknowledge."""
+    at = app("viewer", "pages/alerts.py")
+    table = at.dataframe[0].value
+    assert set(table["alert_id"]) == {fleet.critical_alert, fleet.acknowledged_alert}
+    acked = table.set_index("alert_id").loc[fleet.acknowledged_alert, "minutes_to_acknowledge"]
+    assert acked == pytest.approx(12.0)
+    at.multiselect(key="al_st").set_value(["resolved"]).run()
+    assert at.dataframe[0].value["alert_id"].tolist() == [fleet.resolved_alert]
+
+
+def test_technician_acknowledges_alert_and_it_is_audited(app, fleet):
+    """A technician acknowledges an alert with a note; the alert changes and the audit names them."""
+    at = app("tech", "pages/alerts.py")
+    at.selectbox(key="al_pick").select(fleet.critical_alert)
+    at.text_area(key="al_note").input("crew dispatched")
+    at.button[0].click().run()  # Acknowledge
+    assert not at.exception
+    assert f"Alert #{fleet.critical_alert} acknowledged." in at.success[0].value
+    table = at.dataframe[0].value.set_index("alert_id")
+    assert table.loc[fleet.critical_alert, "status"] == "acknowledged"
+    assert table.loc[fleet.critical_alert, "acknowledged_by"] == "tech"
+    [(actor, role, target, details)] = _audit("alert.acknowledge")
+    assert (actor, role, target) == ("tech", "Technician", str(fleet.critical_alert))
+    assert details["note"] == "crew dispatched"
+
+
+def test_viewer_cannot_acknowledge(app, fleet):
+    """A viewer sees the actions disabled, and the app and the database both refuse them."""
+    at = app("viewer", "pages/alerts.py")
+    assert all(b.disabled for b in at.button if b.label in ("Acknowledge", "Resolve"))
+    viewer = User("viewer", UserRole.VIEWER)
+    with pytest.raises(actions.NotAllowed):
+        actions.acknowledge_alert(viewer, fleet.critical_alert, "sneaky")
+    # Even a client that skips the app's check is refused by the operator role's function.
+    with (
+        connect_operator() as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="only Admin or Technician"),
+    ):
+        conn.execute(
+            "select ops.user_acknowledge_alert('viewer', %s, null)", (fleet.critical_alert,)
+        )
+    with connect(Role.OWNER) as conn:
+        status = conn.execute(
+            "select status from ops.alerts where id = %s", (fleet.critical_alert,)
+        ).fetchone()[0]
+    assert status == "open"
+    assert _audit("alert.acknowledge") == []
+
+
+def test_operator_role_cannot_touch_tables(fleet):
+    """The dashboard's write role can only call the audited functions, not write tables."""
+    with (
+        connect_operator() as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute("update ops.alerts set status = 'resolved'")
+
+
+def test_resolving_twice_says_why(app, fleet):
+    """Resolving an already resolved alert shows the database's reason, not a stack trace."""
+    tech = User("tech", UserRole.TECHNICIAN)
+    with pytest.raises(actions.ActionFailed, match="already resolved"):
+        actions.resolve_alert(tech, fleet.resolved_alert, "again")
+
+
+def test_maintenance_create_and_complete(app, fleet):
+    """A technician creates a task and completes another; both show up and are audited."""
+    at = app("tech", "pages/maintenance.py")
+    assert len(at.dataframe[0].value) == 2
+    at.selectbox(key="mt_new_eq").select("PMP-0001")
+    at.selectbox(key="mt_new_type").select("preventive")
+    at.text_area(key="mt_new_notes").input("replace seals")
+    next(b for b in at.button if b.label == "Create task").click().run()
+    assert not at.exception
+    assert "Preventive task created for PMP-0001." in at.success[0].value
+    schedule = at.dataframe[0].value
+    assert "PMP-0001" in set(schedule["equipment_id"])
+    at.selectbox(key="mt_cp").select(fleet.upcoming_task)
+    at.radio(key="mt_cp_outcome").set_value("fault_found")
+    next(b for b in at.button if b.label == "Complete").click().run()
+    assert not at.exception
+    assert fleet.upcoming_task not in set(at.dataframe[0].value["task_id"])
+    [(actor, role, _, details)] = _audit("task.create")
+    assert (actor, role, details["task_type"]) == ("tech", "Technician", "preventive")
+    [(_, role, target, details)] = _audit("task.complete")
+    assert (role, target, details["outcome"]) == (
+        "Technician",
+        str(fleet.upcoming_task),
+        "fault_found",
+    )
+
+
+def test_maintenance_reschedule(fleet):
+    """Rescheduling moves the task and records where it moved from."""
+    tech = User("tech", UserRole.TECHNICIAN)
+    when = datetime.now(UTC).replace(microsecond=0) + timedelta(days=9)
+    row = actions.reschedule_task(tech, fleet.upcoming_task, when, "parts late")
+    assert row["scheduled_date"] == when
+    [(_, role, _, details)] = _audit("task.reschedule")
+    assert role == "Technician" and details["note"] == "parts late"
+
+
+def test_analytics_page(app):
+    """Analytics shows failures caught vs missed and the response-time figures."""
+    at = app("viewer", "pages/analytics.py")
+    metrics = {m.label: m.value for m in at.metric}
+    assert (metrics["Failures"], metrics["Caught (alert before failure)"], metrics["Missed"]) == (
+        "2",
+        "1",
+        "1",
+    )
+    assert metrics["Mean minutes to acknowledge"] == "21.0"  # (12 + 30) / 2
+    assert len(at.get("vega_lite_chart")) >= 4
+
+
+def test_data_quality_page(app, fleet):
+    """The ingest ledger and quarantine are listed, hostile raw values shown as plain text."""
+    at = app("viewer", "pages/data_quality.py")
+    assert len(at.dataframe[0].value) == 3
+    quarantine = at.dataframe[1].value
+    assert len(quarantine) == 2
+    assert any(fleet.html_note.replace('"', '\\"') in v for v in quarantine["raw_values"])
+    at.multiselect(key="dq_status").select("partial").run()
+    assert at.dataframe[0].value["file_name"].tolist() == ["drop-0002.csv"]
+
+
+def test_report_downloads_pdf_and_csv(app):
+    """A site report yields a PDF whose text names the site and a CSV with that site's equipment."""
+    at = app("viewer", "pages/reports.py")
+    at.radio(key="rp_kind").set_value("site").run()
+    at.selectbox(key="rp_site").select("BRAVO")
+    at.button(key="rp_generate").click().run()
+    assert not at.exception
+    assert [b.label for b in at.get("download_button")] == ["Download PDF", "Download CSV"]
+    built = at.session_state["report"]
+    text = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(built["pdf"])).pages)
+    assert "EMPS Site BRAVO report" in text
+    assert "RAD-0001" in text and "GEN-0001" not in text
+    rows = pd.read_csv(io.BytesIO(built["csv"]))
+    assert sorted(rows["equipment_id"]) == ["PMP-0001", "RAD-0001"]
+    assert built["csv_name"].endswith(".csv") and built["csv_name"].startswith("emps-site-bravo")
+
+
+def test_admin_page_only_for_admins(app):
+    """Only admins get the Admin page; they add users and change thresholds, both audited."""
+    at = app("tech")
+    assert "pages/admin.py" not in str(at._registered_pages)
+    at = app("admin", "pages/admin.py")
+    at.text_input(key="ad_username").input("night.shift")
+    at.selectbox(key="ad_role").select("Technician")
+    at.text_input(key="ad_password").input("a-long-enough-password")
+    next(b for b in at.button if b.label == "Save user").click().run()
+    assert not at.exception
+    assert "night.shift" in set(at.dataframe[0].value["username"])
+    at.number_input(key="th_severity_critical").set_value(0.9)
+    next(b for b in at.button if b.label == "Save thresholds").click().run()
+    assert not at.exception
+    [(actor, role, key, details)] = _audit("threshold.update")
+    assert (actor, role, key, details["to"]) == ("admin", "Admin", "severity_critical", 0.9)
+    assert _audit("user.create")[-1][:3] == ("admin", "Admin", "night.shift")
+
+
+def test_thresholds_must_stay_ordered(fleet):
+    """A critical threshold below the high one is refused with the reason."""
+    admin = User("admin", UserRole.ADMIN)
+    with pytest.raises(actions.ActionFailed, match="must rise"):
+        actions.set_threshold(admin, "severity_critical", 0.5)
