@@ -24,9 +24,7 @@ def _rows(fleet: Fleet, start: datetime, end: datetime, interval_s: int) -> dict
 
 
 def _same(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(
-        np.array_equal(a[k], b[k], equal_nan=True) for k in a
-    )
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k], equal_nan=True) for k in a)
 
 
 def test_same_seed_gives_the_same_fleet_and_readings(catalog: Catalog):
@@ -41,9 +39,7 @@ def test_same_seed_gives_the_same_fleet_and_readings(catalog: Catalog):
 def test_a_bigger_fleet_keeps_the_smaller_fleets_equipment(catalog: Catalog):
     """Live with --equipment 1000 continues a 200-equipment backfill: the first ids and readings match."""
     small, big = Fleet(catalog, 10, 42), Fleet(catalog, 30, 42)
-    assert [e.equipment_id for e in small.equipment] == [
-        e.equipment_id for e in big.equipment[:10]
-    ]
+    assert [e.equipment_id for e in small.equipment] == [e.equipment_id for e in big.equipment[:10]]
     day = (int(END.timestamp()) - int(datetime(2020, 1, 1, tzinfo=UTC).timestamp())) // DAY_S
     a, b = small.simulate_day(day), big.simulate_day(day, np.arange(10))
     assert np.array_equal(a.values, b.values, equal_nan=True)

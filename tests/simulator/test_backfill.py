@@ -1,0 +1,182 @@
+"""`emps simulate backfill` against the session's real PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+from typer.testing import CliRunner
+
+from emps.catalog import Catalog, load_catalog
+from emps.cli import app
+from emps.migrate import migrate
+from emps.settings import Settings
+from emps.simulator.backfill import backfill
+from emps.simulator.fleet import DAY_S, Fleet
+
+
+def _first_episode(fleet: Fleet, after: datetime, mode: str | None = None):
+    """The earliest gradual failure after `after` (of `mode` if given): gives tests a known window."""
+    after_s = int(after.timestamp())
+    candidates = [
+        ep
+        for eq in fleet.equipment
+        for ep in eq.episodes_until(after_s + 400 * DAY_S)
+        if ep.failure_s > after_s and not ep.sudden and (mode is None or ep.mode == mode)
+    ]
+    return min(candidates, key=lambda ep: ep.failure_s)
+
+
+def _counts(conn: psycopg.Connection) -> dict[str, int]:
+    return {
+        table: conn.execute(f"select count(*) from {table}").fetchone()[0]  # noqa: S608
+        for table in (
+            "raw.sensor_readings",
+            "raw.failure_events",
+            "ops.maintenance_tasks",
+            "sim.equipment_truth",
+            "raw.equipment",
+        )
+    }
+
+
+def test_backfill_writes_readings_events_and_maintenance(db: Settings, owner_conn, catalog):
+    """Backfill writes every simulated reading, the failures with repairs, and maintenance records."""
+    fleet = Fleet(catalog, 20, 42)
+    episode = _first_episode(fleet, datetime(2026, 1, 1, tzinfo=UTC))
+    end = datetime.fromtimestamp(episode.repaired_s // 600 * 600 + 6 * 3600, UTC)
+    start = end - timedelta(days=12)
+    report = backfill(fleet, start, end, 600, db)
+
+    counts = _counts(owner_conn)
+    assert counts["raw.sensor_readings"] == report.rows
+    assert 0.9 * 20 * 12 * 144 < report.rows < 20 * 12 * 144
+    assert counts["raw.equipment"] == 20
+    start_s, end_s = int(start.timestamp()), int(end.timestamp())
+    planned = [
+        ep
+        for eq in fleet.equipment
+        for ep in eq.episodes_until(end_s)
+        if start_s <= ep.failure_s < end_s
+    ]
+    assert planned and counts["raw.failure_events"] == len(planned)
+    failure = owner_conn.execute(
+        "select failure_mode, source, repaired_at from raw.failure_events "
+        "where equipment_id = %s and failed_at = %s",
+        (episode.equipment_id, episode.failure_at),
+    ).fetchone()
+    assert failure == (episode.mode, "simulator", episode.repaired_at)
+    repair = owner_conn.execute(
+        "select status, outcome, completed_date from ops.maintenance_tasks "
+        "where equipment_id = %s and task_type = 'repair'",
+        (episode.equipment_id,),
+    ).fetchone()
+    assert repair == ("completed", "fault_found", episode.repaired_at)
+    assert report.events.preventive > 0
+    assert (
+        owner_conn.execute(
+            "select count(*) from ops.maintenance_tasks where task_type = 'preventive' "
+            "and status = 'completed' and outcome = 'no_fault_found'"
+        ).fetchone()[0]
+        == report.events.preventive
+    )
+    # No readings while the equipment is down between failure and repair.
+    down = owner_conn.execute(
+        "select count(*) from raw.sensor_readings where equipment_id = %s and ts >= %s and ts < %s",
+        (episode.equipment_id, episode.failure_at, episode.repaired_at),
+    ).fetchone()[0]
+    assert down == 0
+
+
+def test_rerun_and_overlapping_window_do_not_duplicate(db: Settings, owner_conn, catalog):
+    """Running the same backfill twice, or a window overlapping it, adds no duplicate rows."""
+    fleet = Fleet(catalog, 10, 42)
+    end = datetime(2026, 3, 10, tzinfo=UTC)
+    backfill(fleet, end - timedelta(days=4), end, 600, db)
+    first = _counts(owner_conn)
+    again = backfill(fleet, end - timedelta(days=4), end, 600, db)
+    assert _counts(owner_conn) == first
+    assert again.rows_existing == again.rows
+
+    later = backfill(fleet, end - timedelta(days=2), end + timedelta(days=2), 600, db)
+    total = owner_conn.execute("select count(*) from raw.sensor_readings").fetchone()[0]
+    assert total == first["raw.sensor_readings"] + later.rows - later.rows_existing
+    assert later.rows_existing > 0
+    dupes = owner_conn.execute(
+        "select count(*) from (select equipment_id, scheduled_date from ops.maintenance_tasks "
+        "group by 1, 2 having count(*) > 1) d"
+    ).fetchone()[0]
+    assert dupes == 0
+
+
+def test_degrading_equipment_drift_before_failure(db: Settings, owner_conn, catalog):
+    """Vibration climbs over the 3 days before a bearing failure, faster than in healthy peers."""
+    fleet = Fleet(catalog, 60, 42)
+    episode = _first_episode(fleet, datetime(2026, 2, 1, tzinfo=UTC), "bearing_wear")
+    failed = episode.failure_at
+    backfill(fleet, failed - timedelta(days=10), failed + timedelta(hours=1), 600, db)
+    equipment_type = fleet.by_id[episode.equipment_id].equipment_type
+    peers = [
+        e.equipment_id
+        for e in fleet.equipment
+        if e.equipment_type == equipment_type
+        and e.equipment_id != episode.equipment_id
+        and not any(
+            ep.degradation_start_s < episode.failure_s + DAY_S
+            and ep.repaired_s > episode.failure_s - 10 * DAY_S
+            for ep in e.episodes_until(episode.failure_s + DAY_S)
+        )
+    ]
+    assert len(peers) >= 3
+    rows = owner_conn.execute(
+        """
+        select equipment_id,
+               regr_slope(vibration, extract(epoch from ts) / 86400) as per_day,
+               avg(vibration) filter (where ts >= %(f)s - interval '1 day')
+                 - avg(vibration) filter (where ts < %(f)s - interval '2 days') as rise
+        from raw.sensor_readings
+        where ts >= %(f)s - interval '3 days' and ts < %(f)s
+          and equipment_id = any(%(ids)s)
+        group by equipment_id
+        """,
+        {"f": failed, "ids": [episode.equipment_id, *peers]},
+    ).fetchall()
+    slope = {eid: per_day for eid, per_day, _ in rows}
+    rise = {eid: r for eid, _, r in rows}
+    low, high = catalog.envelope(equipment_type, "vibration")
+    assert slope[episode.equipment_id] > max(slope[p] for p in peers)
+    assert rise[episode.equipment_id] > 0.3 * (high - low)
+    assert max(abs(rise[p]) for p in peers) < rise[episode.equipment_id] / 2
+
+
+def test_extra_catalog_sensor_column_is_filled(
+    db: Settings, owner_conn, catalog: Catalog, extra_sensor_catalog: Path
+):
+    """With a sensor added to the catalog and migrated, backfill fills its column."""
+    extra = load_catalog(extra_sensor_catalog)
+    migrate(db, extra)
+    try:
+        fleet = Fleet(extra, 5, 42)
+        end = datetime(2026, 4, 1, tzinfo=UTC)
+        report = backfill(fleet, end - timedelta(days=1), end, 600, db)
+        filled = owner_conn.execute(
+            "select count(oil_quality) from raw.sensor_readings"
+        ).fetchone()[0]
+        assert report.rows > 600
+        assert filled > 0.98 * report.rows
+    finally:
+        migrate(db, catalog)  # the catalog tables back to the default catalog
+
+
+def test_backfill_command_reports_rows_per_second(db: Settings, owner_conn):
+    """`emps simulate backfill` shows its progress and ends with the rows/s it achieved."""
+    result = CliRunner().invoke(
+        app,
+        ["simulate", "backfill", "--equipment", "4", "--days", "2", "--end", "2026-05-01"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "rows/s" in result.output
+    rows = owner_conn.execute("select count(*) from raw.sensor_readings").fetchone()[0]
+    assert f"{rows:,} readings" in result.output
+    assert rows > 0.9 * 4 * 2 * 144
