@@ -206,6 +206,7 @@ def _iter_json_array(text: io.TextIOWrapper) -> Iterator[dict]:
                 f"the JSON ends early after {index} objects (missing ']'); the file may be cut short"
             )
         if char == "]" and (index == 0 or not expect_value):
+            pos += 1
             break
         if not expect_value:
             if char != ",":

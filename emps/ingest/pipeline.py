@@ -62,11 +62,22 @@ class FileOutcome:
     rows_quarantined: int = 0
     error: str | None = None
     equipment_ids: set[str] = field(default_factory=set)
+    first_problem: str | None = field(default=None, repr=False)
 
     def log_record(self) -> dict[str, Any]:
         record = asdict(self)
+        record.pop("first_problem")
         record["equipment_count"] = len(record.pop("equipment_ids"))
         return {"event": "ingest.file", **record}
+
+    def problem_summary(self) -> str | None:
+        """`file: 2 of 7 rows quarantined (first: row 6: voltage value 5000 is outside ...)`."""
+        if not self.rows_quarantined:
+            return None
+        return (
+            f"{self.file}: {self.rows_quarantined} of {self.rows_total} rows quarantined "
+            f"(first: {self.first_problem}); see raw.quarantined_rows"
+        )
 
 
 @dataclass
@@ -337,6 +348,8 @@ class Ingestor:
                     for chunk in iter_records(
                         claimed.path, outcome.format, self.settings.ingest_chunk_rows
                     ):
+                        if chunk.empty:
+                            continue
                         if outcome.rows_total == 0:
                             self._require_columns(chunk)
                         chunk[FILE] = claimed.ledger_id
@@ -372,6 +385,7 @@ class Ingestor:
                 staged, inserted = counts.get(ledger_id, (0, 0))
                 outcome.rows_loaded = inserted
                 outcome.rows_duplicate += staged - inserted
+                outcome.error = outcome.problem_summary()
                 if outcome.rows_quarantined == 0:
                     outcome.status = "loaded"
                 elif outcome.rows_loaded + outcome.rows_duplicate > 0:
@@ -408,7 +422,10 @@ class Ingestor:
 
     def _require_columns(self, chunk: pd.DataFrame) -> None:
         if PROBLEM in chunk.columns and chunk.columns.difference([PROBLEM, "_line", ROW]).empty:
-            return  # NDJSON whose first lines are broken: judged row by row
+            raise FileRejected(
+                f"no line is a JSON object with readings ({chunk[PROBLEM].iloc[0]}); send a JSON "
+                "array of objects or one object per line"
+            )
         required = ["equipment_id", "timestamp"] + [
             s.name for s in self.catalog.sensors.values() if s.required
         ]
@@ -495,7 +512,11 @@ class Ingestor:
                     {k: v for k, v in values.items() if v is not None},
                 )
             )
-            outcomes[ledger_id].rows_quarantined += 1
+            outcome = outcomes[ledger_id]
+            outcome.rows_quarantined += 1
+            if outcome.first_problem is None:
+                first = reasons[index][0].split(" [expect_")[0]
+                outcome.first_problem = f"row {int(row[ROW])}: {first}"
         batch.quarantine(quarantined)
         report.timings["load_s"] += time.perf_counter() - started
         return {int(i) for i in raw[FILE].unique()}

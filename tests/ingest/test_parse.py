@@ -1,0 +1,98 @@
+"""Parsing drop files: formats, tolerated CSV variations, streaming in bounded chunks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from emps.ingest.parse import FileRejected, detect_format, iter_records
+from tests.ingest.conftest import csv_bytes, gz, json_bytes, ndjson_bytes, reading
+
+
+def records(path: Path, chunk_rows: int = 1000) -> pd.DataFrame:
+    return pd.concat(list(iter_records(path, detect_format(path), chunk_rows)), ignore_index=True)
+
+
+def test_csv_variations_are_tolerated(tmp_path: Path):
+    """A BOM, CRLF line ends, quoted fields, reordered upper-case headers, `ts` and extra columns all parse."""
+    text = (
+        "\ufeffVoltage,TS,Equipment_ID,Temperature,vibration,firmware\r\n"
+        '"410.5",2026-01-01T00:00:00+00:00,"GEN-0001",80.5,3.1,"v1, beta"\r\n'
+    )
+    path = tmp_path / "drop.csv"
+    path.write_bytes(text.encode())
+    frame = records(path)
+    assert list(frame.columns[:5]) == [
+        "voltage",
+        "timestamp",
+        "equipment_id",
+        "temperature",
+        "vibration",
+    ]
+    assert frame.loc[0, "equipment_id"] == "GEN-0001"
+    assert frame.loc[0, "firmware"] == "v1, beta"
+    assert frame.loc[0, "row_number"] == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "fmt"),
+    [
+        ("a.csv", csv_bytes([reading()]), "csv"),
+        ("a.json", json_bytes([reading()]), "json"),
+        ("a.ndjson", ndjson_bytes([reading()]), "ndjson"),
+        ("a.csv.gz", gz(csv_bytes([reading()])), "csv+gzip"),
+        ("a.json.gz", gz(json_bytes([reading()])), "json+gzip"),
+        ("no-extension", gz(ndjson_bytes([reading()])), "ndjson+gzip"),
+    ],
+)
+def test_formats_are_sniffed_from_content(tmp_path: Path, name: str, data: bytes, fmt: str):
+    """The format comes from the bytes, not the untrusted name; every format yields the reading."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    assert detect_format(path) == fmt
+    frame = records(path)
+    assert frame.loc[0, "equipment_id"] == "GEN-0001"
+    assert float(frame.loc[0, "temperature"]) == 80.5
+
+
+@pytest.mark.parametrize("kind", ["csv", "json", "ndjson"])
+def test_large_files_stream_in_bounded_chunks(tmp_path: Path, kind: str):
+    """A large file is read in frames of at most chunk_rows rows, numbered continuously."""
+    rows = [reading(minute=i) for i in range(2500)]
+    data = {"csv": csv_bytes, "json": json_bytes, "ndjson": ndjson_bytes}[kind](rows)
+    path = tmp_path / f"big.{kind}"
+    path.write_bytes(gz(data))
+    chunks = list(iter_records(path, detect_format(path), 1000))
+    assert [len(c) for c in chunks] == [1000, 1000, 500]
+    assert chunks[-1]["row_number"].iloc[-1] == 2500
+
+
+def test_json_array_parser_crosses_read_blocks(tmp_path: Path, monkeypatch):
+    """Objects split across the parser's read blocks are decoded whole."""
+    monkeypatch.setattr("emps.ingest.parse.READ_BLOCK", 7)
+    path = tmp_path / "small-blocks.json"
+    path.write_text(json.dumps([reading(minute=i) for i in range(20)], indent=1))
+    assert len(records(path)) == 20
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (b"", "empty"),
+        (b'[{"equipment_id": "GEN-0001"} {"equipment_id": "GEN-0002"}]', "expected ','"),
+        (b"[[1, 2], [3, 4]]", "expected an object"),
+        (b'[{"equipment_id": "GEN-0001"}, ', "ends early"),
+        (b"\x1f\x8b\x08\x00garbage-not-gzip", "gzip"),
+        (b"equipment_id,timestamp\nGEN-0001,\xff\xfe2026\n", "not UTF-8"),
+    ],
+)
+def test_unreadable_files_are_rejected_in_plain_words(tmp_path: Path, data: bytes, says: str):
+    """Files that cannot be read at all raise FileRejected with a reason a device owner understands."""
+    path = tmp_path / "bad"
+    path.write_bytes(data)
+    with pytest.raises(FileRejected) as excinfo:
+        records(path)
+    assert says in excinfo.value.reason
