@@ -8,6 +8,7 @@ from emps.commands import alerts as alert_commands
 from emps.commands import db as db_commands
 from emps.commands import equipment as equipment_commands
 from emps.commands import ingest as ingest_commands
+from emps.commands import model as model_commands
 from emps.commands import platform as platform_commands
 from emps.commands import simulate as simulate_commands
 from emps.commands import users as user_commands
@@ -24,6 +25,7 @@ app.add_typer(simulate_commands.app, name="simulate")
 app.add_typer(user_commands.app, name="user")
 platform_commands.register(app)
 ingest_commands.register(app)
+model_commands.register(app)
 alert_commands.register(app)
 
 

@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     )
     mlflow_experiment: str = "equipment-failure"
     model_name: str = "equipment-failure"
+    ml_features_relation: str = Field(
+        "analytics.fct_equipment_features", description="dbt feature table the scorer reads"
+    )
+    ml_examples_relation: str = Field(
+        "analytics.mart_training_examples", description="dbt labelled examples training reads"
+    )
     ml_sample_minutes: int = Field(
         60, ge=1, description="Training examples read at one row per equipment per N minutes"
     )

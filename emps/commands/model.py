@@ -1,0 +1,273 @@
+"""`emps model train|evaluate|promote|list` and `emps predict`: the failure model from the shell."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import math
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from emps.settings import get_settings
+
+app = typer.Typer(
+    help="The failure model: train, evaluate on held-out data, promote, list versions.",
+    no_args_is_help=True,
+)
+console = Console()
+err = Console(stderr=True)
+
+METRIC_ROWS = (
+    ("recall", "recall (at operating threshold)"),
+    ("precision", "precision"),
+    ("f1", "F1"),
+    ("fpr", "false positive rate"),
+    ("accuracy", "accuracy"),
+    ("pr_auc", "PR-AUC"),
+    ("roc_auc", "ROC-AUC"),
+    ("brier", "Brier score"),
+    ("recall_at_target_precision", "best recall at target precision"),
+    ("median_lead_days", "median lead time (days)"),
+    ("failures_detected", "held-out failures detected"),
+    ("failures_evaluated", "held-out failures evaluated"),
+    ("alerts_per_100_equipment_days", "alerts per 100 equipment-days"),
+    ("rul_mae_days", "days-until-failure MAE within 14 d"),
+    ("threshold", "operating threshold"),
+    ("test_rows", "held-out rows"),
+    ("test_positive_rate", "held-out positive rate"),
+)
+
+
+def _actor(actor: str | None) -> str:
+    if actor:
+        return actor
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "cli"
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(1)
+
+
+def _metrics_table(title: str, metrics: dict[str, float], other: dict[str, float] | None = None):
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    if other is not None:
+        table.add_column("champion", justify="right")
+    for key, label in METRIC_ROWS:
+        if key not in metrics:
+            continue
+        cells = [label, _fmt(metrics[key])]
+        if other is not None:
+            cells.append(_fmt(other.get(key, float("nan"))))
+        table.add_row(*cells)
+    return table
+
+
+def _fmt(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.4f}" if abs(value) < 100 else f"{value:.0f}"
+
+
+def _stages():
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+@app.command()
+def train(
+    promote: bool = typer.Option(True, help="Run the promotion gate after registering"),
+    actor: str = typer.Option(None, help="Recorded as promoter [default: your user name]"),
+) -> None:
+    """Train a model on the dbt training examples, log it to MLflow as `challenger`, run the gate."""
+    from ml import registry
+    from ml.dataset import read_failure_events, read_training_examples
+    from ml.evaluate import NotEnoughData
+    from ml.train import train_and_register
+
+    settings = get_settings()
+    with _stages() as progress:
+        step = progress.add_task("reading training examples from the dbt marts", total=None)
+        examples = read_training_examples(settings)
+        failures = read_failure_events(settings)
+        progress.update(step, description=f"read {len(examples):,} training examples", total=1)
+        progress.advance(step)
+        step = progress.add_task("training, evaluating and logging to MLflow", total=None)
+        try:
+            result = train_and_register(settings, examples, failures)
+        except NotEnoughData as error:
+            raise _fail(str(error)) from None
+        progress.update(step, description=f"registered version {result.version}", total=1)
+        progress.advance(step)
+        decision = None
+        if promote:
+            step = progress.add_task("promotion gate", total=None)
+            decision = registry.run_gate(
+                result.version, _actor(actor), settings, examples, failures
+            )
+            progress.update(step, total=1)
+            progress.advance(step)
+    console.print(_metrics_table(f"version {result.version} on held-out data", result.metrics))
+    if decision is not None:
+        console.print(("[green]" if decision.promoted else "[yellow]") + decision.reason)
+
+
+@app.command()
+def evaluate(
+    version: str = typer.Option(None, help="Model version [default: the champion]"),
+    alias: str = typer.Option("champion", help="Alias to evaluate when no version is given"),
+    as_json: bool = typer.Option(False, "--json", help="Last line: the headline figures as JSON"),
+) -> None:
+    """Evaluate a model version on held-out equipment and a later period; log the figures to MLflow."""
+    import mlflow
+
+    from ml import registry
+    from ml.dataset import read_failure_events, read_training_examples
+    from ml.evaluate import NotEnoughData, evaluate_model, headline, split_examples
+
+    settings = get_settings()
+    version = version or registry.alias_version(alias, settings)
+    if version is None:
+        raise _fail(
+            f"no '{alias}' version of model '{settings.model_name}': train one with `emps model "
+            "train` or give --version"
+        )
+    with _stages() as progress:
+        step = progress.add_task("reading training examples and the model", total=None)
+        examples = read_training_examples(settings)
+        failures = read_failure_events(settings)
+        model = registry.load_version(version, settings)
+        try:
+            split = split_examples(examples, settings)
+        except NotEnoughData as error:
+            raise _fail(str(error)) from None
+        progress.update(step, description=f"evaluating version {version}")
+        metrics = evaluate_model(model, split.test, failures, settings)
+        with mlflow.start_run(
+            experiment_id=registry.ensure_experiment(settings), run_name=f"evaluate-v{version}"
+        ):
+            mlflow.set_tags({"model_version": version, "kind": "evaluation"})
+            mlflow.set_tags({f"window.{k}": str(v) for k, v in split.windows.items()})
+            mlflow.log_metrics({k: v for k, v in metrics.items() if not math.isnan(v)})
+        progress.update(step, total=1)
+        progress.advance(step)
+    console.print(_metrics_table(f"version {version} on held-out data", metrics))
+    console.print(
+        f"held-out: {split.windows['test_equipment']} equipment never seen in training, "
+        f"{split.windows['test_start'][:10]} to {split.windows['test_end'][:10]}"
+    )
+    if as_json:
+        print(json.dumps(headline(metrics)))
+
+
+@app.command()
+def promote(
+    version: str = typer.Option(None, help="Version to promote [default: the challenger]"),
+    force: bool = typer.Option(False, help="Skip the gate (recorded as forced)"),
+    actor: str = typer.Option(None, help="Recorded as promoter [default: your user name]"),
+) -> None:
+    """Make a version champion if it beats the current champion on the same held-out rows."""
+    from ml import registry
+    from ml.evaluate import NotEnoughData
+
+    settings = get_settings()
+    version = version or registry.alias_version(registry.CHALLENGER, settings)
+    if version is None:
+        raise _fail("no challenger to promote: train one with `emps model train` or give --version")
+    try:
+        decision = registry.run_gate(version, _actor(actor), settings, force=force)
+    except NotEnoughData as error:
+        raise _fail(str(error)) from None
+    if decision.challenger_metrics:
+        console.print(
+            _metrics_table(
+                f"challenger v{version} vs champion v{decision.champion}",
+                decision.challenger_metrics,
+                decision.champion_metrics,
+            )
+        )
+    console.print(("[green]" if decision.promoted else "[yellow]") + decision.reason)
+    if not decision.promoted and decision.reason != "already the champion":
+        raise typer.Exit(2)
+
+
+@app.command("list")
+def list_versions() -> None:
+    """Registered versions, their aliases and held-out figures."""
+    from datetime import UTC, datetime
+
+    from ml import registry
+
+    settings = get_settings()
+    table = Table(title=f"model '{settings.model_name}'")
+    for column in ("version", "aliases", "registered", "PR-AUC", "recall", "precision", "Brier"):
+        table.add_column(column)
+    for row in registry.list_versions(settings):
+        m = row["metrics"]
+        table.add_row(
+            row["version"],
+            ", ".join(row["aliases"]),
+            datetime.fromtimestamp(row["created"] / 1000, UTC).strftime("%Y-%m-%d %H:%M"),
+            *(_fmt(m.get(k, float("nan"))) for k in ("pr_auc", "recall", "precision", "brier")),
+        )
+    console.print(table)
+
+
+def register(root: typer.Typer) -> None:
+    """Add `emps model ...` and the top-level `emps predict`."""
+    root.add_typer(app, name="model")
+
+    @root.command()
+    def predict(
+        equipment: str = typer.Option(..., help="Equipment id, e.g. EQ-0042"),
+        set_: list[str] = typer.Option(
+            None, "--set", help="What if: FEATURE=VALUE, e.g. --set vibration=9.5 (repeatable)"
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the prediction as JSON"),
+    ) -> None:
+        """Predict one equipment's failure risk now from its latest features (not stored)."""
+        from ml.predict import NoChampion, RegistryUnavailable, predict_equipment
+
+        overrides = {}
+        for item in set_ or []:
+            name, sep, value = item.partition("=")
+            try:
+                overrides[name.strip()] = float(value)
+            except ValueError:
+                sep = ""
+            if not sep:
+                raise _fail(f"--set {item!r}: expected FEATURE=NUMBER, e.g. vibration=9.5")
+        try:
+            result = predict_equipment(equipment, overrides, get_settings())
+        except (LookupError, ValueError, NoChampion, RegistryUnavailable) as error:
+            raise _fail(str(error)) from None
+        if as_json:
+            print(json.dumps(result, default=str))
+            return
+        days = result["days_until_failure"]
+        console.print(
+            f"[bold]{equipment}[/bold] at {result['ts']}: failure probability "
+            f"{result['failure_probability']:.2f} within {get_settings().failure_horizon_days} "
+            f"days, severity [bold]{result['severity']}[/bold], health {result['health_score']}"
+            + (f", about {days:.1f} days until failure" if days is not None else "")
+            + f" (model v{result['model_version']})"
+        )
+        table = Table(title="what pushes the risk up")
+        for column in ("feature", "value", "contribution"):
+            table.add_column(column)
+        for item in result["explanation"]:
+            table.add_row(item["label"], _fmt(item["value"]), f"{item['contribution']:+.3f}")
+        console.print(table)

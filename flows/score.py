@@ -1,0 +1,77 @@
+"""The `score-equipment` flow: after each dbt build, score every equipment that got new data."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+
+from emps.settings import get_settings
+from ml import predict, registry
+from ml.dataset import read_latest_features
+
+
+@task(name="load-champion", cache_policy=NONE)
+def load_champion() -> predict.Champion:
+    """The model behind the `champion` alias now; the cached one if the registry is down."""
+    champion = predict.load_champion(get_settings())
+    if champion.stale:
+        get_run_logger().warning(
+            "model registry unreachable: scoring with cached champion version %s",
+            champion.version,
+        )
+    return champion
+
+
+@task(name="note-champion-change", cache_policy=NONE)
+def note_champion_change(version: str) -> bool:
+    """Record a champion alias moved in the MLflow UI in ops.model_promotions."""
+    return registry.note_champion_moves(version, get_settings())
+
+
+@task(name="read-latest-features", cache_policy=NONE, retries=2, retry_delay_seconds=5)
+def read_features(equipment_ids: list[str] | None, only_unscored: bool):
+    """The latest dbt feature row of each equipment to score."""
+    return read_latest_features(get_settings(), equipment_ids, only_unscored)
+
+
+@task(name="predict-failures", cache_policy=NONE)
+def predict_failures(champion: predict.Champion, features):
+    """Failure probability, severity, health score, days until failure and explanation per row."""
+    return predict.score_frame(champion.model, champion.version, features, get_settings())
+
+
+@task(name="write-predictions", cache_policy=NONE, retries=2, retry_delay_seconds=5)
+def write_predictions(predictions):
+    """Insert the predictions into ops.predictions."""
+    return predict.write_predictions(predictions, get_settings())
+
+
+@task(name="emit-prediction-events", cache_policy=NONE)
+def emit_events(written) -> int:
+    """One Prefect event per HIGH or CRITICAL prediction (the alerts flow listens for them)."""
+    return predict.emit_prediction_events(written)
+
+
+@flow(name="score-equipment", log_prints=True)
+def score_equipment(equipment_ids: list[str] | None = None, only_unscored: bool = True) -> dict:
+    """Score the latest feature row of every equipment with new data using the champion model,
+    write ops.predictions and emit emps.prediction.high / emps.prediction.critical events."""
+    champion = load_champion()
+    moved = False if champion.stale else note_champion_change(champion.version)
+    features = read_features(equipment_ids, only_unscored)
+    written = write_predictions(predict_failures(champion, features))
+    events = emit_events(written)
+    summary = {
+        "model_version": champion.version,
+        "scored": len(written),
+        "by_severity": {k: int(v) for k, v in written["severity"].value_counts().items()},
+        "events": events,
+        "registry_unreachable": champion.stale,
+        "champion_moved_in_ui": moved,
+    }
+    get_run_logger().info("scored %s equipment with model v%s", len(written), champion.version)
+    return summary
+
+
+if __name__ == "__main__":
+    score_equipment()

@@ -1,0 +1,160 @@
+"""What the model reads: training examples and latest feature rows from the dbt marts, one query each.
+
+The model never computes features itself: every feature is a column of
+`analytics.fct_equipment_features` (dbt), so training and scoring see exactly the same numbers.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+
+import pandas as pd
+from psycopg import sql
+
+from emps.catalog import Catalog, load_catalog
+from emps.db import Role, connect
+from emps.settings import Settings, get_settings
+
+LABEL = "fails_within_horizon"
+DAYS_LABEL = "days_until_failure"
+EXTRA_FEATURES = ("missing_rate_24h", "hours_since_maintenance")
+ID_COLUMNS = ("equipment_id", "ts", "equipment_type", "site")
+
+_STATS = {
+    "mean": "mean",
+    "std": "variability",
+    "min": "minimum",
+    "max": "maximum",
+    "slope": "slope",
+}
+_WINDOW = re.compile(r"^(mean|std|min|max|slope)_(\d+)([hd])$")
+
+
+def _sensor_of(column: str, catalog: Catalog) -> str | None:
+    """The catalog sensor a column belongs to (longest name wins: `oil` vs `oil_quality`)."""
+    best = None
+    for sensor in catalog.sensor_names:
+        if (column == sensor or column.startswith(sensor + "_")) and (
+            best is None or len(sensor) > len(best)
+        ):
+            best = sensor
+    return best
+
+
+def feature_columns(columns: Sequence[str], catalog: Catalog | None = None) -> list[str]:
+    """The model features among `columns`: every column named after a catalog sensor, plus extras."""
+    catalog = catalog or load_catalog()
+    return [c for c in columns if _sensor_of(c, catalog) is not None or c in EXTRA_FEATURES]
+
+
+def feature_label(column: str, catalog: Catalog | None = None) -> tuple[str, str | None]:
+    """(what a technician reads, sensor) for a feature column: ("vibration 24 h slope", "vibration")."""
+    catalog = catalog or load_catalog()
+    if column == "missing_rate_24h":
+        return "share of missing readings over 24 h", None
+    if column == "hours_since_maintenance":
+        return "hours since last maintenance", None
+    sensor = _sensor_of(column, catalog)
+    if sensor is None:
+        return column.replace("_", " "), None
+    rest = column[len(sensor) + 1 :]
+    name = sensor.replace("_", " ")
+    if not rest:
+        return f"{name} reading", sensor
+    if rest == "dev_baseline":
+        return f"{name} deviation from its own baseline", sensor
+    if rest == "dev_fleet":
+        return f"{name} deviation from the fleet norm", sensor
+    match = _WINDOW.match(rest)
+    if match:
+        stat, amount, unit = match.groups()
+        return f"{name} {amount} {unit} {_STATS[stat]}", sensor
+    return f"{name} {rest.replace('_', ' ')}", sensor
+
+
+def _relation(name: str) -> sql.Identifier:
+    """A schema-qualified relation name from settings, quoted (never pasted into SQL)."""
+    return sql.Identifier(*name.split("."))
+
+
+def _read_frame(query: sql.Composable, params: Sequence | None, settings: Settings) -> pd.DataFrame:
+    """Run `query` through COPY (much faster than row fetching for wide frames) into a DataFrame."""
+    buffer = io.BytesIO()
+    with connect(Role.WRITER, settings) as conn:
+        conn.execute("set time zone 'UTC'")
+        with conn.cursor() as cur:
+            statement = sql.SQL("copy ({}) to stdout with (format csv, header)").format(query)
+            with cur.copy(statement, params) as copy:
+                for chunk in copy:
+                    buffer.write(chunk)
+    buffer.seek(0)
+    if buffer.getbuffer().nbytes == 0:
+        return pd.DataFrame()
+    frame = pd.read_csv(buffer, low_memory=False)
+    for column in ("ts", "next_failure_at", "failed_at", "repaired_at"):
+        if column in frame.columns:
+            frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
+    if LABEL in frame.columns:
+        frame[LABEL] = frame[LABEL].map({"t": True, "f": False, True: True, False: False})
+        frame[LABEL] = frame[LABEL].astype(bool)
+    return frame
+
+
+def read_training_examples(
+    settings: Settings | None = None, sample_minutes: int | None = None
+) -> pd.DataFrame:
+    """Labelled feature rows, thinned to the first row per equipment per `sample_minutes` window.
+
+    Consecutive minutes of one machine are nearly identical; thinning keeps training fast without
+    losing information the model could use.
+    """
+    settings = settings or get_settings()
+    step = 60 * (sample_minutes or settings.ml_sample_minutes)
+    query = sql.SQL(
+        "select distinct on (equipment_id, floor(extract(epoch from ts) / %s)) * "
+        "from {} order by equipment_id, floor(extract(epoch from ts) / %s), ts"
+    ).format(_relation(settings.ml_examples_relation))
+    return _read_frame(query, (step, step), settings)
+
+
+def read_latest_features(
+    settings: Settings | None = None,
+    equipment_ids: Sequence[str] | None = None,
+    only_unscored: bool = True,
+) -> pd.DataFrame:
+    """The latest feature row of each equipment (or of `equipment_ids`).
+
+    With `only_unscored`, equipment whose latest row is already in ops.predictions is skipped:
+    that is "every equipment that got new data since the last scoring run".
+    """
+    settings = settings or get_settings()
+    filters = []
+    params: list = []
+    if equipment_ids is not None:
+        filters.append(sql.SQL("e.equipment_id = any(%s)"))
+        params.append(list(equipment_ids))
+    if only_unscored:
+        filters.append(
+            sql.SQL(
+                "f.ts > coalesce((select max(p.ts) from ops.predictions p "
+                "where p.equipment_id = e.equipment_id), '-infinity')"
+            )
+        )
+    where = sql.SQL(" and ").join(filters) if filters else sql.SQL("true")
+    query = sql.SQL(
+        "select f.* from raw.equipment e cross join lateral ("
+        "select * from {} x where x.equipment_id = e.equipment_id order by x.ts desc limit 1"
+        ") f where {} order by f.equipment_id"
+    ).format(_relation(settings.ml_features_relation), where)
+    return _read_frame(query, params, settings)
+
+
+def read_failure_events(settings: Settings | None = None) -> pd.DataFrame:
+    """Recorded failures (for lead-time evaluation)."""
+    settings = settings or get_settings()
+    query = sql.SQL(
+        "select equipment_id, failed_at, repaired_at from raw.failure_events order by failed_at"
+    )
+    return _read_frame(query, None, settings)

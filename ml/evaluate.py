@@ -1,0 +1,225 @@
+"""Honest evaluation: held-out equipment AND a later period, separated by a label-horizon gap.
+
+Timeline of the examples (span = first to last feature row):
+
+    | train (train equipment) | gap H | calibration (train equipment) | gap H | test (test equipment) |
+
+A training row's label looks H days ahead, so each gap keeps the labels of one phase from seeing
+the next phase's period. Test equipment is chosen by a hash of its id, so it is never seen in
+training and stays the same across retrains (the promotion gate compares models on it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+from emps.settings import Settings, get_settings
+from ml.dataset import DAYS_LABEL, LABEL
+from ml.model import FailureModel
+
+HEADLINE_KEYS = (
+    "recall",
+    "precision",
+    "fpr",
+    "median_lead_days",
+    "rul_mae_days",
+    "brier",
+    "accuracy",
+)
+RUL_WITHIN_DAYS = 14.0
+
+
+class NotEnoughData(ValueError):
+    """The examples cannot support an honest train/calibration/test split."""
+
+
+@dataclass
+class Split:
+    train: pd.DataFrame
+    calibration: pd.DataFrame
+    test: pd.DataFrame
+    windows: dict[str, Any] = field(default_factory=dict)
+
+
+def is_test_equipment(equipment_id: str, fraction: float) -> bool:
+    """Stable hold-out: the same equipment is test equipment in every retrain."""
+    digest = hashlib.sha256(equipment_id.encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < fraction
+
+
+def split_examples(frame: pd.DataFrame, settings: Settings | None = None) -> Split:
+    """Split labelled examples by equipment and by time (see the module docstring)."""
+    settings = settings or get_settings()
+    if frame.empty:
+        raise NotEnoughData(
+            "no training examples in analytics.mart_training_examples: "
+            "backfill history (`emps simulate backfill`) and run the dbt build first"
+        )
+    gap = pd.Timedelta(days=settings.failure_horizon_days)
+    start, end = frame["ts"].min(), frame["ts"].max()
+    span = end - start
+    test_start = end - span * settings.ml_test_time_fraction
+    calibration_start = test_start - gap - span * settings.ml_calibration_time_fraction
+    train_end = calibration_start - gap
+    if train_end <= start:
+        raise NotEnoughData(
+            f"the examples span {span.days} days ({start:%Y-%m-%d} to {end:%Y-%m-%d}), too short "
+            f"for train + calibration + test with {settings.failure_horizon_days}-day gaps; "
+            "backfill more history"
+        )
+    ids = frame["equipment_id"].drop_duplicates()
+    test_ids = {i for i in ids if is_test_equipment(i, settings.ml_test_equipment_fraction)}
+    held_out = frame["equipment_id"].isin(test_ids)
+    split = Split(
+        train=frame[~held_out & (frame["ts"] < train_end)],
+        calibration=frame[
+            ~held_out & (frame["ts"] >= calibration_start) & (frame["ts"] < test_start - gap)
+        ],
+        test=frame[held_out & (frame["ts"] >= test_start)],
+        windows={
+            "data_start": start.isoformat(),
+            "data_end": end.isoformat(),
+            "train_end": train_end.isoformat(),
+            "calibration_start": calibration_start.isoformat(),
+            "calibration_end": (test_start - gap).isoformat(),
+            "test_start": test_start.isoformat(),
+            "test_end": end.isoformat(),
+            "train_equipment": int(len(ids) - len(test_ids)),
+            "test_equipment": len(test_ids),
+        },
+    )
+    for name in ("train", "calibration", "test"):
+        part = getattr(split, name)
+        positives = int(part[LABEL].sum()) if len(part) else 0
+        split.windows[f"{name}_rows"] = len(part)
+        split.windows[f"{name}_positives"] = positives
+        if positives == 0 or positives == len(part):
+            raise NotEnoughData(
+                f"the {name} part of the split has {len(part)} rows and {positives} of them precede "
+                f"a failure within {settings.failure_horizon_days} days: it needs both failing and "
+                "healthy rows; backfill more equipment or a longer history"
+            )
+    return split
+
+
+def choose_threshold(
+    probability: np.ndarray, labels: np.ndarray, settings: Settings | None = None
+) -> float:
+    """The operating threshold by the configured policy, chosen on the calibration slice."""
+    settings = settings or get_settings()
+    if settings.ml_threshold_policy == "severity_high":
+        return settings.severity_high
+    precision, recall, thresholds = skm.precision_recall_curve(labels, probability)
+    precision, recall = precision[:-1], recall[:-1]
+    if settings.ml_threshold_policy == "max_f1":
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0)
+        return float(thresholds[int(np.argmax(f1))])
+    reaching = np.nonzero(precision >= settings.ml_target_precision)[0]
+    return float(thresholds[reaching[0]]) if len(reaching) else float(thresholds[-1])
+
+
+def _lead_days(
+    test: pd.DataFrame, alerting: np.ndarray, failures: pd.DataFrame, horizon: pd.Timedelta
+) -> tuple[list[float], int]:
+    """Days between the first HIGH+ prediction in the horizon before each failure and the failure.
+
+    Only failures whose whole look-back lies in the test period count; a missed failure has lead 0.
+    """
+    if failures is None or failures.empty:
+        return [], 0
+    test_start = test["ts"].min()
+    frame = test.assign(_alert=alerting)
+    by_equipment = dict(tuple(frame.groupby("equipment_id")))
+    leads = []
+    for row in failures.itertuples(index=False):
+        rows = by_equipment.get(row.equipment_id)
+        if rows is None or row.failed_at - horizon < test_start or row.failed_at > test["ts"].max():
+            continue
+        window = rows[(rows["ts"] >= row.failed_at - horizon) & (rows["ts"] < row.failed_at)]
+        fired = window[window["_alert"]]
+        leads.append(
+            (row.failed_at - fired["ts"].min()).total_seconds() / 86400 if len(fired) else 0.0
+        )
+    return leads, sum(1 for lead in leads if lead > 0)
+
+
+def _alert_onsets(test: pd.DataFrame, alerting: np.ndarray) -> int:
+    """How many alerts would open: an equipment going from below HIGH to HIGH+ (one open at a time)."""
+    frame = test[["equipment_id", "ts"]].assign(_alert=alerting).sort_values(["equipment_id", "ts"])
+    previous = frame.groupby("equipment_id")["_alert"].shift(fill_value=False)
+    return int((frame["_alert"] & ~previous).sum())
+
+
+def evaluate_model(
+    model: FailureModel,
+    test: pd.DataFrame,
+    failures: pd.DataFrame | None = None,
+    settings: Settings | None = None,
+) -> dict[str, float]:
+    """Every figure of the issue for `model` on the test rows (see HEADLINE_KEYS for the headline)."""
+    settings = settings or get_settings()
+    X = model.matrix(test)
+    labels = test[LABEL].to_numpy(dtype=bool)
+    probability = model.failure_probability(X)
+    predicted = probability >= model.threshold
+    tn, fp, fn, tp = skm.confusion_matrix(labels, predicted, labels=[False, True]).ravel()
+    precision_curve, recall_curve, _ = skm.precision_recall_curve(labels, probability)
+    reaching = precision_curve >= settings.ml_target_precision
+    alerting = probability >= settings.severity_high
+    horizon = pd.Timedelta(days=settings.failure_horizon_days)
+    leads, detected = _lead_days(test, alerting, failures, horizon)
+    spans = test.groupby("equipment_id")["ts"].agg(["min", "max"])
+    equipment_days = float(((spans["max"] - spans["min"]).dt.total_seconds() / 86400).sum())
+    result = {
+        "threshold": float(model.threshold),
+        "precision": float(tp / (tp + fp)) if tp + fp else 0.0,
+        "recall": float(tp / (tp + fn)) if tp + fn else 0.0,
+        "f1": float(skm.f1_score(labels, predicted, zero_division=0)),
+        "fpr": float(fp / (fp + tn)) if fp + tn else 0.0,
+        "accuracy": float(skm.accuracy_score(labels, predicted)),
+        "pr_auc": float(skm.average_precision_score(labels, probability)),
+        "roc_auc": float(skm.roc_auc_score(labels, probability)),
+        "brier": float(skm.brier_score_loss(labels, probability)),
+        # Brier skill over always predicting the base rate: ~0 for a model that learned nothing.
+        "brier_skill": _brier_skill(labels, probability),
+        "recall_at_target_precision": float(recall_curve[reaching].max())
+        if reaching.any()
+        else 0.0,
+        "median_lead_days": float(np.median(leads)) if leads else float("nan"),
+        "failures_evaluated": float(len(leads)),
+        "failures_detected": float(detected),
+        "alerts_per_100_equipment_days": (
+            100.0 * _alert_onsets(test, alerting) / equipment_days if equipment_days else 0.0
+        ),
+        "test_rows": float(len(test)),
+        "test_positive_rate": float(labels.mean()),
+    }
+    near = test[DAYS_LABEL].notna() & (test[DAYS_LABEL] <= RUL_WITHIN_DAYS)
+    if near.any() and model.regressor is not None:
+        days = model.days_until_failure(X[near.to_numpy()])
+        result["rul_mae_days"] = float(np.mean(np.abs(days - test.loc[near, DAYS_LABEL])))
+    else:
+        result["rul_mae_days"] = float("nan")
+    return result
+
+
+def _brier_skill(labels: np.ndarray, probability: np.ndarray) -> float:
+    base = labels.mean()
+    reference = base * (1 - base)
+    return float(1 - skm.brier_score_loss(labels, probability) / reference) if reference else 0.0
+
+
+def headline(metrics: dict[str, float]) -> dict[str, float | None]:
+    """The `emps model evaluate --json` line: the issue's acceptance figures, NaN as null."""
+    return {
+        key: (
+            None if metrics.get(key) is None or np.isnan(metrics[key]) else round(metrics[key], 4)
+        )
+        for key in HEADLINE_KEYS
+    }

@@ -1,0 +1,71 @@
+"""The failure model as one object: forest classifier, isotonic calibration, days-until-failure
+regressor, feature list and operating threshold. One MLflow model version is one of these, so the
+scorer always uses the parts that were evaluated together.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+
+
+class FailureModel(BaseEstimator):
+    """Predicts P(failure within the horizon) and days until failure from dbt feature rows."""
+
+    def __init__(
+        self,
+        classifier: Any = None,
+        regressor: Any = None,
+        feature_names: list[str] | None = None,
+        feature_labels: dict[str, list[str | None]] | None = None,
+        calibration_x: np.ndarray | None = None,
+        calibration_y: np.ndarray | None = None,
+        threshold: float = 0.5,
+        horizon_days: int = 7,
+        regressor_max_days: float = 30.0,
+    ):
+        self.classifier = classifier
+        self.regressor = regressor
+        self.feature_names = feature_names
+        self.feature_labels = feature_labels
+        self.calibration_x = calibration_x
+        self.calibration_y = calibration_y
+        self.threshold = threshold
+        self.horizon_days = horizon_days
+        self.regressor_max_days = regressor_max_days
+
+    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """The feature matrix in training order; a feature the frame lacks is an error, not a zero."""
+        missing = [c for c in self.feature_names or [] if c not in frame.columns]
+        if missing:
+            raise ValueError(
+                f"feature rows lack {len(missing)} column(s) the model was trained on "
+                f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); "
+                "rebuild the dbt features or retrain the model"
+            )
+        return frame[self.feature_names].to_numpy(dtype=np.float64, na_value=np.nan)
+
+    def forest_score(self, X: np.ndarray) -> np.ndarray:
+        """The uncalibrated forest vote for failure (what explanations decompose)."""
+        return self.classifier.predict_proba(X)[:, 1]
+
+    def calibrate(self, score: np.ndarray) -> np.ndarray:
+        """Map forest votes to probabilities that mean what they say (isotonic, fitted on later data)."""
+        if self.calibration_x is None or len(self.calibration_x) == 0:
+            return np.clip(score, 0.0, 1.0)
+        return np.clip(np.interp(score, self.calibration_x, self.calibration_y), 0.0, 1.0)
+
+    def failure_probability(self, X: np.ndarray) -> np.ndarray:
+        return self.calibrate(self.forest_score(X))
+
+    def days_until_failure(self, X: np.ndarray) -> np.ndarray:
+        return np.clip(self.regressor.predict(X), 0.0, self.regressor_max_days)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """MLflow pyfunc entry point: the calibrated failure probability of each row."""
+        if isinstance(X, pd.DataFrame):
+            X = self.matrix(X)
+        return self.failure_probability(np.asarray(X, dtype=np.float64))

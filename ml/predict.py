@@ -1,0 +1,256 @@
+"""Scoring with the champion: load it by alias (cached per version), predict, explain, write
+ops.predictions. Also the manual and "what if" predictions of one equipment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from emps.db import Role, connect
+from emps.domain import health_score_for, severity_for
+from emps.settings import Settings, get_settings
+from ml import registry
+from ml.dataset import read_latest_features
+from ml.explain import explain_rows
+from ml.model import FailureModel
+
+log = logging.getLogger(__name__)
+
+
+class NoChampion(RuntimeError):
+    """No model is promoted: scoring cannot run."""
+
+
+class RegistryUnavailable(RuntimeError):
+    """The registry cannot be reached and this process has no champion cached."""
+
+
+@dataclass
+class Champion:
+    version: str
+    model: FailureModel
+    stale: bool = False  # True: the registry was unreachable, this is the last champion we knew
+
+
+# Loaded models by (registry URI, model name, version): a version is immutable, so its model is
+# loaded once per process. The last champion per model name is the fallback when the registry
+# cannot be reached.
+_models: dict[tuple[str, str, str], FailureModel] = {}
+_last_champion: dict[str, tuple[str, FailureModel]] = {}
+
+
+def load_champion(settings: Settings | None = None) -> Champion:
+    """The model the `champion` alias points to now (read every call, so UI moves apply at once)."""
+    settings = settings or get_settings()
+    uri = registry.tracking_uri(settings)
+    try:
+        version = registry.alias_version(registry.CHAMPION, settings)
+    except Exception as error:
+        cached = _last_champion.get(settings.model_name)
+        if cached is None:
+            raise RegistryUnavailable(
+                f"the model registry at {uri} cannot be reached ({type(error).__name__}: "
+                f"{error}) and no champion was loaded earlier in this process"
+            ) from error
+        log.warning(
+            "model registry at %s unreachable (%s); scoring with cached champion version %s",
+            uri,
+            type(error).__name__,
+            cached[0],
+        )
+        return Champion(cached[0], cached[1], stale=True)
+    if version is None:
+        raise NoChampion(
+            f"no '{registry.CHAMPION}' alias on registered model '{settings.model_name}' at {uri}: "
+            "train and promote one with `emps model train`, or set the alias in the MLflow UI"
+        )
+    key = (uri, settings.model_name, version)
+    if key not in _models:
+        _models[key] = registry.load_version(version, settings)
+    _last_champion[settings.model_name] = (version, _models[key])
+    return Champion(version, _models[key])
+
+
+def forget_cached_models() -> None:
+    """Drop every cached model (tests; a long-running process never needs it)."""
+    _models.clear()
+    _last_champion.clear()
+
+
+def score_frame(
+    model: FailureModel, version: str, features: pd.DataFrame, settings: Settings | None = None
+) -> pd.DataFrame:
+    """One prediction row per feature row, in the ops.predictions shape."""
+    settings = settings or get_settings()
+    if features.empty:
+        return pd.DataFrame(
+            columns=[
+                "equipment_id",
+                "ts",
+                "failure_probability",
+                "health_score",
+                "severity",
+                "days_until_failure",
+                "model_version",
+                "explanation",
+            ]
+        )
+    X = model.matrix(features)
+    probability = np.round(model.failure_probability(X), 6)
+    days = model.days_until_failure(X) if model.regressor is not None else np.full(len(X), np.nan)
+    # Days until failure is only meaningful when failure is plausible; far from one it is noise.
+    likely = probability >= settings.severity_medium
+    return pd.DataFrame(
+        {
+            "equipment_id": features["equipment_id"].to_numpy(),
+            "ts": features["ts"].to_numpy(),
+            "failure_probability": probability,
+            "health_score": [health_score_for(p) for p in probability],
+            "severity": [severity_for(p, settings).value for p in probability],
+            "days_until_failure": np.where(likely, np.round(days, 2), np.nan),
+            "model_version": version,
+            "explanation": explain_rows(model, X, settings.ml_explain_top),
+        }
+    )
+
+
+def write_predictions(predictions: pd.DataFrame, settings: Settings | None = None) -> pd.DataFrame:
+    """Insert the predictions; returns them with their ops.predictions id."""
+    settings = settings or get_settings()
+    if predictions.empty:
+        return predictions.assign(id=pd.Series(dtype="int64"))
+    days = predictions["days_until_failure"].astype(float)
+    with connect(Role.WRITER, settings) as conn:
+        rows = conn.execute(
+            "insert into ops.predictions (equipment_id, ts, failure_probability, health_score, "
+            "severity, days_until_failure, model_version, explanation) "
+            "select e, t, p, h, s, d, %s, x::jsonb from unnest("
+            "%s::text[], %s::timestamptz[], %s::float8[], %s::int[], %s::text[], %s::float8[], "
+            "%s::text[]) as u(e, t, p, h, s, d, x) returning id",
+            (
+                str(predictions["model_version"].iloc[0]),
+                predictions["equipment_id"].tolist(),
+                [pd.Timestamp(t).to_pydatetime() for t in predictions["ts"]],
+                predictions["failure_probability"].astype(float).tolist(),
+                predictions["health_score"].astype(int).tolist(),
+                predictions["severity"].tolist(),
+                [None if np.isnan(d) else float(d) for d in days],
+                [json.dumps(x) for x in predictions["explanation"]],
+            ),
+        ).fetchall()
+    return predictions.assign(id=[r[0] for r in rows])
+
+
+def event_for(row: Mapping[str, Any]) -> tuple[str, dict[str, str], dict[str, Any]] | None:
+    """(event name, resource, payload) for a HIGH/CRITICAL prediction, None otherwise."""
+    severity = row["severity"]
+    if severity not in ("HIGH", "CRITICAL"):
+        return None
+    days = row["days_until_failure"]
+    return (
+        f"emps.prediction.{severity.lower()}",
+        {"prefect.resource.id": f"equipment.{row['equipment_id']}"},
+        {
+            "prediction_id": int(row["id"]),
+            "prediction_ts": pd.Timestamp(row["ts"]).isoformat(),
+            "equipment_id": row["equipment_id"],
+            "failure_probability": float(row["failure_probability"]),
+            "severity": severity,
+            "days_until_failure": None if pd.isna(days) else float(days),
+            "model_version": str(row["model_version"]),
+        },
+    )
+
+
+def emit_prediction_events(written: pd.DataFrame) -> int:
+    """Emit `emps.prediction.high|critical` for each such prediction; returns how many."""
+    from prefect.events import emit_event
+
+    count = 0
+    for row in written.to_dict("records"):
+        event = event_for(row)
+        if event is not None:
+            name, resource, payload = event
+            emit_event(event=name, resource=resource, payload=payload)
+            count += 1
+    return count
+
+
+@dataclass
+class ScoreReport:
+    model_version: str
+    scored: int
+    by_severity: dict[str, int] = field(default_factory=dict)
+    events: int = 0
+    registry_unreachable: bool = False
+    champion_moved_in_ui: bool = False
+
+
+def score_equipment(
+    settings: Settings | None = None,
+    equipment_ids: Sequence[str] | None = None,
+    only_unscored: bool = True,
+    emit_events: bool = True,
+) -> ScoreReport:
+    """Score the latest feature row of each equipment with new data (or of `equipment_ids`)."""
+    settings = settings or get_settings()
+    champion = load_champion(settings)
+    moved = False
+    if not champion.stale:
+        moved = registry.note_champion_moves(champion.version, settings)
+    features = read_latest_features(settings, equipment_ids, only_unscored)
+    predictions = score_frame(champion.model, champion.version, features, settings)
+    written = write_predictions(predictions, settings)
+    events = emit_prediction_events(written) if emit_events else 0
+    return ScoreReport(
+        model_version=champion.version,
+        scored=len(written),
+        by_severity={k: int(v) for k, v in written["severity"].value_counts().items()},
+        events=events,
+        registry_unreachable=champion.stale,
+        champion_moved_in_ui=moved,
+    )
+
+
+def predict_equipment(
+    equipment_id: str,
+    overrides: Mapping[str, float] | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """A prediction for one equipment from its latest features, not stored (the old POST /predict).
+
+    `overrides` is the dashboard's "what if": feature values (e.g. {"vibration": 9.5,
+    "vibration_slope_24h": 0.4}) replacing the latest ones before predicting.
+    """
+    settings = settings or get_settings()
+    champion = load_champion(settings)
+    features = read_latest_features(settings, [equipment_id], only_unscored=False)
+    if features.empty:
+        raise LookupError(
+            f"equipment {equipment_id!r} has no feature rows: check the id, or wait for its "
+            "readings to be ingested and the dbt build to run"
+        )
+    features = features.copy()
+    unknown = sorted(set(overrides or {}) - set(champion.model.feature_names))
+    if unknown:
+        raise ValueError(
+            f"cannot set {', '.join(unknown)}: not features of model version {champion.version} "
+            f"(features are catalog sensors and their window statistics, e.g. 'vibration', "
+            f"'vibration_mean_1h')"
+        )
+    for name, value in (overrides or {}).items():
+        features[name] = float(value)
+    row = score_frame(champion.model, champion.version, features, settings).iloc[0].to_dict()
+    row["ts"] = pd.Timestamp(row["ts"]).isoformat()
+    row["what_if"] = dict(overrides or {})
+    row["registry_unreachable"] = champion.stale
+    if pd.isna(row["days_until_failure"]):
+        row["days_until_failure"] = None
+    return row

@@ -1,0 +1,233 @@
+"""Training: fit the forest, calibrate on a later slice, evaluate on held-out equipment and time,
+log everything to MLflow and register the version as `challenger`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+from sklearn.isotonic import IsotonicRegression
+
+from emps.catalog import Catalog, load_catalog
+from emps.settings import PROJECT_ROOT, Settings, get_settings
+from ml.dataset import (
+    DAYS_LABEL,
+    LABEL,
+    feature_columns,
+    feature_label,
+    read_failure_events,
+    read_training_examples,
+)
+from ml.evaluate import Split, _lead_days, choose_threshold, evaluate_model, split_examples
+from ml.model import FailureModel
+
+log = logging.getLogger(__name__)
+REGRESSOR_MAX_DAYS = 30.0
+
+
+def fit_model(split: Split, settings: Settings | None = None, catalog: Catalog | None = None):
+    """Fit classifier and regressor on the train slice, calibrate and pick the threshold later."""
+    settings = settings or get_settings()
+    catalog = catalog or load_catalog(settings.catalog_path)
+    features = feature_columns(list(split.train.columns), catalog)
+    model = FailureModel(
+        feature_names=features,
+        feature_labels={name: list(feature_label(name, catalog)) for name in features},
+        horizon_days=settings.failure_horizon_days,
+        regressor_max_days=REGRESSOR_MAX_DAYS,
+    )
+    X = model.matrix(split.train)
+    y = split.train[LABEL].to_numpy(dtype=bool)
+    model.classifier = RandomForestClassifier(
+        n_estimators=settings.ml_n_estimators,
+        min_samples_leaf=settings.ml_min_samples_leaf,
+        max_features="sqrt",
+        n_jobs=settings.ml_n_jobs,
+        random_state=settings.ml_seed,
+    ).fit(X, y)
+    # Days until failure is only learnable close to a failure; far from one the regressor would
+    # learn noise, and the scorer only reports it when failure is likely anyway.
+    days = split.train[DAYS_LABEL].to_numpy(dtype=np.float64, na_value=np.nan)
+    near = ~np.isnan(days) & (days <= REGRESSOR_MAX_DAYS)
+    if near.sum() >= 10:
+        model.regressor = RandomForestRegressor(
+            n_estimators=max(10, settings.ml_n_estimators // 2),
+            min_samples_leaf=settings.ml_min_samples_leaf,
+            max_features=0.5,
+            n_jobs=settings.ml_n_jobs,
+            random_state=settings.ml_seed,
+        ).fit(X[near], days[near])
+    X_cal = model.matrix(split.calibration)
+    y_cal = split.calibration[LABEL].to_numpy(dtype=bool)
+    isotonic = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
+    isotonic.fit(model.forest_score(X_cal), y_cal.astype(float))
+    model.calibration_x = np.asarray(isotonic.X_thresholds_, dtype=np.float64)
+    model.calibration_y = np.asarray(isotonic.y_thresholds_, dtype=np.float64)
+    model.threshold = choose_threshold(model.failure_probability(X_cal), y_cal, settings)
+    return model
+
+
+@dataclass
+class TrainResult:
+    version: str
+    run_id: str
+    metrics: dict[str, float]
+    windows: dict[str, Any]
+    model: FailureModel
+
+
+def _versions(catalog: Catalog) -> dict[str, str]:
+    dbt_project = PROJECT_ROOT / "dbt_project" / "dbt_project.yml"
+    tags = {"catalog_version": str(catalog.version), "catalog_checksum": catalog.checksum}
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        tags["dbt_core_version"] = importlib.metadata.version("dbt-core")
+    if dbt_project.exists():
+        import yaml
+
+        spec = yaml.safe_load(dbt_project.read_text()) or {}
+        tags["dbt_project_version"] = str(spec.get("version", "unknown"))
+    return tags
+
+
+def _log_plots(model: FailureModel, split: Split, failures, settings: Settings) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+    from sklearn.calibration import CalibrationDisplay
+    from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay
+
+    X = model.matrix(split.test)
+    y = split.test[LABEL].to_numpy(dtype=bool)
+    p = model.failure_probability(X)
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ConfusionMatrixDisplay.from_predictions(y, p >= model.threshold, ax=ax, colorbar=False)
+    ax.set_title(f"Held-out confusion matrix (threshold {model.threshold:.2f})")
+    mlflow.log_figure(fig, "plots/confusion_matrix.png")
+    fig, ax = plt.subplots(figsize=(5, 4))
+    PrecisionRecallDisplay.from_predictions(y, p, ax=ax)
+    ax.set_title("Held-out precision-recall")
+    mlflow.log_figure(fig, "plots/pr_curve.png")
+    fig, ax = plt.subplots(figsize=(5, 4))
+    CalibrationDisplay.from_predictions(y, p, n_bins=10, strategy="quantile", ax=ax)
+    ax.set_title("Held-out calibration")
+    mlflow.log_figure(fig, "plots/calibration_curve.png")
+    importance = pd.Series(model.classifier.feature_importances_, index=model.feature_names)
+    top = importance.sort_values().tail(20)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    ax.barh([model.feature_labels[n][0] for n in top.index], top.to_numpy())
+    ax.set_title("Feature importance (top 20)")
+    fig.tight_layout()
+    mlflow.log_figure(fig, "plots/feature_importance.png")
+    leads, _ = _lead_days(
+        split.test,
+        p >= settings.severity_high,
+        failures,
+        pd.Timedelta(days=settings.failure_horizon_days),
+    )
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.hist(leads, bins=np.arange(0, settings.failure_horizon_days + 1, 0.5))
+    ax.set_xlabel("days between first HIGH/CRITICAL prediction and failure (0 = missed)")
+    ax.set_title("Lead time on held-out failures")
+    mlflow.log_figure(fig, "plots/lead_time_histogram.png")
+    plt.close("all")
+
+
+def _trusted_types(model: FailureModel) -> list[str]:
+    """Types skops must trust to load the model: ours, scikit-learn's, numpy's, nothing else."""
+    import skops.io
+
+    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    allowed = ("ml.", "sklearn.", "numpy.", "builtins.")
+    unexpected = [t for t in untrusted if not t.startswith(allowed)]
+    if unexpected:
+        raise TypeError(f"the model holds types that should not be serialised: {unexpected}")
+    return untrusted
+
+
+def train_and_register(
+    settings: Settings | None = None,
+    examples: pd.DataFrame | None = None,
+    failures: pd.DataFrame | None = None,
+) -> TrainResult:
+    """Train on the dbt training examples, evaluate honestly, log to MLflow, register as challenger."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    from ml import registry
+
+    settings = settings or get_settings()
+    catalog = load_catalog(settings.catalog_path)
+    examples = read_training_examples(settings) if examples is None else examples
+    failures = read_failure_events(settings) if failures is None else failures
+    split = split_examples(examples, settings)
+    model = fit_model(split, settings, catalog)
+    metrics = evaluate_model(model, split.test, failures, settings)
+
+    experiment_id = registry.ensure_experiment(settings)
+    with mlflow.start_run(experiment_id=experiment_id, run_name="retrain-failure-model") as run:
+        mlflow.log_params(
+            {
+                "n_estimators": settings.ml_n_estimators,
+                "min_samples_leaf": settings.ml_min_samples_leaf,
+                "horizon_days": settings.failure_horizon_days,
+                "sample_minutes": settings.ml_sample_minutes,
+                "threshold_policy": settings.ml_threshold_policy,
+                "threshold": round(model.threshold, 6),
+                "n_features": len(model.feature_names),
+                "test_equipment_fraction": settings.ml_test_equipment_fraction,
+            }
+        )
+        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        mlflow.set_tags({f"window.{k}": str(v) for k, v in split.windows.items()})
+        mlflow.set_tags(_versions(catalog))
+        mlflow.log_dict({"features": model.feature_names}, "features.json")
+        _log_plots(model, split, failures, settings)
+        example = split.test[model.feature_names].head(5)
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(example, model.predict(example)),
+            input_example=example,
+            pip_requirements=[
+                f"scikit-learn=={importlib.metadata.version('scikit-learn')}",
+                f"skops=={importlib.metadata.version('skops')}",
+                "numpy",
+                "pandas",
+            ],
+            serialization_format="skops",
+            skops_trusted_types=_trusted_types(model),
+            registered_model_name=settings.model_name,
+        )
+        version = str(info.registered_model_version)
+    mlflow_client = registry.client(settings)
+    for key, value in metrics.items():
+        if np.isfinite(value):
+            mlflow_client.set_model_version_tag(
+                settings.model_name, version, f"metric.{key}", str(value)
+            )
+    mlflow_client.set_model_version_tag(settings.model_name, version, "threshold", model.threshold)
+    registry.set_challenger(version, settings)
+    return TrainResult(version, run.info.run_id, metrics, split.windows, model)
+
+
+def retrain(actor: str = "retrain-failure-model", settings: Settings | None = None):
+    """Train a challenger, then let the gate decide whether it becomes champion."""
+    from ml import registry
+
+    settings = settings or get_settings()
+    examples = read_training_examples(settings)
+    failures = read_failure_events(settings)
+    result = train_and_register(settings, examples, failures)
+    decision = registry.run_gate(result.version, actor, settings, examples, failures)
+    return result, decision

@@ -1,0 +1,96 @@
+"""A synthetic stand-in for analytics.mart_training_examples, shaped exactly like the dbt contract.
+
+Degrading equipment drifts on one sensor for a few days before it fails, so a model can learn
+something; healthy equipment only has noise. Used where a test needs many labelled rows fast.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from emps.catalog import Catalog
+
+WINDOWS = ("1h", "6h", "24h")
+STATS = ("mean", "std", "min", "max", "slope")
+
+
+def feature_names(catalog: Catalog) -> list[str]:
+    names = []
+    for s in catalog.sensor_names:
+        names.append(s)
+        names += [f"{s}_{stat}_{w}" for w in WINDOWS for stat in STATS]
+        names += [f"{s}_dev_baseline", f"{s}_dev_fleet"]
+    return names + ["missing_rate_24h", "hours_since_maintenance"]
+
+
+def training_examples(
+    catalog: Catalog,
+    equipment: int = 40,
+    days: int = 120,
+    step_hours: int = 4,
+    seed: int = 0,
+    horizon_days: int = 7,
+    signal: float = 1.0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(examples, failure events) for `equipment` machines over `days` days."""
+    rng = np.random.default_rng(seed)
+    start = pd.Timestamp("2026-01-01", tz="UTC")
+    times = pd.date_range(start, periods=days * 24 // step_hours, freq=f"{step_hours}h")
+    types = catalog.type_names
+    sensors = catalog.sensor_names
+    frames, failures = [], []
+    for index in range(equipment):
+        etype = types[index % len(types)]
+        equipment_id = f"EQ-{index:04d}"
+        fail_times = []
+        t = start + pd.Timedelta(days=float(rng.uniform(10, 60)))
+        while t < times[-1] and index % 2 == 0:
+            fail_times.append(t)
+            t += pd.Timedelta(days=float(rng.uniform(25, 50)))
+        n = len(times)
+        severity = np.zeros(n)
+        next_failure = pd.Series(pd.NaT, index=range(n), dtype="datetime64[ns, UTC]")
+        excluded = np.zeros(n, dtype=bool)
+        for failed_at in fail_times:
+            onset = failed_at - pd.Timedelta(days=float(rng.uniform(6, 10)))
+            ramp = ((times - onset) / (failed_at - onset)).to_numpy(dtype=float)
+            active = (times >= onset) & (times < failed_at)
+            severity = np.where(active, np.clip(ramp, 0, 1), severity)
+            before = (times < failed_at) & next_failure.isna().to_numpy()
+            next_failure[before] = failed_at
+            repaired_at = failed_at + pd.Timedelta(hours=12)
+            excluded |= (times >= failed_at) & (times < repaired_at)
+            failures.append((equipment_id, failed_at, repaired_at))
+        driver = sensors[index % len(sensors)]
+        data = {}
+        for s in sensors:
+            low, high = catalog.envelope(etype, s)
+            mid, width = (low + high) / 2, (high - low) / 4
+            drift = severity * width * 6 * signal if s == driver else 0.0
+            reading = mid + rng.normal(0, width, n) + drift
+            data[s] = reading
+            for w in WINDOWS:
+                data[f"{s}_mean_{w}"] = reading + rng.normal(0, width / 3, n)
+                data[f"{s}_std_{w}"] = np.abs(rng.normal(width, width / 5, n))
+                data[f"{s}_min_{w}"] = reading - width
+                data[f"{s}_max_{w}"] = reading + width
+                data[f"{s}_slope_{w}"] = rng.normal(0, 0.1, n) + (
+                    severity * signal if s == driver else 0
+                )
+            data[f"{s}_dev_baseline"] = (reading - mid) / width
+            data[f"{s}_dev_fleet"] = (reading - mid) / width + rng.normal(0, 0.2, n)
+        data["missing_rate_24h"] = np.clip(rng.normal(0.02, 0.01, n), 0, 1)
+        data["hours_since_maintenance"] = rng.uniform(0, 2000, n)
+        frame = pd.DataFrame(data)
+        frame.insert(0, "equipment_id", equipment_id)
+        frame.insert(1, "ts", times)
+        frame.insert(2, "equipment_type", etype)
+        frame.insert(3, "site", f"SITE-{index % 3}")
+        frame["next_failure_at"] = next_failure
+        days_left = (frame["next_failure_at"] - frame["ts"]).dt.total_seconds() / 86400
+        frame["days_until_failure"] = days_left
+        frame["fails_within_horizon"] = (days_left <= horizon_days).fillna(False).astype(bool)
+        frames.append(frame[~excluded])
+    events = pd.DataFrame(failures, columns=["equipment_id", "failed_at", "repaired_at"])
+    return pd.concat(frames, ignore_index=True), events
