@@ -71,6 +71,14 @@ class Settings(BaseSettings):
         200, ge=1, description="Validation results kept under <home>/gx for `emps quality docs`"
     )
 
+    # dbt features (issue 4).
+    dbt_baseline_hours: int = Field(
+        24, ge=1, description="An equipment's first hours of data form its healthy baseline"
+    )
+    dbt_missing_slot_minutes: int = Field(
+        10, ge=1, le=60, description="missing_rate_24h: share of empty slots of this width"
+    )
+
     # Fleet simulator.
     sim_equipment: int = Field(200, ge=1)
     sim_seed: int = 42

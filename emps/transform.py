@@ -1,0 +1,206 @@
+"""Run the dbt project (dbt_project/): vars from the catalog and settings, build, docs.
+
+dbt runs in-process through `dbtRunner`. Its connection comes from environment variables the
+committed profiles.yml reads (EMPS_DBT_*), set here from the writer role's URL; its target/ and
+logs/ live under <EMPS_HOME>/dbt so the source tree stays clean.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from emps.catalog import Catalog, load_catalog
+from emps.db import Role, database_url
+from emps.settings import PROJECT_ROOT, Settings, get_settings
+
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+AFTER_INGEST_SELECTOR = "after_ingest"
+FEATURE_TABLE = "analytics.fct_equipment_features"
+
+
+class DbtBuildError(RuntimeError):
+    """dbt reported failing models or tests (the message names them)."""
+
+
+@dataclass
+class NodeOutcome:
+    name: str
+    resource_type: str
+    status: str
+    message: str
+    seconds: float
+
+
+@dataclass
+class DbtRunSummary:
+    command: str
+    success: bool
+    seconds: float
+    nodes: list[NodeOutcome] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[NodeOutcome]:
+        return [n for n in self.nodes if n.status in {"error", "fail", "runtime error"}]
+
+    def describe_failures(self) -> str:
+        lines = [f"{n.resource_type} {n.name}: {n.status}: {n.message}" for n in self.failures]
+        return "\n".join(lines) or "dbt failed before running any node (see the dbt log above)"
+
+
+def dbt_paths(settings: Settings | None = None) -> tuple[Path, Path]:
+    """(target path, log path) under EMPS_HOME."""
+    settings = settings or get_settings()
+    root = settings.home / "dbt"
+    return root / "target", root / "logs"
+
+
+def dbt_vars(settings: Settings | None = None, catalog: Catalog | None = None) -> dict:
+    """The dbt vars: the catalog's sensor list and the settings the models depend on."""
+    settings = settings or get_settings()
+    catalog = catalog or load_catalog(settings.catalog_path)
+    return {
+        "sensors": catalog.sensor_names,
+        "failure_horizon_days": settings.failure_horizon_days,
+        "silent_minutes": settings.silent_minutes,
+        "baseline_hours": settings.dbt_baseline_hours,
+        "missing_slot_minutes": settings.dbt_missing_slot_minutes,
+    }
+
+
+def dbt_env(settings: Settings | None = None) -> dict[str, str]:
+    """The EMPS_DBT_* variables profiles.yml reads, from the writer role's URL."""
+    settings = settings or get_settings()
+    url = urlsplit(database_url(Role.WRITER, settings))
+    return {
+        "EMPS_DBT_HOST": url.hostname or settings.pg_host,
+        "EMPS_DBT_PORT": str(url.port or 5432),
+        "EMPS_DBT_USER": unquote(url.username or "emps_writer"),
+        "EMPS_DBT_PASSWORD": unquote(url.password or ""),
+        "EMPS_DBT_DBNAME": url.path.lstrip("/") or settings.pg_database,
+    }
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def dbt_args(
+    command: Sequence[str],
+    settings: Settings | None = None,
+    catalog: Catalog | None = None,
+    select: Sequence[str] | None = None,
+    selector: str | None = None,
+    full_refresh: bool = False,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The full dbt command line for `command` (e.g. ["build"]) against this project."""
+    target_path, log_path = dbt_paths(settings)
+    args = [
+        *command,
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        "--target-path",
+        str(target_path),
+        "--log-path",
+        str(log_path),
+        "--vars",
+        json.dumps(dbt_vars(settings, catalog), sort_keys=True),
+    ]
+    if select:
+        args += ["--select", *select]
+    if selector:
+        args += ["--selector", selector]
+    if full_refresh:
+        args.append("--full-refresh")
+    return args + list(extra)
+
+
+def run_dbt(
+    args: Sequence[str],
+    settings: Settings | None = None,
+    on_log: Callable[[str, str], None] | None = None,
+) -> DbtRunSummary:
+    """Run dbt in-process; `on_log(level, message)` receives dbt's log lines (e.g. for Prefect)."""
+    import time
+
+    from dbt.cli.main import dbtRunner
+
+    settings = settings or get_settings()
+    callbacks = []
+    if on_log is not None:
+
+        def forward(event) -> None:
+            level = event.info.level
+            if level in {"info", "warn", "error"} and event.info.msg:
+                on_log(level, str(event.info.msg))
+
+        callbacks.append(forward)
+    started = time.perf_counter()
+    with _environment({**dbt_env(settings), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}):
+        result = dbtRunner(callbacks=callbacks).invoke(list(args))
+    summary = DbtRunSummary(
+        command=str(args[0]), success=bool(result.success), seconds=time.perf_counter() - started
+    )
+    for node_result in getattr(result.result, "results", None) or []:
+        node = node_result.node
+        summary.nodes.append(
+            NodeOutcome(
+                name=node.name,
+                resource_type=str(node.resource_type),
+                status=str(node_result.status),
+                message=str(node_result.message or ""),
+                seconds=float(node_result.execution_time or 0.0),
+            )
+        )
+    if result.exception is not None and not summary.nodes:
+        summary.nodes.append(NodeOutcome("dbt", "invocation", "error", str(result.exception), 0.0))
+    return summary
+
+
+def build(
+    select: Sequence[str] | None = None,
+    selector: str | None = None,
+    full_refresh: bool = False,
+    settings: Settings | None = None,
+    catalog: Catalog | None = None,
+    on_log: Callable[[str, str], None] | None = None,
+) -> DbtRunSummary:
+    """`dbt build` (models, then their tests); raises DbtBuildError naming what failed."""
+    args = dbt_args(["build"], settings, catalog, select, selector, full_refresh)
+    summary = run_dbt(args, settings, on_log)
+    if not summary.success:
+        raise DbtBuildError(f"dbt build failed:\n{summary.describe_failures()}")
+    return summary
+
+
+def docs(settings: Settings | None = None, on_log=None) -> Path:
+    """Generate dbt's docs site (lineage graph included) as one offline HTML file; its path."""
+    args = dbt_args(["docs", "generate", "--static"], settings)
+    summary = run_dbt(args, settings, on_log)
+    if not summary.success:
+        raise DbtBuildError(f"dbt docs generate failed:\n{summary.describe_failures()}")
+    target_path, _ = dbt_paths(settings)
+    return target_path / "static_index.html"
+
+
+def source_freshness(settings: Settings | None = None, on_log=None) -> DbtRunSummary:
+    """`dbt source freshness`: is raw.sensor_readings still receiving data?"""
+    return run_dbt(dbt_args(["source", "freshness"], settings), settings, on_log)
