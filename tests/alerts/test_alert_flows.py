@@ -1,0 +1,170 @@
+"""The alert flows on a real Prefect server: the event-triggered deployment, the scheduled flows."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import add_equipment, write_prediction
+
+from emps.alerting.mailbox import list_mailbox, read_mail
+from emps.db import Role, connect
+from emps.settings import PROJECT_ROOT, get_settings
+
+CREW = {
+    "escalation": ["technician", "supervisor"],
+    "daily_report": ["supervisor"],
+    "people": [
+        {"name": "A", "role": "technician", "sites": ["ALPHA"], "email": "a@crews.example"},
+        {"name": "B", "role": "technician", "sites": ["ALPHA"], "email": "b@crews.example"},
+        {"name": "Boss", "role": "supervisor", "sites": ["*"], "email": "boss@crews.example"},
+    ],
+}
+
+
+def wait_for(condition, what: str, timeout: float = 180.0):
+    """Poll `condition` until it returns something truthy; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def flow_env(alert_settings, mailbox, tmp_path, monkeypatch):
+    """EMPS_* variables so flows (in this process or a runner's subprocess) use the test SMTP sink
+    and crew; the process-wide settings are rebuilt from them for the test."""
+    _, port = mailbox
+    crew = tmp_path / "recipients.yaml"
+    crew.write_text(yaml.safe_dump(CREW))
+    monkeypatch.setenv("EMPS_SMTP_PORT", str(port))
+    monkeypatch.setenv("EMPS_RECIPIENTS_PATH", str(crew))
+    monkeypatch.setenv("EMPS_NOTIFY_BACKOFF_S", "0")
+    monkeypatch.setenv("EMPS_HOME", str(tmp_path))
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+def _count(settings, sql):
+    with connect(Role.OWNER, settings) as conn:
+        return conn.execute(sql).fetchone()[0]
+
+
+def test_prediction_event_twice_gives_one_alert_one_task_one_mail_each(
+    flow_env, mailbox, prefect_server
+):
+    """The served deployment, triggered twice by the same prediction's events, opens one alert
+    and one corrective task, and each technician gets exactly one email."""
+    from prefect.client.orchestration import get_client
+    from prefect.events import emit_event
+
+    handler, _ = mailbox
+    add_equipment(flow_env, "GEN-0201")
+    payload = write_prediction(flow_env, "GEN-0201", 0.91, "CRITICAL")
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "emps.alerting.serving"], env=env, cwd=PROJECT_ROOT
+    )
+    try:
+
+        async def automation_ready():
+            async with get_client() as client:
+                automations = await client.read_automations()
+            return any(a.name.startswith("process-prediction-alerts") for a in automations)
+
+        wait_for(lambda: asyncio.run(automation_ready()), "the deployment's trigger")
+        for _ in range(2):
+            emit_event(
+                event="emps.prediction.critical",
+                resource={"prefect.resource.id": "equipment.GEN-0201"},
+                payload=payload,
+            )
+
+        async def finished_runs():
+            async with get_client() as client:
+                runs = await client.read_flow_runs()
+            return [
+                r
+                for r in runs
+                if r.state and r.state.is_final() and r.name and r.flow_id and r.deployment_id
+            ]
+
+        runs = wait_for(
+            lambda: len(asyncio.run(finished_runs())) >= 2 and asyncio.run(finished_runs()),
+            "two triggered flow runs to finish",
+        )
+        assert all(r.state.is_completed() for r in runs), [r.state for r in runs]
+    finally:
+        runner.send_signal(signal.SIGINT)
+        runner.wait(timeout=60)
+    assert _count(flow_env, "select count(*) from ops.alerts") == 1
+    assert (
+        _count(
+            flow_env, "select count(*) from ops.maintenance_tasks where task_type = 'corrective'"
+        )
+        == 1
+    )
+    assert sorted(m.to for m in list_mailbox(handler.directory)) == [
+        "a@crews.example",
+        "b@crews.example",
+    ]
+
+
+def test_check_critical_alerts_flow_escalates_to_the_supervisor(flow_env, mailbox, prefect_server):
+    """An unacknowledged CRITICAL alert older than the delay reaches the supervisor's mailbox."""
+    from flows.alerts import check_critical_alerts, process_prediction_alerts
+
+    handler, _ = mailbox
+    add_equipment(flow_env, "GEN-0202")
+    payload = write_prediction(flow_env, "GEN-0202", 0.9, "CRITICAL")
+    process_prediction_alerts(payload)
+    with connect(Role.OWNER, flow_env) as conn:
+        conn.execute("update ops.alerts set last_notified_at = now() - interval '1 day'")
+    result = check_critical_alerts()
+    assert len(result["escalated"]) == 1
+    boss = [m for m in list_mailbox(handler.directory) if m.to == "boss@crews.example"]
+    assert len(boss) == 1
+    assert "still unacknowledged" in read_mail(boss[0].path).get_body(("plain",)).get_content()
+
+
+def test_daily_report_mail_has_pdf_and_csv_and_is_sent_once_a_day(
+    flow_env, mailbox, prefect_server
+):
+    """The 08:00 report reaches the supervisor with the fleet PDF and CSVs; a second run the
+    same day sends nothing more."""
+    from flows.alerts import process_prediction_alerts, send_daily_maintenance_report
+
+    handler, _ = mailbox
+    marts = PROJECT_ROOT / "tests" / "streamlit_app" / "contract_marts.sql"
+    with connect(Role.OWNER, flow_env) as conn:
+        if (
+            conn.execute("select to_regclass('analytics.mart_equipment_health')").fetchone()[0]
+            is None
+        ):
+            conn.execute("set role emps_writer")
+            conn.execute(marts.read_text())
+    add_equipment(flow_env, "GEN-0203")
+    process_prediction_alerts(write_prediction(flow_env, "GEN-0203", 0.9, "CRITICAL", days=0.5))
+    first = send_daily_maintenance_report()
+    second = send_daily_maintenance_report()
+    assert (first["queued"], second["queued"]) == (1, 0)
+    reports = [m for m in list_mailbox(handler.directory) if m.to == "boss@crews.example"]
+    assert len(reports) == 1
+    msg = read_mail(reports[0].path)
+    names = sorted(part.get_filename() for part in msg.iter_attachments())
+    assert any(n.endswith(".pdf") for n in names), names
+    assert sum(n.endswith(".csv") for n in names) == 2, names
+    text = msg.get_body(("plain",)).get_content()
+    assert "GEN-0203" in text and "corrective" in text
+    assert Path(first["files"][0]).exists()
