@@ -34,9 +34,10 @@ if user is not None and user.role.can_administer:
     pages.append(st.Page("pages/admin.py", title="Admin", icon="🔑", url_path="admin"))
 
 # Built before sign-in too, so a deep link (/equipment?equipment=GEN-0001) survives signing in.
-page = st.navigation(pages, position="sidebar" if user else "hidden")
+page = st.navigation(pages, position="sidebar")
 
-if user is None:
+
+def sign_in_form() -> None:
     st.title("EMPS — sign in")
     with st.form("sign_in"):
         username = st.text_input("User name")
@@ -49,19 +50,24 @@ if user is None:
         else:
             st.session_state["user"] = signed_in
             st.rerun()
-    st.stop()
 
-# `?equipment=ID` on the landing page opens that equipment.
-if page is overview and st.query_params.get("equipment"):
+
+def sidebar() -> None:
+    with st.sidebar:
+        st.caption(f"Signed in as {plain(user.label)}")
+        if st.button("↻ Refresh data", help="Cached figures are refreshed every few minutes"):
+            data.clear()
+            st.rerun()
+        if st.button("Sign out"):
+            del st.session_state["user"]
+            st.rerun()
+
+
+if user is None:
+    sign_in_form()
+elif page is overview and st.query_params.get("equipment"):
+    # `?equipment=ID` on the landing page opens that equipment.
     st.switch_page(equipment, query_params={"equipment": st.query_params["equipment"]})
-
-with st.sidebar:
-    st.caption(f"Signed in as {plain(user.label)}")
-    if st.button("↻ Refresh data", help="Cached figures are refreshed every few minutes"):
-        data.clear()
-        st.rerun()
-    if st.button("Sign out"):
-        del st.session_state["user"]
-        st.rerun()
-
-page.run()
+else:
+    sidebar()
+    page.run()

@@ -1,54 +1,64 @@
-"""The "what if" panel: a manual prediction for readings the user types in."""
+"""The "what if" panel: a prediction for this equipment with readings the user types in."""
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
 
-import pandas as pd
 import streamlit as st
 
 from emps.catalog import load_catalog
+from streamlit_app.ui import plain
 
 
 def manual_predictor() -> Callable | None:
-    """ml.predict's manual prediction function, when the ML package provides one."""
+    """ml.predict.predict_equipment(equipment_id, overrides), when the ML package provides it."""
     try:
         module = importlib.import_module("ml.predict")
     except ImportError:
         return None
-    return getattr(module, "predict_manual", None)
+    return getattr(module, "predict_equipment", None)
 
 
-def render_what_if(equipment_id: str, trend: pd.DataFrame) -> None:
+def render_what_if(equipment_id: str) -> None:
     st.subheader("What if")
+    st.caption(
+        "Predicts from this equipment's latest features with the readings you enter in place of "
+        "the latest ones (nothing is stored). Leave a field blank to keep the latest reading."
+    )
     predictor = manual_predictor()
     catalog = load_catalog()
-    latest = trend.dropna(how="all").iloc[-1] if not trend.empty else None
     with st.form("what_if"):
         cols = st.columns(len(catalog.sensor_names))
         readings = {}
         for col, name in zip(cols, catalog.sensor_names, strict=True):
             sensor = catalog.sensor(name)
-            default = latest[name] if latest is not None and pd.notna(latest[name]) else None
             readings[name] = col.number_input(
                 f"{name} ({sensor.unit})",
                 min_value=float(sensor.valid_range[0]),
                 max_value=float(sensor.valid_range[1]),
-                value=None if default is None else float(default),
+                value=None,
                 key=f"whatif_{name}",
             )
         submitted = st.form_submit_button("Predict", disabled=predictor is None)
     if predictor is None:
         st.info(
-            "Manual prediction is not available: no champion-model prediction function "
-            "(ml.predict.predict_manual) is installed yet."
+            "Manual prediction is not available: the ML package's prediction function "
+            "(ml.predict.predict_equipment) is not installed."
         )
         return
     if submitted:
+        overrides = {k: v for k, v in readings.items() if v is not None}
         try:
-            result = predictor(equipment_id, {k: v for k, v in readings.items() if v is not None})
-        except Exception as exc:  # the model may be missing or refuse the input: say so
-            st.error(f"Prediction failed: {exc}")
+            with st.spinner("Scoring with the champion model…"):
+                result = predictor(equipment_id, overrides)
+        except Exception as exc:  # no champion yet, no features yet, unknown feature: say so
+            st.error(f"Prediction failed: {plain(exc)}")
             return
-        st.json(result if isinstance(result, dict) else getattr(result, "__dict__", str(result)))
+        cols = st.columns(4)
+        cols[0].metric("Failure probability", f"{result['failure_probability']:.0%}")
+        cols[1].metric("Severity", result["severity"])
+        cols[2].metric("Health score", result["health_score"])
+        days = result.get("days_until_failure")
+        cols[3].metric("Days to failure", "–" if days is None else f"{days:.1f}")
+        st.caption(f"Model version {plain(result.get('model_version'))}")

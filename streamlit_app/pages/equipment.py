@@ -148,4 +148,4 @@ with right:
     st.subheader("Maintenance")
     st.dataframe(data.maintenance_history(equipment_id), hide_index=True, width="stretch")
 
-render_what_if(equipment_id, trend)
+render_what_if(equipment_id)
