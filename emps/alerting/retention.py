@@ -38,6 +38,13 @@ def cleanup(settings: Settings | None = None, now: datetime | None = None) -> Re
             " jsonb_build_object('deleted', %s::int, 'resolved_before', %s::timestamptz))",
             (deleted, alert_cutoff),
         )
+        # Alerts point at their latest prediction; a partition still referenced cannot be
+        # detached, so old references are cut first (the alert keeps its message and severity).
+        conn.execute(
+            "update ops.alerts set prediction_id = null, prediction_ts = null"
+            " where prediction_ts < date_trunc('month', %s::timestamptz)",
+            (partition_cutoff,),
+        )
         for table in PARTITIONED:
             rows = conn.execute(
                 "select ops.retire_month_partitions(%s::regclass, %s, %s)",
