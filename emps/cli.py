@@ -6,6 +6,7 @@ import typer
 
 from emps.commands import alerts as alert_commands
 from emps.commands import db as db_commands
+from emps.commands import dbt as dbt_commands
 from emps.commands import equipment as equipment_commands
 from emps.commands import ingest as ingest_commands
 from emps.commands import model as model_commands
@@ -20,6 +21,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(db_commands.app, name="db")
+app.add_typer(dbt_commands.app, name="dbt")
 app.add_typer(equipment_commands.app, name="equipment")
 app.add_typer(simulate_commands.app, name="simulate")
 app.add_typer(user_commands.app, name="user")

@@ -128,6 +128,9 @@ def dbt_args(
         args += ["--select", *select]
     if selector:
         args += ["--selector", selector]
+    if select or selector:
+        # A partial build runs only the tests whose every parent it builds.
+        args += ["--indirect-selection", "cautious"]
     if full_refresh:
         args.append("--full-refresh")
     return args + list(extra)
