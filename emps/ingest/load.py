@@ -9,13 +9,13 @@ back.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import psycopg
 from psycopg import sql
@@ -158,13 +158,13 @@ class LoadGroup:
     def stage(self, good: pd.DataFrame) -> None:
         if good.empty:
             return
-        buffer = io.StringIO()
-        good[self.columns].to_csv(buffer, index=False, header=False)
-        copy_sql = sql.SQL("copy {} ({}) from stdin (format csv)").format(
+        copy_sql = sql.SQL("copy {} ({}) from stdin (format binary)").format(
             sql.Identifier(STAGE), sql.SQL(", ").join(map(sql.Identifier, self.columns))
         )
         with self.conn.cursor() as cur, cur.copy(copy_sql) as copy:
-            copy.write(buffer.getvalue())
+            copy.write(BINARY_HEADER)
+            copy.write(encode_binary(good, self.sensors))
+            copy.write(BINARY_TRAILER)
 
     def quarantine(self, rows: list[tuple[int, str, int, str | None, list[str], dict]]) -> None:
         """Rows of (ledger id, file name, row number, equipment id, reasons, raw values)."""
@@ -200,12 +200,13 @@ class LoadGroup:
                 select {target} from {stage} order by ingest_file_id, row_number
                 on conflict (equipment_id, ts) do nothing
                 returning ingest_file_id
-            ), staged as (
+            ), inserted_per_file as (
+                select ingest_file_id, count(*) as n from inserted group by 1
+            ), staged_per_file as (
                 select ingest_file_id, count(*) as n from {stage} group by 1
             )
-            select s.ingest_file_id, s.n,
-                   (select count(*) from inserted i where i.ingest_file_id = s.ingest_file_id)
-            from staged s
+            select s.ingest_file_id, s.n, coalesce(i.n, 0)
+            from staged_per_file s left join inserted_per_file i using (ingest_file_id)
             """
         ).format(target=target, stage=sql.Identifier(STAGE))
         return {row[0]: (row[1], row[2]) for row in self.conn.execute(query)}
@@ -239,6 +240,64 @@ class LoadGroup:
             """,
             [columns[key] for key in keys],
         )
+
+
+BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, header extension
+BINARY_TRAILER = b"\xff\xff"
+PG_EPOCH_US = 946_684_800 * 1_000_000  # 2000-01-01 in Unix microseconds
+
+
+def encode_binary(frame: pd.DataFrame, sensors: list[str]) -> bytes:
+    """Rows (equipment_id, ts, ingest_file_id, row_number, sensors...) in PostgreSQL's binary
+    COPY format, built with numpy: formatting 100K rows as CSV text costs more than the load."""
+    n = len(frame)
+    codes, uniques = pd.factorize(frame["equipment_id"])
+    encoded = [str(u).encode() for u in uniques]
+    unique_len = np.array([len(b) for b in encoded], dtype=np.int64)
+    unique_bytes = np.zeros((len(encoded), int(unique_len.max())), dtype=np.uint8)
+    for row, raw in enumerate(encoded):
+        unique_bytes[row, : len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+    id_len = unique_len[codes]
+    ts_us = (frame["ts"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]")).view(
+        np.int64
+    ) - PG_EPOCH_US
+    values = frame[sensors].to_numpy(dtype=np.float64, na_value=np.nan)
+    null = np.isnan(values)
+    # field count | id: 4 + len | ts: 4 + 8 | file id: 4 + 8 | row number: 4 + 4 | sensors
+    row_size = 2 + 4 + id_len + 12 + 12 + 8 + np.where(null, 4, 12).sum(axis=1)
+    starts = np.zeros(n, dtype=np.int64)
+    np.cumsum(row_size[:-1], out=starts[1:])
+    buf = np.empty(int(row_size.sum()), dtype=np.uint8)
+
+    def put(pos: np.ndarray, data: np.ndarray) -> None:
+        if len(pos):
+            buf[pos[:, None] + np.arange(data.shape[1])] = data
+
+    def be(array: np.ndarray, dtype: str) -> np.ndarray:
+        width = np.dtype(dtype).itemsize
+        return np.ascontiguousarray(array.astype(dtype)).view(np.uint8).reshape(len(array), width)
+
+    put(starts, be(np.full(n, 4 + len(sensors)), ">i2"))
+    put(starts + 2, be(id_len, ">i4"))
+    for length in np.unique(id_len):
+        rows = id_len == length
+        put(starts[rows] + 6, unique_bytes[codes[rows], :length])
+    pos = starts + 6 + id_len
+    put(pos, be(np.full(n, 8), ">i4"))
+    put(pos + 4, be(ts_us, ">i8"))
+    pos = pos + 12
+    put(pos, be(np.full(n, 8), ">i4"))
+    put(pos + 4, be(frame["ingest_file_id"].to_numpy(), ">i8"))
+    pos = pos + 12
+    put(pos, be(np.full(n, 4), ">i4"))
+    put(pos + 4, be(frame[ROW].to_numpy(), ">i4"))
+    pos = pos + 8
+    for col in range(values.shape[1]):
+        missing = null[:, col]
+        put(pos, be(np.where(missing, -1, 8), ">i4"))
+        put(pos[~missing] + 4, be(values[~missing, col], ">f8"))
+        pos = pos + np.where(missing, 4, 12)
+    return buf.tobytes()
 
 
 def json_safe(value: Any) -> Any:

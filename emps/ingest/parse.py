@@ -9,6 +9,7 @@ bounded by the chunk size whatever the file size. A file that cannot be read at 
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import json
@@ -21,6 +22,10 @@ import pandas as pd
 
 GZIP_MAGIC = b"\x1f\x8b"
 READ_BLOCK = 1 << 20
+# Files up to this size are read whole and parsed without pandas: a device's one-minute drop
+# is a few hundred bytes, and pandas' per-call overhead would dominate 1,000 of them.
+SMALL_FILE_BYTES = 256 * 1024
+SMALL_FILE_MAX_TEXT = 4 * 1024 * 1024  # decompressed; beyond it a small .gz is streamed
 PROBLEM = "_problem"  # per-row parse problem (e.g. an NDJSON line that is not JSON)
 ROW = "row_number"
 
@@ -62,14 +67,20 @@ def _read_head(handle: IO[bytes], size: int = 4096) -> bytes:
     return handle.read(size)
 
 
-def iter_records(path: Path, fmt: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    """Yield the file's records in frames of at most `chunk_rows` rows (see module docstring)."""
+def iter_records(
+    path: Path, fmt: str, chunk_rows: int, numeric: frozenset[str] = frozenset()
+) -> Iterator[pd.DataFrame]:
+    """Yield the file's records in frames of at most `chunk_rows` rows (see module docstring).
+
+    CSV columns named in `numeric` are left for pandas to read as numbers (much faster than
+    text); a chunk where such a column holds anything else keeps that column as text.
+    """
     handle, _ = _open_binary(path)
     kind = fmt.split("+")[0]
     try:
         with handle:
             if kind == "csv":
-                yield from _iter_csv(handle, chunk_rows)
+                yield from _iter_csv(handle, chunk_rows, numeric)
             else:
                 text = io.TextIOWrapper(handle, encoding="utf-8-sig", errors="strict", newline="")
                 if kind == "json":
@@ -85,6 +96,83 @@ def iter_records(path: Path, fmt: str, chunk_rows: int) -> Iterator[pd.DataFrame
         raise FileRejected(f"the gzip data is corrupt or cut short ({exc}); send it again") from exc
 
 
+def read_small(path: Path, fmt: str) -> list[dict] | None:
+    """All records of a small file as dicts (same shape as `iter_records` rows), or None when
+    it decompresses to more than SMALL_FILE_MAX_TEXT and must be streamed instead."""
+    handle, _ = _open_binary(path)
+    try:
+        with handle:
+            data = handle.read(SMALL_FILE_MAX_TEXT + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise FileRejected(f"the gzip data is corrupt or cut short ({exc}); send it again") from exc
+    if len(data) > SMALL_FILE_MAX_TEXT:
+        return None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise FileRejected(
+            f"the file is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} cannot be decoded); "
+            "save it as UTF-8"
+        ) from exc
+    kind = fmt.split("+")[0]
+    if kind == "csv":
+        records = _small_csv(text)
+    elif kind == "json":
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise FileRejected(
+                f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+            ) from exc
+        if not isinstance(parsed, list):
+            raise FileRejected("the JSON is not an array of objects (nor one object per line)")
+        records = [_record(obj, f"element {i} of the array") for i, obj in enumerate(parsed, 1)]
+    else:
+        records = list(_iter_ndjson(io.StringIO(text, newline="")))
+    renames = {}
+    for number, record in enumerate(records, start=1):
+        keys = tuple(record)
+        if keys not in renames:
+            renames[keys] = dict(zip(keys, normalise_columns(list(keys)), strict=True))
+        mapping = renames[keys]
+        records[number - 1] = {mapping[k]: v for k, v in record.items()}
+        records[number - 1][ROW] = number
+    return records
+
+
+def _small_csv(text: str) -> list[dict]:
+    reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True, strict=True)
+    try:
+        header = next(reader, None)
+        if not header or not any(h.strip() for h in header):
+            raise FileRejected("the file is empty (0 readings)")
+        names = normalise_columns(header)
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise FileRejected(
+                f"column(s) {', '.join(repeated)} appear more than once in the header"
+            )
+        width = len(names)
+        records = []
+        for fields in reader:
+            if not fields:
+                continue
+            if len(fields) > width:
+                raise FileRejected(
+                    f"the CSV cannot be parsed (Expected {width} fields in line "
+                    f"{reader.line_num}, saw {len(fields)}); check delimiters and quotes"
+                )
+            # A short row (a file cut mid-line) leaves its missing fields null.
+            values = zip(names, fields, strict=False)
+            records.append({n: (v if v != "" else None) for n, v in values})
+        return records
+    except csv.Error as exc:
+        raise FileRejected(
+            f"the CSV cannot be parsed ({exc} at line {reader.line_num}); check delimiters "
+            "and quotes"
+        ) from exc
+
+
 def normalise_columns(columns: list[str]) -> list[str]:
     """Lower-case, trimmed header names; `ts` is an accepted spelling of `timestamp`."""
     names = [str(c).replace("\ufeff", "").strip().lower() for c in columns]
@@ -93,28 +181,44 @@ def normalise_columns(columns: list[str]) -> list[str]:
     return names
 
 
-def _iter_csv(handle: IO[bytes], chunk_rows: int) -> Iterator[pd.DataFrame]:
-    # The C parser with every value kept as text: numbers are converted (and judged) later, so
-    # "12,5" or "NaN" stays visible in the quarantine instead of silently becoming null.
+def _iter_csv(
+    handle: IO[bytes], chunk_rows: int, numeric: frozenset[str]
+) -> Iterator[pd.DataFrame]:
+    header_line = handle.readline(1 << 20)
+    if not header_line.strip(b"\xef\xbb\xbf \t\r\n"):
+        raise FileRejected("the file is empty (0 readings)")
+    try:
+        header = next(csv.reader([header_line.decode("utf-8-sig").rstrip("\r\n")]))
+    except (csv.Error, StopIteration) as exc:
+        raise FileRejected(f"the CSV header cannot be read ({exc})") from exc
+    names = normalise_columns(header)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise FileRejected(f"column(s) {', '.join(repeated)} appear more than once in the header")
+    # Text columns stay text ("007" is an id, not 7); sensor columns are parsed as numbers and
+    # fall back to text in a chunk holding "12,5" or "NaN", so the raw value is kept for the
+    # quarantine instead of silently becoming null.
+    dtype = {name: "str" for name in names if name not in numeric}
     try:
         reader = pd.read_csv(
             handle,
-            dtype=str,
+            header=None,
+            names=names,
+            dtype=dtype,
             keep_default_na=False,
             na_values=[""],
-            encoding="utf-8-sig",
+            encoding="utf-8",
             chunksize=chunk_rows,
             skipinitialspace=True,
             engine="c",
         )
         seen = 0
         for chunk in reader:
-            chunk.columns = normalise_columns(list(chunk.columns))
             chunk[ROW] = range(seen + 1, seen + len(chunk) + 1)
             seen += len(chunk)
             yield chunk
-    except pd.errors.EmptyDataError as exc:
-        raise FileRejected("the file is empty (0 readings)") from exc
+    except pd.errors.EmptyDataError:
+        return
     except pd.errors.ParserError as exc:
         raise FileRejected(
             f"the CSV cannot be parsed ({_short(exc)}); check delimiters and quotes"

@@ -29,7 +29,15 @@ from emps.catalog import Catalog, load_catalog
 from emps.db import Role, connect
 from emps.ingest import landing as zone
 from emps.ingest import load
-from emps.ingest.parse import PROBLEM, ROW, FileRejected, detect_format, iter_records
+from emps.ingest.parse import (
+    PROBLEM,
+    ROW,
+    SMALL_FILE_BYTES,
+    FileRejected,
+    detect_format,
+    iter_records,
+    read_small,
+)
 from emps.ingest.validate import (
     EQUIPMENT_ID_PATTERN,
     FILE,
@@ -337,41 +345,31 @@ class Ingestor:
         rejected: dict[int, FileRejected] = {}
         with conn.transaction():
             batch = load.LoadGroup(conn, self.catalog)
-            pending: list[pd.DataFrame] = []
+            pending: list[tuple[int, pd.DataFrame | list[dict]]] = []
             pending_rows = 0
             flushed: set[int] = set()
             for claimed in group:
                 outcome = outcomes[claimed.ledger_id]
                 started = time.perf_counter()
                 try:
-                    outcome.format = detect_format(claimed.path)
-                    for chunk in iter_records(
-                        claimed.path, outcome.format, self.settings.ingest_chunk_rows
-                    ):
-                        if chunk.empty:
-                            continue
-                        if outcome.rows_total == 0:
-                            self._require_columns(chunk)
-                        chunk[FILE] = claimed.ledger_id
-                        outcome.rows_total += len(chunk)
-                        pending.append(chunk)
-                        pending_rows += len(chunk)
+                    for part in self._read_file(claimed, outcome):
+                        pending.append((claimed.ledger_id, part))
+                        pending_rows += len(part)
                         if pending_rows >= self.settings.ingest_chunk_rows:
                             report.timings["parse_s"] += time.perf_counter() - started
                             flushed |= self._flush(conn, batch, pending, outcomes, by_id, report)
                             started = time.perf_counter()
                             pending, pending_rows = [], 0
-                    if outcome.rows_total == 0:
-                        raise FileRejected("the file has a header but no readings")
                 except FileRejected as exc:
                     rejected[claimed.ledger_id] = exc
-                    pending = [c for c in pending if c[FILE].iat[0] != claimed.ledger_id]
-                    pending_rows = sum(len(c) for c in pending)
+                    pending = [(i, part) for i, part in pending if i != claimed.ledger_id]
+                    pending_rows = sum(len(part) for _, part in pending)
                     if claimed.ledger_id in flushed:
                         batch.discard(claimed.ledger_id)
                     outcome.status, outcome.error = "quarantined", exc.reason
                     outcome.rows_total = outcome.rows_duplicate = outcome.rows_quarantined = 0
                     outcome.equipment_ids = set()
+                    outcome.first_problem = None
                 report.timings["parse_s"] += time.perf_counter() - started
             if pending:
                 self._flush(conn, batch, pending, outcomes, by_id, report)
@@ -420,25 +418,60 @@ class Ingestor:
             "error": outcome.error,
         }
 
-    def _require_columns(self, chunk: pd.DataFrame) -> None:
-        if PROBLEM in chunk.columns and chunk.columns.difference([PROBLEM, "_line", ROW]).empty:
+    def _read_file(
+        self, claimed: zone.ClaimedFile, outcome: FileOutcome
+    ) -> Iterator[pd.DataFrame | list[dict]]:
+        """The file's rows: one list of dicts for a small file, bounded frames for a large one."""
+        outcome.format = detect_format(claimed.path)
+        records = None
+        if claimed.size_bytes <= SMALL_FILE_BYTES:
+            records = read_small(claimed.path, outcome.format)
+        if records is not None:
+            if records:
+                columns: dict[str, None] = {}
+                for record in records:
+                    columns.update(dict.fromkeys(record))
+                self._require_columns(list(columns), records[0].get(PROBLEM))
+                for record in records:
+                    record[FILE] = claimed.ledger_id
+                outcome.rows_total = len(records)
+                yield records
+        else:
+            numeric = frozenset(self.catalog.sensor_names)
+            chunks = iter_records(
+                claimed.path, outcome.format, self.settings.ingest_chunk_rows, numeric
+            )
+            for chunk in chunks:
+                if chunk.empty:
+                    continue
+                if outcome.rows_total == 0:
+                    first = chunk[PROBLEM].iloc[0] if PROBLEM in chunk.columns else None
+                    self._require_columns(list(chunk.columns), first)
+                chunk[FILE] = claimed.ledger_id
+                outcome.rows_total += len(chunk)
+                yield chunk
+        if outcome.rows_total == 0:
+            raise FileRejected("the file has a header but no readings")
+
+    def _require_columns(self, columns: list[str], first_problem: Any) -> None:
+        data_columns = [c for c in columns if c not in (ROW, PROBLEM, "_line", FILE)]
+        if not data_columns and first_problem:
             raise FileRejected(
-                f"no line is a JSON object with readings ({chunk[PROBLEM].iloc[0]}); send a JSON "
+                f"no line is a JSON object with readings ({first_problem}); send a JSON "
                 "array of objects or one object per line"
             )
         required = ["equipment_id", "timestamp"] + [
             s.name for s in self.catalog.sensors.values() if s.required
         ]
-        missing = [c for c in required if c not in chunk.columns]
+        missing = [c for c in required if c not in columns]
         if not missing:
             return
-        columns = [c for c in chunk.columns if c not in (ROW, PROBLEM)]
         hint = ""
-        if len(columns) == 1 and any(sep in columns[0] for sep in ";\t|"):
+        if len(data_columns) == 1 and any(sep in data_columns[0] for sep in ";\t|"):
             hint = " The header looks like it uses another delimiter; use commas."
+        shown = ", ".join(repr(c[:40]) for c in data_columns[:12]) or "no columns"
         raise FileRejected(
-            f"required column(s) {', '.join(missing)} missing; the file has "
-            f"{', '.join(repr(c[:40]) for c in columns[:12]) or 'no columns'}.{hint}",
+            f"required column(s) {', '.join(missing)} missing; the file has {shown}.{hint}",
             missing_columns=missing,
         )
 
@@ -446,30 +479,26 @@ class Ingestor:
         self,
         conn: psycopg.Connection,
         batch: load.LoadGroup,
-        pending: list[pd.DataFrame],
+        pending: list[tuple[int, pd.DataFrame | list[dict]]],
         outcomes: dict[int, FileOutcome],
         by_id: dict[int, zone.ClaimedFile],
         report: IngestReport,
     ) -> set[int]:
         """Validate a batch of rows (many files at once) and stage good / quarantine bad rows."""
         started = time.perf_counter()
-        raw = pd.concat(pending, ignore_index=True) if len(pending) > 1 else pending[0]
+        frames = [part for _, part in pending if isinstance(part, pd.DataFrame)]
+        records = [r for _, part in pending if isinstance(part, list) for r in part]
+        if records:
+            frames.append(pd.DataFrame.from_records(records))
+        raw = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
         raw = raw.reset_index(drop=True)
         sensors = self.catalog.sensor_names
-        # Exact repeats of a row inside one file are the same reading sent twice: a duplicate,
-        # not an error. Conflicting values for one timestamp are caught by the suite.
-        subset = [c for c in [FILE, "equipment_id", "timestamp", *sensors] if c in raw.columns]
-        repeated = raw.duplicated(subset=subset)
-        if PROBLEM in raw.columns:
-            repeated &= raw[PROBLEM].isna()
-        if repeated.any():
-            for ledger_id, n in raw.loc[repeated, FILE].value_counts().items():
-                outcomes[int(ledger_id)].rows_duplicate += int(n)
-            raw = raw[~repeated].reset_index(drop=True)
         prepared = prepare(raw, sensors, self.settings.ingest_naive_timestamps_utc)
         frame = prepared.frame
-        checked = frame.drop(index=list(prepared.problems)).reset_index(drop=True)
-        original_index = frame.index.difference(list(prepared.problems)).to_numpy()
+        repeated = self._exact_repeats(raw, frame, set(prepared.problems), outcomes)
+        skip = frame.index.isin(list(prepared.problems) + repeated)
+        checked = frame[~skip].reset_index(drop=True)
+        original_index = frame.index[~skip].to_numpy()
         known = load.known_equipment(conn)
         if self.settings.ingest_unknown_equipment == "register":
             unknown = set(checked["equipment_id"].dropna().unique()) - known
@@ -491,18 +520,47 @@ class Ingestor:
 
         started = time.perf_counter()
         bad_index = pd.Index(sorted(reasons), dtype="int64")
-        good = frame.drop(index=bad_index)
+        good = frame.drop(index=bad_index.union(pd.Index(repeated, dtype="int64")))
         batch.stage(good)
         for ledger_id, ids in good.groupby(FILE)["equipment_id"].unique().items():
             outcomes[int(ledger_id)].equipment_ids |= set(ids)
-        quarantined = []
+        batch.quarantine(self._quarantine_rows(raw, frame, bad_index, reasons, outcomes, by_id))
+        report.timings["load_s"] += time.perf_counter() - started
+        return {int(i) for i in raw[FILE].unique()}
+
+    @staticmethod
+    def _exact_repeats(
+        raw: pd.DataFrame, frame: pd.DataFrame, skip: set[int], outcomes: dict[int, FileOutcome]
+    ) -> list[int]:
+        """Rows repeating an earlier row of the same file field for field: the same reading sent
+        twice, a duplicate rather than an error. Different values for one timestamp are left
+        for the suite's uniqueness expectation to quarantine."""
+        same_key = frame.duplicated([FILE, "equipment_id", "ts"], keep=False)
+        if not same_key.any():
+            return []
+        columns = [c for c in raw.columns if c not in (ROW, PROBLEM)]
+        candidates = raw.loc[same_key, columns].astype("str")
+        repeated = [int(i) for i in candidates.index[candidates.duplicated()] if i not in skip]
+        for ledger_id, n in raw.loc[repeated, FILE].value_counts().items():
+            outcomes[int(ledger_id)].rows_duplicate += int(n)
+        return repeated
+
+    @staticmethod
+    def _quarantine_rows(
+        raw: pd.DataFrame,
+        frame: pd.DataFrame,
+        bad_index: pd.Index,
+        reasons: dict[int, list[str]],
+        outcomes: dict[int, FileOutcome],
+        by_id: dict[int, zone.ClaimedFile],
+    ) -> list[tuple]:
+        rows = []
         raw_columns = [c for c in raw.columns if c not in load.INTERNAL_COLUMNS]
-        bad_raw = raw.loc[bad_index]
-        for index, row in bad_raw.iterrows():
+        for index, row in raw.loc[bad_index].iterrows():
             ledger_id = int(row[FILE])
             values = {c: load.json_safe(row[c]) for c in raw_columns}
             equipment_id = frame.at[index, "equipment_id"]
-            quarantined.append(
+            rows.append(
                 (
                     ledger_id,
                     by_id[ledger_id].original_name,
@@ -517,9 +575,7 @@ class Ingestor:
             if outcome.first_problem is None:
                 first = reasons[index][0].split(" [expect_")[0]
                 outcome.first_problem = f"row {int(row[ROW])}: {first}"
-        batch.quarantine(quarantined)
-        report.timings["load_s"] += time.perf_counter() - started
-        return {int(i) for i in raw[FILE].unique()}
+        return rows
 
     # -- reporting ---------------------------------------------------------------------------
 

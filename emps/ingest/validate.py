@@ -36,6 +36,7 @@ EQUIPMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 FILE = "ingest_file_id"
 MAX_EPOCH_S = 1e11  # year ~5100: larger numbers are milliseconds or garbage, not seconds
 OFFSET_AT_END = r"(?:[zZ]|[+-]\d\d(?::?\d\d)?)$"
+EPOCH_TEXT = r"[+-]?\d+(?:\.\d*)?"
 
 
 # -- the suite -------------------------------------------------------------------------------
@@ -172,10 +173,12 @@ def prepare(raw: pd.DataFrame, sensors: list[str], naive_as_utc: bool) -> Prepar
             frame[sensor] = np.nan
             continue
         values = raw[sensor]
-        numbers = pd.to_numeric(values, errors="coerce").astype("float64")
-        present = values.notna()
-        if values.dtype == object:
-            present &= values.astype("str").str.strip().ne("")
+        if pd.api.types.is_numeric_dtype(values.dtype) and values.dtype != bool:
+            numbers = values.astype("float64")
+            present = numbers.notna()
+        else:
+            numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+            present = values.notna() & values.astype("str").str.strip().ne("")
         bad = present & ~np.isfinite(numbers)
         if bad.any():
             numbers = numbers.mask(bad, np.inf)
@@ -202,12 +205,14 @@ def _parse_timestamps(text: pd.Series, naive_as_utc: bool) -> tuple[pd.Series, p
     missing = text.isna()
     problem[missing] = "timestamp is missing"
 
-    numbers = pd.to_numeric(text, errors="coerce")
-    epoch = numbers.notna() & np.isfinite(numbers)
-    plausible = epoch & numbers.abs().lt(MAX_EPOCH_S)
-    if plausible.any():
-        ts[plausible] = pd.to_datetime(numbers[plausible], unit="s", utc=True)
-    implausible = epoch & ~plausible
+    # Only digit strings are epoch seconds; matching them first spares a numeric parse of
+    # every ISO string.
+    epoch = text.str.fullmatch(EPOCH_TEXT).fillna(False).astype(bool)
+    numbers = pd.to_numeric(text[epoch], errors="coerce")
+    plausible_numbers = numbers[numbers.abs().lt(MAX_EPOCH_S)]
+    if len(plausible_numbers):
+        ts[plausible_numbers.index] = pd.to_datetime(plausible_numbers, unit="s", utc=True)
+    implausible = epoch & ~text.index.isin(plausible_numbers.index)
     problem[implausible] = (
         "timestamp "
         + _quoted(text[implausible])
@@ -281,12 +286,15 @@ class SuiteRunner:
             gx.ValidationDefinition(name="ingest", data=batch, suite=suite)
         )
 
+    def _build_once(self) -> None:
+        if self._validation is None:
+            self._build()
+
     def run(
         self, frame: pd.DataFrame, parameters: dict[str, Any]
     ) -> tuple[list[Failure], dict[str, Any]]:
         """Validate `frame` (a RangeIndex frame); returns failures and the JSON-able result."""
-        if self._validation is None:
-            self._build()
+        self._build_once()
         result = self._validation.run(
             batch_parameters={"dataframe": frame},
             expectation_parameters=parameters,
