@@ -69,7 +69,7 @@ MODES = {
     "cooling_fault": ("temperature", 0.25),
 }
 FALLBACK_MODE = "wear"  # a catalog without the seed sensors: drift on its first sensor
-SUDDEN_SHARE = 0.08
+SUDDEN_SHARE = 0.06
 PREVENTIVE_PERIOD_DAYS = 90.0
 
 # Data-quality defects devices really have.
@@ -165,9 +165,9 @@ class Equipment:
             sudden = rng.random() < SUDDEN_SHARE
             weights = np.array([MODES[m][1] if m in MODES else 1.0 for m in self.modes])
             mode = self.modes[int(rng.choice(len(self.modes), p=weights / weights.sum()))]
-            onset_days = rng.uniform(12.0, 25.0)
-            tau_days = rng.uniform(3.0, 4.5)
-            amplitude = rng.uniform(0.8, 1.25)
+            onset_days = rng.uniform(18.0, 24.0)
+            tau_days = rng.uniform(6.0, 10.0)
+            amplitude = rng.uniform(0.9, 1.1)
             warning_hours = rng.uniform(0.0, 24.0)
             gap_days = rng.gamma(2.0, self.mtbf_days / 2.0)
             repair_hours = rng.uniform(6.0, 48.0)

@@ -9,6 +9,7 @@ carry only sensor readings, as the drop contract says.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import psycopg
 
 from emps.db import Role, connect
 from emps.settings import Settings, get_settings
@@ -33,6 +35,7 @@ from emps.simulator.drops import (
 from emps.simulator.events import EventCounts, record_events, register_fleet
 from emps.simulator.fleet import DAY_S, EPOCH_S, SITES, Fleet
 
+log = logging.getLogger(__name__)
 _DROPS = 6  # random stream id for file formats and defects
 TIMESTAMP_STYLES = ("iso_utc", "iso_offset", "epoch")
 
@@ -77,6 +80,7 @@ class LiveSimulator:
         self.use_database = use_database
         self.valid_ranges = {s.name: s.valid_range for s in fleet.catalog.sensors.values()}
         self._registered = False
+        self._events_from: datetime | None = None  # events before this are recorded
 
     def current_tick(self, now: datetime | None = None) -> datetime:
         now_s = int((now or datetime.now(UTC)).timestamp())
@@ -133,14 +137,24 @@ class LiveSimulator:
         return result
 
     def _record(self, ts: datetime) -> EventCounts:
-        with connect(Role.WRITER, self.settings) as conn:
-            if not self._registered:
-                register_fleet(conn, self.fleet)
-                self._registered = True
-            counts = record_events(
-                conn, self.fleet, ts - timedelta(seconds=self.interval_s), ts + timedelta(seconds=1)
+        """Record events since the last successful recording; a database outage only delays them."""
+        since = self._events_from or ts - timedelta(seconds=self.interval_s)
+        until = ts + timedelta(seconds=1)
+        try:
+            with connect(Role.WRITER, self.settings) as conn:
+                if not self._registered:
+                    register_fleet(conn, self.fleet)
+                    self._registered = True
+                counts = record_events(conn, self.fleet, since, until)
+                conn.commit()
+        except psycopg.OperationalError as exc:
+            log.warning(
+                "database unreachable, failure events since %s will be recorded later: %s",
+                since.isoformat(),
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
             )
-            conn.commit()
+            return EventCounts()
+        self._events_from = until
         return counts
 
     def run(
