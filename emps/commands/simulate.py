@@ -47,34 +47,29 @@ def _database_up() -> None:
 @app.command()
 def backfill(
     equipment: int = typer.Option(
-        None, min=1, help="Fleet size [default: EMPS_SIM_EQUIPMENT, 200]"
+        None, min=1, help="Fleet size (default: EMPS_SIM_EQUIPMENT, 200)"
     ),
-    days: int = typer.Option(None, min=1, help="Days of history [default: EMPS_SIM_HISTORY_DAYS]"),
+    days: int = typer.Option(
+        None, min=1, help="Days of history (default: EMPS_SIM_HISTORY_DAYS, 30)"
+    ),
     interval: int = typer.Option(
         None,
         min=60,
         help="Seconds between readings, a whole number of minutes "
-        "[default: EMPS_SIM_HISTORY_INTERVAL_S, 600]",
+        "(default: EMPS_SIM_HISTORY_INTERVAL_S, 600)",
     ),
-    seed: int = typer.Option(None, help="Random seed [default: EMPS_SIM_SEED, 42]"),
+    seed: int = typer.Option(None, help="Random seed (default: EMPS_SIM_SEED, 42)"),
     end: datetime = typer.Option(
         None,
         formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"],
-        help="End of the history (UTC, exclusive) [default: now]",
+        help="End of the history (UTC, exclusive) (default: now)",
     ),
 ) -> None:
     """Write simulated history straight into the database.
 
-    Registers the fleet in raw.equipment (source 'simulator'), COPYs readings into
-    raw.sensor_readings one day at a time (memory stays bounded at any cadence: one reading a
-    minute for 200 equipment over 180 days is 51.8M rows, and works, slowly), and records failure
-    events (raw.failure_events, with repaired_at), completed repair and preventive maintenance
-    (ops.maintenance_tasks) and the ground truth (sim.equipment_truth).
+    Registers the fleet in raw.equipment (source 'simulator'), COPYs readings into raw.sensor_readings one day at a time (memory stays bounded at any cadence: one reading a minute for 200 equipment over 180 days is 51.8M rows, and works, slowly), and records failure events (raw.failure_events, with repaired_at), completed repair and preventive maintenance (ops.maintenance_tasks) and the ground truth (sim.equipment_truth).
 
-    History defaults to one reading every 10 minutes (EMPS_SIM_HISTORY_INTERVAL_S=600).
-    Re-running over a window that already has data does not duplicate anything: overlapping days
-    are merged (existing readings kept), events are upserts. A seed gives the same fleet and the
-    same readings every time, and `emps simulate live` with the same seed continues the history.
+    History defaults to one reading every 10 minutes (EMPS_SIM_HISTORY_INTERVAL_S=600). Re-running over a window that already has data does not duplicate anything: overlapping days are merged (existing readings kept), events are upserts. A seed gives the same fleet and the same readings every time, and `emps simulate live` with the same seed continues the history.
     """
     from emps.simulator.backfill import backfill as run_backfill
     from emps.simulator.backfill import history_window
@@ -127,11 +122,11 @@ def backfill(
 
 @app.command()
 def live(
-    equipment: int = typer.Option(None, min=1, help="Fleet size [default: EMPS_SIM_EQUIPMENT]"),
+    equipment: int = typer.Option(None, min=1, help="Fleet size (default: EMPS_SIM_EQUIPMENT)"),
     interval: int = typer.Option(
         None,
         min=60,
-        help="Seconds between drops, whole minutes [default: EMPS_SIM_LIVE_INTERVAL_S]",
+        help="Seconds between drops, whole minutes (default: EMPS_SIM_LIVE_INTERVAL_S)",
     ),
     seed: int = typer.Option(None, help="Random seed; use the backfill's to continue its history"),
     per_site: bool = typer.Option(
@@ -147,14 +142,9 @@ def live(
 ) -> None:
     """Drop one file per device (or per site gateway) into <EMPS_HOME>/landing/incoming/ every interval.
 
-    Files mix CSV, JSON arrays and NDJSON, a quarter gzip'd, timestamps as ISO-8601 with an offset
-    or epoch seconds; each appears atomically (written as .NAME.part, then renamed). Devices that
-    are down (failed, awaiting repair) or out of contact send nothing.
+    Files mix CSV, JSON arrays and NDJSON, a quarter gzip'd, timestamps as ISO-8601 with an offset or epoch seconds; each appears atomically (written as .NAME.part, then renamed). Devices that are down (failed, awaiting repair) or out of contact send nothing.
 
-    Failures, repairs and preventive services that happen while it runs are written straight to
-    raw.failure_events and ops.maintenance_tasks (source/created_by 'simulator'), as the
-    maintenance system would record them; the drop files carry only readings. With the same seed
-    it continues a backfilled fleet (same ids, same degradations).
+    Failures, repairs and preventive services that happen while it runs are written straight to raw.failure_events and ops.maintenance_tasks (source/created_by 'simulator'), as the maintenance system would record them; the drop files carry only readings. With the same seed it continues a backfilled fleet (same ids, same degradations).
     """
     from emps.simulator.live import LiveSimulator, LiveTick, incoming_dir
 
