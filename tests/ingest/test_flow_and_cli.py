@@ -1,0 +1,129 @@
+"""The real Prefect flow, the `emps ingest` / `emps quality` commands and the committed suite."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from emps.catalog import load_catalog
+from emps.cli import app
+from emps.ingest.landing import Landing
+from emps.ingest.validate import SUITE_PATH, build_suite, suite_json
+from tests.ingest.conftest import Drops, csv_bytes, reading
+
+runner = CliRunner()
+
+
+def test_flow_loads_publishes_and_emits_events(
+    prefect_server, drops: Drops, landing: Landing, ingest_db, query
+):
+    """The ingest-sensor-drops flow loads the drops, returns the equipment with new data, publishes a run table and emits loaded / quarantined events."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    from flows.ingest import ingest_sensor_drops
+
+    drops.csv("gen.csv", [reading("GEN-0001", minute=i) for i in range(3)])
+    drops.csv("pmp.csv", [reading("PMP-0002", minute=1), reading("PMP-0002", minute=2, voltage=-5)])
+    drops.put("broken.json", b"[{")
+    result = ingest_sensor_drops()
+
+    assert result["equipment_ids"] == ["GEN-0001", "PMP-0002"]
+    assert result["rows_loaded"] == 4 and result["rows_quarantined"] == 1
+    assert len(result["ingest_file_ids"]) == 2
+    assert query("select count(*) from raw.sensor_readings") == [(4,)]
+
+    async def read() -> tuple[list, list]:
+        async with get_client() as client:
+            page = await client.read_events(
+                filter=EventFilter(event=EventNameFilter(prefix=["emps.ingest."])), limit=50
+            )
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ingest-run"]))
+            )
+            return page.events, artifacts
+
+    events, artifacts = [], []
+    deadline = time.monotonic() + 60  # events reach the server asynchronously
+    while len(events) < 2 and time.monotonic() < deadline:
+        time.sleep(1)
+        events, artifacts = asyncio.run(read())
+        events = [
+            e
+            for e in events
+            if e.payload.get("ingest_file_id")
+            or e.payload.get("ingest_file_ids") == result["ingest_file_ids"]
+        ]
+    by_name = {e.event: e for e in events}
+    loaded = by_name["emps.ingest.loaded"]
+    assert loaded.payload["equipment_count"] == 2
+    assert loaded.payload["ingest_file_ids"] == result["ingest_file_ids"]
+    quarantined = by_name["emps.ingest.file-quarantined"]
+    assert quarantined.resource.name == "broken.json"
+    assert "JSON" in quarantined.payload["reason"]
+    assert any("broken.json" in (a.data or "") for a in artifacts)
+
+
+def test_cli_ingests_files_and_folders(tmp_path: Path, landing: Landing, ingest_db, query):
+    """`emps ingest PATH` copies a file or a folder into the landing zone and ingests it now."""
+    folder = tmp_path / "drops"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.csv").write_bytes(csv_bytes([reading(minute=1)]))
+    (folder / "sub" / "b.csv").write_bytes(csv_bytes([reading(minute=2)]))
+    (folder / "c.csv.part").write_bytes(csv_bytes([reading(minute=3)]))
+    single = tmp_path / "single.csv"
+    single.write_bytes(csv_bytes([reading(minute=4)]))
+
+    done = runner.invoke(
+        app, ["ingest", str(folder), str(folder / "sub" / ".." / ".." / "single.csv")]
+    )
+    assert done.exit_code == 0, done.output
+    assert "3 files: 3 readings loaded" in " ".join(done.output.split())
+    assert query("select count(*) from raw.sensor_readings") == [(3,)]
+    assert single.exists() and (folder / "a.csv").exists()  # the user's files are left alone
+
+    missing = runner.invoke(app, ["ingest", str(tmp_path / "nope.csv")])
+    assert missing.exit_code == 2 and "no such file" in " ".join(missing.output.split())
+
+
+def test_cli_exit_code_flags_quarantined_files(tmp_path: Path, landing: Landing, ingest_db):
+    """`emps ingest` exits 1 when a file was quarantined, so scripts notice."""
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"")
+    done = runner.invoke(app, ["ingest", str(bad)])
+    assert done.exit_code == 1
+    assert "empty" in " ".join(done.output.split())
+
+
+def test_quality_docs_builds_a_site(drops: Drops, landing: Landing, ingest_db):
+    """`emps quality docs` renders Great Expectations Data Docs from the ingest validations."""
+    drops.csv("gen.csv", [reading(minute=i) for i in range(3)] + [reading(minute=9, voltage=5000)])
+    assert runner.invoke(app, ["ingest"]).exit_code == 0
+    done = runner.invoke(app, ["quality", "docs"])
+    assert done.exit_code == 0, done.output
+    index = ingest_db.home / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    assert index.exists()
+    assert "sensor_readings" in index.read_text()
+
+
+def test_committed_suite_matches_the_catalog(ingest_db):
+    """expectations/sensor_readings.json is what the catalog generates (`emps quality suite` agrees)."""
+    assert SUITE_PATH.read_text() == suite_json(load_catalog())
+    assert runner.invoke(app, ["quality", "suite"]).exit_code == 0
+
+
+def test_suite_follows_the_catalog(extra_sensor_catalog: Path):
+    """A sensor added to the catalog gets its own range expectation in the generated suite."""
+    suite = build_suite(load_catalog(extra_sensor_catalog))
+    ranges = {
+        e["kwargs"]["column"]: (e["kwargs"]["min_value"], e["kwargs"]["max_value"])
+        for e in suite["expectations"]
+        if e["type"] == "expect_column_values_to_be_between" and e["kwargs"]["column"] != "ts"
+    }
+    assert ranges["oil_quality"] == (0.0, 5000.0)
+    assert json.loads(json.dumps(suite)) == suite
