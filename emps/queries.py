@@ -8,16 +8,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import pandas as pd
-import psycopg
 from psycopg import sql
+from psycopg_pool import ConnectionPool
 
 from emps.catalog import load_catalog
 from emps.db import Role, database_url
 from emps.settings import Settings, get_settings
 
+# The dbt marts the dashboard reads (dbt_project/models/marts), all views over staging + ops.
+DASHBOARD_MARTS = (
+    "mart_equipment_health",
+    "mart_fleet_overview",
+    "mart_data_freshness",
+    "mart_alert_statistics",
+    "mart_maintenance_schedule",
+)
 SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
 ALERT_STATUSES = ("open", "acknowledged", "resolved")
 # Charts need a few hundred points, not 130,000 one-minute readings: longer ranges are averaged.
@@ -25,13 +34,23 @@ MAX_TREND_POINTS = 1500
 TASK_STATUSES_OPEN = ("scheduled", "in_progress")
 
 
-def _connect(settings: Settings) -> psycopg.Connection:
-    # A runaway dashboard query must not hold the database: cap it.
-    return psycopg.connect(
-        database_url(Role.READER, settings),
-        connect_timeout=10,
-        application_name="emps-dashboard",
-        options=f"-c statement_timeout={settings.query_timeout_ms}",
+@lru_cache(maxsize=8)
+def _pool(url: str, timeout_ms: int) -> ConnectionPool:
+    # Reused connections: a new one costs more than most of the dashboard's queries.
+    return ConnectionPool(
+        url,
+        min_size=1,
+        max_size=8,
+        kwargs={
+            "connect_timeout": 10,
+            "application_name": "emps-dashboard",
+            # A runaway dashboard query must not hold the database: cap it.
+            "options": f"-c statement_timeout={timeout_ms}",
+            "autocommit": True,
+        },
+        check=ConnectionPool.check_connection,  # survives a database restart
+        name="emps-dashboard",
+        open=True,
     )
 
 
@@ -42,7 +61,8 @@ def frame(
 ) -> pd.DataFrame:
     """Run one read-only query and return its rows as a DataFrame (columns even when empty)."""
     settings = settings or get_settings()
-    with _connect(settings) as conn, conn.cursor() as cur:
+    pool = _pool(database_url(Role.READER, settings), settings.query_timeout_ms)
+    with pool.connection() as conn, conn.cursor() as cur:
         cur.execute(query, params or {})
         columns = [d.name for d in cur.description]
         rows = cur.fetchall()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import bcrypt
 import psycopg
@@ -18,25 +17,20 @@ from emps.settings import PROJECT_ROOT, Settings
 from emps.users import User, UserRole
 
 APP = PROJECT_ROOT / "streamlit_app" / "streamlit_app.py"
-MARTS_SQL = Path(__file__).with_name("contract_marts.sql")
 PASSWORD = "correct-horse-battery"
 SCRIPT_MESSAGE = "<script>alert('pwned')</script> bearing temperature high"
 HTML_NOTE = '<img src=x onerror="alert(1)"><b id="xss">bold</b>'
 
 
-def ensure_contract_marts(conn: psycopg.Connection) -> None:
-    """The dashboard's marts: dbt's when it built them, else stand-ins with the contract columns."""
-    if conn.execute("select to_regclass('analytics.mart_equipment_health')").fetchone()[0]:
-        return
-    with conn.transaction():
-        conn.execute("set local role emps_writer")
-        conn.execute(MARTS_SQL.read_text())
-
-
 @pytest.fixture(scope="session")
 def marts(database: Settings) -> Settings:
-    with connect(Role.OWNER, database, autocommit=True) as conn:
-        ensure_contract_marts(conn)
+    """The dashboard's marts, built by the dbt project (views, so one run serves the session)."""
+    from emps.queries import DASHBOARD_MARTS
+    from emps.transform import dbt_args, run_dbt
+
+    selection = [f"+{mart}" for mart in DASHBOARD_MARTS]
+    summary = run_dbt(dbt_args(["run"], database, select=selection), database)
+    assert summary.success, summary.describe_failures()
     return database
 
 
