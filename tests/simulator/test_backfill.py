@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
+import pytest
 from typer.testing import CliRunner
 
 from emps.catalog import Catalog, load_catalog
@@ -184,3 +185,11 @@ def test_backfill_command_reports_rows_per_second(db: Settings, owner_conn):
     rows = owner_conn.execute("select count(*) from raw.sensor_readings").fetchone()[0]
     assert f"{rows:,} readings" in result.output
     assert rows > 0.9 * 4 * 2 * 144
+
+
+def test_dashboard_role_cannot_read_the_ground_truth(db: Settings):
+    """The read-only dashboard role is refused sim.equipment_truth; the truth never reaches users."""
+    from emps.db import Role, connect
+
+    with connect(Role.READER, db) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("select count(*) from sim.equipment_truth")
