@@ -61,6 +61,18 @@ def _where(settings: Settings) -> str:
     return f"SMTP server {settings.smtp_host}:{settings.smtp_port}"
 
 
+async def smtp_password(settings: Settings) -> str:
+    """EMPS_SMTP_PASSWORD, else the Prefect Secret block named by EMPS_SMTP_PASSWORD_BLOCK."""
+    if settings.smtp_password is not None:
+        return settings.smtp_password.get_secret_value()
+    if settings.smtp_password_block:
+        from prefect.blocks.system import Secret
+
+        block = await Secret.aload(settings.smtp_password_block)
+        return str(block.get())
+    return ""
+
+
 async def open_smtp(settings: Settings | None = None) -> aiosmtplib.SMTP:
     """Connect, STARTTLS when configured, log in when a username is set. Raises DeliveryError."""
     settings = settings or get_settings()
@@ -75,7 +87,15 @@ async def open_smtp(settings: Settings | None = None) -> aiosmtplib.SMTP:
     except (aiosmtplib.SMTPException, OSError) as exc:
         raise DeliveryError(f"{_where(settings)} is unreachable: {exc}", whole_batch=True) from exc
     if settings.smtp_username:
-        password = settings.smtp_password.get_secret_value() if settings.smtp_password else ""
+        try:
+            password = await smtp_password(settings)
+        except Exception as exc:
+            smtp.close()
+            raise DeliveryError(
+                f"the SMTP password could not be read from Prefect Secret block "
+                f"{settings.smtp_password_block!r}: {exc}",
+                whole_batch=True,
+            ) from exc
         try:
             await smtp.login(settings.smtp_username, password)
         except aiosmtplib.SMTPAuthenticationError as exc:

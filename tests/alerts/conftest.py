@@ -36,6 +36,43 @@ def mailbox(tmp_path: Path) -> Iterator[tuple[MailboxHandler, int]]:
     controller.stop()
 
 
+@pytest.fixture(scope="session")
+def dashboard_marts(database: Settings) -> Settings:
+    """The marts the fleet report reads, built by the dbt project (views: one run a session)."""
+    from emps.queries import DASHBOARD_MARTS
+    from emps.transform import dbt_args, run_dbt
+
+    selection = [f"+{mart}" for mart in DASHBOARD_MARTS]
+    summary = run_dbt(dbt_args(["run"], database, select=selection), database)
+    assert summary.success, summary.describe_failures()
+    return database
+
+
+@pytest.fixture
+def auth_mailbox(tmp_path: Path) -> Iterator[tuple[MailboxHandler, int]]:
+    """An SMTP sink that requires login emps / right (AUTH without TLS: loopback only)."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = auth_data.login == b"emps" and auth_data.password == b"right"
+        return AuthResult(success=ok, handled=False)
+
+    handler = MailboxHandler(tmp_path / "auth-mailbox")
+    port = free_port()
+    controller = Controller(
+        handler,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=authenticator,
+        auth_required=True,
+        auth_require_tls=False,
+    )
+    controller.start()
+    yield handler, port
+    controller.stop()
+
+
 @pytest.fixture
 def alert_settings(db: Settings, mailbox, tmp_path: Path) -> Settings:
     """The test database's settings with SMTP at the sink and no backoff between retries."""

@@ -12,7 +12,6 @@ import time
 import psycopg
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult
 from conftest import add_equipment, free_port, write_prediction
 from pydantic import SecretStr
 
@@ -120,51 +119,35 @@ def test_one_refused_recipient_does_not_block_the_others(alert_settings, mailbox
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
-def test_wrong_smtp_password_gives_clear_error_without_retry_storm(alert_settings, crew, tmp_path):
+def test_wrong_smtp_password_gives_clear_error_without_retry_storm(
+    alert_settings, crew, auth_mailbox
+):
     """A refused login fails the batch once with a message naming the settings to fix, backs off
     instead of retrying, never shows the password, and gives up after the attempt limit."""
-
-    def authenticator(server, session, envelope, mechanism, auth_data):
-        ok = auth_data.password == b"right"
-        return AuthResult(success=ok, handled=False)
-
-    handler = MailboxHandler(tmp_path / "auth-mailbox")
-    port = free_port()
-    controller = Controller(
-        handler,
-        hostname="127.0.0.1",
-        port=port,
-        authenticator=authenticator,
-        auth_required=True,
-        auth_require_tls=False,
+    handler, port = auth_mailbox
+    _open_alert(alert_settings, crew)
+    wrong = alert_settings.model_copy(
+        update={
+            "smtp_port": port,
+            "smtp_username": "emps",
+            "smtp_password": SecretStr("s3cret-wrong"),
+            "notify_backoff_s": 600.0,
+            "notify_max_attempts": 2,
+        }
     )
-    controller.start()
-    try:
-        _open_alert(alert_settings, crew)
-        wrong = alert_settings.model_copy(
-            update={
-                "smtp_port": port,
-                "smtp_username": "emps",
-                "smtp_password": SecretStr("s3cret-wrong"),
-                "notify_backoff_s": 600.0,
-                "notify_max_attempts": 2,
-            }
-        )
-        report = send_notifications(wrong)
-        assert report.sent == 0 and report.retrying == 2
-        assert len(report.errors) == 1
-        assert "refused the login of user 'emps'" in report.errors[0]
-        assert "EMPS_SMTP_PASSWORD" in report.errors[0]
-        assert "s3cret-wrong" not in report.errors[0]
-        assert send_notifications(wrong).claimed == 0  # backing off, not hammering the server
-        with connect(Role.OWNER, alert_settings) as conn:
-            conn.execute("update ops.notifications set next_attempt_at = now()")
-        assert send_notifications(wrong).dead == 2
-        right = wrong.model_copy(update={"smtp_password": SecretStr("right")})
-        assert send_notifications(right).claimed == 0  # dead rows stay dead
-        assert handler.accepted == 0
-    finally:
-        controller.stop()
+    report = send_notifications(wrong)
+    assert report.sent == 0 and report.retrying == 2
+    assert len(report.errors) == 1
+    assert "refused the login of user 'emps'" in report.errors[0]
+    assert "EMPS_SMTP_PASSWORD" in report.errors[0]
+    assert "s3cret-wrong" not in report.errors[0]
+    assert send_notifications(wrong).claimed == 0  # backing off, not hammering the server
+    with connect(Role.OWNER, alert_settings) as conn:
+        conn.execute("update ops.notifications set next_attempt_at = now()")
+    assert send_notifications(wrong).dead == 2
+    right = wrong.model_copy(update={"smtp_password": SecretStr("right")})
+    assert send_notifications(right).claimed == 0  # dead rows stay dead
+    assert handler.accepted == 0
 
 
 class _SlowMailbox(MailboxHandler):

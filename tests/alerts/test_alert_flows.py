@@ -139,21 +139,13 @@ def test_check_critical_alerts_flow_escalates_to_the_supervisor(flow_env, mailbo
 
 
 def test_daily_report_mail_has_pdf_and_csv_and_is_sent_once_a_day(
-    flow_env, mailbox, prefect_server
+    dashboard_marts, flow_env, mailbox, prefect_server
 ):
     """The 08:00 report reaches the supervisor with the fleet PDF and CSVs; a second run the
     same day sends nothing more."""
     from flows.alerts import process_prediction_alerts, send_daily_maintenance_report
 
     handler, _ = mailbox
-    marts = PROJECT_ROOT / "tests" / "streamlit_app" / "contract_marts.sql"
-    with connect(Role.OWNER, flow_env) as conn:
-        if (
-            conn.execute("select to_regclass('analytics.mart_equipment_health')").fetchone()[0]
-            is None
-        ):
-            conn.execute("set role emps_writer")
-            conn.execute(marts.read_text())
     add_equipment(flow_env, "GEN-0203")
     process_prediction_alerts(write_prediction(flow_env, "GEN-0203", 0.9, "CRITICAL", days=0.5))
     first = send_daily_maintenance_report()
@@ -168,3 +160,30 @@ def test_daily_report_mail_has_pdf_and_csv_and_is_sent_once_a_day(
     text = msg.get_body(("plain",)).get_content()
     assert "GEN-0203" in text and "corrective" in text
     assert Path(first["files"][0]).exists()
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_smtp_password_from_a_prefect_secret_block(
+    alert_settings, crew, auth_mailbox, prefect_server
+):
+    """With no EMPS_SMTP_PASSWORD, the password comes from the named Prefect Secret block."""
+    from prefect.blocks.system import Secret
+
+    from emps.alerting.outbox import send_notifications
+    from emps.alerting.rules import process_prediction
+
+    handler, port = auth_mailbox
+    Secret(value="right").save("emps-smtp-password-test", overwrite=True)
+    add_equipment(alert_settings, "GEN-0204")
+    process_prediction(
+        write_prediction(alert_settings, "GEN-0204", 0.9, "CRITICAL"), alert_settings, crew
+    )
+    settings = alert_settings.model_copy(
+        update={
+            "smtp_port": port,
+            "smtp_username": "emps",
+            "smtp_password_block": "emps-smtp-password-test",
+        }
+    )
+    assert send_notifications(settings).sent == 2
+    assert handler.stored == 2
