@@ -6,6 +6,7 @@ committed together or not at all.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -50,7 +51,8 @@ class PredictionSignal:
             raise ValueError(f"prediction event payload lacks {', '.join(missing)}: {payload!r}")
         ts = payload["prediction_ts"]
         if isinstance(ts, str):
-            ts = datetime.fromisoformat(ts)
+            # pandas writes nanoseconds (9 digits) that datetime cannot read: keep microseconds.
+            ts = datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", ts))
         if ts.tzinfo is None:
             raise ValueError(f"prediction_ts {ts} has no time zone offset")
         probability = float(payload["failure_probability"])

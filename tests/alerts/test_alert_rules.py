@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from conftest import add_equipment, write_prediction
 
-from emps.alerting.rules import auto_resolve, escalate_unacknowledged, process_prediction
+from emps.alerting.rules import (
+    PredictionSignal,
+    auto_resolve,
+    escalate_unacknowledged,
+    process_prediction,
+)
 from emps.db import Role, connect
 
 
@@ -138,3 +144,20 @@ def test_equipment_healthy_for_the_period_resolves_its_alert(alert_settings, cre
     outcome = process_prediction(payload, alert_settings, crew, now=then)
     write_prediction(alert_settings, "GEN-0007", 0.1, "LOW")
     assert auto_resolve(alert_settings) == [outcome.alert_id]
+
+
+def test_event_payload_errors_name_the_field():
+    """A payload without a prediction id or with a naive timestamp is refused by name; pandas'
+    nanosecond timestamps are accepted."""
+    base = {
+        "prediction_id": 1,
+        "prediction_ts": "2026-11-27T17:00:00.123456789+00:00",
+        "equipment_id": "GEN-0001",
+        "failure_probability": 0.9,
+        "severity": "CRITICAL",
+    }
+    assert PredictionSignal.from_payload(base).prediction_ts.microsecond == 123456
+    with pytest.raises(ValueError, match="lacks prediction_id"):
+        PredictionSignal.from_payload({**base, "prediction_id": None})
+    with pytest.raises(ValueError, match="no time zone offset"):
+        PredictionSignal.from_payload({**base, "prediction_ts": "2026-11-27T17:00:00"})
