@@ -16,22 +16,49 @@ from emps.users import authenticate  # noqa: E402
 from streamlit_app import data  # noqa: E402
 from streamlit_app.ui import current_user, plain  # noqa: E402
 
-st.set_page_config(page_title="EMPS fleet health", page_icon="🛠️", layout="wide")
+st.set_page_config(
+    page_title="EMPS fleet health", page_icon=":material/precision_manufacturing:", layout="wide"
+)
 
-overview = st.Page("pages/overview.py", title="Fleet overview", icon="🛰️", default=True)
-equipment = st.Page("pages/equipment.py", title="Equipment", icon="⚙️", url_path="equipment")
+overview = st.Page(
+    "pages/overview.py", title="Fleet overview", icon=":material/dashboard:", default=True
+)
+equipment = st.Page(
+    "pages/equipment.py",
+    title="Equipment",
+    icon=":material/precision_manufacturing:",
+    url_path="equipment",
+)
 pages = [
     overview,
     equipment,
-    st.Page("pages/alerts.py", title="Alerts", icon="🚨", url_path="alerts"),
-    st.Page("pages/maintenance.py", title="Maintenance", icon="🛠️", url_path="maintenance"),
-    st.Page("pages/analytics.py", title="Analytics", icon="📈", url_path="analytics"),
-    st.Page("pages/data_quality.py", title="Data quality", icon="🧪", url_path="data_quality"),
-    st.Page("pages/reports.py", title="Reports", icon="📄", url_path="reports"),
+    st.Page(
+        "pages/alerts.py", title="Alerts", icon=":material/notifications_active:", url_path="alerts"
+    ),
+    st.Page(
+        "pages/maintenance.py", title="Maintenance", icon=":material/build:", url_path="maintenance"
+    ),
+    st.Page(
+        "pages/analytics.py", title="Analytics", icon=":material/monitoring:", url_path="analytics"
+    ),
+    st.Page(
+        "pages/data_quality.py",
+        title="Data quality",
+        icon=":material/fact_check:",
+        url_path="data_quality",
+    ),
+    st.Page("pages/reports.py", title="Reports", icon=":material/description:", url_path="reports"),
 ]
 user = current_user()
 if user is not None and user.role.can_administer:
-    pages.append(st.Page("pages/admin.py", title="Admin", icon="🔑", url_path="admin"))
+    pages.append(
+        st.Page(
+            "pages/admin.py",
+            title="Admin",
+            icon=":material/admin_panel_settings:",
+            url_path="admin",
+        )
+    )
 
 # Built before sign-in too, so a deep link (/equipment?equipment=GEN-0001) survives signing in.
 page = st.navigation(pages, position="sidebar")

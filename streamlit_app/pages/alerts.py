@@ -38,6 +38,19 @@ st.dataframe(
     key="alerts_table",
     column_config={
         "alert_id": st.column_config.NumberColumn("Alert", format="%d"),
+        "equipment_id": "Equipment",
+        "equipment_type": "Type",
+        "site": "Site",
+        "severity": "Severity",
+        "status": "Status",
+        "message": st.column_config.TextColumn("Message", width="large"),
+        "created_at": st.column_config.DatetimeColumn("Raised", format="D MMM HH:mm"),
+        "acknowledged_at": st.column_config.DatetimeColumn("Acknowledged", format="D MMM HH:mm"),
+        "acknowledged_by": "By",
+        "resolved_at": st.column_config.DatetimeColumn("Resolved", format="D MMM HH:mm"),
+        "resolved_by": "Resolved by",
+        "resolution_note": "Note",
+        "escalation_level": "Escalation",
         "minutes_to_acknowledge": st.column_config.NumberColumn(
             "Min. to ack", help="Still open: minutes since it was raised", format="%.1f"
         ),

@@ -43,7 +43,7 @@ cols[0].metric("Health score", _value("health_score", "{:.0f}"))
 cols[1].metric("Severity", _value("severity"))
 cols[2].metric("Failure probability", _value("failure_probability", "{:.0%}"))
 cols[3].metric("Days to failure", _value("days_until_failure", "{:.1f}"))
-cols[4].metric("Last reading", _value("last_reading_at", "{:%Y-%m-%d %H:%M}"))
+cols[4].metric("Last reading (UTC)", _value("last_reading_at", "{:%d %b %H:%M}"))
 
 start, end = pick_range("eq", default="Last 7 days")
 limits = data.thresholds()

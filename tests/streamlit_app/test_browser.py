@@ -89,7 +89,7 @@ def browser_page():
             executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
         )
         context = browser.new_context(
-            viewport={"width": 1400, "height": 1000}, accept_downloads=True
+            viewport={"width": 1400, "height": 1800}, accept_downloads=True
         )
         context.set_default_timeout(60_000)
         yield context
