@@ -31,6 +31,8 @@ from emps.db import Role, connect
 from emps.settings import Settings, get_settings
 
 MAX_BACKOFF_S = 3600.0
+# Rows claimed per round trip: small enough to be sent well within one lease.
+CLAIM_BATCH = 50
 
 
 def dedupe_key(alert_id: int, event: str, level: int, channel: str, address: str) -> str:
@@ -114,6 +116,7 @@ class SendReport:
     retrying: int = 0
     dead: int = 0
     errors: list[str] = field(default_factory=list)
+    stopped: bool = False  # a whole-batch error (server down, login refused) ended the run
 
     def __str__(self) -> str:
         return (
@@ -132,6 +135,7 @@ def claim_due(
     limit: int,
     lease_s: float,
     alert_ids: Sequence[int] | None = None,
+    exclude_ids: Sequence[int] = (),
 ) -> list[dict]:
     """Claim due rows (and rows whose sender's lease expired) with FOR UPDATE SKIP LOCKED."""
     with conn.transaction():
@@ -142,6 +146,7 @@ def claim_due(
                 where ((status in ('pending', 'failed') and next_attempt_at <= now())
                        or (status = 'sending' and lease_expires_at < now()))
                   and (%(any_alert)s or alert_id = any(%(alert_ids)s))
+                  and not (id = any(%(exclude)s))
                 order by next_attempt_at, id
                 limit %(limit)s
                 for update skip locked
@@ -155,6 +160,7 @@ def claim_due(
             {
                 "any_alert": not alert_ids,
                 "alert_ids": list(alert_ids or []),
+                "exclude": list(exclude_ids),
                 "limit": limit,
                 "worker": worker,
                 "lease": lease_s,
@@ -194,6 +200,7 @@ def _count(report: SendReport, status: str) -> None:
 
 def _fail(conn, rows, exc: DeliveryError, report: SendReport, settings: Settings) -> None:
     report.errors.append(str(exc))
+    report.stopped = True
     for row in rows:
         _count(report, _mark_failed(conn, row, str(exc), exc.permanent, settings))
 
@@ -270,25 +277,37 @@ async def deliver_due(
     alert_ids: Sequence[int] | None = None,
     worker: str | None = None,
 ) -> SendReport:
-    """Claim up to `limit` due notifications and deliver them; each row ends sent, failed or dead."""
+    """Claim up to `limit` due notifications and deliver them; each row ends sent, failed or dead.
+
+    Rows are claimed CLAIM_BATCH at a time so a large backlog never outlives its lease; each row
+    is tried at most once per call, and a whole-batch error (server down, login refused) ends
+    the call.
+    """
     settings = settings or get_settings()
     report = SendReport()
+    worker = worker or default_worker()
+    tried: list[int] = []
     with connect(Role.WRITER, settings, autocommit=True) as conn:
         conn.row_factory = dict_row
-        rows = claim_due(
-            conn,
-            worker=worker or default_worker(),
-            limit=limit,
-            lease_s=settings.notify_lease_s,
-            alert_ids=alert_ids,
-        )
-        report.claimed = len(rows)
-        emails = [r for r in rows if r["channel"] == "email"]
-        texts = [r for r in rows if r["channel"] == "sms"]
-        if emails:
-            await _deliver_emails(conn, emails, report, settings)
-        if texts:
-            await _deliver_sms(conn, texts, report, settings)
+        while report.claimed < limit and not report.stopped:
+            rows = claim_due(
+                conn,
+                worker=worker,
+                limit=min(CLAIM_BATCH, limit - report.claimed),
+                lease_s=settings.notify_lease_s,
+                alert_ids=alert_ids,
+                exclude_ids=tried,
+            )
+            if not rows:
+                break
+            report.claimed += len(rows)
+            tried += [r["id"] for r in rows]
+            emails = [r for r in rows if r["channel"] == "email"]
+            texts = [r for r in rows if r["channel"] == "sms"]
+            if emails:
+                await _deliver_emails(conn, emails, report, settings)
+            if texts:
+                await _deliver_sms(conn, texts, report, settings)
     return report
 
 
