@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from emps.commands import alerts as alert_commands
+from emps.commands import config as config_commands
 from emps.commands import db as db_commands
 from emps.commands import dbt as dbt_commands
 from emps.commands import equipment as equipment_commands
@@ -20,6 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+app.add_typer(config_commands.app, name="config")
 app.add_typer(db_commands.app, name="db")
 app.add_typer(dbt_commands.app, name="dbt")
 app.add_typer(equipment_commands.app, name="equipment")

@@ -81,7 +81,9 @@ def prefect_database_url(settings: Settings) -> str:
 
 
 def mlflow_backend_uri(settings: Settings) -> str:
-    return f"sqlite:///{settings.home / 'mlflow' / 'mlflow.db'}"
+    from ml.registry import tracking_uri
+
+    return tracking_uri(settings)
 
 
 def server_services(settings: Settings) -> list[Service]:
@@ -91,7 +93,8 @@ def server_services(settings: Settings) -> list[Service]:
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
         "PREFECT_SERVER_API_PORT": str(settings.prefect_port),
     }
-    mlflow_dir = settings.home / "mlflow"
+    from ml.registry import artifact_root
+
     return [
         Service(
             "prefect-server",
@@ -123,7 +126,7 @@ def server_services(settings: Settings) -> list[Service]:
                 "--backend-store-uri",
                 mlflow_backend_uri(settings),
                 "--default-artifact-root",
-                str(mlflow_dir / "artifacts"),
+                str(artifact_root(settings)),
                 "--no-serve-artifacts",
             ],
             url=f"http://127.0.0.1:{settings.mlflow_port}",
@@ -202,6 +205,7 @@ class Supervisor:
         self.settings = settings
         self.services: list[Service] = []
         self.stopping = False
+        self.watching = False
         self.env = child_env(settings)
 
     # -- children ------------------------------------------------------------------------------
@@ -349,7 +353,12 @@ def run_platform(with_simulator: bool = True, settings: Settings | None = None) 
     supervisor = Supervisor(settings)
 
     def _request_stop(signum, _frame):
+        # While starting, a phase may block for minutes (dbt, training): interrupt it at once.
+        # Once running, the watch loop sees the flag within a second.
+        already = supervisor.stopping
         supervisor.stopping = True
+        if not supervisor.watching and not already:
+            raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, _request_stop)
     signal.signal(signal.SIGTERM, _request_stop)
@@ -372,7 +381,10 @@ def run_platform(with_simulator: bool = True, settings: Settings | None = None) 
                 return 130
         from emps.bootstrap import bootstrap
 
-        _phase("bootstrap (history, features, first model)", lambda: bootstrap(settings))
+        _phase(
+            "bootstrap (history, features, first model)",
+            lambda: bootstrap(settings, with_simulator=with_simulator),
+        )
         _phase("register deployments from prefect.yaml", lambda: deploy(settings, supervisor.env))
         for service in app_services(settings, with_simulator):
             _phase(f"start {service.name}", lambda s=service: _start_and_wait(supervisor, s))
@@ -381,8 +393,12 @@ def run_platform(with_simulator: bool = True, settings: Settings | None = None) 
         console.print(f"\nEMPS is up in {time.monotonic() - started_at:.0f} s.")
         print_urls(supervisor, admin_note)
         console.print("Press Ctrl-C to stop everything.")
+        supervisor.watching = True
         supervisor.watch()
         return 0
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted while starting[/]")
+        return 130
     except Exception as exc:  # show the cause in the user's words, then stop what started
         console.print(f"[red]emps up failed: {exc}[/]")
         return 1
@@ -422,7 +438,28 @@ def _ensure_first_admin(settings: Settings) -> str | None:
 
 
 def deploy(settings: Settings, env: dict[str, str]) -> None:
-    """Create the process work pool and register every deployment declared in prefect.yaml."""
+    """Create the process work pool and register every deployment declared in prefect.yaml.
+
+    Registering imports every flow module (~1 min on 2 cores), so it is skipped when prefect.yaml
+    is unchanged since the last start and the server still knows every deployment.
+    """
+    import hashlib
+
+    import yaml
+
+    spec_path = PROJECT_ROOT / "prefect.yaml"
+    digest = hashlib.sha256(spec_path.read_bytes()).hexdigest()
+    declared = len(yaml.safe_load(spec_path.read_text()).get("deployments") or [])
+    marker = settings.run_dir / "deployed.sha256"
+    api = env["PREFECT_API_URL"]
+    if marker.exists() and marker.read_text() == digest:
+        try:
+            known = httpx.post(f"{api}/deployments/count", json={}, timeout=5).json()
+        except (httpx.HTTPError, ValueError):
+            known = -1
+        if known >= declared:
+            console.print(f"  {declared} deployments already registered (prefect.yaml unchanged)")
+            return
     pool = subprocess.run(
         [_bin("prefect"), "work-pool", "create", "emps-local", "--type", "process"],
         env=env,
@@ -442,9 +479,12 @@ def deploy(settings: Settings, env: dict[str, str]) -> None:
         check=False,
     )
     log = settings.log_dir / "deploy.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(result.stdout + result.stderr)
     if result.returncode != 0:
         raise RuntimeError(f"prefect deploy failed; see {log}")
+    marker.write_text(digest)
+    console.print(f"  {declared} deployments registered from prefect.yaml")
 
 
 def print_urls(supervisor: Supervisor, admin_note: str | None) -> None:

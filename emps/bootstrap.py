@@ -1,0 +1,130 @@
+"""First start of an empty install: simulated history, features, a first champion model.
+
+Each step is skipped when its result already exists, so later starts pass through in seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from emps.db import Role, connect
+from emps.settings import Settings, get_settings
+
+console = Console()
+
+
+@dataclass
+class BootstrapReport:
+    steps: dict[str, float] = field(default_factory=dict)
+    champion: str | None = None
+
+
+def _has_readings(settings: Settings) -> bool:
+    with connect(Role.READER, settings) as conn:
+        return conn.execute("select exists (select 1 from raw.sensor_readings)").fetchone()[0]
+
+
+def _has_features(settings: Settings) -> bool:
+    with connect(Role.READER, settings) as conn:
+        table = conn.execute("select to_regclass('analytics.fct_equipment_features')").fetchone()[0]
+        if table is None:
+            return False
+        return conn.execute(
+            "select exists (select 1 from analytics.fct_equipment_features)"
+        ).fetchone()[0]
+
+
+def backfill_history(settings: Settings) -> int:
+    from emps.catalog import load_catalog
+    from emps.simulator.backfill import backfill, history_window
+    from emps.simulator.fleet import Fleet
+
+    fleet = Fleet(load_catalog(settings.catalog_path), settings.sim_equipment, settings.sim_seed)
+    interval = settings.sim_history_interval_s
+    start, stop = history_window(settings.sim_history_days, interval, None)
+    expected = len(fleet) * settings.sim_history_days * 86_400 // interval
+    with Progress(
+        TextColumn("  simulated history"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("history", total=expected)
+        report = backfill(
+            fleet, start, stop, interval, settings, progress=lambda n: progress.advance(task, n)
+        )
+    console.print(
+        f"  {report.rows:,} readings for {len(fleet)} equipment over "
+        f"{settings.sim_history_days} days ({report.rows_per_s:,.0f} rows/s)"
+    )
+    return report.rows
+
+
+def build_features(settings: Settings) -> None:
+    """A full dbt build; dbt's own log goes to var/log/bootstrap-dbt.log, a spinner shows progress."""
+    import os
+
+    from emps import transform
+
+    log_path = settings.log_dir / "bootstrap-dbt.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    os.environ["DBT_QUIET"] = "true"
+    try:
+        with log_path.open("a") as log, console.status("  dbt build") as status:
+
+            def on_log(level: str, message: str) -> None:
+                log.write(f"{level}: {message}\n")
+                if " of " in message and ("START" in message or "OK" in message):
+                    status.update(f"  dbt build: {message.strip()[:90]}")
+
+            summary = transform.build(settings=settings, on_log=on_log)
+    finally:
+        os.environ.pop("DBT_QUIET", None)
+    console.print(f"  dbt build: {len(summary.nodes)} nodes in {summary.seconds:.1f} s")
+
+
+def train_first_champion(settings: Settings) -> str:
+    from ml.train import retrain
+
+    result, decision = retrain(actor="emps-up-bootstrap", settings=settings)
+    metrics = result.metrics
+    console.print(
+        f"  model v{result.version}: recall {metrics.get('recall', float('nan')):.2f}, "
+        f"precision {metrics.get('precision', float('nan')):.2f}, "
+        f"brier {metrics.get('brier', float('nan')):.3f} — {decision.reason}"
+    )
+    return result.version
+
+
+def bootstrap(settings: Settings | None = None, with_simulator: bool = True) -> BootstrapReport:
+    """Make the platform able to score from its first minute."""
+    from ml.registry import CHAMPION, alias_version
+
+    settings = settings or get_settings()
+    report = BootstrapReport()
+
+    def step(name: str, action) -> None:
+        began = time.monotonic()
+        action()
+        report.steps[name] = time.monotonic() - began
+
+    if with_simulator and not _has_readings(settings):
+        step("history", lambda: backfill_history(settings))
+    if not _has_features(settings):
+        step("features", lambda: build_features(settings))
+    champion = alias_version(CHAMPION, settings)
+    if champion is None and _has_features(settings):
+        champion = train_first_champion(settings)
+        report.steps["model"] = 0.0
+    elif champion is None:
+        console.print(
+            "  [yellow]no readings yet, so no model: scoring starts once data arrives and "
+            "`emps model train` has run[/]"
+        )
+    report.champion = champion
+    return report
