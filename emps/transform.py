@@ -108,6 +108,7 @@ def dbt_args(
     selector: str | None = None,
     full_refresh: bool = False,
     extra: Sequence[str] = (),
+    extra_vars: dict | None = None,
 ) -> list[str]:
     """The full dbt command line for `command` (e.g. ["build"]) against this project."""
     target_path, log_path = dbt_paths(settings)
@@ -122,7 +123,7 @@ def dbt_args(
         "--log-path",
         str(log_path),
         "--vars",
-        json.dumps(dbt_vars(settings, catalog), sort_keys=True),
+        json.dumps({**dbt_vars(settings, catalog), **(extra_vars or {})}, sort_keys=True),
     ]
     if select:
         args += ["--select", *select]
@@ -185,13 +186,40 @@ def build(
     settings: Settings | None = None,
     catalog: Catalog | None = None,
     on_log: Callable[[str, str], None] | None = None,
+    extra_vars: dict | None = None,
+    extra_args: Sequence[str] = (),
 ) -> DbtRunSummary:
-    """`dbt build` (models, then their tests); raises DbtBuildError naming what failed."""
-    args = dbt_args(["build"], settings, catalog, select, selector, full_refresh)
+    """`dbt build` (models, then their tests); raises DbtBuildError naming what failed.
+
+    `extra_vars` e.g. {"features_since": "2026-01-01T00:00:00+00:00"}: a full refresh computes
+    feature rows only from that time on.
+    """
+    args = dbt_args(
+        ["build"], settings, catalog, select, selector, full_refresh, extra_args, extra_vars
+    )
     summary = run_dbt(args, settings, on_log)
     if not summary.success:
         raise DbtBuildError(f"dbt build failed:\n{summary.describe_failures()}")
     return summary
+
+
+def project_is_built(settings: Settings | None = None) -> bool:
+    """Whether the feature table exists (a first build creates every model)."""
+    from emps.db import connect
+
+    with connect(Role.WRITER, settings) as conn:
+        row = conn.execute("select to_regclass(%s) is not null", (FEATURE_TABLE,)).fetchone()
+    return bool(row and row[0])
+
+
+def build_after_ingest(
+    settings: Settings | None = None, on_log: Callable[[str, str], None] | None = None
+) -> DbtRunSummary:
+    """What a batch of new readings needs: the `after_ingest` selector, or on a database where
+    the project was never built, everything (the selector assumes the views exist)."""
+    if project_is_built(settings):
+        return build(selector=AFTER_INGEST_SELECTOR, settings=settings, on_log=on_log)
+    return build(settings=settings, on_log=on_log)
 
 
 def docs(settings: Settings | None = None, on_log=None) -> Path:

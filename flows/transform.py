@@ -16,16 +16,14 @@ def _forward_to_prefect(level: str, message: str) -> None:
 
 
 @task(name="dbt-build", cache_policy=NONE, retries=1, retry_delay_seconds=10)
-def dbt_build(
-    select: list[str] | None, selector: str | None, full_refresh: bool
-) -> transform.DbtRunSummary:
-    """Run `dbt build` (models, then their tests) with dbt's log in this task's log.
-
-    Raises when a model or a test fails, which fails the task and the flow run.
-    """
+def dbt_build(select: list[str] | None, full_refresh: bool) -> transform.DbtRunSummary:
+    """Run `dbt build` (models, then their tests) with dbt's log in this task's log: the given
+    selection, or what new readings change. Raises when a model or a test fails, which fails
+    the task and the flow run."""
+    if select is None and not full_refresh:
+        return transform.build_after_ingest(get_settings(), on_log=_forward_to_prefect)
     return transform.build(
         select=select,
-        selector=selector,
         full_refresh=full_refresh,
         settings=get_settings(),
         on_log=_forward_to_prefect,
@@ -46,15 +44,11 @@ def emit_features_built(summary: transform.DbtRunSummary) -> None:
 
 
 @flow(name="build-features")
-def build_features(
-    select: list[str] | None = None,
-    selector: str | None = transform.AFTER_INGEST_SELECTOR,
-    full_refresh: bool = False,
-) -> dict:
-    """Run `dbt build` on the models a batch of readings changes (default: the `after_ingest`
-    selector: the incremental feature table and its inputs, with their tests), then emit
-    `emps.features.built`. Any failing model or test fails the run."""
-    summary = dbt_build(select, None if select else selector, full_refresh)
+def build_features(select: list[str] | None = None, full_refresh: bool = False) -> dict:
+    """Run `dbt build` on the models a batch of readings changes (by default the `after_ingest`
+    selector: the incremental feature table and its inputs, with their tests; everything on a
+    first run), then emit `emps.features.built`. Any failing model or test fails the run."""
+    summary = dbt_build(select, full_refresh)
     emit_features_built(summary)
     get_run_logger().info("dbt build: %s nodes in %.1f s", len(summary.nodes), summary.seconds)
     return {

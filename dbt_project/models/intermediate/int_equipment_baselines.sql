@@ -6,7 +6,8 @@ with first_readings as (
     select * from {{ ref('int_equipment_first_readings') }}
 ),
 
-readings as (
+-- Inlined: used twice, and its filters must reach the raw table\'s index.
+readings as not materialized (
     select * from {{ ref('stg_sensor_readings') }}
 ),
 
@@ -42,17 +43,17 @@ final as (
         complete.equipment_id,
         complete.first_reading_at,
         complete.baseline_end,
-        count(*) as baseline_readings,
         {% for sensor in sensors() -%}
             avg(readings.{{ sensor }}) as {{ sensor }}_baseline_mean,
-            stddev_samp(readings.{{ sensor }}) as {{ sensor }}_baseline_std{{ "," if not loop.last }}
-        {% endfor %}
+            stddev_samp(readings.{{ sensor }}) as {{ sensor }}_baseline_std,
+        {% endfor -%}
+        count(*) as baseline_readings
     from complete
     inner join readings
         on
             complete.equipment_id = readings.equipment_id
-            and readings.ts >= complete.first_reading_at
-            and readings.ts < complete.baseline_end
+            and complete.first_reading_at <= readings.ts
+            and complete.baseline_end > readings.ts
     group by complete.equipment_id, complete.first_reading_at, complete.baseline_end
     having count(*) >= {{ var("baseline_min_readings") | int }}
 )

@@ -6,11 +6,11 @@ with envelopes as (
 
 final as (
     select
-        equipment_type,
         {% for sensor in sensors() -%}
             max(fleet_norm_mean) filter (where sensor = '{{ sensor }}') as {{ sensor }}_norm_mean,
-            max(fleet_norm_std) filter (where sensor = '{{ sensor }}') as {{ sensor }}_norm_std{{ "," if not loop.last }}
-        {% endfor %}
+            max(fleet_norm_std) filter (where sensor = '{{ sensor }}') as {{ sensor }}_norm_std,
+        {% endfor -%}
+        equipment_type
     from envelopes
     group by equipment_type
 )

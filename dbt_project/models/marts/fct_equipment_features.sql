@@ -7,10 +7,7 @@
             {'columns': ['equipment_id', 'ts'], 'unique': True},
             {'columns': ['ingested_at']},
         ],
-        pre_hook=[
-            "set local work_mem = '256MB'",
-            "set local enable_sort = off",
-        ],
+        pre_hook="set local work_mem = '64MB'",
     )
 }}
 {%- set sensors = sensors() -%}
@@ -26,8 +23,8 @@
 -- Cost: each new reading is joined to the readings of its longest window and every joined row
 -- is aggregated once, into the band of the shortest window that holds it; the bands are then
 -- merged into nested windows. An incremental run therefore touches only the new readings and
--- their lookback, never the history. The planner underestimates the joined rows and would sort
--- them (seconds at 10,000 equipment); the pre-hooks keep the aggregation hashed and in memory.
+-- their lookback, never the history.
+-- Import CTEs are inlined: each is used twice, and the filters must reach the raw index.
 with readings as not materialized (
     select * from {{ ref('stg_sensor_readings') }}
 ),
@@ -53,10 +50,7 @@ maintenance_events as (
 ),
 
 targets as materialized (
-    -- A small integer key makes the per-reading aggregation below hash on one int.
-    select
-        row_number() over () as target_id,
-        readings.*
+    select readings.*
     from readings
     inner join equipment on readings.equipment_id = equipment.equipment_id
     {% if is_incremental() %}
@@ -74,68 +68,77 @@ targets as materialized (
     {% endif %}
 ),
 
-window_rows as (
-    select
-        targets.target_id,
-        case
-            {% for w in windows -%}
-                when lookback.ts > targets.ts - interval '{{ w }} hours' then {{ w }}
-            {% endfor -%}
-        end as window_band,
-        date_part('epoch', lookback.ts - targets.ts) / 3600.0 as hours_from_ts,
-        -- One bit per missing-rate slot that holds this reading.
-        1::bit({{ slots }}) << floor(
-            date_part('epoch', targets.ts - lookback.ts) / {{ slot_seconds }}
-        )::integer as slot_bit,
-        {% for sensor in sensors -%}
-            lookback.{{ sensor }}{{ "," if not loop.last }}
-        {% endfor %}
-    from targets
-    inner join readings as lookback
-        on
-            targets.equipment_id = lookback.equipment_id
-            and lookback.ts > targets.ts - interval '{{ longest }} hours'
-            and lookback.ts <= targets.ts
-),
-
-band_stats as (
-    select
-        target_id,
-        window_band,
-        bit_or(slot_bit) as filled_slots,
-        {% for sensor in sensors -%}
-            {{ target.schema }}.emps_moments({{ sensor }}, hours_from_ts) as {{ sensor }}_moments,
-            min({{ sensor }}) as {{ sensor }}_min,
-            max({{ sensor }}) as {{ sensor }}_max{{ "," if not loop.last }}
-        {% endfor %}
-    from window_rows
-    group by target_id, window_band
-),
-
 windows as (
-    -- Each window is the union of the bands up to its length: merge the band states.
+    -- Per target reading, inside a lateral subquery so that its lookback is always an index
+    -- range scan of that equipment's readings (the planner cannot know how few targets an
+    -- incremental run has, and would otherwise hash-join the whole history):
+    -- 1. each lookback reading falls in the band of the shortest window holding it;
+    -- 2. one aggregate state per band and sensor;
+    -- 3. each window merges the states of the bands up to its length.
     select
-        target_id,
-        {% for sensor in sensors %}
-            {%- for w in windows %}
-                {{ target.schema }}.emps_moments_merge({{ sensor }}_moments)
-                    filter (where window_band <= {{ w }}) as {{ sensor }}_state_{{ w }}h,
-                min({{ sensor }}_min) filter (where window_band <= {{ w }}) as {{ sensor }}_min_{{ w }}h,
-                max({{ sensor }}_max) filter (where window_band <= {{ w }}) as {{ sensor }}_max_{{ w }}h,
-            {%- endfor %}
-        {% endfor %}
-        bit_count(bit_or(filled_slots)) as filled_slots_{{ longest }}h
-    from band_stats
-    group by target_id
+        targets.*,
+        target_windows.*
+    from targets
+    cross join lateral (
+        select
+            {% for sensor in sensors %}
+                {%- for w in windows %}
+                    {{ target.schema }}.emps_moments_merge(band_stats.{{ sensor }}_moments) filter (
+                        where band_stats.window_band <= {{ w }}
+                    ) as {{ sensor }}_state_{{ w }}h,
+                    min(band_stats.{{ sensor }}_min) filter (
+                        where band_stats.window_band <= {{ w }}
+                    ) as {{ sensor }}_min_{{ w }}h,
+                    max(band_stats.{{ sensor }}_max) filter (
+                        where band_stats.window_band <= {{ w }}
+                    ) as {{ sensor }}_max_{{ w }}h,
+                {%- endfor %}
+            {% endfor %}
+            bit_count(bit_or(band_stats.filled_slots)) as filled_slots_{{ longest }}h
+        from (
+            select
+                window_rows.window_band,
+                {% for sensor in sensors -%}
+                    {{ target.schema }}.emps_moments(
+                        window_rows.{{ sensor }}, window_rows.hours_from_ts
+                    ) as {{ sensor }}_moments,
+                    min(window_rows.{{ sensor }}) as {{ sensor }}_min,
+                    max(window_rows.{{ sensor }}) as {{ sensor }}_max,
+                {% endfor -%}
+                bit_or(window_rows.slot_bit) as filled_slots
+            from (
+                select
+                    case
+                        {% for w in windows -%}
+                            when lookback.ts > targets.ts - interval '{{ w }} hours' then {{ w }}
+                        {% endfor -%}
+                    end as window_band,
+                    date_part('epoch', lookback.ts - targets.ts) / 3600.0 as hours_from_ts,
+                    -- One bit per missing-rate slot that holds this reading.
+                    1::bit({{ slots }}) << floor(
+                        date_part('epoch', targets.ts - lookback.ts) / {{ slot_seconds }}
+                    )::integer as slot_bit,
+                    {% for sensor in sensors -%}
+                        lookback.{{ sensor }}{{ "," if not loop.last }}
+                    {% endfor %}
+                from readings as lookback
+                where
+                    lookback.equipment_id = targets.equipment_id
+                    and lookback.ts > targets.ts - interval '{{ longest }} hours'
+                    and lookback.ts <= targets.ts
+            ) as window_rows
+            group by window_rows.window_band
+        ) as band_stats
+    ) as target_windows
 ),
 
 features as (
     select
-        targets.equipment_id,
-        targets.ts,
-        targets.ingested_at,
+        windows.equipment_id,
+        windows.ts,
+        windows.ingested_at,
         {% for sensor in sensors %}
-            targets.{{ sensor }},
+            windows.{{ sensor }},
             {%- for w in windows %}
                 {{ moments_mean('windows.' ~ sensor ~ '_state_' ~ w ~ 'h') }} as {{ sensor }}_mean_{{ w }}h,
                 {{ moments_std('windows.' ~ sensor ~ '_state_' ~ w ~ 'h') }} as {{ sensor }}_std_{{ w }}h,
@@ -145,8 +148,7 @@ features as (
             {%- endfor %}
         {% endfor %}
         windows.filled_slots_{{ longest }}h
-    from targets
-    inner join windows on targets.target_id = windows.target_id
+    from windows
 ),
 
 final as (

@@ -5,16 +5,16 @@ with alerts as (
 
 final as (
     select
-        date_trunc('day', alerts.created_at at time zone 'UTC')::date as day,
         alerts.severity,
         alerts.status,
+        date_trunc('day', alerts.created_at at time zone 'UTC')::date as day,  -- noqa: RF04
         count(*) as alert_count,
         avg(date_part('epoch', alerts.acknowledged_at - alerts.created_at) / 60.0)
             as mean_minutes_to_acknowledge,
         avg(date_part('epoch', alerts.resolved_at - alerts.created_at) / 60.0)
             as mean_minutes_to_resolve
     from alerts
-    group by 1, alerts.severity, alerts.status
+    group by date_trunc('day', alerts.created_at at time zone 'UTC')::date, alerts.severity, alerts.status
 )
 
 select * from final

@@ -3,7 +3,8 @@ with equipment as (
     select * from {{ ref('stg_equipment') }}
 ),
 
-readings as (
+-- Inlined: used twice, and its filters must reach the raw table\'s index.
+readings as not materialized (
     select * from {{ ref('stg_sensor_readings') }}
 ),
 

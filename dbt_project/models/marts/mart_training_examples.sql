@@ -5,7 +5,8 @@ with features as (
     select * from {{ ref('fct_equipment_features') }}
 ),
 
-failures as (
+-- Inlined: used twice, and its filters must reach the raw table\'s index.
+failures as not materialized (
     select * from {{ ref('stg_failure_events') }}
 ),
 

@@ -8,10 +8,10 @@ final as (
     select
         equipment_id,
         ts,
-        ingested_at,
         {% for sensor in sensors() -%}
-            {{ sensor }}::double precision as {{ sensor }}{{ "," if not loop.last }}
-        {% endfor %}
+            {{ sensor }}::double precision as {{ sensor }},
+        {% endfor -%}
+        ingested_at
     from source
 )
 

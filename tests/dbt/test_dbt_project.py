@@ -1,0 +1,85 @@
+"""The dbt project as operators meet it: the flow, the CLI, a new catalog sensor, SQL style."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+from dbt_testdata import insert_equipment, insert_readings, read_table, series
+from typer.testing import CliRunner
+
+from emps import transform
+from emps.catalog import load_catalog
+from emps.migrate import migrate
+from emps.settings import PROJECT_ROOT
+
+
+def test_flow_fails_when_a_dbt_test_fails(prefect_server, writer, db):
+    """The build-features flow passes on good data and its run fails when a dbt test fails
+    (an alert for equipment missing from the registry breaks a relationship test)."""
+    from flows.transform import build_features
+
+    insert_equipment(writer, [("GEN-1", "generator", "alpha")])
+    result = build_features(select=["stg_equipment", "stg_alerts"])
+    assert set(result["models"]) == {"stg_equipment", "stg_alerts"}
+
+    writer.execute(
+        "insert into ops.alerts (equipment_id, severity, message) "
+        "values ('GEN-404', 'HIGH', 'vibration rising')"
+    )
+    state = build_features(select=["stg_equipment", "stg_alerts"], return_state=True)
+    assert state.is_failed()
+    message = str(state.result(raise_on_failure=False))
+    assert "relationships_stg_alerts_equipment_id" in message
+
+
+def test_cli_builds_docs_site_offline(writer, db):
+    """`emps dbt docs` writes one self-contained HTML page describing the feature table."""
+    from emps.cli import app
+
+    result = CliRunner().invoke(app, ["dbt", "docs"])
+    assert result.exit_code == 0, result.output
+    page = transform.dbt_paths(db)[0] / "static_index.html"
+    assert page.exists()
+    assert "fct_equipment_features" in page.read_text(encoding="utf-8")
+
+
+def test_new_catalog_sensor_gets_features_without_edits(extra_sensor_catalog, writer, db):
+    """A sensor added to the catalog (oil_quality) gets its reading and window features."""
+    catalog = load_catalog(extra_sensor_catalog)
+    settings = db.model_copy(update={"catalog_path": extra_sensor_catalog})
+    migrate(settings, catalog)
+    insert_equipment(writer, [("GEN-1", "generator", "alpha")])
+    frame = series("GEN-1", datetime(2026, 3, 1, tzinfo=UTC), periods=12)
+    insert_readings(writer, frame)
+    writer.execute("update raw.sensor_readings set oil_quality = 50")
+    try:
+        transform.build(
+            select=["+fct_equipment_features"],
+            full_refresh=True,
+            settings=settings,
+            catalog=catalog,
+        )
+        rows = read_table(db, "select * from analytics.fct_equipment_features")
+        assert len(rows) == 12
+        assert (rows["oil_quality_mean_24h"] == 50).all()
+        assert {"oil_quality_slope_6h", "oil_quality_dev_fleet"} <= set(rows.columns)
+    finally:
+        # Leave the session's feature table shaped by the default catalog for later tests.
+        transform.build(select=["+fct_equipment_features"], full_refresh=True, settings=db)
+
+
+def test_sql_passes_sqlfluff(db):
+    """Every model passes sqlfluff (postgres dialect, dbt templater, repository .sqlfluff)."""
+    env = {**os.environ, **transform.dbt_env(db)}
+    result = subprocess.run(
+        [sys.executable, "-m", "sqlfluff", "lint", "dbt_project"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
