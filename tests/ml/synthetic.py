@@ -6,10 +6,14 @@ something; healthy equipment only has noise. Used where a test needs many labell
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
+import psycopg
 
 from emps.catalog import Catalog
+from emps.db import Role, connect
 
 WINDOWS = ("1h", "6h", "24h")
 STATS = ("mean", "std", "min", "max", "slope")
@@ -94,3 +98,51 @@ def training_examples(
         frames.append(frame[~excluded])
     events = pd.DataFrame(failures, columns=["equipment_id", "failed_at", "repaired_at"])
     return pd.concat(frames, ignore_index=True), events
+
+
+def load_examples(frame: pd.DataFrame, settings, relation: str) -> None:
+    """Replace `relation` with `frame` and register its equipment in raw.equipment."""
+    schema, table = relation.split(".")
+    columns = []
+    for name, dtype in frame.dtypes.items():
+        if name in ("equipment_id", "equipment_type", "site"):
+            kind = "text"
+        elif name in ("ts", "next_failure_at"):
+            kind = "timestamptz"
+        elif pd.api.types.is_bool_dtype(dtype):
+            kind = "boolean"
+        else:
+            kind = "double precision"
+        columns.append(
+            psycopg.sql.SQL("{} {}").format(psycopg.sql.Identifier(name), psycopg.sql.SQL(kind))
+        )
+    target = psycopg.sql.Identifier(schema, table)
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, header=False, float_format="%.10g")
+    with connect(Role.OWNER, settings) as conn:
+        conn.execute(
+            psycopg.sql.SQL("create schema if not exists {}").format(psycopg.sql.Identifier(schema))
+        )
+        conn.execute(psycopg.sql.SQL("drop table if exists {}").format(target))
+        conn.execute(
+            psycopg.sql.SQL("create table {} ({})").format(
+                target, psycopg.sql.SQL(", ").join(columns)
+            )
+        )
+        conn.execute(psycopg.sql.SQL("create index on {} (equipment_id, ts)").format(target))
+        conn.execute(
+            psycopg.sql.SQL("grant usage on schema {} to emps_writer").format(
+                psycopg.sql.Identifier(schema)
+            )
+        )
+        conn.execute(psycopg.sql.SQL("grant select on {} to emps_writer").format(target))
+        with conn.cursor().copy(
+            psycopg.sql.SQL("copy {} from stdin with (format csv)").format(target)
+        ) as copy:
+            copy.write(buffer.getvalue())
+        equipment = frame.drop_duplicates("equipment_id")
+        conn.cursor().executemany(
+            "insert into raw.equipment (equipment_id, equipment_type, site) values (%s, %s, %s) "
+            "on conflict do nothing",
+            list(equipment[["equipment_id", "equipment_type", "site"]].itertuples(index=False)),
+        )

@@ -1,0 +1,183 @@
+"""Scoring: predictions written with the domain's severity and health, alias moves, registry outages."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import pandas as pd
+import pytest
+import synthetic
+
+from emps.db import Role, connect
+from emps.domain import health_score_for, severity_for
+from ml import predict, registry
+from ml.train import train_and_register
+
+
+def champion_version(settings, examples, failures) -> str:
+    version = train_and_register(settings, examples, failures).version
+    registry.run_gate(version, "tester", settings, examples, failures)
+    return version
+
+
+def stored_predictions(settings) -> pd.DataFrame:
+    with connect(Role.OWNER, settings) as conn:
+        rows = conn.execute(
+            "select id, equipment_id, ts, failure_probability, health_score, severity, "
+            "days_until_failure, model_version, explanation from ops.predictions order by id"
+        ).fetchall()
+    columns = [
+        "id",
+        "equipment_id",
+        "ts",
+        "failure_probability",
+        "health_score",
+        "severity",
+        "days_until_failure",
+        "model_version",
+        "explanation",
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_scoring_writes_one_prediction_per_equipment_with_domain_rules(ml_settings, examples_in_db):
+    """Each equipment's latest row gets a prediction whose severity and health follow DESIGN.md."""
+    examples, failures = examples_in_db
+    version = champion_version(ml_settings, examples, failures)
+    report = predict.score_equipment(ml_settings, emit_events=False)
+    stored = stored_predictions(ml_settings)
+    latest = examples.groupby("equipment_id")["ts"].max()
+    assert report.model_version == version and report.scored == len(latest) == len(stored)
+    assert dict(zip(stored["equipment_id"], stored["ts"], strict=True)) == latest.to_dict()
+    for row in stored.itertuples():
+        assert row.severity == severity_for(row.failure_probability, ml_settings).value
+        assert row.health_score == health_score_for(row.failure_probability)
+        assert row.model_version == version
+        assert pd.isna(row.days_until_failure) == (
+            row.failure_probability < ml_settings.severity_medium
+        )
+        assert row.explanation[0]["label"] and "contribution" in row.explanation[0]
+    again = predict.score_equipment(ml_settings, emit_events=False)
+    assert again.scored == 0
+
+
+def test_moving_the_alias_changes_the_model_of_the_next_run(ml_settings, examples_in_db):
+    """An ML engineer moving `champion` in MLflow switches scoring at once and the move is recorded."""
+    examples, failures = examples_in_db
+    first = champion_version(ml_settings, examples, failures)
+    second = train_and_register(ml_settings, examples, failures).version
+    assert predict.score_equipment(ml_settings, emit_events=False).model_version == first
+    registry.client(ml_settings).set_registered_model_alias(
+        ml_settings.model_name, registry.CHAMPION, second
+    )
+    report = predict.score_equipment(ml_settings, only_unscored=False, emit_events=False)
+    assert report.model_version == second and report.champion_moved_in_ui
+    assert set(stored_predictions(ml_settings)["model_version"]) == {first, second}
+    with connect(Role.OWNER, ml_settings) as conn:
+        last = conn.execute(
+            "select from_version, to_version, promoted_by from ops.model_promotions "
+            "order by id desc limit 1"
+        ).fetchone()
+    assert last == (first, second, "mlflow-ui")
+
+
+def test_registry_outage_keeps_scoring_with_the_cached_champion(ml_settings, examples_in_db):
+    """With the registry unreachable, scoring goes on with the champion it had, and says so."""
+    examples, failures = examples_in_db
+    version = champion_version(ml_settings, examples, failures)
+    predict.score_equipment(ml_settings, emit_events=False)
+    down = ml_settings.model_copy(update={"mlflow_tracking_uri": f"http://127.0.0.1:{free_port()}"})
+    report = predict.score_equipment(down, only_unscored=False, emit_events=False)
+    assert report.registry_unreachable and report.model_version == version
+    assert report.scored == examples["equipment_id"].nunique()
+    predict.forget_cached_models()
+    with pytest.raises(predict.RegistryUnavailable, match="cannot be reached"):
+        predict.score_equipment(down, emit_events=False)
+
+
+def test_no_champion_fails_with_what_to_do(ml_settings, examples_in_db):
+    """Without any promoted model, scoring stops and tells the user how to get one."""
+    with pytest.raises(predict.NoChampion, match="emps model train"):
+        predict.score_equipment(ml_settings, emit_events=False)
+
+
+def test_what_if_prediction_reacts_to_the_readings(ml_settings, examples_in_db):
+    """The dashboard's what-if: pushing a drifting sensor's features up raises the risk."""
+    examples, failures = examples_in_db
+    champion_version(ml_settings, examples, failures)
+    healthy = examples[~examples["fails_within_horizon"]]
+    equipment = "EQ-0006"  # fails, and its drifting sensor is vibration (6 % 5 sensors = 1)
+    worst = examples[examples["equipment_id"] == equipment]
+    worst = worst[worst["days_until_failure"] < 0.5]
+    assert len(worst) and len(healthy)
+    base = predict.predict_equipment(equipment, settings=ml_settings)
+    drifting = [c for c in worst.columns if c.startswith("vibration")]
+    what_if = predict.predict_equipment(
+        equipment, {c: float(worst[c].iloc[-1]) for c in drifting}, ml_settings
+    )
+    assert what_if["failure_probability"] > base["failure_probability"]
+    with pytest.raises(ValueError, match="not features"):
+        predict.predict_equipment(equipment, {"site": 1.0}, ml_settings)
+    with pytest.raises(LookupError, match="no feature rows"):
+        predict.predict_equipment("EQ-9999", settings=ml_settings)
+
+
+def test_flow_emits_events_for_high_and_critical_predictions(
+    prefect_server, ml_env, examples_in_db
+):
+    """The score-equipment flow emits emps.prediction.high/critical with the contract's payload."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    from flows.score import score_equipment
+
+    examples, failures = examples_in_db
+    champion_version(ml_env, examples, failures)
+    # Make sure some equipment is failing now: its latest row is one from just before a failure.
+    failing = examples[examples["days_until_failure"] < 0.5].groupby("equipment_id").tail(1)
+    failing = failing.assign(ts=examples["ts"].max() + pd.Timedelta(hours=1))
+    recent = examples[examples["ts"] > examples["ts"].max() - pd.Timedelta(days=1)]
+    synthetic.load_examples(
+        pd.concat([recent, failing], ignore_index=True), ml_env, ml_env.ml_features_relation
+    )
+    summary = score_equipment()
+    stored = stored_predictions(ml_env)
+    alerting = stored[stored["severity"].isin(["HIGH", "CRITICAL"])]
+    assert summary["scored"] == len(stored) and summary["events"] == len(alerting) > 0
+
+    async def read() -> list:
+        async with get_client() as client:
+            page = await client.read_events(
+                filter=EventFilter(event=EventNameFilter(prefix=["emps.prediction."])), limit=50
+            )
+            return page.events
+
+    events = []
+    deadline = time.monotonic() + 60  # events reach the server asynchronously
+    while len(events) < len(alerting) and time.monotonic() < deadline:
+        time.sleep(1)
+        events = [e for e in asyncio.run(read()) if e.payload.get("model_version")]
+        events = [e for e in events if e.payload["prediction_id"] in set(alerting["id"])]
+    assert len(events) == len(alerting)
+    row = alerting.iloc[0]
+    event = next(e for e in events if e.payload["prediction_id"] == row["id"])
+    assert event.event == f"emps.prediction.{row['severity'].lower()}"
+    assert event.resource.id == f"equipment.{row['equipment_id']}"
+    assert set(event.payload) == {
+        "prediction_id",
+        "prediction_ts",
+        "equipment_id",
+        "failure_probability",
+        "severity",
+        "days_until_failure",
+        "model_version",
+    }
+    assert pd.Timestamp(event.payload["prediction_ts"]) == row["ts"]
