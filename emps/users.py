@@ -14,7 +14,7 @@ from enum import StrEnum
 import bcrypt
 import psycopg
 
-from emps.db import READER_ROLE, Role, _with_user, database_url
+from emps.db import Role, _with_user, database_url
 from emps.settings import Settings, get_settings
 
 OPERATOR_ROLE = "emps_operator"
@@ -23,6 +23,7 @@ MIN_PASSWORD_LENGTH = 10
 FIRST_ADMIN = "admin"
 # bcrypt reads only the first 72 bytes; longer passwords would silently share a prefix.
 MAX_PASSWORD_BYTES = 72
+_DUMMY_HASH = "$2b$12$7Qoy6ig8TOvSsYx9qSH4T.dDrpGuxtNvrdiCOJf0tPrYJaESm7GcS"  # of a throwaway value
 
 
 class UserRole(StrEnum):
@@ -61,10 +62,8 @@ def operator_url(settings: Settings | None = None) -> str:
     settings = settings or get_settings()
     if settings.operator_url is not None:
         return settings.operator_url.get_secret_value()
-    reader = database_url(Role.READER, settings)
-    if settings.embedded or READER_ROLE in reader:
-        return _with_user(reader, OPERATOR_ROLE)
-    return _with_user(database_url(Role.OWNER, settings), OPERATOR_ROLE)
+    # Same server as the dashboard's reads; its password comes from PGPASSWORD / .pgpass.
+    return _with_user(database_url(Role.READER, settings), OPERATOR_ROLE)
 
 
 def connect_operator(settings: Settings | None = None) -> psycopg.Connection:
@@ -114,12 +113,12 @@ def authenticate(username: str, password: str, settings: Settings | None = None)
             "from ops.user_credentials(%s)",
             (username,),
         ).fetchone()
-        ok = bool(
-            row
-            and row[4]
-            and len(password.encode()) <= MAX_PASSWORD_BYTES
-            and bcrypt.checkpw(password.encode(), row[3].encode())
+        # Check a hash even for unknown users, so timing does not tell which names exist.
+        stored = row[3] if row else _DUMMY_HASH
+        matches = len(password.encode()) <= MAX_PASSWORD_BYTES and bcrypt.checkpw(
+            password.encode(), stored.encode()
         )
+        ok = bool(row and row[4] and matches)
         if row is not None:
             conn.execute("select ops.record_sign_in(%s, %s)", (username, ok))
     if not ok:

@@ -46,7 +46,11 @@ with st.form("save_user"):
         )
 
 st.subheader("Thresholds")
-st.caption("Severity bands of failure probability, and when equipment counts as silent.")
+st.caption(
+    "Severity bands of failure probability and when equipment counts as silent, as the dashboard "
+    "draws and counts them. The scoring flow still bands predictions with EMPS_SEVERITY_* "
+    "settings; keep the two in step."
+)
 current = queries.thresholds_table()
 with st.form("thresholds"):
     values = {}
