@@ -10,6 +10,7 @@ back.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +26,8 @@ from emps.catalog import Catalog
 from emps.ingest.landing import ClaimedFile
 from emps.ingest.parse import PROBLEM, ROW
 
+# Look up existing keys only over a narrow time window; wider batches (history) use staging.
+MAX_PROBE_SPAN = pd.Timedelta(days=2)
 LOAD_LOCK_KEY = 7_410_553  # pg_advisory_xact_lock: one ingest load commits at a time
 FINISHED = ("loaded", "partial", "duplicate", "quarantined")
 STAGE = "ingest_stage"
@@ -147,6 +150,9 @@ class LoadGroup:
         self.conn = conn
         self.sensors = catalog.sensor_names
         self.columns = ["equipment_id", "ts", "ingest_file_id", ROW, *self.sensors]
+        self.direct_ok = True
+        self.direct_offered: Counter[int] = Counter()
+        self.direct_inserted: Counter[int] = Counter()
         conn.execute(sql.SQL("select pg_advisory_xact_lock({})").format(LOAD_LOCK_KEY))
         conn.execute(
             sql.SQL(
@@ -154,6 +160,81 @@ class LoadGroup:
                 "row_number integer) on commit drop"
             ).format(sql.Identifier(STAGE))
         )
+
+    def copy_direct(self, candidates: pd.DataFrame) -> tuple[pd.Series, pd.Series] | None:
+        """COPY rows straight into raw.sensor_readings (inside this transaction), skipping keys
+        that already exist or repeat earlier in the batch; the same work as a plain COPY.
+
+        Returns masks over `candidates`: (inserted, already stored), or None when this batch
+        must go through staging instead (look-up too wide, or a key appeared meanwhile).
+        Rows validation rejects afterwards are taken out again with `retract`.
+        """
+        if candidates.empty or not self.direct_ok:
+            return None
+        low, high = candidates["ts"].min(), candidates["ts"].max()
+        if high - low > MAX_PROBE_SPAN:
+            return None
+        existing = self.conn.execute(
+            "select equipment_id, ts from raw.sensor_readings "
+            "where equipment_id = any(%s) and ts between %s and %s",
+            (
+                candidates["equipment_id"].unique().tolist(),
+                low.to_pydatetime(),
+                high.to_pydatetime(),
+            ),
+        ).fetchall()
+        keys = pd.MultiIndex.from_arrays([candidates["equipment_id"], candidates["ts"]])
+        stored = np.zeros(len(candidates), dtype=bool)
+        if existing:
+            found = pd.MultiIndex.from_arrays(
+                [
+                    [row[0] for row in existing],
+                    pd.to_datetime([row[1] for row in existing], utc=True).as_unit(
+                        candidates["ts"].dt.unit
+                    ),
+                ]
+            )
+            stored = keys.isin(found)
+        inserted = ~stored & ~keys.duplicated()
+        fresh = candidates[inserted]
+        target = sql.SQL(", ").join(
+            map(sql.Identifier, ["equipment_id", "ts", "ingest_file_id", *self.sensors])
+        )
+        try:
+            with (
+                self.conn.transaction(),
+                self.conn.cursor() as cur,
+                cur.copy(
+                    sql.SQL("copy raw.sensor_readings ({}) from stdin (format binary)").format(
+                        target
+                    )
+                ) as copy,
+            ):
+                copy.write(BINARY_HEADER)
+                copy.write(encode_binary(fresh, self.sensors, with_row_number=False))
+                copy.write(BINARY_TRAILER)
+        except psycopg.errors.UniqueViolation:
+            # Someone else (e.g. a backfill) wrote one of these keys since the look-up.
+            self.direct_ok = False
+            return None
+        index = candidates.index
+        return pd.Series(inserted, index=index), pd.Series(stored, index=index)
+
+    def retract(self, rows: pd.DataFrame) -> None:
+        """Delete rows `copy_direct` inserted in this transaction that validation rejected."""
+        if rows.empty:
+            return
+        self.conn.execute(
+            "delete from raw.sensor_readings r "
+            "using unnest(%s::text[], %s::timestamptz[]) as k(equipment_id, ts) "
+            "where r.equipment_id = k.equipment_id and r.ts = k.ts",
+            (rows["equipment_id"].tolist(), [t.to_pydatetime() for t in rows["ts"]]),
+        )
+
+    def count_direct(self, offered: pd.DataFrame, inserted: pd.DataFrame) -> None:
+        """Per-file counts of direct rows: offered (inserted + already stored) and inserted."""
+        self.direct_offered.update(offered["ingest_file_id"].value_counts().to_dict())
+        self.direct_inserted.update(inserted["ingest_file_id"].value_counts().to_dict())
 
     def stage(self, good: pd.DataFrame) -> None:
         if good.empty:
@@ -209,7 +290,11 @@ class LoadGroup:
             from staged_per_file s left join inserted_per_file i using (ingest_file_id)
             """
         ).format(target=target, stage=sql.Identifier(STAGE))
-        return {row[0]: (row[1], row[2]) for row in self.conn.execute(query)}
+        counts = {row[0]: (row[1], row[2]) for row in self.conn.execute(query)}
+        for file_id, offered in self.direct_offered.items():
+            staged, inserted = counts.get(file_id, (0, 0))
+            counts[file_id] = (staged + offered, inserted + self.direct_inserted[file_id])
+        return counts
 
     def finish_files(self, outcomes: list[dict[str, Any]]) -> None:
         """Write each file's final status and counts to the ledger (same transaction)."""
@@ -247,8 +332,8 @@ BINARY_TRAILER = b"\xff\xff"
 PG_EPOCH_US = 946_684_800 * 1_000_000  # 2000-01-01 in Unix microseconds
 
 
-def encode_binary(frame: pd.DataFrame, sensors: list[str]) -> bytes:
-    """Rows (equipment_id, ts, ingest_file_id, row_number, sensors...) in PostgreSQL's binary
+def encode_binary(frame: pd.DataFrame, sensors: list[str], with_row_number: bool = True) -> bytes:
+    """Rows (equipment_id, ts, ingest_file_id, [row_number,] sensors...) in PostgreSQL's binary
     COPY format, built with numpy: formatting 100K rows as CSV text costs more than the load."""
     n = len(frame)
     codes, uniques = pd.factorize(frame["equipment_id"])
@@ -263,8 +348,9 @@ def encode_binary(frame: pd.DataFrame, sensors: list[str]) -> bytes:
     ) - PG_EPOCH_US
     values = frame[sensors].to_numpy(dtype=np.float64, na_value=np.nan)
     null = np.isnan(values)
-    # field count | id: 4 + len | ts: 4 + 8 | file id: 4 + 8 | row number: 4 + 4 | sensors
-    row_size = 2 + 4 + id_len + 12 + 12 + 8 + np.where(null, 4, 12).sum(axis=1)
+    # field count | id: 4 + len | ts: 4 + 8 | file id: 4 + 8 | [row number: 4 + 4] | sensors
+    row_number_size = 8 if with_row_number else 0
+    row_size = 2 + 4 + id_len + 12 + 12 + row_number_size + np.where(null, 4, 12).sum(axis=1)
     starts = np.zeros(n, dtype=np.int64)
     np.cumsum(row_size[:-1], out=starts[1:])
     buf = np.empty(int(row_size.sum()), dtype=np.uint8)
@@ -277,7 +363,7 @@ def encode_binary(frame: pd.DataFrame, sensors: list[str]) -> bytes:
         width = np.dtype(dtype).itemsize
         return np.ascontiguousarray(array.astype(dtype)).view(np.uint8).reshape(len(array), width)
 
-    put(starts, be(np.full(n, 4 + len(sensors)), ">i2"))
+    put(starts, be(np.full(n, 3 + with_row_number + len(sensors)), ">i2"))
     put(starts + 2, be(id_len, ">i4"))
     for length in np.unique(id_len):
         rows = id_len == length
@@ -289,9 +375,10 @@ def encode_binary(frame: pd.DataFrame, sensors: list[str]) -> bytes:
     put(pos, be(np.full(n, 8), ">i4"))
     put(pos + 4, be(frame["ingest_file_id"].to_numpy(), ">i8"))
     pos = pos + 12
-    put(pos, be(np.full(n, 4), ">i4"))
-    put(pos + 4, be(frame[ROW].to_numpy(), ">i4"))
-    pos = pos + 8
+    if with_row_number:
+        put(pos, be(np.full(n, 4), ">i4"))
+        put(pos + 4, be(frame[ROW].to_numpy(), ">i4"))
+        pos = pos + 8
     for col in range(values.shape[1]):
         missing = null[:, col]
         put(pos, be(np.where(missing, -1, 8), ">i4"))
