@@ -22,6 +22,12 @@ def record_alert(payload: dict[str, Any]) -> rules.AlertOutcome:
     return rules.process_prediction(payload, get_settings())
 
 
+@task(name="catch-up-predictions", cache_policy=NONE, retries=2, retry_delay_seconds=[2, 10])
+def catch_up() -> list[rules.AlertOutcome]:
+    """Handle HIGH/CRITICAL predictions whose own event run was lost or has not started yet."""
+    return rules.process_pending(get_settings())
+
+
 @task(name="deliver-notifications", cache_policy=NONE)
 def deliver_notifications(alert_ids: list[int] | None = None, limit: int = 500) -> dict:
     """Send due outbox rows. No task retries: failed rows are retried by the outbox's backoff."""
@@ -70,10 +76,14 @@ def process_prediction_alerts(payload: dict[str, Any], event_id: str | None = No
         outcome.alert_id,
         outcome.action,
     )
-    sent = None
-    if outcome.notifications and outcome.alert_id is not None:
-        sent = deliver_notifications([outcome.alert_id])
-    return {**asdict(outcome), "delivery": sent}
+    # Whichever run starts first also handles the predictions still waiting for theirs, so a
+    # burst of events (each run a new process) or a lost event does not delay an alert.
+    caught_up = catch_up()
+    to_send = sorted(
+        {o.alert_id for o in [outcome, *caught_up] if o.notifications and o.alert_id is not None}
+    )
+    sent = deliver_notifications(to_send) if to_send else None
+    return {**asdict(outcome), "caught_up": len(caught_up), "delivery": sent}
 
 
 @flow(name="send-notifications")
@@ -88,11 +98,22 @@ def send_notifications(limit: int = 500) -> dict:
 
 @flow(name="check-critical-alerts")
 def check_critical_alerts() -> dict:
-    """Every 5 minutes: escalate CRITICAL alerts nobody acknowledged, auto-resolve, deliver."""
+    """Every 5 minutes: handle predictions whose event was lost, escalate CRITICAL alerts nobody
+    acknowledged, auto-resolve, deliver."""
+    caught_up = catch_up()
     escalated = escalate()
     resolved = auto_resolve()
-    delivery = deliver_notifications(escalated.escalated) if escalated.notifications else None
-    return {"escalated": escalated.escalated, "resolved": resolved, "delivery": delivery}
+    to_send = sorted(
+        {o.alert_id for o in caught_up if o.notifications and o.alert_id is not None}
+        | set(escalated.escalated)
+    )
+    delivery = deliver_notifications(to_send) if to_send else None
+    return {
+        "caught_up": len(caught_up),
+        "escalated": escalated.escalated,
+        "resolved": resolved,
+        "delivery": delivery,
+    }
 
 
 @flow(name="send-daily-maintenance-report")

@@ -33,6 +33,9 @@ def cleanup(settings: Settings | None = None, now: datetime | None = None) -> Re
             (alert_cutoff,),
         ).rowcount
         conn.execute(
+            "delete from ops.alert_prediction_log where processed_at < %s", (alert_cutoff,)
+        )
+        conn.execute(
             "insert into ops.audit_log (actor, action, target_type, details)"
             " values ('emps-retention', 'alert.cleanup', 'alert',"
             " jsonb_build_object('deleted', %s::int, 'resolved_before', %s::timestamptz))",

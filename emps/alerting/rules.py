@@ -126,124 +126,178 @@ def process_prediction(
         conn.row_factory = dict_row
         # Serialise runs for the same equipment so two events cannot race past the checks below.
         conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (signal.equipment_id,))
-        prediction = conn.execute(
-            "select explanation from ops.predictions where id = %s and ts = %s",
-            (signal.prediction_id, signal.prediction_ts),
-        ).fetchone()
-        if prediction is None:
-            raise LookupError(
-                f"prediction {signal.prediction_id} of {signal.equipment_id} at "
-                f"{signal.prediction_ts.isoformat()} is not in ops.predictions"
-            )
         seen = conn.execute(
-            "select id from ops.alerts where prediction_id = %s and prediction_ts = %s",
+            "select alert_id from ops.alert_prediction_log"
+            " where prediction_id = %s and prediction_ts = %s",
             (signal.prediction_id, signal.prediction_ts),
         ).fetchone()
         if seen:
-            return AlertOutcome("duplicate", seen["id"])
-        explanation = list(prediction["explanation"] or [])
-        registered = _equipment(conn, signal.equipment_id)
-        equipment_type, site = registered or ("unregistered", "unknown")
-        message = _message(signal, explanation)
+            return AlertOutcome("duplicate", seen["alert_id"])
+        outcome = _apply_prediction(conn, signal, settings, recipients, now)
+        conn.execute(
+            "insert into ops.alert_prediction_log"
+            " (prediction_id, prediction_ts, equipment_id, alert_id, action)"
+            " values (%s, %s, %s, %s, %s)",
+            (
+                signal.prediction_id,
+                signal.prediction_ts,
+                signal.equipment_id,
+                outcome.alert_id,
+                outcome.action,
+            ),
+        )
+        return outcome
+
+
+def _apply_prediction(
+    conn: psycopg.Connection,
+    signal: PredictionSignal,
+    settings: Settings,
+    recipients: RecipientsConfig,
+    now: datetime,
+) -> AlertOutcome:
+    """The rules themselves, inside the caller's transaction and per-equipment lock."""
+    prediction = conn.execute(
+        "select explanation from ops.predictions where id = %s and ts = %s",
+        (signal.prediction_id, signal.prediction_ts),
+    ).fetchone()
+    if prediction is None:
+        raise LookupError(
+            f"prediction {signal.prediction_id} of {signal.equipment_id} at "
+            f"{signal.prediction_ts.isoformat()} is not in ops.predictions"
+        )
+    explanation = list(prediction["explanation"] or [])
+    registered = _equipment(conn, signal.equipment_id)
+    equipment_type, site = registered or ("unregistered", "unknown")
+    message = _message(signal, explanation)
+    alert = conn.execute(
+        "select * from ops.alerts where equipment_id = %s"
+        " and coalesce(failure_mode, '') = coalesce(%s, '') and status <> 'resolved'"
+        " for update",
+        (signal.equipment_id, signal.failure_mode),
+    ).fetchone()
+
+    if alert is None:
         alert = conn.execute(
-            "select * from ops.alerts where equipment_id = %s"
-            " and coalesce(failure_mode, '') = coalesce(%s, '') and status <> 'resolved'"
-            " for update",
-            (signal.equipment_id, signal.failure_mode),
+            """
+            insert into ops.alerts (equipment_id, prediction_id, prediction_ts, severity,
+                failure_mode, message, created_at, updated_at, last_notified_at)
+            values (%s, %s, %s, %s, %s, %s, %s, %s, %s) returning *
+            """,
+            (
+                signal.equipment_id,
+                signal.prediction_id,
+                signal.prediction_ts,
+                signal.severity.value,
+                signal.failure_mode,
+                message,
+                now,
+                now,
+                now,
+            ),
         ).fetchone()
-
-        if alert is None:
-            alert = conn.execute(
-                """
-                insert into ops.alerts (equipment_id, prediction_id, prediction_ts, severity,
-                    failure_mode, message, created_at, updated_at, last_notified_at)
-                values (%s, %s, %s, %s, %s, %s, %s, %s, %s) returning *
-                """,
-                (
-                    signal.equipment_id,
-                    signal.prediction_id,
-                    signal.prediction_ts,
-                    signal.severity.value,
-                    signal.failure_mode,
-                    message,
-                    now,
-                    now,
-                    now,
-                ),
-            ).fetchone()
-            _audit(conn, "alert.open", alert["id"], {"severity": signal.severity.value})
-            action, event = "opened", "alert.opened"
-        elif Severity(alert["severity"]).rank < signal.severity.rank:
-            alert = conn.execute(
-                """
-                update ops.alerts set severity = %s, message = %s, prediction_id = %s,
-                    prediction_ts = %s, updated_at = %s, last_notified_at = %s
-                where id = %s returning *
-                """,
-                (
-                    signal.severity.value,
-                    message,
-                    signal.prediction_id,
-                    signal.prediction_ts,
-                    now,
-                    now,
-                    alert["id"],
-                ),
-            ).fetchone()
-            _audit(
-                conn,
-                "alert.escalate_severity",
+        _audit(conn, "alert.open", alert["id"], {"severity": signal.severity.value})
+        action, event = "opened", "alert.opened"
+    elif Severity(alert["severity"]).rank < signal.severity.rank:
+        alert = conn.execute(
+            """
+            update ops.alerts set severity = %s, message = %s, prediction_id = %s,
+                prediction_ts = %s, updated_at = %s, last_notified_at = %s
+            where id = %s returning *
+            """,
+            (
+                signal.severity.value,
+                message,
+                signal.prediction_id,
+                signal.prediction_ts,
+                now,
+                now,
                 alert["id"],
-                {"severity": signal.severity.value},
+            ),
+        ).fetchone()
+        _audit(
+            conn,
+            "alert.escalate_severity",
+            alert["id"],
+            {"severity": signal.severity.value},
+        )
+        action, event = "escalated", "alert.escalated"
+    else:
+        # Same or lower severity: keep the alert current, tell nobody again.
+        if alert["prediction_ts"] is None or alert["prediction_ts"] <= signal.prediction_ts:
+            conn.execute(
+                "update ops.alerts set prediction_id = %s, prediction_ts = %s, updated_at = %s"
+                " where id = %s",
+                (signal.prediction_id, signal.prediction_ts, now, alert["id"]),
             )
-            action, event = "escalated", "alert.escalated"
-        else:
-            # Same or lower severity: keep the alert current, tell nobody again.
-            if alert["prediction_ts"] is None or alert["prediction_ts"] <= signal.prediction_ts:
-                conn.execute(
-                    "update ops.alerts set prediction_id = %s, prediction_ts = %s, updated_at = %s"
-                    " where id = %s",
-                    (signal.prediction_id, signal.prediction_ts, now, alert["id"]),
-                )
-            return AlertOutcome("updated", alert["id"])
+        return AlertOutcome("updated", alert["id"])
 
-        # A task needs a registered equipment; an unregistered one still alerts (site "unknown"
-        # reaches the crews covering every site) so the registry gap gets noticed.
-        task_id = None
-        if registered:
-            task_id, _ = ensure_task_for_alert(
-                conn,
-                alert_id=alert["id"],
-                equipment_id=signal.equipment_id,
-                severity=signal.severity.value,
-                failure_probability=signal.failure_probability,
-                days_until_failure=signal.days_until_failure,
-                now=now,
-                settings=settings,
-            )
-        notice = AlertNotice(
+    # A task needs a registered equipment; an unregistered one still alerts (site "unknown"
+    # reaches the crews covering every site) so the registry gap gets noticed.
+    task_id = None
+    if registered:
+        task_id, _ = ensure_task_for_alert(
+            conn,
             alert_id=alert["id"],
             equipment_id=signal.equipment_id,
-            equipment_type=equipment_type,
-            site=site,
             severity=signal.severity.value,
             failure_probability=signal.failure_probability,
             days_until_failure=signal.days_until_failure,
-            message=message,
-            event=event,
-            escalation_level=alert["escalation_level"],
-            top_sensors=explanation,
-            task=_task_line(conn, task_id),
+            now=now,
+            settings=settings,
         )
-        written = enqueue_alert_notifications(
-            conn,
-            notice,
-            recipients.for_alert(site, alert["escalation_level"]),
-            now,
-            settings,
-            key_suffix=f"/{signal.severity.value}",
-        )
-        return AlertOutcome(action, alert["id"], task_id, written)
+    notice = AlertNotice(
+        alert_id=alert["id"],
+        equipment_id=signal.equipment_id,
+        equipment_type=equipment_type,
+        site=site,
+        severity=signal.severity.value,
+        failure_probability=signal.failure_probability,
+        days_until_failure=signal.days_until_failure,
+        message=message,
+        event=event,
+        escalation_level=alert["escalation_level"],
+        top_sensors=explanation,
+        task=_task_line(conn, task_id),
+    )
+    written = enqueue_alert_notifications(
+        conn,
+        notice,
+        recipients.for_alert(site, alert["escalation_level"]),
+        now,
+        settings,
+        key_suffix=f"/{signal.severity.value}",
+    )
+    return AlertOutcome(action, alert["id"], task_id, written)
+
+
+def process_pending(
+    settings: Settings | None = None,
+    recipients: RecipientsConfig | None = None,
+    lookback: timedelta = timedelta(hours=6),
+    limit: int = 1000,
+) -> list[AlertOutcome]:
+    """Handle HIGH/CRITICAL predictions of the last `lookback` that no alert run has handled:
+    their event was lost (the server refused the triggered run) or their own run has not
+    started yet. Oldest first, so a HIGH then CRITICAL sequence escalates as it happened."""
+    settings = settings or get_settings()
+    recipients = recipients or load_recipients(settings=settings)
+    with connect(Role.WRITER, settings) as conn:
+        conn.row_factory = dict_row
+        pending = conn.execute(
+            """
+            select p.id as prediction_id, p.ts as prediction_ts, p.equipment_id,
+                   p.failure_probability, p.severity, p.days_until_failure, p.model_version
+            from ops.predictions p
+            where p.severity in ('HIGH', 'CRITICAL') and p.predicted_at > now() - %s
+              and not exists (select 1 from ops.alert_prediction_log l
+                              where l.prediction_id = p.id and l.prediction_ts = p.ts)
+            order by p.ts, p.id
+            limit %s
+            """,
+            (lookback, limit),
+        ).fetchall()
+    return [process_prediction(dict(row), settings, recipients) for row in pending]
 
 
 def _task_line(conn, task_id: int | None) -> str | None:

@@ -11,6 +11,7 @@ from emps.alerting.rules import (
     PredictionSignal,
     auto_resolve,
     escalate_unacknowledged,
+    process_pending,
     process_prediction,
 )
 from emps.db import Role, connect
@@ -161,3 +162,22 @@ def test_event_payload_errors_name_the_field():
         PredictionSignal.from_payload({**base, "prediction_id": None})
     with pytest.raises(ValueError, match="no time zone offset"):
         PredictionSignal.from_payload({**base, "prediction_ts": "2026-11-27T17:00:00"})
+
+
+def test_prediction_whose_event_was_lost_is_picked_up_by_the_next_run(alert_settings, crew):
+    """A HIGH then a CRITICAL prediction whose events never arrived are handled, in order, by
+    the next sweep; their late events then change nothing."""
+    add_equipment(alert_settings, "GEN-0008")
+    t0 = datetime.now(UTC) - timedelta(minutes=5)
+    high = write_prediction(alert_settings, "GEN-0008", 0.7, "HIGH", ts=t0)
+    critical = write_prediction(
+        alert_settings, "GEN-0008", 0.9, "CRITICAL", ts=t0 + timedelta(minutes=1)
+    )
+    outcomes = process_pending(alert_settings, crew)
+    assert [o.action for o in outcomes] == ["opened", "escalated"]
+    assert process_pending(alert_settings, crew) == []
+    assert process_prediction(high, alert_settings, crew).action == "duplicate"
+    assert process_prediction(critical, alert_settings, crew).action == "duplicate"
+    assert _rows(alert_settings, "select count(*), max(severity) from ops.alerts") == [
+        (1, "CRITICAL")
+    ]
