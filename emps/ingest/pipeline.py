@@ -194,9 +194,13 @@ class Ingestor:
         try:
             work = self._recover(conn, report)
             work += self._claim_new(conn, names, max(limit - len(work), 0))
-            work = self._drop_duplicates(conn, work, report)
-            for group in self._groups(work):
-                conn = self._load_with_retry(conn, group, report)
+            # A repeat of a file claimed in this same run waits until the first copy is done:
+            # it is a duplicate only if that copy actually loaded.
+            while work:
+                work, deferred = self._drop_duplicates(conn, work, report)
+                for group in self._groups(work):
+                    conn = self._load_with_retry(conn, group, report)
+                work = deferred
         finally:
             conn.close()
         self._prune_results()
@@ -319,18 +323,23 @@ class Ingestor:
 
     def _drop_duplicates(
         self, conn: psycopg.Connection, work: list[zone.ClaimedFile], report: IngestReport
-    ) -> list[zone.ClaimedFile]:
-        """Files whose exact content was loaded before (or earlier in this run) are not loaded."""
+    ) -> tuple[list[zone.ClaimedFile], list[zone.ClaimedFile]]:
+        """Files whose exact content was loaded before are not loaded: (to load, repeats of a
+        file earlier in this batch, to look at again once that one is done)."""
         if not work:
-            return work
+            return work, []
         first = load.loaded_hashes(conn, sorted({f.sha256 for f in work}))
         duplicates: dict[int, int] = {}
-        keep = []
+        keep: list[zone.ClaimedFile] = []
+        deferred: list[zone.ClaimedFile] = []
+        in_batch: set[str] = set()
         for claimed in work:
             if claimed.sha256 in first and first[claimed.sha256] != claimed.ledger_id:
                 duplicates[claimed.ledger_id] = first[claimed.sha256]
+            elif claimed.sha256 in in_batch:
+                deferred.append(claimed)
             else:
-                first.setdefault(claimed.sha256, claimed.ledger_id)
+                in_batch.add(claimed.sha256)
                 keep.append(claimed)
         load.mark_duplicates(conn, duplicates)
         for claimed in work:
@@ -346,7 +355,7 @@ class Ingestor:
                         error=f"same content as ingest file {duplicates[claimed.ledger_id]}",
                     ),
                 )
-        return keep
+        return keep, deferred
 
     def _groups(self, work: list[zone.ClaimedFile]) -> Iterator[list[zone.ClaimedFile]]:
         group: list[zone.ClaimedFile] = []

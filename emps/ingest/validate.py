@@ -236,13 +236,18 @@ def _parse_timestamps(text: pd.Series, naive_as_utc: bool) -> tuple[pd.Series, p
         if not naive_as_utc:
             naive = ~candidates.str.contains(OFFSET_AT_END, regex=True)
             if naive.any():
-                problem[naive[naive].index] = (
+                # Only a valid date and time lacks just the offset; garbage is reported below.
+                readable = pd.to_datetime(
+                    candidates[naive], format="ISO8601", utc=True, errors="coerce"
+                ).notna()
+                offsetless = readable[readable].index
+                problem[offsetless] = (
                     "timestamp "
-                    + _quoted(candidates[naive])
+                    + _quoted(candidates[offsetless])
                     + " has no UTC offset (add +00:00 or Z, or set "
                     "EMPS_INGEST_NAIVE_TIMESTAMPS_UTC=true)"
                 )
-                candidates = candidates[~naive]
+                candidates = candidates.drop(index=offsetless)
         parsed = pd.to_datetime(candidates, format="ISO8601", utc=True, errors="coerce")
         ts[parsed.index] = parsed
         unparsed = parsed.isna()

@@ -343,3 +343,24 @@ def test_many_small_files_are_validated_as_one_batch(
     report = ingest_landing(ingest_db.model_copy(update={"ingest_keep_validations": 10_000}))
     assert report.total("rows_loaded") == 300
     assert len(list(results.glob("*.json"))) == before + 1
+
+
+def test_garbage_timestamps_are_named_as_such(drops: Drops, landing: Landing, ingest_db, query):
+    """A timestamp that is not a date at all is reported as unreadable, not as a missing offset."""
+    drops.csv(
+        "garbage.csv", [reading(timestamp="2026-13-45T25:61:00"), reading(timestamp="yesterday")]
+    )
+    ingest_landing(ingest_db)
+    reasons = [r[1][0] for r in quarantined(query)]
+    assert all("is not ISO-8601 with an offset nor epoch seconds" in r for r in reasons), reasons
+
+
+def test_repeat_of_a_quarantined_file_is_quarantined_too(
+    drops: Drops, landing: Landing, ingest_db, query
+):
+    """Two identical unreadable files in one run are both quarantined: neither is a duplicate of a loaded file."""
+    drops.put("first.json", b"[{")
+    drops.put("second.json", b"[{")
+    ingest_landing(ingest_db)
+    assert [row[1] for row in ledger(query)] == ["quarantined", "quarantined"]
+    assert len(reason_files(landing)) == 2
