@@ -101,7 +101,7 @@ def train_first_champion(settings: Settings) -> str:
     return result.version
 
 
-def bootstrap(settings: Settings | None = None, with_simulator: bool = True) -> BootstrapReport:
+def bootstrap(settings: Settings | None = None, with_history: bool = True) -> BootstrapReport:
     """Make the platform able to score from its first minute."""
     from ml.registry import CHAMPION, alias_version
 
@@ -113,7 +113,7 @@ def bootstrap(settings: Settings | None = None, with_simulator: bool = True) -> 
         action()
         report.steps[name] = time.monotonic() - began
 
-    if with_simulator and not _has_readings(settings):
+    if with_history and not _has_readings(settings):
         step("history", lambda: backfill_history(settings))
     if not _has_features(settings):
         step("features", lambda: build_features(settings))
@@ -127,4 +127,22 @@ def bootstrap(settings: Settings | None = None, with_simulator: bool = True) -> 
             "`emps model train` has run[/]"
         )
     report.champion = champion
+    if champion is not None and _has_unscored(settings):
+        step("scores", lambda: score_fleet())
     return report
+
+
+def _has_unscored(settings: Settings) -> bool:
+    with connect(Role.READER, settings) as conn:
+        return not conn.execute("select exists (select 1 from ops.predictions)").fetchone()[0]
+
+
+def score_fleet() -> None:
+    """Score every equipment once, through the scoring flow (its events reach the alert flow)."""
+    from flows.score import score_equipment
+
+    summary = score_equipment(only_unscored=False)
+    console.print(
+        f"  scored {summary['scored']} equipment with model v{summary['model_version']}: "
+        f"{summary['by_severity']}"
+    )

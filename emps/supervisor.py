@@ -36,7 +36,7 @@ class Service:
     argv: list[str]
     url: str | None = None
     health_url: str | None = None
-    ready_timeout_s: float = 120
+    ready_timeout_s: float = 300
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen | None = None
     restarts: int = 0
@@ -151,7 +151,15 @@ def app_services(settings: Settings, with_simulator: bool) -> list[Service]:
     services = [
         Service(
             "prefect-worker",
-            [
+            env={
+                # Flow-run logs as JSON lines (they carry flow_run_id: the correlation id), and
+                # the platform's own `emps.*` loggers sent to the Prefect UI too.
+                "PREFECT_LOGGING_HANDLERS_CONSOLE_FORMATTER": "json",
+                "PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_FORMATTER": "json",
+                "PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_FORMATTER": "json",
+                "PREFECT_LOGGING_EXTRA_LOGGERS": "emps",
+            },
+            argv=[
                 _bin("prefect"),
                 "worker",
                 "start",
@@ -341,7 +349,9 @@ def _take_lock(settings: Settings):
     return handle
 
 
-def run_platform(with_simulator: bool = True, settings: Settings | None = None) -> int:
+def run_platform(
+    with_simulator: bool = True, with_history: bool = True, settings: Settings | None = None
+) -> int:
     """Run everything until Ctrl-C or SIGTERM. Returns the process exit code."""
     settings = settings or get_settings()
     lock = _take_lock(settings)
@@ -379,13 +389,14 @@ def run_platform(with_simulator: bool = True, settings: Settings | None = None) 
             _phase(f"start {service.name}", lambda s=service: _start_and_wait(supervisor, s))
             if supervisor.stopping:
                 return 130
+        _phase("register deployments from prefect.yaml", lambda: deploy(settings, supervisor.env))
         from emps.bootstrap import bootstrap
 
+        os.environ.update(supervisor.env)  # the bootstrap's flow runs report to our Prefect server
         _phase(
-            "bootstrap (history, features, first model)",
-            lambda: bootstrap(settings, with_simulator=with_simulator),
+            "bootstrap (history, features, first model, first scores)",
+            lambda: bootstrap(settings, with_history=with_history),
         )
-        _phase("register deployments from prefect.yaml", lambda: deploy(settings, supervisor.env))
         for service in app_services(settings, with_simulator):
             _phase(f"start {service.name}", lambda s=service: _start_and_wait(supervisor, s))
             if supervisor.stopping:

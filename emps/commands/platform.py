@@ -9,11 +9,17 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def up(
         simulator: bool = typer.Option(True, help="Run the simulated fleet dropping live files"),
+        history: bool = typer.Option(
+            True, help="On an empty database, backfill simulated history and train on it"
+        ),
     ) -> None:
-        """Start everything (PostgreSQL, orchestration, model registry, dashboard) until Ctrl-C."""
+        """Start everything (PostgreSQL, orchestration, model registry, dashboard) until Ctrl-C.
+
+        For real devices: `emps up --no-simulator --no-history`.
+        """
         from emps.supervisor import run_platform
 
-        raise typer.Exit(run_platform(with_simulator=simulator))
+        raise typer.Exit(run_platform(with_simulator=simulator, with_history=history))
 
     @app.command()
     def status() -> None:

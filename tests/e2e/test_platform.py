@@ -1,0 +1,336 @@
+"""The whole platform, as a user meets it: `emps up`, a device dropping files, an alert by email.
+
+Everything is observed from the outside: the Prefect and MLflow REST APIs, SQL as a read-only
+user, the SMTP sink's mailbox and the dashboard in a real browser. Nothing internal is called.
+"""
+
+from __future__ import annotations
+
+import csv
+import email
+import email.policy
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import psutil
+import psycopg
+import pytest
+
+from emps.settings import PROJECT_ROOT
+
+EQUIPMENT = "GEN-E2E-0001"
+SITE = "north-ridge"
+ADMIN_PASSWORD = "e2e-admin-password-1"
+ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "e2e"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@dataclass
+class Platform:
+    home: Path
+    env: dict[str, str]
+    process: subprocess.Popen
+    output: Path
+    prefect: str
+    mlflow: str
+    dashboard: str
+    database: str
+
+    def sql(self, query: str, *params):
+        with psycopg.connect(self.database, autocommit=True) as conn:
+            return conn.execute(query, params).fetchall()
+
+
+def free_ports(count: int) -> list[int]:
+    import socket
+
+    sockets, ports = [], []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sockets.append(sock)
+        ports.append(sock.getsockname()[1])
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def wait_for(what: str, check, timeout_s: float, platform: Platform | None = None):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result:
+            return result
+        if platform is not None and platform.process.poll() is not None:
+            pytest.fail(f"emps up exited while waiting for {what}:\n{platform.output.read_text()}")
+        if time.monotonic() > deadline:
+            tail = platform.output.read_text()[-3000:] if platform else ""
+            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}\n{tail}")
+        time.sleep(2)
+
+
+@pytest.fixture(scope="module")
+def platform() -> Iterator[Platform]:
+    """`emps up --no-simulator` on free ports in a private home, stopped with Ctrl-C at the end."""
+    # Not under pytest's tmp dir: pytest makes it 0700 again at each session start, which would
+    # lock out the unprivileged user PostgreSQL runs as.
+    home = Path(tempfile.mkdtemp(prefix="emps-e2e-"))
+    pg, prefect, mlflow, streamlit, metrics, smtp = free_ports(6)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EMPS_", "PREFECT_"))}
+    env.update(
+        {
+            "EMPS_HOME": str(home),
+            "EMPS_PG_PORT": str(pg),
+            "EMPS_PREFECT_PORT": str(prefect),
+            "EMPS_MLFLOW_PORT": str(mlflow),
+            "EMPS_STREAMLIT_PORT": str(streamlit),
+            "EMPS_METRICS_PORT": str(metrics),
+            "EMPS_SMTP_PORT": str(smtp),
+            "EMPS_DASHBOARD_BASE_URL": f"http://127.0.0.1:{streamlit}",
+            "EMPS_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            # Test-sized: enough history for a model to learn degradation, small enough for CI.
+            "EMPS_SIM_EQUIPMENT": "60",
+            "EMPS_SIM_HISTORY_DAYS": "60",
+            "EMPS_ML_N_ESTIMATORS": "60",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    output = home / "emps-up.out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "emps.cli", "up", "--no-simulator"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=output.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    running = Platform(
+        home=home,
+        env=env,
+        process=process,
+        output=output,
+        prefect=f"http://127.0.0.1:{prefect}/api",
+        mlflow=f"http://127.0.0.1:{mlflow}",
+        dashboard=f"http://127.0.0.1:{streamlit}",
+        database=f"postgresql://emps_reader@127.0.0.1:{pg}/emps",
+    )
+    try:
+        wait_for("EMPS is up", lambda: "EMPS is up" in output.read_text(), 1500, running)
+        yield running
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def backlog_rows(now: datetime) -> list[dict]:
+    """Three days from a generator: two healthy, then bearing wear running away on the third."""
+    rows = []
+    start = now - timedelta(days=3)
+    steps = 3 * 24 * 6
+    for i in range(steps + 1):
+        ts = start + timedelta(minutes=10 * i)
+        wear = max(0.0, (i - 2 * 24 * 6) / (24 * 6))  # 0 for two days, then 0 → 1
+        rows.append(
+            {
+                "equipment_id": EQUIPMENT,
+                "timestamp": ts.isoformat(),
+                "temperature": round(80 + 22 * wear**1.5 + (i % 3 - 1) * 0.4, 2),
+                "vibration": round(3.2 + 7.5 * wear + (i % 5 - 2) * 0.08, 3),
+                "pressure": round(360 + (i % 7 - 3) * 2.0, 1),
+                "humidity": round(40 + (i % 11 - 5) * 0.8, 1),
+                "voltage": round(410 + (i % 5 - 2) * 1.5, 1),
+            }
+        )
+    return rows
+
+
+def drop_csv(incoming: Path, name: str, rows: list[dict]) -> None:
+    """Write like a device does: a temporary name first, then an atomic rename."""
+    partial = incoming / f".{name}.part"
+    with partial.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    partial.rename(incoming / name)
+
+
+def deployment_runs(platform: Platform, deployment: str, state: str = "COMPLETED") -> list[dict]:
+    flow, name = deployment.split("/")
+    dep = httpx.get(f"{platform.prefect}/deployments/name/{flow}/{name}", timeout=10).json()
+    body = {
+        "flow_runs": {"deployment_id": {"any_": [dep["id"]]}, "state": {"type": {"any_": [state]}}},
+        "limit": 50,
+    }
+    return httpx.post(f"{platform.prefect}/flow_runs/filter", json=body, timeout=10).json()
+
+
+def test_a_degrading_generator_reaches_the_crew_and_the_dashboard(platform: Platform, tmp_path):
+    """A device's drops flow through ingest, features, the champion model and the alert flow to
+    one alert, one corrective task, one email per recipient and the dashboard's alert page."""
+    subprocess.run(
+        [sys.executable, "-m", "emps.cli", "equipment", "import", str(_fleet_csv(tmp_path))],
+        env=platform.env,
+        cwd=PROJECT_ROOT,
+        check=True,
+        capture_output=True,
+    )
+    incoming = platform.home / "landing" / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    rows = backlog_rows(datetime.now(UTC).replace(second=0, microsecond=0))
+    drop_csv(incoming, f"{EQUIPMENT} backlog.csv", rows)
+    newest = max(datetime.fromisoformat(r["timestamp"]) for r in rows)
+
+    # The ingest deployment's scheduled run picks the file up.
+    wait_for(
+        "the readings in raw.sensor_readings",
+        lambda: (
+            platform.sql(
+                "select count(*) from raw.sensor_readings where equipment_id = %s", EQUIPMENT
+            )[0][0]
+            == len(rows)
+        ),
+        300,
+        platform,
+    )
+    assert deployment_runs(platform, "ingest-sensor-drops/ingest-sensor-drops")
+
+    # dbt builds its features up to the newest reading.
+    wait_for(
+        "features built by dbt",
+        lambda: (
+            platform.sql(
+                "select max(ts) from analytics.fct_equipment_features where equipment_id = %s",
+                EQUIPMENT,
+            )[0][0]
+            == newest
+        ),
+        300,
+        platform,
+    )
+
+    # The champion scores it CRITICAL.
+    champion = httpx.get(
+        f"{platform.mlflow}/api/2.0/mlflow/registered-models/alias",
+        params={"name": "equipment-failure", "alias": "champion"},
+        timeout=10,
+    ).json()["model_version"]["version"]
+    prediction = wait_for(
+        "a prediction for the newest features",
+        lambda: platform.sql(
+            "select severity, model_version, failure_probability from ops.predictions "
+            "where equipment_id = %s and ts = %s",
+            EQUIPMENT,
+            newest,
+        ),
+        300,
+        platform,
+    )[0]
+    assert prediction[0] == "CRITICAL", f"expected CRITICAL, got {prediction}"
+    assert prediction[1] == str(champion)
+
+    # The alert flow, triggered by the event, opens one alert and one corrective task.
+    wait_for(
+        "the alert flow run",
+        lambda: deployment_runs(platform, "process-prediction-alerts/process-prediction-alerts"),
+        240,
+        platform,
+    )
+    alerts = platform.sql(
+        "select id, severity, status from ops.alerts where equipment_id = %s", EQUIPMENT
+    )
+    assert len(alerts) == 1 and alerts[0][1] == "CRITICAL"
+    tasks = platform.sql(
+        "select task_type from ops.maintenance_tasks where alert_id = %s", alerts[0][0]
+    )
+    assert tasks == [("corrective",)]
+
+    # One email per recipient in the SMTP sink's mailbox.
+    mailbox = platform.home / "mailbox"
+
+    def alert_mail() -> list[email.message.EmailMessage]:
+        found = []
+        for path in mailbox.glob("*.eml") if mailbox.exists() else []:
+            message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            if EQUIPMENT in str(message["Subject"]):
+                found.append(message)
+        return found
+
+    messages = wait_for("the alert email", alert_mail, 240, platform)
+    recipients = [str(m["To"]) for m in messages]
+    assert len(recipients) == len(set(recipients)), f"someone got it twice: {recipients}"
+    assert any("north-ridge" in r or "supervisor" in r or "@" in r for r in recipients)
+
+    # The dashboard shows it.
+    _alert_visible_in_browser(platform)
+
+
+def _fleet_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "fleet.csv"
+    commissioned = (datetime.now(UTC) - timedelta(days=400)).date().isoformat()
+    path.write_text(
+        "equipment_id,equipment_type,site,commissioned_at\n"
+        f"{EQUIPMENT},generator,{SITE},{commissioned}\n"
+    )
+    return path
+
+
+def _alert_visible_in_browser(platform: Platform) -> None:
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(f"{platform.dashboard}/alerts")
+            page.get_by_text("EMPS — sign in").wait_for()
+            page.get_by_label("User name").fill("admin")
+            page.get_by_label("Password", exact=True).fill(ADMIN_PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+            page.get_by_text(EQUIPMENT).first.wait_for()
+            page.screenshot(path=str(ARTIFACTS / "alerts.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+def test_ctrl_c_leaves_nothing_running(platform: Platform):
+    """Stopping `emps up` with Ctrl-C stops every service it started, PostgreSQL included."""
+    os.killpg(platform.process.pid, signal.SIGINT)
+    assert platform.process.wait(timeout=180) == 0, platform.output.read_text()[-3000:]
+    time.sleep(2)
+    ports = {int(v) for k, v in platform.env.items() if k.endswith("_PORT") and v.isdigit()}
+    listening = [
+        c.laddr.port
+        for c in psutil.net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port in ports
+    ]
+    assert not listening, f"still listening on {listening}"
+    leftovers = [
+        " ".join(p.info["cmdline"] or [])
+        for p in psutil.process_iter(["cmdline"])
+        if str(platform.home) in " ".join(p.info["cmdline"] or [])
+    ]
+    assert not leftovers, leftovers
+    assert not (platform.home / "run" / "services.json").exists()
