@@ -165,8 +165,9 @@ class Equipment:
             sudden = rng.random() < SUDDEN_SHARE
             weights = np.array([MODES[m][1] if m in MODES else 1.0 for m in self.modes])
             mode = self.modes[int(rng.choice(len(self.modes), p=weights / weights.sum()))]
-            onset_days = rng.uniform(18.0, 24.0)
-            tau_days = rng.uniform(6.0, 10.0)
+            # Damage grows a little faster than linearly from onset until it reaches the limit.
+            onset_days = rng.uniform(19.0, 23.0)
+            tau_days = rng.uniform(12.0, 20.0)
             amplitude = rng.uniform(0.9, 1.1)
             warning_hours = rng.uniform(0.0, 24.0)
             gap_days = rng.gamma(2.0, self.mtbf_days / 2.0)
