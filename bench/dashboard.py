@@ -240,9 +240,10 @@ def page_queries(now: datetime) -> dict[str, Callable[[], object]]:
         "overview": run(
             queries.sites,
             queries.equipment_types,
-            queries.fleet_health,
             queries.activity_summary,
             queries.thresholds,
+            lambda: queries.fleet_summary(15),
+            lambda: queries.fleet_health(limit=1000),
         ),
         "equipment": run(
             queries.equipment_ids,

@@ -98,10 +98,11 @@ def fleet_health(
     types: Sequence[str] | None = None,
     severities: Sequence[str] | None = None,
     settings: Settings | None = None,
+    limit: int | None = None,
 ) -> pd.DataFrame:
     """One row per equipment (analytics.mart_equipment_health), most at risk first.
 
-    Severity "UNSCORED" selects equipment without a prediction yet.
+    Severity "UNSCORED" selects equipment without a prediction yet; `limit` keeps the first rows.
     """
     return frame(
         """
@@ -114,8 +115,47 @@ def fleet_health(
           and (%(types)s::text[] is null or equipment_type = any(%(types)s))
           and (%(severities)s::text[] is null or coalesce(severity, 'UNSCORED') = any(%(severities)s))
         order by failure_probability desc nulls last, equipment_id
+        limit %(limit)s
         """,
-        {"sites": _list(sites), "types": _list(types), "severities": _list(severities)},
+        {
+            "sites": _list(sites),
+            "types": _list(types),
+            "severities": _list(severities),
+            "limit": limit,
+        },
+        settings,
+    )
+
+
+def fleet_summary(
+    silent_minutes: float,
+    sites: Sequence[str] | None = None,
+    types: Sequence[str] | None = None,
+    severities: Sequence[str] | None = None,
+    settings: Settings | None = None,
+) -> pd.DataFrame:
+    """Equipment counts per site, severity, health decile and silent-or-not (for counts, charts).
+
+    Aggregated in the database: a few hundred rows instead of one per equipment.
+    """
+    return frame(
+        """
+        select site, coalesce(severity, 'UNSCORED') as severity,
+               (floor(health_score / 10.0) * 10)::int as health_bucket,
+               (last_reading_at is null or minutes_since_last_reading > %(silent)s) as silent,
+               count(*)::int as equipment, coalesce(sum(health_score), 0)::float8 as health_sum
+        from analytics.mart_equipment_health
+        where (%(sites)s::text[] is null or site = any(%(sites)s))
+          and (%(types)s::text[] is null or equipment_type = any(%(types)s))
+          and (%(severities)s::text[] is null or coalesce(severity, 'UNSCORED') = any(%(severities)s))
+        group by 1, 2, 3, 4
+        """,
+        {
+            "silent": silent_minutes,
+            "sites": _list(sites),
+            "types": _list(types),
+            "severities": _list(severities),
+        },
         settings,
     )
 

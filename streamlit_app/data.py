@@ -40,8 +40,15 @@ def equipment_ids() -> list[str]:
 
 
 @st.cache_data(ttl=OVERVIEW_TTL, show_spinner="Loading fleet health…")
-def fleet_health(sites: tuple, types: tuple, severities: tuple) -> pd.DataFrame:
-    return queries.fleet_health(sites, types, severities)
+def fleet_health(
+    sites: tuple, types: tuple, severities: tuple, limit: int | None = None
+) -> pd.DataFrame:
+    return queries.fleet_health(sites, types, severities, limit=limit)
+
+
+@st.cache_data(ttl=OVERVIEW_TTL, show_spinner=False)
+def fleet_summary(silent_minutes: float, sites: tuple, types: tuple, severities: tuple):
+    return queries.fleet_summary(silent_minutes, sites, types, severities)
 
 
 @st.cache_data(ttl=OVERVIEW_TTL, show_spinner=False)

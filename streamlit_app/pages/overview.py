@@ -18,17 +18,19 @@ severity_filter = filters[2].multiselect(
     "Severity", [*reversed(SEVERITY_ORDER), "UNSCORED"], key="ov_severities"
 )
 
-fleet = data.fleet_health(tuple(site_filter), tuple(type_filter), tuple(severity_filter))
+TABLE_ROWS = 1000  # the table lists the most at risk; the figures and charts count everyone
 activity = data.activity_summary()
 limits = data.thresholds()
 silent_limit = limits["silent_minutes"]
-silent = fleet["last_reading_at"].isna() | (
-    fleet["minutes_since_last_reading"].astype(float) > silent_limit
-)
+filters_key = (tuple(site_filter), tuple(type_filter), tuple(severity_filter))
+summary = data.fleet_summary(silent_limit, *filters_key)
+fleet = data.fleet_health(*filters_key, limit=TABLE_ROWS)
 
-counts = fleet["severity"].fillna("UNSCORED").value_counts()
+total = int(summary["equipment"].sum())
+counts = summary.groupby("severity")["equipment"].sum()
+scored = summary[summary["severity"] != "UNSCORED"]
 row = st.columns(6)
-row[0].metric("Equipment", len(fleet))
+row[0].metric("Equipment", total)
 row[1].metric("Critical", int(counts.get("CRITICAL", 0)))
 row[2].metric("High", int(counts.get("HIGH", 0)))
 row[3].metric("Medium", int(counts.get("MEDIUM", 0)))
@@ -39,9 +41,12 @@ row[0].metric("Active alerts: critical", activity["alerts_critical"])
 row[1].metric("Active alerts: high", activity["alerts_high"])
 row[2].metric("Unacknowledged alerts", activity["alerts_unacknowledged"])
 row[3].metric("Predictions, last hour", activity["predictions_last_hour"])
-row[4].metric(f"Silent > {silent_limit:g} min", int(silent.sum()))
-health = fleet["health_score"].dropna().astype(float)
-row[5].metric("Mean health score", f"{health.mean():.0f}" if len(health) else "–")
+row[4].metric(
+    f"Silent > {silent_limit:g} min", int(summary.loc[summary["silent"], "equipment"].sum())
+)
+scored_count = int(scored["equipment"].sum())
+mean_health = scored["health_sum"].sum() / scored_count if scored_count else None
+row[5].metric("Mean health score", "–" if mean_health is None else f"{mean_health:.0f}")
 
 if fleet.empty:
     st.info("No equipment matches these filters.")
@@ -50,12 +55,7 @@ if fleet.empty:
 left, right = st.columns([3, 2])
 with left:
     st.subheader("Health by site")
-    by_site = (
-        fleet.dropna(subset=["severity"])
-        .groupby(["site", "severity"], as_index=False)
-        .size()
-        .rename(columns={"size": "equipment"})
-    )
+    by_site = scored.groupby(["site", "severity"], as_index=False)["equipment"].sum()
     if by_site.empty:
         st.info("No predictions yet: health appears once the scoring flow has run.")
     else:
@@ -76,22 +76,25 @@ with left:
         st.altair_chart(chart, width="stretch")
 with right:
     st.subheader("Health score distribution")
-    scored = fleet.dropna(subset=["health_score"]).astype({"health_score": float})
-    if not scored.empty:
+    deciles = scored.groupby(["site", "health_bucket"], as_index=False)["equipment"].sum()
+    if not deciles.empty:
         histogram = (
-            alt.Chart(scored)
+            alt.Chart(deciles)
             .mark_bar()
             .encode(
-                x=alt.X("health_score:Q", bin=alt.Bin(step=10), title="health score"),
-                y=alt.Y("count():Q", title="equipment"),
+                x=alt.X("health_bucket:O", title="health score (from)"),
+                y=alt.Y("sum(equipment):Q", title="equipment"),
                 color=alt.Color("site:N"),
-                tooltip=["site", "count()"],
+                tooltip=["site", "health_bucket", "equipment"],
             )
         )
         st.altair_chart(histogram, width="stretch")
 
 st.subheader("Fleet")
-st.caption("Most at risk first. Select a row, or pick an equipment below, to open its detail.")
+shown = (
+    f"the {len(fleet):,} most at risk of {total:,}" if len(fleet) < total else "most at risk first"
+)
+st.caption(f"Equipment, {shown}. Select a row, or pick one below, to open its detail.")
 table = fleet[
     [
         "equipment_id",
@@ -142,7 +145,10 @@ pick[1].write("")
 if pick[1].button("Open detail", key="ov_open_button") and chosen:
     st.switch_page("pages/equipment.py", query_params={"equipment": chosen})
 
-with st.expander(f"Silent equipment ({int(silent.sum())})"):
+silent = fleet["last_reading_at"].isna() | (
+    fleet["minutes_since_last_reading"].astype(float) > silent_limit
+)
+with st.expander(f"Silent equipment among those listed ({int(silent.sum())})"):
     st.dataframe(
         fleet.loc[silent, ["equipment_id", "equipment_type", "site", "last_reading_at"]],
         hide_index=True,
