@@ -112,7 +112,9 @@ def queue_daily_report(
     now = now or datetime.now(UTC)
     local = now.astimezone(tz)
     day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    day_end = day_start + timedelta(days=1)
+    # "Today's" work is the next 24 h: the 08:00 report then also shows the early hours of
+    # tomorrow, which the night shift needs to see before they start.
+    horizon = now + timedelta(days=1)
     day = f"{day_start:%Y-%m-%d}"
     folder = settings.home / "reports" / "daily" / day
     folder.mkdir(parents=True, exist_ok=True)
@@ -127,7 +129,7 @@ def queue_daily_report(
             where t.status in ('scheduled', 'in_progress') and t.scheduled_date < %(end)s
             order by t.scheduled_date, t.priority
             """,
-            {"end": day_end},
+            {"end": horizon},
         )
         alerts = _rows(
             conn,
@@ -146,7 +148,7 @@ def queue_daily_report(
     summary, fleet_files = _fleet_report(settings, now - timedelta(days=1), now, folder)
     files = [*fleet_files, tasks_csv]
 
-    overdue = sum(1 for t in tasks if t["scheduled_date"] < day_start)
+    overdue = sum(1 for t in tasks if t["scheduled_date"] < now)
     health = (
         ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in summary.items())
         if summary
@@ -162,7 +164,7 @@ def queue_daily_report(
             "",
             f"Fleet health (last 24 h): {health}",
             "",
-            f"Tasks due today or overdue ({len(tasks)}):",
+            f"Tasks due in the next 24 h or overdue ({len(tasks)}):",
             *[
                 f"  #{t['task_id']} {t['scheduled_date']:%Y-%m-%d %H:%M} {t['equipment_id']}"
                 f" ({t['site']}) {t['task_type']} priority {t['priority']}"
@@ -184,7 +186,7 @@ def queue_daily_report(
         "<!doctype html><html><body>"
         f"<h2>Maintenance report for {escape(day)}</h2>"
         f"<p>Fleet health (last 24 h): {escape(health)}</p>"
-        f"<h3>Tasks due today or overdue ({len(tasks)})</h3>{_html_table(tasks, TASK_COLUMNS)}"
+        f"<h3>Tasks due in the next 24 h or overdue ({len(tasks)})</h3>{_html_table(tasks, TASK_COLUMNS)}"
         f"<h3>Open alerts ({len(alerts)})</h3>{_html_table(alerts, ALERT_COLUMNS)}"
         f'<p><a href="{escape(settings.dashboard_base_url.rstrip("/"))}/maintenance">'
         "Open the maintenance page</a></p></body></html>"
