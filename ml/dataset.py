@@ -112,10 +112,16 @@ def read_training_examples(
     """
     settings = settings or get_settings()
     step = 60 * (sample_minutes or settings.ml_sample_minutes)
+    # Thin on the feature table first, so the labelling view only runs for the kept rows.
     query = sql.SQL(
-        "select distinct on (equipment_id, floor(extract(epoch from ts) / %s)) * "
-        "from {} order by equipment_id, floor(extract(epoch from ts) / %s), ts"
-    ).format(_relation(settings.ml_examples_relation))
+        "select x.* from {examples} x where (x.equipment_id, x.ts) in ("
+        "select distinct on (equipment_id, floor(extract(epoch from ts) / %s)) equipment_id, ts "
+        "from {features} order by equipment_id, floor(extract(epoch from ts) / %s), ts"
+        ") order by x.equipment_id, x.ts"
+    ).format(
+        examples=_relation(settings.ml_examples_relation),
+        features=_relation(settings.ml_features_relation),
+    )
     return _read_frame(query, (step, step), settings)
 
 

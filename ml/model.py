@@ -11,6 +11,12 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
+from ml.forest import packed
+
+# scikit-learn's per-tree calls cost ~1 ms per tree whatever the batch; the packed walk is
+# faster for small batches (a single prediction: ~10 ms instead of ~500 ms), slower for big ones.
+PACKED_MAX_ROWS = 1000
+
 
 class FailureModel(BaseEstimator):
     """Predicts P(failure within the horizon) and days until failure from dbt feature rows."""
@@ -50,7 +56,9 @@ class FailureModel(BaseEstimator):
 
     def forest_score(self, X: np.ndarray) -> np.ndarray:
         """The uncalibrated forest vote for failure (what explanations decompose)."""
-        return self.classifier.predict_proba(X)[:, 1]
+        if len(X) > PACKED_MAX_ROWS:
+            return self.classifier.predict_proba(X)[:, 1]
+        return packed(self.classifier).walk(X)[0]
 
     def calibrate(self, score: np.ndarray) -> np.ndarray:
         """Map forest votes to probabilities that mean what they say (isotonic, fitted on later data)."""
@@ -62,7 +70,11 @@ class FailureModel(BaseEstimator):
         return self.calibrate(self.forest_score(X))
 
     def days_until_failure(self, X: np.ndarray) -> np.ndarray:
-        return np.clip(self.regressor.predict(X), 0.0, self.regressor_max_days)
+        if len(X) > PACKED_MAX_ROWS:
+            days = self.regressor.predict(X)
+        else:
+            days = packed(self.regressor).walk(X)[0]
+        return np.clip(days, 0.0, self.regressor_max_days)
 
     def predict(self, X: Any) -> np.ndarray:
         """MLflow pyfunc entry point: the calibrated failure probability of each row."""

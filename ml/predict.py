@@ -122,30 +122,40 @@ def score_frame(
 
 
 def write_predictions(predictions: pd.DataFrame, settings: Settings | None = None) -> pd.DataFrame:
-    """Insert the predictions; returns them with their ops.predictions id."""
+    """Insert the predictions (one COPY); returns them with their ops.predictions id."""
     settings = settings or get_settings()
     if predictions.empty:
         return predictions.assign(id=pd.Series(dtype="int64"))
-    days = predictions["days_until_failure"].astype(float)
+    columns = (
+        "id, equipment_id, ts, failure_probability, health_score, severity, "
+        "days_until_failure, model_version, explanation"
+    )
     with connect(Role.WRITER, settings) as conn:
-        rows = conn.execute(
-            "insert into ops.predictions (equipment_id, ts, failure_probability, health_score, "
-            "severity, days_until_failure, model_version, explanation) "
-            "select e, t, p, h, s, d, %s, x::jsonb from unnest("
-            "%s::text[], %s::timestamptz[], %s::float8[], %s::int[], %s::text[], %s::float8[], "
-            "%s::text[]) as u(e, t, p, h, s, d, x) returning id",
-            (
-                str(predictions["model_version"].iloc[0]),
-                predictions["equipment_id"].tolist(),
-                [pd.Timestamp(t).to_pydatetime() for t in predictions["ts"]],
-                predictions["failure_probability"].astype(float).tolist(),
-                predictions["health_score"].astype(int).tolist(),
-                predictions["severity"].tolist(),
-                [None if np.isnan(d) else float(d) for d in days],
-                [json.dumps(x) for x in predictions["explanation"]],
-            ),
-        ).fetchall()
-    return predictions.assign(id=[r[0] for r in rows])
+        # Ids drawn first so the rows can go in by COPY and still be named in the events.
+        ids = [
+            row[0]
+            for row in conn.execute(
+                "select nextval('ops.predictions_id_seq') from generate_series(1, %s)",
+                (len(predictions),),
+            )
+        ]
+        with conn.cursor().copy(f"copy ops.predictions ({columns}) from stdin") as copy:  # noqa: S608
+            for row_id, row in zip(ids, predictions.itertuples(index=False), strict=True):
+                days = row.days_until_failure
+                copy.write_row(
+                    (
+                        row_id,
+                        row.equipment_id,
+                        pd.Timestamp(row.ts).to_pydatetime(),
+                        float(row.failure_probability),
+                        int(row.health_score),
+                        row.severity,
+                        None if pd.isna(days) else float(days),
+                        str(row.model_version),
+                        json.dumps(row.explanation),
+                    )
+                )
+    return predictions.assign(id=ids)
 
 
 def event_for(row: Mapping[str, Any]) -> tuple[str, dict[str, str], dict[str, Any]] | None:

@@ -87,7 +87,8 @@ def test_explanations_add_up_and_name_the_drifting_sensor(fast, synthetic_exampl
     model = fit_model(split, fast)
     X = model.matrix(split.test)
     contrib, base = contributions(model, X)
-    np.testing.assert_allclose(contrib.sum(axis=1) + base, model.forest_score(X), atol=1e-9)
+    expected = model.classifier.predict_proba(X)[:, 1]
+    np.testing.assert_allclose(contrib.sum(axis=1) + base, expected, atol=1e-9)
     sensors = load_catalog(fast.catalog_path).sensor_names
     near = split.test[split.test["days_until_failure"] < 1].head(20)
     explanations = explain_rows(model, model.matrix(near), top=3)
@@ -114,3 +115,24 @@ def test_synthetic_frame_matches_the_feature_contract(settings):
     catalog = load_catalog(settings.catalog_path)
     examples, _ = synthetic.training_examples(catalog, equipment=2, days=20)
     assert feature_columns(list(examples.columns), catalog) == synthetic.feature_names(catalog)
+
+
+def test_packed_forest_predicts_exactly_like_scikit_learn(fast, synthetic_examples):
+    """The fast single-row path gives scikit-learn's numbers, missing readings included."""
+    examples, _ = synthetic_examples
+    gappy = examples.copy()
+    columns = [c for c in gappy.columns if c.startswith(("vibration", "temperature"))]
+    holes = np.random.default_rng(0).random((len(gappy), len(columns))) < 0.05
+    gappy[columns] = gappy[columns].mask(holes)
+    split = split_examples(gappy, fast)
+    model = fit_model(split, fast)
+    X = model.matrix(split.test)[:500]
+    assert np.isnan(X).any()
+    np.testing.assert_allclose(
+        model.forest_score(X), model.classifier.predict_proba(X)[:, 1], atol=1e-12
+    )
+    np.testing.assert_allclose(
+        model.days_until_failure(X),
+        np.clip(model.regressor.predict(X), 0, model.regressor_max_days),
+        atol=1e-9,
+    )
