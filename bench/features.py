@@ -1,7 +1,7 @@
 """Incremental feature build (dbt) after one minute of new readings, for 1,000 and 10,000
 equipment with 7 days of 10-minute history, next to a full rebuild.
 
-    uv run python bench/features.py [--history-days 7] [--full-rebuild-hours 24]
+    uv run python bench/features.py [--history-days 7] [--full-rebuild-hours 6]
 
 Runs on a fresh temporary embedded PostgreSQL. History is written with ingested_at = ts, as if it
 had arrived live. The feature table is seeded with the last hour of history (so the incremental
@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument(
         "--full-rebuild-hours",
         type=int,
-        default=24,
+        default=6,
         help="Hours of history the timed full rebuild covers (the rest is extrapolated)",
     )
     args = parser.parse_args()

@@ -112,7 +112,10 @@ def dbt_args(
 ) -> list[str]:
     """The full dbt command line for `command` (e.g. ["build"]) against this project."""
     target_path, log_path = dbt_paths(settings)
+    # dbt's own console output is off: callers show progress and failures (the CLI) or
+    # forward every log line (the flow, to Prefect).
     args = [
+        "--quiet",
         *command,
         "--project-dir",
         str(DBT_PROJECT_DIR),
@@ -161,7 +164,9 @@ def run_dbt(
     with _environment({**dbt_env(settings), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}):
         result = dbtRunner(callbacks=callbacks).invoke(list(args))
     summary = DbtRunSummary(
-        command=str(args[0]), success=bool(result.success), seconds=time.perf_counter() - started
+        command=next(str(a) for a in args if not str(a).startswith("-")),
+        success=bool(result.success),
+        seconds=time.perf_counter() - started,
     )
     for node_result in getattr(result.result, "results", None) or []:
         node = node_result.node

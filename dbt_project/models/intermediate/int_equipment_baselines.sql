@@ -39,23 +39,29 @@ complete as (
 ),
 
 final as (
+    -- Lateral, so each equipment's baseline period is one index range scan (a join would let
+    -- the planner hash the whole readings table when it overestimates the candidates).
     select
+        baseline.*,
         complete.equipment_id,
         complete.first_reading_at,
-        complete.baseline_end,
-        {% for sensor in sensors() -%}
-            avg(readings.{{ sensor }}) as {{ sensor }}_baseline_mean,
-            stddev_samp(readings.{{ sensor }}) as {{ sensor }}_baseline_std,
-        {% endfor -%}
-        count(*) as baseline_readings
+        complete.baseline_end
     from complete
-    inner join readings
-        on
-            complete.equipment_id = readings.equipment_id
-            and complete.first_reading_at <= readings.ts
-            and complete.baseline_end > readings.ts
-    group by complete.equipment_id, complete.first_reading_at, complete.baseline_end
-    having count(*) >= {{ var("baseline_min_readings") | int }}
+    inner join
+        lateral (
+            select
+                {% for sensor in sensors() -%}
+                    avg(readings.{{ sensor }}) as {{ sensor }}_baseline_mean,
+                    stddev_samp(readings.{{ sensor }}) as {{ sensor }}_baseline_std,
+                {% endfor -%}
+                count(*) as baseline_readings
+            from readings
+            where
+                readings.equipment_id = complete.equipment_id
+                and readings.ts >= complete.first_reading_at
+                and readings.ts < complete.baseline_end
+        ) as baseline
+        on baseline.baseline_readings >= {{ var("baseline_min_readings") | int }}
 )
 
 select * from final

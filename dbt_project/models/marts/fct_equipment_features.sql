@@ -79,7 +79,8 @@ windows as (
         targets.*,
         target_windows.*
     from targets
-    cross join lateral (
+    -- A CTE cannot be lateral: the subquery is the point here.
+    cross join lateral (  -- noqa: ST05
         select
             {% for sensor in sensors %}
                 {%- for w in windows %}
@@ -114,13 +115,13 @@ windows as (
                         {% endfor -%}
                     end as window_band,
                     date_part('epoch', lookback.ts - targets.ts) / 3600.0 as hours_from_ts,
+                    {% for sensor in sensors -%}
+                        lookback.{{ sensor }},
+                    {% endfor -%}
                     -- One bit per missing-rate slot that holds this reading.
                     1::bit({{ slots }}) << floor(
                         date_part('epoch', targets.ts - lookback.ts) / {{ slot_seconds }}
-                    )::integer as slot_bit,
-                    {% for sensor in sensors -%}
-                        lookback.{{ sensor }}{{ "," if not loop.last }}
-                    {% endfor %}
+                    )::integer as slot_bit
                 from readings as lookback
                 where
                     lookback.equipment_id = targets.equipment_id
