@@ -385,10 +385,12 @@ def run_platform(
             _phase("create the Prefect database", lambda: _ensure_prefect_database(settings))
         _phase("migrations", lambda: migrate(settings))
         admin_note = _phase("first admin", lambda: _ensure_first_admin(settings))
-        for service in server_services(settings):
-            _phase(f"start {service.name}", lambda s=service: _start_and_wait(supervisor, s))
-            if supervisor.stopping:
-                return 130
+        # The servers start side by side (each spends most of its start importing and migrating).
+        servers = server_services(settings)
+        _phase(
+            "start " + ", ".join(s.name for s in servers),
+            lambda: _start_all_and_wait(supervisor, servers),
+        )
         _phase("register deployments from prefect.yaml", lambda: deploy(settings, supervisor.env))
         from emps.bootstrap import bootstrap
 
@@ -421,6 +423,15 @@ def run_platform(
             console.print("  stopped PostgreSQL")
         (settings.run_dir / STATE_FILE).unlink(missing_ok=True)
         lock.close()
+
+
+def _start_all_and_wait(supervisor: Supervisor, services: list[Service]) -> None:
+    for service in services:
+        supervisor.start(service)
+    for service in services:
+        began = time.monotonic()
+        supervisor.wait_ready(service)
+        console.print(f"  {service.name} ready ({time.monotonic() - began:.1f} s more)")
 
 
 def _start_and_wait(supervisor: Supervisor, service: Service) -> None:

@@ -31,6 +31,8 @@ EQUIPMENT = "GEN-E2E-0001"
 SITE = "north-ridge"
 ADMIN_PASSWORD = "e2e-admin-password-1"
 ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "e2e"
+# The first start backfills, builds features and trains: minutes, not the default 10.
+pytestmark = pytest.mark.timeout(2700)
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -213,7 +215,12 @@ def test_a_degrading_generator_reaches_the_crew_and_the_dashboard(platform: Plat
         300,
         platform,
     )
-    assert deployment_runs(platform, "ingest-sensor-drops/ingest-sensor-drops")
+    wait_for(
+        "a completed run of the ingest deployment",
+        lambda: deployment_runs(platform, "ingest-sensor-drops/ingest-sensor-drops"),
+        180,
+        platform,
+    )
 
     # dbt builds its features up to the newest reading.
     wait_for(
