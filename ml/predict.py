@@ -179,12 +179,36 @@ def event_for(row: Mapping[str, Any]) -> tuple[str, dict[str, str], dict[str, An
     )
 
 
-def emit_prediction_events(written: pd.DataFrame) -> int:
-    """Emit `emps.prediction.high|critical` for each such prediction; returns how many."""
+def severity_changes(written: pd.DataFrame, settings: Settings | None = None) -> pd.DataFrame:
+    """The HIGH/CRITICAL rows whose equipment's previous prediction had another severity.
+
+    An equipment that stays CRITICAL is scored every minute; one event per change keeps the
+    alert flow (a process per event) from being started for nothing. The alert flow's own
+    catch-up and the 5-minute escalation check handle what a lost event would miss.
+    """
+    risky = written[written["severity"].isin(["HIGH", "CRITICAL"])]
+    if risky.empty:
+        return risky
+    with connect(Role.READER, settings or get_settings()) as conn:
+        previous = dict(
+            conn.execute(
+                "select distinct on (equipment_id) equipment_id, severity from ops.predictions "
+                "where equipment_id = any(%s) and not (id = any(%s)) "
+                "order by equipment_id, ts desc, id desc",
+                (list(risky["equipment_id"]), [int(i) for i in risky["id"]]),
+            ).fetchall()
+        )
+    pairs = zip(risky["equipment_id"], risky["severity"], strict=True)
+    changed = [previous.get(equipment) != severity for equipment, severity in pairs]
+    return risky[changed]
+
+
+def emit_prediction_events(written: pd.DataFrame, settings: Settings | None = None) -> int:
+    """Emit `emps.prediction.high|critical` where the severity changed; returns how many."""
     from prefect.events import emit_event
 
     count = 0
-    for row in written.to_dict("records"):
+    for row in severity_changes(written, settings).to_dict("records"):
         event = event_for(row)
         if event is not None:
             name, resource, payload = event
@@ -218,7 +242,7 @@ def score_equipment(
     features = read_latest_features(settings, equipment_ids, only_unscored)
     predictions = score_frame(champion.model, champion.version, features, settings)
     written = write_predictions(predictions, settings)
-    events = emit_prediction_events(written) if emit_events else 0
+    events = emit_prediction_events(written, settings) if emit_events else 0
     return ScoreReport(
         model_version=champion.version,
         scored=len(written),
