@@ -7,6 +7,7 @@ logs/ live under <EMPS_HOME>/dbt so the source tree stays clean.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -155,9 +156,11 @@ def run_dbt(
     if on_log is not None:
 
         def forward(event) -> None:
-            level = event.info.level
-            if level in {"info", "warn", "error"} and event.info.msg:
-                on_log(level, str(event.info.msg))
+            # Called from dbt's worker threads: an exception here would stall the run.
+            with contextlib.suppress(Exception):
+                level = event.info.level
+                if level in {"info", "warn", "error"} and event.info.msg:
+                    on_log(level, str(event.info.msg))
 
         callbacks.append(forward)
     started = time.perf_counter()

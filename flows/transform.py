@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.events import emit_event
@@ -10,9 +12,21 @@ from emps import transform
 from emps.settings import get_settings
 
 
-def _forward_to_prefect(level: str, message: str) -> None:
+def _prefect_log_forwarder():
+    """A dbt log callback writing to this task run's Prefect log.
+
+    dbt calls it from its own worker threads, which carry no Prefect run context: the logger is
+    taken here, in the task's thread, and the callback never raises into dbt.
+    """
     logger = get_run_logger()
-    {"warn": logger.warning, "error": logger.error}.get(level, logger.info)(message)
+    methods = {"warn": logger.warning, "error": logger.error}
+
+    def forward(level: str, message: str) -> None:
+        # A lost log line must not break the build.
+        with contextlib.suppress(Exception):
+            methods.get(level, logger.info)(message)
+
+    return forward
 
 
 @task(name="dbt-build", cache_policy=NONE, retries=1, retry_delay_seconds=10)
@@ -20,13 +34,11 @@ def dbt_build(select: list[str] | None, full_refresh: bool) -> transform.DbtRunS
     """Run `dbt build` (models, then their tests) with dbt's log in this task's log: the given
     selection, or what new readings change. Raises when a model or a test fails, which fails
     the task and the flow run."""
+    forward = _prefect_log_forwarder()
     if select is None and not full_refresh:
-        return transform.build_after_ingest(get_settings(), on_log=_forward_to_prefect)
+        return transform.build_after_ingest(get_settings(), on_log=forward)
     return transform.build(
-        select=select,
-        full_refresh=full_refresh,
-        settings=get_settings(),
-        on_log=_forward_to_prefect,
+        select=select, full_refresh=full_refresh, settings=get_settings(), on_log=forward
     )
 
 
