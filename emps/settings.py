@@ -107,7 +107,8 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_password_block: str | None = Field(
-        None, description="Prefect Secret block holding the SMTP password (if no EMPS_SMTP_PASSWORD)"
+        None,
+        description="Prefect Secret block holding the SMTP password (if no EMPS_SMTP_PASSWORD)",
     )
     smtp_starttls: bool = False
     smtp_timeout_s: float = Field(10.0, gt=0)
