@@ -119,8 +119,14 @@ def bootstrap(settings: Settings | None = None, with_history: bool = True) -> Bo
         step("features", lambda: build_features(settings))
     champion = alias_version(CHAMPION, settings)
     if champion is None and _has_features(settings):
-        champion = train_first_champion(settings)
-        report.steps["model"] = 0.0
+        from ml.evaluate import NotEnoughData
+
+        try:
+            champion = train_first_champion(settings)
+        except NotEnoughData as reason:
+            # An honest evaluation needs history before and after a held-out gap; with too
+            # little, say so and keep running: `emps model train` works once data has grown.
+            console.print(f"  [yellow]no first model yet: {reason}[/]")
     elif champion is None:
         console.print(
             "  [yellow]no readings yet, so no model: scoring starts once data arrives and "

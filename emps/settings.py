@@ -82,7 +82,9 @@ class Settings(BaseSettings):
     # Fleet simulator.
     sim_equipment: int = Field(200, ge=1)
     sim_seed: int = 42
-    sim_history_days: int = Field(30, ge=1)
+    sim_history_days: int = Field(
+        60, ge=1, description="Days of simulated history `emps up` backfills on an empty database"
+    )
     sim_history_interval_s: int = Field(600, ge=60)
     sim_live_interval_s: int = Field(60, ge=1)
 
