@@ -200,6 +200,9 @@ class LoadGroup:
         target = sql.SQL(", ").join(
             map(sql.Identifier, ["equipment_id", "ts", "ingest_file_id", *self.sensors])
         )
+        if fresh.empty:  # every key already stored or repeated: nothing to COPY
+            index = candidates.index
+            return pd.Series(inserted, index=index), pd.Series(stored, index=index)
         try:
             with (
                 self.conn.transaction(),

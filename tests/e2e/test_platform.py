@@ -257,16 +257,16 @@ def test_a_degrading_generator_reaches_the_crew_and_the_dashboard(platform: Plat
     assert prediction[0] in ("HIGH", "CRITICAL"), f"expected an alerting severity: {prediction}"
     assert prediction[1] == str(champion)
 
-    # The alert flow, triggered by the event, opens one alert and one corrective task.
-    wait_for(
-        "the alert flow run",
-        lambda: deployment_runs(platform, "process-prediction-alerts/process-prediction-alerts"),
-        240,
+    # The alert flow, triggered by the event, opens one alert and one maintenance task.
+    alerts = wait_for(
+        "the alert for the generator",
+        lambda: platform.sql(
+            "select id, severity, status from ops.alerts where equipment_id = %s", EQUIPMENT
+        ),
+        300,
         platform,
     )
-    alerts = platform.sql(
-        "select id, severity, status from ops.alerts where equipment_id = %s", EQUIPMENT
-    )
+    assert deployment_runs(platform, "process-prediction-alerts/process-prediction-alerts")
     assert len(alerts) == 1 and alerts[0][1] == prediction[0]
     tasks = platform.sql(
         "select task_type from ops.maintenance_tasks where alert_id = %s", alerts[0][0]

@@ -36,21 +36,24 @@ def test_migrate_is_rerunnable(db):
         assert conn.execute("select count(*) from raw.equipment").fetchone()[0] == 1
 
 
-def test_extra_catalog_sensor_becomes_a_column(db, extra_sensor_catalog: Path, owner_conn):
+def test_extra_catalog_sensor_becomes_a_column(
+    db, extra_sensor_catalog: Path, owner_conn, tmp_path: Path
+):
     """Adding a sensor to the catalog and migrating creates its column and mirrors its range."""
-    catalog = load_catalog(extra_sensor_catalog)
-    # Another test may have migrated the same extra catalog earlier in the session.
-    owner_conn.execute("alter table raw.sensor_readings drop column if exists oil_quality")
+    # A sensor name no other test adds (the dbt tests add oil_quality and build views on it).
+    renamed = tmp_path / "renamed.yaml"
+    renamed.write_text(extra_sensor_catalog.read_text().replace("oil_quality", "coolant_level"))
+    catalog = load_catalog(renamed)
     report = migrate(db, catalog)
     try:
-        assert report.sensor_columns_added == ["oil_quality"]
-        assert "oil_quality" in sensor_columns(owner_conn)
+        assert report.sensor_columns_added == ["coolant_level"]
+        assert "coolant_level" in sensor_columns(owner_conn)
         row = owner_conn.execute(
-            "select unit, valid_max from raw.sensor_catalog where sensor = 'oil_quality'"
+            "select unit, valid_max from raw.sensor_catalog where sensor = 'coolant_level'"
         ).fetchone()
         assert row == ("ppm", 5000)
     finally:
-        owner_conn.execute("alter table raw.sensor_readings drop column if exists oil_quality")
+        owner_conn.execute("alter table raw.sensor_readings drop column if exists coolant_level")
         migrate(db)
 
 

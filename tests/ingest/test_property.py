@@ -50,6 +50,14 @@ def to_record(row: dict) -> dict:
         "voltage": 400.0,
     }
     record.update(BAD_KINDS.get(row["kind"], {}))
+    # Bad timestamps still differ per minute: two bad rows must never be exact copies of each
+    # other (an exact repeat within a file is a duplicate, not a second bad row).
+    if row["kind"] == "future":
+        ahead = datetime.now(UTC) + timedelta(days=2, minutes=row["minute"])
+        record["timestamp"] = ahead.isoformat()
+    elif row["kind"] == "naive":
+        naive = BASE_TS.replace(tzinfo=None) + timedelta(minutes=row["minute"])
+        record["timestamp"] = naive.isoformat()
     return record
 
 
@@ -80,7 +88,10 @@ def test_mixed_batches_store_valid_readings_once_and_quarantine_the_rest(ingest_
         os.utime(path, (stamp, stamp))
         if data in contents:
             continue  # the same bytes again: a duplicate file, its rows judged once
-        contents.add(data)
+        if any(row["kind"] == "good" for row in rows):
+            # A file is a duplicate only of a copy that loaded; a wholly bad file sent again is
+            # judged (and quarantined) again.
+            contents.add(data)
         for row_number, row in enumerate(rows, start=1):
             if row["kind"] == "good":
                 expected.setdefault((row["equipment"], row["minute"]), row["temperature"])
