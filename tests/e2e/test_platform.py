@@ -311,12 +311,14 @@ def _alert_visible_in_browser(platform: Platform) -> None:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
-            page.goto(f"{platform.dashboard}/alerts")
+            page.set_default_timeout(150_000)  # a cold Streamlit start on a busy 2-core box
+            page.goto(platform.dashboard)
             page.get_by_text("EMPS — sign in").wait_for()
             page.get_by_label("User name").fill("admin")
             page.get_by_label("Password", exact=True).fill(ADMIN_PASSWORD)
             page.get_by_role("button", name="Sign in").click()
+            page.get_by_role("heading", name="Fleet overview").wait_for()
+            page.get_by_test_id("stSidebarNav").get_by_text("Alerts", exact=True).click()
             page.get_by_text(EQUIPMENT).first.wait_for()
             page.screenshot(path=str(ARTIFACTS / "alerts.png"), full_page=True)
         finally:
