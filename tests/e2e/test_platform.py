@@ -319,7 +319,8 @@ def _alert_visible_in_browser(platform: Platform) -> None:
             page.get_by_role("button", name="Sign in").click()
             page.get_by_role("heading", name="Fleet overview").wait_for()
             page.get_by_test_id("stSidebarNav").get_by_text("Alerts", exact=True).click()
-            page.get_by_text(EQUIPMENT).first.wait_for()
+            # The alerts table is a canvas grid: its cells are in the DOM but not "visible".
+            page.get_by_text(EQUIPMENT).first.wait_for(state="attached")
             page.screenshot(path=str(ARTIFACTS / "alerts.png"), full_page=True)
         finally:
             browser.close()
