@@ -11,23 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import socket
-import sys
-import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from _tempdb import temporary_platform
 
 
 def main() -> None:
@@ -38,18 +25,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="emps-bench-backfill-"))
-    for key in [k for k in os.environ if k.startswith("EMPS_")]:
-        del os.environ[key]
-    os.environ.update(
-        EMPS_HOME=str(home),
-        EMPS_PG_PORT=str(free_port()),
-        EMPS_CATALOG_PATH=str(ROOT / "catalog" / "sensors.yaml"),
-    )
+    with temporary_platform("backfill") as platform:
+        run(args, platform.settings)
+
+
+def run(args: argparse.Namespace, settings) -> None:
     from emps.catalog import load_catalog
-    from emps.db import Role, connect, embedded_server
-    from emps.migrate import migrate
-    from emps.settings import get_settings
+    from emps.db import Role, connect
     from emps.simulator.backfill import (
         BinaryRows,
         backfill,
@@ -59,61 +41,53 @@ def main() -> None:
     )
     from emps.simulator.fleet import Fleet
 
-    settings = get_settings()
-    server = embedded_server(settings)
-    server.start()
-    try:
-        migrate(settings)
-        fleet = Fleet(load_catalog(settings.catalog_path), args.equipment, args.seed)
-        # A fixed end keeps runs comparable: the same rows every time for the same arguments.
-        start, end = history_window(args.days, args.interval, datetime(2026, 11, 1, tzinfo=UTC))
+    fleet = Fleet(load_catalog(settings.catalog_path), args.equipment, args.seed)
+    # A fixed end keeps runs comparable: the same rows every time for the same arguments.
+    start, end = history_window(args.days, args.interval, datetime(2026, 11, 1, tzinfo=UTC))
 
-        ours = backfill(fleet, start, end, args.interval, settings)
-        print(
-            f"ours: {ours.rows:,} rows in {ours.seconds:.1f} s ({ours.rows_per_s:,.0f} rows/s); "
-            f"{ours.events.failure_events} failure events, {ours.events.repairs} repairs, "
-            f"{ours.events.preventive} preventive services"
-        )
+    ours = backfill(fleet, start, end, args.interval, settings)
+    print(
+        f"ours: {ours.rows:,} rows in {ours.seconds:.1f} s ({ours.rows_per_s:,.0f} rows/s); "
+        f"{ours.events.failure_events} failure events, {ours.events.repairs} repairs, "
+        f"{ours.events.preventive} preventive services"
+    )
 
+    began = time.perf_counter()
+    encoder = BinaryRows(fleet)
+    payloads = [encoder.encode(chunk) for chunk in fleet.chunks(start, end, args.interval)]
+    generate_s = time.perf_counter() - began
+    rows = ours.rows
+    with connect(Role.WRITER, settings) as conn:
+        conn.execute("set synchronous_commit = off")
+        with connect(Role.OWNER, settings, autocommit=True) as owner:
+            owner.execute("truncate raw.sensor_readings")
+        conn.commit()
         began = time.perf_counter()
-        encoder = BinaryRows(fleet)
-        payloads = [encoder.encode(chunk) for chunk in fleet.chunks(start, end, args.interval)]
-        generate_s = time.perf_counter() - began
-        rows = ours.rows
-        with connect(Role.WRITER, settings) as conn:
-            conn.execute("set synchronous_commit = off")
-            with connect(Role.OWNER, settings, autocommit=True) as owner:
-                owner.execute("truncate raw.sensor_readings")
-            conn.commit()
-            began = time.perf_counter()
-            copy_rows(conn, copy_statement("raw.sensor_readings", fleet.sensors), iter(payloads))
-            conn.commit()
-            copy_s = time.perf_counter() - began
-            copied = conn.execute("select count(*) from raw.sensor_readings").fetchone()[0]
-        assert copied == rows, f"raw COPY wrote {copied} rows, backfill {rows}"
-        copy_rate = rows / copy_s
-        print(
-            f"raw COPY: {rows:,} rows in {copy_s:.1f} s ({copy_rate:,.0f} rows/s); "
-            f"generating + encoding them alone took {generate_s:.1f} s"
+        copy_rows(conn, copy_statement("raw.sensor_readings", fleet.sensors), iter(payloads))
+        conn.commit()
+        copy_s = time.perf_counter() - began
+        copied = conn.execute("select count(*) from raw.sensor_readings").fetchone()[0]
+    assert copied == rows, f"raw COPY wrote {copied} rows, backfill {rows}"
+    copy_rate = rows / copy_s
+    print(
+        f"raw COPY: {rows:,} rows in {copy_s:.1f} s ({copy_rate:,.0f} rows/s); "
+        f"generating + encoding them alone took {generate_s:.1f} s"
+    )
+    print(
+        json.dumps(
+            {
+                "bench": "backfill",
+                "rows": rows,
+                "equipment": args.equipment,
+                "days": args.days,
+                "interval_s": args.interval,
+                "ours_s": round(ours.seconds, 2),
+                "ours_rows_s": round(ours.rows_per_s),
+                "copy_rows_s": round(copy_rate),
+                "ratio": round(ours.rows_per_s / copy_rate, 3),
+            }
         )
-        print(
-            json.dumps(
-                {
-                    "bench": "backfill",
-                    "rows": rows,
-                    "equipment": args.equipment,
-                    "days": args.days,
-                    "interval_s": args.interval,
-                    "ours_s": round(ours.seconds, 2),
-                    "ours_rows_s": round(ours.rows_per_s),
-                    "copy_rows_s": round(copy_rate),
-                    "ratio": round(ours.rows_per_s / copy_rate, 3),
-                }
-            )
-        )
-    finally:
-        server.stop(mode="immediate")
-        shutil.rmtree(home, ignore_errors=True)
+    )
 
 
 if __name__ == "__main__":

@@ -17,23 +17,10 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import shutil
-import socket
-import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from _tempdb import temporary_platform
 
 
 def drop_csv(equipment: list[str], minutes: int, start: datetime, sensors: list[str]) -> bytes:
@@ -65,116 +52,101 @@ def main() -> None:
     parser.add_argument("--small-files", type=int, default=1000)
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="emps-bench-ingest-"))
-    for key in [k for k in os.environ if k.startswith("EMPS_")]:
-        del os.environ[key]
-    os.environ.update(
-        EMPS_HOME=str(home),
-        EMPS_PG_PORT=str(free_port()),
-        EMPS_CATALOG_PATH=str(ROOT / "catalog" / "sensors.yaml"),
-    )
+    with temporary_platform("ingest") as platform:
+        run(args, platform.settings)
+
+
+def run(args: argparse.Namespace, settings) -> None:
     from psycopg import sql
 
     from emps.catalog import load_catalog
-    from emps.db import Role, connect, embedded_server
+    from emps.db import Role, connect
     from emps.ingest.landing import Landing
     from emps.ingest.pipeline import Ingestor
-    from emps.migrate import migrate
-    from emps.settings import get_settings
 
-    settings = get_settings()
     catalog = load_catalog(settings.catalog_path)
     sensors = catalog.sensor_names
-    server = embedded_server(settings)
-    server.start()
-    try:
-        migrate(settings)
-        n_equipment = max(args.small_files, 1000)
-        equipment = [f"GEN-{i:05d}" for i in range(n_equipment)]
-        with connect(Role.OWNER, settings, autocommit=True) as conn:
-            conn.execute(
-                "insert into raw.equipment (equipment_id, equipment_type, site) "
-                "select id, 'generator', 'bench' from unnest(%s::text[]) as id",
-                (equipment,),
-            )
-        landing = Landing(settings.landing_dir).ensure()
-        minutes = args.rows // 1000
-        start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=2)
-        data = drop_csv(equipment[:1000], minutes, start, sensors)
-        rows = 1000 * minutes
+    n_equipment = max(args.small_files, 1000)
+    equipment = [f"GEN-{i:05d}" for i in range(n_equipment)]
+    with connect(Role.OWNER, settings, autocommit=True) as conn:
+        conn.execute(
+            "insert into raw.equipment (equipment_id, equipment_type, site) "
+            "select id, 'generator', 'bench' from unnest(%s::text[]) as id",
+            (equipment,),
+        )
+    landing = Landing(settings.landing_dir).ensure()
+    minutes = args.rows // 1000
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=2)
+    data = drop_csv(equipment[:1000], minutes, start, sensors)
+    rows = 1000 * minutes
 
+    began = time.perf_counter()
+    ingestor = Ingestor(settings)
+    (landing.incoming / "warmup.csv").write_bytes(
+        drop_csv(equipment[:1], 1, start - timedelta(days=1), sensors)
+    )
+    ingestor.run()
+    gx_setup_s = time.perf_counter() - began
+
+    (landing.incoming / "big.csv").write_bytes(data)
+    began = time.perf_counter()
+    report = ingestor.run()
+    ours_s = time.perf_counter() - began
+    assert report.total("rows_loaded") == rows, report.summary()
+    print(
+        f"ours: {rows:,} rows in {ours_s:.2f} s ({rows / ours_s:,.0f} rows/s); "
+        f"parse {report.timings['parse_s']:.2f} s, validate {report.timings['validate_s']:.2f} s, "
+        f"load {report.timings['load_s']:.2f} s; GX one-time setup {gx_setup_s:.1f} s"
+    )
+
+    columns = sql.SQL(", ").join(map(sql.Identifier, ["equipment_id", "ts", *sensors]))
+    with connect(Role.OWNER, settings, autocommit=True) as conn:
+        conn.execute("truncate raw.sensor_readings")
+        conn.execute("checkpoint")
         began = time.perf_counter()
-        ingestor = Ingestor(settings)
-        (landing.incoming / "warmup.csv").write_bytes(
-            drop_csv(equipment[:1], 1, start - timedelta(days=1), sensors)
-        )
-        ingestor.run()
-        gx_setup_s = time.perf_counter() - began
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                sql.SQL(
+                    "copy raw.sensor_readings ({}) from stdin (format csv, header true)"
+                ).format(columns)
+            ) as copy,
+        ):
+            copy.write(data)
+        copy_s = time.perf_counter() - began
+        copied = conn.execute("select count(*) from raw.sensor_readings").fetchone()[0]
+        assert copied == rows
+        conn.execute("truncate raw.sensor_readings")
+    print(f"copy: {rows:,} rows in {copy_s:.2f} s ({rows / copy_s:,.0f} rows/s)")
 
-        (landing.incoming / "big.csv").write_bytes(data)
-        began = time.perf_counter()
-        report = ingestor.run()
-        ours_s = time.perf_counter() - began
-        assert report.total("rows_loaded") == rows, report.summary()
-        print(
-            f"ours: {rows:,} rows in {ours_s:.2f} s ({rows / ours_s:,.0f} rows/s); "
-            f"parse {report.timings['parse_s']:.2f} s, validate {report.timings['validate_s']:.2f} s, "
-            f"load {report.timings['load_s']:.2f} s; GX one-time setup {gx_setup_s:.1f} s"
+    for i, equipment_id in enumerate(equipment[: args.small_files]):
+        (landing.incoming / f"{equipment_id}-{i}.csv").write_bytes(
+            drop_csv([equipment_id], 1, start + timedelta(days=1), sensors)
         )
+    began = time.perf_counter()
+    small = ingestor.run()
+    small_s = time.perf_counter() - began
+    assert small.total("rows_loaded") == args.small_files, small.summary()
+    print(f"small files: {args.small_files} one-row files in {small_s:.2f} s ({small.summary()})")
 
-        columns = sql.SQL(", ").join(map(sql.Identifier, ["equipment_id", "ts", *sensors]))
-        with connect(Role.OWNER, settings, autocommit=True) as conn:
-            conn.execute("truncate raw.sensor_readings")
-            conn.execute("checkpoint")
-            began = time.perf_counter()
-            with (
-                conn.cursor() as cur,
-                cur.copy(
-                    sql.SQL(
-                        "copy raw.sensor_readings ({}) from stdin (format csv, header true)"
-                    ).format(columns)
-                ) as copy,
-            ):
-                copy.write(data)
-            copy_s = time.perf_counter() - began
-            copied = conn.execute("select count(*) from raw.sensor_readings").fetchone()[0]
-            assert copied == rows
-            conn.execute("truncate raw.sensor_readings")
-        print(f"copy: {rows:,} rows in {copy_s:.2f} s ({rows / copy_s:,.0f} rows/s)")
-
-        for i, equipment_id in enumerate(equipment[: args.small_files]):
-            (landing.incoming / f"{equipment_id}-{i}.csv").write_bytes(
-                drop_csv([equipment_id], 1, start + timedelta(days=1), sensors)
-            )
-        began = time.perf_counter()
-        small = ingestor.run()
-        small_s = time.perf_counter() - began
-        assert small.total("rows_loaded") == args.small_files, small.summary()
-        print(
-            f"small files: {args.small_files} one-row files in {small_s:.2f} s ({small.summary()})"
+    ratio = (rows / ours_s) / (rows / copy_s)
+    print(
+        json.dumps(
+            {
+                "bench": "ingest",
+                "rows": rows,
+                "ours_rows_s": round(rows / ours_s),
+                "copy_rows_s": round(rows / copy_s),
+                "ratio": round(ratio, 3),
+                "parse_s": round(report.timings["parse_s"], 3),
+                "validate_s": round(report.timings["validate_s"], 3),
+                "load_s": round(report.timings["load_s"], 3),
+                "gx_setup_s": round(gx_setup_s, 2),
+                "small_files": args.small_files,
+                "small_files_s": round(small_s, 3),
+            }
         )
-
-        ratio = (rows / ours_s) / (rows / copy_s)
-        print(
-            json.dumps(
-                {
-                    "bench": "ingest",
-                    "rows": rows,
-                    "ours_rows_s": round(rows / ours_s),
-                    "copy_rows_s": round(rows / copy_s),
-                    "ratio": round(ratio, 3),
-                    "parse_s": round(report.timings["parse_s"], 3),
-                    "validate_s": round(report.timings["validate_s"], 3),
-                    "load_s": round(report.timings["load_s"], 3),
-                    "gx_setup_s": round(gx_setup_s, 2),
-                    "small_files": args.small_files,
-                    "small_files_s": round(small_s, 3),
-                }
-            )
-        )
-    finally:
-        server.stop(mode="immediate")
-        shutil.rmtree(home, ignore_errors=True)
+    )
 
 
 if __name__ == "__main__":
