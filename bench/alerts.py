@@ -18,27 +18,17 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from _tempdb import ROOT, free_port, temporary_platform
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -75,27 +65,26 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="emps-bench-alerts-"))
-    for key in [k for k in os.environ if k.startswith("EMPS_")]:
-        del os.environ[key]
     smtp_port = free_port()
-    crew = home / "recipients.yaml"
-    crew.write_text(
-        "escalation: [technician]\npeople:\n"
-        "  - {name: Bench crew, role: technician, sites: ['*'], email: crew@bench.example}\n"
-    )
-    os.environ.update(
-        EMPS_HOME=str(home),
-        EMPS_PG_PORT=str(free_port()),
-        EMPS_CATALOG_PATH=str(ROOT / "catalog" / "sensors.yaml"),
-        EMPS_SMTP_PORT=str(smtp_port),
-        EMPS_RECIPIENTS_PATH=str(crew),
-        PREFECT_HOME=str(home / "prefect"),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_LOGGING_LEVEL="WARNING",
-        PREFECT_RUNNER_POLL_FREQUENCY="1",
-        DO_NOT_TRACK="1",
-    )
+    environment = {
+        "EMPS_SMTP_PORT": str(smtp_port),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "DO_NOT_TRACK": "1",
+    }
+    with temporary_platform("alerts", environment) as platform:
+        crew = platform.home / "recipients.yaml"
+        crew.write_text(
+            "escalation: [technician]\npeople:\n"
+            "  - {name: Bench crew, role: technician, sites: ['*'], email: crew@bench.example}\n"
+        )
+        os.environ["EMPS_RECIPIENTS_PATH"] = str(crew)
+        os.environ["PREFECT_HOME"] = str(platform.home / "prefect")
+        run(args, platform.home, smtp_port)
+
+
+def run(args: argparse.Namespace, home: Path, smtp_port: int) -> None:
     from prefect.client.orchestration import get_client
     from prefect.events import emit_event
     from prefect.settings import PREFECT_API_URL
@@ -103,8 +92,7 @@ def main() -> None:
 
     from emps.alerting.mailbox import MailboxHandler
     from emps.alerting.outbox import enqueue_email, send_notifications
-    from emps.db import Role, connect, embedded_server
-    from emps.migrate import migrate
+    from emps.db import Role, connect
     from emps.settings import get_settings
 
     class TimedMailbox(MailboxHandler):
@@ -130,14 +118,11 @@ def main() -> None:
     from aiosmtpd.controller import Controller
 
     settings = get_settings()
-    server = embedded_server(settings)
-    server.start()
     handler = TimedMailbox(home / "mailbox")
     sink = Controller(handler, hostname="127.0.0.1", port=smtp_port)
     sink.start()
     runner = None
     try:
-        migrate(settings)
         ids = [f"BENCH-{i:04d}" for i in range(args.alerts)]
         with connect(Role.OWNER, settings) as conn:
             for equipment_id in ids:
@@ -281,8 +266,6 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 runner.kill()
         sink.stop()
-        server.stop(mode="immediate")
-        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":
