@@ -14,7 +14,7 @@ import asyncio
 import mimetypes
 import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -205,6 +205,25 @@ def _fail(conn, rows, exc: DeliveryError, report: SendReport, settings: Settings
         _count(report, _mark_failed(conn, row, str(exc), exc.permanent, settings))
 
 
+async def _deliver_rows(
+    conn, rows: list[dict], send: Callable[[dict], Awaitable[None]], report: SendReport, settings
+) -> None:
+    """Send each row through `send`: mark it sent as soon as it is accepted, failed (to retry) or
+    dead on a row's own error, and stop at an error that dooms the whole batch."""
+    for index, row in enumerate(rows):
+        try:
+            await send(row)
+        except DeliveryError as exc:
+            if exc.whole_batch:
+                _fail(conn, rows[index:], exc, report, settings)
+                return
+            report.errors.append(str(exc))
+            _count(report, _mark_failed(conn, row, str(exc), exc.permanent, settings))
+            continue
+        _mark_sent(conn, row)
+        report.sent += 1
+
+
 async def _deliver_emails(conn, rows: list[dict], report: SendReport, settings: Settings) -> None:
     try:
         smtp = await open_smtp(settings)
@@ -212,28 +231,21 @@ async def _deliver_emails(conn, rows: list[dict], report: SendReport, settings: 
         # One error for the whole batch: a wrong password or a down server is not retried per row.
         _fail(conn, rows, exc, report, settings)
         return
+
+    async def send(row: dict) -> None:
+        msg = build_message(
+            to=row["recipient"],
+            subject=row["subject"],
+            text=row["body_text"],
+            html=row["body_html"],
+            dedupe_key=row["dedupe_key"],
+            settings=settings,
+            attachments=_attachments(conn, row),
+        )
+        await send_one(smtp, msg, settings)
+
     try:
-        for index, row in enumerate(rows):
-            msg = build_message(
-                to=row["recipient"],
-                subject=row["subject"],
-                text=row["body_text"],
-                html=row["body_html"],
-                dedupe_key=row["dedupe_key"],
-                settings=settings,
-                attachments=_attachments(conn, row),
-            )
-            try:
-                await send_one(smtp, msg, settings)
-            except DeliveryError as exc:
-                if exc.whole_batch:
-                    _fail(conn, rows[index:], exc, report, settings)
-                    return
-                report.errors.append(str(exc))
-                _count(report, _mark_failed(conn, row, str(exc), exc.permanent, settings))
-                continue
-            _mark_sent(conn, row)
-            report.sent += 1
+        await _deliver_rows(conn, rows, send, report, settings)
     finally:
         await close_smtp(smtp)
 
@@ -250,24 +262,17 @@ def _attachments(conn, row: dict) -> list[tuple[str, bytes, str]]:
 
 async def _deliver_sms(conn, rows: list[dict], report: SendReport, settings: Settings) -> None:
     async with httpx.AsyncClient(timeout=settings.smtp_timeout_s) as client:
-        for index, row in enumerate(rows):
-            try:
-                await send_sms(
-                    client,
-                    to=row["recipient"],
-                    text=row["body_text"],
-                    dedupe_key=row["dedupe_key"],
-                    settings=settings,
-                )
-            except DeliveryError as exc:
-                if exc.whole_batch:
-                    _fail(conn, rows[index:], exc, report, settings)
-                    return
-                report.errors.append(str(exc))
-                _count(report, _mark_failed(conn, row, str(exc), exc.permanent, settings))
-                continue
-            _mark_sent(conn, row)
-            report.sent += 1
+
+        async def send(row: dict) -> None:
+            await send_sms(
+                client,
+                to=row["recipient"],
+                text=row["body_text"],
+                dedupe_key=row["dedupe_key"],
+                settings=settings,
+            )
+
+        await _deliver_rows(conn, rows, send, report, settings)
 
 
 async def deliver_due(
