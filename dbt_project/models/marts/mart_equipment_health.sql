@@ -35,7 +35,7 @@ open_alerts as (
     from alerts
     where alerts.status <> 'resolved'
     order by
-        alerts.equipment_id,
+        alerts.equipment_id asc,
         case alerts.severity
             when 'CRITICAL' then 4 when 'HIGH' then 3 when 'MEDIUM' then 2 else 1
         end desc,

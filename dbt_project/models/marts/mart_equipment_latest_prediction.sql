@@ -67,7 +67,7 @@ final as (
         explanation,
         now() as refreshed_at
     from candidates
-    order by equipment_id, ts desc, predicted_at desc
+    order by equipment_id asc, ts desc, predicted_at desc
 )
 
 select * from final
