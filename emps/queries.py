@@ -19,8 +19,11 @@ from emps.catalog import load_catalog
 from emps.db import Role, database_url
 from emps.settings import Settings, get_settings
 
-# The dbt marts the dashboard reads (dbt_project/models/marts), all views over staging + ops.
+# The dbt marts the dashboard reads (dbt_project/models/marts): views over staging, the ops
+# tables and two small tables refreshed after every scoring run (selector `dashboard_state`).
 DASHBOARD_MARTS = (
+    "mart_equipment_last_reading",
+    "mart_equipment_latest_prediction",
     "mart_equipment_health",
     "mart_fleet_overview",
     "mart_data_freshness",
@@ -109,7 +112,8 @@ def fleet_health(
         select equipment_id, equipment_type, site, health_score, severity, failure_probability,
                days_until_failure, last_reading_at, minutes_since_last_reading,
                open_alert_id, open_alert_severity, open_alert_status,
-               next_task_id, next_task_type, next_task_date, model_version, predicted_at
+               next_task_id, next_task_type, next_task_date, model_version, predicted_at,
+               prediction_as_of, last_reading_as_of
         from analytics.mart_equipment_health
         where (%(sites)s::text[] is null or site = any(%(sites)s))
           and (%(types)s::text[] is null or equipment_type = any(%(types)s))
@@ -134,7 +138,9 @@ def fleet_summary(
     severities: Sequence[str] | None = None,
     settings: Settings | None = None,
 ) -> pd.DataFrame:
-    """Equipment counts per site, severity, health decile and silent-or-not (for counts, charts).
+    """Equipment counts per site, severity, health decile and silent-or-not (for counts, charts),
+    and when the predictions and last readings they count were refreshed (`prediction_as_of`,
+    `last_reading_as_of`: the latest refresh that changed a row of the group).
 
     Aggregated in the database: a few hundred rows instead of one per equipment.
     """
@@ -143,7 +149,9 @@ def fleet_summary(
         select site, coalesce(severity, 'UNSCORED') as severity,
                (floor(health_score / 10.0) * 10)::int as health_bucket,
                (last_reading_at is null or minutes_since_last_reading > %(silent)s) as silent,
-               count(*)::int as equipment, coalesce(sum(health_score), 0)::float8 as health_sum
+               count(*)::int as equipment, coalesce(sum(health_score), 0)::float8 as health_sum,
+               max(prediction_as_of) as prediction_as_of,
+               max(last_reading_as_of) as last_reading_as_of
         from analytics.mart_equipment_health
         where (%(sites)s::text[] is null or site = any(%(sites)s))
           and (%(types)s::text[] is null or equipment_type = any(%(types)s))

@@ -22,6 +22,8 @@ from emps.settings import PROJECT_ROOT, Settings, get_settings
 
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 AFTER_INGEST_SELECTOR = "after_ingest"
+DASHBOARD_STATE_SELECTOR = "dashboard_state"
+DASHBOARD_HEALTH_MART = "analytics.mart_equipment_health"
 FEATURE_TABLE = "analytics.fct_equipment_features"
 
 
@@ -228,6 +230,26 @@ def build_after_ingest(
     if project_is_built(settings):
         return build(selector=AFTER_INGEST_SELECTOR, settings=settings, on_log=on_log)
     return build(settings=settings, on_log=on_log)
+
+
+def refresh_dashboard_state(
+    settings: Settings | None = None, on_log: Callable[[str, str], None] | None = None
+) -> DbtRunSummary | None:
+    """Bring the dashboard's last-reading and latest-prediction tables up to date (the
+    `dashboard_state` selector: two small incremental tables and their tests).
+
+    None on a database where the dashboard marts were never built: there is nothing to refresh
+    yet, and the first full build (bootstrap or build-features) creates them current.
+    """
+    from emps.db import connect
+
+    with connect(Role.WRITER, settings) as conn:
+        row = conn.execute(
+            "select to_regclass(%s) is not null", (DASHBOARD_HEALTH_MART,)
+        ).fetchone()
+    if not (row and row[0]):
+        return None
+    return build(selector=DASHBOARD_STATE_SELECTOR, settings=settings, on_log=on_log)
 
 
 def docs(settings: Settings | None = None, on_log=None) -> Path:

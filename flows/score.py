@@ -1,11 +1,14 @@
-"""The `score-equipment` flow: after each dbt build, score every equipment that got new data."""
+"""The `score-equipment` flow: after each dbt build, score every equipment that got new data,
+then refresh the dashboard's latest-prediction and last-reading tables."""
 
 from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
+from emps import transform
 from emps.settings import get_settings
+from flows.transform import prefect_log_forwarder
 from ml import predict, registry
 from ml.dataset import read_latest_features
 
@@ -52,15 +55,30 @@ def emit_events(written) -> int:
     return predict.emit_prediction_events(written)
 
 
+@task(name="refresh-dashboard-state", cache_policy=NONE, retries=1, retry_delay_seconds=5)
+def refresh_dashboard_state() -> float | None:
+    """dbt build of the dashboard's latest-prediction and last-reading tables (selector
+    `dashboard_state`), so the health pages show this run's predictions; its seconds, or None
+    when the dashboard marts were never built here (nothing to refresh yet)."""
+    summary = transform.refresh_dashboard_state(get_settings(), on_log=prefect_log_forwarder())
+    if summary is None:
+        get_run_logger().info("dashboard marts not built yet: nothing to refresh")
+        return None
+    return summary.seconds
+
+
 @flow(name="score-equipment", log_prints=True)
 def score_equipment(equipment_ids: list[str] | None = None, only_unscored: bool = True) -> dict:
     """Score the latest feature row of every equipment with new data using the champion model,
-    write ops.predictions and emit emps.prediction.high / emps.prediction.critical events."""
+    write ops.predictions, emit emps.prediction.high / emps.prediction.critical events, then
+    refresh the dashboard's latest-prediction and last-reading tables (dbt selector
+    `dashboard_state`)."""
     champion = load_champion()
     moved = False if champion.stale else note_champion_change(champion.version)
     features = read_features(equipment_ids, only_unscored)
     written = write_predictions(predict_failures(champion, features))
     events = emit_events(written)
+    refresh_s = refresh_dashboard_state()
     summary = {
         "model_version": champion.version,
         "scored": len(written),
@@ -68,6 +86,7 @@ def score_equipment(equipment_ids: list[str] | None = None, only_unscored: bool 
         "events": events,
         "registry_unreachable": champion.stale,
         "champion_moved_in_ui": moved,
+        "dashboard_refresh_s": None if refresh_s is None else round(refresh_s, 2),
     }
     get_run_logger().info("scored %s equipment with model v%s", len(written), champion.version)
     return summary

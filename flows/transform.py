@@ -12,7 +12,7 @@ from emps import transform
 from emps.settings import get_settings
 
 
-def _prefect_log_forwarder():
+def prefect_log_forwarder():
     """A dbt log callback writing to this task run's Prefect log.
 
     dbt calls it from its own worker threads, which carry no Prefect run context: the logger is
@@ -34,7 +34,7 @@ def dbt_build(select: list[str] | None, full_refresh: bool) -> transform.DbtRunS
     """Run `dbt build` (models, then their tests) with dbt's log in this task's log: the given
     selection, or what new readings change. Raises when a model or a test fails, which fails
     the task and the flow run."""
-    forward = _prefect_log_forwarder()
+    forward = prefect_log_forwarder()
     if select is None and not full_refresh:
         return transform.build_after_ingest(get_settings(), on_log=forward)
     return transform.build(

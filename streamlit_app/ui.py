@@ -53,6 +53,13 @@ def _utc(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
+def as_of(value: object) -> str:
+    """A refresh time for captions: "27 Nov 14:05 UTC", or "never" before the first refresh."""
+    if value is None or value != value:  # None, NaT or NaN
+        return "never"
+    return f"{value.astimezone(UTC):%d %b %H:%M} UTC"
+
+
 def empty_note(what: str) -> None:
     st.info(f"No {what} yet.")
 

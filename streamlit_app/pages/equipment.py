@@ -7,7 +7,14 @@ import pandas as pd
 import streamlit as st
 
 from streamlit_app import data
-from streamlit_app.ui import SEVERITY_ORDER, SEVERITY_SCALE, pick_range, plain, require_user
+from streamlit_app.ui import (
+    SEVERITY_ORDER,
+    SEVERITY_SCALE,
+    as_of,
+    pick_range,
+    plain,
+    require_user,
+)
 from streamlit_app.whatif import render_what_if
 
 require_user()
@@ -29,7 +36,9 @@ if st.query_params.get("equipment") != equipment_id:
 health = data.equipment_health(equipment_id) or {}
 st.caption(
     f"{plain(health.get('equipment_type', '?'))} at {plain(health.get('site', '?'))} · "
-    f"model version {plain(health.get('model_version') or 'none yet')}"
+    f"model version {plain(health.get('model_version') or 'none yet')} · "
+    f"latest prediction written {as_of(health.get('predicted_at'))}, "
+    f"refreshed into the fleet view {as_of(health.get('prediction_as_of'))}"
 )
 
 

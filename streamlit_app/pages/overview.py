@@ -6,7 +6,7 @@ import altair as alt
 import streamlit as st
 
 from streamlit_app import data
-from streamlit_app.ui import SEVERITY_ORDER, SEVERITY_SCALE, require_user
+from streamlit_app.ui import SEVERITY_ORDER, SEVERITY_SCALE, as_of, require_user
 
 require_user()
 st.title("Fleet overview")
@@ -47,6 +47,14 @@ row[4].metric(
 scored_count = int(scored["equipment"].sum())
 mean_health = scored["health_sum"].sum() / scored_count if scored_count else None
 row[5].metric("Mean health score", "–" if mean_health is None else f"{mean_health:.0f}")
+# Predictions and last readings come from tables refreshed after every scoring run; alerts and
+# tasks are read live. Say which is which, so a stale refresh is visible.
+st.caption(
+    f"Health and severity as of the scoring refresh of {as_of(summary['prediction_as_of'].max())}, "
+    f"last readings as of {as_of(summary['last_reading_as_of'].max())}; alerts and tasks are "
+    f"live. Figures are kept up to {data.OVERVIEW_TTL / 60:g} min: ↻ Refresh data in the "
+    "sidebar reloads them."
+)
 
 if fleet.empty:
     st.info("No equipment matches these filters.")

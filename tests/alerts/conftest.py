@@ -38,7 +38,8 @@ def mailbox(tmp_path: Path) -> Iterator[tuple[MailboxHandler, int]]:
 
 @pytest.fixture(scope="session")
 def dashboard_marts(database: Settings) -> Settings:
-    """The marts the fleet report reads, built by the dbt project (views: one run a session)."""
+    """The marts the fleet report reads, built by the dbt project once a session (the report
+    here needs no prediction, so the tables under the views are not refreshed per test)."""
     from emps.queries import DASHBOARD_MARTS
     from emps.transform import dbt_args, run_dbt
 

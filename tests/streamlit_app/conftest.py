@@ -24,7 +24,8 @@ HTML_NOTE = '<img src=x onerror="alert(1)"><b id="xss">bold</b>'
 
 @pytest.fixture(scope="session")
 def marts(database: Settings) -> Settings:
-    """The dashboard's marts, built by the dbt project (views, so one run serves the session)."""
+    """The dashboard's marts, built by the dbt project once a session (the views and the
+    tables under them; `refresh_dashboard_state` brings the tables to each test's data)."""
     from emps.queries import DASHBOARD_MARTS
     from emps.transform import dbt_args, run_dbt
 
@@ -32,6 +33,21 @@ def marts(database: Settings) -> Settings:
     summary = run_dbt(dbt_args(["run"], database, select=selection), database)
     assert summary.success, summary.describe_failures()
     return database
+
+
+def refresh_dashboard_state(settings: Settings) -> None:
+    """Bring the latest-prediction and last-reading tables to the seeded rows with the refresh
+    the scoring flow runs. Emptied first: each test's reset empties their sources, and a
+    --full-refresh of just these tables would drop the views built on them."""
+    from emps.transform import DASHBOARD_STATE_SELECTOR, dbt_args, run_dbt
+
+    with connect(Role.OWNER, settings, autocommit=True) as conn:
+        conn.execute(
+            "truncate analytics.mart_equipment_last_reading, "
+            "analytics.mart_equipment_latest_prediction"
+        )
+    summary = run_dbt(dbt_args(["run"], settings, selector=DASHBOARD_STATE_SELECTOR), settings)
+    assert summary.success, summary.describe_failures()
 
 
 @dataclass
@@ -252,7 +268,9 @@ def seed_fleet(conn: psycopg.Connection) -> Fleet:
 @pytest.fixture
 def fleet(db: Settings, marts: Settings) -> Fleet:
     with connect(Role.OWNER, db, autocommit=True) as conn:
-        return seed_fleet(conn)
+        seeded = seed_fleet(conn)
+    refresh_dashboard_state(db)
+    return seeded
 
 
 USERS = {

@@ -106,6 +106,11 @@ def _sign_in(page, url: str, path: str, password: str, username: str = "admin") 
 
 def _shot(page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    # Streamlit draws a grey skeleton while a widget's code loads (seconds on a busy machine):
+    # a screenshot taken then shows placeholders instead of figures, tables and charts.
+    page.wait_for_function(
+        "() => document.querySelectorAll('[data-testid=\"stSkeleton\"]').length === 0"
+    )
     page.wait_for_timeout(1500)  # let charts finish drawing before the screenshot
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 

@@ -104,6 +104,22 @@ def test_technician_acknowledges_alert_and_it_is_audited(app, fleet):
     assert details["note"] == "crew dispatched"
 
 
+def test_acknowledgement_shows_on_the_overview_at_once(app, fleet):
+    """After a technician acknowledges an alert, the overview's fleet table shows it on the next
+    load: alerts are read live, not from a table refreshed after scoring."""
+    at = app("tech")
+    fleet_table = at.dataframe[0].value.set_index("equipment_id")
+    assert fleet_table.loc["GEN-0001", "open_alert_status"] == "open"
+    assert any("as of the scoring refresh of" in c.value for c in at.caption)
+    at.switch_page("pages/alerts.py").run()
+    at.selectbox(key="al_pick").select(fleet.critical_alert)
+    at.button[0].click().run()  # Acknowledge
+    assert not at.exception
+    at.switch_page("pages/overview.py").run()
+    fleet_table = at.dataframe[0].value.set_index("equipment_id")
+    assert fleet_table.loc["GEN-0001", "open_alert_status"] == "acknowledged"
+
+
 def test_viewer_cannot_acknowledge(app, fleet):
     """A viewer sees the actions disabled, and the app and the database both refuse them."""
     at = app("viewer", "pages/alerts.py")

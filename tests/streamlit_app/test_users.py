@@ -9,7 +9,12 @@ from typer.testing import CliRunner
 
 from emps.cli import app as cli
 from emps.db import Role, connect
+from emps.settings import PROJECT_ROOT
 from emps.users import UserRole, authenticate, ensure_first_admin
+
+# Not imported from conftest: with tests/dbt collected in the same run, `conftest` may name
+# another directory's module.
+APP = PROJECT_ROOT / "streamlit_app" / "streamlit_app.py"
 
 
 def _audit_actions(username: str) -> list[str]:
@@ -22,8 +27,6 @@ def _audit_actions(username: str) -> list[str]:
 
 def test_signed_out_visitor_sees_only_the_sign_in_form(fleet):
     """Without signing in, the dashboard shows the sign-in form and no fleet data."""
-    from conftest import APP  # the app's entry point (tests/streamlit_app/conftest.py)
-
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     assert not at.exception
     assert [t.value for t in at.title] == ["EMPS — sign in"]

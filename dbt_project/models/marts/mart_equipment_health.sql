@@ -1,14 +1,19 @@
 -- One row per equipment: its latest prediction, open alert, next maintenance task and data age.
+--
+-- The latest prediction and last reading come from small tables refreshed after every scoring
+-- run (mart_equipment_latest_prediction, mart_equipment_last_reading; their refresh times are
+-- prediction_as_of and last_reading_as_of). The open alert and next task are read live from the
+-- ops tables, so an acknowledgement or a new task shows on the next page load.
 with equipment as (
     select * from {{ ref('stg_equipment') }}
 ),
 
-freshness as (
-    select * from {{ ref('mart_data_freshness') }}
+last_readings as (
+    select * from {{ ref('mart_equipment_last_reading') }}
 ),
 
-predictions as (
-    select * from {{ ref('stg_predictions') }}
+latest_predictions as (
+    select * from {{ ref('mart_equipment_latest_prediction') }}
 ),
 
 alerts as (
@@ -19,56 +24,68 @@ tasks as (
     select * from {{ ref('stg_maintenance_tasks') }}
 ),
 
+-- The most severe unresolved alert per equipment, newest first among equals. Unresolved alerts
+-- are few; DISTINCT ON keeps the join removable when a query reads no alert column.
+open_alerts as (
+    select distinct on (alerts.equipment_id)
+        alerts.equipment_id,
+        alerts.alert_id,
+        alerts.severity,
+        alerts.status
+    from alerts
+    where alerts.status <> 'resolved'
+    order by
+        alerts.equipment_id asc,
+        case alerts.severity
+            when 'CRITICAL' then 4 when 'HIGH' then 3 when 'MEDIUM' then 2 else 1
+        end desc,
+        alerts.created_at desc
+),
+
+next_tasks as (
+    select distinct on (tasks.equipment_id)
+        tasks.equipment_id,
+        tasks.task_id,
+        tasks.task_type,
+        tasks.scheduled_date
+    from tasks
+    where tasks.status in ('scheduled', 'in_progress')
+    order by tasks.equipment_id, tasks.scheduled_date
+),
+
 final as (
     select
         equipment.equipment_id,
         equipment.equipment_type,
         equipment.site,
-        freshness.last_reading_at,
-        freshness.minutes_since_last_reading,
-        latest_prediction.failure_probability,
-        latest_prediction.health_score,
-        latest_prediction.severity,
-        latest_prediction.days_until_failure,
-        latest_prediction.model_version,
-        latest_prediction.predicted_at,
-        latest_prediction.explanation,
-        open_alert.alert_id as open_alert_id,
-        open_alert.severity as open_alert_severity,
-        open_alert.status as open_alert_status,
-        next_task.task_id as next_task_id,
-        next_task.task_type as next_task_type,
-        next_task.scheduled_date as next_task_date
+        last_readings.last_reading_at,
+        date_part('epoch', now() - last_readings.last_reading_at) / 60.0
+            as minutes_since_last_reading,
+        coalesce(
+            last_readings.last_reading_at
+            < now() - interval '{{ var("silent_minutes") | int }} minutes',
+            true
+        ) as is_silent,
+        latest_predictions.failure_probability,
+        latest_predictions.health_score,
+        latest_predictions.severity,
+        latest_predictions.days_until_failure,
+        latest_predictions.model_version,
+        latest_predictions.predicted_at,
+        latest_predictions.explanation,
+        open_alerts.alert_id as open_alert_id,
+        open_alerts.severity as open_alert_severity,
+        open_alerts.status as open_alert_status,
+        next_tasks.task_id as next_task_id,
+        next_tasks.task_type as next_task_type,
+        next_tasks.scheduled_date as next_task_date,
+        last_readings.refreshed_at as last_reading_as_of,
+        latest_predictions.refreshed_at as prediction_as_of
     from equipment
-    left join freshness on equipment.equipment_id = freshness.equipment_id
-    left join lateral (
-        select predictions.*
-        from predictions
-        where predictions.equipment_id = equipment.equipment_id
-        order by predictions.ts desc, predictions.predicted_at desc
-        limit 1
-    ) as latest_prediction on true
-    left join lateral (
-        -- The most severe unresolved alert, newest first among equals.
-        select alerts.*
-        from alerts
-        where alerts.equipment_id = equipment.equipment_id and alerts.status <> 'resolved'
-        order by
-            case alerts.severity
-                when 'CRITICAL' then 4 when 'HIGH' then 3 when 'MEDIUM' then 2 else 1
-            end desc,
-            alerts.created_at desc
-        limit 1
-    ) as open_alert on true
-    left join lateral (
-        select tasks.*
-        from tasks
-        where
-            tasks.equipment_id = equipment.equipment_id
-            and tasks.status in ('scheduled', 'in_progress')
-        order by tasks.scheduled_date
-        limit 1
-    ) as next_task on true
+    left join last_readings on equipment.equipment_id = last_readings.equipment_id
+    left join latest_predictions on equipment.equipment_id = latest_predictions.equipment_id
+    left join open_alerts on equipment.equipment_id = open_alerts.equipment_id
+    left join next_tasks on equipment.equipment_id = next_tasks.equipment_id
 )
 
 select * from final

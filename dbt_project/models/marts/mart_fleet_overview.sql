@@ -3,10 +3,6 @@ with health as (
     select * from {{ ref('mart_equipment_health') }}
 ),
 
-freshness as (
-    select * from {{ ref('mart_data_freshness') }}
-),
-
 alerts as (
     select * from {{ ref('stg_alerts') }}
 ),
@@ -32,9 +28,8 @@ final as (
         count(*) filter (where health.severity is null) as unscored_count,
         avg(health.health_score)::double precision as avg_health_score,
         coalesce(sum(open_alerts.open_alerts), 0)::bigint as open_alerts,
-        count(*) filter (where freshness.is_silent) as silent_equipment
+        count(*) filter (where health.is_silent) as silent_equipment
     from health
-    left join freshness on health.equipment_id = freshness.equipment_id
     left join open_alerts on health.equipment_id = open_alerts.equipment_id
     group by health.site, health.equipment_type
 )
