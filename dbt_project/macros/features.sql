@@ -92,3 +92,30 @@
     ){% endif %} as filled_slots,
     max({{ readings }}.ingested_at) as ingested_at
 {%- endmacro %}
+
+{% macro hourly_fixture(rows) -%}
+    {#- Unit-test rows of int_sensor_readings_hourly for the catalog's sensors (SQL, since dbt
+        cannot cast YAML values to arrays): rows are [reading_hour, hours since 2000-01-01, value],
+        one temperature reading each; the other sensors are empty. -#}
+    {% for row in rows -%}
+        select
+            'GEN-1'::text as equipment_id,
+            timestamptz '{{ row[0] }}' as reading_hour,
+            {% for sensor in sensors() -%}
+                {% if sensor == 'temperature' -%}
+                    '{1,{{ row[1] }},0,{{ row[2] }},0,0}'::float8[] as temperature_moments,
+                    1::bigint as temperature_count,
+                    {{ row[2] }}::float8 as temperature_min,
+                    {{ row[2] }}::float8 as temperature_max,
+                {% else -%}
+                    null::float8[] as {{ sensor }}_moments,
+                    0::bigint as {{ sensor }}_count,
+                    null::float8 as {{ sensor }}_min,
+                    null::float8 as {{ sensor }}_max,
+                {% endif -%}
+            {% endfor -%}
+            1::bigint as filled_slots,
+            timestamptz '{{ row[0] }}' as ingested_at
+        {% if not loop.last %}union all{% endif %}
+    {% endfor -%}
+{%- endmacro %}
