@@ -39,20 +39,83 @@
     {{ return(var('window_hours') | map('int') | list) }}
 {% endmacro %}
 
-{% macro moments_count(state) -%}
-    ({{ state }})[1]
-{%- endmacro %}
-
 {% macro moments_mean(state) -%}
-    case when ({{ state }})[1] > 0 then ({{ state }})[4] / ({{ state }})[1] end
+    {#- Mean of the values (null without any). -#}
+    float8_regr_avgy({{ state }})
 {%- endmacro %}
 
-{% macro moments_std(state) -%}
-    {#- Sample standard deviation (n - 1), as pandas' default. -#}
-    case when ({{ state }})[1] > 1 then sqrt(greatest(({{ state }})[5], 0) / (({{ state }})[1] - 1)) end
+{% macro moments_std(state, count) -%}
+    {#- Sample standard deviation (n - 1), as pandas' default. `count` is the number of values,
+        passed separately so that an expensive state expression is evaluated once. -#}
+    case when {{ count }} > 1 then sqrt(greatest(float8_regr_syy({{ state }}), 0) / ({{ count }} - 1)) end
 {%- endmacro %}
 
 {% macro moments_slope(state) -%}
-    {#- Least-squares slope of value on hours: units per hour. -#}
-    case when ({{ state }})[1] > 1 and ({{ state }})[3] > 0 then ({{ state }})[6] / ({{ state }})[3] end
+    {#- Least-squares slope of value on hours: units per hour (null under two distinct times). -#}
+    float8_regr_slope({{ state }})
+{%- endmacro %}
+
+{% macro hours_since_origin(ts) -%}
+    {#- The x of every moments state: hours since a fixed origin, so the states of different
+        hours and of single readings merge (mean, std and slope do not depend on the origin). -#}
+    date_part('epoch', {{ ts }} - timestamptz '2000-01-01 00:00:00+00') / 3600.0
+{%- endmacro %}
+
+{% macro clock_bucket(width, ts) -%}
+    {#- The start of the UTC clock interval of `width` holding ts (independent of the session time zone). -#}
+    date_bin(interval '{{ width }}', {{ ts }}, timestamptz '2000-01-01 00:00:00+00')
+{%- endmacro %}
+
+{% macro slot_width() -%}
+    {%- set minutes = var("missing_slot_minutes") | int -%}
+    {%- if minutes <= 0 or 60 % minutes != 0 -%}
+        {{ exceptions.raise_compiler_error("missing_slot_minutes must divide an hour, got " ~ minutes) }}
+    {%- endif -%}
+    {{ minutes }} minutes
+{%- endmacro %}
+
+{% macro reading_stats(readings, slots_after=none) -%}
+    {#- Aggregates of a set of readings that merge across hours: per sensor a moments state,
+        min and max; the number of occupied missing-rate slots (only those starting after
+        `slots_after`, when given) and the latest ingested_at. -#}
+    {% for sensor in sensors() -%}
+        {{ target.schema }}.emps_moments(
+            {{ readings }}.{{ sensor }}, {{ hours_since_origin(readings ~ '.ts') }}
+        ) as {{ sensor }}_moments,
+        count({{ readings }}.{{ sensor }}) as {{ sensor }}_count,
+        min({{ readings }}.{{ sensor }}) as {{ sensor }}_min,
+        max({{ readings }}.{{ sensor }}) as {{ sensor }}_max,
+    {% endfor -%}
+    count(distinct {{ clock_bucket(slot_width(), readings ~ '.ts') }})
+    {%- if slots_after is not none %} filter (
+        where {{ clock_bucket(slot_width(), readings ~ '.ts') }} > {{ slots_after }}
+    ){% endif %} as filled_slots,
+    max({{ readings }}.ingested_at) as ingested_at
+{%- endmacro %}
+
+{% macro hourly_fixture(rows) -%}
+    {#- Unit-test rows of int_sensor_readings_hourly for the catalog's sensors (SQL, since dbt
+        cannot cast YAML values to arrays): rows are [reading_hour, hours since 2000-01-01, value],
+        one temperature reading each; the other sensors are empty. -#}
+    {% for row in rows -%}
+        select
+            'GEN-1'::text as equipment_id,
+            timestamptz '{{ row[0] }}' as reading_hour,
+            {% for sensor in sensors() -%}
+                {% if sensor == 'temperature' -%}
+                    '{1,{{ row[1] }},0,{{ row[2] }},0,0}'::float8[] as temperature_moments,
+                    1::bigint as temperature_count,
+                    {{ row[2] }}::float8 as temperature_min,
+                    {{ row[2] }}::float8 as temperature_max,
+                {% else -%}
+                    null::float8[] as {{ sensor }}_moments,
+                    0::bigint as {{ sensor }}_count,
+                    null::float8 as {{ sensor }}_min,
+                    null::float8 as {{ sensor }}_max,
+                {% endif -%}
+            {% endfor -%}
+            1::bigint as filled_slots,
+            timestamptz '{{ row[0] }}' as ingested_at
+        {% if not loop.last %}union all{% endif %}
+    {% endfor -%}
 {%- endmacro %}

@@ -66,12 +66,14 @@ def reference_features(
             )
             low, high = norms[sensor]
             result[f"{sensor}_dev_fleet"] = (mean_1h - (low + high) / 2) / ((high - low) / 4)
+        # Ten-minute UTC clock slots: the 144 ending with the one holding t, readings up to t.
         slot = pd.Timedelta(minutes=10)
         missing = []
         for t in frame.index:
-            window = frame.index[(frame.index > t - pd.Timedelta(hours=24)) & (frame.index <= t)]
-            filled = len({int((t - r) // slot) for r in window})
-            expected = min(144, int((t - first) // slot) + 1)
+            start = t.floor(slot) - pd.Timedelta(hours=24) + slot
+            window = frame.index[(frame.index >= start) & (frame.index <= t)]
+            filled = len({r.floor(slot) for r in window})
+            expected = min(144, int((t.floor(slot) - first.floor(slot)) // slot) + 1)
             missing.append(max(0.0, 1 - filled / expected))
         result["missing_rate_24h"] = missing
         result["hours_since_maintenance"] = (result.index - first).total_seconds() / 3600
@@ -139,7 +141,9 @@ def test_incremental_run_adds_new_readings_without_touching_history(
         ]
     )
     insert_readings(writer, extra)
-    summary = transform.build(select=["fct_equipment_features"], settings=db)
+    summary = transform.build(
+        select=["int_sensor_readings_hourly", "fct_equipment_features"], settings=db
+    )
     assert any(n.name == "fct_equipment_features" for n in summary.nodes)
     after = dbt_features(db)
     assert len(after) == len(before) + len(extra)

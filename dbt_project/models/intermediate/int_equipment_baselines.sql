@@ -1,4 +1,10 @@
-{{ config(materialized='incremental', incremental_strategy='append') }}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        indexes=[{'columns': ['equipment_id'], 'unique': True}],
+    )
+}}
 -- One row per equipment whose baseline period is complete: the mean and standard deviation of
 -- each sensor over its first `baseline_hours` of data, taken as its healthy state.
 -- A feature row uses the baseline only when it is later than baseline_end (no future data).

@@ -1,4 +1,10 @@
-{{ config(materialized='incremental', incremental_strategy='append') }}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        indexes=[{'columns': ['equipment_id'], 'unique': True}],
+    )
+}}
 -- One row per equipment that has sent at least one reading: when its data starts.
 -- Incremental: equipment already listed never changes, so each run only looks up newcomers
 -- (one index probe each).

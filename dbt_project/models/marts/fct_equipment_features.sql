@@ -13,18 +13,18 @@
 {%- set sensors = sensors() -%}
 {%- set windows = window_hours() | sort -%}
 {%- set longest = windows | last -%}
-{%- set slot_seconds = (var("missing_slot_minutes") | int) * 60 -%}
-{%- set slots = (longest * 3600 / slot_seconds) | round(0, 'ceil') | int -%}
+{%- set slots = (longest * 60 / (var("missing_slot_minutes") | int)) | int -%}
 -- One row per equipment per reading timestamp: the reading, rolling-window statistics of every
 -- catalog sensor over the trailing windows (t - w, t], deviations from the equipment's baseline
 -- and its type's norm, the share of missing readings and the time since maintenance.
 -- Only readings at or before t are used.
 --
--- Cost: each new reading is joined to the readings of its longest window and every joined row
--- is aggregated once, into the band of the shortest window that holds it; the bands are then
--- merged into nested windows. An incremental run therefore touches only the new readings and
--- their lookback, never the history.
--- Import CTEs are inlined: each is used twice, and the filters must reach the raw index.
+-- Cost: with h the clock hour of t, each window (t - w, t] is three parts that merge:
+--   the whole hours [h - (w - 1) h, h)  one pre-aggregated row each (int_sensor_readings_hourly),
+--                                        merged once per equipment and hour of the new readings;
+--   the readings of (t - w, h - (w - 1) h) and of [h, t]   two short index range scans.
+-- A feature row therefore reads at most two hours of readings whatever the window, and an
+-- incremental run touches only the new readings, their hour rows and their edges.
 with readings as not materialized (
     select * from {{ ref('stg_sensor_readings') }}
 ),
@@ -49,8 +49,14 @@ maintenance_events as (
     select * from {{ ref('int_maintenance_events') }}
 ),
 
+hourly as not materialized (
+    select * from {{ ref('int_sensor_readings_hourly') }}
+),
+
 targets as materialized (
-    select readings.*
+    select
+        readings.*,
+        {{ clock_bucket('1 hour', 'readings.ts') }} as reading_hour
     from readings
     inner join equipment on readings.equipment_id = equipment.equipment_id
     {% if is_incremental() %}
@@ -68,72 +74,107 @@ targets as materialized (
     {% endif %}
 ),
 
-windows as (
-    -- Per target reading, inside a lateral subquery so that its lookback is always an index
-    -- range scan of that equipment's readings (the planner cannot know how few targets an
-    -- incremental run has, and would otherwise hash-join the whole history):
-    -- 1. each lookback reading falls in the band of the shortest window holding it;
-    -- 2. one aggregate state per band and sensor;
-    -- 3. each window merges the states of the bands up to its length.
-    select
-        targets.*,
-        target_windows.*
+target_hours as materialized (
+    select distinct
+        targets.equipment_id,
+        targets.reading_hour
     from targets
-    -- A CTE cannot be lateral: the subquery is the point here.
-    cross join lateral (  -- noqa: ST05
-        select
-            {% for sensor in sensors %}
-                {%- for w in windows %}
-                    {{ target.schema }}.emps_moments_merge(band_stats.{{ sensor }}_moments) filter (
-                        where band_stats.window_band <= {{ w }}
-                    ) as {{ sensor }}_state_{{ w }}h,
-                    min(band_stats.{{ sensor }}_min) filter (
-                        where band_stats.window_band <= {{ w }}
-                    ) as {{ sensor }}_min_{{ w }}h,
-                    max(band_stats.{{ sensor }}_max) filter (
-                        where band_stats.window_band <= {{ w }}
-                    ) as {{ sensor }}_max_{{ w }}h,
-                {%- endfor %}
-            {% endfor %}
-            bit_count(bit_or(band_stats.filled_slots)) as filled_slots_{{ longest }}h
-        from (
-            select
-                window_rows.window_band,
-                {% for sensor in sensors -%}
-                    {{ target.schema }}.emps_moments(
-                        window_rows.{{ sensor }}, window_rows.hours_from_ts
-                    ) as {{ sensor }}_moments,
-                    min(window_rows.{{ sensor }}) as {{ sensor }}_min,
-                    max(window_rows.{{ sensor }}) as {{ sensor }}_max,
-                {% endfor -%}
-                bit_or(window_rows.slot_bit) as filled_slots
-            from (
-                select
-                    case
-                        {% for w in windows -%}
-                            when lookback.ts > targets.ts - interval '{{ w }} hours' then {{ w }}
-                        {% endfor -%}
-                    end as window_band,
-                    date_part('epoch', lookback.ts - targets.ts) / 3600.0 as hours_from_ts,
-                    {% for sensor in sensors -%}
-                        lookback.{{ sensor }},
-                    {% endfor -%}
-                    -- One bit per missing-rate slot that holds this reading.
-                    1::bit({{ slots }}) << floor(
-                        date_part('epoch', targets.ts - lookback.ts) / {{ slot_seconds }}
-                    )::integer as slot_bit
-                from readings as lookback
-                where
-                    lookback.equipment_id = targets.equipment_id
-                    and lookback.ts > targets.ts - interval '{{ longest }} hours'
-                    and lookback.ts <= targets.ts
-            ) as window_rows
-            group by window_rows.window_band
-        ) as band_stats
-    ) as target_windows
 ),
 
-features as (
+whole_hours as materialized (
+    -- Per equipment and hour of new readings, the merged hour rows of each window's whole
+    -- hours; lateral, so that each is an index range scan of the hour rows.
+    select
+        hours_stats.*,
+        target_hours.equipment_id,
+        target_hours.reading_hour
+    from target_hours
+    cross join lateral (  -- noqa: ST05
+        select
+            {% for w in windows -%}
+                {% for sensor in sensors -%}
+                    {{ target.schema }}.emps_moments_merge(hours.{{ sensor }}_moments) filter (
+                        where hours.reading_hour >= target_hours.reading_hour - interval '{{ w - 1 }} hours'
+                    ) as {{ sensor }}_hours_state_{{ w }}h,
+                    coalesce(sum(hours.{{ sensor }}_count) filter (
+                        where hours.reading_hour >= target_hours.reading_hour - interval '{{ w - 1 }} hours'
+                    ), 0) as {{ sensor }}_hours_count_{{ w }}h,
+                    min(hours.{{ sensor }}_min) filter (
+                        where hours.reading_hour >= target_hours.reading_hour - interval '{{ w - 1 }} hours'
+                    ) as {{ sensor }}_hours_min_{{ w }}h,
+                    max(hours.{{ sensor }}_max) filter (
+                        where hours.reading_hour >= target_hours.reading_hour - interval '{{ w - 1 }} hours'
+                    ) as {{ sensor }}_hours_max_{{ w }}h,
+                {% endfor -%}
+            {% endfor -%}
+            coalesce(sum(hours.filled_slots), 0) as hours_filled_slots
+        from hourly as hours
+        where
+            hours.equipment_id = target_hours.equipment_id
+            and hours.reading_hour >= target_hours.reading_hour - interval '{{ longest - 1 }} hours'
+            and hours.reading_hour < target_hours.reading_hour
+    ) as hours_stats
+),
+
+windows as (
+    -- Per target reading, one lateral subquery over short index range scans of that
+    -- equipment's readings: its hour so far [h, t] (piece 0) and, per window w, the readings
+    -- before the window's whole hours, (t - w, h - (w - 1) h) (piece w).
+    select
+        targets.*,
+        pieces.*
+    from targets
+    cross join lateral (  -- noqa: ST05
+        select
+            {% for piece in [0] + windows -%}
+                {% set suffix = '_current' if piece == 0 else '_edge_' ~ piece ~ 'h' -%}
+                {% for sensor in sensors -%}
+                    {{ target.schema }}.emps_moments(
+                        piece_readings.{{ sensor }}, {{ hours_since_origin('piece_readings.ts') }}
+                    ) filter (where piece_readings.piece = {{ piece }}) as {{ sensor }}{{ suffix }}_state,
+                    count(piece_readings.{{ sensor }}) filter (
+                        where piece_readings.piece = {{ piece }}
+                    ) as {{ sensor }}{{ suffix }}_count,
+                    min(piece_readings.{{ sensor }}) filter (
+                        where piece_readings.piece = {{ piece }}
+                    ) as {{ sensor }}{{ suffix }}_min,
+                    max(piece_readings.{{ sensor }}) filter (
+                        where piece_readings.piece = {{ piece }}
+                    ) as {{ sensor }}{{ suffix }}_max,
+                {% endfor -%}
+            {% endfor -%}
+            count(distinct piece_readings.slot) filter (where piece_readings.piece = 0) as current_filled_slots,
+            -- Missing-rate slots start at a slot boundary: not the one holding t - longest.
+            count(distinct piece_readings.slot) filter (
+                where piece_readings.piece = {{ longest }} and piece_readings.slot > piece_readings.first_slot
+            ) as edge_filled_slots
+        from (
+            {% for piece in [0] + windows -%}
+                select
+                    {{ piece }} as piece,
+                    readings.ts,
+                    {% for sensor in sensors -%}
+                        readings.{{ sensor }},
+                    {% endfor -%}
+                    {{ clock_bucket(slot_width(), 'readings.ts') }} as slot,
+                    {{ clock_bucket(slot_width(), "targets.ts - interval '" ~ longest ~ " hours'") }} as first_slot
+                from readings
+                where
+                    readings.equipment_id = targets.equipment_id
+                    {% if piece == 0 -%}
+                        and readings.ts >= targets.reading_hour
+                        and readings.ts <= targets.ts
+                    {% else -%}
+                        and readings.ts > targets.ts - interval '{{ piece }} hours'
+                        and readings.ts < targets.reading_hour - interval '{{ piece - 1 }} hours'
+                    {% endif -%}
+                {% if not loop.last %}union all{% endif %}
+            {% endfor -%}
+        ) as piece_readings
+    ) as pieces
+),
+
+merged as (
     select
         windows.equipment_id,
         windows.ts,
@@ -141,15 +182,54 @@ features as (
         {% for sensor in sensors %}
             windows.{{ sensor }},
             {%- for w in windows %}
-                {{ moments_mean('windows.' ~ sensor ~ '_state_' ~ w ~ 'h') }} as {{ sensor }}_mean_{{ w }}h,
-                {{ moments_std('windows.' ~ sensor ~ '_state_' ~ w ~ 'h') }} as {{ sensor }}_std_{{ w }}h,
-                windows.{{ sensor }}_min_{{ w }}h,
-                windows.{{ sensor }}_max_{{ w }}h,
-                {{ moments_slope('windows.' ~ sensor ~ '_state_' ~ w ~ 'h') }} as {{ sensor }}_slope_{{ w }}h,
+                float8_regr_combine(
+                    float8_regr_combine(windows.{{ sensor }}_current_state, windows.{{ sensor }}_edge_{{ w }}h_state),
+                    whole_hours.{{ sensor }}_hours_state_{{ w }}h
+                ) as {{ sensor }}_state_{{ w }}h,
+                windows.{{ sensor }}_current_count
+                + windows.{{ sensor }}_edge_{{ w }}h_count
+                + whole_hours.{{ sensor }}_hours_count_{{ w }}h as {{ sensor }}_count_{{ w }}h,
+                least(
+                    windows.{{ sensor }}_current_min,
+                    windows.{{ sensor }}_edge_{{ w }}h_min,
+                    whole_hours.{{ sensor }}_hours_min_{{ w }}h
+                ) as {{ sensor }}_min_{{ w }}h,
+                greatest(
+                    windows.{{ sensor }}_current_max,
+                    windows.{{ sensor }}_edge_{{ w }}h_max,
+                    whole_hours.{{ sensor }}_hours_max_{{ w }}h
+                ) as {{ sensor }}_max_{{ w }}h,
             {%- endfor %}
         {% endfor %}
-        windows.filled_slots_{{ longest }}h
+        windows.current_filled_slots
+        + windows.edge_filled_slots
+        + whole_hours.hours_filled_slots as filled_slots_{{ longest }}h
     from windows
+    inner join whole_hours
+        on
+            windows.equipment_id = whole_hours.equipment_id
+            and windows.reading_hour = whole_hours.reading_hour
+),
+
+features as (
+    select
+        merged.equipment_id,
+        merged.ts,
+        merged.ingested_at,
+        {% for sensor in sensors %}
+            merged.{{ sensor }},
+            {%- for w in windows %}
+                {{ moments_mean('merged.' ~ sensor ~ '_state_' ~ w ~ 'h') }} as {{ sensor }}_mean_{{ w }}h,
+                {{ moments_std(
+                    'merged.' ~ sensor ~ '_state_' ~ w ~ 'h', 'merged.' ~ sensor ~ '_count_' ~ w ~ 'h'
+                ) }} as {{ sensor }}_std_{{ w }}h,
+                merged.{{ sensor }}_min_{{ w }}h,
+                merged.{{ sensor }}_max_{{ w }}h,
+                {{ moments_slope('merged.' ~ sensor ~ '_state_' ~ w ~ 'h') }} as {{ sensor }}_slope_{{ w }}h,
+            {%- endfor %}
+        {% endfor %}
+        merged.filled_slots_{{ longest }}h
+    from merged
 ),
 
 final as (
@@ -177,12 +257,17 @@ final as (
             (features.{{ sensor }}_mean_{{ windows[0] }}h - type_norms.{{ sensor }}_norm_mean)
             / nullif(type_norms.{{ sensor }}_norm_std, 0) as {{ sensor }}_dev_fleet,
         {% endfor %}
-        -- Slots expected since the equipment's first reading, at most the whole window.
+        -- Of the clock slots ending with the one holding ts, those since the equipment's first
+        -- reading, at most the whole window.
         greatest(
             0.0,
             1.0 - features.filled_slots_{{ longest }}h::double precision / least(
                 {{ slots }},
-                floor(date_part('epoch', features.ts - first_readings.first_reading_at) / {{ slot_seconds }}) + 1
+                date_part(
+                    'epoch',
+                    {{ clock_bucket(slot_width(), 'features.ts') }}
+                    - {{ clock_bucket(slot_width(), 'first_readings.first_reading_at') }}
+                ) / {{ (var("missing_slot_minutes") | int) * 60 }} + 1
             )
         ) as missing_rate_{{ longest }}h,
         date_part(
