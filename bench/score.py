@@ -40,8 +40,7 @@ def run(args: argparse.Namespace, settings) -> None:
 
     from emps.catalog import load_catalog
     from ml import predict, registry
-    from ml.dataset import read_latest_features
-    from ml.explain import explain_rows
+    from ml.dataset import read_latest_feature_row, read_latest_features
     from ml.train import train_and_register
 
     catalog = load_catalog(settings.catalog_path)
@@ -73,15 +72,16 @@ def run(args: argparse.Namespace, settings) -> None:
     t = time.perf_counter()
     frame = read_latest_features(settings, only_unscored=False)
     parts["read_features_s"] = time.perf_counter() - t
+    t = time.perf_counter()
     X = champion.model.matrix(frame)
+    parts["to_matrix_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    champion.model.failure_probability(X)
     champion.model.days_until_failure(X)
-    parts["predict_s"] = time.perf_counter() - t
+    parts["days_regressor_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    explain_rows(champion.model, X, settings.ml_explain_top)
-    parts["explain_s"] = time.perf_counter() - t
     scored = predict.score_frame(champion.model, champion.version, frame, settings)
+    # Probability and explanation come from one walk of the forest, days from the regressor.
+    parts["predict_explain_s"] = time.perf_counter() - t
     t = time.perf_counter()
     predict.write_predictions(scored, settings)
     parts["write_s"] = time.perf_counter() - t
@@ -97,9 +97,28 @@ def run(args: argparse.Namespace, settings) -> None:
         predict.predict_equipment(str(ids[i % len(ids)]), settings=settings)
         latencies.append((time.perf_counter() - t) * 1000)
     p50, p95 = np.percentile(latencies[10:] or latencies, [50, 95])
-    print("where the time of one scoring run goes:")
+
+    # Where a single prediction's time goes, step by step (ms).
+    single = {"alias_lookup": [], "read_row": [], "predict_explain": []}
+    for i in range(min(args.single, 100)):
+        t = time.perf_counter()
+        registry.alias_version(registry.CHAMPION, settings)
+        single["alias_lookup"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        row = read_latest_feature_row(str(ids[i % len(ids)]), settings)
+        single["read_row"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        predict._predict_matrix(champion.model, champion.model.vector(row), settings)
+        single["predict_explain"].append(time.perf_counter() - t)
+    print("where the time of one scoring run goes (s):")
     for key, value in parts.items():
-        print(f"  {key:16s} {value:8.3f}")
+        print(f"  {key:18s} {value:8.3f}")
+    print(
+        "where a single prediction's time goes (p50 ms; the alias is read at most every "
+        f"{settings.ml_alias_max_age_s:g} s by emps predict):"
+    )
+    for key, value in single.items():
+        print(f"  {key:18s} {np.percentile(value, 50) * 1000:8.2f}")
     print(
         json.dumps(
             {
