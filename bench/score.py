@@ -5,8 +5,9 @@
 "ours" is the scoring path of flows/score.py without Prefect around it: read the champion alias,
 read each equipment's latest feature row, predict probability + days, explain every row, insert
 ops.predictions. "bare" is `predict_proba` of the same forest on the same feature matrix.
-"single" is `emps predict` for one equipment in a warm process (alias lookup, feature read,
-predict, explain). The feature rows are synthetic, with the dbt contract's columns, in
+"single" is `emps predict` for one equipment in a warm process (champion alias, re-read at most
+every EMPS_ML_ALIAS_MAX_AGE_S; feature row read; predict; explain). Both runs are broken down
+step by step, so the ratio and the latency say where their time goes. The feature rows are synthetic, with the dbt contract's columns, in
 analytics.fct_equipment_features (no dbt run here). Last line: {"bench": "score", ...}.
 """
 
