@@ -61,11 +61,13 @@ def split_examples(frame: pd.DataFrame, settings: Settings | None = None) -> Spl
             "no training examples in analytics.mart_training_examples: "
             "backfill history (`emps simulate backfill`) and run the dbt build first"
         )
-    if LABEL_FINAL in frame.columns:
+    if LABEL_FINAL in frame.columns and not frame[LABEL_FINAL].all():
         # The last H days of history are unlabelled, not healthy: a failure just after the data
         # ends would make them positives, and counting them as negatives trains and scores the
-        # model against the truth.
-        frame = frame[frame[LABEL_FINAL].to_numpy(dtype=bool)]
+        # model against the truth. The whole period goes, not only its open rows: keeping the
+        # rows already known to precede a failure would leave that period all positives.
+        open_from = frame.loc[~frame[LABEL_FINAL].to_numpy(dtype=bool), "ts"].min()
+        frame = frame[frame["ts"] < open_from]
     gap = pd.Timedelta(days=settings.failure_horizon_days)
     start, end = frame["ts"].min(), frame["ts"].max()
     span = end - start

@@ -60,6 +60,7 @@ def test_rows_whose_label_is_not_final_are_left_out(settings, synthetic_examples
     split = split_examples(examples, settings)
     for part in (split.train, split.calibration, split.test):
         assert part["label_is_final"].all()
+        assert part["ts"].max() <= open_since
     assert not examples["label_is_final"].all()
 
 
