@@ -174,6 +174,12 @@ class Settings(BaseSettings):
         0.0, ge=0, description="The challenger must beat the champion's gate metric by more"
     )
     ml_explain_top: int = Field(5, ge=1, le=50, description="Features kept per explanation")
+    ml_alias_max_age_s: float = Field(
+        10.0,
+        ge=0,
+        description="One-equipment predictions (emps predict, what-if) reuse the champion alias "
+        "read this many seconds ago; scoring runs always read it afresh",
+    )
 
     # Platform services started by `emps up` (all on loopback).
     prefect_port: int = 4200

@@ -9,16 +9,20 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
 
 import pandas as pd
 from psycopg import sql
 
 from emps.catalog import Catalog, load_catalog
-from emps.db import Role, connect
+from emps.db import Role, connect, database_url
 from emps.settings import Settings, get_settings
 
 LABEL = "fails_within_horizon"
 DAYS_LABEL = "days_until_failure"
+# False while the horizon after a row is still open and no failure is known: the label may flip.
+LABEL_FINAL = "label_is_final"
 EXTRA_FEATURES = ("missing_rate_24h", "hours_since_maintenance")
 ID_COLUMNS = ("equipment_id", "ts", "equipment_type", "site")
 
@@ -96,9 +100,10 @@ def _read_frame(query: sql.Composable, params: Sequence | None, settings: Settin
     for column in ("ts", "next_failure_at", "failed_at", "repaired_at"):
         if column in frame.columns:
             frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
-    if LABEL in frame.columns:
-        frame[LABEL] = frame[LABEL].map({"t": True, "f": False, True: True, False: False})
-        frame[LABEL] = frame[LABEL].astype(bool)
+    for column in (LABEL, LABEL_FINAL):
+        if column in frame.columns:
+            frame[column] = frame[column].map({"t": True, "f": False, True: True, False: False})
+            frame[column] = frame[column].astype(bool)
     return frame
 
 
@@ -155,6 +160,43 @@ def read_latest_features(
         ") f where {} order by f.equipment_id"
     ).format(_relation(settings.ml_features_relation), where)
     return _read_frame(query, params, settings)
+
+
+@lru_cache(maxsize=4)
+def _pool(url: str):
+    """Reused connections for one-equipment reads: opening one costs more than the query."""
+    from psycopg_pool import ConnectionPool
+
+    return ConnectionPool(
+        url,
+        min_size=1,
+        max_size=4,
+        kwargs={
+            "connect_timeout": 10,
+            "application_name": "emps-predict",
+            "autocommit": True,
+            "options": "-c timezone=UTC",
+        },
+        check=ConnectionPool.check_connection,  # survives a database restart
+        name="emps-predict",
+        open=True,
+    )
+
+
+def read_latest_feature_row(
+    equipment_id: str, settings: Settings | None = None
+) -> dict[str, Any] | None:
+    """The latest feature row of one equipment as {column: value}, None when it has none."""
+    settings = settings or get_settings()
+    query = sql.SQL("select * from {} where equipment_id = %s order by ts desc limit 1").format(
+        _relation(settings.ml_features_relation)
+    )
+    with _pool(database_url(Role.WRITER, settings)).connection() as conn:
+        cur = conn.execute(query, (equipment_id,))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return {column.name: value for column, value in zip(cur.description, row, strict=True)}
 
 
 def read_failure_events(settings: Settings | None = None) -> pd.DataFrame:

@@ -20,7 +20,7 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from emps.settings import Settings, get_settings
-from ml.dataset import DAYS_LABEL, LABEL
+from ml.dataset import DAYS_LABEL, LABEL, LABEL_FINAL
 from ml.model import FailureModel
 
 HEADLINE_KEYS = (
@@ -61,6 +61,13 @@ def split_examples(frame: pd.DataFrame, settings: Settings | None = None) -> Spl
             "no training examples in analytics.mart_training_examples: "
             "backfill history (`emps simulate backfill`) and run the dbt build first"
         )
+    if LABEL_FINAL in frame.columns and not frame[LABEL_FINAL].all():
+        # The last H days of history are unlabelled, not healthy: a failure just after the data
+        # ends would make them positives, and counting them as negatives trains and scores the
+        # model against the truth. The whole period goes, not only its open rows: keeping the
+        # rows already known to precede a failure would leave that period all positives.
+        open_from = frame.loc[~frame[LABEL_FINAL].to_numpy(dtype=bool), "ts"].min()
+        frame = frame[frame["ts"] < open_from]
     gap = pd.Timedelta(days=settings.failure_horizon_days)
     start, end = frame["ts"].min(), frame["ts"].max()
     span = end - start

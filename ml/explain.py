@@ -24,14 +24,33 @@ def contributions(model: FailureModel, X: np.ndarray) -> tuple[np.ndarray, float
     return total, forest.base
 
 
+def score_and_explain(
+    model: FailureModel, X: np.ndarray, top: int = 5
+) -> tuple[np.ndarray, list[list[dict[str, Any]]]]:
+    """(uncalibrated forest score, explanation) per row from one walk of the forest.
+
+    The walk that yields the contributions yields the score too; walking again (or calling
+    scikit-learn) for the score alone would double the cost of every prediction.
+    """
+    score, contrib = packed(model.classifier).walk(X, contributions=True)
+    return score, _explanations(model, X, contrib, top)
+
+
 def explain_rows(model: FailureModel, X: np.ndarray, top: int = 5) -> list[list[dict[str, Any]]]:
     """For each row, the `top` features pushing its failure score up the most, in readable words."""
     contrib, _ = contributions(model, X)
+    return _explanations(model, X, contrib, top)
+
+
+def _explanations(
+    model: FailureModel, X: np.ndarray, contrib: np.ndarray, top: int
+) -> list[list[dict[str, Any]]]:
     labels = model.feature_labels or {}
     explanations = []
-    for row_index in range(X.shape[0]):
+    # One sort for all rows: per-row argsort calls dominated explaining 10,000 rows.
+    orders = np.argsort(-contrib, axis=1, kind="stable")[:, :top]
+    for row_index, order in enumerate(orders):
         row = contrib[row_index]
-        order = np.argsort(-row)[:top]
         items = []
         for j in order:
             name = model.feature_names[j]

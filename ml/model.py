@@ -5,6 +5,7 @@ scorer always uses the parts that were evaluated together.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,18 @@ class FailureModel(BaseEstimator):
                 "rebuild the dbt features or retrain the model"
             )
         return frame[self.feature_names].to_numpy(dtype=np.float64, na_value=np.nan)
+
+    def vector(self, row: Mapping[str, Any]) -> np.ndarray:
+        """A 1 x features matrix from one feature row as a mapping (None = missing)."""
+        missing = [c for c in self.feature_names or [] if c not in row]
+        if missing:
+            raise ValueError(
+                f"the feature row lacks {len(missing)} column(s) the model was trained on "
+                f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); "
+                "rebuild the dbt features or retrain the model"
+            )
+        values = [row[c] for c in self.feature_names or []]
+        return np.array([[np.nan if v is None else float(v) for v in values]], dtype=np.float64)
 
     def forest_score(self, X: np.ndarray) -> np.ndarray:
         """The uncalibrated forest vote for failure (what explanations decompose)."""

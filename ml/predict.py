@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,8 +18,8 @@ from emps.db import Role, connect
 from emps.domain import health_score_for, severity_for
 from emps.settings import Settings, get_settings
 from ml import registry
-from ml.dataset import read_latest_features
-from ml.explain import explain_rows
+from ml.dataset import read_latest_feature_row, read_latest_features
+from ml.explain import score_and_explain
 from ml.model import FailureModel
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,23 @@ class Champion:
 # cannot be reached.
 _models: dict[tuple[str, str, str], FailureModel] = {}
 _last_champion: dict[str, tuple[str, FailureModel]] = {}
+# When each (registry URI, model name)'s alias was last read from the registry.
+_alias_read_at: dict[tuple[str, str], float] = {}
 
 
-def load_champion(settings: Settings | None = None) -> Champion:
-    """The model the `champion` alias points to now (read every call, so UI moves apply at once)."""
+def load_champion(settings: Settings | None = None, max_age_s: float = 0.0) -> Champion:
+    """The model the `champion` alias points to (read from the registry every call by default,
+    so a move in the UI applies to the next scoring run).
+
+    `max_age_s` lets a caller that predicts one equipment at a time reuse the alias read up to
+    that many seconds ago: the registry lookup costs more than the prediction itself.
+    """
     settings = settings or get_settings()
     uri = registry.tracking_uri(settings)
+    cached = _last_champion.get(settings.model_name)
+    read_at = _alias_read_at.get((uri, settings.model_name))
+    if cached and read_at is not None and time.monotonic() - read_at < max_age_s:
+        return Champion(cached[0], cached[1])
     try:
         version = registry.alias_version(registry.CHAMPION, settings)
     except Exception as error:
@@ -75,6 +87,7 @@ def load_champion(settings: Settings | None = None) -> Champion:
     if key not in _models:
         _models[key] = registry.load_version(version, settings)
     _last_champion[settings.model_name] = (version, _models[key])
+    _alias_read_at[(uri, settings.model_name)] = time.monotonic()
     return Champion(version, _models[key])
 
 
@@ -82,6 +95,19 @@ def forget_cached_models() -> None:
     """Drop every cached model (tests; a long-running process never needs it)."""
     _models.clear()
     _last_champion.clear()
+    _alias_read_at.clear()
+
+
+def _predict_matrix(
+    model: FailureModel, X: np.ndarray, settings: Settings
+) -> tuple[np.ndarray, np.ndarray, list[list[dict[str, Any]]]]:
+    """(probability, days until failure or NaN, explanation) per row of the feature matrix."""
+    score, explanation = score_and_explain(model, X, settings.ml_explain_top)
+    probability = np.round(model.calibrate(score), 6)
+    days = model.days_until_failure(X) if model.regressor is not None else np.full(len(X), np.nan)
+    # Days until failure is only meaningful when failure is plausible; far from one it is noise.
+    days = np.where(probability >= settings.severity_medium, np.round(days, 2), np.nan)
+    return probability, days, explanation
 
 
 def score_frame(
@@ -102,11 +128,7 @@ def score_frame(
                 "explanation",
             ]
         )
-    X = model.matrix(features)
-    probability = np.round(model.failure_probability(X), 6)
-    days = model.days_until_failure(X) if model.regressor is not None else np.full(len(X), np.nan)
-    # Days until failure is only meaningful when failure is plausible; far from one it is noise.
-    likely = probability >= settings.severity_medium
+    probability, days, explanation = _predict_matrix(model, model.matrix(features), settings)
     return pd.DataFrame(
         {
             "equipment_id": features["equipment_id"].to_numpy(),
@@ -114,9 +136,9 @@ def score_frame(
             "failure_probability": probability,
             "health_score": [health_score_for(p) for p in probability],
             "severity": [severity_for(p, settings).value for p in probability],
-            "days_until_failure": np.where(likely, np.round(days, 2), np.nan),
+            "days_until_failure": days,
             "model_version": version,
-            "explanation": explain_rows(model, X, settings.ml_explain_top),
+            "explanation": explanation,
         }
     )
 
@@ -264,27 +286,34 @@ def predict_equipment(
     "vibration_slope_24h": 0.4}) replacing the latest ones before predicting.
     """
     settings = settings or get_settings()
-    champion = load_champion(settings)
-    features = read_latest_features(settings, [equipment_id], only_unscored=False)
-    if features.empty:
+    champion = load_champion(settings, max_age_s=settings.ml_alias_max_age_s)
+    model = champion.model
+    row = read_latest_feature_row(equipment_id, settings)
+    if row is None:
         raise LookupError(
             f"equipment {equipment_id!r} has no feature rows: check the id, or wait for its "
             "readings to be ingested and the dbt build to run"
         )
-    features = features.copy()
-    unknown = sorted(set(overrides or {}) - set(champion.model.feature_names))
+    unknown = sorted(set(overrides or {}) - set(model.feature_names))
     if unknown:
         raise ValueError(
             f"cannot set {', '.join(unknown)}: not features of model version {champion.version} "
             f"(features are catalog sensors and their window statistics, e.g. 'vibration', "
             f"'vibration_mean_1h')"
         )
-    for name, value in (overrides or {}).items():
-        features[name] = float(value)
-    row = score_frame(champion.model, champion.version, features, settings).iloc[0].to_dict()
-    row["ts"] = pd.Timestamp(row["ts"]).isoformat()
-    row["what_if"] = dict(overrides or {})
-    row["registry_unreachable"] = champion.stale
-    if pd.isna(row["days_until_failure"]):
-        row["days_until_failure"] = None
-    return row
+    row.update({name: float(value) for name, value in (overrides or {}).items()})
+    # One row needs no DataFrame: building one costs more than the forest walk.
+    probability, days, explanation = _predict_matrix(model, model.vector(row), settings)
+    p = float(probability[0])
+    return {
+        "equipment_id": row["equipment_id"],
+        "ts": pd.Timestamp(row["ts"]).isoformat(),
+        "failure_probability": p,
+        "health_score": health_score_for(p),
+        "severity": severity_for(p, settings).value,
+        "days_until_failure": None if np.isnan(days[0]) else float(days[0]),
+        "model_version": champion.version,
+        "explanation": explanation[0],
+        "what_if": dict(overrides or {}),
+        "registry_unreachable": champion.stale,
+    }

@@ -10,7 +10,7 @@ import synthetic
 from emps.catalog import load_catalog
 from ml.dataset import LABEL, feature_columns, feature_label
 from ml.evaluate import HEADLINE_KEYS, NotEnoughData, evaluate_model, headline, split_examples
-from ml.explain import contributions, explain_rows
+from ml.explain import contributions, explain_rows, score_and_explain
 from ml.train import fit_model
 
 
@@ -48,6 +48,20 @@ def test_split_holds_out_equipment_and_time_with_gaps(settings, synthetic_exampl
     assert not test_ids & set(split.calibration["equipment_id"])
     assert split.train["ts"].max() + gap <= split.calibration["ts"].min()
     assert split.calibration["ts"].max() + gap <= split.test["ts"].min()
+
+
+def test_rows_whose_label_is_not_final_are_left_out(settings, synthetic_examples):
+    """The last H days, whose failure may still come, are neither healthy training rows nor test rows."""
+    examples = synthetic_examples[0].copy()
+    open_since = examples["ts"].max() - pd.Timedelta(days=settings.failure_horizon_days)
+    examples["label_is_final"] = examples["next_failure_at"].notna() | (
+        examples["ts"] <= open_since
+    )
+    split = split_examples(examples, settings)
+    for part in (split.train, split.calibration, split.test):
+        assert part["label_is_final"].all()
+        assert part["ts"].max() <= open_since
+    assert not examples["label_is_final"].all()
 
 
 def test_too_little_history_is_explained(settings, synthetic_examples):
@@ -131,6 +145,9 @@ def test_packed_forest_predicts_exactly_like_scikit_learn(fast, synthetic_exampl
     np.testing.assert_allclose(
         model.forest_score(X), model.classifier.predict_proba(X)[:, 1], atol=1e-12
     )
+    score, explanations = score_and_explain(model, X, top=3)
+    np.testing.assert_allclose(score, model.classifier.predict_proba(X)[:, 1], atol=1e-12)
+    assert len(explanations) == len(X) and all(len(e) == 3 for e in explanations)
     np.testing.assert_allclose(
         model.days_until_failure(X),
         np.clip(model.regressor.predict(X), 0, model.regressor_max_days),
