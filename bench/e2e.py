@@ -137,9 +137,11 @@ class Platform:
     def start_extra(self, name: str, *args: str) -> None:
         log = self.home / "log" / f"bench-{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
+        prefect = f"http://127.0.0.1:{self.env['EMPS_PREFECT_PORT']}"
         self.extras[name] = subprocess.Popen(
             [sys.executable, "-m", "emps.cli", *args],
-            env=self.env,
+            # What `emps up` gives its own children: the platform's Prefect server.
+            env={**self.env, "PREFECT_API_URL": f"{prefect}/api", "PREFECT_UI_URL": prefect},
             cwd=ROOT,
             stdout=log.open("a"),
             stderr=subprocess.STDOUT,

@@ -32,8 +32,17 @@ def watch(
     """
     import signal
 
+    from prefect.settings import PREFECT_API_URL
+
     from emps.ingest.watch import LandingWatcher
 
+    if not PREFECT_API_URL.value():
+        # Prefect would otherwise start a private throw-away server nobody's trigger listens to.
+        console.print(
+            "[red]PREFECT_API_URL is not set: the watcher's events must reach the platform's "
+            "Prefect server (`emps up` sets it; e.g. http://127.0.0.1:4200/api)[/]"
+        )
+        raise typer.Exit(2)
     watcher = LandingWatcher()
     signal.signal(signal.SIGTERM, lambda *_: watcher.stop())
     console.print(f"watching {watcher.landing.incoming}; Ctrl-C stops")
