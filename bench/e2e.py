@@ -328,6 +328,7 @@ def latency_phase(
                 note=f"{len(injections)} dropped, {got} emailed",
             )
             time.sleep(1)
+        progress.update(task, completed=duration)
         task2 = progress.add_task(f"{name}: last emails", total=len(injections), note="")
         deadline = time.monotonic() + EMAIL_GRACE_S
         while time.monotonic() < deadline:
@@ -386,6 +387,7 @@ def keep_up_phase(platform: Platform, equipment: int, minutes: float) -> dict:
                 note=f"{waiting:,} files waiting, oldest {oldest:.0f} s",
             )
             time.sleep(2)
+        progress.update(task, completed=duration)
     platform.stop_extra("simulator-big")
     second_half = [s for s in samples if s[0] >= duration / 2]
     max_wait = max((s[2] for s in second_half), default=0.0)
@@ -472,6 +474,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, _terminate)  # also when started in the background
     result: dict = {"bench": "e2e"}
     details: dict = {}
+    phases: dict = {}  # what finished is reported even when a later phase fails
     try:
         console.print(f"home {home}; log {platform.output}")
         platform.start_up()
@@ -491,7 +494,6 @@ def main() -> None:
         mailbox = Mailbox(home / "mailbox")
 
         platform.start_extra("simulator", "simulate", "live", "--equipment", str(args.equipment))
-        phases = {}
         if not args.skip_scheduled:
             sampler.label = "1k"
             phases["scheduled"] = latency_phase(
@@ -533,7 +535,6 @@ def main() -> None:
                 "cpus": os.cpu_count(),
             }
         )
-        console.print_json(json.dumps(phases))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: stopping the platform[/]")
         result["error"] = "interrupted"
@@ -548,6 +549,10 @@ def main() -> None:
             shutil.rmtree(home, ignore_errors=True)
         else:
             console.print(f"kept {home}")
+    if phases:
+        console.print_json(json.dumps(phases))
+        if "error" in result:
+            result["phases"] = phases
     print(json.dumps(result))
     if "error" in result:
         sys.exit(1)
