@@ -347,7 +347,9 @@ def latency_phase(
         for i in injections
         if i.equipment_id in mailbox.first
     ]
+    stages = stage_latencies(platform, [i.equipment_id for i in injections])
     return {
+        **stages,
         "p50_s": percentile(latencies, 50),
         "p95_s": percentile(latencies, 95),
         "max_s": round(max(latencies), 1) if latencies else None,
@@ -355,6 +357,34 @@ def latency_phase(
         "missing": len(injections) - len(latencies),
         "minutes": round((time.monotonic() - began) / 60, 1),
     }
+
+
+def stage_latencies(platform: Platform, equipment_ids: list[str]) -> dict:
+    """Where the time went: from each drop to its readings loaded, its prediction written and
+    its alert opened (p50 / p95 seconds), read from the ledger, ops.predictions and ops.alerts."""
+    import psycopg
+
+    url = f"postgresql://postgres@127.0.0.1:{platform.env['EMPS_PG_PORT']}/emps"
+    query = """
+        select f.received_at,
+               f.finished_at,
+               (select min(p.predicted_at) from ops.predictions p
+                 where p.equipment_id = e.id and p.severity in ('HIGH', 'CRITICAL')),
+               (select min(a.created_at) from ops.alerts a where a.equipment_id = e.id)
+          from unnest(%s::text[]) as e(id)
+          join raw.ingest_files f on f.file_name = e.id || '-backlog.csv'
+    """
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            rows = conn.execute(query, (equipment_ids,)).fetchall()
+    except psycopg.Error as exc:
+        return {"stages_error": str(exc).splitlines()[0]}
+    result = {}
+    for index, stage in ((1, "loaded"), (2, "predicted"), (3, "alerted")):
+        seconds = [(row[index] - row[0]).total_seconds() for row in rows if row[index]]
+        result[f"{stage}_p50_s"] = percentile(seconds, 50)
+        result[f"{stage}_p95_s"] = percentile(seconds, 95)
+    return result
 
 
 def keep_up_phase(platform: Platform, equipment: int, minutes: float) -> dict:
@@ -533,6 +563,9 @@ def main() -> None:
                 "scheduled_missing": scheduled.get("missing"),
                 "arrival_samples": arrival["samples"],
                 "arrival_missing": arrival["missing"],
+                # drop -> readings loaded: the part the arrival trigger changes
+                "scheduled_loaded_p95_s": scheduled.get("loaded_p95_s"),
+                "arrival_loaded_p95_s": arrival.get("loaded_p95_s"),
                 "peak_pss_mb": round(sampler.peak_pss.get("1k", 0.0)),
                 "peak_rss_mb_10k": round(sampler.peak_rss.get("10k", 0.0)),
                 "equipment": args.equipment,
