@@ -70,6 +70,28 @@ class Settings(BaseSettings):
     ingest_keep_validations: int = Field(
         200, ge=1, description="Validation results kept under <home>/gx for `emps quality docs`"
     )
+    ingest_loop_max_s: float = Field(
+        240,
+        ge=0,
+        description="A run keeps ingesting files that arrive while it works, for up to this "
+        "long; 0 = one pass",
+    )
+    ingest_watch: bool = Field(
+        True,
+        description="`emps up` runs the landing watcher: a dropped file starts an ingest run "
+        "within seconds (the one-minute schedule stays as the safety net)",
+    )
+    ingest_watch_poll_s: float = Field(
+        1.0, gt=0, le=60, description="The watcher looks at incoming/ at least this often"
+    )
+    ingest_watch_min_interval_s: float = Field(
+        2.0, ge=0, description="At most one emps.file.arrived event this often (bursts coalesce)"
+    )
+    ingest_watch_rearm_s: float = Field(
+        10.0,
+        gt=0,
+        description="Files still waiting this long after the last event are announced again",
+    )
 
     # dbt features (issue 4).
     dbt_baseline_hours: int = Field(
@@ -187,6 +209,13 @@ class Settings(BaseSettings):
     streamlit_port: int = 8501
     metrics_port: int = 9108
     prefect_database: str = Field("postgres", description="postgres (same server) or sqlite")
+    worker_poll_s: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="How often the Prefect worker asks for runs due (each triggered flow waits "
+        "up to this long to start)",
+    )
     restart_limit: int = Field(
         5, ge=0, description="Restarts of a crashed service before giving up"
     )

@@ -158,6 +158,9 @@ def app_services(settings: Settings, with_simulator: bool) -> list[Service]:
                 "PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_FORMATTER": "json",
                 "PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_FORMATTER": "json",
                 "PREFECT_LOGGING_EXTRA_LOGGERS": "emps",
+                # Every hop of drop -> ingest -> features -> score -> alert is a triggered run
+                # that waits for the worker's next poll (Prefect's default: 10 s).
+                "PREFECT_WORKER_QUERY_SECONDS": str(settings.worker_poll_s),
             },
             argv=[
                 _bin("prefect"),
@@ -190,6 +193,9 @@ def app_services(settings: Settings, with_simulator: bool) -> list[Service]:
             health_url=f"http://127.0.0.1:{settings.streamlit_port}/_stcore/health",
         ),
     ]
+    if settings.ingest_watch:
+        # Files arriving start ingest within seconds (prefect.yaml's emps.file.arrived trigger).
+        services.append(Service("landing-watcher", [_bin("emps"), "landing", "watch"]))
     if with_simulator:
         services.append(
             Service(

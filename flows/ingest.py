@@ -1,8 +1,10 @@
-"""The `ingest-sensor-drops` flow: every minute, load what devices dropped in the landing zone."""
+"""The `ingest-sensor-drops` flow: load what devices dropped in the landing zone, every minute and
+whenever the landing watcher announces new files."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger, runtime, task
@@ -10,7 +12,13 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from prefect.events import emit_event
 
-from emps.ingest.pipeline import FileOutcome, IngestReport, ingest_landing, stage_into_incoming
+from emps.ingest.pipeline import (
+    FileOutcome,
+    IngestReport,
+    files_waiting,
+    ingest_landing,
+    stage_into_incoming,
+)
 from emps.settings import get_settings
 
 # Beyond this many ids the loaded event carries only the count; consumers then read
@@ -120,10 +128,24 @@ def ingest_sensor_drops(paths: list[str] | None = None, limit: int | None = None
     each reading with the Great Expectations suite, load good ones exactly once into
     raw.sensor_readings, quarantine bad rows and unreadable files with reasons, archive, and
     emit `emps.ingest.loaded` with the equipment that got new data."""
+    settings = get_settings()
     names = stage_files(paths) if paths else None
     report = ingest_drop_files(names, limit)
     publish_run_table(report)
     emit_ingest_events(report)
+    # Files that arrived while this run worked are ingested now, not by a later run: a run the
+    # file's own event started would have been cancelled, the deployment running one at a time.
+    began, batch = time.monotonic(), report
+    while (
+        names is None
+        and batch.files
+        and time.monotonic() - began < settings.ingest_loop_max_s
+        and files_waiting(settings)
+    ):
+        batch = ingest_drop_files(None, limit)
+        publish_run_table(batch)
+        emit_ingest_events(batch)
+        report = report.merged_with(batch)
     summary = report.summary()
     get_run_logger().info("ingest run: %s", json.dumps(summary))
     return {

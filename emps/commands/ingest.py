@@ -11,11 +11,46 @@ from rich.table import Table
 
 console = Console()
 quality = typer.Typer(help="Data quality: the validation suite and its Data Docs.")
+landing = typer.Typer(help="The landing zone devices drop files into.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
     app.command("ingest")(ingest)
     app.add_typer(quality, name="quality")
+    app.add_typer(landing, name="landing")
+
+
+@landing.command("watch")
+def watch(
+    seconds: float = typer.Option(None, min=0, help="Stop after this long (default: never)"),
+) -> None:
+    """Announce files arriving in landing/incoming as `emps.file.arrived` Prefect events.
+
+    The ingest deployment's trigger starts a run on each event, so a dropped file is ingested
+    within seconds. Bursts coalesce into a few events (EMPS_INGEST_WATCH_MIN_INTERVAL_S); files
+    left waiting are announced again (EMPS_INGEST_WATCH_REARM_S). `emps up` runs this for you.
+    """
+    import signal
+
+    from prefect.settings import PREFECT_API_URL
+
+    from emps.ingest.watch import LandingWatcher
+
+    if not PREFECT_API_URL.value():
+        # Prefect would otherwise start a private throw-away server nobody's trigger listens to.
+        console.print(
+            "[red]PREFECT_API_URL is not set: the watcher's events must reach the platform's "
+            "Prefect server (`emps up` sets it; e.g. http://127.0.0.1:4200/api)[/]"
+        )
+        raise typer.Exit(2)
+    watcher = LandingWatcher()
+    signal.signal(signal.SIGTERM, lambda *_: watcher.stop())
+    console.print(f"watching {watcher.landing.incoming}; Ctrl-C stops")
+    try:
+        events = watcher.run(max_s=seconds)
+    except KeyboardInterrupt:
+        events = watcher.events
+    console.print(f"stopped after {events} event(s)")
 
 
 def ingest(

@@ -116,6 +116,16 @@ class IngestReport:
     def quarantined_files(self) -> list[FileOutcome]:
         return [o for o in self.files if o.status == "quarantined" and o.error]
 
+    def merged_with(self, other: IngestReport) -> IngestReport:
+        """This run's report with a further batch of the same run added."""
+        return IngestReport(
+            run_id=self.run_id,
+            files=self.files + other.files,
+            timings={k: self.timings.get(k, 0.0) + other.timings.get(k, 0.0) for k in self.timings},
+            recovered=self.recovered + other.recovered,
+            registered_equipment=self.registered_equipment + other.registered_equipment,
+        )
+
     def summary(self) -> dict[str, Any]:
         return {
             "files": len(self.files),
@@ -676,6 +686,12 @@ def ingest_landing(
 ) -> IngestReport:
     """Ingest the waiting files (all of incoming/, or the given names in it)."""
     return Ingestor(settings, on_file=on_file, flow_run_id=flow_run_id).run(names, limit)
+
+
+def files_waiting(settings: Settings | None = None) -> bool:
+    """True when a finished drop file waits in incoming/."""
+    landing = zone.Landing((settings or get_settings()).landing_dir).ensure()
+    return bool(zone.waiting_files(landing, 1))
 
 
 def stage_into_incoming(paths: list[Path], settings: Settings | None = None) -> list[str]:

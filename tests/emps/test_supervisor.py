@@ -40,3 +40,17 @@ def test_crashed_service_is_restarted_then_given_up(settings, monkeypatch):
     watcher.join()
     assert flaky.restarts == 2 and flaky.given_up
     assert "flaky" in (settings.run_dir / "services.json").read_text()
+
+
+def test_landing_watcher_runs_unless_switched_off(settings, monkeypatch):
+    """`emps up` runs the landing watcher (file arrival starts ingest) unless
+    EMPS_INGEST_WATCH=false, and its worker polls for triggered runs every worker_poll_s."""
+    from emps.supervisor import app_services
+
+    services = {s.name: s for s in app_services(settings, with_simulator=False)}
+    assert services["landing-watcher"].argv[-2:] == ["landing", "watch"]
+    assert services["prefect-worker"].env["PREFECT_WORKER_QUERY_SECONDS"] == str(
+        settings.worker_poll_s
+    )
+    monkeypatch.setattr(settings, "ingest_watch", False)
+    assert "landing-watcher" not in {s.name for s in app_services(settings, False)}

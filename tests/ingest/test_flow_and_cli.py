@@ -127,3 +127,23 @@ def test_suite_follows_the_catalog(extra_sensor_catalog: Path):
     }
     assert ranges["oil_quality"] == (0.0, 5000.0)
     assert json.loads(json.dumps(suite)) == suite
+
+
+def test_flow_keeps_ingesting_until_incoming_is_empty(
+    prefect_server, drops: Drops, ingest_db, query, monkeypatch
+):
+    """Files beyond one batch (or arriving while a run works) are ingested by the same run, since
+    a run their own event would start is cancelled while this one is busy; the loop is bounded
+    by ingest_loop_max_s (0 = one batch)."""
+    from flows.ingest import ingest_sensor_drops
+
+    for i in range(3):
+        drops.csv(f"dev-{i}.csv", [reading("GEN-0001", minute=i)])
+    result = ingest_sensor_drops(limit=1)
+    assert result["files"] == 3 and result["rows_loaded"] == 3
+
+    monkeypatch.setattr(ingest_db, "ingest_loop_max_s", 0)
+    for i in range(3, 5):
+        drops.csv(f"dev-{i}.csv", [reading("GEN-0001", minute=i)])
+    assert ingest_sensor_drops(limit=1)["files"] == 1
+    assert query("select count(*) from raw.sensor_readings") == [(4,)]

@@ -1,0 +1,156 @@
+"""The landing watcher: file arrivals become a few `emps.file.arrived` events, and the ingest
+deployment's trigger (prefect.yaml) turns one into an ingest run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from emps.ingest.landing import Landing
+from emps.ingest.watch import Arrival, Coalescer, LandingWatcher, waiting_names
+from emps.settings import PROJECT_ROOT, Settings
+from tests.ingest.conftest import Drops, csv_bytes, reading
+
+
+def test_a_burst_of_a_thousand_files_makes_a_few_events():
+    """1,000 files arriving over three seconds, looked at ten times a second: the first is
+    announced at once, the rest in at most two more events."""
+    coalescer = Coalescer(min_interval_s=2.0, rearm_s=10.0)
+    waiting: dict[str, float] = {}
+    events = []
+    start = 1_000_000.0
+    for step in range(60):
+        now = start + step * 0.1
+        if step < 30:
+            for i in range(step * 34, min((step + 1) * 34, 1000)):
+                waiting[f"dev-{i:04d}.csv"] = now
+        if (arrival := coalescer.observe(dict(waiting), now)) is not None:
+            events.append((now - start, arrival))
+    assert 1 <= len(events) <= 3
+    assert events[0][0] == 0.0
+    assert sum(a.new for _, a in events) == 1000
+
+
+def test_claimed_files_are_forgotten_and_new_ones_announced():
+    """Once ingest has taken the files, the next arrival is announced as soon as it is seen."""
+    coalescer = Coalescer(min_interval_s=2.0, rearm_s=10.0)
+    assert coalescer.observe({"a.csv": 0.0}, 0.0).new == 1
+    assert coalescer.observe({}, 1.0) is None
+    assert coalescer.observe({"b.csv": 2.5}, 2.5).examples == ["b.csv"]
+    assert coalescer.announced == {"b.csv"}
+
+
+def test_files_left_waiting_are_announced_again():
+    """A file whose event came to nothing (the run it started was cancelled while another was
+    busy) is announced again after the re-arm delay, not left for the schedule."""
+    coalescer = Coalescer(min_interval_s=2.0, rearm_s=10.0)
+    assert coalescer.observe({"a.csv": 0.0}, 0.0) is not None
+    assert all(coalescer.observe({"a.csv": 0.0}, t) is None for t in (1.0, 5.0, 9.9))
+    again = coalescer.observe({"a.csv": 0.0}, 10.0)
+    assert again is not None and again.rearmed and again.waiting == 1
+    assert coalescer.observe({}, 30.0) is None
+
+
+def test_waiting_names_skips_partial_files_and_folders(tmp_path: Path):
+    """Only finished files count: `.x.part` names and folders are not arrivals."""
+    (tmp_path / "done.csv").write_text("x")
+    (tmp_path / ".writing.csv.part").write_text("x")
+    (tmp_path / "upload.tmp").write_text("x")
+    (tmp_path / "sub").mkdir()
+    assert list(waiting_names(tmp_path)) == ["done.csv"]
+    assert waiting_names(tmp_path / "missing") == {}
+
+
+def test_watcher_coalesces_real_file_drops(landing: Landing, ingest_db: Settings):
+    """The running watcher sees files renamed into incoming/ within a second and announces a
+    burst of 1,000 in a few events."""
+    events: list[tuple[float, Arrival]] = []
+    watcher = LandingWatcher(ingest_db, emit=lambda a: events.append((time.time(), a)))
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        began = time.time()
+        for i in range(1000):
+            partial = landing.incoming / f".dev-{i:04d}.csv.part"
+            partial.write_text("equipment_id,timestamp\n")
+            os.rename(partial, landing.incoming / f"dev-{i:04d}.csv")
+        deadline = time.monotonic() + 15
+        while sum(a.new for _, a in events) < 1000 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        watcher.stop()
+        thread.join(timeout=10)
+    assert sum(a.new for _, a in events) == 1000
+    assert 1 <= len(events) <= 5, [a.payload() for _, a in events]
+    assert events[0][0] - began < 2.0
+
+
+def _prefect(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    prefect = Path(sys.executable).parent / "prefect"
+    return subprocess.run(
+        [str(prefect), *args],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.mark.timeout(900)
+def test_a_dropped_file_is_ingested_by_the_run_its_event_triggers(
+    prefect_server: str, drops: Drops, ingest_db: Settings, query
+):
+    """With the deployments of prefect.yaml registered, the watcher's event makes the server's
+    automation create an ingest run (not the schedule), and that run loads the file."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_server,
+        "EMPS_PROJECT_ROOT": str(PROJECT_ROOT),
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+    pool = _prefect("work-pool", "create", "emps-local", "--type", "process", env=env)
+    assert pool.returncode == 0 or "already exists" in pool.stdout + pool.stderr, pool.stdout
+    deployed = _prefect("--no-prompt", "deploy", "--name", "ingest-sensor-drops", env=env)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+
+    drops.put("arrived.csv", csv_bytes([reading("GEN-0001", minute=i) for i in range(3)]))
+    watcher = LandingWatcher(ingest_db)
+    arrival = watcher.check()
+    assert arrival is not None and arrival.new == 1
+
+    async def triggered_runs() -> list:
+        async with get_client() as client:
+            runs = await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(
+                    name=DeploymentFilterName(any_=["ingest-sensor-drops"])
+                )
+            )
+        return [r for r in runs if r.created_by and r.created_by.type == "AUTOMATION"]
+
+    runs: list = []
+    deadline = time.monotonic() + 90  # the event reaches the server, then its trigger fires
+    while not runs and time.monotonic() < deadline:
+        time.sleep(1)
+        runs = asyncio.run(triggered_runs())
+    assert runs, "no ingest run was triggered by emps.file.arrived"
+
+    worker = _prefect(
+        "worker", "start", "--pool", "emps-local", "--type", "process", "--run-once", env=env
+    )
+    assert worker.returncode == 0, worker.stdout[-3000:] + worker.stderr[-3000:]
+    assert query("select count(*) from raw.sensor_readings") == [(3,)]
+    finished = {r.id: r for r in asyncio.run(triggered_runs())}
+    assert finished[runs[0].id].state.is_completed(), finished[runs[0].id].state
