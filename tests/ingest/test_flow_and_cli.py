@@ -13,6 +13,7 @@ from emps.catalog import load_catalog
 from emps.cli import app
 from emps.ingest.landing import Landing
 from emps.ingest.validate import SUITE_PATH, build_suite, suite_json
+from emps.settings import get_settings
 from tests.ingest.conftest import Drops, csv_bytes, reading
 
 runner = CliRunner()
@@ -142,7 +143,8 @@ def test_flow_keeps_ingesting_until_incoming_is_empty(
     result = ingest_sensor_drops(limit=1)
     assert result["files"] == 3 and result["rows_loaded"] == 3
 
-    monkeypatch.setattr(ingest_db, "ingest_loop_max_s", 0)
+    # The flow reads the process-wide settings, which an earlier test may have rebuilt.
+    monkeypatch.setattr(get_settings(), "ingest_loop_max_s", 0)
     for i in range(3, 5):
         drops.csv(f"dev-{i}.csv", [reading("GEN-0001", minute=i)])
     assert ingest_sensor_drops(limit=1)["files"] == 1
