@@ -55,32 +55,13 @@ from _tempdb import free_port
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from emps.simulator.drops import runaway_wear_rows
+
 ROOT = Path(__file__).resolve().parent.parent
 console = Console(stderr=True)
 SITE = "north-ridge"
 BENCH_PREFIX = "GEN-BENCH-"
 EMAIL_GRACE_S = 240
-
-
-def backlog_rows(equipment_id: str, now: datetime) -> list[dict]:
-    """Three days of a generator: two healthy, then bearing wear running away on the third."""
-    rows = []
-    start = now - timedelta(days=3)
-    steps = 3 * 24 * 6
-    for i in range(steps + 1):
-        wear = max(0.0, (i - 2 * 24 * 6) / (24 * 6))
-        rows.append(
-            {
-                "equipment_id": equipment_id,
-                "timestamp": (start + timedelta(minutes=10 * i)).isoformat(),
-                "temperature": round(80 + 30 * wear**1.5 + (i % 3 - 1) * 0.4, 2),
-                "vibration": round(3.2 + 9.0 * wear + (i % 5 - 2) * 0.08, 3),
-                "pressure": round(360 + (i % 7 - 3) * 2.0, 1),
-                "humidity": round(40 + (i % 11 - 5) * 0.8, 1),
-                "voltage": round(410 + (i % 5 - 2) * 1.5, 1),
-            }
-        )
-    return rows
 
 
 def drop_csv(incoming: Path, name: str, rows: list[dict]) -> float:
@@ -319,7 +300,9 @@ def latency_phase(
             now = time.monotonic()
             if now >= next_drop and ids:
                 equipment = ids.pop(0)
-                rows = backlog_rows(equipment, datetime.now(UTC).replace(second=0, microsecond=0))
+                rows = runaway_wear_rows(
+                    equipment, datetime.now(UTC).replace(second=0, microsecond=0)
+                )
                 dropped = drop_csv(platform.incoming, f"{equipment}-backlog.csv", rows)
                 injections.append(Injection(equipment, dropped))
                 # Uniform over the minute, so the schedule's phase is sampled fairly.

@@ -142,3 +142,26 @@ def build_drop(
 def file_name(source: str, ts: datetime, fmt: str, gzipped: bool) -> str:
     stamp = ts.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{source}-{stamp}.{fmt}" + (".gz" if gzipped else "")
+
+
+def runaway_wear_rows(equipment_id: str, now: datetime) -> list[dict]:
+    """Three days of a generator ending at `now`: two healthy, then bearing wear running away on
+    the third. Stronger than the fleet's own episodes, so even a small model alerts on it (the
+    end-to-end test and bench/e2e.py drop it)."""
+    rows = []
+    start = now - timedelta(days=3)
+    steps = 3 * 24 * 6
+    for i in range(steps + 1):
+        wear = max(0.0, (i - 2 * 24 * 6) / (24 * 6))  # 0 for two days, then 0 -> 1
+        rows.append(
+            {
+                "equipment_id": equipment_id,
+                "timestamp": (start + timedelta(minutes=10 * i)).isoformat(),
+                "temperature": round(80 + 30 * wear**1.5 + (i % 3 - 1) * 0.4, 2),
+                "vibration": round(3.2 + 9.0 * wear + (i % 5 - 2) * 0.08, 3),
+                "pressure": round(360 + (i % 7 - 3) * 2.0, 1),
+                "humidity": round(40 + (i % 11 - 5) * 0.8, 1),
+                "voltage": round(410 + (i % 5 - 2) * 1.5, 1),
+            }
+        )
+    return rows

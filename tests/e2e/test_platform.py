@@ -27,6 +27,7 @@ import psycopg
 import pytest
 
 from emps.settings import PROJECT_ROOT
+from emps.simulator.drops import runaway_wear_rows
 
 EQUIPMENT = "GEN-E2E-0001"
 SITE = "north-ridge"
@@ -153,31 +154,6 @@ def platform() -> Iterator[Platform]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def backlog_rows(now: datetime) -> list[dict]:
-    """Three days from a generator: two healthy, then bearing wear running away on the third.
-
-    Stronger than the simulator's own episodes on purpose: the test-sized model scored a
-    simulated episode anywhere from MEDIUM to CRITICAL across runs."""
-    rows = []
-    start = now - timedelta(days=3)
-    steps = 3 * 24 * 6
-    for i in range(steps + 1):
-        ts = start + timedelta(minutes=10 * i)
-        wear = max(0.0, (i - 2 * 24 * 6) / (24 * 6))  # 0 for two days, then 0 → 1
-        rows.append(
-            {
-                "equipment_id": EQUIPMENT,
-                "timestamp": ts.isoformat(),
-                "temperature": round(80 + 30 * wear**1.5 + (i % 3 - 1) * 0.4, 2),
-                "vibration": round(3.2 + 9.0 * wear + (i % 5 - 2) * 0.08, 3),
-                "pressure": round(360 + (i % 7 - 3) * 2.0, 1),
-                "humidity": round(40 + (i % 11 - 5) * 0.8, 1),
-                "voltage": round(410 + (i % 5 - 2) * 1.5, 1),
-            }
-        )
-    return rows
-
-
 def drop_csv(incoming: Path, name: str, rows: list[dict]) -> None:
     """Write like a device does: a temporary name first, then an atomic rename."""
     partial = incoming / f".{name}.part"
@@ -225,7 +201,7 @@ def test_a_degrading_generator_reaches_the_crew_and_the_dashboard(platform: Plat
     """A device's drops flow through ingest, features, the champion model and the alert flow to
     one alert, one task, one email per recipient, an escalation while nobody answers (when
     CRITICAL), the dashboard's alert page, and no more escalation once a user acknowledges it."""
-    equipment_type, rows = "generator", backlog_rows(datetime.now(UTC))
+    equipment_type, rows = "generator", runaway_wear_rows(EQUIPMENT, datetime.now(UTC))
     subprocess.run(
         [
             sys.executable,
