@@ -182,13 +182,17 @@ class Settings(BaseSettings):
     ml_test_time_fraction: float = Field(
         0.3, gt=0, lt=1, description="Latest share of the time span used only for evaluation"
     )
-    ml_calibration_time_fraction: float = Field(
-        0.2, gt=0, lt=1, description="Share of the time span before the test period for calibration"
+    ml_calibration_folds: int = Field(
+        3,
+        ge=2,
+        le=10,
+        description="Groups of training equipment whose out-of-fold forest votes calibrate the "
+        "probabilities",
     )
     ml_threshold_policy: Literal["severity_high", "max_f1", "min_precision"] = Field(
         "severity_high",
         description="Operating threshold: the HIGH band (what alerting fires on), best F1, or the "
-        "lowest threshold reaching ml_target_precision on the calibration slice",
+        "lowest threshold reaching ml_target_precision on the out-of-fold training votes",
     )
     ml_target_precision: float = Field(0.8, gt=0, lt=1)
     ml_gate_metric: Literal["pr_auc", "roc_auc", "f1", "recall", "brier"] = "pr_auc"

@@ -2,10 +2,13 @@
 
 Timeline of the examples (span = first to last feature row):
 
-    | train (train equipment) | gap H | calibration (train equipment) | gap H | test (test equipment) |
+    | train (train equipment) | gap H | test (test equipment) |
 
-A training row's label looks H days ahead, so each gap keeps the labels of one phase from seeing
-the next phase's period. Test equipment is chosen by a hash of its id, so it is never seen in
+A training row's label looks H days ahead, so the gap keeps the training labels from seeing the
+test period. Calibration needs rows the forest did not learn from too; rather than carve a third
+period out of the history (a month of simulated history left a fortnight to train on, too few
+failures to learn from or to calibrate with), training cross-fits: forests fitted on some training
+equipment vote on the others (ml.train). Test equipment is chosen by a hash of its id, so it is never seen in
 training and stays the same across retrains (the promotion gate compares models on it).
 """
 
@@ -36,13 +39,12 @@ RUL_WITHIN_DAYS = 14.0
 
 
 class NotEnoughData(ValueError):
-    """The examples cannot support an honest train/calibration/test split."""
+    """The examples cannot support an honest train/test split."""
 
 
 @dataclass
 class Split:
     train: pd.DataFrame
-    calibration: pd.DataFrame
     test: pd.DataFrame
     windows: dict[str, Any] = field(default_factory=dict)
 
@@ -72,12 +74,11 @@ def split_examples(frame: pd.DataFrame, settings: Settings | None = None) -> Spl
     start, end = frame["ts"].min(), frame["ts"].max()
     span = end - start
     test_start = end - span * settings.ml_test_time_fraction
-    calibration_start = test_start - gap - span * settings.ml_calibration_time_fraction
-    train_end = calibration_start - gap
-    if train_end <= start:
+    train_end = test_start - gap
+    if train_end - start < gap:
         raise NotEnoughData(
             f"the examples span {span.days} days ({start:%Y-%m-%d} to {end:%Y-%m-%d}), too short "
-            f"for train + calibration + test with {settings.failure_horizon_days}-day gaps; "
+            f"for train and test with a {settings.failure_horizon_days}-day gap between them; "
             "backfill more history"
         )
     ids = frame["equipment_id"].drop_duplicates()
@@ -85,23 +86,18 @@ def split_examples(frame: pd.DataFrame, settings: Settings | None = None) -> Spl
     held_out = frame["equipment_id"].isin(test_ids)
     split = Split(
         train=frame[~held_out & (frame["ts"] < train_end)],
-        calibration=frame[
-            ~held_out & (frame["ts"] >= calibration_start) & (frame["ts"] < test_start - gap)
-        ],
         test=frame[held_out & (frame["ts"] >= test_start)],
         windows={
             "data_start": start.isoformat(),
             "data_end": end.isoformat(),
             "train_end": train_end.isoformat(),
-            "calibration_start": calibration_start.isoformat(),
-            "calibration_end": (test_start - gap).isoformat(),
             "test_start": test_start.isoformat(),
             "test_end": end.isoformat(),
             "train_equipment": int(len(ids) - len(test_ids)),
             "test_equipment": len(test_ids),
         },
     )
-    for name in ("train", "calibration", "test"):
+    for name in ("train", "test"):
         part = getattr(split, name)
         positives = int(part[LABEL].sum()) if len(part) else 0
         split.windows[f"{name}_rows"] = len(part)
@@ -118,7 +114,7 @@ def split_examples(frame: pd.DataFrame, settings: Settings | None = None) -> Spl
 def choose_threshold(
     probability: np.ndarray, labels: np.ndarray, settings: Settings | None = None
 ) -> float:
-    """The operating threshold by the configured policy, chosen on the calibration slice."""
+    """The operating threshold by the configured policy, chosen on out-of-fold training votes."""
     settings = settings or get_settings()
     if settings.ml_threshold_policy == "severity_high":
         return settings.severity_high
@@ -209,7 +205,8 @@ def evaluate_model(
     }
     near = test[DAYS_LABEL].notna() & (test[DAYS_LABEL] <= RUL_WITHIN_DAYS)
     if near.any() and model.regressor is not None:
-        days = model.days_until_failure(X[near.to_numpy()])
+        rows = near.to_numpy()
+        days = model.days_until_failure(X[rows], probability[rows])
         result["rul_mae_days"] = float(np.mean(np.abs(days - test.loc[near, DAYS_LABEL])))
     else:
         result["rul_mae_days"] = float("nan")

@@ -82,12 +82,19 @@ class FailureModel(BaseEstimator):
     def failure_probability(self, X: np.ndarray) -> np.ndarray:
         return self.calibrate(self.forest_score(X))
 
-    def days_until_failure(self, X: np.ndarray) -> np.ndarray:
+    def days_until_failure(
+        self, X: np.ndarray, probability: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The regressor's days until failure, kept consistent with the failure probability when
+        given: P(failure within the horizon) >= 0.5 puts the median time to failure within it."""
         if len(X) > PACKED_MAX_ROWS:
             days = self.regressor.predict(X)
         else:
             days = packed(self.regressor).walk(X)[0]
-        return np.clip(days, 0.0, self.regressor_max_days)
+        days = np.clip(days, 0.0, self.regressor_max_days)
+        if probability is not None:
+            days = np.where(probability >= 0.5, np.minimum(days, self.horizon_days), days)
+        return days
 
     def predict(self, X: Any) -> np.ndarray:
         """MLflow pyfunc entry point: the calibrated failure probability of each row."""

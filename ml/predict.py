@@ -104,7 +104,11 @@ def _predict_matrix(
     """(probability, days until failure or NaN, explanation) per row of the feature matrix."""
     score, explanation = score_and_explain(model, X, settings.ml_explain_top)
     probability = np.round(model.calibrate(score), 6)
-    days = model.days_until_failure(X) if model.regressor is not None else np.full(len(X), np.nan)
+    days = (
+        model.days_until_failure(X, probability)
+        if model.regressor is not None
+        else np.full(len(X), np.nan)
+    )
     # Days until failure is only meaningful when failure is plausible; far from one it is noise.
     days = np.where(probability >= settings.severity_medium, np.round(days, 2), np.nan)
     return probability, days, explanation

@@ -114,10 +114,6 @@ def platform() -> Iterator[Platform]:
             "EMPS_ML_N_ESTIMATORS": "60",
             # Escalation within the test's patience; the check itself is run on demand.
             "EMPS_ESCALATION_DELAY_MIN": "1",
-            # The test-sized model is unsure: it scored this runaway wear 0.57 to 0.89 across
-            # runs. This test checks the platform's path from drop to crew, not the model's
-            # confidence (tests/ml, `emps model evaluate`), so HIGH starts at 0.5 here.
-            "EMPS_SEVERITY_HIGH": "0.5",
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -274,14 +270,10 @@ def test_a_degrading_generator_reaches_the_crew_and_the_dashboard(platform: Plat
         300,
         platform,
     )[0]
-    # How sure the test-sized model is (60 equipment x 60 days, on a window that moves with the
-    # clock) varies from run to run: HIGH and CRITICAL both alert.
-    severity = prediction[0]
-    assert severity in ("HIGH", "CRITICAL"), f"a runaway bearing wear: {prediction}"
+    assert prediction[0] == "CRITICAL", f"a runaway bearing wear: {prediction}"
     assert prediction[1] == str(champion)
 
-    # The alert flow, triggered by the event, opens one alert and one task (corrective when
-    # CRITICAL, an inspection when HIGH).
+    # The alert flow, triggered by the event, opens one alert and one corrective task.
     alerts = wait_for(
         "the alert for the generator",
         lambda: platform.sql(
@@ -291,12 +283,12 @@ def test_a_degrading_generator_reaches_the_crew_and_the_dashboard(platform: Plat
         platform,
     )
     assert deployment_runs(platform, "process-prediction-alerts/process-prediction-alerts")
-    assert len(alerts) == 1 and alerts[0][1] == severity
+    assert len(alerts) == 1 and alerts[0][1] == "CRITICAL"
     alert_id = alerts[0][0]
     tasks = platform.sql(
         "select task_type from ops.maintenance_tasks where alert_id = %s", alert_id
     )
-    assert tasks == [("corrective" if severity == "CRITICAL" else "inspection",)]
+    assert tasks == [("corrective",)]
 
     # One email per recipient in the SMTP sink's mailbox: the site's technicians first.
     mailbox = platform.home / "mailbox"
@@ -312,7 +304,7 @@ def test_a_degrading_generator_reaches_the_crew_and_the_dashboard(platform: Plat
     assert wait_for("the alert email", alert_mail, 240, platform) == ["alpha-techs@crews.example"]
 
     # Nobody answers within EMPS_ESCALATION_DELAY_MIN (1 min here): the escalation check, run now
-    # rather than at its next 5-minute tick, brings in the supervisor for a CRITICAL alert.
+    # rather than at its next 5-minute tick, brings in the supervisor.
     def run_check_when_due() -> None:
         (waited,) = platform.sql(
             "select extract(epoch from now() - coalesce(last_notified_at, created_at)) "
@@ -322,11 +314,10 @@ def test_a_degrading_generator_reaches_the_crew_and_the_dashboard(platform: Plat
         time.sleep(max(0.0, 65 - float(waited)))
         run_deployment(platform, "check-critical-alerts/check-critical-alerts")
 
-    if severity == "CRITICAL":  # only CRITICAL alerts escalate
-        run_check_when_due()
-        level = platform.sql("select escalation_level from ops.alerts where id = %s", alert_id)
-        assert level == [(1,)]
-        wait_for("the escalation email", lambda: "supervisor@crews.example" in alert_mail(), 240)
+    run_check_when_due()
+    level = platform.sql("select escalation_level from ops.alerts where id = %s", alert_id)
+    assert level == [(1,)]
+    wait_for("the escalation email", lambda: "supervisor@crews.example" in alert_mail(), 240)
 
     # A user acknowledges it in the dashboard.
     _acknowledge_in_browser(platform)

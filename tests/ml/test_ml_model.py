@@ -40,14 +40,12 @@ def test_features_are_named_for_a_technician(settings, extra_sensor_catalog):
 
 
 def test_split_holds_out_equipment_and_time_with_gaps(settings, synthetic_examples):
-    """Test equipment never appears in training and each phase is H days after the previous one."""
+    """Test equipment never appears in training and the test period starts H days after it."""
     split = split_examples(synthetic_examples[0], settings)
     gap = pd.Timedelta(days=settings.failure_horizon_days)
     test_ids = set(split.test["equipment_id"])
     assert test_ids and not test_ids & set(split.train["equipment_id"])
-    assert not test_ids & set(split.calibration["equipment_id"])
-    assert split.train["ts"].max() + gap <= split.calibration["ts"].min()
-    assert split.calibration["ts"].max() + gap <= split.test["ts"].min()
+    assert split.train["ts"].max() + gap <= split.test["ts"].min()
 
 
 def test_rows_whose_label_is_not_final_are_left_out(settings, synthetic_examples):
@@ -58,7 +56,7 @@ def test_rows_whose_label_is_not_final_are_left_out(settings, synthetic_examples
         examples["ts"] <= open_since
     )
     split = split_examples(examples, settings)
-    for part in (split.train, split.calibration, split.test):
+    for part in (split.train, split.test):
         assert part["label_is_final"].all()
         assert part["ts"].max() <= open_since
     assert not examples["label_is_final"].all()
@@ -70,6 +68,28 @@ def test_too_little_history_is_explained(settings, synthetic_examples):
     week = examples[examples["ts"] < examples["ts"].min() + pd.Timedelta(days=7)]
     with pytest.raises(NotEnoughData, match="backfill"):
         split_examples(week, settings)
+
+
+def test_a_machine_about_to_fail_is_critical_and_a_healthy_one_low(fast, synthetic_examples):
+    """Calibrated on votes for equipment the forest did not see, the probabilities use the whole
+    range: held-out rows hours from failure reach CRITICAL, rows of healthy machines stay LOW."""
+    examples, failures = synthetic_examples
+    split = split_examples(examples, fast)
+    model = fit_model(split, fast)
+    probability = pd.Series(model.failure_probability(model.matrix(split.test)), split.test.index)
+    days = split.test["days_until_failure"]
+    assert probability[days < 0.5].median() >= fast.severity_critical
+    assert probability[days.isna()].quantile(0.95) < fast.severity_medium
+
+
+def test_calibration_needs_two_failing_training_machines(fast, synthetic_examples):
+    """With one machine failing in the training period there is nothing to cross-fit: say so."""
+    examples, _ = synthetic_examples
+    split = split_examples(examples, fast)
+    failing = split.train.loc[split.train[LABEL], "equipment_id"].unique()
+    lone = split.train[~split.train["equipment_id"].isin(failing[1:])]
+    with pytest.raises(NotEnoughData, match="at least two"):
+        fit_model(type(split)(lone, split.test, split.windows), fast)
 
 
 def test_shuffled_labels_give_a_model_without_skill(fast, synthetic_examples):
