@@ -301,6 +301,13 @@ def test_a_degrading_generator_reaches_the_crew_and_the_dashboard(platform: Plat
                 found.append(str(message["To"]))
         return found
 
+    def unsent() -> list[tuple]:
+        return platform.sql(
+            "select recipient, status from ops.notifications "
+            "where alert_id = %s and channel = 'email' and status <> 'sent'",
+            alert_id,
+        )
+
     assert wait_for("the alert email", alert_mail, 240, platform) == ["alpha-techs@crews.example"]
 
     # Nobody answers within EMPS_ESCALATION_DELAY_MIN (1 min here): the escalation check, run now
@@ -326,13 +333,19 @@ def test_a_degrading_generator_reaches_the_crew_and_the_dashboard(platform: Plat
     )[0]
     assert status == "acknowledged"
 
-    # Past the escalation delay again, the check leaves it alone, and nobody else is mailed.
+    # Past the escalation delay again, the check leaves it alone and queues no mail: the outbox
+    # is written with the escalation, so nothing queued now means nobody else is ever mailed.
+    wait_for("the escalation mail sent", lambda: not unsent(), 120, platform)
     mailed = sorted(alert_mail())
+    queued = platform.sql("select count(*) from ops.notifications where alert_id = %s", alert_id)
     run_check_when_due()
-    time.sleep(70)  # two runs of send-notifications, were anything queued
     assert platform.sql("select escalation_level from ops.alerts where id = %s", alert_id) == [
         (level,)
     ]
+    assert (
+        platform.sql("select count(*) from ops.notifications where alert_id = %s", alert_id)
+        == queued
+    )
     assert sorted(alert_mail()) == mailed
     assert len(mailed) == len(set(mailed)), f"someone got it twice: {mailed}"
 
