@@ -6,10 +6,11 @@ Timeline of the examples (span = first to last feature row):
 
 A training row's label looks H days ahead, so the gap keeps the training labels from seeing the
 test period. Calibration needs rows the forest did not learn from too; rather than carve a third
-period out of the history (a month of simulated history left a fortnight to train on, too few
+period out of the history (two months of simulated history left a fortnight to train on, too few
 failures to learn from or to calibrate with), training cross-fits: forests fitted on some training
-equipment vote on the others (ml.train). Test equipment is chosen by a hash of its id, so it is never seen in
-training and stays the same across retrains (the promotion gate compares models on it).
+equipment vote on the others (ml.train). Test equipment is chosen by a hash of its id, so it is
+never seen in training and stays the same across retrains (the promotion gate compares models on
+it).
 """
 
 from __future__ import annotations
