@@ -1,4 +1,4 @@
-"""The failure model as one object: forest classifier, isotonic calibration, days-until-failure
+"""The failure model as one object: forest classifier, calibration, days-until-failure
 regressor, feature list and operating threshold. One MLflow model version is one of these, so the
 scorer always uses the parts that were evaluated together.
 """
@@ -33,6 +33,7 @@ class FailureModel(BaseEstimator):
         threshold: float = 0.5,
         horizon_days: int = 7,
         regressor_max_days: float = 30.0,
+        calibration_method: str = "isotonic",
     ):
         self.classifier = classifier
         self.regressor = regressor
@@ -43,6 +44,7 @@ class FailureModel(BaseEstimator):
         self.threshold = threshold
         self.horizon_days = horizon_days
         self.regressor_max_days = regressor_max_days
+        self.calibration_method = calibration_method
 
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         """The feature matrix in training order; a feature the frame lacks is an error, not a zero."""
@@ -74,7 +76,8 @@ class FailureModel(BaseEstimator):
         return packed(self.classifier).walk(X)[0]
 
     def calibrate(self, score: np.ndarray) -> np.ndarray:
-        """Map forest votes to probabilities that mean what they say (isotonic, fitted on later data)."""
+        """Map forest votes to probabilities that mean what they say (the calibration table
+        fitted on out-of-fold votes, interpolated)."""
         if self.calibration_x is None or len(self.calibration_x) == 0:
             return np.clip(score, 0.0, 1.0)
         return np.clip(np.interp(score, self.calibration_x, self.calibration_y), 0.0, 1.0)

@@ -15,6 +15,7 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
 
 from emps.catalog import Catalog, load_catalog
@@ -76,10 +77,9 @@ def fit_model(split: Split, settings: Settings | None = None, catalog: Catalog |
             n_jobs=settings.ml_n_jobs,
             random_state=settings.ml_seed,
         ).fit(X[near], days[near])
-    isotonic = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
-    isotonic.fit(votes, y.astype(float))
-    model.calibration_x = np.asarray(isotonic.X_thresholds_, dtype=np.float64)
-    model.calibration_y = np.asarray(isotonic.y_thresholds_, dtype=np.float64)
+    calibration = fit_calibration(votes, y, split.train["equipment_id"], settings)
+    model.calibration_method = calibration.method
+    model.calibration_x, model.calibration_y = calibration.x, calibration.y
     model.threshold = choose_threshold(model.calibrate(votes), y, settings)
     return model
 
@@ -107,6 +107,67 @@ def out_of_fold_votes(
     cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=settings.ml_seed)
     votes = cross_val_predict(forest, X, y, groups=equipment, cv=cv, method="predict_proba")
     return votes[:, 1]
+
+
+@dataclass
+class Calibration:
+    method: str
+    x: np.ndarray  # forest votes ...
+    y: np.ndarray  # ... and the probabilities they map to (np.interp between them)
+    cv_brier: dict[str, float]  # each method's Brier on equipment its calibrator did not see
+
+
+def _isotonic(votes: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    isotonic = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
+    isotonic.fit(votes, y.astype(float))
+    return (
+        np.asarray(isotonic.X_thresholds_, dtype=np.float64),
+        np.asarray(isotonic.y_thresholds_, dtype=np.float64),
+    )
+
+
+def _sigmoid(votes: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Platt scaling of the vote, tabulated finely enough that interpolation is exact to ~1e-4."""
+    platt = LogisticRegression(C=1e6).fit(votes.reshape(-1, 1), y)
+    grid = np.linspace(0.0, 1.0, SIGMOID_GRID_POINTS)
+    return grid, platt.predict_proba(grid.reshape(-1, 1))[:, 1]
+
+
+CALIBRATORS = {"isotonic": _isotonic, "sigmoid": _sigmoid}
+SIGMOID_GRID_POINTS = 1001
+
+
+def fit_calibration(
+    votes: np.ndarray, y: np.ndarray, equipment: pd.Series, settings: Settings
+) -> Calibration:
+    """Map out-of-fold votes to probabilities with the calibrator that predicts unseen equipment
+    best (Brier score, folds by equipment), refitted on all votes.
+
+    Isotonic regression follows any monotone shape but caps a probability at the share of failing
+    rows among the surest votes: with a handful of failing machines one healthy row up there holds
+    a runaway failure below CRITICAL. Platt's sigmoid has two parameters and no such step; it
+    tends to win when failures are few, isotonic when there are enough to shape the curve.
+    """
+    folds = min(settings.ml_calibration_folds, int(equipment[y].nunique()))
+    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=settings.ml_seed)
+    squared, checked = dict.fromkeys(CALIBRATORS, 0.0), 0
+    for fit_rows, check_rows in cv.split(votes.reshape(-1, 1), y, groups=equipment):
+        if y[fit_rows].all() or not y[fit_rows].any():
+            continue  # a fold without both outcomes calibrates nothing
+        checked += len(check_rows)
+        for method, calibrator in CALIBRATORS.items():
+            x, p = calibrator(votes[fit_rows], y[fit_rows])
+            error = np.interp(votes[check_rows], x, p) - y[check_rows]
+            squared[method] += float(error @ error)
+    cv_brier = {method: total / max(checked, 1) for method, total in squared.items()}
+    method = min(cv_brier, key=cv_brier.__getitem__)
+    log.info(
+        "calibration: %s (cross-validated Brier %s)",
+        method,
+        ", ".join(f"{name} {value:.5f}" for name, value in cv_brier.items()),
+    )
+    x, p = CALIBRATORS[method](votes, y)
+    return Calibration(method, x, p, cv_brier)
 
 
 @dataclass
@@ -218,8 +279,8 @@ def train_and_register(
                 "horizon_days": settings.failure_horizon_days,
                 "sample_minutes": settings.ml_sample_minutes,
                 "threshold_policy": settings.ml_threshold_policy,
-                "calibration": f"isotonic on {settings.ml_calibration_folds}-fold "
-                "out-of-fold votes, folds by equipment",
+                "calibration": f"{model.calibration_method} on "
+                f"{settings.ml_calibration_folds}-fold out-of-fold votes, folds by equipment",
                 "threshold": round(model.threshold, 6),
                 "n_features": len(model.feature_names),
                 "test_equipment_fraction": settings.ml_test_equipment_fraction,

@@ -11,7 +11,7 @@ from emps.catalog import load_catalog
 from ml.dataset import LABEL, feature_columns, feature_label
 from ml.evaluate import HEADLINE_KEYS, NotEnoughData, evaluate_model, headline, split_examples
 from ml.explain import contributions, explain_rows, score_and_explain
-from ml.train import fit_model
+from ml.train import fit_calibration, fit_model
 
 
 @pytest.fixture
@@ -173,3 +173,27 @@ def test_packed_forest_predicts_exactly_like_scikit_learn(fast, synthetic_exampl
         np.clip(model.regressor.predict(X), 0, model.regressor_max_days),
         atol=1e-9,
     )
+
+
+@pytest.mark.parametrize("shape", ["smooth", "step"])
+def test_calibration_is_chosen_by_how_well_it_predicts_unseen_equipment(settings, shape):
+    """Votes whose failure rate rises smoothly get Platt's sigmoid, a rate that jumps at one vote
+    gets isotonic regression; either way a probability means the failure rate it says."""
+    rng = np.random.default_rng(11)
+    machines, rows = 40, 400
+    votes = rng.uniform(0.0, 1.0, machines * rows)
+    if shape == "smooth":
+        rate = 1.0 / (1.0 + np.exp(-12.0 * (votes - 0.6)))
+    else:
+        rate = np.where(votes > 0.7, 0.9, 0.02)
+    y = rng.uniform(size=len(votes)) < rate
+    equipment = pd.Series(np.repeat([f"EQ-{i:04d}" for i in range(machines)], rows))
+    calibration = fit_calibration(votes, y, equipment, settings)
+    assert calibration.method == ("sigmoid" if shape == "smooth" else "isotonic")
+    probe = np.array([0.1, 0.3, 0.5, 0.6, 0.8, 0.95])
+    expected = (
+        1.0 / (1.0 + np.exp(-12.0 * (probe - 0.6)))
+        if shape == "smooth"
+        else np.where(probe > 0.7, 0.9, 0.02)
+    )
+    np.testing.assert_allclose(np.interp(probe, calibration.x, calibration.y), expected, atol=0.06)
