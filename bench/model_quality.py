@@ -1,20 +1,23 @@
 """Model quality on simulated history, split by what only the simulator knows: which failures gave
 warning (days of degradation) and which were sudden (hours of weak drift, or none).
 
-    uv run python bench/model_quality.py [--equipment 100] [--days 90] [--trees 60]
+    uv run python bench/model_quality.py [--equipment 100] [--days 90] [--trees 60] [--folds 3]
 
 A fresh temporary database gets `--days` of the seeded fleet's history (as `emps up` backfills
 it), dbt builds the features and training examples, and the model is fitted and evaluated as
-`emps model train` does (held-out equipment, a later period, an H-day gap). Then the simulator's
-ground truth (sim.equipment_truth, which the model never reads) tells which held-out failures
-warned, and the issue's figures are reported over all held-out failures and over the warned ones:
-no sensor model can foresee a failure its sensors never showed, so recall and days-until-failure
-error over all failures are capped by the share of sudden ones in the held-out period.
+`emps model train` does (held-out equipment, a later period, an H-day gap), once per fold: each
+fold holds out another slice of equipment (--folds x 30 % of the fleet, disjoint) and the held-out
+predictions of all folds are pooled, so the figures rest on several times the failures a single
+training run is judged on. Then the simulator's ground truth (sim.equipment_truth, which the model
+never reads) tells which held-out failures warned, and the issue's figures are reported over all
+held-out failures and over the warned ones: no sensor model can foresee a failure its sensors
+never showed, so recall and days-until-failure error over all failures are capped by the share
+of sudden ones in the held-out period.
 
-Last line: {"bench": "model_quality", "equipment": N, "days": D, "heldout_failures": ...,
+Last line: {"bench": "model_quality", "equipment": N, "days": D, "folds": F, "heldout_failures": ...,
 "heldout_sudden": ..., "recall": ..., "recall_ceiling": ..., "recall_warned": ..., "precision": ...,
 "fpr": ..., "median_lead_days": ..., "rul_mae_days": ..., "rul_mae_warned_days": ..., "brier": ...,
-"accuracy": ..., "fit_s": ...}.
+"accuracy": ..., "pr_auc": ..., "fit_s": ... (per fold)}.
 """
 
 from __future__ import annotations
@@ -28,8 +31,6 @@ import pandas as pd
 from _tempdb import temporary_platform
 from rich.console import Console
 from rich.table import Table
-
-RUL_WITHIN_DAYS = 14.0
 
 
 def sudden_flags(test: pd.DataFrame, settings) -> pd.Series:
@@ -51,6 +52,7 @@ def main() -> None:
     parser.add_argument("--equipment", type=int, default=100)
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--trees", type=int, default=60)
+    parser.add_argument("--folds", type=int, default=3, help="Held-out equipment slices pooled")
     args = parser.parse_args()
     console = Console()
     env = {
@@ -61,58 +63,76 @@ def main() -> None:
     with temporary_platform("model_quality", env) as platform:
         from emps.bootstrap import backfill_history, build_features
         from ml.dataset import DAYS_LABEL, LABEL, read_failure_events, read_training_examples
-        from ml.evaluate import evaluate_model, split_examples
+        from ml.evaluate import RUL_WITHIN_DAYS, evaluate_predictions, split_examples
         from ml.train import fit_model
 
         settings = platform.settings
+        if args.folds * settings.ml_test_equipment_fraction > 1:
+            parser.error("--folds x EMPS_ML_TEST_EQUIPMENT_FRACTION must not exceed 1")
         backfill_history(settings)
         build_features(settings)
         examples = read_training_examples(settings)
         failures = read_failure_events(settings)
-        split = split_examples(examples, settings)
+        tests, probabilities, days, thresholds = [], [], [], []
         began = time.perf_counter()
-        with console.status(f"  fitting {args.trees} trees, cross-fitted calibration"):
-            model = fit_model(split, settings)
-        fit_s = time.perf_counter() - began
-        metrics = evaluate_model(model, split.test, failures, settings)
-
-        test = split.test
-        X = model.matrix(test)
-        probability = model.failure_probability(X)
-        sudden = sudden_flags(test, settings)
-        positive = test[LABEL].to_numpy(dtype=bool)
-        warned = positive & (sudden == 0).to_numpy()
-        heldout = (
-            test.loc[positive, ["equipment_id", "next_failure_at"]]
-            .assign(sudden=sudden[positive])
-            .drop_duplicates(["equipment_id", "next_failure_at"])
+        for fold in range(args.folds):
+            split = split_examples(examples, settings, fold=fold)
+            with console.status(f"  fold {fold + 1}/{args.folds}: fitting {args.trees} trees"):
+                model = fit_model(split, settings)
+            X = model.matrix(split.test)
+            probability = model.failure_probability(X)
+            predicted_days = np.full(len(X), np.nan)
+            near = (split.test[DAYS_LABEL] <= RUL_WITHIN_DAYS).fillna(False).to_numpy(dtype=bool)
+            predicted_days[near] = model.days_until_failure(X[near], probability[near])
+            tests.append(split.test)
+            probabilities.append(probability)
+            days.append(predicted_days)
+            thresholds.append(np.full(len(X), model.threshold))
+            console.print(
+                f"  fold {fold + 1}: {split.windows['test_equipment']} held-out equipment, "
+                f"calibration {model.calibration_method}"
+            )
+        fit_s = (time.perf_counter() - began) / args.folds
+        test = pd.concat(tests, ignore_index=True)
+        probability = np.concatenate(probabilities)
+        predicted_days = np.concatenate(days)
+        metrics = evaluate_predictions(
+            test, probability, predicted_days, np.concatenate(thresholds), failures, settings
         )
-        days = test[DAYS_LABEL]
-        near = (days.notna() & (days <= RUL_WITHIN_DAYS)).to_numpy()
-        predicted_days = model.days_until_failure(X[near], probability[near])
-        error = np.abs(predicted_days - days.to_numpy()[near])
-        near_warned = sudden.to_numpy()[near] == 0
+        sudden = sudden_flags(test, settings)
 
+    positive = test[LABEL].to_numpy(dtype=bool)
+    warned = positive & (sudden == 0).to_numpy()
+    heldout = (
+        test.loc[positive, ["equipment_id", "next_failure_at"]]
+        .assign(sudden=sudden[positive])
+        .drop_duplicates(["equipment_id", "next_failure_at"])
+    )
+    error = np.abs(predicted_days - test[DAYS_LABEL].to_numpy(dtype=np.float64, na_value=np.nan))
+    scored = ~np.isnan(error)
+    scored_warned = scored & (sudden == 0).to_numpy()
     figures = {
         "bench": "model_quality",
         "equipment": args.equipment,
         "days": args.days,
+        "folds": args.folds,
         "heldout_failures": len(heldout),
         "heldout_sudden": int(heldout["sudden"].sum()),
         "recall": round(metrics["recall"], 4),
         "recall_ceiling": round(float(warned.sum() / max(positive.sum(), 1)), 4),
-        "recall_warned": round(float((probability[warned] >= model.threshold).mean()), 4)
+        "recall_warned": round(float((probability[warned] >= metrics["threshold"]).mean()), 4)
         if warned.any()
         else None,
         "precision": round(metrics["precision"], 4),
         "fpr": round(metrics["fpr"], 4),
         "median_lead_days": round(metrics["median_lead_days"], 2),
-        "rul_mae_days": round(float(error.mean()), 2) if len(error) else None,
-        "rul_mae_warned_days": round(float(error[near_warned].mean()), 2)
-        if near_warned.any()
+        "rul_mae_days": round(metrics["rul_mae_days"], 2) if scored.any() else None,
+        "rul_mae_warned_days": round(float(error[scored_warned].mean()), 2)
+        if scored_warned.any()
         else None,
         "brier": round(metrics["brier"], 4),
         "accuracy": round(metrics["accuracy"], 4),
+        "pr_auc": round(metrics["pr_auc"], 4),
         "fit_s": round(fit_s, 1),
     }
     table = Table(title=f"held-out quality, {args.equipment} equipment x {args.days} days")

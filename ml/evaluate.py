@@ -50,14 +50,17 @@ class Split:
     windows: dict[str, Any] = field(default_factory=dict)
 
 
-def is_test_equipment(equipment_id: str, fraction: float) -> bool:
-    """Stable hold-out: the same equipment is test equipment in every retrain."""
+def is_test_equipment(equipment_id: str, fraction: float, fold: int = 0) -> bool:
+    """Stable hold-out: the same equipment is test equipment in every retrain. Fold k holds out
+    the k-th slice of the same size instead (bench/model_quality rotates through them)."""
     digest = hashlib.sha256(equipment_id.encode()).digest()
-    return int.from_bytes(digest[:4], "big") / 2**32 < fraction
+    position = int.from_bytes(digest[:4], "big") / 2**32
+    return (position - fold * fraction) % 1.0 < fraction
 
 
-def split_examples(frame: pd.DataFrame, settings: Settings | None = None) -> Split:
-    """Split labelled examples by equipment and by time (see the module docstring)."""
+def split_examples(frame: pd.DataFrame, settings: Settings | None = None, fold: int = 0) -> Split:
+    """Split labelled examples by equipment and by time (see the module docstring); `fold` picks
+    another slice of equipment to hold out (0, what training and the promotion gate use)."""
     settings = settings or get_settings()
     if frame.empty:
         raise NotEnoughData(
@@ -83,7 +86,8 @@ def split_examples(frame: pd.DataFrame, settings: Settings | None = None) -> Spl
             "backfill more history"
         )
     ids = frame["equipment_id"].drop_duplicates()
-    test_ids = {i for i in ids if is_test_equipment(i, settings.ml_test_equipment_fraction)}
+    fraction = settings.ml_test_equipment_fraction
+    test_ids = {i for i in ids if is_test_equipment(i, fraction, fold)}
     held_out = frame["equipment_id"].isin(test_ids)
     split = Split(
         train=frame[~held_out & (frame["ts"] < train_end)],
@@ -167,11 +171,29 @@ def evaluate_model(
     settings: Settings | None = None,
 ) -> dict[str, float]:
     """Every figure of the issue for `model` on the test rows (see HEADLINE_KEYS for the headline)."""
-    settings = settings or get_settings()
     X = model.matrix(test)
-    labels = test[LABEL].to_numpy(dtype=bool)
     probability = model.failure_probability(X)
-    predicted = probability >= model.threshold
+    days = np.full(len(test), np.nan)
+    near = (test[DAYS_LABEL].notna() & (test[DAYS_LABEL] <= RUL_WITHIN_DAYS)).to_numpy()
+    if near.any() and model.regressor is not None:
+        days[near] = model.days_until_failure(X[near], probability[near])
+    return evaluate_predictions(test, probability, days, model.threshold, failures, settings)
+
+
+def evaluate_predictions(
+    test: pd.DataFrame,
+    probability: np.ndarray,
+    days: np.ndarray,
+    threshold: float | np.ndarray,
+    failures: pd.DataFrame | None = None,
+    settings: Settings | None = None,
+) -> dict[str, float]:
+    """The figures of `evaluate_model` from predictions already made: the failure probability and
+    predicted days until failure (NaN where not predicted) of each test row, and the operating
+    threshold (per row when the rows were scored by different models)."""
+    settings = settings or get_settings()
+    labels = test[LABEL].to_numpy(dtype=bool)
+    predicted = probability >= threshold
     tn, fp, fn, tp = skm.confusion_matrix(labels, predicted, labels=[False, True]).ravel()
     precision_curve, recall_curve, _ = skm.precision_recall_curve(labels, probability)
     reaching = precision_curve >= settings.ml_target_precision
@@ -181,7 +203,7 @@ def evaluate_model(
     spans = test.groupby("equipment_id")["ts"].agg(["min", "max"])
     equipment_days = float(((spans["max"] - spans["min"]).dt.total_seconds() / 86400).sum())
     result = {
-        "threshold": float(model.threshold),
+        "threshold": float(np.median(threshold)),
         "precision": float(tp / (tp + fp)) if tp + fp else 0.0,
         "recall": float(tp / (tp + fn)) if tp + fn else 0.0,
         "f1": float(skm.f1_score(labels, predicted, zero_division=0)),
@@ -204,13 +226,10 @@ def evaluate_model(
         "test_rows": float(len(test)),
         "test_positive_rate": float(labels.mean()),
     }
-    near = test[DAYS_LABEL].notna() & (test[DAYS_LABEL] <= RUL_WITHIN_DAYS)
-    if near.any() and model.regressor is not None:
-        rows = near.to_numpy()
-        days = model.days_until_failure(X[rows], probability[rows])
-        result["rul_mae_days"] = float(np.mean(np.abs(days - test.loc[near, DAYS_LABEL])))
-    else:
-        result["rul_mae_days"] = float("nan")
+    actual = test[DAYS_LABEL].to_numpy(dtype=np.float64, na_value=np.nan)
+    scored = (actual <= RUL_WITHIN_DAYS) & ~np.isnan(days)  # NaN compares False
+    error = np.abs(days[scored] - actual[scored])
+    result["rul_mae_days"] = float(error.mean()) if len(error) else float("nan")
     return result
 
 

@@ -48,6 +48,23 @@ def test_split_holds_out_equipment_and_time_with_gaps(settings, synthetic_exampl
     assert split.train["ts"].max() + gap <= split.test["ts"].min()
 
 
+def test_folds_hold_out_disjoint_equipment_and_fold_zero_is_the_default(
+    settings, synthetic_examples
+):
+    """bench/model_quality pools folds: each holds out other equipment, never in its own training."""
+    examples = synthetic_examples[0]
+    default = split_examples(examples, settings)
+    held_out = []
+    for fold in range(3):
+        split = split_examples(examples, settings, fold=fold)
+        ids = set(split.test["equipment_id"])
+        assert ids and not ids & set(split.train["equipment_id"])
+        held_out.append(ids)
+    assert held_out[0] == set(default.test["equipment_id"])
+    assert not (held_out[0] & held_out[1]) and not (held_out[1] & held_out[2])
+    assert not held_out[0] & held_out[2]
+
+
 def test_rows_whose_label_is_not_final_are_left_out(settings, synthetic_examples):
     """The last H days, whose failure may still come, are neither healthy training rows nor test rows."""
     examples = synthetic_examples[0].copy()
