@@ -143,7 +143,9 @@ class Settings(BaseSettings):
     sms_gateway_token: SecretStr | None = None
     recipients_path: Path = Field(PROJECT_ROOT / "config" / "recipients.yaml")
     quiet_hours: str = Field("", description="HH:MM-HH:MM in `timezone`; never delays CRITICAL")
-    escalation_delay_min: int = Field(15, ge=1)
+    escalation_delay_min: float = Field(
+        15, gt=0, description="Minutes a CRITICAL alert may stay unacknowledged before escalating"
+    )
     inspection_within_days: int = Field(3, ge=1)
     auto_resolve_healthy_hours: int = Field(24, ge=0, description="0 disables auto-resolve")
     alert_retention_days: int = Field(90, ge=1)

@@ -32,6 +32,7 @@ from emps.simulator.drops import runaway_wear_rows
 EQUIPMENT = "GEN-E2E-0001"
 SITE = "north-ridge"
 ADMIN_PASSWORD = "e2e-admin-password-1"
+ESCALATION_DELAY_S = 20  # how long a CRITICAL alert may stay unacknowledged here
 ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "e2e"
 # The first start backfills, builds features and trains: minutes, not the default 10.
 pytestmark = pytest.mark.timeout(2700)
@@ -113,7 +114,7 @@ def platform() -> Iterator[Platform]:
             "EMPS_SIM_HISTORY_DAYS": "60",
             "EMPS_ML_N_ESTIMATORS": "60",
             # Escalation within the test's patience; the check itself is run on demand.
-            "EMPS_ESCALATION_DELAY_MIN": "1",
+            "EMPS_ESCALATION_DELAY_MIN": str(ESCALATION_DELAY_S / 60),
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -315,7 +316,7 @@ def test_a_degrading_generator_reaches_the_crew_and_the_dashboard(platform: Plat
 
     assert wait_for("the alert email", alert_mail, 240, platform) == ["alpha-techs@crews.example"]
 
-    # Nobody answers within EMPS_ESCALATION_DELAY_MIN (1 min here): the escalation check, run now
+    # Nobody answers within EMPS_ESCALATION_DELAY_MIN (20 s here): the escalation check, run now
     # rather than at its next 5-minute tick, brings in the supervisor for a CRITICAL alert.
     def run_check_when_due() -> None:
         (waited,) = platform.sql(
@@ -323,7 +324,7 @@ def test_a_degrading_generator_reaches_the_crew_and_the_dashboard(platform: Plat
             "from ops.alerts where id = %s",
             alert_id,
         )[0]
-        time.sleep(max(0.0, 65 - float(waited)))
+        time.sleep(max(0.0, ESCALATION_DELAY_S + 5 - float(waited)))
         run_deployment(platform, "check-critical-alerts/check-critical-alerts")
 
     if severity == "CRITICAL":  # only CRITICAL alerts escalate
