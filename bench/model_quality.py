@@ -76,7 +76,7 @@ def main() -> None:
         tests, probabilities, days, thresholds = [], [], [], []
         began = time.perf_counter()
         for fold in range(args.folds):
-            split = split_examples(examples, settings, fold=fold)
+            split = split_examples(examples, settings, fold=fold, pooled=True)
             with console.status(f"  fold {fold + 1}/{args.folds}: fitting {args.trees} trees"):
                 model = fit_model(split, settings)
             X = model.matrix(split.test)

@@ -58,9 +58,16 @@ def is_test_equipment(equipment_id: str, fraction: float, fold: int = 0) -> bool
     return (position - fold * fraction) % 1.0 < fraction
 
 
-def split_examples(frame: pd.DataFrame, settings: Settings | None = None, fold: int = 0) -> Split:
+def split_examples(
+    frame: pd.DataFrame,
+    settings: Settings | None = None,
+    fold: int = 0,
+    pooled: bool = False,
+) -> Split:
     """Split labelled examples by equipment and by time (see the module docstring); `fold` picks
-    another slice of equipment to hold out (0, what training and the promotion gate use)."""
+    another slice of equipment to hold out (0, what training and the promotion gate use).
+    `pooled`: the test part is one of several whose predictions are evaluated together, so it
+    may hold no failure (its healthy rows still count)."""
     settings = settings or get_settings()
     if frame.empty:
         raise NotEnoughData(
@@ -107,7 +114,7 @@ def split_examples(frame: pd.DataFrame, settings: Settings | None = None, fold: 
         positives = int(part[LABEL].sum()) if len(part) else 0
         split.windows[f"{name}_rows"] = len(part)
         split.windows[f"{name}_positives"] = positives
-        if positives == 0 or positives == len(part):
+        if (positives == 0 and not (pooled and name == "test")) or positives == len(part):
             raise NotEnoughData(
                 f"the {name} part of the split has {len(part)} rows and {positives} of them precede "
                 f"a failure within {settings.failure_horizon_days} days: it needs both failing and "
