@@ -232,6 +232,38 @@ def build_after_ingest(
     return build(settings=settings, on_log=on_log)
 
 
+@dataclass(frozen=True)
+class LedgerMark:
+    """Where the ingest ledger stood when a build began: its newest file and the files still
+    being loaded (a load that commits during the build is invisible to it)."""
+
+    newest_id: int
+    in_flight: tuple[int, ...]
+
+
+def ledger_mark(settings: Settings | None = None) -> LedgerMark:
+    from emps.db import connect
+
+    with connect(Role.WRITER, settings) as conn:
+        newest = conn.execute("select coalesce(max(id), 0) from raw.ingest_files").fetchone()
+        claimed = conn.execute("select id from raw.ingest_files where status = 'claimed'")
+        return LedgerMark(int(newest[0]), tuple(int(r[0]) for r in claimed.fetchall()))
+
+
+def loaded_since(mark: LedgerMark, settings: Settings | None = None) -> bool:
+    """Did readings load after `mark` (a newer file, or one in flight then), which a build that
+    began at the mark may have missed?"""
+    from emps.db import connect
+
+    with connect(Role.WRITER, settings) as conn:
+        row = conn.execute(
+            "select exists (select 1 from raw.ingest_files where status in ('loaded', 'partial') "
+            "and (id > %s or id = any(%s)))",
+            (mark.newest_id, list(mark.in_flight)),
+        ).fetchone()
+    return bool(row[0])
+
+
 def refresh_dashboard_state(
     settings: Settings | None = None, on_log: Callable[[str, str], None] | None = None
 ) -> DbtRunSummary | None:

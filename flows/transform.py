@@ -1,8 +1,10 @@
-"""The `build-features` flow: after each ingest batch, `dbt build` what the new readings change."""
+"""The `build-features` flow: after each ingest batch, `dbt build` what the new readings change and
+score it."""
 
 from __future__ import annotations
 
 import contextlib
+import time
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
@@ -55,13 +57,44 @@ def emit_features_built(summary: transform.DbtRunSummary) -> None:
     )
 
 
+@task(name="mark-ingest-ledger", cache_policy=NONE)
+def mark_ledger() -> transform.LedgerMark:
+    return transform.ledger_mark(get_settings())
+
+
+@task(name="check-new-readings", cache_policy=NONE)
+def new_readings_since(mark: transform.LedgerMark) -> bool:
+    return transform.loaded_since(mark, get_settings())
+
+
 @flow(name="build-features")
 def build_features(select: list[str] | None = None, full_refresh: bool = False) -> dict:
-    """Run `dbt build` on the models a batch of readings changes (by default the `after_ingest`
-    selector: the incremental feature table and its inputs, with their tests; everything on a
-    first run), then emit `emps.features.built`. Any failing model or test fails the run."""
-    summary = dbt_build(select, full_refresh)
-    emit_features_built(summary)
+    """After new readings (the default): `dbt build` of the `after_ingest` selector (the
+    incremental feature table and its inputs, with their tests; everything on a first run),
+    emit `emps.features.built`, and score what changed (the score-equipment flow, run here as a
+    subflow, not in another process); again while readings keep loading, for up to
+    EMPS_INGEST_LOOP_MAX_S, since a run started meanwhile is cancelled (one at a time).
+    With a selection or a full refresh: that build only. A failing model or test fails the run."""
+    from flows.score import score_equipment
+
+    if select is not None or full_refresh:
+        summary = dbt_build(select, full_refresh)
+        emit_features_built(summary)
+        return _report(summary)
+    settings = get_settings()
+    began, rounds, scored = time.monotonic(), 0, 0
+    while True:
+        mark = mark_ledger()
+        summary = dbt_build(None, False)
+        emit_features_built(summary)
+        scored += score_equipment()["scored"]
+        rounds += 1
+        if time.monotonic() - began >= settings.ingest_loop_max_s or not new_readings_since(mark):
+            break
+    return {**_report(summary), "rounds": rounds, "scored": scored}
+
+
+def _report(summary: transform.DbtRunSummary) -> dict:
     get_run_logger().info("dbt build: %s nodes in %.1f s", len(summary.nodes), summary.seconds)
     return {
         "seconds": round(summary.seconds, 2),

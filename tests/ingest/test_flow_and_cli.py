@@ -149,3 +149,29 @@ def test_flow_keeps_ingesting_until_incoming_is_empty(
         drops.csv(f"dev-{i}.csv", [reading("GEN-0001", minute=i)])
     assert ingest_sensor_drops(limit=1)["files"] == 1
     assert query("select count(*) from raw.sensor_readings") == [(4,)]
+
+
+def test_the_feature_build_notices_readings_that_loaded_while_it_ran(ingest_db, drops, query):
+    """build-features builds again when readings loaded during its build: from a file newer than
+    its start, or from one that was still loading when it began (and so invisible to it)."""
+    from emps.ingest.pipeline import ingest_landing
+    from emps.transform import ledger_mark, loaded_since
+
+    drops.csv("first.csv", [reading("GEN-0001", minute=1)])
+    ingest_landing(ingest_db)
+    mark = ledger_mark(ingest_db)
+    assert not loaded_since(mark, ingest_db)
+    drops.csv("second.csv", [reading("GEN-0001", minute=2)])
+    ingest_landing(ingest_db)
+    assert loaded_since(mark, ingest_db)
+
+    query(
+        "insert into raw.ingest_files (file_name, sha256, size_bytes, received_at) "
+        "values ('slow.csv', 'slow', 1, now()) returning id"
+    )
+    drops.csv("third.csv", [reading("GEN-0001", minute=3)])
+    ingest_landing(ingest_db)  # a newer file loads while slow.csv is still being loaded
+    mark = ledger_mark(ingest_db)
+    assert not loaded_since(mark, ingest_db)
+    query("update raw.ingest_files set status = 'loaded' where file_name = 'slow.csv' returning id")
+    assert loaded_since(mark, ingest_db)
