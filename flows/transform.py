@@ -74,7 +74,8 @@ def build_features(select: list[str] | None = None, full_refresh: bool = False) 
     emit `emps.features.built`, and score what changed (the score-equipment flow, run here as a
     subflow, not in another process); again while readings keep loading, for up to
     EMPS_INGEST_LOOP_MAX_S, since a run started meanwhile is cancelled (one at a time).
-    With a selection or a full refresh: that build only. A failing model or test fails the run."""
+    With a selection or a full refresh: that build only. A failing model or test fails the run;
+    a failed scoring run does not (the features are built), and its message is returned."""
     from flows.score import score_equipment
 
     if select is not None or full_refresh:
@@ -82,16 +83,28 @@ def build_features(select: list[str] | None = None, full_refresh: bool = False) 
         emit_features_built(summary)
         return _report(summary)
     settings = get_settings()
-    began, rounds, scored = time.monotonic(), 0, 0
+    began, rounds, scored, scoring_failed = time.monotonic(), 0, 0, None
     while True:
         mark = mark_ledger()
         summary = dbt_build(None, False)
         emit_features_built(summary)
-        scored += score_equipment()["scored"]
+        # The features are built whatever scoring makes of them (no champion yet, say): its
+        # failure is its own run's, and this one goes on building.
+        scoring = score_equipment(return_state=True)
+        if scoring.is_completed():
+            scored += scoring.result()["scored"]
+        else:
+            scoring_failed = scoring.message or scoring.name
+            get_run_logger().error("scoring failed, features built: %s", scoring_failed)
         rounds += 1
         if time.monotonic() - began >= settings.ingest_loop_max_s or not new_readings_since(mark):
             break
-    return {**_report(summary), "rounds": rounds, "scored": scored}
+    return {
+        **_report(summary),
+        "rounds": rounds,
+        "scored": scored,
+        "scoring_failed": scoring_failed,
+    }
 
 
 def _report(summary: transform.DbtRunSummary) -> dict:

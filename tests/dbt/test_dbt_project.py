@@ -35,6 +35,31 @@ def test_flow_fails_when_a_dbt_test_fails(prefect_server, writer, db):
     assert "relationships_stg_alerts_equipment_id" in message
 
 
+def test_build_after_ingest_keeps_its_features_when_no_model_can_score(
+    prefect_server, writer, db, tmp_path, monkeypatch
+):
+    """Before any model is promoted, build-features still builds the new readings' features; its
+    score-equipment subflow fails and the run says why."""
+    from emps.settings import get_settings
+    from flows.transform import build_features
+
+    monkeypatch.setenv("EMPS_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/empty-registry.db")
+    get_settings.cache_clear()
+    try:
+        insert_equipment(writer, [("GEN-7", "generator", "alpha")])
+        insert_readings(writer, series("GEN-7", datetime(2026, 3, 1, tzinfo=UTC), periods=12))
+        result = build_features()
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert result["scored"] == 0
+    assert "champion" in result["scoring_failed"]
+    rows = writer.execute(
+        "select count(*) from analytics.fct_equipment_features where equipment_id = 'GEN-7'"
+    ).fetchone()
+    assert rows[0] > 0
+
+
 def test_cli_builds_docs_site_offline(writer, db):
     """`emps dbt docs` writes one self-contained HTML page describing the feature table."""
     from emps.cli import app
