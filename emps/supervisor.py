@@ -398,12 +398,9 @@ def run_platform(
             lambda: _start_all_and_wait(supervisor, servers),
         )
         _phase("register deployments from prefect.yaml", lambda: deploy(settings, supervisor.env))
-        from emps.bootstrap import bootstrap
-
-        os.environ.update(supervisor.env)  # the bootstrap's flow runs report to our Prefect server
         _phase(
             "bootstrap (history, features, first model, first scores)",
-            lambda: bootstrap(settings, with_history=with_history),
+            lambda: _bootstrap(supervisor, with_history),
         )
         for service in app_services(settings, with_simulator):
             _phase(f"start {service.name}", lambda s=service: _start_and_wait(supervisor, s))
@@ -429,6 +426,17 @@ def run_platform(
             console.print("  stopped PostgreSQL")
         (settings.run_dir / STATE_FILE).unlink(missing_ok=True)
         lock.close()
+
+
+def _bootstrap(supervisor: Supervisor, with_history: bool) -> None:
+    """`emps bootstrap` in a child process: training and dbt leave ~500 MB of imports and heap
+    behind, which the supervisor would otherwise hold for as long as the platform runs. Its flow
+    runs report to our Prefect server (supervisor.env)."""
+    command = [sys.executable, "-m", "emps.cli", "bootstrap"]
+    command.append("--history" if with_history else "--no-history")
+    done = subprocess.run(command, env={**os.environ, **supervisor.env}, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the bootstrap failed (exit {done.returncode}); its output is above")
 
 
 def _start_all_and_wait(supervisor: Supervisor, services: list[Service]) -> None:

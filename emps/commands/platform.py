@@ -22,6 +22,19 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(run_platform(with_simulator=simulator, with_history=history))
 
     @app.command()
+    def bootstrap(
+        history: bool = typer.Option(
+            True, help="On an empty database, backfill simulated history and train on it"
+        ),
+    ) -> None:
+        """Make a new install score from its first minute: backfill simulated history (on an
+        empty database), build the features, train and promote a first model, score the fleet.
+        `emps up` runs it, in a process of its own, once its servers are up."""
+        from emps.bootstrap import bootstrap as run_bootstrap
+
+        run_bootstrap(with_history=history)
+
+    @app.command()
     def status() -> None:
         """Show which platform services run and where."""
         from emps.supervisor import print_status
