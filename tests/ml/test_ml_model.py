@@ -192,6 +192,25 @@ def test_packed_forest_predicts_exactly_like_scikit_learn(fast, synthetic_exampl
     )
 
 
+def test_days_until_failure_agree_with_the_probability(fast, synthetic_examples):
+    """A likely failure is a near one: at 99 % the days never read more than about one, at 50 %
+    never more than the horizon; below 50 % the regressor speaks alone."""
+    examples, _ = synthetic_examples
+    split = split_examples(examples, fast)
+    model = fit_model(split, fast)
+    X = model.matrix(split.test)[:300]
+    alone = model.days_until_failure(X)
+    assert alone.max() > fast.failure_horizon_days  # healthy rows: far from failure
+
+    def days_at(p: float) -> np.ndarray:
+        return model.days_until_failure(X, np.full(len(X), p))
+
+    np.testing.assert_allclose(days_at(0.3), alone)
+    assert days_at(0.5).max() <= fast.failure_horizon_days + 1e-9
+    assert days_at(0.99).max() <= 1.1
+    assert (days_at(0.9) <= alone + 1e-9).all()
+
+
 @pytest.mark.parametrize("shape", ["smooth", "step"])
 def test_calibration_is_chosen_by_how_well_it_predicts_unseen_equipment(settings, shape):
     """Votes whose failure rate rises smoothly get Platt's sigmoid, a rate that jumps at one vote
