@@ -8,7 +8,7 @@ import shutil
 from datetime import UTC, datetime, timedelta
 
 import psycopg
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from emps.db import Role, database_url
@@ -22,7 +22,7 @@ BAD_KINDS = {
     "missing_required": {"temperature": None},
     "future": {"timestamp": (datetime.now(UTC) + timedelta(days=2)).isoformat()},
     "naive": {"timestamp": "2026-01-01T00:00:00"},
-    "unknown_equipment": {"equipment_id": "ZZZ-9999"},
+    "unknown_equipment": {},  # an unregistered id, set in to_record
 }
 
 row_strategy = st.fixed_dictionaries(
@@ -58,6 +58,8 @@ def to_record(row: dict) -> dict:
     elif row["kind"] == "naive":
         naive = BASE_TS.replace(tzinfo=None) + timedelta(minutes=row["minute"])
         record["timestamp"] = naive.isoformat()
+    elif row["kind"] == "unknown_equipment":  # one unregistered id per registered one
+        record["equipment_id"] = "ZZZ-" + row["equipment"].rsplit("-", 1)[1]
     return record
 
 
@@ -67,6 +69,29 @@ def to_record(row: dict) -> dict:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(files=st.lists(file_strategy, min_size=1, max_size=6))
+# Found by CI: two unknown-equipment rows of one minute were once exact copies (one id for all).
+@example(
+    files=[
+        (
+            "csv",
+            [
+                {"equipment": "GEN-0001", "minute": 0, "temperature": 0.0, "kind": "good"},
+                {
+                    "equipment": "GEN-0001",
+                    "minute": 1,
+                    "temperature": 0.0,
+                    "kind": "unknown_equipment",
+                },
+                {
+                    "equipment": "GEN-0002",
+                    "minute": 1,
+                    "temperature": 0.0,
+                    "kind": "unknown_equipment",
+                },
+            ],
+        )
+    ]
+)
 def test_mixed_batches_store_valid_readings_once_and_quarantine_the_rest(ingest_db, files):
     """Any mix of files and rows: each valid (equipment, minute) stored once with the first file's values, each invalid row quarantined with a reason."""
     url = database_url(Role.OWNER, ingest_db)
