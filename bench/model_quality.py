@@ -63,7 +63,7 @@ def main() -> None:
     with temporary_platform("model_quality", env) as platform:
         from emps.bootstrap import backfill_history, build_features
         from ml.dataset import DAYS_LABEL, LABEL, read_failure_events, read_training_examples
-        from ml.evaluate import RUL_WITHIN_DAYS, evaluate_predictions, split_examples
+        from ml.evaluate import evaluate_predictions, predict_rows, split_examples
         from ml.train import fit_model
 
         settings = platform.settings
@@ -79,15 +79,11 @@ def main() -> None:
             split = split_examples(examples, settings, fold=fold, pooled=True)
             with console.status(f"  fold {fold + 1}/{args.folds}: fitting {args.trees} trees"):
                 model = fit_model(split, settings)
-            X = model.matrix(split.test)
-            probability = model.failure_probability(X)
-            predicted_days = np.full(len(X), np.nan)
-            near = (split.test[DAYS_LABEL] <= RUL_WITHIN_DAYS).fillna(False).to_numpy(dtype=bool)
-            predicted_days[near] = model.days_until_failure(X[near], probability[near])
+            probability, predicted_days = predict_rows(model, split.test)
             tests.append(split.test)
             probabilities.append(probability)
             days.append(predicted_days)
-            thresholds.append(np.full(len(X), model.threshold))
+            thresholds.append(np.full(len(probability), model.threshold))
             console.print(
                 f"  fold {fold + 1}: {split.windows['test_equipment']} held-out equipment, "
                 f"calibration {model.calibration_method}"

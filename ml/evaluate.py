@@ -178,13 +178,20 @@ def evaluate_model(
     settings: Settings | None = None,
 ) -> dict[str, float]:
     """Every figure of the issue for `model` on the test rows (see HEADLINE_KEYS for the headline)."""
+    probability, days = predict_rows(model, test)
+    return evaluate_predictions(test, probability, days, model.threshold, failures, settings)
+
+
+def predict_rows(model: FailureModel, test: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """What evaluation scores: each row's failure probability, and its predicted days until
+    failure where the truth is within RUL_WITHIN_DAYS (NaN elsewhere)."""
     X = model.matrix(test)
     probability = model.failure_probability(X)
     days = np.full(len(test), np.nan)
     near = (test[DAYS_LABEL].notna() & (test[DAYS_LABEL] <= RUL_WITHIN_DAYS)).to_numpy()
     if near.any() and model.regressor is not None:
         days[near] = model.days_until_failure(X[near], probability[near])
-    return evaluate_predictions(test, probability, days, model.threshold, failures, settings)
+    return probability, days
 
 
 def evaluate_predictions(
