@@ -25,6 +25,10 @@ AFTER_INGEST_SELECTOR = "after_ingest"
 DASHBOARD_STATE_SELECTOR = "dashboard_state"
 DASHBOARD_HEALTH_MART = "analytics.mart_equipment_health"
 FEATURE_TABLE = "analytics.fct_equipment_features"
+# pg_advisory_lock: one dbt build at a time. Builds run inside ingest runs (one at a time) and by
+# hand (`emps dbt build`, build-features or score-equipment runs); two incremental builds of the
+# same table at once would insert the same rows twice.
+BUILD_LOCK_KEY = 7_410_554
 
 
 class DbtBuildError(RuntimeError):
@@ -207,10 +211,32 @@ def build(
     args = dbt_args(
         ["build"], settings, catalog, select, selector, full_refresh, extra_args, extra_vars
     )
-    summary = run_dbt(args, settings, on_log)
+    with build_lock(settings, on_log):
+        summary = run_dbt(args, settings, on_log)
     if not summary.success:
         raise DbtBuildError(f"dbt build failed:\n{summary.describe_failures()}")
     return summary
+
+
+@contextmanager
+def build_lock(
+    settings: Settings | None = None, on_log: Callable[[str, str], None] | None = None
+) -> Iterator[None]:
+    """Hold the platform's dbt build lock (waiting for a build that holds it). A session lock on
+    its own connection: a build whose process dies releases it with the connection."""
+    from emps.db import connect
+
+    with connect(Role.WRITER, settings, autocommit=True) as conn:
+        if not conn.execute("select pg_try_advisory_lock(%s)", (BUILD_LOCK_KEY,)).fetchone()[0]:
+            if on_log is not None:
+                on_log("info", "waiting for another dbt build to finish")
+            conn.execute("select pg_advisory_lock(%s)", (BUILD_LOCK_KEY,))
+        try:
+            yield
+        finally:
+            # A connection lost meanwhile took the lock with it.
+            with contextlib.suppress(Exception):
+                conn.execute("select pg_advisory_unlock(%s)", (BUILD_LOCK_KEY,))
 
 
 def project_is_built(settings: Settings | None = None) -> bool:

@@ -20,6 +20,7 @@ from emps.ingest.pipeline import (
     stage_into_incoming,
 )
 from emps.settings import get_settings
+from flows.transform import build_features
 
 # Beyond this many ids the loaded event carries only the count; consumers then read
 # raw.sensor_readings by ingest_file_id.
@@ -123,35 +124,72 @@ def run_markdown(report: IngestReport) -> str:
 
 
 @flow(name="ingest-sensor-drops")
-def ingest_sensor_drops(paths: list[str] | None = None, limit: int | None = None) -> dict:
+def ingest_sensor_drops(
+    paths: list[str] | None = None, limit: int | None = None, build: bool = True
+) -> dict:
     """Ingest device drop files from the landing zone (or the given files/folders): validate
     each reading with the Great Expectations suite, load good ones exactly once into
     raw.sensor_readings, quarantine bad rows and unreadable files with reasons, archive, and
-    emit `emps.ingest.loaded` with the equipment that got new data."""
+    emit `emps.ingest.loaded` with the equipment that got new data. Then (unless `build` is
+    off) build the new readings' features and score them: the build-features flow, with
+    score-equipment inside it, runs here as a subflow, so a reading reaches its prediction
+    without waiting for another trigger, worker poll and process start."""
     settings = get_settings()
     names = stage_files(paths) if paths else None
-    report = ingest_drop_files(names, limit)
-    publish_run_table(report)
-    emit_ingest_events(report)
-    # Files that arrived while this run worked are ingested now, not by a later run: a run the
-    # file's own event started would have been cancelled, the deployment running one at a time.
-    began, batch = time.monotonic(), report
-    while (
-        names is None
-        and batch.files
-        and time.monotonic() - began < settings.ingest_loop_max_s
-        and files_waiting(settings)
-    ):
-        batch = ingest_drop_files(None, limit)
+    began = time.monotonic()
+    report: IngestReport | None = None
+    builds: list[dict] = []
+    while True:
+        batch = ingest_drop_files(names, limit)
         publish_run_table(batch)
         emit_ingest_events(batch)
-        report = report.merged_with(batch)
+        report = batch if report is None else report.merged_with(batch)
+        if build and any(o.rows_loaded > 0 for o in batch.files):
+            builds.append(build_loaded_features())
+        # Files that arrived while this run worked are ingested now, not by a later run: a run
+        # the file's own event started would have been cancelled, the deployment running one
+        # at a time.
+        if (
+            names is not None
+            or not batch.files
+            or time.monotonic() - began >= settings.ingest_loop_max_s
+            or not files_waiting(settings)
+        ):
+            break
     summary = report.summary()
     get_run_logger().info("ingest run: %s", json.dumps(summary))
     return {
         **summary,
         "equipment_ids": sorted(report.equipment_ids),
         "ingest_file_ids": [o.ledger_id for o in report.files if o.rows_loaded > 0],
+        "features": features_summary(builds) if build else None,
+    }
+
+
+def build_loaded_features() -> dict:
+    """The build-features subflow over what was just loaded. Its failure fails its own run, not
+    this one: the readings are loaded, and the next build covers them."""
+    state = build_features(return_state=True)
+    if state.is_completed():
+        return state.result()
+    get_run_logger().error(
+        "feature build failed (readings loaded; the next build includes them): %s",
+        state.message,
+    )
+    return {"build_failed": state.message or state.name}
+
+
+def features_summary(builds: list[dict]) -> dict:
+    """What this run's feature builds did: builds, equipment scored, the last failures."""
+
+    def last(key: str) -> str | None:
+        return next((b[key] for b in reversed(builds) if b.get(key)), None)
+
+    return {
+        "builds": len(builds),
+        "scored": sum(b.get("scored", 0) for b in builds),
+        "build_failed": last("build_failed"),
+        "scoring_failed": last("scoring_failed"),
     }
 
 

@@ -1,5 +1,6 @@
-"""The `build-features` flow: after each ingest batch, `dbt build` what the new readings change and
-score it."""
+"""The `build-features` flow: `dbt build` what new readings change and score it. Each ingest run
+that loaded readings runs it as a subflow; its deployment is for runs by hand (a selection, a full
+refresh)."""
 
 from __future__ import annotations
 
@@ -69,11 +70,12 @@ def new_readings_since(mark: transform.LedgerMark) -> bool:
 
 @flow(name="build-features")
 def build_features(select: list[str] | None = None, full_refresh: bool = False) -> dict:
-    """After new readings (the default): `dbt build` of the `after_ingest` selector (the
-    incremental feature table and its inputs, with their tests; everything on a first run),
-    emit `emps.features.built`, and score what changed (the score-equipment flow, run here as a
-    subflow, not in another process); again while readings keep loading, for up to
-    EMPS_INGEST_LOOP_MAX_S, since a run started meanwhile is cancelled (one at a time).
+    """After new readings (the default; each ingest run that loaded readings runs this as its
+    subflow): `dbt build` of the `after_ingest` selector (the incremental feature table and its
+    inputs, with their tests; everything on a first run), emit `emps.features.built`, and score
+    what changed (the score-equipment flow, run here as a subflow, not in another process);
+    again while readings loaded elsewhere during the build (`emps ingest`, another run), for up
+    to EMPS_INGEST_LOOP_MAX_S. Builds take turns (emps.transform.build_lock).
     With a selection or a full refresh: that build only. A failing model or test fails the run;
     a failed scoring run does not (the features are built), and its message is returned."""
     from flows.score import score_equipment

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 
 from dbt_testdata import insert_equipment, insert_readings, read_table, series
@@ -35,29 +38,64 @@ def test_flow_fails_when_a_dbt_test_fails(prefect_server, writer, db):
     assert "relationships_stg_alerts_equipment_id" in message
 
 
-def test_build_after_ingest_keeps_its_features_when_no_model_can_score(
+def test_an_ingest_run_builds_what_it_loaded_even_when_no_model_can_score(
     prefect_server, writer, db, tmp_path, monkeypatch
 ):
-    """Before any model is promoted, build-features still builds the new readings' features; its
-    score-equipment subflow fails and the run says why."""
+    """An ingest run builds the features of the readings it loaded, in the same run (its
+    build-features subflow), before any model is promoted too: scoring fails, the features stay
+    built and the run says why."""
+    from emps.ingest.landing import Landing
     from emps.settings import get_settings
-    from flows.transform import build_features
+    from flows.ingest import ingest_sensor_drops
 
     monkeypatch.setenv("EMPS_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/empty-registry.db")
     get_settings.cache_clear()
     try:
         insert_equipment(writer, [("GEN-7", "generator", "alpha")])
-        insert_readings(writer, series("GEN-7", datetime(2026, 3, 1, tzinfo=UTC), periods=12))
-        result = build_features()
+        drop = series("GEN-7", datetime(2026, 3, 1, tzinfo=UTC), periods=12)
+        incoming = Landing(get_settings().landing_dir).ensure().incoming
+        drop.rename(columns={"ts": "timestamp"}).to_csv(incoming / "gen-7.csv", index=False)
+        result = ingest_sensor_drops()
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
-    assert result["scored"] == 0
-    assert "champion" in result["scoring_failed"]
+        shutil.rmtree(db.landing_dir, ignore_errors=True)
+    assert result["rows_loaded"] == 12
+    assert result["features"]["builds"] == 1 and result["features"]["build_failed"] is None
+    assert result["features"]["scored"] == 0
+    assert "champion" in result["features"]["scoring_failed"]
     rows = writer.execute(
         "select count(*) from analytics.fct_equipment_features where equipment_id = 'GEN-7'"
     ).fetchone()
     assert rows[0] > 0
+
+
+def test_builds_take_turns(writer, db):
+    """A dbt build started while another one runs waits for it, then runs: two incremental
+    builds at once would insert the same feature rows twice."""
+    from emps.db import Role, connect
+
+    messages: list[str] = []
+    outcome: dict = {}
+
+    def build() -> None:
+        outcome["summary"] = transform.build(
+            select=["stg_equipment"], settings=db, on_log=lambda _level, m: messages.append(m)
+        )
+
+    with connect(Role.OWNER, db, autocommit=True) as other:
+        other.execute("select pg_advisory_lock(%s)", (transform.BUILD_LOCK_KEY,))
+        waiting = threading.Thread(target=build)
+        waiting.start()
+        deadline = time.monotonic() + 60
+        while "waiting for another dbt build to finish" not in messages:
+            assert time.monotonic() < deadline, messages
+            time.sleep(0.1)
+        assert waiting.is_alive() and "summary" not in outcome
+        other.execute("select pg_advisory_unlock(%s)", (transform.BUILD_LOCK_KEY,))
+    waiting.join(300)
+    assert outcome["summary"].success
+    assert "stg_equipment" in [n.name for n in outcome["summary"].nodes]
 
 
 def test_cli_builds_docs_site_offline(writer, db):

@@ -32,7 +32,7 @@ def test_flow_loads_publishes_and_emits_events(
     drops.csv("gen.csv", [reading("GEN-0001", minute=i) for i in range(3)])
     drops.csv("pmp.csv", [reading("PMP-0002", minute=1), reading("PMP-0002", minute=2, voltage=-5)])
     drops.put("broken.json", b"[{")
-    result = ingest_sensor_drops()
+    result = ingest_sensor_drops(build=False)  # the feature build: tests/dbt
 
     assert result["equipment_ids"] == ["GEN-0001", "PMP-0002"]
     assert result["rows_loaded"] == 4 and result["rows_quarantined"] == 1
@@ -140,14 +140,14 @@ def test_flow_keeps_ingesting_until_incoming_is_empty(
 
     for i in range(3):
         drops.csv(f"dev-{i}.csv", [reading("GEN-0001", minute=i)])
-    result = ingest_sensor_drops(limit=1)
+    result = ingest_sensor_drops(limit=1, build=False)
     assert result["files"] == 3 and result["rows_loaded"] == 3
 
     # The flow reads the process-wide settings, which an earlier test may have rebuilt.
     monkeypatch.setattr(get_settings(), "ingest_loop_max_s", 0)
     for i in range(3, 5):
         drops.csv(f"dev-{i}.csv", [reading("GEN-0001", minute=i)])
-    assert ingest_sensor_drops(limit=1)["files"] == 1
+    assert ingest_sensor_drops(limit=1, build=False)["files"] == 1
     assert query("select count(*) from raw.sensor_readings") == [(4,)]
 
 
