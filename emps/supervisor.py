@@ -80,12 +80,6 @@ def prefect_database_url(settings: Settings) -> str:
     return f"postgresql+asyncpg://postgres@{settings.pg_host}:{settings.pg_port}/prefect"
 
 
-def mlflow_backend_uri(settings: Settings) -> str:
-    from ml.registry import tracking_uri
-
-    return tracking_uri(settings)
-
-
 def server_services(settings: Settings) -> list[Service]:
     """Servers that must be up before the bootstrap: Prefect, MLflow, the SMTP sink, metrics."""
     prefect_env = {
@@ -93,8 +87,6 @@ def server_services(settings: Settings) -> list[Service]:
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
         "PREFECT_SERVER_API_PORT": str(settings.prefect_port),
     }
-    from ml.registry import artifact_root
-
     return [
         Service(
             "prefect-server",
@@ -114,21 +106,8 @@ def server_services(settings: Settings) -> list[Service]:
         ),
         Service(
             "mlflow",
-            [
-                _bin("mlflow"),
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(settings.mlflow_port),
-                "--workers",
-                "1",
-                "--backend-store-uri",
-                mlflow_backend_uri(settings),
-                "--default-artifact-root",
-                str(artifact_root(settings)),
-                "--no-serve-artifacts",
-            ],
+            # MLflow's app in one process (`mlflow server` would add a second one).
+            [_bin("emps"), "model", "server", "--port", str(settings.mlflow_port)],
             url=f"http://127.0.0.1:{settings.mlflow_port}",
             health_url=f"http://127.0.0.1:{settings.mlflow_port}/health",
         ),
@@ -170,8 +149,10 @@ def app_services(settings: Settings, with_simulator: bool) -> list[Service]:
                 "emps-local",
                 "--type",
                 "process",
+                # Flow-run processes at once: the ingest run (building and scoring inside), an
+                # alert run and a scheduled one; each is a Python process of 200-450 MB.
                 "--limit",
-                "4",
+                "3",
             ],
         ),
         Service(

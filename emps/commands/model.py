@@ -204,6 +204,19 @@ def promote(
         raise typer.Exit(2)
 
 
+@app.command()
+def server(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on"),
+    port: int = typer.Option(None, help="Port (default: EMPS_MLFLOW_PORT)"),
+) -> None:
+    """The MLflow tracking server and UI in one process (`emps up` runs it): experiments, runs
+    and the model registry of EMPS_MLFLOW_TRACKING_URI."""
+    from ml.server import serve
+
+    settings = get_settings()
+    serve(host, port or settings.mlflow_port, settings)
+
+
 @app.command("list")
 def list_versions() -> None:
     """Registered versions, their aliases and held-out figures."""
