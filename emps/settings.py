@@ -216,7 +216,7 @@ class Settings(BaseSettings):
     metrics_port: int = 9108
     prefect_database: str = Field("postgres", description="postgres (same server) or sqlite")
     worker_poll_s: float = Field(
-        2.0,
+        1.0,
         gt=0,
         le=60,
         description="How often the Prefect worker asks for runs due (each triggered flow waits "
