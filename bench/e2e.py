@@ -186,8 +186,37 @@ def _stop_group(proc: subprocess.Popen, grace_s: float, sig: int = signal.SIGTER
         proc.wait(10)
 
 
+def process_label(proc: psutil.Process) -> str:
+    """What a platform process is, for the peak's breakdown: `emps up`'s service names."""
+    try:
+        args = proc.cmdline()
+    except psutil.Error:
+        return "?"
+    line = " ".join(args)
+    if "postgres" in line:
+        return "postgresql"
+    if "prefect.engine" in line:
+        return "flow runs"
+    for marker, label in (
+        ("prefect server", "prefect-server"),
+        ("prefect worker", "prefect-worker"),
+        ("streamlit", "streamlit"),
+        ("model server", "mlflow"),
+        ("mlflow", "mlflow"),
+    ):
+        if marker in line:
+            return label
+    if "emps" in line:
+        words = [a for a in args if not a.startswith("-") and "/" not in a and not a.isdigit()]
+        return "emps " + " ".join(
+            words[words.index("emps.cli") + 1 :] if "emps.cli" in words else words[-2:]
+        )
+    return args[0].rsplit("/", 1)[-1] if args else "?"
+
+
 class MemorySampler(threading.Thread):
-    """Sums the RSS of every platform process each second; PSS every 10 s. Peaks per label."""
+    """Sums the RSS of every platform process each second; PSS every 10 s. Peaks per label,
+    and what each service held at the RSS peak."""
 
     def __init__(self, platform: Platform):
         super().__init__(daemon=True)
@@ -195,6 +224,7 @@ class MemorySampler(threading.Thread):
         self.label = "startup"
         self.peak_rss: dict[str, float] = {}
         self.peak_pss: dict[str, float] = {}
+        self.peak_parts: dict[str, dict[str, float]] = {}
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -202,18 +232,23 @@ class MemorySampler(threading.Thread):
         while not self.done.wait(1.0):
             procs = self.platform.processes()
             rss = pss = 0
+            parts: dict[str, float] = {}
             for proc in procs:
                 try:
                     if tick % 10 == 0:
                         info = proc.memory_full_info()
-                        rss += info.rss
                         pss += info.pss
                     else:
-                        rss += proc.memory_info().rss
+                        info = proc.memory_info()
                 except psutil.Error:
                     continue
+                rss += info.rss
+                label = process_label(proc)
+                parts[label] = parts.get(label, 0.0) + info.rss / 2**20
             mb = rss / 2**20
-            self.peak_rss[self.label] = max(self.peak_rss.get(self.label, 0.0), mb)
+            if mb > self.peak_rss.get(self.label, 0.0):
+                self.peak_rss[self.label] = mb
+                self.peak_parts[self.label] = {k: round(v) for k, v in sorted(parts.items())}
             if tick % 10 == 0:
                 self.peak_pss[self.label] = max(self.peak_pss.get(self.label, 0.0), pss / 2**20)
             tick += 1
@@ -552,6 +587,7 @@ def main() -> None:
                 "scheduled_loaded_p95_s": scheduled.get("loaded_p95_s"),
                 "arrival_loaded_p95_s": arrival.get("loaded_p95_s"),
                 "peak_pss_mb": round(sampler.peak_pss.get("1k", 0.0)),
+                "peak_rss_mb_by_service": sampler.peak_parts.get("1k"),
                 "peak_rss_mb_10k": round(sampler.peak_rss.get("10k", 0.0)),
                 "equipment": args.equipment,
                 "big_equipment": args.big_equipment if args.big_minutes > 0 else None,
