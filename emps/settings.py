@@ -71,10 +71,16 @@ class Settings(BaseSettings):
         200, ge=1, description="Validation results kept under <home>/gx for `emps quality docs`"
     )
     ingest_loop_max_s: float = Field(
-        240,
+        600,
         ge=0,
-        description="A run keeps ingesting files that arrive while it works, for up to this "
-        "long; 0 = one pass",
+        description="A run keeps ingesting files that arrive while it works (or lingers), for "
+        "up to this long; 0 = one pass",
+    )
+    ingest_linger_s: float = Field(
+        90,
+        ge=0,
+        description="Once incoming/ is empty, a run waits this long for more files before it "
+        "ends, so the next minute's drops meet a warm process (no start, no imports); 0 = end",
     )
     ingest_watch: bool = Field(
         True,

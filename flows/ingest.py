@@ -19,7 +19,7 @@ from emps.ingest.pipeline import (
     ingest_landing,
     stage_into_incoming,
 )
-from emps.settings import get_settings
+from emps.settings import Settings, get_settings
 from flows.transform import build_features
 
 # Beyond this many ids the loaded event carries only the count; consumers then read
@@ -133,7 +133,9 @@ def ingest_sensor_drops(
     emit `emps.ingest.loaded` with the equipment that got new data. Then (unless `build` is
     off) build the new readings' features and score them: the build-features flow, with
     score-equipment inside it, runs here as a subflow, so a reading reaches its prediction
-    without waiting for another trigger, worker poll and process start."""
+    without waiting for another trigger, worker poll and process start. Files dropped while it
+    works, or within EMPS_INGEST_LINGER_S after incoming/ empties, are ingested by this run too,
+    for up to EMPS_INGEST_LOOP_MAX_S."""
     settings = get_settings()
     names = stage_files(paths) if paths else None
     began = time.monotonic()
@@ -148,13 +150,13 @@ def ingest_sensor_drops(
             builds.append(build_loaded_features())
         # Files that arrived while this run worked are ingested now, not by a later run: a run
         # the file's own event started would have been cancelled, the deployment running one
-        # at a time.
-        if (
-            names is not None
-            or not batch.files
-            or time.monotonic() - began >= settings.ingest_loop_max_s
-            or not files_waiting(settings)
-        ):
+        # at a time. Then the run lingers for the next drops, its imports, GX suite, dbt and
+        # model already loaded.
+        if names is not None:
+            break
+        if not batch.files:  # nothing claimable although files waited: do not spin
+            time.sleep(settings.ingest_watch_poll_s)
+        if not wait_for_files(settings, deadline=began + settings.ingest_loop_max_s):
             break
     summary = report.summary()
     get_run_logger().info("ingest run: %s", json.dumps(summary))
@@ -164,6 +166,19 @@ def ingest_sensor_drops(
         "ingest_file_ids": [o.ledger_id for o in report.files if o.rows_loaded > 0],
         "features": features_summary(builds) if build else None,
     }
+
+
+def wait_for_files(settings: Settings, deadline: float) -> bool:
+    """Whether a drop file waits in incoming/ now or arrives within EMPS_INGEST_LINGER_S
+    (and before `deadline`, monotonic seconds), looking every EMPS_INGEST_WATCH_POLL_S."""
+    until = min(deadline, time.monotonic() + settings.ingest_linger_s)
+    while time.monotonic() < deadline:
+        if files_waiting(settings):
+            return True
+        if time.monotonic() >= until:
+            return False
+        time.sleep(min(settings.ingest_watch_poll_s, max(until - time.monotonic(), 0.0)))
+    return False
 
 
 def build_loaded_features() -> dict:

@@ -31,6 +31,9 @@ def test_home() -> Iterator[Path]:
     os.environ["EMPS_ENV"] = "ci"
     os.environ["EMPS_PG_PORT"] = str(free_port())
     os.environ["EMPS_CATALOG_PATH"] = str(PROJECT_ROOT / "catalog" / "sensors.yaml")
+    # Ingest runs end once incoming/ is empty instead of lingering for the next minute's drops
+    # (tests/ingest/test_flow_and_cli.py covers lingering).
+    os.environ["EMPS_INGEST_LINGER_S"] = "0"
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     get_settings.cache_clear()

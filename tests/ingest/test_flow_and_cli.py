@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -149,6 +150,33 @@ def test_flow_keeps_ingesting_until_incoming_is_empty(
         drops.csv(f"dev-{i}.csv", [reading("GEN-0001", minute=i)])
     assert ingest_sensor_drops(limit=1, build=False)["files"] == 1
     assert query("select count(*) from raw.sensor_readings") == [(4,)]
+
+
+def test_a_run_lingers_for_the_next_drops_then_ends(
+    prefect_server, drops: Drops, ingest_db, query, monkeypatch
+):
+    """Once incoming/ is empty a run waits EMPS_INGEST_LINGER_S for more files and ingests a
+    file dropped meanwhile itself (a warm process for the next minute's drops), then ends."""
+    from flows.ingest import ingest_sensor_drops
+
+    monkeypatch.setattr(get_settings(), "ingest_linger_s", 5)
+    monkeypatch.setattr(get_settings(), "ingest_watch_poll_s", 0.2)
+    drops.csv("first.csv", [reading("GEN-0001", minute=1)])
+
+    def drop_after_first_loaded() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not query(
+            "select 1 from raw.ingest_files where file_name = 'first.csv' and status = 'loaded'"
+        ):
+            time.sleep(0.1)
+        drops.csv("later.csv", [reading("GEN-0001", minute=2)])
+
+    dropper = threading.Thread(target=drop_after_first_loaded)
+    dropper.start()
+    result = ingest_sensor_drops(build=False)
+    dropper.join()
+    assert result["files"] == 2 and result["rows_loaded"] == 2
+    assert query("select count(distinct flow_run_id) from raw.ingest_files") == [(1,)]
 
 
 def test_the_feature_build_notices_readings_that_loaded_while_it_ran(ingest_db, drops, query):
