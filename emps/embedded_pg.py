@@ -73,11 +73,13 @@ class EmbeddedPostgres:
             user=user,
         )
         with (self.pgdata / "postgresql.auto.conf").open("a") as conf:
-            # Sized for a 2-core laptop running the whole platform beside it. Synchronous I/O:
-            # PostgreSQL 18's default (io_method = worker) adds three I/O worker processes of
-            # ~40 MB resident each, which buy nothing on two cores.
+            # Sized for a 2-core laptop running the whole platform beside it. Every backend
+            # that touches a shared buffer counts it as resident: 128 MB (PostgreSQL's default)
+            # keeps a dozen connections from each showing 256 MB; the OS caches the rest.
+            # Synchronous I/O: PostgreSQL 18's default (io_method = worker) adds three I/O
+            # worker processes of ~40 MB resident each, which buy nothing on two cores.
             conf.write(
-                "\nmax_connections = 200\nshared_buffers = '256MB'\nwork_mem = '16MB'\n"
+                "\nmax_connections = 200\nshared_buffers = '128MB'\nwork_mem = '16MB'\n"
                 "maintenance_work_mem = '256MB'\nmax_wal_size = '2GB'\n"
                 "synchronous_commit = on\nlisten_addresses = '127.0.0.1'\nio_method = 'sync'\n"
             )
