@@ -379,6 +379,17 @@ def latency_phase(
     }
 
 
+def registered_bench_generators(platform: Platform) -> int:
+    import psycopg
+
+    url = f"postgresql://postgres@127.0.0.1:{platform.env['EMPS_PG_PORT']}/emps"
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "select count(*) from raw.equipment where equipment_id like %s", (BENCH_PREFIX + "%",)
+        ).fetchone()
+    return int(row[0])
+
+
 def stage_latencies(platform: Platform, equipment_ids: list[str]) -> dict:
     """Where the time went: from each drop to its readings loaded, its prediction written and
     its alert opened (p50 / p95 seconds), read from the ledger, ops.predictions and ops.alerts."""
@@ -542,7 +553,9 @@ def main() -> None:
         console.print(f"platform up in {details[start_key]} s")
 
         n_ids = int(2 * args.minutes * 60 / (0.6 * args.inject_every)) + 4
-        ids = [f"{BENCH_PREFIX}{i:04d}" for i in range(1, n_ids + 1)]
+        # New generators each run: a reused --home has the earlier runs' ones, mail and all.
+        first = registered_bench_generators(platform) + 1
+        ids = [f"{BENCH_PREFIX}{i:04d}" for i in range(first, first + n_ids)]
         fleet = home / "bench-fleet.csv"
         commissioned = (datetime.now(UTC) - timedelta(days=400)).date().isoformat()
         fleet.write_text(
