@@ -73,13 +73,19 @@ def main() -> None:
         build_features(settings)
         examples = read_training_examples(settings)
         failures = read_failure_events(settings)
-        tests, probabilities, days, thresholds = [], [], [], []
+        tests, probabilities, days, thresholds, regressor_days = [], [], [], [], []
         began = time.perf_counter()
         for fold in range(args.folds):
             split = split_examples(examples, settings, fold=fold, pooled=True)
             with console.status(f"  fold {fold + 1}/{args.folds}: fitting {args.trees} trees"):
                 model = fit_model(split, settings)
             probability, predicted_days = predict_rows(model, split.test)
+            # The regressor's own days, to show what the probability cap changes.
+            near = ~np.isnan(predicted_days)
+            regressor = np.full(len(predicted_days), np.nan)
+            if near.any():
+                regressor[near] = model.days_until_failure(model.matrix(split.test)[near])
+            regressor_days.append(regressor)
             tests.append(split.test)
             probabilities.append(probability)
             days.append(predicted_days)
@@ -92,6 +98,7 @@ def main() -> None:
         test = pd.concat(tests, ignore_index=True)
         probability = np.concatenate(probabilities)
         predicted_days = np.concatenate(days)
+        regressor = np.concatenate(regressor_days)
         metrics = evaluate_predictions(
             test, probability, predicted_days, np.concatenate(thresholds), failures, settings
         )
@@ -105,6 +112,12 @@ def main() -> None:
         .drop_duplicates(["equipment_id", "next_failure_at"])
     )
     error = np.abs(predicted_days - test[DAYS_LABEL].to_numpy(dtype=np.float64, na_value=np.nan))
+    truth = test[DAYS_LABEL].to_numpy(dtype=np.float64, na_value=np.nan)
+    # At p >= 0.5 the model caps the regressor's days (ml.model.FailureModel.days_until_failure);
+    # the cap at the horizon alone is the loosest one the probability implies.
+    horizon_capped = np.where(
+        probability >= 0.5, np.minimum(regressor, model.horizon_days), regressor
+    )
     scored = ~np.isnan(error)
     scored_warned = scored & (sudden == 0).to_numpy()
     figures = {
@@ -125,6 +138,12 @@ def main() -> None:
         "rul_mae_days": round(metrics["rul_mae_days"], 2) if scored.any() else None,
         "rul_mae_warned_days": round(float(error[scored_warned].mean()), 2)
         if scored_warned.any()
+        else None,
+        "rul_mae_regressor_days": round(float(np.nanmean(np.abs(regressor - truth))), 2)
+        if scored.any()
+        else None,
+        "rul_mae_horizon_cap_days": round(float(np.nanmean(np.abs(horizon_capped - truth))), 2)
+        if scored.any()
         else None,
         "brier": round(metrics["brier"], 4),
         "accuracy": round(metrics["accuracy"], 4),
