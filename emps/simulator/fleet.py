@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
 import numpy as np
-from scipy.signal import lfilter
 
 from emps.catalog import Catalog
 
@@ -238,6 +237,20 @@ class DayBlock:
         return EPOCH_S + self.day * DAY_S
 
 
+def first_order_lag(x: np.ndarray, alpha: float, before: np.ndarray) -> np.ndarray:
+    """y[:, t] = alpha * x[:, t] + (1 - alpha) * y[:, t - 1], with y[:, -1] = `before`.
+
+    What scipy's `lfilter([alpha], [1, alpha - 1], x, axis=1)` computes; scipy.signal's imports
+    would cost the live simulator ~80 MB for this one filter.
+    """
+    y = np.empty_like(x, dtype=float)
+    previous = np.asarray(before, dtype=float)
+    for t in range(x.shape[1]):
+        previous = alpha * x[:, t] + (1 - alpha) * previous
+        y[:, t] = previous
+    return y
+
+
 class Fleet:
     """A seeded fleet of `size` equipment whose sensors come from the catalog."""
 
@@ -365,9 +378,7 @@ class Fleet:
 
         # Heat builds and fades with a ~40 minute time constant: temperature lags the load.
         alpha = 1 - np.exp(-1 / 40)
-        thermal, _ = lfilter(
-            [alpha], [1, -(1 - alpha)], load, axis=1, zi=((1 - alpha) * prev_load)[:, None]
-        )
+        thermal = first_order_lag(load, alpha, prev_load)
         daily = np.sin(2 * np.pi * (np.arange(MINUTES) / MINUTES - 9 / 24))  # warmest at 15:00
         # From here on only the picked minutes are computed.
         daily, minute_s = daily[sel], minute_s[sel]
