@@ -30,14 +30,12 @@ def watch(
     within seconds. Bursts coalesce into a few events (EMPS_INGEST_WATCH_MIN_INTERVAL_S); files
     left waiting are announced again (EMPS_INGEST_WATCH_REARM_S). `emps up` runs this for you.
     """
+    import os
     import signal
-
-    from prefect.settings import PREFECT_API_URL
 
     from emps.ingest.watch import LandingWatcher
 
-    if not PREFECT_API_URL.value():
-        # Prefect would otherwise start a private throw-away server nobody's trigger listens to.
+    if not os.environ.get("PREFECT_API_URL"):
         console.print(
             "[red]PREFECT_API_URL is not set: the watcher's events must reach the platform's "
             "Prefect server (`emps up` sets it; e.g. http://127.0.0.1:4200/api)[/]"

@@ -23,8 +23,10 @@ import os
 import stat
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from emps.ingest.landing import Landing, is_partial_name
@@ -111,14 +113,40 @@ class Coalescer:
         )
 
 
-def emit_arrival(arrival: Arrival) -> None:
-    from prefect.events import emit_event
+def emit_arrival(arrival: Arrival, api: str | None = None) -> None:
+    """Send the event to the Prefect server's events API (`POST {api}/events`; default: the
+    PREFECT_API_URL environment variable).
 
-    emit_event(
-        event=EVENT,
-        resource={"prefect.resource.id": RESOURCE_ID, "prefect.resource.name": "landing/incoming"},
-        payload=arrival.payload(),
-    )
+    Prefect's `emit_event` does the same over a websocket, but importing Prefect would more than
+    double this small always-on process (~45 -> ~100 MB resident). A failed send is logged, not
+    raised: files still waiting are announced again after `ingest_watch_rearm_s`, and the
+    one-minute schedule ingests them regardless.
+    """
+    import httpx
+
+    api = api or os.environ.get("PREFECT_API_URL")
+    if not api:
+        log.warning("PREFECT_API_URL is not set: %s not sent", EVENT)
+        return
+    event = {
+        "id": str(uuid.uuid4()),
+        "occurred": datetime.now(UTC).isoformat(),
+        "event": EVENT,
+        "resource": {
+            "prefect.resource.id": RESOURCE_ID,
+            "prefect.resource.name": "landing/incoming",
+        },
+        "payload": arrival.payload(),
+    }
+    headers = {}
+    if key := os.environ.get("PREFECT_API_KEY"):
+        headers["Authorization"] = f"Bearer {key}"
+    try:
+        httpx.post(
+            f"{api.rstrip('/')}/events", json=[event], headers=headers, timeout=10
+        ).raise_for_status()
+    except httpx.HTTPError as exc:
+        log.warning("%s not sent to %s: %s", EVENT, api, exc)
 
 
 class LandingWatcher:

@@ -4,7 +4,9 @@ deployment's trigger (prefect.yaml) turns one into an ingest run."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -108,10 +110,11 @@ def _prefect(*args: str, env: dict[str, str], timeout: float = 600) -> subproces
 
 @pytest.mark.timeout(900)
 def test_a_dropped_file_is_ingested_by_the_run_its_event_triggers(
-    prefect_server: str, drops: Drops, ingest_db: Settings, query
+    prefect_server: str, drops: Drops, ingest_db: Settings, query, monkeypatch
 ):
     """With the deployments of prefect.yaml registered, the watcher's event makes the server's
     automation create an ingest run (not the schedule), and that run loads the file."""
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server)  # as `emps up` gives the watcher
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
@@ -157,3 +160,25 @@ def test_a_dropped_file_is_ingested_by_the_run_its_event_triggers(
     assert query("select count(*) from raw.sensor_readings") == [(3,)]
     finished = {r.id: r for r in asyncio.run(triggered_runs())}
     assert finished[runs[0].id].state.is_completed(), finished[runs[0].id].state
+
+
+def test_an_event_the_server_cannot_take_is_logged_and_the_watcher_goes_on(
+    landing: Landing, ingest_db: Settings, monkeypatch, caplog
+):
+    """Prefect's server down (restarting, say): the watcher says so and keeps watching; the
+    waiting file is announced again once the re-arm delay has passed."""
+    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{_closed_port()}/api")
+    (landing.incoming / "early.csv").write_bytes(csv_bytes([reading("GEN-0001")]))
+    watcher = LandingWatcher(ingest_db)
+    with caplog.at_level(logging.WARNING, logger="emps.ingest.watch"):
+        first = watcher.check()
+    assert first is not None and first.new == 1
+    assert "emps.file.arrived not sent" in caplog.text
+    again = watcher.check(now=time.time() + ingest_db.ingest_watch_rearm_s + 1)
+    assert again is not None and again.rearmed and again.waiting == 1
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
