@@ -73,15 +73,20 @@ class EmbeddedPostgres:
             user=user,
         )
         with (self.pgdata / "postgresql.auto.conf").open("a") as conf:
-            # Sized for a 2-core laptop running the whole platform beside it. Every backend
-            # that touches a shared buffer counts it as resident: 128 MB (PostgreSQL's default)
-            # keeps a dozen connections from each showing 256 MB; the OS caches the rest.
+            # Sized for a 2-core laptop running the whole platform in 2 GB beside it. Every
+            # process that touches a shared buffer counts it as resident (the background writer
+            # soon touches them all), so the platform's summed RSS grows by shared_buffers for
+            # each busy backend: under bench/e2e PostgreSQL summed 750 MB at 128 MB (the
+            # default), ~330 MB at 32 MB. The OS page cache holds the hot data instead: 16 MB
+            # and 8 MB of work_mem cost bench/features 3-8 % and bench/ingest nothing. No
+            # parallel query workers either (each another ~70 MB backend, on two busy cores).
             # Synchronous I/O: PostgreSQL 18's default (io_method = worker) adds three I/O
             # worker processes of ~40 MB resident each, which buy nothing on two cores.
             conf.write(
-                "\nmax_connections = 200\nshared_buffers = '128MB'\nwork_mem = '16MB'\n"
+                "\nmax_connections = 200\nshared_buffers = '16MB'\nwork_mem = '8MB'\n"
                 "maintenance_work_mem = '256MB'\nmax_wal_size = '2GB'\n"
                 "synchronous_commit = on\nlisten_addresses = '127.0.0.1'\nio_method = 'sync'\n"
+                "max_parallel_workers_per_gather = 0\n"
             )
 
     def start(self, timeout: float = 60) -> ServerStatus:
