@@ -37,8 +37,9 @@ QUERIES = {
 
 
 class PlatformCollector(Collector):
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, prefect_api: str | None = None):
         self.settings = settings
+        self.prefect_api = prefect_api
 
     def collect(self) -> Iterator[Metric]:
         started = time.monotonic()
@@ -109,7 +110,7 @@ class PlatformCollector(Collector):
 
         import httpx
 
-        api = os.environ.get("PREFECT_API_URL")
+        api = self.prefect_api or os.environ.get("PREFECT_API_URL")
         if not api:
             return
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
@@ -143,14 +144,21 @@ class PlatformCollector(Collector):
         yield family
 
 
-def serve(settings: Settings | None = None) -> None:
-    """Serve /metrics on 127.0.0.1 until killed."""
+def start(settings: Settings | None = None, prefect_api: str | None = None):
+    """Serve /metrics on 127.0.0.1:metrics_port from a background thread; returns the server
+    (call .shutdown() to stop it)."""
     from prometheus_client import start_http_server
     from prometheus_client.registry import CollectorRegistry
 
     settings = settings or get_settings()
     registry = CollectorRegistry()
-    registry.register(PlatformCollector(settings))
-    start_http_server(settings.metrics_port, addr="127.0.0.1", registry=registry)
+    registry.register(PlatformCollector(settings, prefect_api))
+    server, _ = start_http_server(settings.metrics_port, addr="127.0.0.1", registry=registry)
+    return server
+
+
+def serve(settings: Settings | None = None) -> None:
+    """Serve /metrics on 127.0.0.1 until killed."""
+    start(settings)
     while True:
         time.sleep(3600)

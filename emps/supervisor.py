@@ -13,8 +13,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,26 @@ class Service:
     restarts: int = 0
     started_at: float = 0.0
     given_up: bool = False
+
+    def log_path(self, settings: Settings) -> Path:
+        return settings.log_dir / f"{self.name}.log"
+
+
+@dataclass
+class Hosted:
+    """A small server `emps up` runs on threads of its own process instead of as a child.
+
+    The SMTP sink, the metrics endpoint and the landing watcher each idle on a socket or a
+    directory; as children they were three Python processes of 55-65 MB resident. `start`
+    starts it and returns the function that stops it. A watcher that raises is logged and
+    started again by its thread (`_keep_watching`).
+    """
+
+    name: str
+    start: Callable[[], Callable[[], None]]
+    url: str | None = None
+    loggers: tuple[str, ...] = ()
+    stop: Callable[[], None] | None = None
 
     def log_path(self, settings: Settings) -> Path:
         return settings.log_dir / f"{self.name}.log"
@@ -81,11 +102,14 @@ def prefect_database_url(settings: Settings) -> str:
 
 
 def server_services(settings: Settings) -> list[Service]:
-    """Servers that must be up before the bootstrap: Prefect, MLflow, the SMTP sink, metrics."""
+    """Servers that must be up before the bootstrap: Prefect and MLflow."""
     prefect_env = {
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": prefect_database_url(settings),
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
         "PREFECT_SERVER_API_PORT": str(settings.prefect_port),
+        # Two connections kept per pool (default five, plus overflow on demand): each idle
+        # PostgreSQL backend holds 15-60 MB resident of caches for Prefect's tables.
+        "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "2",
     }
     return [
         Service(
@@ -110,17 +134,6 @@ def server_services(settings: Settings) -> list[Service]:
             [_bin("emps"), "model", "server", "--port", str(settings.mlflow_port)],
             url=f"http://127.0.0.1:{settings.mlflow_port}",
             health_url=f"http://127.0.0.1:{settings.mlflow_port}/health",
-        ),
-        Service(
-            "smtp-sink",
-            [_bin("emps"), "mail", "serve"],
-            url=f"smtp://127.0.0.1:{settings.smtp_port}",
-        ),
-        Service(
-            "metrics",
-            [_bin("emps"), "metrics", "serve"],
-            url=f"http://127.0.0.1:{settings.metrics_port}/metrics",
-            health_url=f"http://127.0.0.1:{settings.metrics_port}/metrics",
         ),
     ]
 
@@ -174,9 +187,6 @@ def app_services(settings: Settings, with_simulator: bool) -> list[Service]:
             health_url=f"http://127.0.0.1:{settings.streamlit_port}/_stcore/health",
         ),
     ]
-    if settings.ingest_watch:
-        # Files arriving start ingest within seconds (prefect.yaml's emps.file.arrived trigger).
-        services.append(Service("landing-watcher", [_bin("emps"), "landing", "watch"]))
     if with_simulator:
         services.append(
             Service(
@@ -195,10 +205,76 @@ def app_services(settings: Settings, with_simulator: bool) -> list[Service]:
     return services
 
 
+def mail_and_metrics(settings: Settings, env: dict[str, str]) -> list[Hosted]:
+    """Hosted before the bootstrap: the SMTP sink (its flows send mail) and /metrics."""
+
+    def smtp_sink() -> Callable[[], None]:
+        from emps.alerting.mailbox import start_sink
+
+        controller, _ = start_sink(
+            settings.home / "mailbox", host=settings.smtp_host, port=settings.smtp_port
+        )
+        return controller.stop
+
+    def metrics() -> Callable[[], None]:
+        from emps.metrics import start
+
+        server = start(settings, prefect_api=env["PREFECT_API_URL"])
+        return server.shutdown
+
+    return [
+        Hosted(
+            "smtp-sink",
+            smtp_sink,
+            url=f"smtp://{settings.smtp_host}:{settings.smtp_port}",
+            loggers=("mail.log",),
+        ),
+        Hosted("metrics", metrics, url=f"http://127.0.0.1:{settings.metrics_port}/metrics"),
+    ]
+
+
+def landing_watcher(settings: Settings, env: dict[str, str]) -> list[Hosted]:
+    """Hosted after the bootstrap (the ingest deployment's trigger exists by then): files
+    arriving start ingest within seconds (prefect.yaml's emps.file.arrived trigger)."""
+    if not settings.ingest_watch:
+        return []
+
+    def watcher() -> Callable[[], None]:
+        from emps.ingest.watch import LandingWatcher, emit_arrival
+
+        api = env["PREFECT_API_URL"]
+        watching = LandingWatcher(settings, emit=lambda arrival: emit_arrival(arrival, api))
+        thread = threading.Thread(
+            target=_keep_watching, args=(watching,), name="landing-watcher", daemon=True
+        )
+        thread.start()
+
+        def stop() -> None:
+            watching.stop()
+            thread.join(timeout=10)
+
+        return stop
+
+    return [Hosted("landing-watcher", watcher, loggers=("emps.ingest.watch",))]
+
+
+def _keep_watching(watcher) -> None:
+    import logging
+
+    log = logging.getLogger("emps.ingest.watch")
+    while not watcher.stopped.is_set():
+        try:
+            watcher.run()
+        except Exception:  # a bad look at incoming/ must not end the watching
+            log.exception("the landing watcher failed; watching again in 5 s")
+            watcher.stopped.wait(5)
+
+
 class Supervisor:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.services: list[Service] = []
+        self.hosted: list[Hosted] = []
         self.stopping = False
         self.watching = False
         self.env = child_env(settings)
@@ -221,6 +297,22 @@ class Supervisor:
         service.started_at = time.monotonic()
         if service not in self.services:
             self.services.append(service)
+        self.write_state()
+
+    def host(self, hosted: Hosted) -> None:
+        """Start a hosted server on this process's threads; its loggers write to var/log/."""
+        import logging
+
+        path = hosted.log_path(self.settings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        for name in hosted.loggers:
+            logger = logging.getLogger(name)
+            logger.setLevel(logging.INFO)
+            logger.addHandler(handler)
+        hosted.stop = hosted.start()
+        self.hosted.append(hosted)
         self.write_state()
 
     def wait_ready(self, service: Service) -> None:
@@ -254,6 +346,11 @@ class Supervisor:
     def stop_all(self) -> None:
         for service in reversed(self.services):
             self._stop(service)
+        for hosted in reversed(self.hosted):
+            if hosted.stop is not None:
+                hosted.stop()
+                hosted.stop = None
+                console.print(f"  stopped {hosted.name}")
         self.write_state()
 
     def _stop(self, service: Service, grace_s: float = 15) -> None:
@@ -308,6 +405,17 @@ class Supervisor:
                     "log": str(s.log_path(self.settings)),
                 }
                 for s in self.services
+            ]
+            + [
+                {
+                    "name": h.name,
+                    "pid": os.getpid() if h.stop is not None else None,
+                    "url": h.url,
+                    "restarts": 0,
+                    "given_up": False,
+                    "log": str(h.log_path(self.settings)),
+                }
+                for h in self.hosted
             ],
         }
         path = self.settings.run_dir / STATE_FILE
@@ -374,9 +482,10 @@ def run_platform(
         admin_note = _phase("first admin", lambda: _ensure_first_admin(settings))
         # The servers start side by side (each spends most of its start importing and migrating).
         servers = server_services(settings)
+        hosted = mail_and_metrics(settings, supervisor.env)
         _phase(
-            "start " + ", ".join(s.name for s in servers),
-            lambda: _start_all_and_wait(supervisor, servers),
+            "start " + ", ".join(s.name for s in [*servers, *hosted]),
+            lambda: _start_all_and_wait(supervisor, servers, hosted),
         )
         _phase("register deployments from prefect.yaml", lambda: deploy(settings, supervisor.env))
         _phase(
@@ -387,6 +496,8 @@ def run_platform(
             _phase(f"start {service.name}", lambda s=service: _start_and_wait(supervisor, s))
             if supervisor.stopping:
                 return 130
+        for hosted in landing_watcher(settings, supervisor.env):
+            _phase(f"start {hosted.name}", lambda h=hosted: supervisor.host(h))
         console.print(f"\nEMPS is up in {time.monotonic() - started_at:.0f} s.")
         print_urls(supervisor, admin_note)
         console.print("Press Ctrl-C to stop everything.")
@@ -420,9 +531,13 @@ def _bootstrap(supervisor: Supervisor, with_history: bool) -> None:
         raise RuntimeError(f"the bootstrap failed (exit {done.returncode}); its output is above")
 
 
-def _start_all_and_wait(supervisor: Supervisor, services: list[Service]) -> None:
+def _start_all_and_wait(
+    supervisor: Supervisor, services: list[Service], hosted: Sequence[Hosted] = ()
+) -> None:
     for service in services:
         supervisor.start(service)
+    for server in hosted:
+        supervisor.host(server)
     for service in services:
         began = time.monotonic()
         supervisor.wait_ready(service)
@@ -509,7 +624,7 @@ def print_urls(supervisor: Supervisor, admin_note: str | None) -> None:
     table.add_column("service")
     table.add_column("address")
     table.add_column("log")
-    for service in supervisor.services:
+    for service in [*supervisor.services, *supervisor.hosted]:
         table.add_row(service.name, service.url or "—", str(service.log_path(supervisor.settings)))
     console.print(table)
     if admin_note:

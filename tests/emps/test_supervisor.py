@@ -1,8 +1,11 @@
-"""`emps up` itself: a second start is refused politely; a crashed child is restarted."""
+"""`emps up` itself: a second start is refused politely; a crashed child is restarted; the small
+servers it hosts on its own threads run and stop with it."""
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 import time
 
 from emps.supervisor import Service, Supervisor, _take_lock, run_platform
@@ -32,8 +35,6 @@ def test_crashed_service_is_restarted_then_given_up(settings, monkeypatch):
             time.sleep(0.2)
         supervisor.stopping = True
 
-    import threading
-
     watcher = threading.Thread(target=stop_when_given_up)
     watcher.start()
     supervisor.watch()
@@ -43,14 +44,56 @@ def test_crashed_service_is_restarted_then_given_up(settings, monkeypatch):
 
 
 def test_landing_watcher_runs_unless_switched_off(settings, monkeypatch):
-    """`emps up` runs the landing watcher (file arrival starts ingest) unless
-    EMPS_INGEST_WATCH=false, and its worker polls for triggered runs every worker_poll_s."""
-    from emps.supervisor import app_services
+    """`emps up` runs the landing watcher (file arrival starts ingest) on its own threads unless
+    EMPS_INGEST_WATCH=false: a file dropped into incoming/ reaches the Prefect API as an
+    emps.file.arrived event, `emps status` lists the watcher, and stopping ends it."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    services = {s.name: s for s in app_services(settings, with_simulator=False)}
-    assert services["landing-watcher"].argv[-2:] == ["landing", "watch"]
-    assert services["prefect-worker"].env["PREFECT_WORKER_QUERY_SECONDS"] == str(
+    from emps.supervisor import app_services, landing_watcher
+
+    received: list[tuple[str, list]] = []
+
+    class Events(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, json.loads(body)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    api = ThreadingHTTPServer(("127.0.0.1", 0), Events)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    supervisor = Supervisor(settings)
+    supervisor.env["PREFECT_API_URL"] = f"http://127.0.0.1:{api.server_address[1]}/api"
+    try:
+        (hosted,) = landing_watcher(settings, supervisor.env)
+        supervisor.host(hosted)
+        listed = json.loads((settings.run_dir / "services.json").read_text())["services"]
+        assert {"name": "landing-watcher", "pid": os.getpid()}.items() <= listed[-1].items()
+        incoming = settings.landing_dir / "incoming"
+        (incoming / ".dev-1.csv.part").write_text("equipment_id\n")
+        (incoming / ".dev-1.csv.part").rename(incoming / "dev-1.csv")
+        deadline = time.monotonic() + 30
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert received, "no event reached the Prefect API"
+        path, (event,) = received[0]
+        assert path == "/api/events" and event["event"] == "emps.file.arrived"
+        assert event["payload"]["new_files"] == 1 and event["payload"]["examples"] == ["dev-1.csv"]
+    finally:
+        supervisor.stop_all()
+        api.shutdown()
+    assert not any(t.name == "landing-watcher" for t in threading.enumerate())
+    assert (
+        json.loads((settings.run_dir / "services.json").read_text())["services"][-1]["pid"] is None
+    )
+
+    workers = {s.name: s for s in app_services(settings, with_simulator=False)}
+    assert workers["prefect-worker"].env["PREFECT_WORKER_QUERY_SECONDS"] == str(
         settings.worker_poll_s
     )
     monkeypatch.setattr(settings, "ingest_watch", False)
-    assert "landing-watcher" not in {s.name for s in app_services(settings, False)}
+    assert landing_watcher(settings, supervisor.env) == []
