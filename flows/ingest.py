@@ -3,6 +3,9 @@ whenever the landing watcher announces new files."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import json
 import time
 from pathlib import Path
@@ -154,6 +157,7 @@ def ingest_sensor_drops(
         # model already loaded.
         if names is not None:
             break
+        release_freed_memory()
         if not batch.files:  # nothing claimable although files waited: do not spin
             time.sleep(settings.ingest_watch_poll_s)
         if not wait_for_files(settings, deadline=began + settings.ingest_loop_max_s):
@@ -166,6 +170,14 @@ def ingest_sensor_drops(
         "ingest_file_ids": [o.ledger_id for o in report.files if o.rows_loaded > 0],
         "features": features_summary(builds) if build else None,
     }
+
+
+def release_freed_memory() -> None:
+    """Give the heap a batch freed back to the system before lingering: glibc keeps freed pages
+    resident (fragments of the batch's frames, dbt's results) for the rest of the run."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def wait_for_files(settings: Settings, deadline: float) -> bool:
