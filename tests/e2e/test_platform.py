@@ -196,8 +196,9 @@ def run_deployment(platform: Platform, deployment: str) -> None:
 
 def test_a_degrading_generator_reaches_the_crew_and_the_dashboard(platform: Platform, tmp_path):
     """A device's drops flow through ingest, features, the champion model and the alert flow to
-    one alert, one task, one email per recipient, an escalation while nobody answers (when
-    CRITICAL), the dashboard's alert page, and no more escalation once a user acknowledges it."""
+    one alert, one task, one email per recipient, the Prometheus metrics, an escalation while
+    nobody answers (when CRITICAL), the dashboard's alert page, and no more escalation once a
+    user acknowledges it."""
     equipment_type, rows = "generator", runaway_wear_rows(EQUIPMENT, datetime.now(UTC))
     subprocess.run(
         [
@@ -319,6 +320,21 @@ def test_a_degrading_generator_reaches_the_crew_and_the_dashboard(platform: Plat
 
     assert wait_for("the alert email", alert_mail, 240, platform) == ["alpha-techs@crews.example"]
 
+    # Prometheus sees it too: readings, predictions, the open alert, the alert flow's run time
+    # (once its run, which sent the mail, has completed).
+    flow_time = ("emps_flow_run_seconds", (("flow", "process-prediction-alerts"),))
+
+    def scraped_with_flow_time() -> dict | None:
+        scraped = _scrape_metrics(platform)
+        return scraped if flow_time in scraped else None
+
+    scraped = wait_for("the alert flow in /metrics", scraped_with_flow_time, 120, platform)
+    assert scraped[("emps_database_up", ())] == 1
+    assert scraped[("emps_readings_ingested_total", ())] >= len(rows)
+    assert scraped[("emps_predictions_last_hour", ())] >= 1
+    assert scraped[("emps_active_alerts", (("severity", severity),))] >= 1
+    assert scraped[flow_time] > 0
+
     # Nobody answers within EMPS_ESCALATION_DELAY_MIN (20 s here): the escalation check, run now
     # rather than at its next 5-minute tick, brings in the supervisor for a CRITICAL alert.
     def run_check_when_due() -> None:
@@ -358,6 +374,19 @@ def test_a_degrading_generator_reaches_the_crew_and_the_dashboard(platform: Plat
     )
     assert sorted(alert_mail()) == mailed
     assert len(mailed) == len(set(mailed)), f"someone got it twice: {mailed}"
+
+
+def _scrape_metrics(platform: Platform) -> dict[tuple[str, tuple], float]:
+    """The platform's /metrics as {(sample name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = platform.env["EMPS_METRICS_PORT"]
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def _fleet_csv(tmp_path: Path, equipment_type: str) -> Path:
