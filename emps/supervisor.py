@@ -107,9 +107,11 @@ def server_services(settings: Settings) -> list[Service]:
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": prefect_database_url(settings),
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
         "PREFECT_SERVER_API_PORT": str(settings.prefect_port),
-        # Two connections kept per pool (default five, plus overflow on demand): each idle
-        # PostgreSQL backend holds 15-60 MB resident of caches for Prefect's tables.
+        # Two connections kept per pool and five more at a burst (defaults: five and ten): each
+        # PostgreSQL backend holds 15-60 MB resident of caches for Prefect's tables, and a
+        # restart's burst opened fourteen.
         "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "2",
+        "PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW": "5",
     }
     return [
         Service(
@@ -487,6 +489,10 @@ def run_platform(
             "start " + ", ".join(s.name for s in [*servers, *hosted]),
             lambda: _start_all_and_wait(supervisor, servers, hosted),
         )
+        _phase(
+            "crash the runs the last session left in flight",
+            lambda: crash_orphaned_runs(supervisor.env["PREFECT_API_URL"]),
+        )
         _phase("register deployments from prefect.yaml", lambda: deploy(settings, supervisor.env))
         _phase(
             "bootstrap (history, features, first model, first scores)",
@@ -567,6 +573,43 @@ def _ensure_first_admin(settings: Settings) -> str | None:
     except ImportError:
         return None
     return ensure_first_admin(settings)
+
+
+IN_FLIGHT = ("PENDING", "RUNNING", "CANCELLING")
+
+
+def crash_orphaned_runs(api: str) -> int:
+    """Mark the flow runs a previous `emps up` left pending, running or cancelling as Crashed;
+    returns how many.
+
+    Their processes died with that session (this session's worker has not started), but the
+    Prefect server still counts them: each holds its deployment's concurrency slot, whose lease
+    lived in the stopped server's memory, so with CANCEL_NEW every new ingest run would be
+    cancelled for good. Crashing a run releases its slot. Files a killed ingest run had claimed
+    are taken back by the next run (emps.ingest.pipeline's recovery).
+    """
+    body = {"flow_runs": {"state": {"type": {"any_": list(IN_FLIGHT)}}}, "limit": 200}
+    crashed = 0
+    for _ in range(50):  # 200 at a time; a crashed run leaves the filter
+        runs = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=30).json()
+        if not runs:
+            break
+        for run in runs:
+            state = {
+                "type": "CRASHED",
+                "name": "Crashed",
+                "message": "emps up stopped while this run was in flight",
+            }
+            response = httpx.post(
+                f"{api}/flow_runs/{run['id']}/set_state",
+                json={"state": state, "force": True},
+                timeout=30,
+            )
+            response.raise_for_status()
+            crashed += 1
+    if crashed:
+        console.print(f"  {crashed} run(s) left in flight by the last session marked Crashed")
+    return crashed
 
 
 def deploy(settings: Settings, env: dict[str, str]) -> None:

@@ -97,3 +97,47 @@ def test_landing_watcher_runs_unless_switched_off(settings, monkeypatch):
     )
     monkeypatch.setattr(settings, "ingest_watch", False)
     assert landing_watcher(settings, supervisor.env) == []
+
+
+def test_runs_left_in_flight_by_a_stopped_session_are_crashed_and_free_their_slot(
+    prefect_server: str,
+):
+    """A run killed with the last `emps up` still holds its deployment's only slot (CANCEL_NEW):
+    every new run is cancelled until the next start marks the orphan Crashed."""
+    import httpx
+
+    from emps.supervisor import crash_orphaned_runs
+
+    api = prefect_server
+
+    def post(path: str, body: dict) -> dict:
+        response = httpx.post(f"{api}{path}", json=body, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def propose(run_id: str, state_type: str) -> str:
+        result = post(f"/flow_runs/{run_id}/set_state", {"state": {"type": state_type}})
+        return result["state"]["type"]
+
+    flow_id = post("/flows/", {"name": "orphan-check"})["id"]
+    deployment = post(
+        "/deployments/",
+        {
+            "name": "one-at-a-time",
+            "flow_id": flow_id,
+            "concurrency_limit": 1,
+            "concurrency_options": {"collision_strategy": "CANCEL_NEW"},
+        },
+    )["id"]
+    orphan = post(f"/deployments/{deployment}/create_flow_run", {})["id"]
+    assert propose(orphan, "PENDING") == "PENDING"
+    assert propose(orphan, "RUNNING") == "RUNNING"
+    # ... and its process dies with the session: the next run is cancelled.
+    blocked = post(f"/deployments/{deployment}/create_flow_run", {})["id"]
+    assert propose(blocked, "PENDING") == "CANCELLED"
+
+    assert crash_orphaned_runs(api) >= 1
+    state = httpx.get(f"{api}/flow_runs/{orphan}", timeout=30).json()["state"]
+    assert state["type"] == "CRASHED" and "emps up stopped" in state["message"]
+    after = post(f"/deployments/{deployment}/create_flow_run", {})["id"]
+    assert propose(after, "PENDING") == "PENDING"
