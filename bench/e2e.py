@@ -10,18 +10,18 @@ trains a model that recognises a failing generator), then, against that one runn
 
 1. scheduled: the fleet simulator (`emps simulate live`) at --equipment drops a file per device
    per minute; ingest runs on its one-minute schedule only (no landing watcher);
-2. arrival: the same, plus the landing watcher (`emps landing watch`, what `emps up` runs when
-   EMPS_INGEST_WATCH is on), so ingest also starts on the emps.file.arrived event;
+2. arrival: `emps up` restarted with EMPS_INGEST_WATCH on (the simulator keeps dropping while
+   it restarts: the later start's time is reported), so its landing watcher's emps.file.arrived
+   events also start ingest;
 3. keep-up: the simulator at --big-equipment with the watcher, for --big-minutes: the landing
    backlog sampled just before each minute's drop must not grow, nor the oldest file's wait.
 
-The simulator and the watcher are started by the bench, not by `emps up`, so the bootstrap can be
-sized apart from the live fleet and phases switch without a restart; they are counted as platform
-processes. In phases 1 and 2, every --inject-every seconds (at a random second of the minute) a
+The simulator is started by the bench, not by `emps up`, so the bootstrap can be sized apart from
+the live fleet; it is counted as a platform process. In phases 1 and 2, every --inject-every seconds (at a random second of the minute) a
 new registered generator drops a three-day backlog ending in a bearing failure, which must raise
 a HIGH or CRITICAL alert; its latency is from the file's rename into incoming/ to the alert
 email's arrival in the SMTP sink's mailbox (the .eml file's mtime). Memory is the summed RSS of
-every platform process (the supervisor's tree, PostgreSQL's, the simulator's, the watcher's),
+every platform process (the supervisor's tree, PostgreSQL's, the simulator's),
 sampled every second; PSS (shared pages split between processes) every 10 s.
 
 Last line: {"bench": "e2e", "scheduled_p95_s": ..., "arrival_p95_s": ..., "peak_rss_mb": ...,
@@ -54,6 +54,7 @@ import psutil
 from _tempdb import free_port
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
 
 from emps.simulator.drops import runaway_wear_rows
 
@@ -153,6 +154,12 @@ class Platform:
                 continue
         return list(found.values())
 
+    def stop_up(self) -> None:
+        """Ctrl-C to `emps up`, as a user stops it (the extras keep running)."""
+        if self.up is not None:
+            _stop_group(self.up, grace_s=180, sig=signal.SIGINT)
+            self.up = None
+
     def stop(self) -> None:
         for name in list(self.extras):
             self.stop_extra(name)
@@ -214,6 +221,23 @@ def process_label(proc: psutil.Process) -> str:
     return args[0].rsplit("/", 1)[-1] if args else "?"
 
 
+def command_line(proc: psutil.Process, width: int = 90) -> str:
+    try:
+        line = " ".join(proc.cmdline())
+    except psutil.Error:
+        return "?"
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def print_peak_processes(procs: list[tuple[str, float, str]]) -> None:
+    table = Table(title="Processes at the 1k peak (RSS)")
+    for column in ("service", "MB", "command"):
+        table.add_column(column, justify="right" if column == "MB" else "left")
+    for label, mb, line in procs:
+        table.add_row(label, f"{mb:.0f}", line)
+    console.print(table)
+
+
 class MemorySampler(threading.Thread):
     """Sums the RSS of every platform process each second; PSS every 10 s. Peaks per label,
     and what each service held at the RSS peak."""
@@ -225,6 +249,8 @@ class MemorySampler(threading.Thread):
         self.peak_rss: dict[str, float] = {}
         self.peak_pss: dict[str, float] = {}
         self.peak_parts: dict[str, dict[str, float]] = {}
+        # Every process at the RSS peak: (service, RSS MB, command line), largest first.
+        self.peak_procs: dict[str, list[tuple[str, float, str]]] = {}
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -233,6 +259,7 @@ class MemorySampler(threading.Thread):
             procs = self.platform.processes()
             rss = pss = 0
             parts: dict[str, float] = {}
+            listed: list[tuple[str, float, str]] = []
             for proc in procs:
                 try:
                     if tick % 10 == 0:
@@ -245,10 +272,12 @@ class MemorySampler(threading.Thread):
                 rss += info.rss
                 label = process_label(proc)
                 parts[label] = parts.get(label, 0.0) + info.rss / 2**20
+                listed.append((label, info.rss / 2**20, command_line(proc)))
             mb = rss / 2**20
             if mb > self.peak_rss.get(self.label, 0.0):
                 self.peak_rss[self.label] = mb
                 self.peak_parts[self.label] = {k: round(v) for k, v in sorted(parts.items())}
+                self.peak_procs[self.label] = sorted(listed, key=lambda p: -p[1])
             if tick % 10 == 0:
                 self.peak_pss[self.label] = max(self.peak_pss.get(self.label, 0.0), pss / 2**20)
             tick += 1
@@ -289,11 +318,11 @@ class Injection:
     dropped_at: float
 
 
-def wait_up(platform: Platform, timeout_s: float) -> float:
+def wait_up(platform: Platform, timeout_s: float, what: str = "first start") -> float:
     began = time.monotonic()
     offset = platform.output.stat().st_size if platform.output.exists() else 0
     platform.start_up()
-    with console.status("emps up: first start (history, dbt build, first model)") as status:
+    with console.status(f"emps up: {what}") as status:
         while True:
             text = platform.output.read_bytes()[offset:].decode(errors="replace")
             if "EMPS is up" in text:
@@ -306,6 +335,15 @@ def wait_up(platform: Platform, timeout_s: float) -> float:
             if lines:
                 status.update(f"emps up: {lines[-1][:100]}")
             time.sleep(2)
+
+
+def wait_for_empty_incoming(platform: Platform, timeout_s: float) -> None:
+    """Let the files dropped while the platform restarted be ingested before measuring."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not any(p for p in platform.incoming.glob("*") if not p.name.startswith(".")):
+            return
+        time.sleep(2)
 
 
 def latency_phase(
@@ -529,8 +567,8 @@ def main() -> None:
             "EMPS_SIM_EQUIPMENT": str(args.history_equipment),
             "EMPS_SIM_HISTORY_DAYS": str(args.history_days),
             "EMPS_ML_N_ESTIMATORS": str(args.trees),
-            # The bench starts the watcher itself for the arrival phase.
-            "EMPS_INGEST_WATCH": "false",
+            # Off for the scheduled phase; the arrival phase restarts `emps up` with it on.
+            "EMPS_INGEST_WATCH": "true" if args.skip_scheduled else "false",
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -549,7 +587,9 @@ def main() -> None:
         console.print(f"home {home}; log {platform.output}")
         sampler.start()
         start_key = "later_start_s" if args.home else "first_start_s"
-        details[start_key] = round(wait_up(platform, 3600), 1)
+        details[start_key] = round(
+            wait_up(platform, 3600, "first start (history, dbt build, first model)"), 1
+        )
         console.print(f"platform up in {details[start_key]} s")
 
         n_ids = int(2 * args.minutes * 60 / (0.6 * args.inject_every)) + 4
@@ -571,8 +611,16 @@ def main() -> None:
             phases["scheduled"] = latency_phase(
                 "scheduled", platform, mailbox, ids, args.minutes, args.inject_every
             )
+        if not args.skip_scheduled:
+            # The landing watcher runs inside `emps up` (a thread of the supervisor): restart
+            # it with the watcher on, while the simulator goes on dropping.
+            sampler.label = "restart"
+            platform.stop_up()
+            platform.env["EMPS_INGEST_WATCH"] = "true"
+            details["restart_s"] = round(wait_up(platform, 600, "restart with the watcher on"), 1)
+            console.print(f"platform restarted in {details['restart_s']} s")
+            wait_for_empty_incoming(platform, 180)
         sampler.label = "1k"
-        platform.start_extra("watcher", "landing", "watch")
         phases["arrival"] = latency_phase(
             "arrival", platform, mailbox, ids, args.minutes, args.inject_every
         )
@@ -607,6 +655,7 @@ def main() -> None:
                 "minutes_per_phase": args.minutes,
                 "history": f"{args.history_equipment} equipment x {args.history_days} days",
                 start_key: details[start_key],
+                "restart_s": details.get("restart_s"),
                 "load_avg": [round(x, 2) for x in os.getloadavg()],
                 "cpus": os.cpu_count(),
             }
@@ -625,6 +674,8 @@ def main() -> None:
             shutil.rmtree(home, ignore_errors=True)
         else:
             console.print(f"kept {home}")
+    if sampler.peak_procs.get("1k"):
+        print_peak_processes(sampler.peak_procs["1k"])
     if phases:
         console.print_json(json.dumps(phases))
         if "error" in result:
