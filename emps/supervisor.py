@@ -54,8 +54,8 @@ class Hosted:
 
     The SMTP sink, the metrics endpoint and the landing watcher each idle on a socket or a
     directory; as children they were three Python processes of 55-65 MB resident. `start`
-    starts it and returns the function that stops it. A watcher that raises is logged and
-    started again by its thread (`_keep_watching`).
+    starts it and returns the function that stops it. The watcher logs a failed look at
+    incoming/ and goes on (`LandingWatcher.run`).
     """
 
     name: str
@@ -246,9 +246,7 @@ def landing_watcher(settings: Settings, env: dict[str, str]) -> list[Hosted]:
 
         api = env["PREFECT_API_URL"]
         watching = LandingWatcher(settings, emit=lambda arrival: emit_arrival(arrival, api))
-        thread = threading.Thread(
-            target=_keep_watching, args=(watching,), name="landing-watcher", daemon=True
-        )
+        thread = threading.Thread(target=watching.run, name="landing-watcher", daemon=True)
         thread.start()
 
         def stop() -> None:
@@ -258,18 +256,6 @@ def landing_watcher(settings: Settings, env: dict[str, str]) -> list[Hosted]:
         return stop
 
     return [Hosted("landing-watcher", watcher, loggers=("emps.ingest.watch",))]
-
-
-def _keep_watching(watcher) -> None:
-    import logging
-
-    log = logging.getLogger("emps.ingest.watch")
-    while not watcher.stopped.is_set():
-        try:
-            watcher.run()
-        except Exception:  # a bad look at incoming/ must not end the watching
-            log.exception("the landing watcher failed; watching again in 5 s")
-            watcher.stopped.wait(5)
 
 
 class Supervisor:

@@ -184,7 +184,10 @@ class LandingWatcher:
         began = time.monotonic()
         try:
             while not self.stopped.is_set():
-                self.check()
+                try:
+                    self.check()
+                except Exception:  # a bad look at incoming/ must not end the watching
+                    log.exception("looking at incoming/ failed; looking again")
                 if max_s is not None and time.monotonic() - began >= max_s:
                     break
                 # Woken early by inotify; then wait a moment so a device's burst is seen whole

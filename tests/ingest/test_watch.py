@@ -182,3 +182,34 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_a_failed_look_is_logged_and_the_watcher_goes_on(
+    landing: Landing, ingest_db: Settings, caplog
+):
+    """An error while announcing (or scanning) ends neither `emps landing watch` nor the
+    watcher `emps up` hosts: it is logged, and the next file is announced."""
+    announced: list[Arrival] = []
+
+    def emit(arrival: Arrival) -> None:
+        announced.append(arrival)
+        if len(announced) == 1:
+            raise RuntimeError("the first announcement fails")
+
+    watcher = LandingWatcher(ingest_db, emit=emit)
+    (landing.incoming / "first.csv").write_bytes(csv_bytes([reading("GEN-0001")]))
+    with caplog.at_level(logging.ERROR, logger="emps.ingest.watch"):
+        thread = threading.Thread(target=watcher.run, kwargs={"max_s": 60})
+        thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not announced and time.monotonic() < deadline:
+                time.sleep(0.1)
+            (landing.incoming / "second.csv").write_bytes(csv_bytes([reading("GEN-0002")]))
+            while len(announced) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            watcher.stop()
+            thread.join(timeout=10)
+    assert "the first announcement fails" in caplog.text
+    assert [a.examples for a in announced[:2]] == [["first.csv"], ["second.csv"]]
