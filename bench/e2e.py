@@ -17,8 +17,9 @@ trains a model that recognises a failing generator), then, against that one runn
    backlog sampled just before each minute's drop must not grow, nor the oldest file's wait.
 
 The simulator is started by the bench, not by `emps up`, so the bootstrap can be sized apart from
-the live fleet; it is counted as a platform process. In phases 1 and 2, every --inject-every seconds (at a random second of the minute) a
-new registered generator drops a three-day backlog ending in a bearing failure, which must raise
+the live fleet; it is counted as a platform process. In phases 1 and 2, every --inject-every
+seconds (at a random second of the minute) a new registered generator drops a three-day
+backlog ending in a bearing failure, which must raise
 a HIGH or CRITICAL alert; its latency is from the file's rename into incoming/ to the alert
 email's arrival in the SMTP sink's mailbox (the .eml file's mtime). Memory is the summed RSS of
 every platform process (the supervisor's tree, PostgreSQL's, the simulator's),
@@ -344,6 +345,8 @@ def wait_for_empty_incoming(platform: Platform, timeout_s: float) -> None:
         if not any(p for p in platform.incoming.glob("*") if not p.name.startswith(".")):
             return
         time.sleep(2)
+    waiting = sum(1 for p in platform.incoming.glob("*") if not p.name.startswith("."))
+    console.print(f"[yellow]{waiting} files still wait {timeout_s:.0f} s after the restart[/]")
 
 
 def latency_phase(
