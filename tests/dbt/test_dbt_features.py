@@ -66,6 +66,11 @@ def reference_features(
             )
             low, high = norms[sensor]
             result[f"{sensor}_dev_fleet"] = (mean_1h - (low + high) / 2) / ((high - low) / 4)
+            norm_std = (high - low) / 4
+            result[f"{sensor}_drift_24h"] = np.where(
+                after, (result[f"{sensor}_mean_24h"] - baseline[sensor].mean()) / norm_std, np.nan
+            )
+            result[f"{sensor}_spread_24h"] = result[f"{sensor}_std_24h"] / norm_std
         # Ten-minute UTC clock slots: the 144 ending with the one holding t, readings up to t.
         slot = pd.Timedelta(minutes=10)
         missing = []

@@ -25,6 +25,14 @@ def test_features_are_named_for_a_technician(settings, extra_sensor_catalog):
     """A technician reads "vibration 24 h slope", never a column index, and new sensors are features."""
     catalog = load_catalog(extra_sensor_catalog)
     assert feature_label("vibration_slope_24h", catalog) == ("vibration 24 h slope", "vibration")
+    assert feature_label("vibration_drift_24h", catalog) == (
+        "vibration 24 h drift from its own baseline",
+        "vibration",
+    )
+    assert feature_label("voltage_spread_24h", catalog) == (
+        "voltage 24 h spread against its type's norm",
+        "voltage",
+    )
     assert feature_label("oil_quality_dev_fleet", catalog) == (
         "oil quality deviation from the fleet norm",
         "oil_quality",

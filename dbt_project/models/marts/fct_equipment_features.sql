@@ -256,6 +256,17 @@ final as (
             end as {{ sensor }}_dev_baseline,
             (features.{{ sensor }}_mean_{{ windows[0] }}h - type_norms.{{ sensor }}_norm_mean)
             / nullif(type_norms.{{ sensor }}_norm_std, 0) as {{ sensor }}_dev_fleet,
+            -- The longest window's level against the equipment's own baseline, and its spread, in
+            -- the type's norm standard deviations: one scale for every machine of a type (the
+            -- baseline's own deviation depends on how the machine ran that first day).
+            case
+                when features.ts >= baselines.baseline_end
+                    then
+                        (features.{{ sensor }}_mean_{{ longest }}h - baselines.{{ sensor }}_baseline_mean)
+                        / nullif(type_norms.{{ sensor }}_norm_std, 0)
+            end as {{ sensor }}_drift_{{ longest }}h,
+            features.{{ sensor }}_std_{{ longest }}h
+            / nullif(type_norms.{{ sensor }}_norm_std, 0) as {{ sensor }}_spread_{{ longest }}h,
         {% endfor %}
         -- Of the clock slots ending with the one holding ts, those since the equipment's first
         -- reading, at most the whole window.
