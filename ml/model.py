@@ -90,18 +90,19 @@ class FailureModel(BaseEstimator):
     ) -> np.ndarray:
         """The regressor's days until failure, kept consistent with the failure probability when
         given: P(failure within the horizon H) = p >= 0.5 puts the median time to failure within
-        it, at H ln 2 / -ln(1 - p) under a constant hazard (H at p = 0.5, about a day at 0.99),
-        so a 98 % alert never reads "failure in 7 days" where the regressor has seen no such
-        machine."""
+        it, so a likely failure never reads as further than H days.
+
+        (A tighter bound from a constant hazard, H ln 2 / -ln(1 - p), about a day at p = 0.99,
+        was tried and dropped: a degrading machine is 99 % sure to fail within the week for
+        days before it does, and the bound put those 3-7 days out at one, doubling the error
+        there; bench/model_quality.py prints both.)"""
         if len(X) > PACKED_MAX_ROWS:
             days = self.regressor.predict(X)
         else:
             days = packed(self.regressor).walk(X)[0]
         days = np.clip(days, 0.0, self.regressor_max_days)
         if probability is not None:
-            surest = np.minimum(probability, 1.0 - 1e-9)
-            implied = self.horizon_days * np.log(2.0) / -np.log1p(-surest)
-            days = np.where(probability >= 0.5, np.minimum(days, implied), days)
+            days = np.where(probability >= 0.5, np.minimum(days, self.horizon_days), days)
         return days
 
     def predict(self, X: Any) -> np.ndarray:
