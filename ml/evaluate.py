@@ -149,7 +149,7 @@ def _lead_days(
     if failures is None or failures.empty:
         return [], 0
     test_start = test["ts"].min()
-    frame = test.assign(_alert=alerting)
+    frame = test[["equipment_id", "ts"]].assign(_alert=alerting)
     by_equipment = dict(tuple(frame.groupby("equipment_id")))
     leads = []
     for row in failures.itertuples(index=False):
