@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 # The regressor learns from rows within this many horizons of a failure. Its days are shown only
 # when failure is plausible (MEDIUM and up: within about the horizon); rows from before a
 # degradation shows, weeks out, carry no sign of how far the failure is and pulled its days up
-# (held-out MAE within 14 days, 200 equipment x 120 days: 2.7 days at 30, 1.6 at 14).
+# (held-out MAE within 14 days of failure, 200 equipment x 120 days: 2.7 days at 30, 1.6 at 14).
 REGRESSOR_HORIZONS = 2
 
 
