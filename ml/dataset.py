@@ -32,9 +32,10 @@ _STATS = {
     "min": "minimum",
     "max": "maximum",
     "slope": "slope",
+    "drift": "drift from its own baseline",
+    "spread": "spread against its type's norm",
 }
-_WINDOW = re.compile(r"^(mean|std|min|max|slope)_(\d+)([hd])$")
-_DRIFT = re.compile(r"^(drift|spread)_(\d+)([hd])$")
+_WINDOW = re.compile(r"^(mean|std|min|max|slope|drift|spread)_(\d+)([hd])$")
 
 
 def _sensor_of(column: str, catalog: Catalog) -> str | None:
@@ -72,13 +73,6 @@ def feature_label(column: str, catalog: Catalog | None = None) -> tuple[str, str
         return f"{name} deviation from its own baseline", sensor
     if rest == "dev_fleet":
         return f"{name} deviation from the fleet norm", sensor
-    match = _DRIFT.match(rest)
-    if match:
-        stat, amount, unit = match.groups()
-        what = (
-            "drift from its own baseline" if stat == "drift" else "spread against its type's norm"
-        )
-        return f"{name} {amount} {unit} {what}", sensor
     match = _WINDOW.match(rest)
     if match:
         stat, amount, unit = match.groups()

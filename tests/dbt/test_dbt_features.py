@@ -65,8 +65,8 @@ def reference_features(
                 after, (mean_1h - baseline[sensor].mean()) / baseline[sensor].std(), np.nan
             )
             low, high = norms[sensor]
-            result[f"{sensor}_dev_fleet"] = (mean_1h - (low + high) / 2) / ((high - low) / 4)
             norm_std = (high - low) / 4
+            result[f"{sensor}_dev_fleet"] = (mean_1h - (low + high) / 2) / norm_std
             result[f"{sensor}_drift_24h"] = np.where(
                 after, (result[f"{sensor}_mean_24h"] - baseline[sensor].mean()) / norm_std, np.nan
             )
