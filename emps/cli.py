@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.console import Console
 
 from emps.commands import alerts as alert_commands
 from emps.commands import config as config_commands
@@ -14,6 +15,7 @@ from emps.commands import model as model_commands
 from emps.commands import platform as platform_commands
 from emps.commands import simulate as simulate_commands
 from emps.commands import users as user_commands
+from emps.settings import unknown_variables
 
 app = typer.Typer(
     name="emps",
@@ -21,6 +23,17 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+
+
+@app.callback()
+def _warn_unknown_variables() -> None:
+    """Before any command: name the EMPS_* variables no setting reads (typos, removed settings)."""
+    for warning in unknown_variables():
+        Console(stderr=True).print(
+            f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True
+        )
+
+
 app.add_typer(config_commands.app, name="config")
 app.add_typer(db_commands.app, name="db")
 app.add_typer(dbt_commands.app, name="dbt")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -257,3 +261,31 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read on first use (never at import)."""
     return Settings()
+
+
+# EMPS_* variables the platform sets for its own children (prefect.yaml, dbt's profiles.yml),
+# not settings.
+NOT_SETTINGS = ("EMPS_PROJECT_ROOT", "EMPS_PUBLIC_HOST", "EMPS_DBT_")
+
+
+def unknown_variables(
+    environ: Mapping[str, str] | None = None, env_file: Path | None = None
+) -> list[str]:
+    """A warning per EMPS_* variable in the environment or .env that no setting reads: settings
+    ignore unknown names, so a typo or a setting that was removed would otherwise change nothing
+    without a word."""
+    known = {f"EMPS_{name.upper()}" for name in Settings.model_fields}
+    env_file = env_file or Path(Settings.model_config["env_file"])
+    sources = {"the environment": environ if environ is not None else os.environ}
+    if env_file.is_file():
+        sources[str(env_file)] = {k: v or "" for k, v in dotenv_values(env_file).items()}
+    warnings = []
+    for where, names in sources.items():
+        for name in sorted(names):
+            upper = name.upper()
+            if not upper.startswith("EMPS_") or upper in known or upper.startswith(NOT_SETTINGS):
+                continue
+            close = difflib.get_close_matches(upper, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            warnings.append(f"{name} (in {where}) is not an EMPS setting and is ignored{hint}")
+    return warnings

@@ -32,3 +32,25 @@ def test_config_show_masks_secrets(monkeypatch, settings):
     assert result.exit_code == 0, result.output
     assert "hunter2-very-secret" not in result.output
     assert "EMPS_SMTP_PASSWORD" in result.output
+
+
+def test_unknown_variables_are_named(tmp_path, monkeypatch):
+    """A misspelt or removed EMPS_* variable, in the environment or in .env, gets a warning that
+    names it and the setting it resembles; settings the platform sets for its children do not."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(
+        "EMPS_ML_CALIBRATION_TIME_FRACTION=0.2\nEMPS_SEVERITY_HIGH=0.7\n"
+    )
+    result = CliRunner().invoke(
+        app,
+        ["config", "example"],
+        env={"EMPS_SEVERTY_HIGH": "0.5", "EMPS_PROJECT_ROOT": "/x", "EMPS_DBT_HOST": "h"},
+    )
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: EMPS_SEVERTY_HIGH (in the environment) is not an EMPS setting and is ignored; "
+        "did you mean EMPS_SEVERITY_HIGH?",
+        "warning: EMPS_ML_CALIBRATION_TIME_FRACTION (in .env) is not an EMPS setting and is "
+        "ignored; did you mean EMPS_ML_TEST_TIME_FRACTION?",
+    ]
