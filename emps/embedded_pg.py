@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -39,6 +40,33 @@ class ServerStatus:
     pid: int | None
     port: int | None
     detail: str
+
+
+# Sized for a 2-core laptop running the whole platform in 2 GB beside it. Every process that
+# touches a shared buffer counts it as resident (the background writer soon touches them all), so
+# the platform's summed RSS grows by shared_buffers for each busy backend: under bench/e2e
+# PostgreSQL summed 750 MB at 128 MB (the default), ~330 MB at 32 MB. The OS page cache holds the
+# hot data instead: 16 MB and 8 MB of work_mem cost bench/features 3-8 % and bench/ingest nothing.
+# No parallel query workers either (each another ~70 MB backend, on two busy cores). Synchronous
+# I/O: PostgreSQL 18's default (io_method = worker) adds three I/O worker processes of ~40 MB
+# resident each, which buy nothing on two cores.
+SERVER_SETTINGS = (
+    "# Written by emps at every start (emps/embedded_pg.py); override with ALTER SYSTEM.\n"
+    "max_connections = 200\nshared_buffers = '16MB'\nwork_mem = '8MB'\n"
+    "maintenance_work_mem = '256MB'\nmax_wal_size = '2GB'\n"
+    "synchronous_commit = on\nlisten_addresses = '127.0.0.1'\nio_method = 'sync'\n"
+    "max_parallel_workers_per_gather = 0\n"
+)
+SETTINGS_FILE = "emps.conf"
+INCLUDE = f"include_if_exists = '{SETTINGS_FILE}'"
+# What earlier releases appended to postgresql.auto.conf at initdb (the values changed over
+# time); removed at start, since postgresql.auto.conf would override emps.conf for good.
+LEGACY_AUTO_SETTINGS = re.compile(
+    r"\nmax_connections = 200\nshared_buffers = '\d+MB'\nwork_mem = '\d+MB'\n"
+    r"maintenance_work_mem = '256MB'\nmax_wal_size = '2GB'\nsynchronous_commit = on\n"
+    r"listen_addresses = '127\.0\.0\.1'\n(io_method = 'sync'\n)?"
+    r"(max_parallel_workers_per_gather = 0\n)?"
+)
 
 
 class EmbeddedPostgres:
@@ -72,22 +100,6 @@ class EmbeddedPostgres:
             ],
             user=user,
         )
-        with (self.pgdata / "postgresql.auto.conf").open("a") as conf:
-            # Sized for a 2-core laptop running the whole platform in 2 GB beside it. Every
-            # process that touches a shared buffer counts it as resident (the background writer
-            # soon touches them all), so the platform's summed RSS grows by shared_buffers for
-            # each busy backend: under bench/e2e PostgreSQL summed 750 MB at 128 MB (the
-            # default), ~330 MB at 32 MB. The OS page cache holds the hot data instead: 16 MB
-            # and 8 MB of work_mem cost bench/features 3-8 % and bench/ingest nothing. No
-            # parallel query workers either (each another ~70 MB backend, on two busy cores).
-            # Synchronous I/O: PostgreSQL 18's default (io_method = worker) adds three I/O
-            # worker processes of ~40 MB resident each, which buy nothing on two cores.
-            conf.write(
-                "\nmax_connections = 200\nshared_buffers = '16MB'\nwork_mem = '8MB'\n"
-                "maintenance_work_mem = '256MB'\nmax_wal_size = '2GB'\n"
-                "synchronous_commit = on\nlisten_addresses = '127.0.0.1'\nio_method = 'sync'\n"
-                "max_parallel_workers_per_gather = 0\n"
-            )
 
     def start(self, timeout: float = 60) -> ServerStatus:
         """Start the server if it is not already running; harmless when it is."""
@@ -98,6 +110,7 @@ class EmbeddedPostgres:
             self.init()
         self._clear_stale_pidfile()
         self._port_must_be_free()
+        self._write_server_settings()
         user = self._prepare_permissions()
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
         if user and self.logfile.exists():
@@ -172,6 +185,22 @@ class EmbeddedPostgres:
             check=False,
         )
         return result.returncode == 0
+
+    def _write_server_settings(self) -> None:
+        """(Re)write emps.conf, included at the end of postgresql.conf, at every start: a data
+        directory made by an older release gets the current settings too. ALTER SYSTEM
+        (postgresql.auto.conf, read last) still overrides them."""
+        (self.pgdata / SETTINGS_FILE).write_text(SERVER_SETTINGS)
+        main = self.pgdata / "postgresql.conf"
+        if INCLUDE not in main.read_text():
+            with main.open("a") as conf:
+                conf.write(f"\n# EMPS platform settings, rewritten at each start\n{INCLUDE}\n")
+        auto = self.pgdata / "postgresql.auto.conf"
+        if auto.exists():
+            text = auto.read_text()
+            kept = LEGACY_AUTO_SETTINGS.sub("", text)
+            if kept != text:
+                auto.write_text(kept)
 
     def _clear_stale_pidfile(self) -> None:
         """A crash leaves postmaster.pid behind; pg_ctl copes, but say so and remove it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import psycopg
@@ -9,6 +10,7 @@ import pytest
 
 from emps.catalog import load_catalog
 from emps.db import Role, connect
+from emps.embedded_pg import EmbeddedPostgres
 from emps.migrate import migrate
 
 
@@ -113,3 +115,39 @@ def test_one_open_alert_per_equipment(db):
         conn.execute(insert)
         with pytest.raises(psycopg.errors.UniqueViolation):
             conn.execute(insert)
+
+
+def test_embedded_server_settings_reach_an_older_data_directory(tmp_path):
+    """A data directory made by an older release (its settings appended to postgresql.auto.conf
+    at initdb: 128 MB shared buffers) runs with the current ones after a restart, and what an
+    administrator sets with ALTER SYSTEM still wins."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = EmbeddedPostgres(tmp_path / "pg", port=port)
+    server.init()
+    with (server.pgdata / "postgresql.auto.conf").open("a") as conf:
+        conf.write(
+            "\nmax_connections = 200\nshared_buffers = '128MB'\nwork_mem = '16MB'\n"
+            "maintenance_work_mem = '256MB'\nmax_wal_size = '2GB'\n"
+            "synchronous_commit = on\nlisten_addresses = '127.0.0.1'\nio_method = 'sync'\n"
+        )
+
+    def show(*names: str) -> list[str]:
+        with psycopg.connect(server.admin_url(), autocommit=True) as conn:
+            return [conn.execute(f"show {name}").fetchone()[0] for name in names]
+
+    try:
+        server.start()
+        assert show("shared_buffers", "work_mem", "max_parallel_workers_per_gather") == [
+            "16MB",
+            "8MB",
+            "0",
+        ]
+        with psycopg.connect(server.admin_url(), autocommit=True) as conn:
+            conn.execute("alter system set work_mem = '32MB'")
+        server.stop()
+        server.start()
+        assert show("shared_buffers", "work_mem") == ["16MB", "32MB"]
+    finally:
+        server.stop()
