@@ -8,9 +8,10 @@ from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +39,10 @@ class Settings(BaseSettings):
     pg_database: str = "emps"
     partitions_months_ahead: int = Field(3, ge=1, le=24)
 
-    timezone: str = "UTC"
+    timezone: str = Field(
+        "UTC",
+        description="IANA time zone of reports, quiet hours and the deployments' cron schedules",
+    )
 
     # Domain rules (DESIGN.md: severity bands).
     severity_medium: float = 0.30
@@ -239,6 +243,17 @@ class Settings(BaseSettings):
     @property
     def pg_dir(self) -> Path:
         return self.home / "pg"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_time_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}: use an IANA name such as UTC or Europe/London"
+            ) from None
+        return value
 
     @property
     def landing_dir(self) -> Path:

@@ -76,6 +76,8 @@ def child_env(settings: Settings) -> dict[str, str]:
             "EMPS_HOME": str(settings.home),
             "EMPS_PG_PORT": str(settings.pg_port),
             "EMPS_PROJECT_ROOT": str(PROJECT_ROOT),
+            # prefect.yaml's cron schedules read it (settings may come from .env instead).
+            "EMPS_TIMEZONE": settings.timezone,
             "PREFECT_API_URL": f"http://127.0.0.1:{settings.prefect_port}/api",
             "PREFECT_HOME": str(settings.home / "prefect"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -602,14 +604,15 @@ def deploy(settings: Settings, env: dict[str, str]) -> None:
     """Create the process work pool and register every deployment declared in prefect.yaml.
 
     Registering imports every flow module (~1 min on 2 cores), so it is skipped when prefect.yaml
-    is unchanged since the last start and the server still knows every deployment.
+    and the time zone its cron schedules run in (EMPS_TIMEZONE) are unchanged since the last
+    start and the server still knows every deployment.
     """
     import hashlib
 
     import yaml
 
     spec_path = PROJECT_ROOT / "prefect.yaml"
-    digest = hashlib.sha256(spec_path.read_bytes()).hexdigest()
+    digest = hashlib.sha256(spec_path.read_bytes() + env["EMPS_TIMEZONE"].encode()).hexdigest()
     declared = len(yaml.safe_load(spec_path.read_text()).get("deployments") or [])
     marker = settings.run_dir / "deployed.sha256"
     api = env["PREFECT_API_URL"]

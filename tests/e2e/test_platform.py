@@ -25,6 +25,7 @@ import httpx
 import psutil
 import psycopg
 import pytest
+import yaml
 
 from emps.settings import PROJECT_ROOT
 from emps.simulator.drops import runaway_wear_rows
@@ -109,6 +110,8 @@ def platform() -> Iterator[Platform]:
             "EMPS_SMTP_PORT": str(smtp),
             "EMPS_DASHBOARD_BASE_URL": f"http://127.0.0.1:{streamlit}",
             "EMPS_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            # The commanders' time zone: the cron schedules must follow it.
+            "EMPS_TIMEZONE": "Europe/Paris",
             # Test-sized: enough history for a model to learn degradation, small enough for CI.
             "EMPS_SIM_EQUIPMENT": "60",
             "EMPS_SIM_HISTORY_DAYS": "60",
@@ -425,6 +428,22 @@ def _acknowledge_in_browser(platform: Platform) -> None:
             page.screenshot(path=str(ARTIFACTS / "alerts-acknowledged.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_cron_schedules_run_in_the_platform_time_zone(platform: Platform):
+    """The daily report, retention and weekly retraining fire at their hours in EMPS_TIMEZONE
+    (Europe/Paris here), not in UTC: the schedules Prefect runs carry that time zone."""
+    spec = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
+    cron = [
+        d["name"]
+        for d in spec["deployments"]
+        if any("cron" in schedule for schedule in d.get("schedules") or [])
+    ]
+    assert "send-daily-maintenance-report" in cron
+    for name in cron:
+        dep = httpx.get(f"{platform.prefect}/deployments/name/{name}/{name}", timeout=10).json()
+        zones = [s["schedule"]["timezone"] for s in dep["schedules"] if "cron" in s["schedule"]]
+        assert zones == ["Europe/Paris"], f"{name}: {zones}"
 
 
 def test_ctrl_c_leaves_nothing_running(platform: Platform):
