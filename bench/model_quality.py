@@ -16,7 +16,7 @@ of sudden ones in the held-out period.
 
 Last line: {"bench": "model_quality", "equipment": N, "days": D, "folds": F, "heldout_failures": ...,
 "heldout_sudden": ..., "failures_detected": ..., "failures_evaluated": ..., "recall": ...,
-"recall_ceiling": ..., "recall_warned": ..., "precision": ..., "fpr": ..., "median_lead_days": ...,
+"recall_ci95": [low, high], "recall_ceiling": ..., "recall_warned": ..., "precision": ..., "fpr": ..., "median_lead_days": ...,
 "rul_mae_days": ..., "rul_mae_warned_days": ..., "rul_mae_regressor_days": ..., "brier": ...,
 "accuracy": ..., "pr_auc": ..., "recall_at_precision_80": ..., "recall_at_precision_80_ci95":
 [low, high], "recall_at_precision_80_warned": ..., "rul_mae_days_ci95": [low, high], "fit_s": ...
@@ -40,7 +40,6 @@ import pandas as pd
 from _tempdb import temporary_platform
 from rich.console import Console
 from rich.table import Table
-from sklearn import metrics as skm
 
 
 def sudden_flags(test: pd.DataFrame, settings) -> pd.Series:
@@ -55,32 +54,6 @@ def sudden_flags(test: pd.DataFrame, settings) -> pd.Series:
         [np.nan if pd.isna(f) else float(sudden[(e, pd.Timestamp(f))]) for e, f in keys],
         index=test.index,
     )
-
-
-def best_recall(labels: np.ndarray, probability: np.ndarray, precision_floor: float = 0.8):
-    """(threshold, recall) of the lowest threshold whose precision reaches the floor, the one
-    with the best recall (None, 0.0 when none does)."""
-    precision, recall, thresholds = skm.precision_recall_curve(labels, probability)
-    reaching = np.nonzero(precision[:-1] >= precision_floor)[0]
-    if not len(reaching):
-        return None, 0.0
-    best = reaching[np.argmax(recall[:-1][reaching])]
-    return float(thresholds[best]), float(recall[best])
-
-
-def equipment_interval(
-    equipment: pd.Series, statistic, resamples: int = 300, seed: int = 7
-) -> list[float]:
-    """95 % interval of statistic(row indices) over resamples of the held-out equipment with
-    replacement: rows of one machine rise and fall together, so equipment is the unit."""
-    rows = list(pd.Series(np.arange(len(equipment))).groupby(equipment.to_numpy()).indices.values())
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(resamples):
-        picked = rng.integers(0, len(rows), len(rows))
-        values.append(statistic(np.concatenate([rows[i] for i in picked])))
-    low, high = np.nanpercentile(values, [2.5, 97.5])
-    return [round(float(low), 3), round(float(high), 3)]
 
 
 def main() -> None:
@@ -99,7 +72,7 @@ def main() -> None:
     with temporary_platform("model_quality", env) as platform:
         from emps.bootstrap import backfill_history, build_features
         from ml.dataset import DAYS_LABEL, LABEL, read_failure_events, read_training_examples
-        from ml.evaluate import evaluate_predictions, predict_rows, split_examples
+        from ml.evaluate import best_recall, evaluate_predictions, predict_rows, split_examples
         from ml.train import fit_model
 
         settings = platform.settings
@@ -151,14 +124,10 @@ def main() -> None:
     truth = test[DAYS_LABEL].to_numpy(dtype=np.float64, na_value=np.nan)
     scored = ~np.isnan(error)
     scored_warned = scored & (sudden == 0).to_numpy()
-    best_threshold, _ = best_recall(positive, probability)
+    best_threshold, _ = best_recall(positive, probability, settings.ml_target_precision)
 
-    def recall_at_80(rows: np.ndarray) -> float:
-        return best_recall(positive[rows], probability[rows])[1]
-
-    def mae(rows: np.ndarray) -> float:
-        picked = error[rows][scored[rows]]
-        return float(picked.mean()) if len(picked) else np.nan
+    def interval(key: str) -> list[float]:
+        return [round(metrics[f"{key}_ci95_low"], 3), round(metrics[f"{key}_ci95_high"], 3)]
 
     figures = {
         "bench": "model_quality",
@@ -170,6 +139,7 @@ def main() -> None:
         "failures_detected": int(metrics["failures_detected"]),
         "failures_evaluated": int(metrics["failures_evaluated"]),
         "recall": round(metrics["recall"], 4),
+        "recall_ci95": interval("recall"),
         "recall_ceiling": round(float(warned.sum() / max(positive.sum(), 1)), 4),
         "recall_warned": round(float((probability[warned] >= metrics["threshold"]).mean()), 4)
         if warned.any()
@@ -188,13 +158,13 @@ def main() -> None:
         "accuracy": round(metrics["accuracy"], 4),
         "pr_auc": round(metrics["pr_auc"], 4),
         "recall_at_precision_80": round(metrics["recall_at_target_precision"], 4),
-        "recall_at_precision_80_ci95": equipment_interval(test["equipment_id"], recall_at_80),
+        "recall_at_precision_80_ci95": interval("recall_at_target_precision"),
         "recall_at_precision_80_warned": round(
             float((probability[warned] >= best_threshold).mean()), 4
         )
         if warned.any() and best_threshold is not None
         else None,
-        "rul_mae_days_ci95": equipment_interval(test["equipment_id"], mae),
+        "rul_mae_days_ci95": interval("rul_mae_days"),
         "fit_s": round(fit_s, 1),
     }
     table = Table(title=f"held-out quality, {args.equipment} equipment x {args.days} days")

@@ -16,6 +16,7 @@ it).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,9 @@ HEADLINE_KEYS = (
     "accuracy",
 )
 RUL_WITHIN_DAYS = 14.0
+# Resamples of the held-out equipment behind the 95 % intervals (`<figure>_ci95_low|high`).
+INTERVAL_RESAMPLES = 200
+INTERVAL_MIN_EQUIPMENT = 3
 
 
 class NotEnoughData(ValueError):
@@ -209,8 +213,6 @@ def evaluate_predictions(
     labels = test[LABEL].to_numpy(dtype=bool)
     predicted = probability >= threshold
     tn, fp, fn, tp = skm.confusion_matrix(labels, predicted, labels=[False, True]).ravel()
-    precision_curve, recall_curve, _ = skm.precision_recall_curve(labels, probability)
-    reaching = precision_curve >= settings.ml_target_precision
     alerting = probability >= settings.severity_high
     horizon = pd.Timedelta(days=settings.failure_horizon_days)
     leads, detected = _lead_days(test, alerting, failures, horizon)
@@ -228,9 +230,9 @@ def evaluate_predictions(
         "brier": float(skm.brier_score_loss(labels, probability)),
         # Brier skill over always predicting the base rate: ~0 for a model that learned nothing.
         "brier_skill": _brier_skill(labels, probability),
-        "recall_at_target_precision": float(recall_curve[reaching].max())
-        if reaching.any()
-        else 0.0,
+        "recall_at_target_precision": best_recall(
+            labels, probability, settings.ml_target_precision
+        )[1],
         "median_lead_days": float(np.median(leads)) if leads else float("nan"),
         "failures_evaluated": float(len(leads)),
         "failures_detected": float(detected),
@@ -242,9 +244,70 @@ def evaluate_predictions(
     }
     actual = test[DAYS_LABEL].to_numpy(dtype=np.float64, na_value=np.nan)
     scored = (actual <= RUL_WITHIN_DAYS) & ~np.isnan(days)  # NaN compares False
-    error = np.abs(days[scored] - actual[scored])
-    result["rul_mae_days"] = float(error.mean()) if len(error) else float("nan")
+    error = np.where(scored, np.abs(days - actual), np.nan)
+    result["rul_mae_days"] = float(np.nanmean(error)) if scored.any() else float("nan")
+    # (statistic of some rows, the rows it rests on)
+    statistics: dict[str, tuple[Callable[[np.ndarray], float], np.ndarray]] = {
+        "recall": (lambda rows: _share(predicted[rows][labels[rows]]), labels),
+        "recall_at_target_precision": (
+            lambda rows: best_recall(labels[rows], probability[rows], settings.ml_target_precision)[
+                1
+            ],
+            labels,
+        ),
+        "rul_mae_days": (lambda rows: _share(error[rows][scored[rows]]), scored),
+    }
+    equipment = test["equipment_id"].to_numpy()
+    for key, (statistic, informative) in statistics.items():
+        low, high = equipment_interval(equipment, statistic, informative)
+        result[f"{key}_ci95_low"], result[f"{key}_ci95_high"] = low, high
     return result
+
+
+def equipment_interval(
+    equipment: np.ndarray,
+    statistic: Callable[[np.ndarray], float],
+    informative: np.ndarray,
+    resamples: int = INTERVAL_RESAMPLES,
+    seed: int = 7,
+) -> tuple[float, float]:
+    """The 95 % interval of statistic(row indices) over resamples of the equipment with
+    replacement. Equipment is the unit because a machine's rows rise and fall together: a few
+    failures carry most of the positive rows, so per-row intervals would be far too narrow.
+    NaN when fewer than INTERVAL_MIN_EQUIPMENT machines have `informative` rows (the failing
+    ones, for recall): resampling one or two failures says nothing of the next."""
+    if len(np.unique(equipment[informative])) < INTERVAL_MIN_EQUIPMENT:
+        return float("nan"), float("nan")
+    groups = list(pd.Series(np.arange(len(equipment))).groupby(equipment).indices.values())
+    rng = np.random.default_rng(seed)
+    values = [
+        statistic(np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))]))
+        for _ in range(resamples)
+    ]
+    if np.isnan(values).all():
+        return float("nan"), float("nan")
+    low, high = np.nanpercentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _share(values: np.ndarray) -> float:
+    """The mean of values (booleans: the share that is true), NaN when there are none."""
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
+def best_recall(
+    labels: np.ndarray, probability: np.ndarray, precision_floor: float
+) -> tuple[float | None, float]:
+    """(threshold, recall): the best recall any threshold reaches at precision >= the floor, and
+    that threshold (None, 0.0 when none does; None, NaN without positives)."""
+    if not labels.any():
+        return None, float("nan")
+    precision, recall, thresholds = skm.precision_recall_curve(labels, probability)
+    reaching = np.nonzero(precision[:-1] >= precision_floor)[0]
+    if not len(reaching):
+        return None, 0.0
+    best = reaching[np.argmax(recall[reaching])]
+    return float(thresholds[best]), float(recall[best])
 
 
 def _brier_skill(labels: np.ndarray, probability: np.ndarray) -> float:

@@ -59,15 +59,28 @@ def _metrics_table(title: str, metrics: dict[str, float], other: dict[str, float
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
+    intervals = any(key.endswith("_ci95_low") for key in metrics)
+    if intervals:
+        table.add_column("95 % interval", justify="right")
     if other is not None:
         table.add_column("champion", justify="right")
     for key, label in METRIC_ROWS:
         if key not in metrics:
             continue
         cells = [label, _fmt(metrics[key])]
+        if intervals:
+            low, high = metrics.get(f"{key}_ci95_low"), metrics.get(f"{key}_ci95_high")
+            if low is None:
+                cells.append("")
+            elif math.isnan(low):
+                cells.append("too few failures")
+            else:
+                cells.append(f"{_fmt(low)} to {_fmt(high)}")
         if other is not None:
             cells.append(_fmt(other.get(key, float("nan"))))
         table.add_row(*cells)
+    if intervals:
+        table.caption = "intervals: the held-out equipment resampled"
     return table
 
 

@@ -241,3 +241,22 @@ def test_calibration_is_chosen_by_how_well_it_predicts_unseen_equipment(settings
         else np.where(probe > 0.7, 0.9, 0.02)
     )
     np.testing.assert_allclose(np.interp(probe, calibration.x, calibration.y), expected, atol=0.06)
+
+
+def test_figures_come_with_intervals_over_the_held_out_equipment(fast, synthetic_examples):
+    """Recall, the best recall at the target precision and the days MAE each come with a 95 %
+    interval from resampling the held-out equipment, around the figure; judged on too few
+    failing machines to resample, there is no interval rather than a falsely narrow one."""
+    examples, failures = synthetic_examples
+    split = split_examples(examples, fast)
+    model = fit_model(split, fast)
+    metrics = evaluate_model(model, split.test, failures, fast)
+    failing = split.test.loc[split.test[LABEL], "equipment_id"].unique()
+    assert len(failing) >= 3
+    for key in ("recall", "recall_at_target_precision", "rul_mae_days"):
+        low, high = metrics[f"{key}_ci95_low"], metrics[f"{key}_ci95_high"]
+        assert low <= metrics[key] <= high and low < high, key
+    one_failing = split.test[~split.test["equipment_id"].isin(failing[1:])]
+    lone = evaluate_model(model, one_failing, failures, fast)
+    assert not np.isnan(lone["recall"])
+    assert np.isnan(lone["recall_ci95_low"]) and np.isnan(lone["rul_mae_days_ci95_high"])
