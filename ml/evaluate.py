@@ -246,16 +246,21 @@ def evaluate_predictions(
     scored = (actual <= RUL_WITHIN_DAYS) & ~np.isnan(days)  # NaN compares False
     error = np.where(scored, np.abs(days - actual), np.nan)
     result["rul_mae_days"] = float(np.nanmean(error)) if scored.any() else float("nan")
-    # (statistic of some rows, the rows it rests on)
-    statistics: dict[str, tuple[Callable[[np.ndarray], float], np.ndarray]] = {
-        "recall": (lambda rows: _share(predicted[rows][labels[rows]]), labels),
-        "recall_at_target_precision": (
-            lambda rows: best_recall(labels[rows], probability[rows], settings.ml_target_precision)[
-                1
-            ],
-            labels,
-        ),
-        "rul_mae_days": (lambda rows: _share(error[rows][scored[rows]]), scored),
+
+    def recall(rows: np.ndarray) -> float:
+        return _share(predicted[rows][labels[rows]])
+
+    def recall_at_target(rows: np.ndarray) -> float:
+        return best_recall(labels[rows], probability[rows], settings.ml_target_precision)[1]
+
+    def mae(rows: np.ndarray) -> float:
+        return _share(error[rows][scored[rows]])
+
+    # Each figure with an interval: its statistic of some rows, and the rows it rests on.
+    statistics = {
+        "recall": (recall, labels),
+        "recall_at_target_precision": (recall_at_target, labels),
+        "rul_mae_days": (mae, scored),
     }
     equipment = test["equipment_id"].to_numpy()
     for key, (statistic, informative) in statistics.items():
