@@ -4,7 +4,6 @@ a small crew, and helpers to register equipment and write predictions like the s
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -12,17 +11,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from ports import free_port
 
 from emps.alerting.mailbox import MailboxHandler, start_sink
 from emps.alerting.recipients import Recipient, RecipientsConfig
 from emps.db import Role, connect
 from emps.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

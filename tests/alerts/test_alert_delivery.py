@@ -12,7 +12,8 @@ import time
 import psycopg
 import pytest
 from aiosmtpd.controller import Controller
-from conftest import add_equipment, free_port, write_prediction
+from conftest import add_equipment, write_prediction
+from ports import free_port
 from pydantic import SecretStr
 
 from emps.alerting.mailbox import MailboxHandler, list_mailbox, read_mail

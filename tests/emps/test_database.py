@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import psycopg
 import pytest
+from ports import free_port
 
 from emps.catalog import load_catalog
 from emps.db import Role, connect
@@ -121,10 +121,7 @@ def test_embedded_server_settings_reach_an_older_data_directory(tmp_path):
     """A data directory made by an older release (its settings appended to postgresql.auto.conf
     at initdb: 128 MB shared buffers) runs with the current ones after a restart, and what an
     administrator sets with ALTER SYSTEM still wins."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = EmbeddedPostgres(tmp_path / "pg", port=port)
+    server = EmbeddedPostgres(tmp_path / "pg", port=free_port())
     server.init()
     with (server.pgdata / "postgresql.auto.conf").open("a") as conf:
         conf.write(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ports import free_port
 
 from emps.ingest.landing import Landing
 from emps.ingest.watch import Arrival, Coalescer, LandingWatcher, waiting_names
@@ -167,7 +167,7 @@ def test_an_event_the_server_cannot_take_is_logged_and_the_watcher_goes_on(
 ):
     """Prefect's server down (restarting, say): the watcher says so and keeps watching; the
     waiting file is announced again once the re-arm delay has passed."""
-    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{_closed_port()}/api")
+    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{free_port()}/api")
     (landing.incoming / "early.csv").write_bytes(csv_bytes([reading("GEN-0001")]))
     watcher = LandingWatcher(ingest_db)
     with caplog.at_level(logging.WARNING, logger="emps.ingest.watch"):
@@ -176,12 +176,6 @@ def test_an_event_the_server_cannot_take_is_logged_and_the_watcher_goes_on(
     assert "emps.file.arrived not sent" in caplog.text
     again = watcher.check(now=time.time() + ingest_db.ingest_watch_rearm_s + 1)
     assert again is not None and again.rearmed and again.waiting == 1
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_a_failed_look_is_logged_and_the_watcher_goes_on(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
 import synthetic
+from ports import free_port
 
 from emps.db import Role, connect
 from emps.domain import health_score_for, severity_for
@@ -41,12 +41,6 @@ def stored_predictions(settings) -> pd.DataFrame:
         "explanation",
     ]
     return pd.DataFrame(rows, columns=columns)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_scoring_writes_one_prediction_per_equipment_with_domain_rules(ml_settings, examples_in_db):

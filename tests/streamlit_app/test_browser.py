@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from ports import free_port
 
 from emps.db import Role, connect
 from emps.settings import PROJECT_ROOT
@@ -29,16 +29,10 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def dashboard(fleet, tmp_path: Path) -> Iterator[str]:
     """`streamlit run` on a free port against the seeded test database; yields its URL."""
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "streamlit.log").open("w")
     process = subprocess.Popen(
         [
