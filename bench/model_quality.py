@@ -16,11 +16,11 @@ of sudden ones in the held-out period.
 
 Last line: {"bench": "model_quality", "equipment": N, "days": D, "folds": F, "heldout_failures": ...,
 "heldout_sudden": ..., "failures_detected": ..., "failures_evaluated": ..., "recall": ...,
-"recall_ci95": [low, high], "recall_ceiling": ..., "recall_warned": ..., "precision": ..., "fpr": ..., "median_lead_days": ...,
-"rul_mae_days": ..., "rul_mae_warned_days": ..., "rul_mae_regressor_days": ..., "brier": ...,
-"accuracy": ..., "pr_auc": ..., "recall_at_precision_80": ..., "recall_at_precision_80_ci95":
-[low, high], "recall_at_precision_80_warned": ..., "rul_mae_days_ci95": [low, high], "fit_s": ...
-(per fold)}.
+"recall_ci95": [low, high], "recall_ceiling": ..., "recall_warned": ..., "precision": ...,
+"fpr": ..., "median_lead_days": ..., "rul_mae_days": ..., "rul_mae_warned_days": ...,
+"rul_mae_regressor_days": ..., "brier": ..., "accuracy": ..., "pr_auc": ...,
+"recall_at_precision_80": ..., "recall_at_precision_80_ci95": [low, high],
+"recall_at_precision_80_warned": ..., "rul_mae_days_ci95": [low, high], "fit_s": ... (per fold)}.
 Recall and precision are per row (equipment-hour) at the model's operating threshold (the HIGH
 band); recall_at_precision_80 is the best recall any threshold reaches at precision >= 0.80, and
 _warned the share of the warned failures' rows that threshold catches; _ci95 are 95 % intervals
