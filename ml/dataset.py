@@ -34,8 +34,9 @@ _STATS = {
     "slope": "slope",
     "drift": "drift from its own baseline",
     "spread": "spread against its type's norm",
+    "site_drift": "drift against the machines at its site",
 }
-_WINDOW = re.compile(r"^(mean|std|min|max|slope|drift|spread)_(\d+)([hd])$")
+_WINDOW = re.compile(rf"^({'|'.join(_STATS)})_(\d+)([hd])$")
 
 
 def _sensor_of(column: str, catalog: Catalog) -> str | None:

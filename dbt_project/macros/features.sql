@@ -93,13 +93,13 @@
     max({{ readings }}.ingested_at) as ingested_at
 {%- endmacro %}
 
-{% macro hourly_fixture(rows) -%}
+{% macro hourly_fixture(rows, equipment_id='GEN-1') -%}
     {#- Unit-test rows of int_sensor_readings_hourly for the catalog's sensors (SQL, since dbt
         cannot cast YAML values to arrays): rows are [reading_hour, hours since 2000-01-01, value],
         one temperature reading each; the other sensors are empty. -#}
     {% for row in rows -%}
         select
-            'GEN-1'::text as equipment_id,
+            '{{ equipment_id }}'::text as equipment_id,
             timestamptz '{{ row[0] }}' as reading_hour,
             {% for sensor in sensors() -%}
                 {% if sensor == 'temperature' -%}
@@ -118,4 +118,15 @@
             timestamptz '{{ row[0] }}' as ingested_at
         {% if not loop.last %}union all{% endif %}
     {% endfor -%}
+{%- endmacro %}
+
+{% macro norm_level(hours, norms, sensor) -%}
+    {#- An equipment hour's mean level in its type's norm standard deviations from the norm's mean. -#}
+    ({{ moments_mean(hours ~ '.' ~ sensor ~ '_moments') }} - {{ norms }}.{{ sensor }}_norm_mean)
+    / nullif({{ norms }}.{{ sensor }}_norm_std, 0)
+{%- endmacro %}
+
+{% macro site_relative(hours, norms, levels, sensor) -%}
+    {#- An equipment hour's level against its site's median level that hour (int_site_hourly_levels). -#}
+    {{ norm_level(hours, norms, sensor) }} - {{ levels }}.{{ sensor }}_site_level
 {%- endmacro %}

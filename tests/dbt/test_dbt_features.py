@@ -34,16 +34,31 @@ def gappy_series(equipment_id: str, start: datetime, seed: int) -> pd.DataFrame:
     return pd.concat([frame, fast], ignore_index=True)
 
 
+def site_relative_hours(
+    readings: pd.DataFrame, sites: dict[str, str], norms: dict[str, tuple[float, float]]
+) -> pd.DataFrame:
+    """Per equipment and clock hour, each sensor's hour mean against the median of its site's
+    equipment that hour, in norm standard deviations (index: equipment_id, hour)."""
+    hours = readings.assign(hour=readings["ts"].dt.floor("h"))
+    hours = hours.groupby(["equipment_id", "hour"])[list(SENSORS)].mean()
+    for sensor in SENSORS:
+        low, high = norms[sensor]
+        hours[sensor] = (hours[sensor] - (low + high) / 2) / ((high - low) / 4)
+    site = hours.index.get_level_values("equipment_id").map(sites)
+    level = hours.groupby([site, hours.index.get_level_values("hour")]).transform("median")
+    return hours - level
+
+
 def reference_features(
-    readings: pd.DataFrame, norms: dict[str, tuple[float, float]]
+    readings: pd.DataFrame, norms: dict[str, tuple[float, float]], sites: dict[str, str]
 ) -> pd.DataFrame:
     """The contract's features computed with pandas rolling windows, one equipment at a time."""
+    relative = site_relative_hours(readings, sites, norms)
     out = []
     for equipment_id, frame in readings.groupby("equipment_id"):
         frame = frame.sort_values("ts").set_index("ts")
         first = frame.index[0]
-        result = pd.DataFrame(index=frame.index)
-        result["equipment_id"] = equipment_id
+        result: dict[str, object] = {"equipment_id": equipment_id}
         baseline = frame[frame.index < first + pd.Timedelta(hours=24)]
         for sensor in SENSORS:
             values = frame[sensor]
@@ -60,7 +75,7 @@ def reference_features(
                     for t in values.index
                 ]
             mean_1h = result[f"{sensor}_mean_1h"]
-            after = result.index >= first + pd.Timedelta(hours=24)
+            after = frame.index >= first + pd.Timedelta(hours=24)
             result[f"{sensor}_dev_baseline"] = np.where(
                 after, (mean_1h - baseline[sensor].mean()) / baseline[sensor].std(), np.nan
             )
@@ -71,6 +86,21 @@ def reference_features(
                 after, (result[f"{sensor}_mean_24h"] - baseline[sensor].mean()) / norm_std, np.nan
             )
             result[f"{sensor}_spread_24h"] = result[f"{sensor}_std_24h"] / norm_std
+            # The 24 whole hours before t's hour, against the baseline period's whole hours.
+            own = relative.loc[equipment_id, sensor]
+            in_baseline = (own.index >= first.floor("h")) & (
+                own.index + pd.Timedelta(hours=1) <= first + pd.Timedelta(hours=24)
+            )
+            day = pd.Timedelta(hours=24)
+            last_day = np.array(
+                [
+                    own[(own.index >= h - day) & (own.index < h)].mean()
+                    for h in frame.index.floor("h")
+                ]
+            )
+            result[f"{sensor}_site_drift_24h"] = np.where(
+                after, last_day - own[in_baseline].mean(), np.nan
+            )
         # Ten-minute UTC clock slots: the 144 ending with the one holding t, readings up to t.
         slot = pd.Timedelta(minutes=10)
         missing = []
@@ -81,8 +111,8 @@ def reference_features(
             expected = min(144, int((t.floor(slot) - first.floor(slot)) // slot) + 1)
             missing.append(max(0.0, 1 - filled / expected))
         result["missing_rate_24h"] = missing
-        result["hours_since_maintenance"] = (result.index - first).total_seconds() / 3600
-        out.append(result.reset_index())
+        result["hours_since_maintenance"] = (frame.index - first).total_seconds() / 3600
+        out.append(pd.DataFrame(result, index=frame.index).reset_index())
     return pd.concat(out, ignore_index=True)
 
 
@@ -114,7 +144,8 @@ def assert_features_equal(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
 @pytest.fixture
 def two_gappy_generators(writer, db):
     start = datetime(2026, 3, 1, tzinfo=UTC)
-    insert_equipment(writer, [("GEN-1", "generator", "alpha"), ("GEN-2", "generator", "bravo")])
+    # One site: each one's level against the site's is against the other's.
+    insert_equipment(writer, [("GEN-1", "generator", "alpha"), ("GEN-2", "generator", "alpha")])
     readings = pd.concat([gappy_series("GEN-1", start, 1), gappy_series("GEN-2", start, 2)])
     insert_readings(writer, readings)
     return readings
@@ -125,10 +156,15 @@ def test_features_match_an_independent_pandas_computation(two_gappy_generators, 
     transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db)
     catalog = load_catalog(db.catalog_path)
     norms = {s: catalog.envelope("generator", s) for s in SENSORS}
-    expected = reference_features(two_gappy_generators, norms)
+    expected = reference_features(two_gappy_generators, norms, {"GEN-1": "alpha", "GEN-2": "alpha"})
     actual = dbt_features(db)
     assert actual.columns[:4].tolist() == ["equipment_id", "ts", "equipment_type", "site"]
     assert_features_equal(actual, expected)
+    # Both warm 0.3 degC an hour, as a site's weather would warm them: a drift from their own
+    # baselines, and none against their site.
+    later = actual[actual["temperature_drift_24h"].notna()]
+    assert later["temperature_drift_24h"].max() > 0.9
+    assert later["temperature_site_drift_24h"].abs().max() < 0.1
 
 
 def test_incremental_run_adds_new_readings_without_touching_history(
@@ -147,7 +183,8 @@ def test_incremental_run_adds_new_readings_without_touching_history(
     )
     insert_readings(writer, extra)
     summary = transform.build(
-        select=["int_sensor_readings_hourly", "fct_equipment_features"], settings=db
+        select=["int_sensor_readings_hourly", "int_site_hourly_levels", "fct_equipment_features"],
+        settings=db,
     )
     assert any(n.name == "fct_equipment_features" for n in summary.nodes)
     after = dbt_features(db)

@@ -33,6 +33,10 @@ def test_features_are_named_for_a_technician(settings, extra_sensor_catalog):
         "voltage 24 h spread against its type's norm",
         "voltage",
     )
+    assert feature_label("temperature_site_drift_24h", catalog) == (
+        "temperature 24 h drift against the machines at its site",
+        "temperature",
+    )
     assert feature_label("oil_quality_dev_fleet", catalog) == (
         "oil quality deviation from the fleet norm",
         "oil_quality",

@@ -16,7 +16,8 @@
 {%- set slots = (longest * 60 / (var("missing_slot_minutes") | int)) | int -%}
 -- One row per equipment per reading timestamp: the reading, rolling-window statistics of every
 -- catalog sensor over the trailing windows (t - w, t], deviations from the equipment's baseline
--- and its type's norm, the share of missing readings and the time since maintenance.
+-- and its type's norm, the drift against the machines of its site (int_site_hourly_levels),
+-- the share of missing readings and the time since maintenance.
 -- Only readings at or before t are used.
 --
 -- Cost: with h the clock hour of t, each window (t - w, t] is three parts that merge:
@@ -53,6 +54,10 @@ hourly as not materialized (
     select * from {{ ref('int_sensor_readings_hourly') }}
 ),
 
+site_levels as not materialized (
+    select * from {{ ref('int_site_hourly_levels') }}
+),
+
 targets as materialized (
     select
         readings.*,
@@ -81,14 +86,51 @@ target_hours as materialized (
     from targets
 ),
 
+target_equipment as materialized (
+    -- The equipment of the new readings: its site and its type's norms.
+    select
+        type_norms.*,
+        equipment.equipment_id,
+        equipment.site
+    from equipment
+    left join type_norms on equipment.equipment_type = type_norms.equipment_type
+    where equipment.equipment_id in (select target_hours.equipment_id from target_hours)
+),
+
+site_baselines as (
+    -- Per equipment, its level relative to its site over the whole clock hours inside its
+    -- baseline period (the same measure as the site-relative window below).
+    select
+        baselines.equipment_id,
+        {% for sensor in sensors -%}
+            avg(
+                {{ site_relative('hours', 'target_equipment', 'levels', sensor) }}
+            ) as {{ sensor }}_site_baseline{% if not loop.last %},{% endif %}
+        {% endfor -%}
+    from baselines
+    inner join target_equipment on baselines.equipment_id = target_equipment.equipment_id
+    inner join hourly as hours
+        on
+            baselines.equipment_id = hours.equipment_id
+            and hours.reading_hour >= {{ clock_bucket('1 hour', 'baselines.first_reading_at') }}
+            and hours.reading_hour + interval '1 hour' <= baselines.baseline_end
+    inner join site_levels as levels
+        on
+            target_equipment.site = levels.site
+            and hours.reading_hour = levels.reading_hour
+    group by baselines.equipment_id
+),
+
 whole_hours as materialized (
     -- Per equipment and hour of new readings, the merged hour rows of each window's whole
-    -- hours; lateral, so that each is an index range scan of the hour rows.
+    -- hours and the mean of the last day's hours against their site's level; lateral, so that
+    -- each is an index range scan of the hour rows (and of the site's levels).
     select
         hours_stats.*,
         target_hours.equipment_id,
         target_hours.reading_hour
     from target_hours
+    inner join target_equipment on target_hours.equipment_id = target_equipment.equipment_id
     cross join lateral (  -- noqa: ST05
         select
             {% for w in windows -%}
@@ -107,11 +149,24 @@ whole_hours as materialized (
                     ) as {{ sensor }}_hours_max_{{ w }}h,
                 {% endfor -%}
             {% endfor -%}
-            coalesce(sum(hours.filled_slots), 0) as hours_filled_slots
+            {% for sensor in sensors -%}
+                -- The whole clock hours of the last day before the row's hour (the site's
+                -- level of the current hour is not known until the hour is over).
+                avg({{ site_relative('hours', 'target_equipment', 'levels', sensor) }}) filter (
+                    where hours.reading_hour >= target_hours.reading_hour - interval '{{ longest }} hours'
+                ) as {{ sensor }}_site_relative_{{ longest }}h,
+            {% endfor -%}
+            coalesce(sum(hours.filled_slots) filter (
+                where hours.reading_hour >= target_hours.reading_hour - interval '{{ longest - 1 }} hours'
+            ), 0) as hours_filled_slots
         from hourly as hours
+        left join site_levels as levels
+            on
+                target_equipment.site = levels.site
+                and hours.reading_hour = levels.reading_hour
         where
             hours.equipment_id = target_hours.equipment_id
-            and hours.reading_hour >= target_hours.reading_hour - interval '{{ longest - 1 }} hours'
+            and hours.reading_hour >= target_hours.reading_hour - interval '{{ longest }} hours'
             and hours.reading_hour < target_hours.reading_hour
     ) as hours_stats
 ),
@@ -200,6 +255,7 @@ merged as (
                     whole_hours.{{ sensor }}_hours_max_{{ w }}h
                 ) as {{ sensor }}_max_{{ w }}h,
             {%- endfor %}
+            whole_hours.{{ sensor }}_site_relative_{{ longest }}h,
         {% endfor %}
         windows.current_filled_slots
         + windows.edge_filled_slots
@@ -227,6 +283,7 @@ features as (
                 merged.{{ sensor }}_max_{{ w }}h,
                 {{ moments_slope('merged.' ~ sensor ~ '_state_' ~ w ~ 'h') }} as {{ sensor }}_slope_{{ w }}h,
             {%- endfor %}
+            merged.{{ sensor }}_site_relative_{{ longest }}h,
         {% endfor %}
         merged.filled_slots_{{ longest }}h
     from merged
@@ -267,6 +324,14 @@ final as (
             end as {{ sensor }}_drift_{{ longest }}h,
             features.{{ sensor }}_std_{{ longest }}h
             / nullif(type_norms.{{ sensor }}_norm_std, 0) as {{ sensor }}_spread_{{ longest }}h,
+            -- The drift beyond what the site's weather does to all its machines: the whole hours
+            -- of the last day, each against the site's median level, minus the same at baseline.
+            case
+                when features.ts >= baselines.baseline_end
+                    then
+                        features.{{ sensor }}_site_relative_{{ longest }}h
+                        - site_baselines.{{ sensor }}_site_baseline
+            end as {{ sensor }}_site_drift_{{ longest }}h,
         {% endfor %}
         -- Of the clock slots ending with the one holding ts, those since the equipment's first
         -- reading, at most the whole window.
@@ -294,6 +359,7 @@ final as (
     inner join equipment on features.equipment_id = equipment.equipment_id
     left join first_readings on features.equipment_id = first_readings.equipment_id
     left join baselines on features.equipment_id = baselines.equipment_id
+    left join site_baselines on features.equipment_id = site_baselines.equipment_id
     left join type_norms on equipment.equipment_type = type_norms.equipment_type
     left join lateral (
         select max(maintenance_events.serviced_at) as serviced_at
