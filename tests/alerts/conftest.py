@@ -1,12 +1,11 @@
 """Fixtures of the alert tests: a real aiosmtpd mailbox on a free port, settings pointing at it,
-a small crew, and helpers to register equipment and write predictions like the scoring flow."""
+a small crew and a local SMS gateway (the helpers that write rows are in alert_testdata.py)."""
 
 from __future__ import annotations
 
 import json
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from ports import free_port
 
 from emps.alerting.mailbox import MailboxHandler, start_sink
 from emps.alerting.recipients import Recipient, RecipientsConfig
-from emps.db import Role, connect
 from emps.settings import Settings
 
 
@@ -94,60 +92,6 @@ def crew() -> RecipientsConfig:
         ),
         escalation=("technician", "supervisor", "manager"),
     )
-
-
-def add_equipment(settings: Settings, equipment_id: str, site: str = "ALPHA") -> None:
-    with connect(Role.OWNER, settings) as conn:
-        conn.execute(
-            "insert into raw.equipment (equipment_id, equipment_type, site)"
-            " values (%s, 'generator', %s) on conflict do nothing",
-            (equipment_id, site),
-        )
-
-
-def write_prediction(
-    settings: Settings,
-    equipment_id: str,
-    probability: float,
-    severity: str,
-    ts: datetime | None = None,
-    days: float | None = 3.0,
-) -> dict:
-    """Insert an ops.predictions row as the scoring flow does; returns the event payload."""
-    ts = ts or datetime.now(UTC)
-    explanation = [
-        {
-            "feature": "vibration_slope_24h",
-            "label": "vibration 24 h slope",
-            "sensor": "vibration",
-            "contribution": 0.21,
-            "value": 1.3,
-        }
-    ]
-    with connect(Role.WRITER, settings) as conn:
-        pid = conn.execute(
-            "insert into ops.predictions (equipment_id, ts, failure_probability, health_score,"
-            " severity, days_until_failure, model_version, explanation)"
-            " values (%s, %s, %s, %s, %s, %s, '3', %s) returning id",
-            (
-                equipment_id,
-                ts,
-                probability,
-                round(100 * (1 - probability)),
-                severity,
-                days,
-                json.dumps(explanation),
-            ),
-        ).fetchone()[0]
-    return {
-        "prediction_id": pid,
-        "prediction_ts": ts.isoformat(),
-        "equipment_id": equipment_id,
-        "failure_probability": probability,
-        "severity": severity,
-        "days_until_failure": days,
-        "model_version": "3",
-    }
 
 
 class _GatewayHandler(BaseHTTPRequestHandler):

@@ -12,7 +12,7 @@ import time
 import psycopg
 import pytest
 from aiosmtpd.controller import Controller
-from conftest import add_equipment, write_prediction
+from alert_testdata import add_equipment, write_prediction
 from ports import free_port
 from pydantic import SecretStr
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import add_equipment, write_prediction
+from alert_testdata import add_equipment, write_prediction
 
 from emps.alerting.mailbox import list_mailbox, read_mail
 from emps.db import Role, connect

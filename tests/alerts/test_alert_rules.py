@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import add_equipment, write_prediction
+from alert_testdata import add_equipment, write_prediction
 
 from emps.alerting.rules import (
     PredictionSignal,
