@@ -96,7 +96,7 @@
 {% macro hourly_fixture(rows, equipment_id='GEN-1') -%}
     {#- Unit-test rows of int_sensor_readings_hourly for the catalog's sensors (SQL, since dbt
         cannot cast YAML values to arrays): rows are [reading_hour, hours since 2000-01-01, value],
-        one temperature reading each; the other sensors are empty. -#}
+        one temperature reading each, of `equipment_id`; the other sensors are empty. -#}
     {% for row in rows -%}
         select
             '{{ equipment_id }}'::text as equipment_id,
