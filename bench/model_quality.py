@@ -2,6 +2,7 @@
 warning (days of degradation) and which were sudden (hours of weak drift, or none).
 
     uv run python bench/model_quality.py [--equipment 100] [--days 90] [--trees 60] [--folds 3]
+                                         [--threshold-policy severity_high]
 
 A fresh temporary database gets `--days` of the seeded fleet's history (as `emps up` backfills
 it), dbt builds the features and training examples, and the model is fitted and evaluated as
@@ -14,15 +15,18 @@ held-out failures and over the warned ones: no sensor model can foresee a failur
 never showed, so recall and days-until-failure error over all failures are capped by the share
 of sudden ones in the held-out period.
 
-Last line: {"bench": "model_quality", "equipment": N, "days": D, "folds": F, "heldout_failures": ...,
-"heldout_sudden": ..., "failures_detected": ..., "failures_evaluated": ..., "recall": ...,
-"recall_ci95": [low, high], "recall_ceiling": ..., "recall_warned": ..., "precision": ...,
-"fpr": ..., "median_lead_days": ..., "rul_mae_days": ..., "rul_mae_warned_days": ...,
-"rul_mae_regressor_days": ..., "brier": ..., "accuracy": ..., "pr_auc": ...,
-"recall_at_precision_80": ..., "recall_at_precision_80_ci95": [low, high],
+Last line: {"bench": "model_quality", "equipment": N, "days": D, "folds": F, "threshold_policy": ...,
+"threshold": ..., "heldout_failures": ..., "heldout_sudden": ..., "failures_detected": ...,
+"failures_evaluated": ..., "recall": ..., "recall_ci95": [low, high], "recall_ceiling": ...,
+"recall_warned": ..., "precision": ..., "fpr": ..., "median_lead_days": ..., "rul_mae_days": ...,
+"rul_mae_warned_days": ..., "rul_mae_regressor_days": ..., "brier": ..., "accuracy": ...,
+"pr_auc": ..., "recall_at_precision_80": ..., "recall_at_precision_80_ci95": [low, high],
 "recall_at_precision_80_warned": ..., "rul_mae_days_ci95": [low, high], "fit_s": ... (per fold)}.
-Recall and precision are per row (equipment-hour) at the model's operating threshold (the HIGH
-band); recall_at_precision_80 is the best recall any threshold reaches at precision >= 0.80, and
+Recall and precision are per row (equipment-hour) at the model's operating threshold, which
+--threshold-policy picks from the training equipment's out-of-fold votes, as training does
+(EMPS_ML_THRESHOLD_POLICY: the HIGH band by default; min_precision, the lowest threshold reaching
+precision 0.80 on those votes); threshold is the folds' median. recall_at_precision_80 is the
+best recall any threshold reaches at precision >= 0.80 on the held-out rows themselves, and
 _warned the share of the warned failures' rows that threshold catches; _ci95 are 95 % intervals
 from resampling the held-out equipment (a few failures carry most of the positive rows);
 failures_detected counts the held-out failures with a HIGH or CRITICAL prediction in the H days
@@ -62,12 +66,19 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--trees", type=int, default=60)
     parser.add_argument("--folds", type=int, default=3, help="Held-out equipment slices pooled")
+    parser.add_argument(
+        "--threshold-policy",
+        choices=["severity_high", "max_f1", "min_precision"],
+        default="severity_high",
+        help="How each fold's operating threshold is chosen (EMPS_ML_THRESHOLD_POLICY)",
+    )
     args = parser.parse_args()
     console = Console()
     env = {
         "EMPS_SIM_EQUIPMENT": str(args.equipment),
         "EMPS_SIM_HISTORY_DAYS": str(args.days),
         "EMPS_ML_N_ESTIMATORS": str(args.trees),
+        "EMPS_ML_THRESHOLD_POLICY": args.threshold_policy,
     }
     with temporary_platform("model_quality", env) as platform:
         from emps.bootstrap import backfill_history, build_features
@@ -108,8 +119,9 @@ def main() -> None:
         probability = np.concatenate(probabilities)
         predicted_days = np.concatenate(days)
         regressor = np.concatenate(regressor_days)
+        row_threshold = np.concatenate(thresholds)
         metrics = evaluate_predictions(
-            test, probability, predicted_days, np.concatenate(thresholds), failures, settings
+            test, probability, predicted_days, row_threshold, failures, settings
         )
         sudden = sudden_flags(test, settings)
 
@@ -134,6 +146,8 @@ def main() -> None:
         "equipment": args.equipment,
         "days": args.days,
         "folds": args.folds,
+        "threshold_policy": args.threshold_policy,
+        "threshold": round(metrics["threshold"], 4),
         "heldout_failures": len(heldout),
         "heldout_sudden": int(heldout["sudden"].sum()),
         "failures_detected": int(metrics["failures_detected"]),
@@ -141,7 +155,7 @@ def main() -> None:
         "recall": round(metrics["recall"], 4),
         "recall_ci95": interval("recall"),
         "recall_ceiling": round(float(warned.sum() / max(positive.sum(), 1)), 4),
-        "recall_warned": round(float((probability[warned] >= metrics["threshold"]).mean()), 4)
+        "recall_warned": round(float((probability[warned] >= row_threshold[warned]).mean()), 4)
         if warned.any()
         else None,
         "precision": round(metrics["precision"], 4),

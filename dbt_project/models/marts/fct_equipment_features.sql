@@ -42,6 +42,10 @@ baselines as (
     select * from {{ ref('int_equipment_baselines') }}
 ),
 
+site_baselines as (
+    select * from {{ ref('int_equipment_site_baselines') }}
+),
+
 type_norms as (
     select * from {{ ref('int_equipment_type_norms') }}
 ),
@@ -95,30 +99,6 @@ target_equipment as materialized (
     from equipment
     left join type_norms on equipment.equipment_type = type_norms.equipment_type
     where equipment.equipment_id in (select target_hours.equipment_id from target_hours)
-),
-
-site_baselines as (
-    -- Per equipment, its level relative to its site over the whole clock hours inside its
-    -- baseline period (the same measure as the site-relative window below).
-    select
-        baselines.equipment_id,
-        {% for sensor in sensors -%}
-            avg(
-                {{ site_relative('hours', 'target_equipment', 'levels', sensor) }}
-            ) as {{ sensor }}_site_baseline{% if not loop.last %},{% endif %}
-        {% endfor -%}
-    from baselines
-    inner join target_equipment on baselines.equipment_id = target_equipment.equipment_id
-    inner join hourly as hours
-        on
-            baselines.equipment_id = hours.equipment_id
-            and hours.reading_hour >= {{ clock_bucket('1 hour', 'baselines.first_reading_at') }}
-            and hours.reading_hour + interval '1 hour' <= baselines.baseline_end
-    inner join site_levels as levels
-        on
-            target_equipment.site = levels.site
-            and hours.reading_hour = levels.reading_hour
-    group by baselines.equipment_id
 ),
 
 whole_hours as materialized (
