@@ -44,7 +44,8 @@ type_norms as (
         -- Every equipment hour of the touched site hours: one index lookup per machine of the site.
         select
             hourly.*,
-            touched.site
+            equipment.site,
+            equipment.equipment_type
         from touched
         inner join equipment on touched.site = equipment.site
         inner join hourly
@@ -56,7 +57,8 @@ type_norms as (
     site_hours as (
         select
             hourly.*,
-            equipment.site
+            equipment.site,
+            equipment.equipment_type
         from hourly
         inner join equipment on hourly.equipment_id = equipment.equipment_id
     ),
@@ -74,8 +76,7 @@ final as (
         count(*) as equipment_hours,
         max(site_hours.ingested_at) as ingested_at
     from site_hours
-    inner join equipment on site_hours.equipment_id = equipment.equipment_id
-    inner join type_norms on equipment.equipment_type = type_norms.equipment_type
+    inner join type_norms on site_hours.equipment_type = type_norms.equipment_type
     group by site_hours.site, site_hours.reading_hour
 )
 
