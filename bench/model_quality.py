@@ -2,7 +2,7 @@
 warning (days of degradation) and which were sudden (hours of weak drift, or none).
 
     uv run python bench/model_quality.py [--equipment 100] [--days 90] [--trees 60] [--folds 3]
-                                         [--threshold-policy severity_high]
+                                         [--threshold-policy min_precision]
 
 A fresh temporary database gets `--days` of the seeded fleet's history (as `emps up` backfills
 it), dbt builds the features and training examples, and the model is fitted and evaluated as
@@ -24,8 +24,8 @@ Last line: {"bench": "model_quality", "equipment": N, "days": D, "folds": F, "th
 "recall_at_precision_80_warned": ..., "rul_mae_days_ci95": [low, high], "fit_s": ... (per fold)}.
 Recall and precision are per row (equipment-hour) at the model's operating threshold, which
 --threshold-policy picks from the training equipment's out-of-fold votes, as training does
-(EMPS_ML_THRESHOLD_POLICY: the HIGH band by default; min_precision, the lowest threshold reaching
-precision 0.80 on those votes); threshold is the folds' median. recall_at_precision_80 is the
+(EMPS_ML_THRESHOLD_POLICY: by default min_precision, the lowest threshold reaching precision 0.80
+on those votes; severity_high, the HIGH band alerting fires on); threshold is the folds' median. recall_at_precision_80 is the
 best recall any threshold reaches at precision >= 0.80 on the held-out rows themselves, and
 _warned the share of the warned failures' rows that threshold catches; _ci95 are 95 % intervals
 from resampling the held-out equipment (a few failures carry most of the positive rows);
@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument(
         "--threshold-policy",
         choices=["severity_high", "max_f1", "min_precision"],
-        default="severity_high",
+        default="min_precision",
         help="How each fold's operating threshold is chosen (EMPS_ML_THRESHOLD_POLICY)",
     )
     args = parser.parse_args()

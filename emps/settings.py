@@ -206,9 +206,10 @@ class Settings(BaseSettings):
         "probabilities",
     )
     ml_threshold_policy: Literal["severity_high", "max_f1", "min_precision"] = Field(
-        "severity_high",
-        description="Operating threshold: the HIGH band (what alerting fires on), best F1, or the "
-        "lowest threshold reaching ml_target_precision on the out-of-fold training votes",
+        "min_precision",
+        description="Operating threshold the model's recall, precision and F1 are reported at: the "
+        "lowest threshold reaching ml_target_precision on the out-of-fold training votes, best F1 "
+        "on them, or the HIGH band (alerting always fires on the severity bands)",
     )
     ml_target_precision: float = Field(0.8, gt=0, lt=1)
     ml_gate_metric: Literal["pr_auc", "roc_auc", "f1", "recall", "brier"] = "pr_auc"

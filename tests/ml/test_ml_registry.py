@@ -39,7 +39,7 @@ def test_training_logs_a_complete_run_and_registers_a_challenger(ml_settings, sy
         run.data.metrics
     )
     assert run.data.tags["window.test_start"] and run.data.tags["catalog_checksum"]
-    assert float(run.data.params["threshold"]) == pytest.approx(result.model.threshold)
+    assert float(run.data.params["threshold"]) == pytest.approx(result.model.threshold, abs=1e-6)
     plots = {a.path for a in client.list_artifacts(result.run_id, "plots")}
     assert plots == {
         "plots/confusion_matrix.png",
