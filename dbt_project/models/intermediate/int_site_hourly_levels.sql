@@ -6,6 +6,7 @@
         indexes=[
             {'columns': ['site', 'reading_hour'], 'unique': True},
             {'columns': ['ingested_at']},
+            {'columns': ['reading_hour']},
         ],
     )
 }}
@@ -13,7 +14,10 @@
 -- equipment of their hour mean, in their type's norm standard deviations. What the site's
 -- weather and time of day do to every machine there; the feature table subtracts it, so that a
 -- machine warming up faster than its neighbours stands out from a hot afternoon.
--- Incremental: the site hours whose equipment hours changed since the last run are recomputed.
+-- Incremental: the site hours whose equipment hours changed since the last run are recomputed,
+-- except the newest clock hour, which is still filling every minute and which features read only
+-- once it is over: it is stored as a placeholder (null levels and equipment_hours) and computed
+-- on the first run that sees a later hour. Saves recomputing every site's median each minute.
 with hourly as not materialized (
     select * from {{ ref('int_sensor_readings_hourly') }}
 ),
@@ -27,10 +31,11 @@ type_norms as (
 ),
 
 {% if is_incremental() %}
-    touched as materialized (
-        select distinct
+    touched as (
+        select
             equipment.site,
-            hourly.reading_hour
+            hourly.reading_hour,
+            max(hourly.ingested_at) as ingested_at
         from hourly
         inner join equipment on hourly.equipment_id = equipment.equipment_id
         where
@@ -38,20 +43,53 @@ type_norms as (
                 select coalesce(max(known.ingested_at), '-infinity'::timestamptz)
                 from {{ this }} as known
             ) - interval '{{ var("ingest_lookback_minutes") | int }} minutes'
+        group by equipment.site, hourly.reading_hour
+    ),
+
+    pending as (
+        -- Site hours an earlier run left unfinished: only ever the table's newest hour.
+        select
+            known.site,
+            known.reading_hour,
+            known.ingested_at
+        from {{ this }} as known
+        where
+            known.equipment_hours is null
+            and known.reading_hour = (select max(newest.reading_hour) from {{ this }} as newest)
+    ),
+
+    candidate_rows as (
+        select * from touched
+        union all
+        select * from pending
+    ),
+
+    candidates as materialized (
+        select
+            site,
+            reading_hour,
+            max(ingested_at) as ingested_at,
+            reading_hour < greatest(
+                (select max(newest.reading_hour) from candidate_rows as newest),
+                (select max(known.reading_hour) from {{ this }} as known)
+            ) as is_over
+        from candidate_rows
+        group by site, reading_hour
     ),
 
     site_hours as (
-        -- Every equipment hour of the touched site hours: one index lookup per machine of the site.
+        -- Every equipment hour of the site hours to compute: one index lookup per machine there.
         select
             hourly.*,
             equipment.site,
             equipment.equipment_type
-        from touched
-        inner join equipment on touched.site = equipment.site
+        from candidates
+        inner join equipment on candidates.site = equipment.site
         inner join hourly
             on
                 equipment.equipment_id = hourly.equipment_id
-                and touched.reading_hour = hourly.reading_hour
+                and candidates.reading_hour = hourly.reading_hour
+        where candidates.is_over
     ),
 {% else %}
     site_hours as (
@@ -64,7 +102,7 @@ type_norms as (
     ),
 {% endif %}
 
-final as (
+computed as (
     select
         site_hours.site,
         site_hours.reading_hour,
@@ -78,6 +116,30 @@ final as (
     from site_hours
     inner join type_norms on site_hours.equipment_type = type_norms.equipment_type
     group by site_hours.site, site_hours.reading_hour
+),
+
+{% if is_incremental() %}
+    placeholders as (
+        -- The newest hour is still filling: its row holds the place until a later hour arrives.
+        select
+            site,
+            reading_hour,
+            {% for sensor in sensors() -%}
+                null::double precision as {{ sensor }}_site_level,
+            {% endfor -%}
+            null::bigint as equipment_hours,
+            ingested_at
+        from candidates
+        where not is_over
+    ),
+{% endif %}
+
+final as (
+    select * from computed
+    {% if is_incremental() %}
+        union all
+        select * from placeholders
+    {% endif %}
 )
 
 select * from final
