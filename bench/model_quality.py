@@ -21,7 +21,9 @@ Last line: {"bench": "model_quality", "equipment": N, "days": D, "folds": F, "th
 "recall_warned": ..., "precision": ..., "fpr": ..., "median_lead_days": ..., "rul_mae_days": ...,
 "rul_mae_warned_days": ..., "rul_mae_regressor_days": ..., "brier": ..., "accuracy": ...,
 "pr_auc": ..., "recall_at_precision_80": ..., "recall_at_precision_80_ci95": [low, high],
-"recall_at_precision_80_warned": ..., "rul_mae_days_ci95": [low, high], "fit_s": ... (per fold)}.
+"recall_at_precision_80_warned": ..., "rul_mae_days_ci95": [low, high],
+"full_context_failures": ..., "full_context_recall": ..., "full_context_precision": ...,
+"full_context_recall_at_precision_80": ..., "fit_s": ... (per fold)}.
 Recall and precision are per row (equipment-hour) at the model's operating threshold, which
 --threshold-policy picks from the training equipment's out-of-fold votes, as training does
 (EMPS_ML_THRESHOLD_POLICY: by default min_precision, the lowest threshold reaching precision 0.80
@@ -30,7 +32,9 @@ best recall any threshold reaches at precision >= 0.80 on the held-out rows them
 _warned the share of the warned failures' rows that threshold catches; _ci95 are 95 % intervals
 from resampling the held-out equipment (a few failures carry most of the positive rows);
 failures_detected counts the held-out failures with a HIGH or CRITICAL prediction in the H days
-before them.
+before them. full_context_* are the same figures over the failures whose whole 2 H run-up lies
+in the held-out period (see full_context): at the period's edges a failure's hits and the false
+alarms of its degraded days before its H fall on different sides, which moves precision.
 """
 
 from __future__ import annotations
@@ -58,6 +62,23 @@ def sudden_flags(test: pd.DataFrame, settings) -> pd.Series:
         [np.nan if pd.isna(f) else float(sudden[(e, pd.Timestamp(f))]) for e, f in keys],
         index=test.index,
     )
+
+
+def full_context(test: pd.DataFrame, horizon: pd.Timedelta) -> np.ndarray:
+    """The held-out rows whose failure's whole run-up lies in the held-out period.
+
+    The false alarms sit mostly in the H days before a failure's own H (degraded, not yet due).
+    A failure early in the period has that stretch before the period starts, so its hits count
+    and its false alarms do not; rows in the period's last H days may precede a failure after
+    the data ends, so their false alarms count and its hits do not. Dropping both (the rows of
+    failures within 2 H of the start, the rows within H of the last labelled one) leaves
+    failures with their whole 2 H run-up, as in the steady state of a fleet.
+    """
+    start, last = test["ts"].min(), test["ts"].max()
+    failure = test["next_failure_at"]
+    early = failure.notna() & (failure < start + 2 * horizon)
+    late = test["ts"] > last - horizon
+    return (~(early | late)).to_numpy()
 
 
 def main() -> None:
@@ -137,6 +158,10 @@ def main() -> None:
     scored = ~np.isnan(error)
     scored_warned = scored & (sudden == 0).to_numpy()
     best_threshold, _ = best_recall(positive, probability, settings.ml_target_precision)
+    steady = full_context(test, pd.Timedelta(days=settings.failure_horizon_days))
+    steady_alert = probability[steady] >= row_threshold[steady]
+    steady_positive = positive[steady]
+    _, steady_best = best_recall(steady_positive, probability[steady], settings.ml_target_precision)
 
     def interval(key: str) -> list[float]:
         return [round(metrics[f"{key}_ci95_low"], 3), round(metrics[f"{key}_ci95_high"], 3)]
@@ -179,6 +204,20 @@ def main() -> None:
         if warned.any() and best_threshold is not None
         else None,
         "rul_mae_days_ci95": interval("rul_mae_days"),
+        "full_context_failures": int(
+            test.loc[steady & positive, ["equipment_id", "next_failure_at"]]
+            .drop_duplicates()
+            .shape[0]
+        ),
+        "full_context_recall": round(float(steady_alert[steady_positive].mean()), 4)
+        if steady_positive.any()
+        else None,
+        "full_context_precision": round(float(steady_positive[steady_alert].mean()), 4)
+        if steady_alert.any()
+        else None,
+        "full_context_recall_at_precision_80": round(steady_best, 4)
+        if steady_positive.any()
+        else None,
         "fit_s": round(fit_s, 1),
     }
     table = Table(title=f"held-out quality, {args.equipment} equipment x {args.days} days")
