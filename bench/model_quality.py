@@ -23,7 +23,8 @@ Last line: {"bench": "model_quality", "equipment": N, "days": D, "folds": F, "th
 "pr_auc": ..., "recall_at_precision_80": ..., "recall_at_precision_80_ci95": [low, high],
 "recall_at_precision_80_warned": ..., "rul_mae_days_ci95": [low, high],
 "full_context_failures": ..., "full_context_recall": ..., "full_context_precision": ...,
-"full_context_recall_at_precision_80": ..., "fit_s": ... (per fold)}.
+"full_context_recall_at_precision_80": ..., "full_context_recall_ceiling": ...,
+"full_context_recall_warned": ..., "fit_s": ... (per fold)}.
 Recall and precision are per row (equipment-hour) at the model's operating threshold, which
 --threshold-policy picks from the training equipment's out-of-fold votes, as training does
 (EMPS_ML_THRESHOLD_POLICY: by default min_precision, the lowest threshold reaching precision 0.80
@@ -217,6 +218,14 @@ def main() -> None:
         else None,
         "full_context_recall_at_precision_80": round(steady_best, 4)
         if steady_positive.any()
+        else None,
+        "full_context_recall_ceiling": round(
+            float(warned[steady].sum() / max(steady_positive.sum(), 1)), 4
+        ),
+        "full_context_recall_warned": round(
+            float((probability[steady & warned] >= row_threshold[steady & warned]).mean()), 4
+        )
+        if (steady & warned).any()
         else None,
         "fit_s": round(fit_s, 1),
     }
