@@ -28,8 +28,8 @@ Last line: {"bench": "model_quality", "equipment": N, "days": D, "folds": F, "th
 Recall and precision are per row (equipment-hour) at the model's operating threshold, which
 --threshold-policy picks from the training equipment's out-of-fold votes, as training does
 (EMPS_ML_THRESHOLD_POLICY: by default min_precision, the lowest threshold reaching precision 0.80
-on those votes; severity_high, the HIGH band alerting fires on); threshold is the folds' median. recall_at_precision_80 is the
-best recall any threshold reaches at precision >= 0.80 on the held-out rows themselves, and
+on those votes; severity_high, the HIGH band alerting fires on); threshold is the folds' median.
+recall_at_precision_80 is the best recall any threshold reaches at precision >= 0.80 on the held-out rows themselves, and
 _warned the share of the warned failures' rows that threshold catches; _ci95 are 95 % intervals
 from resampling the held-out equipment (a few failures carry most of the positive rows);
 failures_detected counts the held-out failures with a HIGH or CRITICAL prediction in the H days
@@ -159,8 +159,9 @@ def main() -> None:
     scored = ~np.isnan(error)
     scored_warned = scored & (sudden == 0).to_numpy()
     best_threshold, _ = best_recall(positive, probability, settings.ml_target_precision)
+    alert = probability >= row_threshold
     steady = full_context(test, pd.Timedelta(days=settings.failure_horizon_days))
-    steady_alert = probability[steady] >= row_threshold[steady]
+    steady_alert = alert[steady]
     steady_positive = positive[steady]
     _, steady_best = best_recall(steady_positive, probability[steady], settings.ml_target_precision)
 
@@ -181,9 +182,7 @@ def main() -> None:
         "recall": round(metrics["recall"], 4),
         "recall_ci95": interval("recall"),
         "recall_ceiling": round(float(warned.sum() / max(positive.sum(), 1)), 4),
-        "recall_warned": round(float((probability[warned] >= row_threshold[warned]).mean()), 4)
-        if warned.any()
-        else None,
+        "recall_warned": round(float(alert[warned].mean()), 4) if warned.any() else None,
         "precision": round(metrics["precision"], 4),
         "fpr": round(metrics["fpr"], 4),
         "median_lead_days": round(metrics["median_lead_days"], 2),
@@ -222,9 +221,7 @@ def main() -> None:
         "full_context_recall_ceiling": round(
             float(warned[steady].sum() / max(steady_positive.sum(), 1)), 4
         ),
-        "full_context_recall_warned": round(
-            float((probability[steady & warned] >= row_threshold[steady & warned]).mean()), 4
-        )
+        "full_context_recall_warned": round(float(alert[steady & warned].mean()), 4)
         if (steady & warned).any()
         else None,
         "fit_s": round(fit_s, 1),
