@@ -7,7 +7,10 @@
             {'columns': ['equipment_id', 'ts'], 'unique': True},
             {'columns': ['ingested_at']},
         ],
-        pre_hook="set local work_mem = '64MB'",
+        pre_hook=[
+            "set local work_mem = '64MB'",
+            "set local enable_mergejoin = {{ 'on' if is_incremental() else 'off' }}",
+        ],
     )
 }}
 {%- set sensors = sensors() -%}
@@ -26,6 +29,11 @@
 --   the readings of (t - w, h - (w - 1) h) and of [h, t]   two short index range scans.
 -- A feature row therefore reads at most two hours of readings whatever the window, and an
 -- incremental run touches only the new readings, their hour rows and their edges.
+-- A full build turns merge joins off: the planner cannot see the row counts of the CTEs below,
+-- and at some fleet sizes it merged whole_hours into the readings on equipment_id alone, with
+-- the hour as a filter, rescanning every hour row of an equipment for each of its readings (200
+-- equipment x 120 days ran for more than half an hour instead of 5 minutes). Incremental runs
+-- hold an hour or two per equipment, where that plan is cheap and 15 % faster than hashing.
 with readings as not materialized (
     select * from {{ ref('stg_sensor_readings') }}
 ),
