@@ -37,6 +37,7 @@ class MigrateReport:
     applied: list[str] = field(default_factory=list)
     sensor_columns_added: list[str] = field(default_factory=list)
     partitions_created: int = 0
+    thresholds_seeded: list[str] = field(default_factory=list)
 
 
 def discover_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
@@ -64,6 +65,8 @@ def migrate(settings: Settings | None = None, catalog: Catalog | None = None) ->
             report.applied = _apply_versioned(conn)
             with conn.transaction():
                 report.sensor_columns_added = sync_catalog(conn, catalog)
+            with conn.transaction():
+                report.thresholds_seeded = seed_thresholds(conn, settings)
             report.partitions_created = ensure_partitions(conn, settings)
         finally:
             conn.execute("select pg_advisory_unlock(%s)", (LOCK_KEY,))
@@ -104,6 +107,34 @@ def _apply_versioned(conn: psycopg.Connection) -> list[str]:
             )
         done.append(f"{migration.version:04d}_{migration.name}")
     return done
+
+
+def seed_thresholds(conn: psycopg.Connection, settings: Settings) -> list[str]:
+    """Set the thresholds no admin has set yet (ops.thresholds rows still by 'migration') from
+    EMPS_SEVERITY_* and EMPS_SILENT_MINUTES; an admin's value always wins. Returns the keys changed.
+    Left alone when the result would not rise (an admin's HIGH below the configured MEDIUM)."""
+    configured = {
+        "severity_medium": settings.severity_medium,
+        "severity_high": settings.severity_high,
+        "severity_critical": settings.severity_critical,
+        "silent_minutes": float(settings.silent_minutes),
+    }
+    current = dict(conn.execute("select key, value from ops.thresholds for update").fetchall())
+    unset = {
+        key
+        for (key,) in conn.execute("select key from ops.thresholds where updated_by = 'migration'")
+    }
+    changed = [k for k, v in configured.items() if k in unset and current.get(k) != v]
+    merged = {**current, **{k: configured[k] for k in changed}}
+    bands = [merged.get(k) for k in ("severity_medium", "severity_high", "severity_critical")]
+    if not changed or None in bands or not bands[0] < bands[1] < bands[2]:
+        return []
+    for key in changed:
+        conn.execute(
+            "update ops.thresholds set value = %s, updated_at = now() where key = %s",
+            (configured[key], key),
+        )
+    return changed
 
 
 def sync_catalog(conn: psycopg.Connection, catalog: Catalog) -> list[str]:

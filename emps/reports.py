@@ -94,6 +94,8 @@ class Report:
     tasks: pd.DataFrame
     failures: pd.DataFrame
     prediction_history: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # The severity bands in force when the report was built (ops.thresholds).
+    thresholds: dict[str, float] = field(default_factory=dict)
 
     @property
     def title(self) -> str:
@@ -187,6 +189,7 @@ def build_report(
         tasks=tasks,
         failures=failures,
         prediction_history=history,
+        thresholds=queries.thresholds(settings),
     )
 
 
@@ -259,15 +262,12 @@ def _alerts_chart(report: Report) -> io.BytesIO:
 
 def _history_chart(report: Report) -> io.BytesIO:
     history = report.prediction_history
-    settings = get_settings()
+    bands = report.thresholds or queries.thresholds()
 
     def draw(ax):
         ax.plot(history["ts"], history["failure_probability"], color="#333333", linewidth=1.2)
-        for name, value in (
-            ("MEDIUM", settings.severity_medium),
-            ("HIGH", settings.severity_high),
-            ("CRITICAL", settings.severity_critical),
-        ):
+        for name in ("MEDIUM", "HIGH", "CRITICAL"):
+            value = bands[f"severity_{name.lower()}"]
             ax.axhline(value, color=SEVERITY_COLORS[name], linestyle="--", linewidth=0.8)
         ax.set_ylim(0, 1)
         ax.set_ylabel("failure probability")

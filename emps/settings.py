@@ -11,7 +11,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -44,10 +44,13 @@ class Settings(BaseSettings):
         description="IANA time zone of reports, quiet hours and the deployments' cron schedules",
     )
 
-    # Domain rules (DESIGN.md: severity bands).
-    severity_medium: float = 0.30
-    severity_high: float = 0.60
-    severity_critical: float = 0.85
+    # Domain rules (DESIGN.md: severity bands). The bands in force live in ops.thresholds, which
+    # admins edit on the dashboard; these seed it (each band until an admin first sets it).
+    severity_medium: float = Field(0.30, gt=0, lt=1, description="Probability from which MEDIUM")
+    severity_high: float = Field(0.60, gt=0, lt=1, description="Probability from which HIGH")
+    severity_critical: float = Field(
+        0.85, gt=0, le=1, description="Probability from which CRITICAL"
+    )
     failure_horizon_days: int = Field(7, ge=1, le=60)
 
     # Ingest flow (issue 3).
@@ -134,7 +137,9 @@ class Settings(BaseSettings):
     cache_ttl_overview_s: int = Field(300, ge=0)
     cache_ttl_details_s: int = Field(120, ge=0)
     cache_ttl_trends_s: int = Field(900, ge=0)
-    silent_minutes: int = Field(15, ge=1, description="Default before ops.thresholds exists")
+    silent_minutes: int = Field(
+        15, ge=1, description="Seeds ops.thresholds until an admin sets it on the dashboard"
+    )
     query_timeout_ms: int = Field(10_000, ge=100)
     gx_docs_url: str | None = Field(None, description="Great Expectations Data Docs link")
     dbt_docs_url: str | None = Field(None, description="dbt docs link")
@@ -244,6 +249,16 @@ class Settings(BaseSettings):
     @property
     def pg_dir(self) -> Path:
         return self.home / "pg"
+
+    @model_validator(mode="after")
+    def _bands_rise(self) -> Settings:
+        if not self.severity_medium < self.severity_high < self.severity_critical:
+            raise ValueError(
+                "severity bands must rise: EMPS_SEVERITY_MEDIUM "
+                f"({self.severity_medium}) < EMPS_SEVERITY_HIGH ({self.severity_high}) < "
+                f"EMPS_SEVERITY_CRITICAL ({self.severity_critical})"
+            )
+        return self
 
     @field_validator("timezone")
     @classmethod

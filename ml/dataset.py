@@ -202,6 +202,25 @@ def read_latest_feature_row(
         return {column.name: value for column, value in zip(cur.description, row, strict=True)}
 
 
+THRESHOLD_KEYS = ("severity_medium", "severity_high", "severity_critical")
+
+
+def with_admin_thresholds(settings: Settings | None = None) -> Settings:
+    """The settings with the severity bands in force: ops.thresholds, which admins edit on the
+    dashboard's Admin page (audited); EMPS_SEVERITY_* seed it (emps.migrate) and serve where
+    no platform database exists. Read on every call, through the pool, so a change reaches the
+    next scoring run and the next one-equipment prediction."""
+    settings = settings or get_settings()
+    with _pool(database_url(Role.WRITER, settings)).connection() as conn:
+        rows = conn.execute(
+            "select key, value from ops.thresholds where key = any(%s)", (list(THRESHOLD_KEYS),)
+        ).fetchall()
+    bands = {key: float(value) for key, value in rows}
+    if all(getattr(settings, key) == value for key, value in bands.items()):
+        return settings
+    return settings.model_copy(update=bands)
+
+
 def read_failure_events(settings: Settings | None = None) -> pd.DataFrame:
     """Recorded failures (for lead-time evaluation)."""
     settings = settings or get_settings()

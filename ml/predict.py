@@ -18,7 +18,7 @@ from emps.db import Role, connect
 from emps.domain import health_score_for, severity_for
 from emps.settings import Settings, get_settings
 from ml import registry
-from ml.dataset import read_latest_feature_row, read_latest_features
+from ml.dataset import read_latest_feature_row, read_latest_features, with_admin_thresholds
 from ml.explain import score_and_explain
 from ml.model import FailureModel
 
@@ -259,8 +259,9 @@ def score_equipment(
     only_unscored: bool = True,
     emit_events: bool = True,
 ) -> ScoreReport:
-    """Score the latest feature row of each equipment with new data (or of `equipment_ids`)."""
-    settings = settings or get_settings()
+    """Score the latest feature row of each equipment with new data (or of `equipment_ids`),
+    banding severity with the thresholds in force (ops.thresholds)."""
+    settings = with_admin_thresholds(settings)
     champion = load_champion(settings)
     moved = False
     if not champion.stale:
@@ -289,7 +290,7 @@ def predict_equipment(
     `overrides` is the dashboard's "what if": feature values (e.g. {"vibration": 9.5,
     "vibration_slope_24h": 0.4}) replacing the latest ones before predicting.
     """
-    settings = settings or get_settings()
+    settings = with_admin_thresholds(settings)
     champion = load_champion(settings, max_age_s=settings.ml_alias_max_age_s)
     model = champion.model
     row = read_latest_feature_row(equipment_id, settings)

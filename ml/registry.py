@@ -248,10 +248,10 @@ def run_gate(
     force: bool = False,
 ) -> GateDecision:
     """Promote `challenger` to champion only if it beats the champion on the same test rows."""
-    from ml.dataset import read_failure_events, read_training_examples
+    from ml.dataset import read_failure_events, read_training_examples, with_admin_thresholds
     from ml.evaluate import evaluate_model, split_examples
 
-    settings = settings or get_settings()
+    settings = with_admin_thresholds(settings)
     metric = settings.ml_gate_metric
     champion = alias_version(CHAMPION, settings)
     if champion == challenger:

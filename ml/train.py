@@ -27,6 +27,7 @@ from ml.dataset import (
     feature_label,
     read_failure_events,
     read_training_examples,
+    with_admin_thresholds,
 )
 from ml.evaluate import (
     NotEnoughData,
@@ -266,7 +267,7 @@ def train_and_register(
 
     from ml import registry
 
-    settings = settings or get_settings()
+    settings = with_admin_thresholds(settings)
     catalog = load_catalog(settings.catalog_path)
     examples = read_training_examples(settings) if examples is None else examples
     failures = read_failure_events(settings) if failures is None else failures
@@ -327,7 +328,7 @@ def retrain(actor: str = "retrain-failure-model", settings: Settings | None = No
     """Train a challenger, then let the gate decide whether it becomes champion."""
     from ml import registry
 
-    settings = settings or get_settings()
+    settings = with_admin_thresholds(settings)
     examples = read_training_examples(settings)
     failures = read_failure_events(settings)
     result = train_and_register(settings, examples, failures)

@@ -88,6 +88,26 @@ def owner_conn(db: Settings) -> Iterator[psycopg.Connection]:
 
 
 @pytest.fixture
+def admin(db: Settings):
+    """A dashboard Admin who may set thresholds; the bands are their seeds before and after."""
+    from emps.db import Role, connect
+    from emps.migrate import seed_thresholds
+    from emps.users import add_user
+
+    def reset() -> None:
+        with connect(Role.OWNER, db) as conn:
+            conn.execute("update ops.thresholds set updated_by = 'migration'")
+            seed_thresholds(conn, db)
+            conn.execute("delete from ops.users where username = 'thresholds-admin'")
+
+    reset()
+    with connect(Role.OWNER, db, autocommit=True) as conn:
+        user = add_user(conn, "thresholds-admin", "Admin", "a long enough password")
+    yield user
+    reset()
+
+
+@pytest.fixture
 def extra_sensor_catalog(tmp_path: Path, settings: Settings) -> Path:
     """A copy of the default catalog with one more sensor, `oil_quality` (ppm)."""
     import yaml

@@ -148,10 +148,10 @@ def evaluate(
     import mlflow
 
     from ml import registry
-    from ml.dataset import read_failure_events, read_training_examples
+    from ml.dataset import read_failure_events, read_training_examples, with_admin_thresholds
     from ml.evaluate import NotEnoughData, evaluate_model, headline, split_examples
 
-    settings = get_settings()
+    settings = with_admin_thresholds(get_settings())
     version = version or registry.alias_version(alias, settings)
     if version is None:
         raise _fail(

@@ -47,9 +47,9 @@ with st.form("save_user"):
 
 st.subheader("Thresholds")
 st.caption(
-    "Severity bands of failure probability and when equipment counts as silent, as the dashboard "
-    "draws and counts them. The scoring flow still bands predictions with EMPS_SEVERITY_* "
-    "settings; keep the two in step."
+    "Severity bands of failure probability and when equipment counts as silent. The next "
+    "scoring run bands predictions with them, so HIGH and CRITICAL alerts follow; charts and "
+    "reports draw them. Until set here they follow EMPS_SEVERITY_* and EMPS_SILENT_MINUTES."
 )
 current = queries.thresholds_table()
 with st.form("thresholds"):

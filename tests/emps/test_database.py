@@ -8,6 +8,7 @@ import psycopg
 import pytest
 from ports import free_port
 
+from emps.actions import set_threshold
 from emps.catalog import load_catalog
 from emps.db import Role, connect
 from emps.embedded_pg import EmbeddedPostgres
@@ -36,6 +37,27 @@ def test_migrate_is_rerunnable(db):
     assert report.sensor_columns_added == []
     with connect(Role.READER, db) as conn:
         assert conn.execute("select count(*) from raw.equipment").fetchone()[0] == 1
+
+
+def bands(settings) -> dict[str, tuple[float, str]]:
+    with connect(Role.READER, settings) as conn:
+        rows = conn.execute("select key, value, updated_by from ops.thresholds").fetchall()
+    return {key: (value, by) for key, value, by in rows}
+
+
+def test_configured_bands_hold_until_an_admin_sets_one(db, admin):
+    """EMPS_SEVERITY_* set the bands in force at each migrate, except one an admin has set."""
+    migrate(db.model_copy(update={"severity_high": 0.7, "severity_critical": 0.9}))
+    assert bands(db)["severity_high"] == (0.7, "migration")
+    assert bands(db)["severity_critical"] == (0.9, "migration")
+    set_threshold(admin, "severity_high", 0.65, db)
+    migrate(db.model_copy(update={"severity_high": 0.75}))
+    assert bands(db)["severity_high"] == (0.65, admin.username)
+    assert bands(db)["severity_critical"] == (db.severity_critical, "migration")
+    # A configured MEDIUM above the admin's HIGH would break the order: nothing changes.
+    migrate(db.model_copy(update={"severity_medium": 0.66, "severity_critical": 0.95}))
+    assert bands(db)["severity_medium"] == (db.severity_medium, "migration")
+    assert bands(db)["severity_critical"] == (db.severity_critical, "migration")
 
 
 def test_extra_catalog_sensor_becomes_a_column(

@@ -11,6 +11,7 @@ import pytest
 import synthetic
 from ports import free_port
 
+from emps.actions import set_threshold
 from emps.db import Role, connect
 from emps.domain import health_score_for, severity_for
 from ml import predict, registry
@@ -62,6 +63,42 @@ def test_scoring_writes_one_prediction_per_equipment_with_domain_rules(ml_settin
         assert row.explanation[0]["label"] and "contribution" in row.explanation[0]
     again = predict.score_equipment(ml_settings, emit_events=False)
     assert again.scored == 0
+
+
+def test_bands_an_admin_sets_reach_the_next_scoring_run(ml_settings, examples_in_db, admin):
+    """Severity follows the dashboard's thresholds (ops.thresholds), not only EMPS_SEVERITY_*."""
+    examples, failures = examples_in_db
+    champion_version(ml_settings, examples, failures)
+    predict.score_equipment(ml_settings, emit_events=False)
+    before = stored_predictions(ml_settings)
+    below_critical = before[
+        (before["failure_probability"] > 0)
+        & (before["failure_probability"] < ml_settings.severity_critical)
+    ]
+    assert not below_critical.empty
+    top = below_critical.loc[below_critical["failure_probability"].idxmax()]
+    # Lower bands first, so that they rise at every step (the dashboard checks each change).
+    for key, value in [
+        ("severity_medium", top.failure_probability / 4),
+        ("severity_high", top.failure_probability / 2),
+        ("severity_critical", top.failure_probability),
+    ]:
+        set_threshold(admin, key, value, ml_settings)
+    predict.score_equipment(ml_settings, only_unscored=False, emit_events=False)
+    after = stored_predictions(ml_settings).iloc[len(before) :]
+    severity = dict(zip(after["equipment_id"], after["severity"], strict=True))
+    assert severity[top.equipment_id] == "CRITICAL" != top.severity
+    live = ml_settings.model_copy(
+        update={
+            "severity_medium": top.failure_probability / 4,
+            "severity_high": top.failure_probability / 2,
+            "severity_critical": top.failure_probability,
+        }
+    )
+    for row in after.itertuples():
+        assert row.severity == severity_for(row.failure_probability, live).value
+    one = predict.predict_equipment(top.equipment_id, settings=ml_settings)
+    assert one["severity"] == "CRITICAL"
 
 
 def test_moving_the_alias_changes_the_model_of_the_next_run(ml_settings, examples_in_db):
