@@ -15,3 +15,16 @@
         '-infinity'::timestamptz
     {%- endif -%}
 {%- endmacro %}
+
+{% macro silent_limit() -%}
+    {#- How long without a reading makes equipment silent, as an interval: the limit in force
+        in ops.thresholds (admins change it on the dashboard), var silent_minutes without it.
+        Views evaluate it on every query, so a change shows at once. -#}
+    interval '1 minute' * coalesce(
+        (
+            select silent.value from {{ source('ops', 'thresholds') }} as silent
+            where silent.key = 'silent_minutes'
+        ),
+        {{ var("silent_minutes") | int }}
+    )
+{%- endmacro %}

@@ -10,6 +10,7 @@ import pytest
 from dbt_testdata import insert_equipment, read_table
 
 from emps import transform
+from emps.actions import set_threshold
 from emps.queries import DASHBOARD_MARTS
 
 HEALTH = (
@@ -103,3 +104,14 @@ def test_alert_and_task_changes_show_without_a_refresh(marts, writer, db):
     health = read_table(db, HEALTH).set_index("equipment_id")
     assert health.loc["GEN-1", "open_alert_status"] == "acknowledged"
     assert health.loc["GEN-1", "next_task_type"] == "inspection"
+
+
+def test_silent_limit_an_admin_sets_applies_at_once(marts, admin, db):
+    """Equipment counts as silent after the limit set on the dashboard, without a rebuild."""
+    freshness = "select equipment_id, is_silent from analytics.mart_data_freshness"
+    health = read_table(db, HEALTH).set_index("equipment_id")
+    assert not health.loc["GEN-1", "is_silent"]  # last reading 5 minutes ago, limit 15
+    set_threshold(admin, "silent_minutes", 3, db)
+    health = read_table(db, HEALTH).set_index("equipment_id")
+    assert health.loc["GEN-1", "is_silent"] and health.loc["GEN-2", "is_silent"]
+    assert read_table(db, freshness).set_index("equipment_id").loc["GEN-1", "is_silent"]

@@ -25,7 +25,7 @@ final as (
         recent.readings_last_hour,
         coalesce(
             last_readings.last_reading_at
-            < now() - interval '{{ var("silent_minutes") | int }} minutes',
+            < now() - {{ silent_limit() }},
             true
         ) as is_silent,
         last_readings.refreshed_at as last_reading_as_of

@@ -63,7 +63,7 @@ final as (
             as minutes_since_last_reading,
         coalesce(
             last_readings.last_reading_at
-            < now() - interval '{{ var("silent_minutes") | int }} minutes',
+            < now() - {{ silent_limit() }},
             true
         ) as is_silent,
         latest_predictions.failure_probability,
