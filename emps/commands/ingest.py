@@ -115,6 +115,12 @@ def _print_report(report) -> None:
         f"{summary['rows_duplicate']} duplicates, {summary['rows_quarantined']} quarantined, "
         f"{summary['equipment']} equipment got data"
     )
+    if summary["rows_loaded"]:
+        console.print(
+            "Features and predictions follow with the platform's next build: the next ingest run "
+            "that loads readings (within a minute while `emps up` runs). `emps dbt build` builds "
+            "the features now."
+        )
 
 
 @quality.command("docs")

@@ -86,6 +86,7 @@ def test_cli_ingests_files_and_folders(tmp_path: Path, landing: Landing, ingest_
     )
     assert done.exit_code == 0, done.output
     assert "3 files: 3 readings loaded" in " ".join(done.output.split())
+    assert "predictions follow with the platform's next build" in " ".join(done.output.split())
     assert query("select count(*) from raw.sensor_readings") == [(3,)]
     assert single.exists() and (folder / "a.csv").exists()  # the user's files are left alone
 
