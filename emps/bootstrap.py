@@ -65,7 +65,7 @@ def backfill_history(settings: Settings) -> int:
     return report.rows
 
 
-def build_features(settings: Settings) -> None:
+def build_features(settings: Settings, full_refresh: bool = False) -> None:
     """A full dbt build; dbt's own log goes to var/log/bootstrap-dbt.log, a spinner shows progress."""
     import os
 
@@ -82,10 +82,25 @@ def build_features(settings: Settings) -> None:
                 if " of " in message and ("START" in message or "OK" in message):
                     status.update(f"  dbt build: {message.strip()[:90]}")
 
-            summary = transform.build(settings=settings, on_log=on_log)
+            summary = transform.build(settings=settings, on_log=on_log, full_refresh=full_refresh)
     finally:
         os.environ.pop("DBT_QUIET", None)
     console.print(f"  dbt build: {len(summary.nodes)} nodes in {summary.seconds:.1f} s")
+
+
+def rebuild_outdated_features(settings: Settings) -> bool:
+    """Rebuild every model when the stored feature history was computed by older definitions
+    (an upgrade); returns whether it did. Incremental runs only add rows, so without it history
+    would keep old values, and a feature the upgrade added would stay empty there, for training
+    and scoring alike."""
+    from emps.transform import features_outdated
+
+    stale = features_outdated(settings)
+    if stale is None:
+        return False
+    console.print(f"  {stale}: rebuilding every model from the stored readings")
+    build_features(settings, full_refresh=True)
+    return True
 
 
 def train_first_champion(settings: Settings) -> str:
@@ -117,6 +132,10 @@ def bootstrap(settings: Settings | None = None, with_history: bool = True) -> Bo
         step("history", lambda: backfill_history(settings))
     if not _has_features(settings):
         step("features", lambda: build_features(settings))
+    else:
+        began = time.monotonic()
+        if rebuild_outdated_features(settings):
+            report.steps["features"] = time.monotonic() - began
     champion = alias_version(CHAMPION, settings)
     if champion is None and _has_features(settings):
         from ml.evaluate import NotEnoughData

@@ -8,6 +8,7 @@ logs/ live under <EMPS_HOME>/dbt so the source tree stays clean.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -77,6 +78,7 @@ def dbt_vars(settings: Settings | None = None, catalog: Catalog | None = None) -
         "silent_minutes": settings.silent_minutes,
         "baseline_hours": settings.dbt_baseline_hours,
         "missing_slot_minutes": settings.dbt_missing_slot_minutes,
+        "features_fingerprint": features_fingerprint(),
     }
 
 
@@ -237,6 +239,47 @@ def build_lock(
             # A connection lost meanwhile took the lock with it.
             with contextlib.suppress(Exception):
                 conn.execute("select pg_advisory_unlock(%s)", (BUILD_LOCK_KEY,))
+
+
+# What the stored feature history is computed by: a change here (an upgrade that adds a feature
+# or fixes one) leaves the rows built before it stale, since incremental runs only add rows.
+FEATURE_DEFINITION_GLOBS = (
+    "models/staging/*.sql",
+    "models/intermediate/*.sql",
+    "models/marts/fct_equipment_features.sql",
+    "macros/features.sql",
+)
+
+
+def features_fingerprint() -> str:
+    """A hash of the feature definitions; full builds record it on the feature table."""
+    digest = hashlib.sha256()
+    for pattern in FEATURE_DEFINITION_GLOBS:
+        for path in sorted(DBT_PROJECT_DIR.glob(pattern)):
+            digest.update(path.relative_to(DBT_PROJECT_DIR).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def features_outdated(settings: Settings | None = None) -> str | None:
+    """Why the stored feature history predates the current feature definitions, or None when it
+    does not (or no feature table exists yet)."""
+    from emps.db import connect
+
+    with connect(Role.WRITER, settings) as conn:
+        row = conn.execute(
+            "select obj_description(to_regclass(%s), 'pg_class')", (FEATURE_TABLE,)
+        ).fetchone()
+        exists = conn.execute("select to_regclass(%s) is not null", (FEATURE_TABLE,)).fetchone()
+    if not exists[0]:
+        return None
+    recorded = (row[0] or "").removeprefix("features ")
+    if recorded == features_fingerprint():
+        return None
+    return (
+        f"the feature definitions changed since {FEATURE_TABLE} was built "
+        f"({recorded or 'unrecorded'} -> {features_fingerprint()})"
+    )
 
 
 def project_is_built(settings: Settings | None = None) -> bool:

@@ -130,3 +130,12 @@
     {#- An equipment hour's level against its site's median level that hour (int_site_hourly_levels). -#}
     {{ norm_level(hours, norms, sensor) }} - {{ levels }}.{{ sensor }}_site_level
 {%- endmacro %}
+
+{% macro record_feature_definitions() -%}
+    {#- A full build's post-hook: the feature definitions it ran (var features_fingerprint, from
+        emps.transform) as the table's comment. Incremental runs only add rows, so history built
+        by older definitions keeps its old values until a full build; `emps up` compares. -#}
+    {%- if not is_incremental() -%}
+        comment on table {{ this }} is 'features {{ var("features_fingerprint", "") }}'
+    {%- endif -%}
+{%- endmacro %}

@@ -14,6 +14,7 @@ from dbt_testdata import insert_equipment, insert_readings, read_table, series
 from typer.testing import CliRunner
 
 from emps import transform
+from emps.bootstrap import rebuild_outdated_features
 from emps.catalog import load_catalog
 from emps.migrate import migrate
 from emps.settings import PROJECT_ROOT
@@ -132,6 +133,26 @@ def test_new_catalog_sensor_gets_features_without_edits(extra_sensor_catalog, wr
     finally:
         # Leave the session's feature table shaped by the default catalog for later tests.
         transform.build(select=["+fct_equipment_features"], full_refresh=True, settings=db)
+
+
+def test_a_start_rebuilds_features_built_by_older_definitions(writer, db):
+    """After an upgrade changes the feature definitions, the next `emps up` rebuilds the stored
+    history (an added feature would otherwise stay empty there); otherwise it leaves it alone."""
+    insert_equipment(writer, [("GEN-1", "generator", "alpha")])
+    insert_readings(writer, series("GEN-1", datetime(2026, 3, 1, tzinfo=UTC), periods=12))
+    transform.build(select=["+fct_equipment_features"], full_refresh=True, settings=db)
+    features = "select ts, temperature_mean_24h from analytics.fct_equipment_features"
+    assert transform.features_outdated(db) is None
+    # What a build by an older version leaves: another fingerprint, a feature it lacked empty.
+    writer.execute("update analytics.fct_equipment_features set temperature_mean_24h = null")
+    assert not rebuild_outdated_features(db)
+    assert read_table(db, features)["temperature_mean_24h"].isna().all()
+    writer.execute("comment on table analytics.fct_equipment_features is 'features 0123'")
+    assert "changed since" in transform.features_outdated(db)
+    assert rebuild_outdated_features(db)
+    rows = read_table(db, features)
+    assert len(rows) == 12 and rows["temperature_mean_24h"].notna().all()
+    assert transform.features_outdated(db) is None
 
 
 def test_sql_passes_sqlfluff(db):

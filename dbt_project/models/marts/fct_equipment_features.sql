@@ -11,6 +11,7 @@
             "set local work_mem = '64MB'",
             "set local enable_mergejoin = {{ 'on' if is_incremental() else 'off' }}",
         ],
+        post_hook="{{ record_feature_definitions() }}",
     )
 }}
 {%- set sensors = sensors() -%}
@@ -34,6 +35,8 @@
 -- the hour as a filter, rescanning every hour row of an equipment for each of its readings (200
 -- equipment x 120 days ran for more than half an hour instead of 5 minutes). Incremental runs
 -- hold an hour or two per equipment, where that plan is cheap and 15 % faster than hashing.
+-- A full build records the feature definitions it ran (emps.transform.features_fingerprint) as
+-- the table's comment: `emps up` rebuilds history computed by older definitions.
 with readings as not materialized (
     select * from {{ ref('stg_sensor_readings') }}
 ),
