@@ -49,7 +49,10 @@ st.subheader("Thresholds")
 st.caption(
     "Severity bands of failure probability and when equipment counts as silent. The next "
     "scoring run bands predictions with them, so HIGH and CRITICAL alerts follow; charts and "
-    "reports draw them. Until set here they follow EMPS_SEVERITY_* and EMPS_SILENT_MINUTES."
+    "reports draw them. Until set here they follow EMPS_SEVERITY_* and EMPS_SILENT_MINUTES. "
+    "MLflow reports each model's recall and precision at its own operating threshold (the "
+    "version tag `threshold`; by default where it reaches precision 0.80 on training data), "
+    "usually below HIGH: alerting at HIGH trades some recall for fewer false alarms."
 )
 current = queries.thresholds_table()
 with st.form("thresholds"):
