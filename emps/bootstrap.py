@@ -6,6 +6,8 @@ Each step is skipped when its result already exists, so later starts pass throug
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -103,10 +105,34 @@ def rebuild_outdated_features(settings: Settings) -> bool:
     return True
 
 
-def train_first_champion(settings: Settings) -> str:
-    from ml.train import retrain
+@contextmanager
+def step_progress(label: str, total: int, on: Console = console) -> Iterator[Callable[[str], None]]:
+    """A bar of `total` steps; calling the function it yields with a step's description starts
+    that step (and counts the one before as done)."""
+    with Progress(
+        TextColumn(f"  {label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=on,
+    ) as progress:
+        task = progress.add_task("", total=total)
 
-    result, decision = retrain(actor="emps-up-bootstrap", settings=settings)
+        def start(description: str) -> None:
+            if progress.tasks[0].description:
+                progress.advance(task)
+            progress.update(task, description=description)
+
+        yield start
+        progress.update(task, completed=total, description="done")
+
+
+def train_first_champion(settings: Settings) -> str:
+    from ml.train import retrain, training_steps
+
+    with step_progress("first model", training_steps(settings) + 2) as on_step:
+        result, decision = retrain("emps-up-bootstrap", settings, on_step)
     metrics = result.metrics
     console.print(
         f"  model v{result.version}: recall {metrics.get('recall', float('nan')):.2f}, "

@@ -22,8 +22,9 @@ def read_examples():
 
 @task(name="train-challenger", cache_policy=NONE)
 def train_challenger(examples, failures):
-    """Fit, calibrate, evaluate on held-out equipment and time, log to MLflow, alias `challenger`."""
-    return train_and_register(get_settings(), examples, failures)
+    """Fit, calibrate, evaluate on held-out equipment and time, log to MLflow, alias `challenger`;
+    each step is logged as it starts, so the run's log shows where a long training is."""
+    return train_and_register(get_settings(), examples, failures, get_run_logger().info)
 
 
 @task(name="run-promotion-gate", cache_policy=NONE)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ from sklearn.base import clone
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
+from sklearn.model_selection import StratifiedGroupKFold
 
 from emps.catalog import Catalog, load_catalog
 from emps.settings import PROJECT_ROOT, Settings, get_settings
@@ -46,8 +47,26 @@ log = logging.getLogger(__name__)
 # (held-out MAE within 14 days of failure, 200 equipment x 120 days: 2.7 days at 30, 1.6 at 14).
 REGRESSOR_HORIZONS = 2
 
+# Told the description of each step of a training run as it starts (a progress bar, a flow's log).
+OnStep = Callable[[str], None]
 
-def fit_model(split: Split, settings: Settings | None = None, catalog: Catalog | None = None):
+
+def _quiet(description: str) -> None:
+    """No progress to show."""
+
+
+def training_steps(settings: Settings) -> int:
+    """How many steps train_and_register reports: one forest per calibration fold, the forest,
+    the days regressor, calibration, evaluation and MLflow (fewer folds when few machines failed)."""
+    return settings.ml_calibration_folds + 5
+
+
+def fit_model(
+    split: Split,
+    settings: Settings | None = None,
+    catalog: Catalog | None = None,
+    on_step: OnStep = _quiet,
+):
     """Fit classifier and regressor on the train slice; calibrate and pick the threshold on votes
     the forest cast on equipment it was not fitted on."""
     settings = settings or get_settings()
@@ -68,12 +87,14 @@ def fit_model(split: Split, settings: Settings | None = None, catalog: Catalog |
         n_jobs=settings.ml_n_jobs,
         random_state=settings.ml_seed,
     )
-    votes = out_of_fold_votes(forest, X, y, split.train["equipment_id"], settings)
+    votes = out_of_fold_votes(forest, X, y, split.train["equipment_id"], settings, on_step)
+    on_step(f"fitting {settings.ml_n_estimators} trees on {len(y):,} training rows")
     model.classifier = clone(forest).fit(X, y)
     # Days until failure is only learnable close to a failure; far from one the regressor would
     # learn noise, and the scorer only reports it when failure is likely anyway.
     days = split.train[DAYS_LABEL].to_numpy(dtype=np.float64, na_value=np.nan)
     near = ~np.isnan(days) & (days <= model.regressor_max_days)
+    on_step(f"fitting the days-until-failure regressor on {int(near.sum()):,} rows")
     if near.sum() >= 10:
         model.regressor = RandomForestRegressor(
             n_estimators=max(10, settings.ml_n_estimators // 2),
@@ -82,6 +103,7 @@ def fit_model(split: Split, settings: Settings | None = None, catalog: Catalog |
             n_jobs=settings.ml_n_jobs,
             random_state=settings.ml_seed,
         ).fit(X[near], days[near])
+    on_step("calibrating probabilities and choosing the operating threshold")
     calibration = fit_calibration(votes, y, split.train["equipment_id"], settings)
     model.calibration_method = calibration.method
     model.calibration_x, model.calibration_y = calibration.x, calibration.y
@@ -95,6 +117,7 @@ def out_of_fold_votes(
     y: np.ndarray,
     equipment: pd.Series,
     settings: Settings,
+    on_step: OnStep = _quiet,
 ) -> np.ndarray:
     """Each training row's failure vote from a forest fitted without its equipment.
 
@@ -110,8 +133,14 @@ def out_of_fold_votes(
             "least two: backfill more equipment or a longer history"
         )
     cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=settings.ml_seed)
-    votes = cross_val_predict(forest, X, y, groups=equipment, cv=cv, method="predict_proba")
-    return votes[:, 1]
+    votes = np.zeros(len(y))
+    for fold, (fit_rows, vote_rows) in enumerate(cv.split(X, y, groups=equipment), 1):
+        on_step(f"out-of-fold votes: forest {fold} of {folds}")
+        fitted = clone(forest).fit(X[fit_rows], y[fit_rows])
+        if True in fitted.classes_:  # a fold whose fitting machines never failed votes 0
+            failing = list(fitted.classes_).index(True)
+            votes[vote_rows] = fitted.predict_proba(X[vote_rows])[:, failing]
+    return votes
 
 
 @dataclass
@@ -259,8 +288,10 @@ def train_and_register(
     settings: Settings | None = None,
     examples: pd.DataFrame | None = None,
     failures: pd.DataFrame | None = None,
+    on_step: OnStep = _quiet,
 ) -> TrainResult:
-    """Train on the dbt training examples, evaluate honestly, log to MLflow, register as challenger."""
+    """Train on the dbt training examples, evaluate honestly, log to MLflow, register as challenger
+    (on_step hears each of its training_steps as it starts)."""
     import mlflow
     import mlflow.sklearn
     from mlflow.models import infer_signature
@@ -272,9 +303,11 @@ def train_and_register(
     examples = read_training_examples(settings) if examples is None else examples
     failures = read_failure_events(settings) if failures is None else failures
     split = split_examples(examples, settings)
-    model = fit_model(split, settings, catalog)
+    model = fit_model(split, settings, catalog, on_step)
+    on_step(f"evaluating on {len(split.test):,} rows of held-out equipment and time")
     metrics = evaluate_model(model, split.test, failures, settings)
 
+    on_step("logging metrics, plots and the model to MLflow")
     experiment_id = registry.ensure_experiment(settings)
     with mlflow.start_run(experiment_id=experiment_id, run_name="retrain-failure-model") as run:
         mlflow.log_params(
@@ -324,13 +357,23 @@ def train_and_register(
     return TrainResult(version, run.info.run_id, metrics, split.windows, model)
 
 
-def retrain(actor: str = "retrain-failure-model", settings: Settings | None = None):
-    """Train a challenger, then let the gate decide whether it becomes champion."""
+def retrain(
+    actor: str = "retrain-failure-model",
+    settings: Settings | None = None,
+    on_step: OnStep = _quiet,
+    promote: bool = True,
+):
+    """Train a challenger, then (with `promote`) let the gate decide whether it becomes champion:
+    (result, decision or None). on_step hears training_steps + 2 steps (reading, gate)."""
     from ml import registry
 
     settings = with_admin_thresholds(settings)
+    on_step("reading training examples from the dbt marts")
     examples = read_training_examples(settings)
     failures = read_failure_events(settings)
-    result = train_and_register(settings, examples, failures)
+    result = train_and_register(settings, examples, failures, on_step)
+    if not promote:
+        return result, None
+    on_step("promotion gate: challenger against champion on the same held-out rows")
     decision = registry.run_gate(result.version, actor, settings, examples, failures)
     return result, decision

@@ -106,33 +106,17 @@ def train(
     actor: str = typer.Option(None, help="Recorded as promoter [default: your user name]"),
 ) -> None:
     """Train a model on the dbt training examples, log it to MLflow as `challenger`, run the gate."""
-    from ml import registry
-    from ml.dataset import read_failure_events, read_training_examples
+    from emps.bootstrap import step_progress
     from ml.evaluate import NotEnoughData
-    from ml.train import train_and_register
+    from ml.train import retrain, training_steps
 
     settings = get_settings()
-    with _stages() as progress:
-        step = progress.add_task("reading training examples from the dbt marts", total=None)
-        examples = read_training_examples(settings)
-        failures = read_failure_events(settings)
-        progress.update(step, description=f"read {len(examples):,} training examples", total=1)
-        progress.advance(step)
-        step = progress.add_task("training, evaluating and logging to MLflow", total=None)
+    steps = training_steps(settings) + (2 if promote else 1)
+    with step_progress("training", steps, on=err) as on_step:
         try:
-            result = train_and_register(settings, examples, failures)
+            result, decision = retrain(_actor(actor), settings, on_step, promote)
         except NotEnoughData as error:
             raise _fail(str(error)) from None
-        progress.update(step, description=f"registered version {result.version}", total=1)
-        progress.advance(step)
-        decision = None
-        if promote:
-            step = progress.add_task("promotion gate", total=None)
-            decision = registry.run_gate(
-                result.version, _actor(actor), settings, examples, failures
-            )
-            progress.update(step, total=1)
-            progress.advance(step)
     console.print(_metrics_table(f"version {result.version} on held-out data", result.metrics))
     if decision is not None:
         console.print(("[green]" if decision.promoted else "[yellow]") + decision.reason)

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from emps.cli import app
 from ml.evaluate import HEADLINE_KEYS
+from ml.train import training_steps
 
 runner = CliRunner()
 
@@ -21,6 +22,8 @@ def test_train_evaluate_list_promote_and_predict_from_the_shell(ml_env, syntheti
     trained = runner.invoke(app, ["model", "train", "--actor", "tester"])
     assert trained.exit_code == 0, trained.output
     assert "first champion" in trained.output
+    steps = training_steps(ml_env) + 2  # reading the examples, the gate
+    assert f"{steps}/{steps} done" in trained.output  # the progress bar ran to its end
 
     evaluated = runner.invoke(app, ["model", "evaluate", "--json"])
     assert evaluated.exit_code == 0, evaluated.output

@@ -8,7 +8,7 @@ import pytest
 from emps.db import Role, connect
 from ml import registry
 from ml.dataset import LABEL
-from ml.train import train_and_register
+from ml.train import train_and_register, training_steps
 
 
 def promotions(settings) -> list[tuple]:
@@ -27,9 +27,14 @@ def shuffled(examples, seed: int = 5):
 
 
 def test_training_logs_a_complete_run_and_registers_a_challenger(ml_settings, synthetic_examples):
-    """A trained version carries metrics, plots, data window and versions, and becomes challenger."""
+    """A trained version carries metrics, plots, data window and versions, and becomes challenger;
+    its progress bar counts every step it shows, one per out-of-fold forest."""
     examples, failures = synthetic_examples
-    result = train_and_register(ml_settings, examples, failures)
+    steps = []
+    result = train_and_register(ml_settings, examples, failures, steps.append)
+    assert len(steps) == training_steps(ml_settings)
+    folds = ml_settings.ml_calibration_folds
+    assert [s for s in steps if "out-of-fold" in s][-1].endswith(f"forest {folds} of {folds}")
     client = registry.client(ml_settings)
     run = client.get_run(result.run_id)
     assert {"recall", "precision", "fpr", "pr_auc", "roc_auc", "brier", "accuracy"} <= set(
