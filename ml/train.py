@@ -84,6 +84,7 @@ def fit_model(
         n_estimators=settings.ml_n_estimators,
         min_samples_leaf=settings.ml_min_samples_leaf,
         max_features="sqrt",
+        max_samples=settings.ml_max_samples if settings.ml_max_samples < 1 else None,
         n_jobs=settings.ml_n_jobs,
         random_state=settings.ml_seed,
     )
@@ -314,6 +315,7 @@ def train_and_register(
             {
                 "n_estimators": settings.ml_n_estimators,
                 "min_samples_leaf": settings.ml_min_samples_leaf,
+                "max_samples": settings.ml_max_samples,
                 "horizon_days": settings.failure_horizon_days,
                 "sample_minutes": settings.ml_sample_minutes,
                 "threshold_policy": settings.ml_threshold_policy,
