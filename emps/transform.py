@@ -267,18 +267,16 @@ def features_outdated(settings: Settings | None = None) -> str | None:
     from emps.db import connect
 
     with connect(Role.WRITER, settings) as conn:
-        row = conn.execute(
-            "select obj_description(to_regclass(%s), 'pg_class')", (FEATURE_TABLE,)
+        exists, comment = conn.execute(
+            "select to_regclass(%(t)s) is not null, obj_description(to_regclass(%(t)s), 'pg_class')",
+            {"t": FEATURE_TABLE},
         ).fetchone()
-        exists = conn.execute("select to_regclass(%s) is not null", (FEATURE_TABLE,)).fetchone()
-    if not exists[0]:
-        return None
-    recorded = (row[0] or "").removeprefix("features ")
-    if recorded == features_fingerprint():
+    recorded, current = (comment or "").removeprefix("features "), features_fingerprint()
+    if not exists or recorded == current:
         return None
     return (
         f"the feature definitions changed since {FEATURE_TABLE} was built "
-        f"({recorded or 'unrecorded'} -> {features_fingerprint()})"
+        f"({recorded or 'unrecorded'} -> {current})"
     )
 
 
