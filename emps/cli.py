@@ -6,6 +6,7 @@ import typer
 from rich.console import Console
 
 from emps.commands import alerts as alert_commands
+from emps.commands import catalog as catalog_commands
 from emps.commands import config as config_commands
 from emps.commands import db as db_commands
 from emps.commands import dbt as dbt_commands
@@ -34,6 +35,7 @@ def _warn_unknown_variables() -> None:
         )
 
 
+app.add_typer(catalog_commands.app, name="catalog")
 app.add_typer(config_commands.app, name="config")
 app.add_typer(db_commands.app, name="db")
 app.add_typer(dbt_commands.app, name="dbt")

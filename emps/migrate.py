@@ -138,9 +138,11 @@ def seed_thresholds(conn: psycopg.Connection, settings: Settings) -> list[str]:
 
 
 def sync_catalog(conn: psycopg.Connection, catalog: Catalog) -> list[str]:
-    """One double-precision column per catalog sensor; the catalog mirrored into raw tables.
+    """One double-precision column per catalog channel (sensors and settings); the catalog
+    mirrored into raw tables for SQL, dbt and the dashboard to join.
 
-    A sensor removed from the catalog keeps its column: readings are never dropped by a config edit.
+    A channel removed from the catalog keeps its column: readings are never dropped by a config
+    edit. Returns the columns added.
     """
     existing = {
         row[0]
@@ -150,7 +152,7 @@ def sync_catalog(conn: psycopg.Connection, catalog: Catalog) -> list[str]:
         )
     }
     added = []
-    for name in catalog.sensor_names:
+    for name in catalog.channel_names:
         if name not in existing:
             conn.execute(
                 sql.SQL("alter table raw.sensor_readings add column {} double precision").format(
@@ -158,22 +160,51 @@ def sync_catalog(conn: psycopg.Connection, catalog: Catalog) -> list[str]:
                 )
             )
             added.append(name)
-    conn.execute("delete from raw.sensor_catalog")
-    conn.execute("delete from raw.equipment_type_envelopes")
+    for table in (
+        "raw.sensor_catalog",
+        "raw.equipment_type_envelopes",
+        "raw.equipment_type_channels",
+        "raw.equipment_types",
+    ):
+        conn.execute(sql.SQL("delete from {}").format(sql.Identifier(*table.split("."))))
     with conn.cursor() as cur:
         cur.executemany(
-            "insert into raw.sensor_catalog values (%s, %s, %s, %s, %s, %s)",
+            "insert into raw.sensor_catalog "
+            "(sensor, unit, description, valid_min, valid_max, required, role) "
+            "values (%s, %s, %s, %s, %s, %s, %s)",
             [
-                (s.name, s.unit, s.description, s.valid_range[0], s.valid_range[1], s.required)
-                for s in catalog.sensors.values()
+                (c.name, c.unit, c.description, *c.valid_range, c.required, c.role)
+                for c in catalog.channels.values()
             ],
+        )
+        cur.executemany(
+            "insert into raw.equipment_types values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    t.name,
+                    t.description,
+                    t.clock.kind,
+                    t.clock.unit,
+                    t.clock.interval_s,
+                    t.clock.start,
+                    t.slot_seconds,
+                    t.clock.life_unit,
+                    t.clock.life_unit_seconds,
+                    t.horizon_seconds,
+                )
+                for t in catalog.equipment_types.values()
+            ],
+        )
+        cur.executemany(
+            "insert into raw.equipment_type_channels values (%s, %s)",
+            [(t.name, c) for t in catalog.equipment_types.values() for c in t.channels],
         )
         cur.executemany(
             "insert into raw.equipment_type_envelopes values (%s, %s, %s, %s)",
             [
-                (etype.name, sensor, low, high)
+                (etype.name, channel, low, high)
                 for etype in catalog.equipment_types.values()
-                for sensor, (low, high) in etype.normal.items()
+                for channel, (low, high) in etype.normal.items()
             ],
         )
     return added

@@ -64,7 +64,7 @@ def url(role: Role = typer.Option(Role.OWNER, help="owner, writer or reader")) -
 
 @app.command()
 def migrate() -> None:
-    """Apply pending migrations and add catalog sensors as columns (re-runnable)."""
+    """Apply pending migrations and the catalog: a column per channel, its types (re-runnable)."""
     from emps.migrate import migrate as run_migrate
 
     settings = get_settings()
@@ -74,5 +74,14 @@ def migrate() -> None:
     applied = ", ".join(report.applied) or "none pending"
     console.print(f"migrations applied: {applied}")
     if report.sensor_columns_added:
-        console.print(f"sensor columns added: {', '.join(report.sensor_columns_added)}")
+        console.print(f"channel columns added: {', '.join(report.sensor_columns_added)}")
     console.print(f"partitions created: {report.partitions_created}")
+    from emps.transform import features_outdated
+
+    stale = features_outdated(settings)
+    if stale:
+        console.print(
+            f"[yellow]{stale}[/]: `emps dbt build --full-refresh` rebuilds them "
+            "(`emps up` does it at its next start)",
+            highlight=False,
+        )

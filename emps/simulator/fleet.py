@@ -257,6 +257,19 @@ class Fleet:
     def __init__(self, catalog: Catalog, size: int, seed: int = 42):
         if size < 1:
             raise ValueError("a fleet needs at least one equipment")
+        unfit = [
+            name
+            for name, etype in catalog.equipment_types.items()
+            if etype.clock.kind != "time"
+            or catalog.type_settings(name)
+            or any(etype.channels.get(s) is None for s in catalog.sensor_names)
+        ]
+        if unfit:
+            raise ValueError(
+                f"the simulator draws readings inside each type's healthy bands on wall time: "
+                f"type(s) {', '.join(unfit)} lack a band for a catalog sensor, have settings or "
+                "count cycles; bring such a fleet's history as a fleet pack instead"
+            )
         self.catalog = catalog
         self.seed = int(seed)
         self.sensors = catalog.sensor_names
@@ -280,7 +293,7 @@ class Fleet:
             commissioned = SIM_EPOCH - timedelta(days=float(rng.uniform(30, 5 * 365)))
             duty = float(np.clip(DUTY.get(etype, DEFAULT_DUTY) + rng.normal(0, 0.05), 0.1, 1.0))
             counters[etype] += 1
-            prefix = self.catalog.equipment_types[etype].id_prefix
+            prefix = self.catalog.equipment_types[etype].id_prefix or etype[:3].upper()
             offsets = {
                 s: float(_rng(self.seed, i, _PARAMS, _key(s)).normal(0, 0.25)) for s in self.sensors
             }
