@@ -26,28 +26,38 @@ import time
 
 from _tempdb import temporary_platform
 
-HISTORY_SQL = """
-insert into raw.sensor_readings
-    (equipment_id, ts, ingested_at, temperature, vibration, pressure, humidity, voltage)
-select e.equipment_id, g.ts, g.ts,
-       80 + 2 * random(), 3 + random(), 350 + 20 * random(), 40 + 5 * random(), 410 + 5 * random()
-from raw.equipment e
-cross join generate_series(%(start)s::timestamptz, %(end)s::timestamptz, interval '10 minutes') g(ts)
-where e.equipment_id >= %(first)s and e.equipment_id <= %(last)s
-"""
 
-MINUTE_SQL = """
-insert into raw.sensor_readings
-    (equipment_id, ts, temperature, vibration, pressure, humidity, voltage)
-select e.equipment_id, %(ts)s::timestamptz,
-       80 + 2 * random(), 3 + random(), 350 + 20 * random(), 40 + 5 * random(), 410 + 5 * random()
-from raw.equipment e
-where e.equipment_id <= %(last)s
-"""
+def readings_sql(catalog, equipment_type: str, history: bool) -> str:
+    """An INSERT of one reading per equipment (per 10 minutes of history, or at %(ts)s), each
+    of the type's sensors uniform over the middle of its healthy band (or valid range)."""
+    from psycopg import sql
+
+    sensors = catalog.type_sensors(equipment_type)
+    values = []
+    for sensor in sensors:
+        low, high = catalog.envelope(equipment_type, sensor) or catalog.channels[sensor].valid_range
+        middle, half = (low + high) / 2, (high - low) / 4
+        values.append(sql.SQL("{} + {} * (random() - 0.5)").format(middle, 2 * half))
+    columns = sql.SQL(", ").join(map(sql.Identifier, sensors))
+    if history:
+        statement = sql.SQL(
+            "insert into raw.sensor_readings (equipment_id, ts, ingested_at, {columns}) "
+            "select e.equipment_id, g.ts, g.ts, {values} from raw.equipment e "
+            "cross join generate_series(%(start)s::timestamptz, %(end)s::timestamptz, "
+            "interval '10 minutes') g(ts) "
+            "where e.equipment_id >= %(first)s and e.equipment_id <= %(last)s"
+        )
+    else:
+        statement = sql.SQL(
+            "insert into raw.sensor_readings (equipment_id, ts, {columns}) "
+            "select e.equipment_id, %(ts)s::timestamptz, {values} from raw.equipment e "
+            "where e.equipment_id <= %(last)s"
+        )
+    return statement.format(columns=columns, values=sql.SQL(", ").join(values))
 
 
 def equipment_id(i: int) -> str:
-    return f"GEN-{i:05d}"
+    return f"M-{i:05d}"
 
 
 def size(n: int) -> str:
@@ -78,6 +88,7 @@ def run(args: argparse.Namespace, settings) -> dict[str, float | bool]:
     from rich.console import Console
 
     from emps import transform
+    from emps.catalog import load_catalog
     from emps.db import Role, connect
 
     console = Console(stderr=True)
@@ -86,6 +97,10 @@ def run(args: argparse.Namespace, settings) -> dict[str, float | bool]:
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     history_start = now - timedelta(days=args.history_days)
     small, large = args.equipment
+    catalog = load_catalog(settings.catalog_path)
+    equipment_type = catalog.type_names[0]
+    history_sql = readings_sql(catalog, equipment_type, history=True)
+    minute_sql = readings_sql(catalog, equipment_type, history=False)
     with connect(Role.OWNER, settings, autocommit=True) as conn:
         conn.execute(
             "select ops.ensure_month_partitions('raw.sensor_readings'::regclass, %s, %s)",
@@ -93,16 +108,16 @@ def run(args: argparse.Namespace, settings) -> dict[str, float | bool]:
         )
         conn.execute(
             "insert into raw.equipment (equipment_id, equipment_type, site) "
-            "select 'GEN-' || lpad(i::text, 5, '0'), 'generator', 'site-' || (i %% 20) "
+            "select 'M-' || lpad(i::text, 5, '0'), %s, 'site-' || (i %% 20) "
             "from generate_series(1, %s) i",
-            (large,),
+            (equipment_type, large),
         )
 
     def load_history(first: int, last: int) -> None:
         started = time.perf_counter()
         with connect(Role.OWNER, settings, autocommit=True) as conn:
             conn.execute(
-                HISTORY_SQL,
+                history_sql,
                 {
                     "start": history_start,
                     "end": now - timedelta(minutes=10),
@@ -134,7 +149,7 @@ def run(args: argparse.Namespace, settings) -> dict[str, float | bool]:
     def one_minute_later(last: int, minute: int) -> float:
         with connect(Role.OWNER, settings, autocommit=True) as conn:
             conn.execute(
-                MINUTE_SQL, {"ts": now + timedelta(minutes=minute), "last": equipment_id(last)}
+                minute_sql, {"ts": now + timedelta(minutes=minute), "last": equipment_id(last)}
             )
         started = time.perf_counter()
         summary = transform.build_after_ingest(settings)

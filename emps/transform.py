@@ -68,17 +68,50 @@ def dbt_paths(settings: Settings | None = None) -> tuple[Path, Path]:
     return root / "target", root / "logs"
 
 
-def dbt_vars(settings: Settings | None = None, catalog: Catalog | None = None) -> dict:
-    """The dbt vars: the catalog's sensor list and the settings the models depend on."""
-    settings = settings or get_settings()
-    catalog = catalog or load_catalog(settings.catalog_path)
+def catalog_vars(catalog: Catalog, settings: Settings) -> dict:
+    """The catalog as the dbt models need it: channels, and per type its clock and feature grid
+    with every length in slots (macros/features.sql)."""
+    types = []
+    for etype in catalog.equipment_types.values():
+        sensors = catalog.type_sensors(etype.name)
+        grid = etype.features
+        types.append(
+            {
+                "name": etype.name,
+                "axis": etype.clock.kind,
+                "slot": grid.slot,
+                # The slot in the clock's unit (hours, or counter units): slopes are per unit.
+                "slot_units": grid.slot / 3600.0 if etype.clock.kind == "time" else grid.slot,
+                "unit_seconds": etype.clock.unit_seconds,
+                "life_unit_seconds": etype.clock.life_unit_seconds,
+                "windows": list(grid.windows),
+                "baseline": grid.baseline,
+                "baseline_min_slots": grid.baseline_min_slots,
+                "horizon_seconds": etype.horizon_seconds,
+                "has_settings": bool(catalog.type_settings(etype.name)),
+                "bands_complete": not catalog.type_settings(etype.name)
+                and all(etype.channels.get(s) is not None for s in sensors),
+            }
+        )
     return {
         "sensors": catalog.sensor_names,
-        "failure_horizon_days": settings.failure_horizon_days,
+        "settings": catalog.setting_names,
+        "window_count": catalog.window_count,
+        "equipment_types": types,
+        "norm_min_slots": settings.dbt_norm_min_slots,
+    }
+
+
+def dbt_vars(settings: Settings | None = None, catalog: Catalog | None = None) -> dict:
+    """The dbt vars: the catalog and the settings the models depend on."""
+    settings = settings or get_settings()
+    catalog = catalog or load_catalog(settings.catalog_path)
+    definitions = catalog_vars(catalog, settings)
+    return {
+        **definitions,
         "silent_minutes": settings.silent_minutes,
-        "baseline_hours": settings.dbt_baseline_hours,
-        "missing_slot_minutes": settings.dbt_missing_slot_minutes,
-        "features_fingerprint": features_fingerprint(),
+        "feature_lateral_max_slots": settings.dbt_feature_lateral_max_slots,
+        "features_fingerprint": features_fingerprint(definitions),
     }
 
 
@@ -210,14 +243,41 @@ def build(
     `extra_vars` e.g. {"features_since": "2026-01-01T00:00:00+00:00"}: a full refresh computes
     feature rows only from that time on.
     """
-    args = dbt_args(
-        ["build"], settings, catalog, select, selector, full_refresh, extra_args, extra_vars
-    )
+    settings = settings or get_settings()
+    catalog = catalog or load_catalog(settings.catalog_path)
     with build_lock(settings, on_log):
+        if fit_missing_regimes(settings, catalog, on_log) and not full_refresh:
+            # New regimes move every level of their type: rebuild what was built without them.
+            full_refresh = True
+        args = dbt_args(
+            ["build"], settings, catalog, select, selector, full_refresh, extra_args, extra_vars
+        )
         summary = run_dbt(args, settings, on_log)
     if not summary.success:
         raise DbtBuildError(f"dbt build failed:\n{summary.describe_failures()}")
     return summary
+
+
+def fit_missing_regimes(
+    settings: Settings, catalog: Catalog, on_log: Callable[[str, str], None] | None = None
+) -> int:
+    """Fit the operating regimes of the types with settings that have none yet and enough
+    readings (emps.regimes); how many types were fitted."""
+    if not catalog.setting_names:
+        return 0
+    from emps.db import connect
+    from emps.regimes import ensure_regimes
+
+    with connect(Role.WRITER, settings, autocommit=True) as conn:
+        fits = ensure_regimes(conn, catalog, seed=settings.ml_seed)
+    for fit in fits:
+        if on_log is not None:
+            on_log(
+                "info",
+                f"{fit.equipment_type}: {fit.regimes} operating regime(s) found in "
+                f"{fit.readings:,} readings of {', '.join(fit.settings)}; rebuilding its features",
+            )
+    return len(fits)
 
 
 @contextmanager
@@ -251,9 +311,13 @@ FEATURE_DEFINITION_GLOBS = (
 )
 
 
-def features_fingerprint() -> str:
-    """A hash of the feature definitions; full builds record it on the feature table."""
-    digest = hashlib.sha256()
+def features_fingerprint(definitions: dict | None = None) -> str:
+    """A hash of the feature definitions, the SQL and the catalog's grids (`catalog_vars`); full
+    builds record it on the feature table."""
+    if definitions is None:
+        settings = get_settings()
+        definitions = catalog_vars(load_catalog(settings.catalog_path), settings)
+    digest = hashlib.sha256(json.dumps(definitions, sort_keys=True).encode())
     for pattern in FEATURE_DEFINITION_GLOBS:
         for path in sorted(DBT_PROJECT_DIR.glob(pattern)):
             digest.update(path.relative_to(DBT_PROJECT_DIR).as_posix().encode())
@@ -271,7 +335,9 @@ def features_outdated(settings: Settings | None = None) -> str | None:
             "select to_regclass(%(t)s) is not null, obj_description(to_regclass(%(t)s), 'pg_class')",
             {"t": FEATURE_TABLE},
         ).fetchone()
-    recorded, current = (comment or "").removeprefix("features "), features_fingerprint()
+    settings = settings or get_settings()
+    definitions = catalog_vars(load_catalog(settings.catalog_path), settings)
+    recorded, current = (comment or "").removeprefix("features "), features_fingerprint(definitions)
     if not exists or recorded == current:
         return None
     return (

@@ -1,134 +1,167 @@
 {#
-  Feature math shared by the feature model and its tests.
+  The catalog as dbt sees it, and the feature math shared by the feature model's two paths.
 
-  emps_moments(y, x) accumulates PostgreSQL's own regression state
-  [N, Sx, Sxx, Sy, Syy, Sxy] (Youngs-Cramer centred sums, numerically stable) in one pass,
-  so one aggregate gives the count, mean, standard deviation and slope of a window.
-  Sensor values are y and hours relative to the feature row's time are x.
+  `emps dbt build` passes the catalog as vars (emps.transform.dbt_vars): sensors, settings and,
+  per equipment type, its clock and feature grid in slots. Every window statistic is computed
+  from the slot values of the type's grid (one value per slot: its last reading), so a device
+  reading every minute and a backfill reading every ten give features of the same distribution.
 #}
 
-{% macro create_moments_aggregate() %}
-    create or replace aggregate {{ target.schema }}.emps_moments(float8, float8) (
-        sfunc = float8_regr_accum,
-        stype = float8[],
-        initcond = '{0,0,0,0,0,0}',
-        combinefunc = float8_regr_combine,
-        parallel = safe
-    );
-    create or replace aggregate {{ target.schema }}.emps_moments_merge(float8[]) (
-        sfunc = float8_regr_combine,
-        stype = float8[],
-        initcond = '{0,0,0,0,0,0}',
-        combinefunc = float8_regr_combine,
-        parallel = safe
-    )
-{% endmacro %}
+{% macro column_name(name, what) -%}
+    {#- A catalog name used as a column, checked: it is pasted into SQL. -#}
+    {%- if not modules.re.match('^[a-z][a-z0-9_]{0,40}$', name) -%}
+        {{ exceptions.raise_compiler_error(what ~ " name '" ~ name ~ "' is not a lower-case column name") }}
+    {%- endif -%}
+    {{ return(name) }}
+{%- endmacro %}
 
 {% macro sensors() %}
-    {#- The catalog's sensors, checked because they become column names. -#}
-    {%- set names = var('sensors') -%}
-    {%- for name in names -%}
-        {%- if not modules.re.match('^[a-z][a-z0-9_]{0,40}$', name) -%}
-            {{ exceptions.raise_compiler_error("sensor name '" ~ name ~ "' is not a lower-case column name") }}
-        {%- endif -%}
+    {#- The catalog's sensor channels (they get features). -#}
+    {%- set names = [] -%}
+    {%- for name in var('sensors') -%}
+        {%- do names.append(column_name(name, 'sensor')) -%}
     {%- endfor -%}
     {{ return(names) }}
 {% endmacro %}
 
-{% macro window_hours() %}
-    {{ return(var('window_hours') | map('int') | list) }}
+{% macro settings() %}
+    {#- The catalog's setting channels (operating conditions: they define regimes). -#}
+    {%- set names = [] -%}
+    {%- for name in var('settings', []) -%}
+        {%- do names.append(column_name(name, 'setting')) -%}
+    {%- endfor -%}
+    {{ return(names) }}
 {% endmacro %}
 
-{% macro moments_mean(state) -%}
-    {#- Mean of the values (null without any). -#}
-    float8_regr_avgy({{ state }})
+{% macro channels() %}
+    {{ return(sensors() + settings()) }}
+{% endmacro %}
+
+{% macro equipment_types() %}
+    {#- Per type: name, axis (time | counter), slot (seconds or counter units), slot_units (the
+        slot in the clock's unit: hours or counter units), unit_seconds, windows (in slots),
+        baseline and baseline_min_slots (in slots), horizon_seconds, life_unit_seconds (a day
+        for wall time, the counter's unit otherwise), has_settings and
+        bands_complete (every sensor of the type has a band and it has no settings). -#}
+    {%- set types = var('equipment_types') -%}
+    {%- for t in types -%}
+        {%- if (t.windows | length) != window_count() -%}
+            {{ exceptions.raise_compiler_error("type " ~ t.name ~ " has " ~ (t.windows | length) ~ " windows, not " ~ window_count()) }}
+        {%- endif -%}
+    {%- endfor -%}
+    {{ return(types) }}
+{% endmacro %}
+
+{% macro window_count() %}
+    {{ return(var('window_count') | int) }}
+{% endmacro %}
+
+{% macro window_groups() %}
+    {#- The distinct window tuples of the types: window frames are constants in SQL, so the
+        feature model's window path runs one branch per tuple. -#}
+    {%- set groups = [] -%}
+    {%- for t in var('equipment_types') -%}
+        {%- if t.windows not in groups -%}{%- do groups.append(t.windows) -%}{%- endif -%}
+    {%- endfor -%}
+    {{ return(groups) }}
+{% endmacro %}
+
+{% macro type_grid() -%}
+    {#- The per-type grid as a relation (join it on equipment_type). -#}
+    (
+        values
+        {% for t in equipment_types() -%}
+            (
+                '{{ t.name | replace("'", "''") }}'::text,
+                '{{ t.axis }}'::text,
+                {{ t.slot }}::float8,
+                {{ t.slot_units }}::float8,
+                {{ t.unit_seconds }}::float8,
+                {% for w in t.windows -%}{{ w | int }}::bigint, {% endfor -%}
+                {{ t.baseline | int }}::bigint,
+                {{ t.baseline_min_slots | int }}::bigint,
+                {{ t.horizon_seconds }}::float8,
+                {{ t.life_unit_seconds }}::float8,
+                {{ 'true' if t.has_settings else 'false' }},
+                {{ 'true' if t.bands_complete else 'false' }}
+            ){% if not loop.last %},{% endif %}
+        {% endfor -%}
+    ) as grid (
+        equipment_type, axis, slot_width, slot_units, unit_seconds,
+        {% for k in range(1, window_count() + 1) -%}w{{ k }}, {% endfor -%}
+        baseline_slots, baseline_min_slots, horizon_seconds, life_unit_seconds, has_settings,
+        bands_complete
+    )
 {%- endmacro %}
 
-{% macro moments_std(state, count) -%}
-    {#- Sample standard deviation (n - 1), as pandas' default. `count` is the number of values,
-        passed separately so that an expensive state expression is evaluated once. -#}
-    case when {{ count }} > 1 then sqrt(greatest(float8_regr_syy({{ state }}), 0) / ({{ count }} - 1)) end
+{% macro slot_of(axis, width, ts, cycle) -%}
+    {#- The slot a reading falls in on its type's grid: UTC-anchored time slots, or counter
+        slots; null for a counter reading without its counter. -#}
+    case {{ axis }}
+        when 'time' then floor(date_part('epoch', {{ ts }}) / {{ width }})
+        else floor({{ cycle }} / {{ width }})
+    end::bigint
 {%- endmacro %}
 
-{% macro moments_slope(state) -%}
-    {#- Least-squares slope of value on hours: units per hour (null under two distinct times). -#}
-    float8_regr_slope({{ state }})
+{% macro last_value(column, order_by) -%}
+    {#- The value of `column` in the group's last row (by `order_by`) that has one. -#}
+    (array_agg({{ column }} order by {{ order_by }} desc) filter (where {{ column }} is not null))[1]
 {%- endmacro %}
 
-{% macro hours_since_origin(ts) -%}
-    {#- The x of every moments state: hours since a fixed origin, so the states of different
-        hours and of single readings merge (mean, std and slope do not depend on the origin). -#}
-    date_part('epoch', {{ ts }} - timestamptz '2000-01-01 00:00:00+00') / 3600.0
+{% macro create_window_aggregates() %}
+    {#- A float8 sum that supports moving window frames (an inverse transition), so a window of
+        n slots costs O(1) per row instead of O(n): PostgreSQL's own float8 sum has none. -#}
+    create or replace aggregate {{ target.schema }}.emps_msum(float8) (
+        sfunc = float8pl,
+        stype = float8,
+        initcond = '0',
+        msfunc = float8pl,
+        minvfunc = float8mi,
+        mstype = float8,
+        minitcond = '0',
+        parallel = safe
+    )
+{% endmacro %}
+
+{% macro window_sums(sensor, k, z, x, agg, filter=none, over=none) -%}
+    {#- The sums a window statistic needs of a sensor's slot levels `z` at positions `x`: count,
+        sum, sum of squares, of x, of x^2, of x z, and the count outside the norm. `agg` is
+        the sum aggregate (sum in the lateral path, emps_msum over a frame in the window path);
+        `filter` restricts the rows (lateral path), `over` names the frame (window path). -#}
+    {%- set tail -%}
+        {%- if filter is not none %} filter (where {{ filter }}){% endif -%}
+        {%- if over is not none %} over {{ over }}{% endif -%}
+    {%- endset -%}
+    {%- set has = z ~ ' is not null' -%}
+    count({{ z }}){{ tail }} as {{ sensor }}_n_w{{ k }},
+    {{ agg }}({{ z }}){{ tail }} as {{ sensor }}_sz_w{{ k }},
+    {{ agg }}({{ z }} * {{ z }}){{ tail }} as {{ sensor }}_szz_w{{ k }},
+    {{ agg }}(case when {{ has }} then {{ x }} end){{ tail }} as {{ sensor }}_sx_w{{ k }},
+    {{ agg }}(case when {{ has }} then {{ x }} * {{ x }} end){{ tail }} as {{ sensor }}_sxx_w{{ k }},
+    {{ agg }}({{ x }} * {{ z }}){{ tail }} as {{ sensor }}_sxz_w{{ k }},
+    {{ agg }}(case when abs({{ z }}) > {{ var('outside_sigmas') }} then 1.0 when {{ has }} then 0.0 end){{ tail }} as {{ sensor }}_so_w{{ k }}
 {%- endmacro %}
 
-{% macro clock_bucket(width, ts) -%}
-    {#- The start of the UTC clock interval of `width` holding ts (independent of the session time zone). -#}
-    date_bin(interval '{{ width }}', {{ ts }}, timestamptz '2000-01-01 00:00:00+00')
-{%- endmacro %}
-
-{% macro slot_width() -%}
-    {%- set minutes = var("missing_slot_minutes") | int -%}
-    {%- if minutes <= 0 or 60 % minutes != 0 -%}
-        {{ exceptions.raise_compiler_error("missing_slot_minutes must divide an hour, got " ~ minutes) }}
-    {%- endif -%}
-    {{ minutes }} minutes
-{%- endmacro %}
-
-{% macro reading_stats(readings, slots_after=none) -%}
-    {#- Aggregates of a set of readings that merge across hours: per sensor a moments state,
-        min and max; the number of occupied missing-rate slots (only those starting after
-        `slots_after`, when given) and the latest ingested_at. -#}
-    {% for sensor in sensors() -%}
-        {{ target.schema }}.emps_moments(
-            {{ readings }}.{{ sensor }}, {{ hours_since_origin(readings ~ '.ts') }}
-        ) as {{ sensor }}_moments,
-        count({{ readings }}.{{ sensor }}) as {{ sensor }}_count,
-        min({{ readings }}.{{ sensor }}) as {{ sensor }}_min,
-        max({{ readings }}.{{ sensor }}) as {{ sensor }}_max,
-    {% endfor -%}
-    count(distinct {{ clock_bucket(slot_width(), readings ~ '.ts') }})
-    {%- if slots_after is not none %} filter (
-        where {{ clock_bucket(slot_width(), readings ~ '.ts') }} > {{ slots_after }}
-    ){% endif %} as filled_slots,
-    max({{ readings }}.ingested_at) as ingested_at
-{%- endmacro %}
-
-{% macro hourly_fixture(rows, equipment_id='GEN-1') -%}
-    {#- Unit-test rows of int_sensor_readings_hourly for the catalog's sensors (SQL, since dbt
-        cannot cast YAML values to arrays): rows are [reading_hour, hours since 2000-01-01, value],
-        one temperature reading each, of `equipment_id`; the other sensors are empty. -#}
-    {% for row in rows -%}
-        select
-            '{{ equipment_id }}'::text as equipment_id,
-            timestamptz '{{ row[0] }}' as reading_hour,
-            {% for sensor in sensors() -%}
-                {% if sensor == 'temperature' -%}
-                    '{1,{{ row[1] }},0,{{ row[2] }},0,0}'::float8[] as temperature_moments,
-                    1::bigint as temperature_count,
-                    {{ row[2] }}::float8 as temperature_min,
-                    {{ row[2] }}::float8 as temperature_max,
-                {% else -%}
-                    null::float8[] as {{ sensor }}_moments,
-                    0::bigint as {{ sensor }}_count,
-                    null::float8 as {{ sensor }}_min,
-                    null::float8 as {{ sensor }}_max,
-                {% endif -%}
-            {% endfor -%}
-            1::bigint as filled_slots,
-            timestamptz '{{ row[0] }}' as ingested_at
-        {% if not loop.last %}union all{% endif %}
-    {% endfor -%}
-{%- endmacro %}
-
-{% macro norm_level(hours, norms, sensor) -%}
-    {#- An equipment hour's mean level in its type's norm standard deviations from the norm's mean. -#}
-    ({{ moments_mean(hours ~ '.' ~ sensor ~ '_moments') }} - {{ norms }}.{{ sensor }}_norm_mean)
-    / nullif({{ norms }}.{{ sensor }}_norm_std, 0)
-{%- endmacro %}
-
-{% macro site_relative(hours, norms, levels, sensor) -%}
-    {#- An equipment hour's level against its site's median level that hour (int_site_hourly_levels). -#}
-    {{ norm_level(hours, norms, sensor) }} - {{ levels }}.{{ sensor }}_site_level
+{% macro window_stats(sums, sensor, k, slot_units) -%}
+    {#- Mean, standard deviation (n - 1), slope per clock unit and share outside the norm from
+        window_sums. x is in slots; the slope is divided by the slot width in clock units. -#}
+    {%- set n = sums ~ '.' ~ sensor ~ '_n_w' ~ k -%}
+    {%- set sz = sums ~ '.' ~ sensor ~ '_sz_w' ~ k -%}
+    {%- set szz = sums ~ '.' ~ sensor ~ '_szz_w' ~ k -%}
+    {%- set sx = sums ~ '.' ~ sensor ~ '_sx_w' ~ k -%}
+    {%- set sxx = sums ~ '.' ~ sensor ~ '_sxx_w' ~ k -%}
+    {%- set sxz = sums ~ '.' ~ sensor ~ '_sxz_w' ~ k -%}
+    {%- set so = sums ~ '.' ~ sensor ~ '_so_w' ~ k -%}
+    case when {{ n }} > 0 then {{ sz }} / {{ n }} end as {{ sensor }}_mean_w{{ k }},
+    case
+        when {{ n }} > 1 then sqrt(greatest({{ szz }} - {{ sz }} * {{ sz }} / {{ n }}, 0) / ({{ n }} - 1))
+    end as {{ sensor }}_std_w{{ k }},
+    case
+        when {{ n }} > 1 and {{ sxx }} - {{ sx }} * {{ sx }} / {{ n }} > 1e-9
+            then ({{ sxz }} - {{ sx }} * {{ sz }} / {{ n }})
+            / ({{ sxx }} - {{ sx }} * {{ sx }} / {{ n }}) / {{ slot_units }}
+    end as {{ sensor }}_slope_w{{ k }},
+    case when {{ n }} > 0 then {{ so }} / {{ n }} end as {{ sensor }}_outside_w{{ k }}
 {%- endmacro %}
 
 {% macro record_feature_definitions() -%}
@@ -137,5 +170,22 @@
         by older definitions keeps its old values until a full build; `emps up` compares. -#}
     {%- if not is_incremental() -%}
         comment on table {{ this }} is 'features {{ var("features_fingerprint", "") }}'
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro watermark(relation, column='ingested_at') -%}
+    {#- The newest `column` of an incremental relation less the ingest lookback margin, as a
+        literal (a literal lets the planner use the BRIN index on raw.sensor_readings). -#}
+    {%- if execute -%}
+        {%- set query -%}
+            select (
+                coalesce(max({{ column }}), '-infinity'::timestamptz)
+                - interval '{{ var("ingest_lookback_minutes") | int }} minutes'
+            )::text
+            from {{ relation }}
+        {%- endset -%}
+        '{{ run_query(query).columns[0].values()[0] }}'::timestamptz
+    {%- else -%}
+        '-infinity'::timestamptz
     {%- endif -%}
 {%- endmacro %}

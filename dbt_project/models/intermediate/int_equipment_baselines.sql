@@ -5,25 +5,38 @@
         indexes=[{'columns': ['equipment_id'], 'unique': True}],
     )
 }}
--- One row per equipment whose baseline period is complete: the mean and standard deviation of
--- each sensor over its first `baseline_hours` of data, taken as its healthy state.
--- A feature row uses the baseline only when it is later than baseline_end (no future data).
+-- One row per equipment whose baseline period is over: per sensor, the mean and standard
+-- deviation of its levels over its first `baseline` slots (`<s>_baseline_mean|std`, null with
+-- fewer than baseline_min_slots values), taken as its healthy state, and its mean level against
+-- its site's over the same slots (`<s>_site_baseline`, wall-time equipment with a site).
+-- Feature rows use it from baseline_end_slot on only (no future data). Computed once.
 with first_readings as (
     select * from {{ ref('int_equipment_first_readings') }}
 ),
 
--- Inlined: used twice, and its filters must reach the raw table\'s index.
-readings as not materialized (
-    select * from {{ ref('stg_sensor_readings') }}
+equipment as (
+    select * from {{ ref('int_equipment_grids') }}
+),
+
+levels as not materialized (
+    select * from {{ ref('int_slot_levels') }}
+),
+
+site_levels as not materialized (
+    select * from {{ ref('int_site_slot_levels') }}
 ),
 
 candidates as (
     select
         first_readings.equipment_id,
-        first_readings.first_reading_at,
-        first_readings.first_reading_at
-        + interval '{{ var("baseline_hours") | int }} hours' as baseline_end
+        first_readings.first_slot,
+        equipment.baseline_min_slots,
+        equipment.site,
+        equipment.slot_width,
+        equipment.axis,
+        first_readings.first_slot + equipment.baseline_slots as baseline_end_slot
     from first_readings
+    inner join equipment on first_readings.equipment_id = equipment.equipment_id
     {% if is_incremental() %}
         where not exists (
             select 1 from {{ this }} as known
@@ -33,41 +46,52 @@ candidates as (
 ),
 
 complete as (
-    -- The period is over once a reading at or after its end has arrived.
+    -- The period is over once a slot at or after its end holds a reading.
     select candidates.*
     from candidates
     where exists (
-        select 1 from readings
+        select 1 from levels
         where
-            readings.equipment_id = candidates.equipment_id
-            and readings.ts >= candidates.baseline_end
+            levels.equipment_id = candidates.equipment_id
+            and levels.slot >= candidates.baseline_end_slot
     )
 ),
 
 final as (
-    -- Lateral, so each equipment's baseline period is one index range scan (a join would let
-    -- the planner hash the whole readings table when it overestimates the candidates).
+    -- Lateral, so each equipment's baseline period is one index range scan.
     select
         baseline.*,
         complete.equipment_id,
-        complete.first_reading_at,
-        complete.baseline_end
+        complete.first_slot,
+        complete.baseline_end_slot
     from complete
-    inner join
-        lateral (
-            select
-                {% for sensor in sensors() -%}
-                    avg(readings.{{ sensor }}) as {{ sensor }}_baseline_mean,
-                    stddev_samp(readings.{{ sensor }}) as {{ sensor }}_baseline_std,
-                {% endfor -%}
-                count(*) as baseline_readings
-            from readings
-            where
-                readings.equipment_id = complete.equipment_id
-                and readings.ts >= complete.first_reading_at
-                and readings.ts < complete.baseline_end
-        ) as baseline
-        on baseline.baseline_readings >= {{ var("baseline_min_readings") | int }}
+    cross join lateral (  -- noqa: ST05
+        select
+            {% for sensor in sensors() -%}
+                case
+                    when count(levels.{{ sensor }}_level) >= complete.baseline_min_slots
+                        then avg(levels.{{ sensor }}_level)
+                end as {{ sensor }}_baseline_mean,
+                case
+                    when count(levels.{{ sensor }}_level) >= complete.baseline_min_slots
+                        then stddev_samp(levels.{{ sensor }}_level)
+                end as {{ sensor }}_baseline_std,
+                avg(levels.{{ sensor }}_level - site_levels.{{ sensor }}_site_level)
+                    as {{ sensor }}_site_baseline,
+            {% endfor -%}
+            count(*) as baseline_slots
+        from levels
+        left join site_levels
+            on
+                complete.axis = 'time'
+                and complete.site = site_levels.site
+                and complete.slot_width = site_levels.slot_width
+                and levels.slot = site_levels.slot
+        where
+            levels.equipment_id = complete.equipment_id
+            and levels.slot >= complete.first_slot
+            and levels.slot < complete.baseline_end_slot
+    ) as baseline
 )
 
 select * from final

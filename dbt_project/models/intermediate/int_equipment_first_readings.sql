@@ -5,15 +5,15 @@
         indexes=[{'columns': ['equipment_id'], 'unique': True}],
     )
 }}
--- One row per equipment that has sent at least one reading: when its data starts.
+-- One row per equipment that has sent a reading: its first slot and that slot's time.
 -- Incremental: equipment already listed never changes, so each run only looks up newcomers
 -- (one index probe each).
 with equipment as (
-    select * from {{ ref('stg_equipment') }}
+    select * from {{ ref('int_equipment_grids') }}
 ),
 
-readings as (
-    select * from {{ ref('stg_sensor_readings') }}
+slots as (
+    select * from {{ ref('int_sensor_readings_slots') }}
 ),
 
 candidates as (
@@ -30,15 +30,18 @@ candidates as (
 final as (
     select
         candidates.equipment_id,
-        first_reading.ts as first_reading_at
+        first_slot.slot as first_slot,
+        first_slot.ts as first_reading_at
     from candidates
     cross join lateral (
-        select readings.ts
-        from readings
-        where readings.equipment_id = candidates.equipment_id
-        order by readings.ts
+        select
+            slots.slot,
+            slots.ts
+        from slots
+        where slots.equipment_id = candidates.equipment_id
+        order by slots.slot
         limit 1
-    ) as first_reading
+    ) as first_slot
 )
 
 select * from final

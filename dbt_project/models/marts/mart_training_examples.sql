@@ -1,8 +1,12 @@
--- One row per equipment per reading timestamp (the feature rows), labelled with the next failure.
+-- One row per equipment per slot (the feature rows), labelled with the next failure.
 -- Rows between a failure and its repair are left out: the equipment was down, not degrading.
 -- A view, so failures recorded later relabel the history without a rebuild.
 with features as (
     select * from {{ ref('fct_equipment_features') }}
+),
+
+equipment as (
+    select * from {{ ref('int_equipment_grids') }}
 ),
 
 -- Inlined: used twice, and its filters must reach the raw table\'s index.
@@ -10,11 +14,26 @@ failures as not materialized (
     select * from {{ ref('stg_failure_events') }}
 ),
 
+last_observations as (
+    -- Each equipment's last feature row: a label is final only once its horizon has passed
+    -- inside the equipment's own history (a unit whose data stops is censored, not healthy).
+    select
+        equipment_id,
+        max(ts) as last_observed_at
+    from features
+    group by equipment_id
+),
+
 labelled as (
     select
         features.*,
+        equipment.horizon_seconds,
+        equipment.life_unit_seconds,
+        last_observations.last_observed_at,
         next_failure.failed_at as next_failure_at
     from features
+    inner join equipment on features.equipment_id = equipment.equipment_id
+    inner join last_observations on features.equipment_id = last_observations.equipment_id
     left join lateral (
         select min(failures.failed_at) as failed_at
         from failures
@@ -36,14 +55,19 @@ final as (
         labelled.*,
         coalesce(
             labelled.next_failure_at
-            <= labelled.ts + interval '{{ var("failure_horizon_days") | int }} days',
+            <= labelled.ts + labelled.horizon_seconds * interval '1 second',
             false
         ) as fails_within_horizon,
         date_part('epoch', labelled.next_failure_at - labelled.ts) / 86400.0 as days_until_failure,
-        -- False while the horizon has not yet passed without a failure: the label may still flip.
+        -- In the type's life unit: days for wall time, the counter's unit (cycles) otherwise.
+        date_part('epoch', labelled.next_failure_at - labelled.ts)
+        / labelled.life_unit_seconds as remaining_life,
+        -- False while the horizon after the row has not passed inside the equipment's history
+        -- (nor now) and no failure is known: the label may still flip.
         (
             labelled.next_failure_at is not null
-            or labelled.ts + interval '{{ var("failure_horizon_days") | int }} days' <= now()
+            or labelled.ts + labelled.horizon_seconds * interval '1 second'
+            <= least(labelled.last_observed_at, now())
         ) as label_is_final
     from labelled
 )

@@ -1,4 +1,5 @@
--- One row per equipment per reading timestamp: the catalog's sensor columns, as received.
+-- One row per equipment per reading timestamp: the catalog's channels (sensors and settings)
+-- as received, and the usage counter of counter-clocked types.
 -- The raw primary key (equipment_id, ts) already removes duplicates.
 with source as (
     select * from {{ source('raw', 'sensor_readings') }}
@@ -8,8 +9,9 @@ final as (
     select
         equipment_id,
         ts,
-        {% for sensor in sensors() -%}
-            {{ sensor }}::double precision as {{ sensor }},
+        cycle::double precision as cycle,  -- noqa: RF04
+        {% for channel in channels() -%}
+            {{ channel }}::double precision as {{ channel }},
         {% endfor -%}
         ingested_at
     from source
