@@ -100,7 +100,7 @@ def generate(conn, first: int, last: int, days: int, now: datetime, catalog) -> 
                case when p >= 0.85 then 'CRITICAL' when p >= 0.6 then 'HIGH'
                     when p >= 0.3 then 'MEDIUM' else 'LOW' end,
                case when p >= 0.3 then 14 * (1 - p) end, '3',
-               '[{"feature": "vibration_slope_24h", "label": "vibration 24 h slope",
+               '[{"feature": "vibration_slope_w3", "label": "vibration trend over 24 h",
                   "sensor": "vibration", "contribution": 0.2, "value": 1.1}]'::jsonb
         from batch e
         cross join lateral (

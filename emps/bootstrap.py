@@ -163,6 +163,15 @@ def bootstrap(settings: Settings | None = None, with_history: bool = True) -> Bo
         if rebuild_outdated_features(settings):
             report.steps["features"] = time.monotonic() - began
     champion = alias_version(CHAMPION, settings)
+    if champion is not None and _has_features(settings):
+        missing = _features_the_champion_lacks(champion, settings)
+        if missing:
+            console.print(
+                f"  champion v{champion} reads {len(missing)} feature(s) the current definitions "
+                f"no longer build ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}):"
+                " training a model on today's features"
+            )
+            champion = None
     if champion is None and _has_features(settings):
         from ml.evaluate import NotEnoughData
 
@@ -181,6 +190,26 @@ def bootstrap(settings: Settings | None = None, with_history: bool = True) -> Bo
     if champion is not None and _has_unscored(settings):
         step("scores", lambda: score_fleet())
     return report
+
+
+def _features_the_champion_lacks(version: str, settings: Settings) -> list[str]:
+    """The champion's features missing from the feature table (after an upgrade or a catalog
+    change rebuilt it): such a champion cannot score, and the gate lets any challenger win."""
+    from ml.registry import load_version
+
+    with connect(Role.READER, settings) as conn:
+        columns = {
+            row[0]
+            for row in conn.execute(
+                "select column_name from information_schema.columns "
+                "where table_schema = 'analytics' and table_name = 'fct_equipment_features'"
+            )
+        }
+    try:
+        model = load_version(version, settings)
+    except Exception:
+        return []  # unreachable or unreadable: scoring says why; nothing to retrain for here
+    return [name for name in model.feature_names or [] if name not in columns]
 
 
 def _has_unscored(settings: Settings) -> bool:

@@ -236,15 +236,18 @@ def equipment_health(equipment_id: str, settings: Settings | None = None) -> dic
 
 
 def envelopes(equipment_type: str, settings: Settings | None = None) -> pd.DataFrame:
-    """Per sensor: unit, normal band for this equipment type, valid range (catalog order)."""
+    """Per channel this equipment type has: unit, role, normal band (when the catalog gives
+    one) and valid range; sensors first."""
     return frame(
         """
-        select c.sensor, c.unit, c.description, v.normal_low, v.normal_high,
+        select c.sensor, c.unit, c.description, c.role, v.normal_low, v.normal_high,
                c.valid_min, c.valid_max
         from raw.sensor_catalog c
+        join raw.equipment_type_channels t
+          on t.channel = c.sensor and t.equipment_type = %(type)s
         left join raw.equipment_type_envelopes v
           on v.sensor = c.sensor and v.equipment_type = %(type)s
-        order by c.sensor
+        order by c.role, c.sensor
         """,
         {"type": equipment_type},
         settings,
@@ -259,9 +262,9 @@ def _bucket_seconds(start: datetime, end: datetime, expected_interval_s: int = 6
 def sensor_trend(
     equipment_id: str, start: datetime, end: datetime, settings: Settings | None = None
 ) -> pd.DataFrame:
-    """Readings of every catalog sensor over [start, end), averaged into at most ~1500 points."""
+    """Readings of every catalog channel over [start, end), averaged into at most ~1500 points."""
     settings = settings or get_settings()
-    sensors = load_catalog(settings.catalog_path).sensor_names
+    sensors = load_catalog(settings.catalog_path).channel_names
     averages = sql.SQL(", ").join(
         sql.SQL("avg({col}) as {col}").format(col=sql.Identifier(s)) for s in sensors
     )
@@ -433,16 +436,22 @@ def failures_caught(
                  as warning_hours
         from raw.failure_events f
         join raw.equipment e on e.equipment_id = f.equipment_id
+        left join raw.equipment_types t on t.equipment_type = e.equipment_type
         left join lateral (
             select min(a.created_at) as first_alert_at from ops.alerts a
             where a.equipment_id = f.equipment_id
               and a.created_at <= f.failed_at
-              and a.created_at > f.failed_at - make_interval(days => %(horizon)s)
+              and a.created_at > f.failed_at
+                  - coalesce(t.horizon_seconds, %(horizon_s)s) * interval '1 second'
         ) w on true
         where f.failed_at >= %(start)s and f.failed_at < %(end)s
         order by f.failed_at
         """,
-        {"start": start, "end": end, "horizon": settings.failure_horizon_days},
+        {
+            "start": start,
+            "end": end,
+            "horizon_s": load_catalog(settings.catalog_path).max_horizon_days * 86400,
+        },
         settings,
     )
 

@@ -51,7 +51,6 @@ class Settings(BaseSettings):
     severity_critical: float = Field(
         0.85, gt=0, le=1, description="Probability from which CRITICAL"
     )
-    failure_horizon_days: int = Field(7, ge=1, le=60)
 
     # Ingest flow (issue 3).
     ingest_max_files_per_run: int = Field(
@@ -110,12 +109,19 @@ class Settings(BaseSettings):
         description="Files still waiting this long after the last event are announced again",
     )
 
-    # dbt features (issue 4).
-    dbt_baseline_hours: int = Field(
-        24, ge=1, description="An equipment's first hours of data form its healthy baseline"
+    # dbt features. The feature grid (slot, windows, baseline, horizon) is per equipment type in
+    # the catalog.
+    dbt_norm_min_slots: int = Field(
+        50,
+        ge=2,
+        description="Slots of a type (per operating regime) before its sensor norms are learnt "
+        "from data, for sensors without a healthy band in the catalog",
     )
-    dbt_missing_slot_minutes: int = Field(
-        10, ge=1, le=60, description="missing_rate_24h: share of empty slots of this width"
+    dbt_feature_lateral_max_slots: int = Field(
+        50_000,
+        ge=0,
+        description="An incremental feature build with more new slots than this (a large "
+        "import) runs the moving-window path over the affected equipment",
     )
 
     # Fleet simulator.

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 from psycopg import sql
 
-from emps.catalog import Catalog, load_catalog
+from emps.catalog import WINDOW_STATS, Catalog, load_catalog
 from emps.db import Role, connect, database_url
 from emps.settings import Settings, get_settings
 
@@ -23,61 +23,71 @@ LABEL = "fails_within_horizon"
 DAYS_LABEL = "days_until_failure"
 # False while the horizon after a row is still open and no failure is known: the label may flip.
 LABEL_FINAL = "label_is_final"
-EXTRA_FEATURES = ("missing_rate_24h", "hours_since_maintenance")
-ID_COLUMNS = ("equipment_id", "ts", "equipment_type", "site")
-
-_STATS = {
-    "mean": "mean",
-    "std": "variability",
-    "min": "minimum",
-    "max": "maximum",
-    "slope": "slope",
-    "drift": "drift from its own baseline",
-    "spread": "spread against its type's norm",
-    "site_drift": "drift against the machines at its site",
-}
-_WINDOW = re.compile(rf"^({'|'.join(_STATS)})_(\d+)([hd])$")
+ID_COLUMNS = ("equipment_id", "slot", "ts", "equipment_type", "site")
 
 
-def _sensor_of(column: str, catalog: Catalog) -> str | None:
-    """The catalog sensor a column belongs to (longest name wins: `oil` vs `oil_quality`)."""
-    best = None
-    for sensor in catalog.sensor_names:
-        if (column == sensor or column.startswith(sensor + "_")) and (
-            best is None or len(sensor) > len(best)
-        ):
-            best = sensor
-    return best
+class FeaturesMissing(ValueError):
+    """The feature rows lack columns of the catalog's feature list (built by older definitions)."""
 
 
 def feature_columns(columns: Sequence[str], catalog: Catalog | None = None) -> list[str]:
-    """The model features among `columns`: every column named after a catalog sensor, plus extras."""
+    """The model's features: the catalog's explicit feature list, every one of which `columns`
+    must hold (never a prefix match: a channel named like a label cannot become a feature)."""
     catalog = catalog or load_catalog()
-    return [c for c in columns if _sensor_of(c, catalog) is not None or c in EXTRA_FEATURES]
+    names = catalog.feature_names()
+    present = set(columns)
+    missing = [name for name in names if name not in present]
+    if missing:
+        raise FeaturesMissing(
+            f"the feature rows lack {len(missing)} feature(s) of the catalog "
+            f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): run a full "
+            "`emps dbt build --full-refresh` after changing the catalog"
+        )
+    return names
+
+
+def _window_words(catalog: Catalog, k: int) -> str:
+    """'24 h' when every type's k-th window is that long, else 'window k'."""
+    labels = {etype.window_label(k) for etype in catalog.equipment_types.values()}
+    return labels.pop() if len(labels) == 1 else f"window {k}"
+
+
+_WINDOW_STAT = re.compile(rf"^({'|'.join(WINDOW_STATS)})_w(\d+)$")
+_STAT_WORDS = {
+    "mean": "{sensor} mean over {window}",
+    "std": "{sensor} variability over {window}",
+    "slope": "{sensor} trend over {window}",
+    "outside": "share of {sensor} slots outside its norm over {window}",
+}
 
 
 def feature_label(column: str, catalog: Catalog | None = None) -> tuple[str, str | None]:
-    """(what a technician reads, sensor) for a feature column: ("vibration 24 h slope", "vibration")."""
+    """(what a technician reads, sensor) for a feature column: ("vibration trend over 24 h",
+    "vibration")."""
     catalog = catalog or load_catalog()
-    if column == "missing_rate_24h":
-        return "share of missing readings over 24 h", None
-    if column == "hours_since_maintenance":
-        return "hours since last maintenance", None
-    sensor = _sensor_of(column, catalog)
+    longest = _window_words(catalog, catalog.window_count)
+    if column == "missing_rate":
+        return f"share of missing readings over {longest}", None
+    if column == "since_maintenance":
+        units = {t.clock.unit for t in catalog.equipment_types.values()}
+        unit = units.pop() if len(units) == 1 else "clock unit"
+        return f"{unit}s since last maintenance", None
+    sensor, rest = catalog.feature_sensor(column)
     if sensor is None:
         return column.replace("_", " "), None
-    rest = column[len(sensor) + 1 :]
     name = sensor.replace("_", " ")
-    if not rest:
-        return f"{name} reading", sensor
+    if rest == "now":
+        return f"{name} level now", sensor
     if rest == "dev_baseline":
-        return f"{name} deviation from its own baseline", sensor
-    if rest == "dev_fleet":
-        return f"{name} deviation from the fleet norm", sensor
-    match = _WINDOW.match(rest)
+        return f"{name} against its own baseline", sensor
+    if rest == "drift":
+        return f"{name} drift from its baseline over {longest}", sensor
+    if rest == "site_drift":
+        return f"{name} drift against the machines at its site", sensor
+    match = _WINDOW_STAT.match(rest)
     if match:
-        stat, amount, unit = match.groups()
-        return f"{name} {amount} {unit} {_STATS[stat]}", sensor
+        stat, k = match.groups()
+        return _STAT_WORDS[stat].format(sensor=name, window=_window_words(catalog, int(k))), sensor
     return f"{name} {rest.replace('_', ' ')}", sensor
 
 
@@ -200,6 +210,16 @@ def read_latest_feature_row(
         if row is None:
             return None
         return {column.name: value for column, value in zip(cur.description, row, strict=True)}
+
+
+def horizon(settings: Settings | None = None) -> pd.Timedelta:
+    """How far ahead labels look: the catalog's longest failure horizon, in (derived) time."""
+    settings = settings or get_settings()
+    return pd.Timedelta(days=load_catalog(settings.catalog_path).max_horizon_days)
+
+
+def horizon_days(settings: Settings | None = None) -> float:
+    return horizon(settings).total_seconds() / 86400.0
 
 
 THRESHOLD_KEYS = ("severity_medium", "severity_high", "severity_critical")

@@ -25,7 +25,7 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from emps.settings import Settings, get_settings
-from ml.dataset import DAYS_LABEL, LABEL, LABEL_FINAL
+from ml.dataset import DAYS_LABEL, LABEL, LABEL_FINAL, horizon, horizon_days
 from ml.model import FailureModel
 
 HEADLINE_KEYS = (
@@ -85,7 +85,7 @@ def split_examples(
         # rows already known to precede a failure would leave that period all positives.
         open_from = frame.loc[~frame[LABEL_FINAL].to_numpy(dtype=bool), "ts"].min()
         frame = frame[frame["ts"] < open_from]
-    gap = pd.Timedelta(days=settings.failure_horizon_days)
+    gap = horizon(settings)
     start, end = frame["ts"].min(), frame["ts"].max()
     span = end - start
     test_start = end - span * settings.ml_test_time_fraction
@@ -93,7 +93,7 @@ def split_examples(
     if train_end - start < gap:
         raise NotEnoughData(
             f"the examples span {span.days} days ({start:%Y-%m-%d} to {end:%Y-%m-%d}), too short "
-            f"for train and test with a {settings.failure_horizon_days}-day gap between them; "
+            f"for train and test with a {horizon_days(settings):g}-day gap between them; "
             "backfill more history"
         )
     ids = frame["equipment_id"].drop_duplicates()
@@ -121,7 +121,7 @@ def split_examples(
         if (positives == 0 and not (pooled and name == "test")) or positives == len(part):
             raise NotEnoughData(
                 f"the {name} part of the split has {len(part)} rows and {positives} of them precede "
-                f"a failure within {settings.failure_horizon_days} days: it needs both failing and "
+                f"a failure within {horizon_days(settings):g} days: it needs both failing and "
                 "healthy rows; backfill more equipment or a longer history"
             )
     return split
@@ -214,8 +214,7 @@ def evaluate_predictions(
     predicted = probability >= threshold
     tn, fp, fn, tp = skm.confusion_matrix(labels, predicted, labels=[False, True]).ravel()
     alerting = probability >= settings.severity_high
-    horizon = pd.Timedelta(days=settings.failure_horizon_days)
-    leads, detected = _lead_days(test, alerting, failures, horizon)
+    leads, detected = _lead_days(test, alerting, failures, horizon(settings))
     spans = test.groupby("equipment_id")["ts"].agg(["min", "max"])
     equipment_days = float(((spans["max"] - spans["min"]).dt.total_seconds() / 86400).sum())
     result = {

@@ -280,6 +280,15 @@ def score_equipment(
     )
 
 
+def _horizon_label(equipment_type: str | None, settings: Settings) -> str:
+    """The failure horizon of an equipment type in its unit ('7 d', '30 cycles')."""
+    from emps.catalog import load_catalog
+
+    catalog = load_catalog(settings.catalog_path)
+    etype = catalog.equipment_types.get(equipment_type or "")
+    return etype.horizon_label if etype else f"{catalog.max_horizon_days:g} d"
+
+
 def predict_equipment(
     equipment_id: str,
     overrides: Mapping[str, float] | None = None,
@@ -288,7 +297,7 @@ def predict_equipment(
     """A prediction for one equipment from its latest features, not stored (the old POST /predict).
 
     `overrides` is the dashboard's "what if": feature values (e.g. {"vibration": 9.5,
-    "vibration_slope_24h": 0.4}) replacing the latest ones before predicting.
+    "vibration_slope_w3": 0.4}) replacing the latest ones before predicting.
     """
     settings = with_admin_thresholds(settings)
     champion = load_champion(settings, max_age_s=settings.ml_alias_max_age_s)
@@ -301,10 +310,11 @@ def predict_equipment(
         )
     unknown = sorted(set(overrides or {}) - set(model.feature_names))
     if unknown:
+        examples = ", ".join(f"'{name}'" for name in model.feature_names[:2])
         raise ValueError(
             f"cannot set {', '.join(unknown)}: not features of model version {champion.version} "
-            f"(features are catalog sensors and their window statistics, e.g. 'vibration', "
-            f"'vibration_mean_1h')"
+            f"(its features are the catalog's sensors' levels and window statistics, e.g. "
+            f"{examples})"
         )
     row.update({name: float(value) for name, value in (overrides or {}).items()})
     # One row needs no DataFrame: building one costs more than the forest walk.
@@ -317,6 +327,7 @@ def predict_equipment(
         "health_score": health_score_for(p),
         "severity": severity_for(p, settings).value,
         "days_until_failure": None if np.isnan(days[0]) else float(days[0]),
+        "horizon": _horizon_label(row.get("equipment_type"), settings),
         "model_version": champion.version,
         "explanation": explanation[0],
         "what_if": dict(overrides or {}),

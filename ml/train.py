@@ -26,6 +26,8 @@ from ml.dataset import (
     LABEL,
     feature_columns,
     feature_label,
+    horizon,
+    horizon_days,
     read_failure_events,
     read_training_examples,
     with_admin_thresholds,
@@ -75,8 +77,8 @@ def fit_model(
     model = FailureModel(
         feature_names=features,
         feature_labels={name: list(feature_label(name, catalog)) for name in features},
-        horizon_days=settings.failure_horizon_days,
-        regressor_max_days=REGRESSOR_HORIZONS * settings.failure_horizon_days,
+        horizon_days=horizon_days(settings),
+        regressor_max_days=REGRESSOR_HORIZONS * horizon_days(settings),
     )
     X = model.matrix(split.train)
     y = split.train[LABEL].to_numpy(dtype=bool)
@@ -263,10 +265,10 @@ def _log_plots(model: FailureModel, split: Split, failures, settings: Settings) 
         split.test,
         p >= settings.severity_high,
         failures,
-        pd.Timedelta(days=settings.failure_horizon_days),
+        horizon(settings),
     )
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.hist(leads, bins=np.arange(0, settings.failure_horizon_days + 1, 0.5))
+    ax.hist(leads, bins=np.arange(0, horizon_days(settings) + 1, 0.5))
     ax.set_xlabel("days between first HIGH/CRITICAL prediction and failure (0 = missed)")
     ax.set_title("Lead time on held-out failures")
     mlflow.log_figure(fig, "plots/lead_time_histogram.png")
@@ -316,7 +318,7 @@ def train_and_register(
                 "n_estimators": settings.ml_n_estimators,
                 "min_samples_leaf": settings.ml_min_samples_leaf,
                 "max_samples": settings.ml_max_samples,
-                "horizon_days": settings.failure_horizon_days,
+                "horizon_days": horizon_days(settings),
                 "sample_minutes": settings.ml_sample_minutes,
                 "threshold_policy": settings.ml_threshold_policy,
                 "calibration": f"{model.calibration_method} on "

@@ -270,8 +270,8 @@ def register(root: typer.Typer) -> None:
         days = result["days_until_failure"]
         console.print(
             f"[bold]{equipment}[/bold] at {result['ts']}: failure probability "
-            f"{result['failure_probability']:.2f} within {get_settings().failure_horizon_days} "
-            f"days, severity [bold]{result['severity']}[/bold], health {result['health_score']}"
+            f"{result['failure_probability']:.2f} within {result['horizon']}, "
+            f"severity [bold]{result['severity']}[/bold], health {result['health_score']}"
             + (f", about {days:.1f} days until failure" if days is not None else "")
             + f" (model v{result['model_version']})"
         )

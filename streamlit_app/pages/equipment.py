@@ -103,7 +103,9 @@ else:
         series = trend[["ts", band.sensor]].rename(columns={band.sensor: "value"}).dropna()
         if series.empty:
             continue
-        title = f"{band.sensor} ({band.unit})"
+        title = f"{band.sensor} ({band.unit})" + (
+            ", operating setting" if band.role == "setting" else ""
+        )
         layers = []
         if pd.notna(band.normal_low):
             shade = pd.DataFrame({"low": [band.normal_low], "high": [band.normal_high]})
