@@ -113,9 +113,9 @@ def extra_sensor_catalog(tmp_path: Path, settings: Settings) -> Path:
     import yaml
 
     spec = yaml.safe_load(Path(settings.catalog_path).read_text())
-    spec["sensors"]["oil_quality"] = {"unit": "ppm", "valid_range": [0, 5000], "required": False}
+    spec["channels"]["oil_quality"] = {"unit": "ppm", "valid_range": [0, 5000], "required": False}
     for etype in spec["equipment_types"].values():
-        etype["normal"]["oil_quality"] = [10, 200]
+        etype["channels"]["oil_quality"] = [10, 200]
     path = tmp_path / "sensors.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path

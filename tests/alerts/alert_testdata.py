@@ -34,8 +34,8 @@ def write_prediction(
     ts = ts or datetime.now(UTC)
     explanation = [
         {
-            "feature": "vibration_slope_24h",
-            "label": "vibration 24 h slope",
+            "feature": "vibration_slope_w3",
+            "label": "vibration trend over 24 h",
             "sensor": "vibration",
             "contribution": 0.21,
             "value": 1.3,

@@ -51,7 +51,7 @@ def test_email_has_text_html_link_and_sensors(alert_settings, crew, mailbox):
     html = msg.get_body(("html",)).get_content()
     for body in (text, html):
         assert "2.5 days" in body
-        assert "vibration 24 h slope" in body
+        assert "vibration trend over 24 h" in body
         assert "http://dash.test/equipment?equipment=GEN-0101" in body
 
 

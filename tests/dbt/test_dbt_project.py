@@ -10,7 +10,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
-from dbt_testdata import insert_equipment, insert_readings, read_table, series
+from dbt_testdata import first_type, insert_equipment, insert_readings, read_table, series
 from typer.testing import CliRunner
 
 from emps import transform
@@ -25,7 +25,7 @@ def test_flow_fails_when_a_dbt_test_fails(prefect_server, writer, db):
     (an alert for equipment missing from the registry breaks a relationship test)."""
     from flows.transform import build_features
 
-    insert_equipment(writer, [("GEN-1", "generator", "alpha")])
+    insert_equipment(writer, [("GEN-1", first_type(), "alpha")])
     result = build_features(select=["stg_equipment", "stg_alerts"])
     assert set(result["models"]) == {"stg_equipment", "stg_alerts"}
 
@@ -52,7 +52,7 @@ def test_an_ingest_run_builds_what_it_loaded_even_when_no_model_can_score(
     monkeypatch.setenv("EMPS_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/empty-registry.db")
     get_settings.cache_clear()
     try:
-        insert_equipment(writer, [("GEN-7", "generator", "alpha")])
+        insert_equipment(writer, [("GEN-7", first_type(), "alpha")])
         drop = series("GEN-7", datetime(2026, 3, 1, tzinfo=UTC), periods=12)
         incoming = Landing(get_settings().landing_dir).ensure().incoming
         drop.rename(columns={"ts": "timestamp"}).to_csv(incoming / "gen-7.csv", index=False)
@@ -115,10 +115,10 @@ def test_new_catalog_sensor_gets_features_without_edits(extra_sensor_catalog, wr
     catalog = load_catalog(extra_sensor_catalog)
     settings = db.model_copy(update={"catalog_path": extra_sensor_catalog})
     migrate(settings, catalog)
-    insert_equipment(writer, [("GEN-1", "generator", "alpha")])
-    frame = series("GEN-1", datetime(2026, 3, 1, tzinfo=UTC), periods=12)
-    insert_readings(writer, frame)
-    writer.execute("update raw.sensor_readings set oil_quality = 50")
+    insert_equipment(writer, [("GEN-1", first_type(catalog), "alpha")])
+    frame = series("GEN-1", datetime(2026, 3, 1, tzinfo=UTC), periods=12, catalog=catalog)
+    insert_readings(writer, frame, catalog)
+    writer.execute("update raw.sensor_readings set oil_quality = 105")
     try:
         transform.build(
             select=["+fct_equipment_features"],
@@ -127,9 +127,10 @@ def test_new_catalog_sensor_gets_features_without_edits(extra_sensor_catalog, wr
             catalog=catalog,
         )
         rows = read_table(db, "select * from analytics.fct_equipment_features")
+        # One reading per ten-minute slot, at the middle of the band: level 0.
         assert len(rows) == 12
-        assert (rows["oil_quality_mean_24h"] == 50).all()
-        assert {"oil_quality_slope_6h", "oil_quality_dev_fleet"} <= set(rows.columns)
+        assert (rows["oil_quality_mean_w3"] == 0).all()
+        assert {"oil_quality_slope_w2", "oil_quality_drift"} <= set(rows.columns)
     finally:
         # Leave the session's feature table shaped by the default catalog for later tests.
         transform.build(select=["+fct_equipment_features"], full_refresh=True, settings=db)
@@ -138,20 +139,21 @@ def test_new_catalog_sensor_gets_features_without_edits(extra_sensor_catalog, wr
 def test_a_start_rebuilds_features_built_by_older_definitions(writer, db):
     """After an upgrade changes the feature definitions, the next `emps up` rebuilds the stored
     history (an added feature would otherwise stay empty there); otherwise it leaves it alone."""
-    insert_equipment(writer, [("GEN-1", "generator", "alpha")])
+    insert_equipment(writer, [("GEN-1", first_type(), "alpha")])
     insert_readings(writer, series("GEN-1", datetime(2026, 3, 1, tzinfo=UTC), periods=12))
     transform.build(select=["+fct_equipment_features"], full_refresh=True, settings=db)
-    features = "select ts, temperature_mean_24h from analytics.fct_equipment_features"
+    column = f"{load_catalog().sensor_names[0]}_mean_w3"
+    features = f"select ts, {column} from analytics.fct_equipment_features"  # noqa: S608
     assert transform.features_outdated(db) is None
     # What a build by an older version leaves: another fingerprint, a feature it lacked empty.
-    writer.execute("update analytics.fct_equipment_features set temperature_mean_24h = null")
+    writer.execute(f"update analytics.fct_equipment_features set {column} = null")  # noqa: S608
     assert not rebuild_outdated_features(db)
-    assert read_table(db, features)["temperature_mean_24h"].isna().all()
+    assert read_table(db, features)[column].isna().all()
     writer.execute("comment on table analytics.fct_equipment_features is 'features 0123'")
     assert "changed since" in transform.features_outdated(db)
     assert rebuild_outdated_features(db)
     rows = read_table(db, features)
-    assert len(rows) == 12 and rows["temperature_mean_24h"].notna().all()
+    assert len(rows) == 12 and rows[column].notna().all()
     assert transform.features_outdated(db) is None
 
 

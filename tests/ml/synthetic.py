@@ -15,17 +15,9 @@ import psycopg
 from emps.catalog import Catalog
 from emps.db import Role, connect
 
-WINDOWS = ("1h", "6h", "24h")
-STATS = ("mean", "std", "min", "max", "slope")
-
 
 def feature_names(catalog: Catalog) -> list[str]:
-    names = []
-    for s in catalog.sensor_names:
-        names.append(s)
-        names += [f"{s}_{stat}_{w}" for w in WINDOWS for stat in STATS]
-        names += [f"{s}_dev_baseline", f"{s}_dev_fleet"]
-    return names + ["missing_rate_24h", "hours_since_maintenance"]
+    return catalog.feature_names()
 
 
 def training_examples(
@@ -48,16 +40,18 @@ def training_examples(
         etype = types[index % len(types)]
         equipment_id = f"EQ-{index:04d}"
         fail_times = []
-        t = start + pd.Timedelta(days=float(rng.uniform(10, 60)))
+        # Failures from a stream of their own: the feature draws below do not move them.
+        events = np.random.default_rng([seed, index])
+        t = start + pd.Timedelta(days=float(events.uniform(5, 30)))
         while t < times[-1] and index % 2 == 0:
             fail_times.append(t)
-            t += pd.Timedelta(days=float(rng.uniform(25, 50)))
+            t += pd.Timedelta(days=float(events.uniform(20, 30)))
         n = len(times)
         severity = np.zeros(n)
         next_failure = pd.Series(pd.NaT, index=range(n), dtype="datetime64[ns, UTC]")
         excluded = np.zeros(n, dtype=bool)
         for failed_at in fail_times:
-            onset = failed_at - pd.Timedelta(days=float(rng.uniform(6, 10)))
+            onset = failed_at - pd.Timedelta(days=float(events.uniform(6, 10)))
             ramp = ((times - onset) / (failed_at - onset)).to_numpy(dtype=float)
             active = (times >= onset) & (times < failed_at)
             severity = np.where(active, np.clip(ramp, 0, 1), severity)
@@ -67,25 +61,25 @@ def training_examples(
             excluded |= (times >= failed_at) & (times < repaired_at)
             failures.append((equipment_id, failed_at, repaired_at))
         driver = sensors[index % len(sensors)]
+        windows = range(1, catalog.window_count + 1)
         data = {}
         for s in sensors:
-            low, high = catalog.envelope(etype, s)
-            mid, width = (low + high) / 2, (high - low) / 4
-            drift = severity * width * 6 * signal if s == driver else 0.0
-            reading = mid + rng.normal(0, width, n) + drift
-            data[s] = reading
-            for w in WINDOWS:
-                data[f"{s}_mean_{w}"] = reading + rng.normal(0, width / 3, n)
-                data[f"{s}_std_{w}"] = np.abs(rng.normal(width, width / 5, n))
-                data[f"{s}_min_{w}"] = reading - width
-                data[f"{s}_max_{w}"] = reading + width
-                data[f"{s}_slope_{w}"] = rng.normal(0, 0.1, n) + (
+            # Levels: norm standard deviations from the type's norm, as the feature table has.
+            drift = severity * 6 * signal if s == driver else 0.0
+            level = rng.normal(0, 1, n) + drift
+            data[f"{s}_now"] = level
+            for k in windows:
+                data[f"{s}_mean_w{k}"] = level + rng.normal(0, 1 / 3, n)
+                data[f"{s}_std_w{k}"] = np.abs(rng.normal(1, 0.2, n))
+                data[f"{s}_slope_w{k}"] = rng.normal(0, 0.1, n) + (
                     severity * signal if s == driver else 0
                 )
-            data[f"{s}_dev_baseline"] = (reading - mid) / width
-            data[f"{s}_dev_fleet"] = (reading - mid) / width + rng.normal(0, 0.2, n)
-        data["missing_rate_24h"] = np.clip(rng.normal(0.02, 0.01, n), 0, 1)
-        data["hours_since_maintenance"] = rng.uniform(0, 2000, n)
+                data[f"{s}_outside_w{k}"] = np.clip(np.abs(level) / 10, 0, 1)
+            data[f"{s}_dev_baseline"] = level
+            data[f"{s}_drift"] = level + rng.normal(0, 0.2, n)
+            data[f"{s}_site_drift"] = rng.normal(0, 0.2, n) + drift / 2
+        data["missing_rate"] = np.clip(rng.normal(0.02, 0.01, n), 0, 1)
+        data["since_maintenance"] = rng.uniform(0, 2000, n)
         frame = pd.DataFrame(data)
         frame.insert(0, "equipment_id", equipment_id)
         frame.insert(1, "ts", times)

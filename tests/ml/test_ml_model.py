@@ -8,7 +8,14 @@ import pytest
 import synthetic
 
 from emps.catalog import load_catalog
-from ml.dataset import LABEL, feature_columns, feature_label
+from ml.dataset import (
+    LABEL,
+    FeaturesMissing,
+    feature_columns,
+    feature_label,
+    horizon,
+    horizon_days,
+)
 from ml.evaluate import HEADLINE_KEYS, NotEnoughData, evaluate_model, headline, split_examples
 from ml.explain import contributions, explain_rows, score_and_explain
 from ml.train import fit_calibration, fit_model
@@ -22,39 +29,44 @@ def fast(settings):
 
 
 def test_features_are_named_for_a_technician(settings, extra_sensor_catalog):
-    """A technician reads "vibration 24 h slope", never a column index, and new sensors are features."""
+    """A technician reads "vibration trend over 24 h", never a column index, and new sensors
+    are features."""
     catalog = load_catalog(extra_sensor_catalog)
-    assert feature_label("vibration_slope_24h", catalog) == ("vibration 24 h slope", "vibration")
-    assert feature_label("vibration_drift_24h", catalog) == (
-        "vibration 24 h drift from its own baseline",
+    assert feature_label("vibration_slope_w3", catalog) == (
+        "vibration trend over 24 h",
         "vibration",
     )
-    assert feature_label("voltage_spread_24h", catalog) == (
-        "voltage 24 h spread against its type's norm",
-        "voltage",
+    assert feature_label("vibration_drift", catalog) == (
+        "vibration drift from its baseline over 24 h",
+        "vibration",
     )
-    assert feature_label("temperature_site_drift_24h", catalog) == (
-        "temperature 24 h drift against the machines at its site",
+    assert feature_label("temperature_site_drift", catalog) == (
+        "temperature drift against the machines at its site",
         "temperature",
     )
-    assert feature_label("oil_quality_dev_fleet", catalog) == (
-        "oil quality deviation from the fleet norm",
+    assert feature_label("oil_quality_mean_w1", catalog) == (
+        "oil quality mean over 1 h",
         "oil_quality",
     )
-    columns = ["equipment_id", "ts", "equipment_type", "site", "oil_quality", "oil_quality_max_6h"]
-    columns += ["missing_rate_24h", "hours_since_maintenance", LABEL, "days_until_failure"]
-    assert feature_columns(columns, catalog) == [
-        "oil_quality",
-        "oil_quality_max_6h",
-        "missing_rate_24h",
-        "hours_since_maintenance",
-    ]
+    assert feature_label("missing_rate", catalog) == ("share of missing readings over 24 h", None)
+
+
+def test_the_feature_list_is_explicit(settings, extra_sensor_catalog, tmp_path):
+    """The model reads the catalog's feature list and nothing else: a column named like a
+    sensor's (or a label) is not a feature, and a missing feature is an error, not a zero."""
+    catalog = load_catalog(extra_sensor_catalog)
+    names = catalog.feature_names()
+    assert "oil_quality_slope_w2" in names and "oil_quality" not in names
+    columns = ["equipment_id", "ts", "oil_quality", "oil_quality_max", LABEL, *names]
+    assert feature_columns(columns, catalog) == names
+    with pytest.raises(FeaturesMissing, match="oil_quality_now"):
+        feature_columns([c for c in columns if c != "oil_quality_now"], catalog)
 
 
 def test_split_holds_out_equipment_and_time_with_gaps(settings, synthetic_examples):
     """Test equipment never appears in training and the test period starts H days after it."""
     split = split_examples(synthetic_examples[0], settings)
-    gap = pd.Timedelta(days=settings.failure_horizon_days)
+    gap = horizon(settings)
     test_ids = set(split.test["equipment_id"])
     assert test_ids and not test_ids & set(split.train["equipment_id"])
     assert split.train["ts"].max() + gap <= split.test["ts"].min()
@@ -80,7 +92,7 @@ def test_folds_hold_out_disjoint_equipment_and_fold_zero_is_the_default(
 def test_rows_whose_label_is_not_final_are_left_out(settings, synthetic_examples):
     """The last H days, whose failure may still come, are neither healthy training rows nor test rows."""
     examples = synthetic_examples[0].copy()
-    open_since = examples["ts"].max() - pd.Timedelta(days=settings.failure_horizon_days)
+    open_since = examples["ts"].max() - horizon(settings)
     examples["label_is_final"] = examples["next_failure_at"].notna() | (
         examples["ts"] <= open_since
     )
@@ -212,14 +224,14 @@ def test_days_until_failure_agree_with_the_probability(fast, synthetic_examples)
     model = fit_model(split, fast)
     X = model.matrix(split.test)[:300]
     alone = model.days_until_failure(X)
-    assert alone.max() > fast.failure_horizon_days  # healthy rows: far from failure
+    assert alone.max() > horizon_days(fast)  # healthy rows: far from failure
 
     def days_at(p: float) -> np.ndarray:
         return model.days_until_failure(X, np.full(len(X), p))
 
     np.testing.assert_allclose(days_at(0.3), alone)
-    assert days_at(0.5).max() <= fast.failure_horizon_days + 1e-9
-    np.testing.assert_allclose(days_at(0.99), np.minimum(alone, fast.failure_horizon_days))
+    assert days_at(0.5).max() <= horizon_days(fast) + 1e-9
+    np.testing.assert_allclose(days_at(0.99), np.minimum(alone, horizon_days(fast)))
     assert (days_at(0.9) <= alone + 1e-9).all()
 
 

@@ -125,8 +125,8 @@ def seed_fleet(conn: psycopg.Connection) -> Fleet:
                     "explanation": Jsonb(
                         [
                             {
-                                "feature": "vibration_slope_24h",
-                                "label": "vibration 24 h slope",
+                                "feature": "vibration_slope_w3",
+                                "label": "vibration trend over 24 h",
                                 "sensor": "vibration",
                                 "contribution": 0.21,
                                 "value": 1.3,
