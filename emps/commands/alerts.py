@@ -253,7 +253,7 @@ def notify_status() -> None:
 
 @mail_app.command("serve")
 def mail_serve(
-    host: str = typer.Option(None, help="Default: EMPS_SMTP_HOST"),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on"),
     port: int = typer.Option(None, help="Default: EMPS_SMTP_PORT"),
 ) -> None:
     """Run a local SMTP server storing each message once in <EMPS_HOME>/mailbox, until Ctrl-C."""
@@ -263,13 +263,8 @@ def mail_serve(
 
     settings = get_settings()
     directory = settings.home / "mailbox"
-    controller, _ = start_sink(
-        directory, host=host or settings.smtp_host, port=port or settings.smtp_port
-    )
-    console.print(
-        f"SMTP sink on {host or settings.smtp_host}:{port or settings.smtp_port},"
-        f" mailbox {directory}"
-    )
+    controller, _ = start_sink(directory, host=host, port=port or settings.smtp_port)
+    console.print(f"SMTP sink on {host}:{port or settings.smtp_port}, mailbox {directory}")
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

@@ -167,9 +167,8 @@ def test_daily_report_mail_has_pdf_and_csv_and_is_sent_once_a_day(
     assert Path(first["files"][0]).exists()
 
 
-@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 def test_smtp_password_from_a_prefect_secret_block(
-    alert_settings, crew, auth_mailbox, prefect_server
+    alert_settings, crew, auth_mailbox, ca_file, prefect_server
 ):
     """With no EMPS_SMTP_PASSWORD, the password comes from the named Prefect Secret block."""
     from prefect.blocks.system import Secret
@@ -188,6 +187,7 @@ def test_smtp_password_from_a_prefect_secret_block(
             "smtp_port": port,
             "smtp_username": "emps",
             "smtp_password_block": "emps-smtp-password-test",
+            "notify_ca_file": ca_file,
         }
     )
     assert send_notifications(settings).sent == 2
