@@ -10,7 +10,6 @@ import threading
 import time
 
 import psycopg
-import pytest
 from aiosmtpd.controller import Controller
 from alert_testdata import add_equipment, write_prediction
 from ports import free_port
