@@ -215,6 +215,11 @@ def mail_and_metrics(settings: Settings, env: dict[str, str]) -> list[Hosted]:
     from emps.alerting.mailbox import SINK_HOST, sink_port
 
     port = sink_port(settings)
+    if port is None and settings.smtp_sink:
+        console.print(
+            f"Mail goes to {settings.smtp_host}:{settings.smtp_port} (EMPS_SMTP_HOST): no local "
+            "SMTP sink started."
+        )
 
     def smtp_sink() -> Callable[[], None]:
         from emps.alerting.mailbox import start_sink
