@@ -36,9 +36,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import LiteralString, Protocol
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row, tuple_row
 
 from emps.alerting.email import DeliveryError, build_message, close_smtp, open_smtp, send_one
@@ -270,15 +271,15 @@ class Claim:
             self.lease_until = now + timedelta(seconds=self.settings.notify_lease_s)
         return row["id"] in self.held
 
-    def _mark(self, row: dict, assignments: str, params: dict) -> bool:
-        done = self.conn.execute(
-            f"""
+    def _mark(self, row: dict, assignments: LiteralString, params: dict) -> bool:
+        query = sql.SQL(
+            """
             update ops.notifications set {assignments}, lease_expires_at = null
             where id = %(id)s and claimed_by = %(worker)s and claim_token = %(token)s
               and status = 'sending'
-            """,  # noqa: S608 - assignments are literals of this class, values are parameters
-            {**self._fence(), **params, "id": row["id"]},
-        ).rowcount
+            """
+        ).format(assignments=sql.SQL(assignments))
+        done = self.conn.execute(query, {**self._fence(), **params, "id": row["id"]}).rowcount
         self.held.discard(row["id"])
         return bool(done)
 
