@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from emps.alerting.outbox import oldest_pending_age_s
+from emps.alerting.backlog import oldest_pending_age_s
 from emps.db import Role, connect
 from emps.settings import Settings, get_settings
 

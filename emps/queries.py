@@ -15,7 +15,7 @@ import pandas as pd
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from emps.alerting.outbox import Backlog, backlog
+from emps.alerting.backlog import Backlog, backlog
 from emps.catalog import load_catalog
 from emps.db import Role, database_url
 from emps.settings import Settings, get_settings

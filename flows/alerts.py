@@ -12,7 +12,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from emps.alerting import daily_report, outbox, retention, rules
+from emps.alerting import backlog, daily_report, outbox, retention, rules
 from emps.settings import get_settings
 
 
@@ -39,7 +39,7 @@ def deliver_notifications(alert_ids: list[int] | None = None, limit: int = 500) 
     for error in dict.fromkeys(report.errors):  # one line per distinct error, not per row
         logger.error(error)
     logger.info("notifications: %s", report)
-    waiting = outbox.read_backlog(settings)
+    waiting = backlog.read_backlog(settings)
     overdue = waiting.oldest_age_s > settings.notify_pending_alert_s
     if overdue:
         logger.error("notifications are not going out: %s", waiting.describe(settings))

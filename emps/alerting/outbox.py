@@ -11,7 +11,7 @@ Guarantees:
   row with the reason, and the rest of the batch goes on.
 - A server or gateway that can take nothing (down, login or TLS refused) uses up no attempt: the
   rows wait EMPS_NOTIFY_OUTAGE_RETRY_S between tries for as long as it takes, and `dead` is kept
-  for errors the row itself causes. `oldest_pending_age_s` (and the metric
+  for errors the row itself causes. `backlog.oldest_pending_age_s` (and the metric
   emps_notification_oldest_pending_seconds) is how an operator learns that mail is not going out.
 
 Delivery to the server is at least once: a sender that dies after the server accepted a message
@@ -40,7 +40,7 @@ from typing import LiteralString, Protocol
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row, tuple_row
+from psycopg.rows import dict_row
 
 from emps.alerting.email import DeliveryError, build_message, close_smtp, open_smtp, send_one
 from emps.alerting.messages import AlertNotice, render_email, render_sms
@@ -587,66 +587,3 @@ def next_retry_in(conn: psycopg.Connection) -> timedelta | None:
         " where status in ('pending', 'failed')"
     ).fetchone()
     return row[0] if row else None
-
-
-@dataclass(frozen=True)
-class Backlog:
-    """The notifications due and not yet delivered (not sent, not dead)."""
-
-    waiting: int
-    oldest_age_s: float  # how long the one waiting longest has been due; 0 when none waits
-    oldest_id: int | None
-    oldest_recipient: str | None
-    last_error: str | None  # the oldest one's last error
-
-    def describe(self, settings: Settings) -> str:
-        minutes = self.oldest_age_s / 60
-        text = (
-            f"{self.waiting} notifications waiting to be sent, the oldest (#{self.oldest_id} to "
-            f"{self.oldest_recipient}) for {minutes:.0f} min (EMPS_NOTIFY_PENDING_ALERT_S="
-            f"{settings.notify_pending_alert_s:g})"
-        )
-        return text + (f"; last error: {self.last_error}" if self.last_error else "")
-
-
-def backlog(conn: psycopg.Connection, now: datetime | None = None) -> Backlog:
-    """The waiting notifications as of `now` (the database's time when None). A notification
-    held back by quiet hours is not waiting until its time comes."""
-    cursor = conn.cursor(row_factory=tuple_row)
-    count, age, oldest_id, recipient, error = cursor.execute(
-        """
-        with waiting as (
-            select id, recipient, last_error, due_at from ops.notifications
-            where status in ('pending', 'failed', 'sending')
-              and due_at <= coalesce(%(now)s::timestamptz, now())
-        )
-        select (select count(*) from waiting),
-               greatest(extract(epoch from coalesce(%(now)s::timestamptz, now()) - w.due_at), 0)::float8,
-               w.id, w.recipient, w.last_error
-        from (select 1) one
-        left join (select * from waiting order by due_at, id limit 1) w on true
-        """,
-        {"now": now},
-    ).fetchone()
-    return Backlog(int(count), float(age or 0.0), oldest_id, recipient, error)
-
-
-def read_backlog(settings: Settings | None = None, *, clock: Clock | None = None) -> Backlog:
-    """`backlog` on a connection of its own (the read-only role)."""
-    with connect(Role.READER, settings or get_settings()) as conn:
-        return backlog(conn, clock.now() if clock else None)
-
-
-def oldest_pending_age_s(
-    settings: Settings | None = None,
-    *,
-    conn: psycopg.Connection | None = None,
-    clock: Clock | None = None,
-) -> float:
-    """Seconds the oldest due notification not yet sent (nor dead) has waited; 0 when none.
-
-    What the operations alert on the outbox reads (above EMPS_NOTIFY_PENDING_ALERT_S: mail is
-    not going out). Uses `conn` when given (any role that can read ops.notifications)."""
-    if conn is not None:
-        return backlog(conn, clock.now() if clock else None).oldest_age_s
-    return read_backlog(settings, clock=clock).oldest_age_s

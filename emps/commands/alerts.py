@@ -233,7 +233,7 @@ def notify_send(limit: int = typer.Option(500, min=1, help="Rows claimed in this
 def notify_status() -> None:
     """Count outbox rows by status, say how long the oldest due one has waited, and show the
     last errors."""
-    from emps.alerting.outbox import backlog
+    from emps.alerting.backlog import backlog
     from emps.db import Role, connect
 
     settings = get_settings()
