@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from emps.alerting.backlog import oldest_pending_age_s
 from emps.db import Role, connect
 from emps.settings import Settings, get_settings
 
@@ -90,6 +91,19 @@ class PlatformCollector(Collector):
         for status in ("pending", "sending", "failed", "dead"):
             backlog.add_metric([status], float(counts.get(status, 0)))
         yield backlog
+
+        oldest = GaugeMetricFamily(
+            "emps_notification_oldest_pending_seconds",
+            "How long the oldest due notification not yet sent (nor dead) has waited; 0 when none",
+        )
+        oldest.add_metric([], oldest_pending_age_s(conn=conn))
+        yield oldest
+        threshold = GaugeMetricFamily(
+            "emps_notification_pending_alert_seconds",
+            "EMPS_NOTIFY_PENDING_ALERT_S: the oldest pending notification's age that should alert",
+        )
+        threshold.add_metric([], self.settings.notify_pending_alert_s)
+        yield threshold
 
         predictions = GaugeMetricFamily(
             "emps_predictions_last_hour", "Predictions in the last hour"

@@ -15,6 +15,7 @@ import pandas as pd
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from emps.alerting.backlog import Backlog, backlog
 from emps.catalog import load_catalog
 from emps.db import Role, database_url
 from emps.settings import Settings, get_settings
@@ -365,6 +366,14 @@ def alerts(
 
 
 # -- maintenance ------------------------------------------------------------------------------
+def notification_backlog(settings: Settings | None = None) -> Backlog:
+    """Notifications due and not yet delivered, how long the oldest has waited, its last error."""
+    settings = settings or get_settings()
+    pool = _pool(database_url(Role.READER, settings), settings.query_timeout_ms)
+    with pool.connection() as conn:
+        return backlog(conn)
+
+
 def maintenance_schedule(
     sites: Sequence[str] | None = None,
     until: datetime | None = None,

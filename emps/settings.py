@@ -159,13 +159,40 @@ class Settings(BaseSettings):
         None,
         description="Prefect Secret block holding the SMTP password (if no EMPS_SMTP_PASSWORD)",
     )
-    smtp_starttls: bool = False
-    smtp_timeout_s: float = Field(10.0, gt=0)
+    smtp_tls: Literal["auto", "starttls", "tls", "none"] = Field(
+        "auto",
+        description="auto: STARTTLS whenever the server offers it (implicit TLS on port 465); "
+        "starttls: refuse a server without it; tls: implicit TLS from the first byte (port 465); "
+        "none: never encrypt",
+    )
+    smtp_allow_plain_login: bool = Field(
+        False,
+        description="Log in even on a connection without TLS (the password and every alert in "
+        "clear text): only for a relay on a network you trust",
+    )
+    smtp_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds to connect, or to send one message, before giving up"
+    )
+    smtp_sink: bool = Field(
+        True,
+        description="`emps up` runs a local SMTP sink on 127.0.0.1:EMPS_SMTP_PORT keeping the mail "
+        "in <home>/mailbox, when EMPS_SMTP_HOST is this machine; false for a real relay",
+    )
     mail_from: str = "EMPS Alerts <emps-alerts@localhost>"
     sms_gateway_url: str | None = Field(
         None, description="POST target with {to} / {text} placeholders; unset = no SMS"
     )
     sms_gateway_token: SecretStr | None = None
+    sms_allow_http: bool = Field(
+        False,
+        description="Accept an http:// EMPS_SMS_GATEWAY_URL (the token and texts in clear text): "
+        "only for a gateway on a network you trust",
+    )
+    notify_ca_file: Path | None = Field(
+        None,
+        description="CA certificates (PEM) trusted besides the system's, for the SMTP server "
+        "and the SMS gateway (a private CA)",
+    )
     recipients_path: Path = Field(PROJECT_ROOT / "config" / "recipients.yaml")
     quiet_hours: str = Field("", description="HH:MM-HH:MM in `timezone`; never delays CRITICAL")
     escalation_delay_min: float = Field(
@@ -176,9 +203,33 @@ class Settings(BaseSettings):
     alert_retention_days: int = Field(90, ge=1)
     sensor_retention_days: int = Field(730, ge=30)
     partition_retention_mode: str = Field("detach", pattern="^(detach|drop)$")
-    notify_max_attempts: int = Field(8, ge=1)
-    notify_backoff_s: float = Field(30.0, ge=0)
-    notify_lease_s: float = Field(120.0, gt=0)
+    notify_max_attempts: int = Field(
+        8, ge=1, description="Tries of a notification the server refuses for a reason of its own"
+    )
+    notify_backoff_s: float = Field(
+        30.0, ge=0, description="Wait before the second try of such a notification; doubles"
+    )
+    notify_backoff_max_s: float = Field(
+        900.0, ge=0, description="Longest wait between two tries of one notification"
+    )
+    notify_outage_retry_s: float = Field(
+        30.0,
+        ge=0,
+        description="While the SMTP server or SMS gateway cannot take any message (down, login "
+        "or TLS refused), notifications wait this long between tries, using up no attempt",
+    )
+    notify_lease_s: float = Field(
+        120.0,
+        gt=0,
+        description="A sender's hold on the notifications it claimed, renewed while it sends; at "
+        "least twice EMPS_SMTP_TIMEOUT_S",
+    )
+    notify_pending_alert_s: float = Field(
+        600.0,
+        gt=0,
+        description="Operations alert when a due notification has waited longer than this "
+        "(metric emps_notification_oldest_pending_seconds)",
+    )
     dashboard_base_url: str = "http://127.0.0.1:8501"
 
     # ML model, registry and scoring (issue 5).
@@ -273,6 +324,26 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _notifications_safe(self) -> Settings:
+        if self.notify_lease_s < 2 * self.smtp_timeout_s:
+            raise ValueError(
+                f"EMPS_NOTIFY_LEASE_S ({self.notify_lease_s:g}) must be at least twice "
+                f"EMPS_SMTP_TIMEOUT_S ({self.smtp_timeout_s:g}): a sender must finish a message "
+                "well within its hold on it, or another sender sends it too"
+            )
+        if (
+            self.sms_gateway_url
+            and not self.sms_gateway_url.lower().startswith("https://")
+            and not self.sms_allow_http
+        ):
+            raise ValueError(
+                "EMPS_SMS_GATEWAY_URL must start with https:// (the bearer token and the texts "
+                "would cross the network in clear text); set EMPS_SMS_ALLOW_HTTP=true only for a "
+                "gateway on a network you trust"
+            )
+        return self
+
     @field_validator("timezone")
     @classmethod
     def _known_time_zone(cls, value: str) -> str:
@@ -287,6 +358,11 @@ class Settings(BaseSettings):
     @property
     def landing_dir(self) -> Path:
         return self.home / "landing"
+
+    @property
+    def reports_dir(self) -> Path:
+        """The one folder emails may attach files from."""
+        return self.home / "reports"
 
     @property
     def log_dir(self) -> Path:

@@ -210,14 +210,21 @@ def app_services(settings: Settings, with_simulator: bool) -> list[Service]:
 
 
 def mail_and_metrics(settings: Settings, env: dict[str, str]) -> list[Hosted]:
-    """Hosted before the bootstrap: the SMTP sink (its flows send mail) and /metrics."""
+    """Hosted before the bootstrap: the SMTP sink when configured (its flows send mail; never
+    when EMPS_SMTP_HOST is a real relay) and /metrics."""
+    from emps.alerting.mailbox import SINK_HOST, sink_port
+
+    port = sink_port(settings)
+    if port is None and settings.smtp_sink:
+        console.print(
+            f"Mail goes to {settings.smtp_host}:{settings.smtp_port} (EMPS_SMTP_HOST): no local "
+            "SMTP sink started."
+        )
 
     def smtp_sink() -> Callable[[], None]:
         from emps.alerting.mailbox import start_sink
 
-        controller, _ = start_sink(
-            settings.home / "mailbox", host=settings.smtp_host, port=settings.smtp_port
-        )
+        controller, _ = start_sink(settings.home / "mailbox", host=SINK_HOST, port=port)
         return controller.stop
 
     def metrics() -> Callable[[], None]:
@@ -226,13 +233,9 @@ def mail_and_metrics(settings: Settings, env: dict[str, str]) -> list[Hosted]:
         server = start(settings, prefect_api=env["PREFECT_API_URL"])
         return server.shutdown
 
+    sink = Hosted("smtp-sink", smtp_sink, url=f"smtp://{SINK_HOST}:{port}", loggers=("mail.log",))
     return [
-        Hosted(
-            "smtp-sink",
-            smtp_sink,
-            url=f"smtp://{settings.smtp_host}:{settings.smtp_port}",
-            loggers=("mail.log",),
-        ),
+        *([sink] if port is not None else []),
         Hosted("metrics", metrics, url=f"http://127.0.0.1:{settings.metrics_port}/metrics"),
     ]
 

@@ -12,7 +12,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from emps.alerting import daily_report, outbox, retention, rules
+from emps.alerting import backlog, daily_report, outbox, retention, rules
 from emps.settings import get_settings
 
 
@@ -30,13 +30,20 @@ def catch_up() -> list[rules.AlertOutcome]:
 
 @task(name="deliver-notifications", cache_policy=NONE)
 def deliver_notifications(alert_ids: list[int] | None = None, limit: int = 500) -> dict:
-    """Send due outbox rows. No task retries: failed rows are retried by the outbox's backoff."""
-    report = outbox.send_notifications(get_settings(), limit=limit, alert_ids=alert_ids)
+    """Send due outbox rows. No task retries: failed rows are retried by the outbox's backoff.
+    Logs an error while a due notification has waited longer than EMPS_NOTIFY_PENDING_ALERT_S:
+    mail that cannot go out cannot announce itself by mail."""
+    settings = get_settings()
+    report = outbox.send_notifications(settings, limit=limit, alert_ids=alert_ids)
     logger = get_run_logger()
     for error in dict.fromkeys(report.errors):  # one line per distinct error, not per row
         logger.error(error)
     logger.info("notifications: %s", report)
-    return asdict(report)
+    waiting = backlog.read_backlog(settings)
+    overdue = waiting.oldest_age_s > settings.notify_pending_alert_s
+    if overdue:
+        logger.error("notifications are not going out: %s", waiting.describe(settings))
+    return {**asdict(report), "oldest_pending_s": waiting.oldest_age_s, "overdue": overdue}
 
 
 @task(name="escalate-unacknowledged", cache_policy=NONE, retries=2, retry_delay_seconds=10)
@@ -89,10 +96,19 @@ def process_prediction_alerts(payload: dict[str, Any], event_id: str | None = No
 @flow(name="send-notifications")
 def send_notifications(limit: int = 500) -> dict:
     """Deliver every due outbox row (retries after SMTP/gateway outages, quiet-hour releases).
-    Fails the run, without retrying, when nothing could be sent because of a delivery error."""
+    Fails the run, without retrying, when nothing could be sent because of a delivery error, or
+    while a due notification has waited longer than EMPS_NOTIFY_PENDING_ALERT_S (a failed run
+    is seen in the Prefect UI and by its automations, which need no mail to be heard)."""
     report = deliver_notifications(None, limit)
     if report["errors"] and report["sent"] == 0:
         raise RuntimeError(report["errors"][0])
+    if report["overdue"]:
+        minutes = report["oldest_pending_s"] / 60
+        raise RuntimeError(
+            f"a notification has waited {minutes:.0f} min to be sent"
+            f" (EMPS_NOTIFY_PENDING_ALERT_S={get_settings().notify_pending_alert_s:g});"
+            " `emps notify status` shows the errors"
+        )
     return report
 
 

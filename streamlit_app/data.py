@@ -109,6 +109,11 @@ def alerts(
 
 
 @st.cache_data(ttl=DETAILS_TTL, show_spinner=False)
+def notification_backlog() -> queries.Backlog:
+    return queries.notification_backlog()
+
+
+@st.cache_data(ttl=DETAILS_TTL, show_spinner=False)
 def maintenance_schedule(sites: tuple = ()) -> pd.DataFrame:
     return queries.maintenance_schedule(sites)
 

@@ -203,5 +203,6 @@ def queue_daily_report(
                 key=f"report-daily/{day}/{person.email.lower()}",
                 event="report.daily",
                 attachments=files,
+                settings=settings,
             )
     return DailyReport(day, files, queued, len(tasks), len(alerts), summary is not None)

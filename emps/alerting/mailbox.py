@@ -12,10 +12,13 @@ import hashlib
 import os
 import tempfile
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
+
+from emps.settings import Settings
 
 
 class MailboxHandler:
@@ -27,6 +30,7 @@ class MailboxHandler:
         self.refuse = {r.lower() for r in refuse or set()}
         self.accepted = 0
         self.stored = 0
+        self.received: Counter[str] = Counter()  # Message-ID -> times accepted
         self._lock = threading.Lock()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
@@ -47,6 +51,7 @@ class MailboxHandler:
             fh.write(data)
         with self._lock:
             self.accepted += 1
+            self.received[key.strip()] += 1
             try:
                 # link() fails if the name exists: a second copy of the same message is not kept.
                 os.link(tmp, self.directory / name)
@@ -66,6 +71,18 @@ def start_sink(
     controller = Controller(handler, hostname=host, port=port)
     controller.start()
     return controller, handler
+
+
+SINK_HOST = "127.0.0.1"
+
+
+def sink_port(settings: Settings) -> int | None:
+    """The port `emps up` runs its SMTP sink on (always on 127.0.0.1), or None for no sink:
+    EMPS_SMTP_SINK is off, or EMPS_SMTP_HOST is not 127.0.0.1 / localhost (a real relay, whose
+    mail a local sink must never capture)."""
+    if not settings.smtp_sink or settings.smtp_host.lower() not in (SINK_HOST, "localhost"):
+        return None
+    return settings.smtp_port
 
 
 @dataclass(frozen=True)

@@ -231,10 +231,13 @@ def notify_send(limit: int = typer.Option(500, min=1, help="Rows claimed in this
 
 @notify_app.command("status")
 def notify_status() -> None:
-    """Count outbox rows by status and show the last errors."""
+    """Count outbox rows by status, say how long the oldest due one has waited, and show the
+    last errors."""
+    from emps.alerting.backlog import backlog
     from emps.db import Role, connect
 
-    with connect(Role.READER, get_settings()) as conn:
+    settings = get_settings()
+    with connect(Role.READER, settings) as conn:
         counts = conn.execute(
             "select status, count(*) from ops.notifications group by 1 order by 1"
         ).fetchall()
@@ -242,7 +245,13 @@ def notify_status() -> None:
             "select id, recipient, status, attempts, last_error from ops.notifications"
             " where last_error is not null order by id desc limit 10"
         ).fetchall()
+        waiting = backlog(conn)
     console.print(", ".join(f"{s}: {n}" for s, n in counts) or "outbox empty")
+    if waiting.waiting:
+        late = waiting.oldest_age_s > settings.notify_pending_alert_s
+        console.print(
+            waiting.describe(settings), style="red" if late else None, highlight=False, markup=False
+        )
     for row in errors:
         console.print(
             f"#{row[0]} {row[1]} {row[2]} after {row[3]} attempts: {row[4]}",
@@ -253,7 +262,7 @@ def notify_status() -> None:
 
 @mail_app.command("serve")
 def mail_serve(
-    host: str = typer.Option(None, help="Default: EMPS_SMTP_HOST"),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on"),
     port: int = typer.Option(None, help="Default: EMPS_SMTP_PORT"),
 ) -> None:
     """Run a local SMTP server storing each message once in <EMPS_HOME>/mailbox, until Ctrl-C."""
@@ -263,13 +272,8 @@ def mail_serve(
 
     settings = get_settings()
     directory = settings.home / "mailbox"
-    controller, _ = start_sink(
-        directory, host=host or settings.smtp_host, port=port or settings.smtp_port
-    )
-    console.print(
-        f"SMTP sink on {host or settings.smtp_host}:{port or settings.smtp_port},"
-        f" mailbox {directory}"
-    )
+    controller, _ = start_sink(directory, host=host, port=port or settings.smtp_port)
+    console.print(f"SMTP sink on {host}:{port or settings.smtp_port}, mailbox {directory}")
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

@@ -5,12 +5,23 @@ from __future__ import annotations
 import streamlit as st
 
 from emps import actions
+from emps.settings import get_settings
 from streamlit_app import data
 from streamlit_app.ui import SEVERITY_ORDER, flash, pick_range, plain, require_user, show_flash
 
 user = require_user()
 st.title("Alerts")
 show_flash()
+
+# Mail that cannot go out cannot announce itself by mail: whoever watches this page is told.
+waiting = data.notification_backlog()
+if waiting.oldest_age_s > get_settings().notify_pending_alert_s:
+    st.warning(
+        f"Crews may not be getting alert notifications: {waiting.waiting} waiting to be sent, "
+        f"the oldest for {waiting.oldest_age_s / 60:.0f} min. Last error: "
+        f"{plain(waiting.last_error or 'none recorded')}",
+        icon=":material/mail_lock:",
+    )
 
 filters = st.columns(4)
 statuses = filters[0].multiselect(

@@ -167,9 +167,8 @@ def test_daily_report_mail_has_pdf_and_csv_and_is_sent_once_a_day(
     assert Path(first["files"][0]).exists()
 
 
-@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 def test_smtp_password_from_a_prefect_secret_block(
-    alert_settings, crew, auth_mailbox, prefect_server
+    alert_settings, crew, auth_mailbox, ca_file, prefect_server
 ):
     """With no EMPS_SMTP_PASSWORD, the password comes from the named Prefect Secret block."""
     from prefect.blocks.system import Secret
@@ -188,7 +187,29 @@ def test_smtp_password_from_a_prefect_secret_block(
             "smtp_port": port,
             "smtp_username": "emps",
             "smtp_password_block": "emps-smtp-password-test",
+            "notify_ca_file": ca_file,
         }
     )
     assert send_notifications(settings).sent == 2
     assert handler.stored == 2
+
+
+def test_send_notifications_run_fails_and_logs_while_a_notification_waits_too_long(
+    flow_env, mailbox, prefect_server, caplog
+):
+    """A notification stuck retrying for longer than EMPS_NOTIFY_PENDING_ALERT_S fails the
+    every-minute send-notifications run with its age, and logs the last error: an outage of the
+    mail is seen in the Prefect UI and the logs, not only by mail."""
+    from flows.alerts import send_notifications
+
+    with connect(Role.OWNER, flow_env) as conn:
+        conn.execute(
+            "insert into ops.notifications (channel, recipient, body_text, dedupe_key, status,"
+            " attempts, last_error, due_at, next_attempt_at) values ('email',"
+            " 'full@crews.example', 't', 'stuck', 'failed', 3, '452 mailbox full',"
+            " now() - interval '25 minutes', now() + interval '5 minutes')"
+        )
+    with pytest.raises(RuntimeError, match="waited 25 min"):
+        send_notifications()
+    assert "452 mailbox full" in caplog.text
+    assert "notifications are not going out" in caplog.text

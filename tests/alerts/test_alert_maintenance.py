@@ -103,7 +103,8 @@ def cli_env(alert_settings, mailbox, tmp_path, monkeypatch):
 
 def test_cli_acknowledge_complete_and_mail_list(cli_env, crew, mailbox):
     """From the shell: list an alert, acknowledge it (twice is refused clearly), complete its
-    task with an outcome, send the outbox and see the mails in the local mailbox."""
+    task with an outcome, see the notifications waiting, send the outbox and see the mails in
+    the local mailbox."""
     from emps.cli import app
 
     add_equipment(cli_env, "GEN-0303")
@@ -125,6 +126,8 @@ def test_cli_acknowledge_complete_and_mail_list(cli_env, crew, mailbox):
         app, ["tasks", "complete", str(outcome.task_id), "--outcome", "fault_found"]
     )
     assert done.exit_code == 0, done.output
+    status = runner.invoke(app, ["notify", "status"])
+    assert status.exit_code == 0 and "2 notifications waiting to be sent" in status.output
     sent = runner.invoke(app, ["notify", "send"])
     assert sent.exit_code == 0 and "2 sent" in sent.output, sent.output
     # The sink stores into <tmp>/mailbox, which is <EMPS_HOME>/mailbox for `emps mail list`.

@@ -261,3 +261,23 @@ def test_thresholds_must_stay_ordered(fleet):
     admin = User("admin", UserRole.ADMIN)
     with pytest.raises(actions.ActionFailed, match="must rise"):
         actions.set_threshold(admin, "severity_critical", 0.5)
+
+
+def test_alerts_page_warns_when_notifications_wait_too_long(app, fleet):
+    """When a due notification has waited past EMPS_NOTIFY_PENDING_ALERT_S, the Alerts page says
+    crews may not be getting them, with the last error (mail cannot announce its own outage)."""
+    import streamlit as st
+
+    at = app("viewer", "pages/alerts.py")
+    assert not at.warning
+    with connect(Role.OWNER) as conn:
+        conn.execute(
+            "insert into ops.notifications (channel, recipient, body_text, dedupe_key, status,"
+            " last_error, due_at) values ('email', 'crew@crews.example', 't', 'late', 'failed',"
+            " 'SMTP server relay:587 is unreachable', now() - interval '42 minutes')"
+        )
+    st.cache_data.clear()  # the page reads the backlog through a 2-minute cache
+    at = app("viewer", "pages/alerts.py")
+    (warning,) = at.warning
+    assert "Crews may not be getting alert notifications: 1 waiting" in warning.value
+    assert "42 min" in warning.value and "is unreachable" in warning.value

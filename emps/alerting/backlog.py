@@ -1,0 +1,78 @@
+"""How long the notifications still to be delivered have waited: what the operations alert on
+the outbox, /metrics, the flows' logs, `emps notify status` and the dashboard read. Apart from
+the outbox so that readers import no mail or HTTP client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg.rows import tuple_row
+
+from emps.db import Role, connect
+from emps.settings import Settings, get_settings
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """The notifications due and not yet delivered (not sent, not dead)."""
+
+    waiting: int
+    oldest_age_s: float  # how long the one waiting longest has been due; 0 when none waits
+    oldest_id: int | None
+    oldest_recipient: str | None
+    last_error: str | None  # the oldest one's last error
+
+    def describe(self, settings: Settings) -> str:
+        minutes = self.oldest_age_s / 60
+        text = (
+            f"{self.waiting} notifications waiting to be sent, the oldest (#{self.oldest_id} to "
+            f"{self.oldest_recipient}) for {minutes:.0f} min (EMPS_NOTIFY_PENDING_ALERT_S="
+            f"{settings.notify_pending_alert_s:g})"
+        )
+        return text + (f"; last error: {self.last_error}" if self.last_error else "")
+
+
+def backlog(conn: psycopg.Connection, now: datetime | None = None) -> Backlog:
+    """The waiting notifications as of `now` (the database's time when None). A notification
+    held back by quiet hours is not waiting until its time comes."""
+    cursor = conn.cursor(row_factory=tuple_row)
+    count, age, oldest_id, recipient, error = cursor.execute(
+        """
+        with waiting as (
+            select id, recipient, last_error, due_at from ops.notifications
+            where status in ('pending', 'failed', 'sending')
+              and due_at <= coalesce(%(now)s::timestamptz, now())
+        )
+        select (select count(*) from waiting),
+               greatest(extract(epoch from coalesce(%(now)s::timestamptz, now()) - w.due_at), 0)::float8,
+               w.id, w.recipient, w.last_error
+        from (select 1) one
+        left join (select * from waiting order by due_at, id limit 1) w on true
+        """,
+        {"now": now},
+    ).fetchone()
+    return Backlog(int(count), float(age or 0.0), oldest_id, recipient, error)
+
+
+def read_backlog(settings: Settings | None = None, *, now: datetime | None = None) -> Backlog:
+    """`backlog` on a connection of its own (the read-only role)."""
+    with connect(Role.READER, settings or get_settings()) as conn:
+        return backlog(conn, now)
+
+
+def oldest_pending_age_s(
+    settings: Settings | None = None,
+    *,
+    conn: psycopg.Connection | None = None,
+    now: datetime | None = None,
+) -> float:
+    """Seconds the oldest due notification not yet sent (nor dead) has waited; 0 when none.
+
+    What the operations alert on the outbox reads (above EMPS_NOTIFY_PENDING_ALERT_S: mail is
+    not going out). Uses `conn` when given (any role that can read ops.notifications); `now`
+    defaults to the database's time."""
+    if conn is not None:
+        return backlog(conn, now).oldest_age_s
+    return read_backlog(settings, now=now).oldest_age_s
