@@ -104,7 +104,13 @@ def main() -> None:
     }
     with temporary_platform("model_quality", env) as platform:
         from emps.bootstrap import backfill_history, build_features
-        from ml.dataset import DAYS_LABEL, LABEL, read_failure_events, read_training_examples
+        from ml.dataset import (
+            DAYS_LABEL,
+            LABEL,
+            horizon,
+            read_failure_events,
+            read_training_examples,
+        )
         from ml.evaluate import best_recall, evaluate_predictions, predict_rows, split_examples
         from ml.train import fit_model
 
@@ -160,7 +166,7 @@ def main() -> None:
     scored_warned = scored & (sudden == 0).to_numpy()
     best_threshold, _ = best_recall(positive, probability, settings.ml_target_precision)
     alert = probability >= row_threshold
-    steady = full_context(test, pd.Timedelta(days=settings.failure_horizon_days))
+    steady = full_context(test, horizon(settings))
     steady_alert = alert[steady]
     steady_positive = positive[steady]
     _, steady_best = best_recall(steady_positive, probability[steady], settings.ml_target_precision)

@@ -7,6 +7,9 @@ alter table raw.equipment alter column site drop not null;
 
 -- The usage counter (cycles, operating hours) of counter-clocked types; null for wall-time types.
 alter table raw.sensor_readings add column if not exists cycle double precision;
+-- A counter slot's readings are found by their counter.
+create index if not exists sensor_readings_cycle_idx
+    on raw.sensor_readings (equipment_id, cycle) where cycle is not null;
 
 alter table raw.sensor_catalog add column if not exists role text not null default 'sensor'
     check (role in ('sensor', 'setting'));

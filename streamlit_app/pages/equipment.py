@@ -99,7 +99,8 @@ if trend.empty:
     st.info("No readings for this equipment in the selected range.")
 else:
     chart_cols = st.columns(2)
-    for i, band in enumerate(bands.itertuples()):
+    charted = [band for band in bands.itertuples() if band.sensor in trend.columns]
+    for i, band in enumerate(charted):
         series = trend[["ts", band.sensor]].rename(columns={band.sensor: "value"}).dropna()
         if series.empty:
             continue

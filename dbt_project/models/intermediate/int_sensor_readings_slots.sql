@@ -61,6 +61,9 @@ equipment as (
                         readings.equipment_id = touched.equipment_id
                         and readings.ts >= to_timestamp(touched.slot * touched.slot_width)
                         and readings.ts < to_timestamp((touched.slot + 1) * touched.slot_width)
+                    -- Keeps the subquery a per-slot index scan: flattened into a join, the
+                    -- planner matched every new slot against every reading of its equipment.
+                    offset 0
                 ) as in_slot
             where touched.axis = 'time' and touched.slot is not null
         {%- endif %}
@@ -78,6 +81,7 @@ equipment as (
                         readings.equipment_id = touched.equipment_id
                         and readings.cycle >= touched.slot * touched.slot_width
                         and readings.cycle < (touched.slot + 1) * touched.slot_width
+                    offset 0
                 ) as in_slot
             where touched.axis = 'counter' and touched.slot is not null
         {%- endif %}
