@@ -111,7 +111,8 @@ def fleet_health(
     return frame(
         """
         select equipment_id, equipment_type, site, health_score, severity, failure_probability,
-               days_until_failure, last_reading_at, minutes_since_last_reading,
+               days_until_failure, remaining_life, life_unit, remaining_life_beyond, assessment,
+               assessment_reason, last_severity, last_reading_at, minutes_since_last_reading,
                open_alert_id, open_alert_severity, open_alert_status,
                next_task_id, next_task_type, next_task_date, model_version, predicted_at,
                prediction_as_of, last_reading_as_of

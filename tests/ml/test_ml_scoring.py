@@ -28,7 +28,8 @@ def stored_predictions(settings) -> pd.DataFrame:
     with connect(Role.OWNER, settings) as conn:
         rows = conn.execute(
             "select id, equipment_id, ts, failure_probability, health_score, severity, "
-            "days_until_failure, model_version, explanation from ops.predictions order by id"
+            "days_until_failure, remaining_life, life_unit, remaining_life_beyond, assessment, "
+            "assessment_reason, model_version, explanation from ops.predictions order by id"
         ).fetchall()
     columns = [
         "id",
@@ -38,6 +39,11 @@ def stored_predictions(settings) -> pd.DataFrame:
         "health_score",
         "severity",
         "days_until_failure",
+        "remaining_life",
+        "life_unit",
+        "remaining_life_beyond",
+        "assessment",
+        "assessment_reason",
         "model_version",
         "explanation",
     ]
@@ -57,10 +63,13 @@ def test_scoring_writes_one_prediction_per_equipment_with_domain_rules(ml_settin
         assert row.severity == severity_for(row.failure_probability, ml_settings).value
         assert row.health_score == health_score_for(row.failure_probability)
         assert row.model_version == version
-        assert pd.isna(row.days_until_failure) == (
-            row.failure_probability < ml_settings.severity_medium
-        )
+        # Remaining life at every severity, in the type's unit, and an assessment on each.
+        assert row.remaining_life >= 0 and row.life_unit == "day"
+        assert row.days_until_failure == pytest.approx(row.remaining_life, abs=0.01)
+        assert row.assessment in ("ok", "insufficient_data", "out_of_distribution")
+        assert (row.assessment_reason is None) == (row.assessment == "ok")
         assert row.explanation[0]["label"] and "contribution" in row.explanation[0]
+    assert (stored["severity"] == "LOW").any()
     again = predict.score_equipment(ml_settings, emit_events=False)
     assert again.scored == 0
 
@@ -213,6 +222,9 @@ def test_flow_emits_events_for_high_and_critical_predictions(
         "failure_probability",
         "severity",
         "days_until_failure",
+        "remaining_life",
+        "life_unit",
+        "assessment",
         "model_version",
     }
     assert pd.Timestamp(event.payload["prediction_ts"]) == row["ts"]
