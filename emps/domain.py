@@ -49,17 +49,18 @@ ASSESSMENT_TITLES = {
 def assessment_words(state: str | None, reason: str | None = None) -> str:
     """'insufficient data: vibration stuck: no change over the last 1 h'; '' for ok or unknown
     (a prediction made before assessments existed)."""
-    if not state or state == "ok":
+    if not isinstance(state, str) or state in ("", "ok"):  # None or a table's NaN: unknown
         return ""
     title = ASSESSMENT_TITLES.get(state, state.replace("_", " "))
-    return f"{title}: {reason}" if reason else title
+    return f"{title}: {reason}" if isinstance(reason, str) and reason else title
 
 
 def remaining_life_words(value: float | None, unit: str | None, beyond: bool | None) -> str:
     """'about 4.2 days', 'more than 21 days', 'about 37 cycles'; '' when there is no estimate."""
     if value is None or value != value:  # None or NaN
         return ""
-    unit = unit or "day"
+    unit = unit if isinstance(unit, str) and unit else "day"
+    beyond = beyond is True or (beyond == beyond and bool(beyond))  # NaN: unknown, not beyond
     shown = f"{value:.1f}" if value < 10 else f"{value:.0f}"
     plural = "" if shown in ("1", "1.0") else "s"
     return f"{'more than' if beyond else 'about'} {shown} {unit}{plural}"
