@@ -140,7 +140,8 @@ def fleet_summary(
     severities: Sequence[str] | None = None,
     settings: Settings | None = None,
 ) -> pd.DataFrame:
-    """Equipment counts per site, severity, health decile and silent-or-not (for counts, charts),
+    """Equipment counts per site, severity, health decile, silent-or-not and assessment (for
+    counts, charts),
     and when the predictions and last readings they count were refreshed (`prediction_as_of`,
     `last_reading_as_of`: the latest refresh that changed a row of the group).
 
@@ -151,6 +152,7 @@ def fleet_summary(
         select site, coalesce(severity, 'UNSCORED') as severity,
                (floor(health_score / 10.0) * 10)::int as health_bucket,
                (last_reading_at is null or minutes_since_last_reading > %(silent)s) as silent,
+               coalesce(assessment, 'ok') as assessment,
                count(*)::int as equipment, coalesce(sum(health_score), 0)::float8 as health_sum,
                max(prediction_as_of) as prediction_as_of,
                max(last_reading_as_of) as last_reading_as_of
@@ -158,7 +160,7 @@ def fleet_summary(
         where (%(sites)s::text[] is null or site = any(%(sites)s))
           and (%(types)s::text[] is null or equipment_type = any(%(types)s))
           and (%(severities)s::text[] is null or coalesce(severity, 'UNSCORED') = any(%(severities)s))
-        group by 1, 2, 3, 4
+        group by 1, 2, 3, 4, 5
         """,
         {
             "silent": silent_minutes,

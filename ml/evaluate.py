@@ -832,8 +832,8 @@ def predict_rows(model: Any, rows: pd.DataFrame) -> Predictions:
     return Predictions(
         probability=model.calibrate(score),
         remaining_life=life,
-        cap=model._per_type(types, "cap", len(rows)),
-        naive=model._per_type(types, "naive", len(rows)),
+        cap=model.per_type(types, "cap", len(rows)),
+        naive=model.per_type(types, "naive", len(rows)),
     )
 
 

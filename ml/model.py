@@ -126,7 +126,8 @@ class FailureModel(BaseEstimator):
             "naive": float(self.regressor_max_days),
         }
 
-    def _per_type(self, types: Any, key: str, count: int) -> np.ndarray:
+    def per_type(self, types: Any, key: str, count: int) -> np.ndarray:
+        """A clock value (unit_seconds, horizon, cap, naive) for each of `count` rows of `types`."""
         types = np.broadcast_to(np.asarray(types, dtype=object), (count,))
         values = {t: float(self.clock(t)[key]) for t in pd.unique(types)}
         return np.array([values[t] for t in types], dtype=float)
@@ -137,11 +138,11 @@ class FailureModel(BaseEstimator):
         """(remaining life in each row's life unit, True where it is the cap: "more than") from
         the forest votes of rows of equipment `types` (one type name or one per row)."""
         score = np.asarray(score, dtype=float)
-        cap = self._per_type(types, "cap", len(score))
+        cap = self.per_type(types, "cap", len(score))
         if self.life_x is None or len(self.life_x) == 0:
             return self._regressor_days(X, score, cap)
         horizons = np.interp(score, self.life_x, self.life_y)
-        life = horizons * self._per_type(types, "horizon", len(score))
+        life = horizons * self.per_type(types, "horizon", len(score))
         return np.minimum(life, cap), life >= cap - 1e-9
 
     def _regressor_days(
@@ -162,7 +163,7 @@ class FailureModel(BaseEstimator):
     ) -> np.ndarray:
         """The remaining life in days of (derived) time."""
         life, _ = self.remaining_life(score, types, X)
-        return life * self._per_type(types, "unit_seconds", len(life)) / 86400.0
+        return life * self.per_type(types, "unit_seconds", len(life)) / 86400.0
 
     def predict(self, X: Any) -> np.ndarray:
         """MLflow pyfunc entry point: the calibrated failure probability of each row."""

@@ -130,8 +130,8 @@ def fit_life_table(
     short to prove the cap) stay out."""
     truth, censored = remaining_life_truth(frame, catalog)
     types = frame["equipment_type"].to_numpy(dtype=object)
-    horizon = model._per_type(types, "horizon", len(frame))
-    cap = model._per_type(types, "cap", len(frame))
+    horizon = model.per_type(types, "horizon", len(frame))
+    cap = model.per_type(types, "cap", len(frame))
     known = ~censored | (truth >= cap)
     target = (np.minimum(truth, cap) / horizon)[known]
     votes = votes[known]

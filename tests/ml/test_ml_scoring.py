@@ -51,7 +51,9 @@ def stored_predictions(settings) -> pd.DataFrame:
 
 
 def test_scoring_writes_one_prediction_per_equipment_with_domain_rules(ml_settings, examples_in_db):
-    """Each equipment's latest row gets a prediction whose severity and health follow DESIGN.md."""
+    """Each equipment's latest row gets a prediction whose severity and health follow DESIGN.md,
+    with a remaining life and an assessment at every severity; scoring unchanged features again
+    writes the same figures."""
     examples, failures = examples_in_db
     version = champion_version(ml_settings, examples, failures)
     report = predict.score_equipment(ml_settings, emit_events=False)
@@ -72,6 +74,13 @@ def test_scoring_writes_one_prediction_per_equipment_with_domain_rules(ml_settin
     assert (stored["severity"] == "LOW").any()
     again = predict.score_equipment(ml_settings, emit_events=False)
     assert again.scored == 0
+    # A second scoring round of the same (unchanged) features reads exactly the same.
+    predict.score_equipment(ml_settings, only_unscored=False, emit_events=False)
+    rescored = stored_predictions(ml_settings).iloc[len(stored) :]
+    columns = ["equipment_id", "failure_probability", "remaining_life", "assessment"]
+    pd.testing.assert_frame_equal(
+        rescored[columns].reset_index(drop=True), stored[columns].reset_index(drop=True)
+    )
 
 
 def test_bands_an_admin_sets_reach_the_next_scoring_run(ml_settings, examples_in_db, admin):

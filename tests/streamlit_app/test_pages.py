@@ -61,6 +61,8 @@ def test_an_untrustworthy_prediction_is_shown_beside_its_severity(app, db):
         )
     assert run_dbt(dbt_args(["run"], db, selector=DASHBOARD_STATE_SELECTOR), db).success
     at = app("viewer")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Insufficient data"] == "2"  # GEN-0002, and VEH-0001 (never heard from)
     fleet = at.dataframe[0].value.set_index("equipment_id")
     assert fleet.loc["GEN-0002", "severity"] == "LOW"
     assert fleet.loc["GEN-0002", "assessment_text"] == f"insufficient data: {reason}"
