@@ -156,7 +156,7 @@ def write_predictions(predictions: pd.DataFrame, settings: Settings | None = Non
         "id, equipment_id, ts, failure_probability, health_score, severity, "
         "days_until_failure, model_version, explanation"
     )
-    with connect(Role.WRITER, settings) as conn:
+    with connect(Role.SCORING, settings) as conn:
         # Ids drawn first so the rows can go in by COPY and still be named in the events.
         ids = [
             row[0]

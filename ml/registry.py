@@ -140,7 +140,7 @@ def record_promotion(
 ) -> None:
     settings = settings or get_settings()
     clean = {k: v for k, v in (metrics or {}).items() if not _is_nan(v)}
-    with connect(Role.WRITER, settings) as conn:
+    with connect(Role.SCORING, settings) as conn:
         conn.execute(
             "insert into ops.model_promotions "
             "(model_name, alias, from_version, to_version, promoted_by, reason, metrics) "
@@ -160,7 +160,7 @@ def record_promotion(
 def last_recorded_champion(settings: Settings | None = None) -> str | None:
     """The champion version ops.model_promotions knows about (to detect moves made in the UI)."""
     settings = settings or get_settings()
-    with connect(Role.WRITER, settings) as conn:
+    with connect(Role.SCORING, settings) as conn:
         row = conn.execute(
             "select to_version from ops.model_promotions where model_name = %s and alias = %s "
             "order by promoted_at desc, id desc limit 1",

@@ -292,7 +292,7 @@ async def deliver_due(
     report = SendReport()
     worker = worker or default_worker()
     tried: list[int] = []
-    with connect(Role.WRITER, settings, autocommit=True) as conn:
+    with connect(Role.ALERTING, settings, autocommit=True) as conn:
         conn.row_factory = dict_row
         while report.claimed < limit and not report.stopped:
             rows = claim_due(

@@ -102,8 +102,7 @@ def _equipment(conn: psycopg.Connection, equipment_id: str) -> tuple[str, str] |
 
 def _audit(conn, action: str, alert_id: int, details: dict) -> None:
     conn.execute(
-        "insert into ops.audit_log (actor, action, target_type, target_id, details)"
-        " values (%s, %s, 'alert', %s, %s)",
+        "select ops.record_audit(%s, %s, 'alert', %s, %s)",
         (ACTOR, action, str(alert_id), Jsonb(details)),
     )
 
@@ -122,7 +121,7 @@ def process_prediction(
         return AlertOutcome("ignored")
     recipients = recipients or load_recipients(settings=settings)
     now = now or datetime.now(UTC)
-    with connect(Role.WRITER, settings) as conn, conn.transaction():
+    with connect(Role.ALERTING, settings) as conn, conn.transaction():
         conn.row_factory = dict_row
         # Serialise runs for the same equipment so two events cannot race past the checks below.
         conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (signal.equipment_id,))
@@ -282,7 +281,7 @@ def process_pending(
     started yet. Oldest first, so a HIGH then CRITICAL sequence escalates as it happened."""
     settings = settings or get_settings()
     recipients = recipients or load_recipients(settings=settings)
-    with connect(Role.WRITER, settings) as conn:
+    with connect(Role.ALERTING, settings) as conn:
         conn.row_factory = dict_row
         pending = conn.execute(
             """
@@ -332,7 +331,7 @@ def escalate_unacknowledged(
     cutoff = now - timedelta(minutes=settings.escalation_delay_min)
     escalated: list[int] = []
     written = 0
-    with connect(Role.WRITER, settings) as conn, conn.transaction():
+    with connect(Role.ALERTING, settings) as conn, conn.transaction():
         conn.row_factory = dict_row
         due = conn.execute(
             """
@@ -388,7 +387,7 @@ def auto_resolve(settings: Settings | None = None, now: datetime | None = None) 
     settings = settings or get_settings()
     now = now or datetime.now(UTC)
     resolved = []
-    with connect(Role.WRITER, settings) as conn, conn.transaction():
+    with connect(Role.ALERTING, settings) as conn, conn.transaction():
         done = conn.execute(
             """
             select distinct on (a.id) a.id, t.id, t.outcome
