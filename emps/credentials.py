@@ -2,8 +2,9 @@
 
 `emps up` on the embedded PostgreSQL needs passwords for every database role, a credential for the
 Prefect API and one for the MLflow UI. They are generated on first use, written to
-`<home>/secrets.json` with mode 0600 (never to git, never to a log), read by every process of the
-platform, and replaced by `emps secrets rotate`. Production sets its own (SECURITY.md).
+`<home>/secrets.json` (EMPS_SECRETS_PATH) with mode 0600 (never to git, never to a log), read by
+every process of the platform, and replaced by `emps secrets rotate`. Production sets its own
+(SECURITY.md).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class PlatformSecrets:
 
 def secrets_path(settings: Settings | None = None) -> Path:
     settings = settings or get_settings()
-    return settings.home / SECRETS_FILE
+    return settings.secrets_path or settings.home / SECRETS_FILE
 
 
 def new_password() -> str:

@@ -29,6 +29,11 @@ class Settings(BaseSettings):
         "local", description="local | ci | prod: picks nothing by itself, shown in logs"
     )
     home: Path = Field(PROJECT_ROOT / "var", description="Root of all runtime state")
+    secrets_path: Path | None = Field(
+        None,
+        description="The generated passwords and credentials (mode 0600); unset = "
+        "<home>/secrets.json",
+    )
     catalog_path: Path = Field(PROJECT_ROOT / "catalog" / "sensors.yaml")
 
     # Database. When database_url is unset an embedded PostgreSQL runs under home/pg.

@@ -22,6 +22,8 @@ def test_home() -> Iterator[Path]:
     for key in saved:
         del os.environ[key]
     os.environ["EMPS_HOME"] = str(home)
+    # The session's database passwords, also for tests that point EMPS_HOME elsewhere.
+    os.environ["EMPS_SECRETS_PATH"] = str(home / "secrets.json")
     os.environ["EMPS_ENV"] = "ci"
     os.environ["EMPS_PG_PORT"] = str(free_port())
     os.environ["EMPS_CATALOG_PATH"] = str(PROJECT_ROOT / "catalog" / "sensors.yaml")

@@ -8,7 +8,7 @@ import pytest
 from alert_testdata import add_equipment, write_prediction
 
 from emps.alerting.rules import (
-    PredictionSignal,
+    PredictionKey,
     auto_resolve,
     escalate_unacknowledged,
     process_pending,
@@ -157,11 +157,11 @@ def test_event_payload_errors_name_the_field():
         "failure_probability": 0.9,
         "severity": "CRITICAL",
     }
-    assert PredictionSignal.from_payload(base).prediction_ts.microsecond == 123456
+    assert PredictionKey.from_payload(base).prediction_ts.microsecond == 123456
     with pytest.raises(ValueError, match="lacks prediction_id"):
-        PredictionSignal.from_payload({**base, "prediction_id": None})
+        PredictionKey.from_payload({**base, "prediction_id": None})
     with pytest.raises(ValueError, match="no time zone offset"):
-        PredictionSignal.from_payload({**base, "prediction_ts": "2026-11-27T17:00:00"})
+        PredictionKey.from_payload({**base, "prediction_ts": "2026-11-27T17:00:00"})
 
 
 def test_prediction_whose_event_was_lost_is_picked_up_by_the_next_run(alert_settings, crew):
