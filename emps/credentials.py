@@ -87,13 +87,16 @@ def _complete(found: PlatformSecrets) -> PlatformSecrets:
     )
 
 
-def _read(path: Path) -> PlatformSecrets:
-    mode = stat.S_IMODE(path.stat().st_mode)
+def _require_private(path: Path, mode: int) -> None:
+    mode = stat.S_IMODE(mode)
     if mode & 0o077:
         raise SecretsError(
             f"{path} can be read by other users (mode {mode:o}); make it private with "
             f"`chmod 600 {path}` and consider `emps secrets rotate`"
         )
+
+
+def _read(path: Path) -> PlatformSecrets:
     try:
         data = json.loads(path.read_text())
         return PlatformSecrets(
@@ -128,9 +131,12 @@ def load_secrets(settings: Settings | None = None) -> PlatformSecrets:
     """The home's secrets, generated (and written 0600) on first use."""
     path = secrets_path(settings)
     try:
-        mtime = path.stat().st_mtime
+        found_stat = path.stat()
     except FileNotFoundError:
         mtime = None
+    else:
+        _require_private(path, found_stat.st_mode)
+        mtime = found_stat.st_mtime
     if mtime is not None and (cached := _cache.get(path)) and cached[0] == mtime:
         return cached[1]
     found = _read(path) if mtime is not None else PlatformSecrets()

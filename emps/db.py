@@ -160,14 +160,17 @@ def ensure_database(settings: Settings | None = None) -> None:
             )
 
 
-def set_role_passwords(conn: psycopg.Connection, settings: Settings | None = None) -> list[str]:
+def set_role_passwords(
+    conn: psycopg.Connection, settings: Settings | None = None, secrets=None
+) -> list[str]:
     """Create the secrets file's login roles that do not exist yet and give every one its
-    password (sent as a SCRAM verifier computed here, never in clear); returns the roles set."""
+    password (sent as a SCRAM verifier computed here, never in clear); returns the roles set.
+    `secrets`: other values than the file's (a rotation about to be written)."""
     from psycopg import sql
 
     from emps.credentials import load_secrets
 
-    secrets = load_secrets(settings)
+    secrets = secrets or load_secrets(settings)
     done = []
     for role, password in secrets.database.items():
         exists = conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone()
