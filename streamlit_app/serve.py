@@ -21,7 +21,6 @@ from starlette.requests import Request  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
-from emps.settings import get_settings  # noqa: E402
 from streamlit_app import session  # noqa: E402
 
 
@@ -37,6 +36,8 @@ def _cookie_path() -> str:
 
 async def store_session(request: Request) -> Response:
     """Exchange a one-time code for the session cookie."""
+    from emps.settings import get_settings
+
     token = session.claim(request.query_params.get("code", ""))
     if token is None:
         return Response(status_code=404, headers={"Cache-Control": "no-store"})

@@ -1,5 +1,8 @@
 """The dashboard's sign-in session: who is signed in, on every run, from the database.
 
+(Imported by serve.py when the server starts: what it needs of the platform is imported when
+first used, so an idle dashboard stays small.)
+
 A sign-in returns a session token (emps.users). This browser tab keeps it in st.session_state;
 a reload opens a new Streamlit session, which finds it in the `emps_session` cookie instead. The
 cookie is HttpOnly (page scripts cannot read it), so Streamlit, which cannot set cookies, hands
@@ -16,11 +19,12 @@ import ipaddress
 import secrets
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from emps.users import User, session_user
-from emps.users import sign_out as end_session
+if TYPE_CHECKING:
+    from emps.users import User
 
 COOKIE = "emps_session"
 TOKEN_KEY = "session_token"
@@ -76,6 +80,8 @@ def _cookie() -> str | None:
 
 def current_user() -> User | None:
     """The user holding this session's token now (asked of the database), or None."""
+    from emps.users import session_user
+
     token = st.session_state.get(TOKEN_KEY) or _cookie()
     user = session_user(token) if token else None
     if user is None:
@@ -95,6 +101,8 @@ def remember(user: User) -> None:
 
 
 def sign_out() -> None:
+    from emps.users import sign_out as end_session
+
     end_session(st.session_state.get(TOKEN_KEY) or _cookie())
     for key in (TOKEN_KEY, USER_KEY, "cookie_code"):
         st.session_state.pop(key, None)

@@ -299,3 +299,21 @@ def test_rotate_replaces_every_password_and_refuses_while_emps_up_runs(tmp_path,
         server.stop(mode="immediate")
         get_settings.cache_clear()
         forget_cached()
+
+
+def test_emps_commands_talking_to_the_local_prefect_send_its_credential(settings, monkeypatch):
+    """An `emps` command run with PREFECT_API_URL naming this platform's Prefect server (and no
+    credential of its own) is given the server's auth string; one naming another server is not."""
+    import os
+
+    from typer.testing import CliRunner
+
+    from emps.cli import app
+
+    monkeypatch.delenv("PREFECT_API_AUTH_STRING", raising=False)
+    monkeypatch.setenv("PREFECT_API_URL", "http://prefect.elsewhere.example/api")
+    assert CliRunner().invoke(app, ["config", "show"]).exit_code == 0
+    assert "PREFECT_API_AUTH_STRING" not in os.environ
+    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{settings.prefect_port}/api")
+    assert CliRunner().invoke(app, ["config", "show"]).exit_code == 0
+    assert os.environ["PREFECT_API_AUTH_STRING"] == load_secrets(settings).prefect_auth
