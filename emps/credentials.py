@@ -106,8 +106,9 @@ def _read(path: Path) -> PlatformSecrets:
         )
     except (ValueError, AttributeError) as exc:
         raise SecretsError(
-            f"{path} is not a valid secrets file ({exc}); restore it from a backup, or move it "
-            "away and run `emps secrets rotate` to generate new ones"
+            f"{path} is not a valid secrets file ({exc}): restore it from a backup; or, to "
+            "start over with new passwords, move it away, remove <home>/pg/data/pg_hba.conf "
+            "and start again (the next start gives every role a new password)"
         ) from None
 
 
@@ -122,6 +123,20 @@ def write_secrets(found: PlatformSecrets, path: Path) -> None:
         json.dump(found.to_json(), handle, indent=2)
         handle.write("\n")
     tmp.replace(path)
+
+
+def _create(found: PlatformSecrets, path: Path) -> bool:
+    """Create the file only if none exists (two first starts racing keep one set); False when
+    another process's file is already there."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    write_secrets(found, tmp)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
 
 
 _cache: dict[Path, tuple[float, PlatformSecrets]] = {}
@@ -141,9 +156,11 @@ def load_secrets(settings: Settings | None = None) -> PlatformSecrets:
         return cached[1]
     found = _read(path) if mtime is not None else PlatformSecrets()
     complete = _complete(found)
-    if complete != found:
+    if mtime is None and not _create(complete, path):
+        return load_secrets(settings)  # another process created it first: use its values
+    if mtime is not None and complete != found:
         write_secrets(complete, path)
-        mtime = path.stat().st_mtime
+    mtime = path.stat().st_mtime
     _cache[path] = (mtime, complete)
     return complete
 

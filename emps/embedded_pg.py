@@ -151,9 +151,11 @@ class EmbeddedPostgres:
         self._clear_stale_pidfile()
         self._port_must_be_free()
         self._write_server_settings()
-        # Anything but our file (an older release's trust, an upgrade cut short, a hand edit)
-        # goes through the upgrade, which sets the superuser's password again.
-        upgrading = (self.pgdata / "pg_hba.conf").read_text() != HBA
+        # Anything but our file (an older release's trust, an upgrade cut short, a hand edit, a
+        # file removed to recover from lost secrets) goes through the upgrade, which sets the
+        # superuser's password again.
+        hba = self.pgdata / "pg_hba.conf"
+        upgrading = not hba.exists() or hba.read_text() != HBA
         if upgrading:
             self._require_password()
             (self.pgdata / "pg_hba.conf").write_text(HBA_UPGRADE)

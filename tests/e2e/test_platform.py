@@ -75,7 +75,7 @@ class Platform:
 
     def prefect_api(self) -> httpx.Client:
         """The Prefect API as a user's script reaches it: the auth string, and a CSRF token for
-        the calls that change something."""
+        the calls that change something (an open client)."""
         user, password = self.secrets()["prefect_auth"].split(":", 1)
         client = httpx.Client(base_url=self.prefect + "/", auth=(user, password), timeout=10)
         client_id = str(uuid.uuid4())
@@ -192,16 +192,13 @@ def drop_csv(incoming: Path, name: str, rows: list[dict]) -> None:
 
 def deployment_runs(platform: Platform, deployment: str, state: str = "COMPLETED") -> list[dict]:
     flow, name = deployment.split("/")
-    with platform.prefect_api() as prefect:
-        dep = prefect.get(f"deployments/name/{flow}/{name}").json()
-        body = {
-            "flow_runs": {
-                "deployment_id": {"any_": [dep["id"]]},
-                "state": {"type": {"any_": [state]}},
-            },
-            "limit": 50,
-        }
-        return prefect.post("flow_runs/filter", json=body).json()
+    prefect = platform.prefect_api()
+    dep = prefect.get(f"deployments/name/{flow}/{name}").json()
+    body = {
+        "flow_runs": {"deployment_id": {"any_": [dep["id"]]}, "state": {"type": {"any_": [state]}}},
+        "limit": 50,
+    }
+    return prefect.post("flow_runs/filter", json=body).json()
 
 
 def run_deployment(platform: Platform, deployment: str) -> None:
@@ -270,9 +267,9 @@ def test_a_degrading_generator_reaches_the_crew_and_the_dashboard(platform: Plat
     (run_id,) = platform.sql(
         "select flow_run_id from raw.ingest_files where file_name = %s", f"{EQUIPMENT} backlog.csv"
     )[0]
-    with platform.prefect_api() as prefect:
-        run = prefect.get(f"flow_runs/{run_id}").json()
-        ingest = prefect.get("deployments/name/ingest-sensor-drops/ingest-sensor-drops").json()
+    prefect = platform.prefect_api()
+    run = prefect.get(f"flow_runs/{run_id}").json()
+    ingest = prefect.get("deployments/name/ingest-sensor-drops/ingest-sensor-drops").json()
     assert run["deployment_id"] == ingest["id"], run
 
     # dbt builds its features up to the newest reading.
@@ -480,8 +477,11 @@ def test_strangers_are_refused_everywhere_but_the_sign_in_page(platform: Platfor
     """Without credentials, the Prefect API (and with them but without a CSRF token, its
     changes), the MLflow API and the database refuse; cross-origin calls to Prefect from
     another site get no permission."""
-    anonymous = httpx.post(f"{platform.prefect}/flow_runs/filter", json={}, timeout=10)
+    anonymous = httpx.get(f"{platform.prefect}/admin/settings", timeout=10)
     assert anonymous.status_code == 401
+    # A change without credentials: refused (by the CSRF check, which runs first, or the auth).
+    change = httpx.post(f"{platform.prefect}/flow_runs/filter", json={}, timeout=10)
+    assert change.status_code in (401, 403)
     user, password = platform.secrets()["prefect_auth"].split(":", 1)
     no_csrf = httpx.post(
         f"{platform.prefect}/deployments/filter", json={}, auth=(user, password), timeout=10
