@@ -509,7 +509,7 @@ def run_platform(
         first_admin = _phase("first admin", lambda: _ensure_first_admin(settings))
         admin_note = first_admin.note if first_admin is not None else None
         if admin_note:
-            console.print(f"  [bold]{admin_note}[/]")
+            console.print(f"  {admin_note}", style="bold", markup=False, highlight=False)
         # The servers start side by side (each spends most of its start importing and migrating).
         servers = server_services(settings)
         hosted = mail_and_metrics(settings, supervisor.env)
@@ -708,7 +708,7 @@ def print_urls(supervisor: Supervisor, admin_note: str | None) -> None:
         "(`emps secrets show` prints them)."
     )
     if admin_note:
-        console.print(admin_note)
+        console.print(admin_note, markup=False, highlight=False)
 
 
 def print_status(settings: Settings | None = None) -> int:

@@ -431,11 +431,16 @@ def ensure_first_admin(settings: Settings | None = None) -> FirstAdmin | None:
 
 
 def _first_admin_text(password: str, settings: Settings) -> str:
+    url = (
+        settings.dashboard_base_url
+        if "dashboard_base_url" in settings.model_fields_set
+        else f"http://127.0.0.1:{settings.streamlit_port}"
+    )
     return (
         "EMPS dashboard: the first administrator\n"
         f"user name: {FIRST_ADMIN}\n"
         f"password:  {password}\n"
-        f"Sign in at {settings.dashboard_base_url}; you will be asked to choose your own password.\n"
+        f"Sign in at {url}; you will be asked to choose your own password.\n"
         "`emps up` removes this file at its next start once you have.\n"
     )
 
