@@ -55,7 +55,7 @@ def sudden_flags(test: pd.DataFrame, settings) -> pd.Series:
     """Per test row: True when its next failure was sudden, False when it warned, NaN if none."""
     from emps.db import Role, connect
 
-    with connect(Role.WRITER, settings) as conn:
+    with connect(Role.INGEST, settings) as conn:
         truth = conn.execute("select equipment_id, failure_at, sudden from sim.equipment_truth")
         sudden = {(e, pd.Timestamp(f)): s for e, f, s in truth.fetchall()}
     keys = zip(test["equipment_id"], test["next_failure_at"], strict=True)

@@ -23,7 +23,7 @@ QUERIES = {
         select severity, count(*) from ops.alerts where status <> 'resolved' group by severity
     """,
     "backlog": """
-        select status, count(*) from ops.notifications
+        select status, count(*) from ops.notification_deliveries
         where status in ('pending', 'sending', 'failed', 'dead') group by status
     """,
     "predictions": """
@@ -38,9 +38,16 @@ QUERIES = {
 
 
 class PlatformCollector(Collector):
-    def __init__(self, settings: Settings, prefect_api: str | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        prefect_api: str | None = None,
+        prefect_auth: str | None = None,
+    ):
         self.settings = settings
         self.prefect_api = prefect_api
+        self.prefect_auth = prefect_auth
+        self._prefect = None  # one client: its CSRF token is reused between scrapes
 
     def collect(self) -> Iterator[Metric]:
         started = time.monotonic()
@@ -124,9 +131,13 @@ class PlatformCollector(Collector):
 
         import httpx
 
+        from emps import prefect_api
+
         api = self.prefect_api or os.environ.get("PREFECT_API_URL")
         if not api:
             return
+        if self._prefect is None:
+            self._prefect = prefect_api.client(api, self.prefect_auth, timeout=3)
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
         body = {
             "flow_runs": {
@@ -136,10 +147,12 @@ class PlatformCollector(Collector):
             "limit": 200,
         }
         try:
-            runs = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=3).json()
+            runs = self._prefect.post("/flow_runs/filter", json=body).raise_for_status().json()
             flows = {
                 f["id"]: f["name"]
-                for f in httpx.post(f"{api}/flows/filter", json={"limit": 200}, timeout=3).json()
+                for f in self._prefect.post("/flows/filter", json={"limit": 200})
+                .raise_for_status()
+                .json()
             }
         except (httpx.HTTPError, ValueError):
             return
@@ -158,15 +171,20 @@ class PlatformCollector(Collector):
         yield family
 
 
-def start(settings: Settings | None = None, prefect_api: str | None = None):
+def start(
+    settings: Settings | None = None,
+    prefect_api: str | None = None,
+    prefect_auth: str | None = None,
+):
     """Serve /metrics on 127.0.0.1:metrics_port from a background thread; returns the server
-    (call .shutdown() to stop it)."""
+    (call .shutdown() to stop it). Flow run times come from the Prefect API at `prefect_api`
+    (default PREFECT_API_URL) with the credential `prefect_auth` (PREFECT_API_AUTH_STRING)."""
     from prometheus_client import start_http_server
     from prometheus_client.registry import CollectorRegistry
 
     settings = settings or get_settings()
     registry = CollectorRegistry()
-    registry.register(PlatformCollector(settings, prefect_api))
+    registry.register(PlatformCollector(settings, prefect_api, prefect_auth))
     server, _ = start_http_server(settings.metrics_port, addr="127.0.0.1", registry=registry)
     return server
 

@@ -18,7 +18,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Settings(BaseSettings):
-    """Platform configuration. Defaults run everything locally under `var/` with no credentials."""
+    """Platform configuration. Defaults run everything locally under `var/`, with credentials
+    generated into `<home>/secrets.json` (emps.credentials)."""
 
     model_config = SettingsConfigDict(
         env_prefix="EMPS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
@@ -28,12 +29,24 @@ class Settings(BaseSettings):
         "local", description="local | ci | prod: picks nothing by itself, shown in logs"
     )
     home: Path = Field(PROJECT_ROOT / "var", description="Root of all runtime state")
+    secrets_path: Path | None = Field(
+        None,
+        description="The generated passwords and credentials (mode 0600); unset = "
+        "<home>/secrets.json",
+    )
     catalog_path: Path = Field(PROJECT_ROOT / "catalog" / "sensors.yaml")
 
     # Database. When database_url is unset an embedded PostgreSQL runs under home/pg.
     database_url: SecretStr | None = Field(None, description="Owner URL used for migrations")
     writer_url: SecretStr | None = Field(None, description="URL of the flows' writer role")
     reader_url: SecretStr | None = Field(None, description="URL of the dashboard's read-only role")
+    ingest_url: SecretStr | None = Field(None, description="URL of the ingest role (emps_ingest)")
+    scoring_url: SecretStr | None = Field(
+        None, description="URL of the scoring role (emps_scoring)"
+    )
+    alerting_url: SecretStr | None = Field(
+        None, description="URL of the alerting role (emps_alerting)"
+    )
     pg_host: str = "127.0.0.1"
     pg_port: int = 55432
     pg_database: str = "emps"
@@ -138,7 +151,15 @@ class Settings(BaseSettings):
         None, description="URL of the dashboard's narrow write role (emps_operator)"
     )
     admin_password: SecretStr | None = Field(
-        None, description="Password of the first admin; unset = generated and printed once"
+        None,
+        description="Password of the first admin; unset = generated into <home>/first-admin.txt "
+        "(0600) and changed at the first sign-in",
+    )
+    session_idle_s: int = Field(
+        1800, ge=5, description="A dashboard session unused this long is signed out"
+    )
+    session_max_s: int = Field(
+        12 * 3600, ge=60, description="A dashboard session ends this long after its sign-in"
     )
     cache_ttl_overview_s: int = Field(300, ge=0)
     cache_ttl_details_s: int = Field(120, ge=0)

@@ -60,7 +60,7 @@ def _call(sql: str, params: tuple) -> tuple:
     from emps.db import Role, connect
 
     try:
-        with connect(Role.WRITER, get_settings()) as conn:
+        with connect(Role.OWNER, get_settings()) as conn:
             return conn.execute(sql, params).fetchone()
     except psycopg.Error as exc:
         raise _fail(exc) from exc

@@ -219,7 +219,7 @@ class Ingestor:
     def _connect(self, attempts: int = 1) -> psycopg.Connection:
         for attempt in range(attempts):
             try:
-                return connect(Role.WRITER, self.settings, autocommit=True)
+                return connect(Role.INGEST, self.settings, autocommit=True)
             except psycopg.OperationalError:
                 if attempt == attempts - 1:
                     raise

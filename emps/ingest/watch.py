@@ -113,9 +113,10 @@ class Coalescer:
         )
 
 
-def emit_arrival(arrival: Arrival, api: str | None = None) -> None:
+def emit_arrival(arrival: Arrival, api: str | None = None, auth: str | None = None) -> None:
     """Send the event to the Prefect server's events API (`POST {api}/events`; default: the
-    PREFECT_API_URL environment variable).
+    PREFECT_API_URL environment variable), with the server's credential (`auth`, default
+    PREFECT_API_AUTH_STRING) and a CSRF token (emps.prefect_api).
 
     Prefect's `emit_event` does the same over a websocket, but importing Prefect would more than
     double this small always-on process (~45 -> ~100 MB resident). A failed send is logged, not
@@ -123,6 +124,8 @@ def emit_arrival(arrival: Arrival, api: str | None = None) -> None:
     one-minute schedule ingests them regardless.
     """
     import httpx
+
+    from emps import prefect_api
 
     api = api or os.environ.get("PREFECT_API_URL")
     if not api:
@@ -138,13 +141,9 @@ def emit_arrival(arrival: Arrival, api: str | None = None) -> None:
         },
         "payload": arrival.payload(),
     }
-    headers = {}
-    if key := os.environ.get("PREFECT_API_KEY"):
-        headers["Authorization"] = f"Bearer {key}"
     try:
-        httpx.post(
-            f"{api.rstrip('/')}/events", json=[event], headers=headers, timeout=10
-        ).raise_for_status()
+        with prefect_api.client(api, auth, timeout=10) as prefect:
+            prefect.post("/events", json=[event]).raise_for_status()
     except httpx.HTTPError as exc:
         log.warning("%s not sent to %s: %s", EVENT, api, exc)
 

@@ -12,7 +12,7 @@ from pypdf import PdfReader
 
 from emps import actions
 from emps.db import Role, connect
-from emps.users import User, UserRole, connect_operator
+from emps.users import connect_operator
 
 
 def _audit(action: str) -> list[tuple]:
@@ -120,21 +120,28 @@ def test_acknowledgement_shows_on_the_overview_at_once(app, fleet):
     assert fleet_table.loc["GEN-0001", "open_alert_status"] == "acknowledged"
 
 
-def test_viewer_cannot_acknowledge(app, fleet):
+def test_viewer_cannot_acknowledge(app, fleet, signed_in_as):
     """A viewer sees the actions disabled, and the app and the database both refuse them."""
     at = app("viewer", "pages/alerts.py")
     assert all(b.disabled for b in at.button if b.label in ("Acknowledge", "Resolve"))
-    viewer = User("viewer", UserRole.VIEWER)
+    viewer = signed_in_as("viewer")
     with pytest.raises(actions.NotAllowed):
         actions.acknowledge_alert(viewer, fleet.critical_alert, "sneaky")
-    # Even a client that skips the app's check is refused by the operator role's function.
+    # Even a client that skips the app's check is refused by the operator role's function,
+    # which finds the role from the session token.
     with (
         connect_operator() as conn,
         pytest.raises(psycopg.errors.InsufficientPrivilege, match="only Admin or Technician"),
     ):
         conn.execute(
-            "select ops.user_acknowledge_alert('viewer', %s, null)", (fleet.critical_alert,)
+            "select ops.user_acknowledge_alert(%s, %s, null)", (viewer.token, fleet.critical_alert)
         )
+    # ... and a user name where the token goes is no session at all.
+    with (
+        connect_operator() as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="session has ended"),
+    ):
+        conn.execute("select ops.user_acknowledge_alert('tech', %s, null)", (fleet.critical_alert,))
     with connect(Role.OWNER) as conn:
         status = conn.execute(
             "select status from ops.alerts where id = %s", (fleet.critical_alert,)
@@ -152,9 +159,9 @@ def test_operator_role_cannot_touch_tables(fleet):
         conn.execute("update ops.alerts set status = 'resolved'")
 
 
-def test_resolving_twice_says_why(app, fleet):
+def test_resolving_twice_says_why(app, fleet, signed_in_as):
     """Resolving an already resolved alert shows the database's reason, not a stack trace."""
-    tech = User("tech", UserRole.TECHNICIAN)
+    tech = signed_in_as("tech")
     with pytest.raises(actions.ActionFailed, match="already resolved"):
         actions.resolve_alert(tech, fleet.resolved_alert, "again")
 
@@ -186,9 +193,9 @@ def test_maintenance_create_and_complete(app, fleet):
     )
 
 
-def test_maintenance_reschedule(fleet):
+def test_maintenance_reschedule(fleet, signed_in_as):
     """Rescheduling moves the task and records where it moved from."""
-    tech = User("tech", UserRole.TECHNICIAN)
+    tech = signed_in_as("tech")
     when = datetime.now(UTC).replace(microsecond=0) + timedelta(days=9)
     row = actions.reschedule_task(tech, fleet.upcoming_task, when, "parts late")
     assert row["scheduled_date"] == when
@@ -256,9 +263,9 @@ def test_admin_page_only_for_admins(app):
     assert _audit("user.create")[-1][:3] == ("admin", "Admin", "night.shift")
 
 
-def test_thresholds_must_stay_ordered(fleet):
+def test_thresholds_must_stay_ordered(fleet, signed_in_as):
     """A critical threshold below the high one is refused with the reason."""
-    admin = User("admin", UserRole.ADMIN)
+    admin = signed_in_as("admin")
     with pytest.raises(actions.ActionFailed, match="must rise"):
         actions.set_threshold(admin, "severity_critical", 0.5)
 
