@@ -150,13 +150,35 @@ def complete_task(
     outcome: str,
     note: str | None = None,
     settings: Settings | None = None,
+    completed_at: datetime | None = None,
 ) -> dict:
+    """Complete a task, at the time the work was done (default now): failed_before_service
+    records the failure it found, fault_found a prevented failure."""
     _require_actor(user)
     if outcome not in OUTCOMES:
         raise ActionFailed(f"outcome {outcome!r} is not one of {', '.join(OUTCOMES)}")
     return _call(
-        "select * from ops.user_complete_maintenance_task(%s, %s, %s, %s)",
-        (_token(user), int(task_id), outcome, _note(note)),
+        "select * from ops.user_complete_maintenance_task(%s, %s, %s, %s, %s)",
+        (_token(user), int(task_id), outcome, _note(note), completed_at),
+        settings,
+    )
+
+
+def record_failure(
+    user: User,
+    equipment_id: str,
+    failed_at: datetime,
+    failure_mode: str | None = None,
+    note: str | None = None,
+    repaired_at: datetime | None = None,
+    settings: Settings | None = None,
+) -> dict:
+    """Record a failure as it happened (Technicians and Admins, audited): the hours before it
+    become positive examples at the model's next training."""
+    _require_actor(user)
+    return _call(
+        "select * from ops.user_record_failure(%s, %s, %s, %s, %s, %s)",
+        (_token(user), equipment_id, failed_at, _note(failure_mode), _note(note), repaired_at),
         settings,
     )
 

@@ -193,6 +193,48 @@ def test_maintenance_create_and_complete(app, fleet):
     )
 
 
+def test_a_technician_records_a_failure_and_a_backdated_service(app, fleet):
+    """A technician records a failure with its mode on the maintenance page, and completes a
+    task at the time it was done: both are audited, and the failure found at service becomes a
+    failure the model learns from."""
+    at = app("tech", "pages/maintenance.py")
+    at.selectbox(key="mt_fail_eq").select("PMP-0001")
+    yesterday = fleet.now.date() - timedelta(days=1)
+    at.date_input(key="mt_fail_day").set_value(yesterday)
+    at.text_input(key="mt_fail_mode").input("seal leak")
+    next(b for b in at.button if b.label == "Record failure").click().run()
+    assert not at.exception
+    assert "Failure of PMP-0001" in at.success[0].value
+    [(actor, role, target, details)] = _audit("failure.record")
+    assert (actor, role, target, details["failure_mode"]) == (
+        "tech",
+        "Technician",
+        "PMP-0001",
+        "seal leak",
+    )
+    at.selectbox(key="mt_cp").select(fleet.upcoming_task)
+    at.radio(key="mt_cp_outcome").set_value("failed_before_service")
+    at.date_input(key="mt_cp_day").set_value(yesterday)
+    next(b for b in at.button if b.label == "Complete").click().run()
+    assert not at.exception
+    [(_, _, _, details)] = _audit("task.complete")
+    assert details["completed_at"].startswith(str(yesterday))
+    with connect(Role.OWNER) as conn:
+        sources = conn.execute(
+            "select source from raw.failure_events where failed_at::date = %s "
+            "and equipment_id in ('PMP-0001', 'GEN-0001') order by source",
+            (yesterday,),
+        ).fetchall()
+    assert [s for (s,) in sources] == ["maintenance", "operator"]
+
+
+def test_a_viewer_cannot_record_a_failure(fleet, signed_in_as):
+    """Recording a failure is for Technicians and Admins: a Viewer is refused."""
+    viewer = signed_in_as("viewer")
+    with pytest.raises(actions.NotAllowed):
+        actions.record_failure(viewer, "PMP-0001", datetime.now(UTC), "seal leak")
+
+
 def test_maintenance_reschedule(fleet, signed_in_as):
     """Rescheduling moves the task and records where it moved from."""
     tech = signed_in_as("tech")
@@ -287,4 +329,6 @@ def test_alerts_page_warns_when_notifications_wait_too_long(app, fleet):
     at = app("viewer", "pages/alerts.py")
     (warning,) = at.warning
     assert "Crews may not be getting alert notifications: 1 waiting" in warning.value
-    assert "42 min" in warning.value and "is unreachable" in warning.value
+    assert "42 min" in warning.value and "emps notify status" in warning.value
+    # The read-only dashboard never shows a recipient or a delivery error (they may hold both).
+    assert "crew@crews.example" not in warning.value and "relay" not in warning.value
