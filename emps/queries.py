@@ -367,11 +367,12 @@ def alerts(
 
 # -- maintenance ------------------------------------------------------------------------------
 def notification_backlog(settings: Settings | None = None) -> Backlog:
-    """Notifications due and not yet delivered, how long the oldest has waited, its last error."""
+    """Notifications due and not yet delivered and how long the oldest has waited (no recipient
+    or error: the read-only role sees delivery states only)."""
     settings = settings or get_settings()
     pool = _pool(database_url(Role.READER, settings), settings.query_timeout_ms)
     with pool.connection() as conn:
-        return backlog(conn)
+        return backlog(conn, detailed=False)
 
 
 def maintenance_schedule(
