@@ -79,8 +79,9 @@ final as (
         -- In the type's life unit: days for wall time, the counter's unit (cycles) otherwise.
         case
             when not labelled.next_failure_prevented
-                then date_part('epoch', labelled.next_failure_at - labelled.ts)
-                / labelled.life_unit_seconds
+                then
+                    date_part('epoch', labelled.next_failure_at - labelled.ts)
+                    / labelled.life_unit_seconds
         end as remaining_life,
         -- False while the horizon after the row has not passed inside the equipment's history
         -- (nor now) and no failure is known: the label may still flip.
