@@ -11,6 +11,8 @@ from emps.commands import config as config_commands
 from emps.commands import db as db_commands
 from emps.commands import dbt as dbt_commands
 from emps.commands import equipment as equipment_commands
+from emps.commands import failures as failure_commands
+from emps.commands import fleet as fleet_commands
 from emps.commands import ingest as ingest_commands
 from emps.commands import model as model_commands
 from emps.commands import platform as platform_commands
@@ -60,7 +62,9 @@ app.add_typer(config_commands.app, name="config")
 app.add_typer(db_commands.app, name="db")
 app.add_typer(dbt_commands.app, name="dbt")
 app.add_typer(equipment_commands.app, name="equipment")
+app.add_typer(failure_commands.app, name="failures")
 app.add_typer(secret_commands.app, name="secrets")
+app.add_typer(fleet_commands.app, name="fleet")
 app.add_typer(simulate_commands.app, name="simulate")
 app.add_typer(user_commands.app, name="user")
 platform_commands.register(app)

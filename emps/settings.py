@@ -34,7 +34,15 @@ class Settings(BaseSettings):
         description="The generated passwords and credentials (mode 0600); unset = "
         "<home>/secrets.json",
     )
-    catalog_path: Path = Field(PROJECT_ROOT / "catalog" / "sensors.yaml")
+    catalog_path: Path = Field(
+        PROJECT_ROOT / "catalog" / "sensors.yaml",
+        description="The fleet's catalog; unset: the one an imported fleet pack installed "
+        "(<home>/catalog.yaml), else the shipped catalog/sensors.yaml",
+    )
+    fleet_pack: Path | None = Field(
+        None,
+        description="A fleet pack `emps up` imports and runs on instead of the simulated fleet",
+    )
 
     # Database. When database_url is unset an embedded PostgreSQL runs under home/pg.
     database_url: SecretStr | None = Field(None, description="Owner URL used for migrations")
@@ -334,6 +342,15 @@ class Settings(BaseSettings):
     @property
     def pg_dir(self) -> Path:
         return self.home / "pg"
+
+    @model_validator(mode="after")
+    def _installed_catalog(self) -> Settings:
+        """Without EMPS_CATALOG_PATH, the catalog an imported fleet pack installed is the
+        platform's: every process of an install then reads the same one."""
+        installed = self.home / "catalog.yaml"
+        if "catalog_path" not in self.model_fields_set and installed.is_file():
+            self.catalog_path = installed
+        return self
 
     @model_validator(mode="after")
     def _bands_rise(self) -> Settings:
