@@ -96,9 +96,7 @@ def test_mixed_batches_store_valid_readings_once_and_quarantine_the_rest(ingest_
     """Any mix of files and rows: each valid (equipment, minute) stored once with the first file's values, each invalid row quarantined with a reason, each later different value kept as a conflict."""
     url = database_url(Role.OWNER, ingest_db)
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "truncate raw.quarantined_rows, raw.ingest_files, raw.sensor_readings cascade"
-        )
+        conn.execute("truncate raw.quarantined_rows, raw.ingest_files, raw.sensor_readings cascade")
     shutil.rmtree(ingest_db.landing_dir, ignore_errors=True)
     landing = Landing(ingest_db.landing_dir).ensure()
 
