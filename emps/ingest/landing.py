@@ -193,7 +193,7 @@ class SettleClock:
 
 
 def scan(
-    landing: Landing,
+    incoming: Path,
     *,
     settle: SettleClock | None = None,
     announced: Callable[[str], Stamp | None] | None = None,
@@ -233,7 +233,7 @@ def scan(
                 else:
                     entries.append(Entry(rel, Path(item.path), Stamp.of(info)))
 
-    walk(landing.incoming, "", 1)
+    walk(incoming, "", 1)
     entries.sort(key=lambda e: (e.stamp.mtime_ns, e.rel))
     for entry in entries:
         finished = announced is not None and announced(entry.rel) == entry.stamp
@@ -248,7 +248,7 @@ def scan(
 
 def waiting_files(landing: Landing, limit: int) -> list[Path]:
     """Regular files waiting in incoming/ and its folders, oldest first, at most `limit`."""
-    return [e.path for e in scan(landing).ready[:limit]]
+    return [e.path for e in scan(landing.incoming).ready[:limit]]
 
 
 def entry_for(landing: Landing, rel: str) -> Entry | None:

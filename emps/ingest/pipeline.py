@@ -495,7 +495,7 @@ class Ingestor:
             return []
         if names is None:
             found = zone.scan(
-                self.landing,
+                self.landing.incoming,
                 settle=self.settle,
                 announced=self.arrivals.announced if self.arrivals else None,
             )
@@ -1084,7 +1084,7 @@ def ingest_landing(
 def files_waiting(settings: Settings | None = None) -> bool:
     """True when a regular file waits in incoming/ or its folders (ready or still settling)."""
     landing = zone.Landing((settings or get_settings()).landing_dir).ensure()
-    found = zone.scan(landing)
+    found = zone.scan(landing.incoming)
     return bool(found.ready or found.settling)
 
 

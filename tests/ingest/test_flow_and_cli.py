@@ -68,7 +68,7 @@ def test_flow_loads_publishes_and_emits_events(
     quarantined = by_name["emps.ingest.file-quarantined"]
     assert quarantined.resource.name == "broken.json"
     assert "JSON" in quarantined.payload["reason"]
-    assert any("broken.json" in (a.data or "") for a in artifacts)
+    assert any("broken\\.json" in (a.data or "") for a in artifacts)
 
 
 def test_cli_ingests_files_and_folders(tmp_path: Path, landing: Landing, ingest_db, query):
