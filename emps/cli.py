@@ -12,6 +12,7 @@ from emps.commands import dbt as dbt_commands
 from emps.commands import equipment as equipment_commands
 from emps.commands import ingest as ingest_commands
 from emps.commands import model as model_commands
+from emps.commands import ops as ops_commands
 from emps.commands import platform as platform_commands
 from emps.commands import simulate as simulate_commands
 from emps.commands import users as user_commands
@@ -38,6 +39,7 @@ app.add_typer(config_commands.app, name="config")
 app.add_typer(db_commands.app, name="db")
 app.add_typer(dbt_commands.app, name="dbt")
 app.add_typer(equipment_commands.app, name="equipment")
+app.add_typer(ops_commands.app, name="ops")
 app.add_typer(simulate_commands.app, name="simulate")
 app.add_typer(user_commands.app, name="user")
 platform_commands.register(app)
