@@ -179,7 +179,7 @@ def normalise_columns(columns: list[Any]) -> list[str]:
     would collide with ingest's own columns are kept apart (and ignored as unknown)."""
     names = []
     for number, column in enumerate(columns, start=1):
-        name = str(column).replace("\ufeff", "").replace("\x00", "").strip().lower()
+        name = storable(str(column)).replace("\ufeff", "").strip().lower()
         if not name:
             name = f"(unnamed column {number})"
         elif name in INTERNAL_COLUMNS:
@@ -190,10 +190,20 @@ def normalise_columns(columns: list[Any]) -> list[str]:
     return names
 
 
+def storable(text: str) -> str:
+    """Text PostgreSQL can store: lone surrogates (undecodable bytes, or JSON escapes like
+    \\udc80) and NULs become U+FFFD."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text.replace("\x00", "\ufffd")
+
+
 def shown(data: bytes | str) -> str:
-    """Text of an unreadable record as the quarantine keeps it: bounded, NUL-free."""
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    text = text.replace("\x00", "\ufffd")
+    """Text of an unreadable record as the quarantine keeps it: bounded, storable."""
+    text = storable(data.decode("utf-8", "replace") if isinstance(data, bytes) else data)
     return text[:SHOWN_TEXT] + ("…" if len(text) > SHOWN_TEXT else "")
 
 
@@ -235,13 +245,14 @@ def read_records(
     limits: Limits | None = None,
     notes: ReadNotes | None = None,
     settled: Callable[[], bool] = lambda: True,
-    small_text: int = SMALL_TEXT,
+    small_text: int | None = None,
 ) -> Iterator[list[dict[str, Any]] | pd.DataFrame]:
     """The file's records (see the module docstring); `numeric` names the reading columns,
     `settled()` says at the end whether the file stayed unchanged while it was read."""
     limits = limits or Limits()
     notes = notes if notes is not None else ReadNotes()
     source = _Source(handle, limits, notes)
+    small_text = SMALL_TEXT if small_text is None else small_text
     head = source.read(max(small_text + 1, 4))
     if head.startswith(UTF16_BOMS):
         raise FileRejected("the file is UTF-16 text; save it as UTF-8")
@@ -368,6 +379,8 @@ class _CsvBody:
     def _classify(self, line: bytes) -> tuple[str, Any]:
         """("fast", None) | ("slow", fields) | ("open", None) | ("bad", reason)."""
         if b'"' not in line:
+            if b"\r" in line:
+                return "bad", "the row holds a carriage return outside quotes"
             n = line.count(self.delim) + 1
         elif self.well_formed.fullmatch(line):
             n = self.quoted.sub(b"", line).count(self.delim) + 1
@@ -496,6 +509,11 @@ def _header(text: bytes) -> tuple[list[str], str]:
         ) from exc
     if not line.strip():
         raise FileRejected("the file is empty (0 readings)")
+    if "\r" in line:
+        raise FileRejected(
+            "lines end with a bare carriage return (classic Mac line ends); save the file with "
+            "LF or CRLF line ends"
+        )
     chosen = None
     for delimiter in DELIMITERS:
         if "equipment_id" in normalise_columns(line.split(delimiter)):
@@ -679,6 +697,8 @@ _SURROGATE = re.compile("[\udc80-\udcff]")
 
 def _scalar(value: Any) -> Any:
     # Nested values are not readings; keep them as JSON text so the quarantine shows them.
+    if isinstance(value, str):
+        return storable(value)
     if isinstance(value, dict | list):
         try:
             return json.dumps(value)[:SHOWN_TEXT]
@@ -905,6 +925,13 @@ def _json_array(
         while True:
             try:
                 obj, end = DECODER.raw_decode(buf, pos)
+                if end == len(buf) and not eof:
+                    # A number at the end of the buffer may go on in the next block.
+                    more = fill()
+                    start = pos
+                    if more:
+                        continue
+                    obj, end = DECODER.raw_decode(buf, pos)
                 break
             except (ValueError, RecursionError) as exc:
                 end = _value_end(buf, start)
