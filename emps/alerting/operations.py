@@ -32,6 +32,7 @@ import importlib
 import logging
 import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -139,6 +140,18 @@ def evaluate(
             with conn.transaction():
                 _apply(conn, rule, findings, recipients, settings, now, report)
     return report
+
+
+def _prefect_api() -> str | None:
+    """The Prefect API this process talks to: PREFECT_API_URL, or Prefect's own setting when
+    Prefect is loaded already (inside a flow run)."""
+    if api := os.environ.get("PREFECT_API_URL"):
+        return api
+    if "prefect" in sys.modules:
+        from prefect.settings import get_current_settings
+
+        return get_current_settings().api.url
+    return None
 
 
 def _apply(

@@ -115,3 +115,28 @@ def test_unreadable_files_are_rejected_in_plain_words(tmp_path: Path, data: byte
     with pytest.raises(FileRejected) as excinfo:
         records(path)
     assert says in excinfo.value.reason
+
+
+def test_a_file_past_its_time_limit_is_rejected(tmp_path: Path):
+    """Reading a file longer than EMPS_INGEST_MAX_FILE_SECONDS rejects it naming the setting."""
+    from emps.ingest.parse import Limits
+
+    path = tmp_path / "slow.csv"
+    path.write_bytes(csv_bytes([reading(minute=i) for i in range(5000)]))
+    limits = Limits(max_seconds=0.0)
+    with path.open("rb") as handle, pytest.raises(FileRejected) as excinfo:
+        list(read_records(handle, chunk_rows=100, numeric=frozenset(), limits=limits, small_text=0))
+    assert "EMPS_INGEST_MAX_FILE_SECONDS" in excinfo.value.reason
+
+
+def test_an_unsettled_file_keeps_its_last_line_out(tmp_path: Path):
+    """A complete last line without its line end loads when the file settled, and is kept as
+    unterminated when the file changed while it was read."""
+    path = tmp_path / "growing.csv"
+    path.write_bytes(csv_bytes([reading(minute=i) for i in range(3)]).rstrip(b"\n"))
+    for settled, kinds in ((True, [None, None, None]), (False, [None, None, "unterminated"])):
+        with path.open("rb") as handle:
+            [records] = read_records(
+                handle, chunk_rows=100, numeric=frozenset(), settled=lambda s=settled: s
+            )
+        assert [r.get("_kind") for r in records] == kinds

@@ -16,7 +16,14 @@ import pytest
 from ports import free_port
 
 from emps.ingest.landing import Landing
-from emps.ingest.watch import Arrival, Coalescer, LandingWatcher, waiting_names
+from emps.ingest.watch import (
+    Arrival,
+    Coalescer,
+    Heartbeat,
+    LandingWatcher,
+    run_alive,
+    waiting_names,
+)
 from emps.settings import PROJECT_ROOT, Settings
 from tests.ingest.conftest import Drops, csv_bytes, reading
 
@@ -127,8 +134,9 @@ def _prefect(*args: str, env: dict[str, str], timeout: float = 600) -> subproces
 def test_a_dropped_file_is_ingested_by_the_run_its_event_triggers(
     prefect_server: str, drops: Drops, ingest_db: Settings, query, monkeypatch
 ):
-    """With the deployments of prefect.yaml registered, the watcher's event makes the server's
-    automation create an ingest run (not the schedule), and that run loads the file."""
+    """With the deployments of prefect.yaml registered (no schedule, a safety-net trigger), the
+    watcher's event makes the server's automation create an ingest run, and that run loads the
+    file."""
     monkeypatch.setenv("PREFECT_API_URL", prefect_server)  # as `emps up` gives the watcher
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
@@ -146,6 +154,24 @@ def test_a_dropped_file_is_ingested_by_the_run_its_event_triggers(
         "--no-prompt", "deploy", "--name", "ingest-sensor-drops", "--param", "build=false", env=env
     )
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+
+    async def deployment_and_triggers() -> tuple:
+        async with get_client() as client:
+            deployment = await client.read_deployment_by_name(
+                "ingest-sensor-drops/ingest-sensor-drops"
+            )
+            automations = await client.read_resource_related_automations(
+                f"prefect.deployment.{deployment.id}"
+            )
+        return deployment, [a.trigger for a in automations]
+
+    # No schedule whose runs the concurrency limit would cancel: a safety-net trigger that
+    # fires only after a minute without a live run or an announced file.
+    deployment, triggers = asyncio.run(deployment_and_triggers())
+    assert deployment.schedules == []
+    [net] = [t for t in triggers if t.posture == "Proactive"]
+    assert net.expect == {"emps.ingest.alive", "emps.file.arrived"}
+    assert net.within.total_seconds() == 60 and net.threshold == 1
 
     drops.put("arrived.csv", csv_bytes([reading("GEN-0001", minute=i) for i in range(3)]))
     watcher = LandingWatcher(ingest_db)
@@ -168,13 +194,35 @@ def test_a_dropped_file_is_ingested_by_the_run_its_event_triggers(
         runs = asyncio.run(triggered_runs())
     assert runs, "no ingest run was triggered by emps.file.arrived"
 
+    # A second file, and a run allowed one file per batch and no time to loop: it stops with
+    # a file still waiting and hands over to a successor it schedules a few seconds ahead.
+    drops.put("second.csv", csv_bytes([reading("GEN-0002", minute=i) for i in range(2)]))
+    short = {**env, "EMPS_INGEST_LOOP_MAX_S": "0", "EMPS_INGEST_MAX_FILES_PER_RUN": "1"}
     worker = _prefect(
-        "worker", "start", "--pool", "emps-local", "--type", "process", "--run-once", env=env
+        "worker", "start", "--pool", "emps-local", "--type", "process", "--run-once", env=short
     )
     assert worker.returncode == 0, worker.stdout[-3000:] + worker.stderr[-3000:]
-    assert query("select count(*) from raw.sensor_readings") == [(3,)]
+    assert query("select count(*) from raw.ingest_files") == [(1,)]
     finished = {r.id: r for r in asyncio.run(triggered_runs())}
     assert finished[runs[0].id].state.is_completed(), finished[runs[0].id].state
+
+    async def successors() -> list:
+        async with get_client() as client:
+            later = await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(
+                    name=DeploymentFilterName(any_=["ingest-sensor-drops"])
+                )
+            )
+        automatic = ("AUTOMATION",)  # the safety net's runs are not the successor
+        return [
+            r
+            for r in later
+            if r.state.is_scheduled() and not (r.created_by and r.created_by.type in automatic)
+        ]
+
+    successor = asyncio.run(successors())
+    assert successor, "the run did not hand over to a successor"
+    assert successor[0].expected_start_time > finished[runs[0].id].end_time
 
 
 def test_an_event_the_server_cannot_take_is_logged_and_the_watcher_goes_on(
@@ -222,3 +270,20 @@ def test_a_failed_look_is_logged_and_the_watcher_goes_on(
             thread.join(timeout=10)
     assert "the first announcement fails" in caplog.text
     assert [a.examples for a in announced[:2]] == [["first.csv"], ["second.csv"]]
+
+
+def test_a_live_run_holds_the_watcher_back(landing: Landing, ingest_db: Settings):
+    """While an ingest run's heartbeat beats, a waiting file raises no event (the run takes it);
+    once the run has ended, the file still waiting is announced at once."""
+    events: list[Arrival] = []
+    watcher = LandingWatcher(ingest_db, emit=events.append)
+    beats: list[float] = []
+    with Heartbeat(landing, "run-1", every_s=0.1, announce=lambda: beats.append(time.time())):
+        assert run_alive(landing)
+        (landing.incoming / "during.csv").write_bytes(csv_bytes([reading("GEN-0001")]))
+        assert watcher.check() is None
+        time.sleep(1.5)
+        assert watcher.check() is None
+    assert not run_alive(landing) and len(beats) >= 2
+    arrival = watcher.check()
+    assert arrival is not None and arrival.examples == ["during.csv"]
