@@ -162,7 +162,9 @@ class Settings(BaseSettings):
         "minutes was quarantined",
     )
     quarantine_alert_min_rows: int = Field(
-        20, ge=1, description="...and at least this many rows arrived in those 15 minutes"
+        20,
+        ge=1,
+        description="The quarantined-rows alert needs at least this many rows in those 15 minutes",
     )
     ops_alert_renotify_hours: float = Field(
         24, ge=0, description="An operations alert still open is mailed again this often; 0 = once"
