@@ -439,57 +439,67 @@ PG_EPOCH_US = 946_684_800 * 1_000_000  # 2000-01-01 in Unix microseconds
 
 def encode_binary(frame: pd.DataFrame, sensors: list[str], with_row_number: bool = True) -> bytes:
     """Rows (equipment_id, ts, ingest_file_id, [row_number,] sensors...) in PostgreSQL's binary
-    COPY format, built with numpy: formatting 100K rows as CSV text costs more than the load."""
-    n = len(frame)
+    COPY format, built with numpy: formatting 100K rows as CSV text costs more than the load.
+
+    Rows sharing an id length and a pattern of empty readings have one binary layout: each such
+    group is one numpy record array, written out whole (the order of COPY rows is immaterial:
+    keys are unique, and staged rows are inserted in file and row order)."""
+    if frame.empty:
+        return b""
     codes, uniques = pd.factorize(frame["equipment_id"])
-    encoded = [str(u).encode() for u in uniques]
+    encoded = np.array([str(u).encode() for u in uniques], dtype=object)
     unique_len = np.array([len(b) for b in encoded], dtype=np.int64)
-    unique_bytes = np.zeros((len(encoded), int(unique_len.max())), dtype=np.uint8)
-    for row, raw in enumerate(encoded):
-        unique_bytes[row, : len(raw)] = np.frombuffer(raw, dtype=np.uint8)
     id_len = unique_len[codes]
     ts_us = (frame["ts"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]")).view(
         np.int64
     ) - PG_EPOCH_US
+    files = frame["ingest_file_id"].to_numpy(dtype=np.int64)
+    rows = frame[ROW].to_numpy(dtype=np.int64) if with_row_number else None
     values = frame[sensors].to_numpy(dtype=np.float64, na_value=np.nan)
     null = np.isnan(values)
-    # field count | id: 4 + len | ts: 4 + 8 | file id: 4 + 8 | [row number: 4 + 4] | sensors
-    row_number_size = 8 if with_row_number else 0
-    row_size = 2 + 4 + id_len + 12 + 12 + row_number_size + np.where(null, 4, 12).sum(axis=1)
-    starts = np.zeros(n, dtype=np.int64)
-    np.cumsum(row_size[:-1], out=starts[1:])
-    buf = np.empty(int(row_size.sum()), dtype=np.uint8)
-
-    def put(pos: np.ndarray, data: np.ndarray) -> None:
-        if len(pos):
-            buf[pos[:, None] + np.arange(data.shape[1])] = data
-
-    def be(array: np.ndarray, dtype: str) -> np.ndarray:
-        width = np.dtype(dtype).itemsize
-        return np.ascontiguousarray(array.astype(dtype)).view(np.uint8).reshape(len(array), width)
-
-    put(starts, be(np.full(n, 3 + with_row_number + len(sensors)), ">i2"))
-    put(starts + 2, be(id_len, ">i4"))
-    for length in np.unique(id_len):
-        rows = id_len == length
-        put(starts[rows] + 6, unique_bytes[codes[rows], :length])
-    pos = starts + 6 + id_len
-    put(pos, be(np.full(n, 8), ">i4"))
-    put(pos + 4, be(ts_us, ">i8"))
-    pos = pos + 12
-    put(pos, be(np.full(n, 8), ">i4"))
-    put(pos + 4, be(frame["ingest_file_id"].to_numpy(), ">i8"))
-    pos = pos + 12
-    if with_row_number:
-        put(pos, be(np.full(n, 4), ">i4"))
-        put(pos + 4, be(frame[ROW].to_numpy(), ">i4"))
-        pos = pos + 8
-    for col in range(values.shape[1]):
-        missing = null[:, col]
-        put(pos, be(np.where(missing, -1, 8), ">i4"))
-        put(pos[~missing] + 4, be(values[~missing, col], ">f8"))
-        pos = pos + np.where(missing, 4, 12)
-    return buf.tobytes()
+    # One key per layout: the id's length and which readings are empty.
+    weights = (1 << np.arange(null.shape[1], dtype=np.int64)) if null.shape[1] else np.zeros(0)
+    pattern = (
+        (null.astype(np.int64) * weights).sum(axis=1) if null.shape[1] else np.zeros(len(frame))
+    )
+    layout = id_len * (1 << max(null.shape[1], 1)) + pattern.astype(np.int64)
+    parts = []
+    for key in np.unique(layout):
+        members = np.flatnonzero(layout == key)
+        length = int(id_len[members[0]])
+        empty = null[members[0]]
+        fields = [
+            ("count", ">i2"),
+            ("id_size", ">i4"),
+            ("id", f"S{length}"),
+            ("ts_size", ">i4"),
+            ("ts", ">i8"),
+            ("file_size", ">i4"),
+            ("file", ">i8"),
+        ]
+        if with_row_number:
+            fields += [("row_size", ">i4"), ("row", ">i4")]
+        for number, missing in enumerate(empty):
+            fields.append((f"size_{number}", ">i4"))
+            if not missing:
+                fields.append((f"value_{number}", ">f8"))
+        block = np.empty(len(members), dtype=np.dtype(fields))
+        block["count"] = 3 + with_row_number + len(sensors)
+        block["id_size"] = length
+        block["id"] = encoded[codes[members]].astype(f"S{length}") if length else b""
+        block["ts_size"] = 8
+        block["ts"] = ts_us[members]
+        block["file_size"] = 8
+        block["file"] = files[members]
+        if rows is not None:
+            block["row_size"] = 4
+            block["row"] = rows[members]
+        for number, missing in enumerate(empty):
+            block[f"size_{number}"] = -1 if missing else 8
+            if not missing:
+                block[f"value_{number}"] = values[members, number]
+        parts.append(block.tobytes())
+    return b"".join(parts)
 
 
 def text_safe(text: str) -> str:

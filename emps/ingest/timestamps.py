@@ -25,6 +25,8 @@ ISO = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?"
     r"(Z|[+-]\d{2}(?::?\d{2})?)?$"
 )
+# What nearly every device sends; read without taking the text apart first.
+STRICT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})$")
 DATE_ONLY = re.compile(r"^\d{4}-?\d{2}-?\d{2}(?:Z|[+-]\d{2}(?::?\d{2})?)?$")
 # Digits of the integer part -> (unit name, microseconds per unit as a power of ten).
 EPOCH_UNITS = [(11, "seconds", 6), (14, "milliseconds", 3), (17, "microseconds", 0)]
@@ -101,6 +103,30 @@ def _epochs(values: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 
 def _iso(values: pd.Series, naive_as_utc: bool) -> tuple[pd.Series, pd.Series]:
+    strict = values.str.fullmatch(STRICT.pattern)
+    if not strict.any():
+        return _iso_variants(values, naive_as_utc)
+    parsed = _to_utc(values[strict])
+    bad = parsed.isna()
+    reasons = _quoted(values[bad[bad].index]) + (
+        " is not a real date and time (day, hour or offset out of range)"
+    )
+    if strict.all():
+        return parsed[~bad], reasons
+    others, other_reasons = _iso_variants(values[~strict], naive_as_utc)
+    return pd.concat([parsed[~bad], others]), pd.concat([reasons, other_reasons])
+
+
+def _to_utc(texts: pd.Series) -> pd.Series:
+    try:
+        return pd.to_datetime(texts, format="ISO8601", utc=True, errors="coerce").dt.as_unit("us")
+    except (ValueError, OverflowError):  # one value pandas cannot hold spoils the batch
+        return texts.map(_one_iso).astype(UTC_DTYPE)
+
+
+def _iso_variants(values: pd.Series, naive_as_utc: bool) -> tuple[pd.Series, pd.Series]:
+    """Lower case, a space for T, no seconds, more than six fractional digits, +0200 or +02,
+    no offset, a date alone: taken apart and rebuilt in one shape, or refused."""
     reasons = pd.Series(dtype=object)
     upper = values.str.upper()
     date_only = upper.str.fullmatch(DATE_ONLY.pattern)
@@ -145,11 +171,7 @@ def _iso(values: pd.Series, naive_as_utc: bool) -> tuple[pd.Series, pd.Series]:
         + fraction
         + tail
     )
-    try:
-        parsed = pd.to_datetime(canonical, format="ISO8601", utc=True, errors="coerce")
-        parsed = parsed.dt.as_unit("us")
-    except (ValueError, OverflowError):  # one value pandas cannot hold spoils the batch
-        parsed = canonical.map(_one_iso).astype(UTC_DTYPE)
+    parsed = _to_utc(canonical)
     bad = parsed.isna()
     if bad.any():
         reasons = pd.concat(
