@@ -837,7 +837,8 @@ class Ingestor:
         # Rows whose key is well formed are COPYed into raw.sensor_readings while Great
         # Expectations validates the batch in a second thread (PostgreSQL works on the other
         # core); the rows it rejects are taken out again before the commit.
-        candidates = frame[~skip & frame["equipment_id"].notna() & frame["ts"].notna()]
+        well_formed = frame["equipment_id"].str.fullmatch(EQUIPMENT_ID_PATTERN).fillna(False)
+        candidates = frame[~skip & well_formed.astype(bool) & frame["ts"].notna()]
         if unfinished_file is not None:
             candidates = candidates[candidates[FILE].ne(unfinished_file)]
         started = time.perf_counter()

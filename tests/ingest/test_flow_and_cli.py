@@ -65,7 +65,9 @@ def test_flow_loads_publishes_and_emits_events(
             or e.payload.get("ingest_file_ids") == result["ingest_file_ids"]
             or e.event == "emps.ingest.alive"
         ]
-    by_name = {e.event: e for e in events}
+    by_name: dict = {}
+    for event in events:  # newest first: earlier tests' events may share a ledger id
+        by_name.setdefault(event.event, event)
     loaded = by_name["emps.ingest.loaded"]
     assert loaded.payload["equipment_count"] == 2
     assert loaded.payload["ingest_file_ids"] == result["ingest_file_ids"]
