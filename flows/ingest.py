@@ -211,8 +211,9 @@ def ingest_sensor_drops(
         with Heartbeat(landing, run_id, settings.ingest_heartbeat_s, announce_alive(run_id)):
             while True:
                 batch = ingest_drop_files(names, limit)
-                publish_run_table(batch)
-                emit_ingest_events(batch)
+                if batch.files:  # a look that found only files still settling tells nothing
+                    publish_run_table(batch)
+                    emit_ingest_events(batch)
                 report = batch if report is None else report.merged_with(batch)
                 if build and any(o.rows_loaded > 0 for o in batch.files):
                     builds.append(build_loaded_features())
