@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from emps.ingest.parse import FileRejected, open_regular
+from emps.ingest.files import FileRejected, open_regular
 
 # A device still writing a file uses one of these names; we wait for its final rename.
 PARTIAL_SUFFIXES = (".part", ".tmp", ".partial", ".crdownload", ".filepart", ".swp")

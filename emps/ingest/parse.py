@@ -27,13 +27,10 @@ from __future__ import annotations
 
 import codecs
 import csv
-import errno
 import gzip
 import io
 import json
-import os
 import re
-import stat
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -42,6 +39,8 @@ from typing import IO, Any
 
 import numpy as np
 import pandas as pd
+
+from emps.ingest.files import FileRejected
 
 GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -60,15 +59,6 @@ LINE = "_line"
 ROW = "row_number"
 INTERNAL_COLUMNS = (PROBLEM, KIND, LINE, ROW, "ingest_file_id")
 DELIMITERS = {",": "csv", ";": "csv-semicolon", "\t": "csv-tab", "|": "csv-pipe"}
-
-
-class FileRejected(Exception):
-    """The whole file is unusable; `reason` says why in the file owner's words."""
-
-    def __init__(self, reason: str, **details):
-        super().__init__(reason)
-        self.reason = reason
-        self.details = details
 
 
 class TooBigForGroup(Exception):
@@ -118,25 +108,6 @@ class ReadNotes:
 
     def __post_init__(self) -> None:
         self._seen: set[str] = set(self.columns)
-
-
-def open_regular(path: os.PathLike | str) -> IO[bytes]:
-    """Open a claimed file for reading, never through a symbolic link and only if it is a
-    regular file (a FIFO would block, a device has no end)."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise FileRejected(
-                "the entry is a symbolic link; links are never followed: drop the file itself"
-            ) from exc
-        raise
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise FileRejected("the entry is not a regular file (a pipe, socket or device)")
-    return os.fdopen(fd, "rb")
 
 
 class _Source:
@@ -745,7 +716,9 @@ def _integer(text: str) -> int | str:
 
 
 DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_int=_integer)
-_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+# A string (its closing quote captured: none when the text ends inside it) or a bracket.
+_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*(")?|[\[\]{}]')
+_SCALAR_END = re.compile(r"[,\]\s]")
 _SURROGATE = re.compile("[\udc80-\udcff]")
 
 
@@ -1040,13 +1013,18 @@ def _value_end(buf: str, start: int) -> int | None:
     None when `buf` ends first."""
     if start >= len(buf):
         return None
+    if buf[start] == '"':
+        match = _STRUCTURE.match(buf, start)
+        return match.end() if match and match.group(1) is not None else None
     if buf[start] not in "[{":
-        match = re.compile(r"[,\]\n]").search(buf, start)
+        match = _SCALAR_END.search(buf, start)
         return match.start() if match else None
     depth = 0
     for match in _STRUCTURE.finditer(buf, start):
         token = match.group()
         if token[0] == '"':
+            if match.group(1) is None:
+                return None  # the text ends inside a string
             continue
         depth += 1 if token in "[{" else -1
         if depth == 0:

@@ -43,19 +43,18 @@ from emps.db import Role, connect
 from emps.ingest import landing as zone
 from emps.ingest import load
 from emps.ingest.columns import reading_columns, required_columns, unknown_columns_warning
+from emps.ingest.files import FileRejected, open_regular
 from emps.ingest.parse import (
     DELIMITERS,
     INTERNAL_COLUMNS,
     LINE,
     PROBLEM,
     ROW,
-    FileRejected,
     Limits,
     OpenQuote,
     ReadNotes,
     TooBigForGroup,
     csv_fields,
-    open_regular,
     read_records,
 )
 from emps.ingest.validate import (

@@ -287,3 +287,16 @@ def test_a_live_run_holds_the_watcher_back(landing: Landing, ingest_db: Settings
     assert not run_alive(landing) and len(beats) >= 2
     arrival = watcher.check()
     assert arrival is not None and arrival.examples == ["during.csv"]
+
+
+def test_the_watcher_stays_small():
+    """The always-on watcher (and the metrics server beside it in `emps up`) load neither pandas
+    nor Prefect: each would add tens of megabytes to a process that only looks at a folder."""
+    code = (
+        "import sys, emps.ingest.watch, emps.metrics; "
+        "print(sorted(m for m in ('pandas', 'numpy', 'prefect') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PROJECT_ROOT
+    )
+    assert done.stdout.strip() == "[]"
