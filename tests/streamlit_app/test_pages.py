@@ -210,8 +210,20 @@ def test_analytics_page(app):
 
 
 def test_data_quality_page(app, fleet):
-    """The ingest ledger and quarantine are listed, hostile raw values shown as plain text."""
+    """The ingest ledger and quarantine are listed, hostile raw values shown as plain text, and
+    the platform's open operations alerts lead the page."""
+    with connect(Role.OWNER, autocommit=True) as conn:
+        conn.execute(
+            "insert into ops.operations_alerts (rule, subject, summary) values "
+            "('ingest_claim_stale', 'landing/processing', '2 file(s) claimed for more than "
+            "600 s'), ('quarantine_share', 'ingest', 'cleared')"
+        )
+        conn.execute(
+            "update ops.operations_alerts set status = 'resolved' where summary = 'cleared'"
+        )
     at = app("viewer", "pages/data_quality.py")
+    [warning] = at.warning
+    assert "ingest\\_claim\\_stale" in warning.value and "600 s" in warning.value
     assert len(_table(at, "status")) == 3
     quarantine = _table(at, "kind")
     assert len(quarantine) == 2
