@@ -226,3 +226,45 @@ def revoke_sessions(admin: User, username: str, settings: Settings | None = None
         "select ops.admin_revoke_tokens(%s, %s) as revoked", (_token(admin), username), settings
     )
     return int(row["revoked"]) if row else 0
+
+
+# -- the quarantine (the Data quality page) ---------------------------------------------------
+
+
+def accept_conflict(
+    admin: User, row_id: int, note: str | None = None, settings: Settings | None = None
+) -> int:
+    """The received reading of a conflict replaces the stored one (audited); the next ingest run
+    rebuilds the features it feeds and rescores them. Returns the correction's id."""
+    _require_admin(admin)
+    row = _call(
+        "select ops.admin_accept_conflict(%s, %s, %s) as correction",
+        (_token(admin), int(row_id), _note(note)),
+        settings,
+    )
+    return int(row["correction"])
+
+
+def dismiss_conflict(
+    admin: User, row_id: int, note: str | None = None, settings: Settings | None = None
+) -> None:
+    """Keep the stored reading and close the conflict (audited)."""
+    _require_admin(admin)
+    _call(
+        "select ops.admin_dismiss_conflict(%s, %s, %s)",
+        (_token(admin), int(row_id), _note(note)),
+        settings,
+    )
+
+
+def retry_quarantined(
+    admin: User, row_ids: list[int], note: str | None = None, settings: Settings | None = None
+) -> int:
+    """Validate quarantined rows again at the next ingest run (audited); how many were queued."""
+    _require_admin(admin)
+    row = _call(
+        "select ops.admin_retry_quarantined(%s, %s, %s) as queued",
+        (_token(admin), [int(i) for i in row_ids], _note(note)),
+        settings,
+    )
+    return int(row["queued"])

@@ -15,6 +15,7 @@ from emps.commands import failures as failure_commands
 from emps.commands import fleet as fleet_commands
 from emps.commands import ingest as ingest_commands
 from emps.commands import model as model_commands
+from emps.commands import ops as ops_commands
 from emps.commands import platform as platform_commands
 from emps.commands import secrets as secret_commands
 from emps.commands import simulate as simulate_commands
@@ -65,6 +66,7 @@ app.add_typer(equipment_commands.app, name="equipment")
 app.add_typer(failure_commands.app, name="failures")
 app.add_typer(secret_commands.app, name="secrets")
 app.add_typer(fleet_commands.app, name="fleet")
+app.add_typer(ops_commands.app, name="ops")
 app.add_typer(simulate_commands.app, name="simulate")
 app.add_typer(user_commands.app, name="user")
 platform_commands.register(app)

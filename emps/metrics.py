@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from emps.alerting.backlog import oldest_pending_age_s
+from emps.alerting.operations import registered_rules
 from emps.db import Role, connect
 from emps.settings import Settings, get_settings
 
@@ -16,8 +17,12 @@ QUERIES = {
     "ingest": """
         select coalesce(sum(rows_loaded), 0), coalesce(sum(rows_quarantined), 0),
                count(*) filter (where status = 'quarantined'),
-               count(*) filter (where status = 'duplicate')
+               count(*) filter (where status = 'duplicate'),
+               coalesce(sum(rows_conflict), 0)
         from raw.ingest_files
+    """,
+    "operations": """
+        select rule, count(*) from ops.operations_alerts where status = 'open' group by rule
     """,
     "alerts": """
         select severity, count(*) from ops.alerts where status <> 'resolved' group by severity
@@ -65,7 +70,7 @@ class PlatformCollector(Collector):
         yield from self._flow_durations()
 
     def _collect(self, conn) -> Iterator[Metric]:
-        loaded, rows_quarantined, files_quarantined, duplicates = conn.execute(
+        loaded, rows_quarantined, files_quarantined, duplicates, conflicts = conn.execute(
             QUERIES["ingest"]
         ).fetchone()
         readings = CounterMetricFamily(
@@ -82,6 +87,20 @@ class PlatformCollector(Collector):
         dup = CounterMetricFamily("emps_files_duplicate", "Drop files seen twice (loaded once)")
         dup.add_metric([], float(duplicates))
         yield dup
+        conflict = CounterMetricFamily(
+            "emps_rows_conflict", "Re-sent readings whose values differ from the stored ones"
+        )
+        conflict.add_metric([], float(conflicts))
+        yield conflict
+
+        # One series per operations rule, 0 while it finds nothing (emps.alerting.operations).
+        open_alerts = GaugeMetricFamily(
+            "emps_operations_alerts_open", "Open operations alerts, per rule", labels=["rule"]
+        )
+        counts = dict(conn.execute(QUERIES["operations"]).fetchall())
+        for name in sorted({rule.name for rule in registered_rules()} | set(counts)):
+            open_alerts.add_metric([name], float(counts.get(name, 0)))
+        yield open_alerts
 
         alerts = GaugeMetricFamily(
             "emps_active_alerts", "Open or acknowledged alerts", labels=["severity"]

@@ -125,9 +125,69 @@ class Settings(BaseSettings):
         2.0, ge=0, description="At most one emps.file.arrived event this often (bursts coalesce)"
     )
     ingest_watch_rearm_s: float = Field(
-        10.0,
+        30.0,
         gt=0,
-        description="Files still waiting this long after the last event are announced again",
+        description="Files still waiting this long after the watcher's last event, with no "
+        "ingest run alive, are announced again",
+    )
+    # Ingest hardening (issue 22).
+    ingest_settle_s: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="A file found by the scan (not announced by the kernel as closed or renamed "
+        "into place) is claimed once its size and modification time have not changed this long",
+    )
+    ingest_max_attempts: int = Field(
+        3,
+        ge=1,
+        description="Claims of one file by runs that died before finishing it; then it is "
+        "quarantined unread so it cannot hold up others",
+    )
+    ingest_max_file_bytes: int = Field(
+        1 << 30, ge=1024, description="Decompressed bytes of one file; beyond it, quarantined"
+    )
+    ingest_max_file_rows: int = Field(
+        5_000_000, ge=1, description="Rows of one file; beyond it, quarantined"
+    )
+    ingest_max_file_seconds: float = Field(
+        300, gt=0, description="Seconds reading one file may take; beyond it, quarantined"
+    )
+    ingest_big_file_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="Files of more decompressed bytes load in their own transaction, after the "
+        "small files of the run",
+    )
+    ingest_ignored_warn_s: float = Field(
+        300,
+        ge=0,
+        description="Entries of incoming/ ingest never claims (dot files, *.part, links) are "
+        "reported on the Data quality page once this old",
+    )
+    ingest_heartbeat_s: float = Field(
+        15,
+        gt=0,
+        le=30,
+        description="A running ingest run says so this often (event emps.ingest.alive); the "
+        "deployment's safety-net trigger starts a run after a minute without one",
+    )
+
+    # Operations alerts (emps.alerting.operations).
+    quarantine_alert_share: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="Operations alert when more than this share of the rows of the last 15 "
+        "minutes was quarantined",
+    )
+    quarantine_alert_min_rows: int = Field(
+        20,
+        ge=1,
+        description="The quarantined-rows alert needs at least this many rows in those 15 minutes",
+    )
+    ops_alert_renotify_hours: float = Field(
+        24, ge=0, description="An operations alert still open is mailed again this often; 0 = once"
     )
 
     # dbt features. The feature grid (slot, windows, baseline, horizon) is per equipment type in

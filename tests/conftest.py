@@ -30,6 +30,9 @@ def test_home() -> Iterator[Path]:
     # Ingest runs end once incoming/ is empty instead of lingering for the next minute's drops
     # (tests/ingest/test_flow_and_cli.py covers lingering).
     os.environ["EMPS_INGEST_LINGER_S"] = "0"
+    # Test files are complete when dropped: claimed at once, not after settling
+    # (tests/ingest/test_landing.py covers settling).
+    os.environ["EMPS_INGEST_SETTLE_S"] = "0"
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     get_settings.cache_clear()
@@ -57,6 +60,9 @@ def database(settings: Settings) -> Iterator[Settings]:
 
 
 RESET_TABLES = (
+    "ops.operations_alerts",
+    "ops.reading_corrections",
+    "raw.landing_ignored",
     "ops.notifications",
     "ops.maintenance_tasks",
     "ops.alerts",

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from generator import hourly, write_drop_pack
+from generator import hourly, run_to_failure, write_drop_pack, write_text_pack
 
 from emps import transform
 from emps.catalog import load_catalog
@@ -160,3 +160,44 @@ def test_an_hourly_fleet_with_maintenance_outcomes_end_to_end(fleet_settings, tm
         out["scored"].by_severity.get("HIGH", 0) + out["scored"].by_severity.get("CRITICAL", 0) == 1
     )
     assert [o.action for o in out["alerts"]] == ["opened"]
+
+
+def test_run_to_failure_engines_from_whitespace_text_end_to_end(fleet_settings, tmp_path):
+    """Engines on a cycle clock, their readings headerless whitespace text read through a column
+    map, run to failure, with test units cut before failing: imported without edits, trained
+    with whole engines held out, and a test unit near its end scored and alerted."""
+    catalog_path = HERE / "turbofan.yaml"
+    catalog = load_catalog(catalog_path)
+    train = run_to_failure(catalog, "turbofan", engines=36, seed=11, life=(80, 140))
+    test = run_to_failure(catalog, "turbofan", engines=8, seed=12, life=(80, 140))
+    pack = tmp_path / "pack"
+    write_text_pack(train, catalog_path, pack, test_units=test)
+    settings = fleet_settings("engines")
+    report = import_pack(pack, settings, catalog_target=tmp_path / "catalog.yaml")
+    assert report.ok, report.problems
+    units = read(settings, "select holdout, count(*) as n from raw.equipment group by holdout")
+    assert dict(zip(units["holdout"], units["n"], strict=True)) == {False: 36, True: 8}
+    failures = read(settings, "select count(*) as n from raw.failure_events")
+    assert failures["n"].iloc[0] == 36
+    # The cut test engine with the least life left keeps running, a few cycles more.
+    truth = read(
+        settings,
+        "select equipment_id, remaining_life from raw.heldout_remaining_life order by remaining_life",
+    )
+    assert len(truth) == 8
+    settings = settings.model_copy(update={"catalog_path": tmp_path / "catalog.yaml"})
+    nearest = truth["equipment_id"].iloc[0]
+    number = int(nearest.removeprefix("ENG-T"))
+    engine = test.readings[
+        test.readings["equipment_id"] == sorted(test.readings["equipment_id"].unique())[number - 1]
+    ]
+    seen = read(
+        settings,
+        "select max(cycle) as c from raw.sensor_readings where equipment_id = %s",
+        (nearest,),
+    )
+    more = engine[engine["cycle"] > seen["c"].iloc[0]].head(3).assign(equipment_id=nearest)
+    clock = catalog.equipment_types["turbofan"].clock
+    more["ts"] = pd.Timestamp(clock.start) + pd.to_timedelta(more["cycle"] * clock.interval_s, "s")
+    out = _train_score_alert(settings, more, catalog)
+    assert "rul" in " ".join(out["result"].metrics) or out["result"].metrics

@@ -259,14 +259,93 @@ def test_analytics_page(app):
 
 
 def test_data_quality_page(app, fleet):
-    """The ingest ledger and quarantine are listed, hostile raw values shown as plain text."""
+    """The ingest ledger and quarantine are listed, hostile raw values shown as plain text, and
+    the platform's open operations alerts lead the page."""
+    with connect(Role.OWNER, autocommit=True) as conn:
+        conn.execute(
+            "insert into ops.operations_alerts (rule, subject, summary) values "
+            "('ingest_claim_stale', 'landing/processing', '2 file(s) claimed for more than "
+            "600 s'), ('quarantine_share', 'ingest', 'cleared')"
+        )
+        conn.execute(
+            "update ops.operations_alerts set status = 'resolved' where summary = 'cleared'"
+        )
     at = app("viewer", "pages/data_quality.py")
-    assert len(at.dataframe[0].value) == 3
-    quarantine = at.dataframe[1].value
+    [warning] = at.warning
+    assert "ingest\\_claim\\_stale" in warning.value and "600 s" in warning.value
+    assert len(_table(at, "status")) == 3
+    quarantine = _table(at, "kind")
     assert len(quarantine) == 2
     assert any(fleet.html_note.replace('"', '\\"') in v for v in quarantine["raw_values"])
     at.multiselect(key="dq_status").select("partial").run()
-    assert at.dataframe[0].value["file_name"].tolist() == ["drop-0002.csv"]
+    assert _table(at, "status")["file_name"].tolist() == ["drop-0002.csv"]
+
+
+def _table(at, column: str) -> pd.DataFrame:
+    """The page's first table with this column."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def _conflict(fleet) -> tuple[int, str]:
+    """A re-sent reading of GEN-0001 with another value of its first reading column."""
+    from emps.catalog import load_catalog
+    from emps.ingest.columns import reading_columns
+
+    column = reading_columns(load_catalog())[0]
+    with connect(Role.OWNER, autocommit=True) as conn:
+        ts, stored, file_id = conn.execute(
+            f"select ts, {column}, (select min(id) from raw.ingest_files) "  # noqa: S608
+            "from raw.sensor_readings where equipment_id = 'GEN-0001' order by ts desc limit 1"
+        ).fetchone()
+        row_id = conn.execute(
+            "insert into raw.quarantined_rows (ingest_file_id, file_name, row_number, "
+            "equipment_id, reasons, raw_values, kind, stored_values) values (%s, 'again.csv', 1, "
+            "'GEN-0001', array['conflict: GEN-0001 already has a different reading'], "
+            "jsonb_build_object('equipment_id', 'GEN-0001', 'timestamp', %s::timestamptz, %s::text, "
+            "%s::float8), 'conflict', (select jsonb_object_agg(c.sensor, to_jsonb(r) -> c.sensor) "
+            "from raw.sensor_readings r, raw.sensor_catalog c where r.equipment_id = 'GEN-0001' "
+            "and r.ts = %s)) returning id",
+            (file_id, ts, column, stored + 1.25, ts),
+        ).fetchone()[0]
+    return row_id, column
+
+
+def test_data_quality_shows_conflicts_side_by_side_and_admins_decide(app, fleet):
+    """A conflicting re-send is shown with the received and the stored value next to each other;
+    a viewer cannot decide, an admin accepts it (audited) and the stored reading changes."""
+    row_id, column = _conflict(fleet)
+    viewer = app("viewer", "pages/data_quality.py")
+    table = _table(viewer, "reading_time")
+    [shown] = table.to_dict("records")
+    assert shown[f"{column} received"] == shown[f"{column} stored"] + 1.25
+    assert not [b for b in viewer.button if b.label == "Accept the received reading"]
+
+    at = app("admin", "pages/data_quality.py")
+    at.text_input(key="dq_conflict_note").input("sensor replaced")
+    next(b for b in at.button if b.label == "Accept the received reading").click().run()
+    assert not at.exception
+    assert "accepted" in at.success[0].value
+    [(actor, role, _, details)] = _audit("reading.accept_conflict")
+    assert (actor, role, details["note"]) == ("admin", "Admin", "sensor replaced")
+    with connect(Role.OWNER) as conn:
+        value = conn.execute(
+            f"select {column} from raw.sensor_readings where equipment_id = 'GEN-0001' "  # noqa: S608
+            "order by ts desc limit 1"
+        ).fetchone()[0]
+    assert value == shown[f"{column} received"]
+    assert at.info and any("No conflict" in i.value for i in at.info)
+
+
+def test_data_quality_admin_queues_quarantined_rows_for_a_retry(app, fleet):
+    """An admin picks quarantined rows to validate again at the next ingest run; it is audited."""
+    at = app("admin", "pages/data_quality.py")
+    ids = _table(at, "kind")["id"].tolist()
+    at.multiselect(key="dq_retry_rows").select(ids[0])
+    next(b for b in at.button if b.label == "Retry these rows").click().run()
+    assert not at.exception
+    assert "1 row(s) will be validated again" in at.success[0].value
+    [(actor, _, target, _)] = _audit("quarantine.retry")
+    assert (actor, target) == ("admin", str(ids[0]))
 
 
 def test_report_downloads_pdf_and_csv(app):
