@@ -39,11 +39,11 @@ from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import Any
 
-import httpx
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from emps import prefect_api
 from emps.alerting.recipients import RecipientsConfig, load_recipients
 from emps.db import Role, connect
 from emps.settings import Settings, get_settings
@@ -311,9 +311,10 @@ def ingest_run_failed(ctx: RuleContext) -> list[Finding]:
         "sort": "END_TIME_DESC",
         "limit": 1,
     }
-    response = httpx.post(f"{ctx.prefect_api.rstrip('/')}/flow_runs/filter", json=body, timeout=10)
-    response.raise_for_status()
-    runs = response.json()
+    with prefect_api.client(ctx.prefect_api, timeout=10) as api:
+        response = api.post("/flow_runs/filter", json=body)
+        response.raise_for_status()
+        runs = response.json()
     if not runs or runs[0]["state_type"] == "COMPLETED":
         return []
     run = runs[0]

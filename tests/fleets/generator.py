@@ -77,6 +77,9 @@ def run_to_failure(
         regime = rng.integers(0, len(points), lifetime)
         spans = np.array([np.ptp(catalog.channels[s].valid_range) for s in settings])
         setting_values = points[regime] + rng.normal(0, 0.001, (lifetime, len(settings))) * spans
+        # An operating point on the edge of its range (Mach 0 on the ground) stays inside it.
+        bounds = np.array([catalog.channels[s].valid_range for s in settings], dtype=float)
+        setting_values = setting_values.clip(bounds[:, 0], bounds[:, 1])
         wear = (cycles / lifetime) ** wear_power
         data = {"equipment_id": equipment_id, "cycle": cycles.astype(float)}
         for j, setting in enumerate(settings):
