@@ -153,7 +153,7 @@ def run(args: argparse.Namespace, home: Path, smtp_port: int) -> None:
             print(f"deployment served; {args.alerts} CRITICAL predictions ...", flush=True)
 
             written_at: dict[str, float] = {}
-            with connect(Role.WRITER, settings, autocommit=True) as conn:
+            with connect(Role.SCORING, settings, autocommit=True) as conn:
                 for equipment_id in ids:
                     written_at[equipment_id] = time.time()
                     ts = datetime.now(UTC)
@@ -208,7 +208,7 @@ def run(args: argparse.Namespace, home: Path, smtp_port: int) -> None:
         )
 
         # Sender throughput: N queued emails through the outbox vs the same N raw.
-        with connect(Role.WRITER, settings) as conn, conn.transaction():
+        with connect(Role.ALERTING, settings) as conn, conn.transaction():
             for i in range(args.messages):
                 enqueue_email(
                     conn,

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace, settings) -> None:
     payloads = [encoder.encode(chunk) for chunk in fleet.chunks(start, end, args.interval)]
     generate_s = time.perf_counter() - began
     rows = ours.rows
-    with connect(Role.WRITER, settings) as conn:
+    with connect(Role.INGEST, settings) as conn:
         conn.execute("set synchronous_commit = off")
         with connect(Role.OWNER, settings, autocommit=True) as owner:
             owner.execute("truncate raw.sensor_readings")

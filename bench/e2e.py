@@ -420,11 +420,18 @@ def latency_phase(
     }
 
 
+def owner_url(platform: Platform) -> str:
+    """The platform database as its owner, with the password `emps up` generated (what
+    `emps secrets show --database` prints)."""
+    secrets = json.loads((platform.home / "secrets.json").read_text())
+    password = secrets["database"]["postgres"]
+    return f"postgresql://postgres:{password}@127.0.0.1:{platform.env['EMPS_PG_PORT']}/emps"
+
+
 def registered_bench_generators(platform: Platform) -> int:
     import psycopg
 
-    url = f"postgresql://postgres@127.0.0.1:{platform.env['EMPS_PG_PORT']}/emps"
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(owner_url(platform), autocommit=True) as conn:
         row = conn.execute(
             "select count(*) from raw.equipment where equipment_id like %s", (BENCH_PREFIX + "%",)
         ).fetchone()
@@ -436,7 +443,7 @@ def stage_latencies(platform: Platform, equipment_ids: list[str]) -> dict:
     its alert opened (p50 / p95 seconds), read from the ledger, ops.predictions and ops.alerts."""
     import psycopg
 
-    url = f"postgresql://postgres@127.0.0.1:{platform.env['EMPS_PG_PORT']}/emps"
+    url = owner_url(platform)
     query = """
         select f.received_at,
                f.finished_at,

@@ -59,7 +59,7 @@ def failures_with_truth(settings) -> pd.DataFrame:
     from ml.dataset import read_failure_events
 
     failures = read_failure_events(settings)
-    with connect(Role.WRITER, settings) as conn:
+    with connect(Role.INGEST, settings) as conn:
         truth = conn.execute("select equipment_id, failure_at, sudden from sim.equipment_truth")
         sudden = {(e, pd.Timestamp(f)): s for e, f, s in truth.fetchall()}
     keys = zip(failures["equipment_id"], failures["failed_at"], strict=True)

@@ -1,9 +1,10 @@
 """What a signed-in dashboard user can change, checked here and again in the database.
 
 Each action checks the user's role before it touches the database, then calls one of the
-`ops.user_*` / `ops.admin_*` functions (migration 0060) as the narrow `emps_operator` role. Those
-re-check the role against ops.users, run the audited lifecycle functions of migration 0004, and
-stamp the user's role on the audit row.
+`ops.user_*` / `ops.admin_*` functions (migration 0101) as the narrow `emps_operator` role with the
+user's session token, never their name: the database finds who holds the token, re-reads their
+role and active flag, runs the audited lifecycle functions of migration 0004, and stamps the
+user's role on the audit row.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ class NotAllowed(PermissionError):
 
 class ActionFailed(RuntimeError):
     """The database refused the change (wrong state, unknown id, ...); the message says why."""
+
+
+def _token(user: User) -> str:
+    if not user.token:
+        raise ActionFailed(f"{user.username} has no session: sign in again")
+    return user.token
 
 
 def _require_actor(user: User) -> None:
@@ -74,7 +81,7 @@ def acknowledge_alert(
     _require_actor(user)
     return _call(
         "select * from ops.user_acknowledge_alert(%s, %s, %s)",
-        (user.username, int(alert_id), _note(note)),
+        (_token(user), int(alert_id), _note(note)),
         settings,
     )
 
@@ -85,7 +92,7 @@ def resolve_alert(
     _require_actor(user)
     return _call(
         "select * from ops.user_resolve_alert(%s, %s, %s)",
-        (user.username, int(alert_id), _note(note)),
+        (_token(user), int(alert_id), _note(note)),
         settings,
     )
 
@@ -108,7 +115,7 @@ def create_task(
     return _call(
         "select * from ops.user_create_maintenance_task(%s, %s, %s, %s, %s, %s, %s)",
         (
-            user.username,
+            _token(user),
             equipment_id.strip(),
             task_type,
             int(priority),
@@ -132,7 +139,7 @@ def reschedule_task(
         raise ActionFailed("the new date needs a time zone")
     return _call(
         "select * from ops.user_reschedule_maintenance_task(%s, %s, %s, %s)",
-        (user.username, int(task_id), scheduled_date, _note(note)),
+        (_token(user), int(task_id), scheduled_date, _note(note)),
         settings,
     )
 
@@ -143,13 +150,35 @@ def complete_task(
     outcome: str,
     note: str | None = None,
     settings: Settings | None = None,
+    completed_at: datetime | None = None,
 ) -> dict:
+    """Complete a task, at the time the work was done (default now): failed_before_service
+    records the failure it found, fault_found a prevented failure."""
     _require_actor(user)
     if outcome not in OUTCOMES:
         raise ActionFailed(f"outcome {outcome!r} is not one of {', '.join(OUTCOMES)}")
     return _call(
-        "select * from ops.user_complete_maintenance_task(%s, %s, %s, %s)",
-        (user.username, int(task_id), outcome, _note(note)),
+        "select * from ops.user_complete_maintenance_task(%s, %s, %s, %s, %s)",
+        (_token(user), int(task_id), outcome, _note(note), completed_at),
+        settings,
+    )
+
+
+def record_failure(
+    user: User,
+    equipment_id: str,
+    failed_at: datetime,
+    failure_mode: str | None = None,
+    note: str | None = None,
+    repaired_at: datetime | None = None,
+    settings: Settings | None = None,
+) -> dict:
+    """Record a failure as it happened (Technicians and Admins, audited): the hours before it
+    become positive examples at the model's next training."""
+    _require_actor(user)
+    return _call(
+        "select * from ops.user_record_failure(%s, %s, %s, %s, %s, %s)",
+        (_token(user), equipment_id, failed_at, _note(failure_mode), _note(note), repaired_at),
         settings,
     )
 
@@ -163,7 +192,8 @@ def save_user(
     active: bool = True,
     settings: Settings | None = None,
 ) -> None:
-    """Add a user or change one (a blank password keeps the current one)."""
+    """Add a user or change one (a blank password keeps the current one). A password set for
+    someone else is temporary: they choose their own at their next sign-in."""
     _require_admin(admin)
     try:
         username = _validate_username(username)
@@ -173,7 +203,7 @@ def save_user(
         raise ActionFailed(str(exc)) from None
     _call(
         "select ops.admin_save_user(%s, %s, %s, %s, %s, %s)",
-        (admin.username, username, user_role.value, display_name.strip(), password_hash, active),
+        (_token(admin), username, user_role.value, display_name.strip(), password_hash, active),
         settings,
     )
 
@@ -181,5 +211,60 @@ def save_user(
 def set_threshold(admin: User, key: str, value: float, settings: Settings | None = None) -> None:
     _require_admin(admin)
     _call(
-        "select ops.admin_set_threshold(%s, %s, %s)", (admin.username, key, float(value)), settings
+        "select ops.admin_set_threshold(%s, %s, %s)", (_token(admin), key, float(value)), settings
     )
+
+
+def revoke_sessions(admin: User, username: str, settings: Settings | None = None) -> int:
+    """End every session and API token of a user (their next page load asks them to sign in)."""
+    _require_admin(admin)
+    try:
+        username = _validate_username(username)
+    except UserError as exc:
+        raise ActionFailed(str(exc)) from None
+    row = _call(
+        "select ops.admin_revoke_tokens(%s, %s) as revoked", (_token(admin), username), settings
+    )
+    return int(row["revoked"]) if row else 0
+
+
+# -- the quarantine (the Data quality page) ---------------------------------------------------
+
+
+def accept_conflict(
+    admin: User, row_id: int, note: str | None = None, settings: Settings | None = None
+) -> int:
+    """The received reading of a conflict replaces the stored one (audited); the next ingest run
+    rebuilds the features it feeds and rescores them. Returns the correction's id."""
+    _require_admin(admin)
+    row = _call(
+        "select ops.admin_accept_conflict(%s, %s, %s) as correction",
+        (_token(admin), int(row_id), _note(note)),
+        settings,
+    )
+    return int(row["correction"])
+
+
+def dismiss_conflict(
+    admin: User, row_id: int, note: str | None = None, settings: Settings | None = None
+) -> None:
+    """Keep the stored reading and close the conflict (audited)."""
+    _require_admin(admin)
+    _call(
+        "select ops.admin_dismiss_conflict(%s, %s, %s)",
+        (_token(admin), int(row_id), _note(note)),
+        settings,
+    )
+
+
+def retry_quarantined(
+    admin: User, row_ids: list[int], note: str | None = None, settings: Settings | None = None
+) -> int:
+    """Validate quarantined rows again at the next ingest run (audited); how many were queued."""
+    _require_admin(admin)
+    row = _call(
+        "select ops.admin_retry_quarantined(%s, %s, %s) as queued",
+        (_token(admin), [int(i) for i in row_ids], _note(note)),
+        settings,
+    )
+    return int(row["queued"])

@@ -166,6 +166,14 @@ def bootstrap(settings: Settings | None = None, with_history: bool = True) -> Bo
         if rebuild_outdated_features(settings):
             report.steps["features"] = time.monotonic() - began
     champion = alias_version(CHAMPION, settings)
+    if champion is not None:
+        from ml.registry import adopt_unrecorded_champions
+
+        for version in adopt_unrecorded_champions(settings):
+            console.print(
+                f"  champion v{version} was promoted before EMPS recorded model hashes: its files "
+                "as they are now are recorded, and every later load is checked against them"
+            )
     if champion is not None and _has_features(settings):
         missing = _features_the_champion_lacks(champion, settings)
         if missing:

@@ -1,4 +1,8 @@
-"""Where the database is and how to connect to it, as owner, writer (flows) or reader (dashboard)."""
+"""Where the database is and how to connect to it, as the owner (migrations) or one of the
+narrow roles each part of the platform uses: ingest, transform (dbt), scoring, alerting, and the
+dashboard's reader and operator. On the embedded server every role has a generated password
+(emps.credentials); an external database takes one URL per role, or the owner's server with the
+role's name and its password from PGPASSWORD / .pgpass."""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import warnings
 from contextlib import contextmanager
 from enum import StrEnum
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 
@@ -24,41 +28,81 @@ READER_ROLE = "emps_reader"
 
 
 class Role(StrEnum):
-    OWNER = "owner"  # migrations
-    WRITER = "writer"  # flows, simulator
-    READER = "reader"  # dashboard reads
+    OWNER = "owner"  # migrations, the CLI's administration
+    WRITER = "writer"  # dbt: reads raw and ops, owns the analytics schema it builds
+    READER = "reader"  # the dashboard's reads, metrics, model inputs
+    OPERATOR = "operator"  # the dashboard's writes: session-checked, audited functions only
+    INGEST = "ingest"  # the ingest flow, equipment import, the simulator
+    SCORING = "scoring"  # predictions and the model's promotion history
+    ALERTING = "alerting"  # alerts, maintenance tasks, notifications, retention
+
+
+ROLE_NAMES = {
+    Role.OWNER: "postgres",
+    Role.WRITER: WRITER_ROLE,
+    Role.READER: READER_ROLE,
+    Role.OPERATOR: "emps_operator",
+    Role.INGEST: "emps_ingest",
+    Role.SCORING: "emps_scoring",
+    Role.ALERTING: "emps_alerting",
+}
+PREFECT_ROLE = "emps_prefect"
+PREFECT_DATABASE = "prefect"
 
 
 def embedded_server(settings: Settings | None = None) -> EmbeddedPostgres:
+    from emps.credentials import SUPERUSER, load_secrets
+
     settings = settings or get_settings()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on import
         from emps.embedded_pg import EmbeddedPostgres
 
-    return EmbeddedPostgres(settings.pg_dir / "data", host=settings.pg_host, port=settings.pg_port)
+    return EmbeddedPostgres(
+        settings.pg_dir / "data",
+        host=settings.pg_host,
+        port=settings.pg_port,
+        superuser_password=load_secrets(settings).password(SUPERUSER),
+    )
+
+
+def _own_url(role: Role, settings: Settings):
+    return {
+        Role.OWNER: settings.database_url,
+        Role.WRITER: settings.writer_url,
+        Role.READER: settings.reader_url,
+        Role.OPERATOR: settings.operator_url,
+        Role.INGEST: settings.ingest_url,
+        Role.SCORING: settings.scoring_url,
+        Role.ALERTING: settings.alerting_url,
+    }[role]
 
 
 def database_url(role: Role = Role.OWNER, settings: Settings | None = None) -> str:
-    """The connection URL for a role. Embedded: trust auth on loopback, no passwords."""
+    """The connection URL for a role. Embedded: its generated password in the URL."""
     settings = settings or get_settings()
-    explicit = {
-        Role.OWNER: settings.database_url,
-        Role.WRITER: settings.writer_url or settings.database_url,
-        Role.READER: settings.reader_url or settings.database_url,
-    }[role]
-    if explicit is not None and (role is Role.OWNER or _has_own_url(role, settings)):
-        return explicit.get_secret_value()
-    if explicit is not None:
+    own = _own_url(role, settings)
+    if own is not None:
+        return own.get_secret_value()
+    if settings.database_url is not None:
         # Same server as the owner URL but logging in as the narrower role (password via PGPASSWORD
         # or .pgpass in production).
-        user = WRITER_ROLE if role is Role.WRITER else READER_ROLE
-        return _with_user(explicit.get_secret_value(), user)
-    user = {Role.OWNER: "postgres", Role.WRITER: WRITER_ROLE, Role.READER: READER_ROLE}[role]
-    return f"postgresql://{user}@{settings.pg_host}:{settings.pg_port}/{settings.pg_database}"
+        return _with_user(settings.database_url.get_secret_value(), ROLE_NAMES[role])
+    return _embedded_url(ROLE_NAMES[role], settings.pg_database, settings)
 
 
-def _has_own_url(role: Role, settings: Settings) -> bool:
-    return (settings.writer_url if role is Role.WRITER else settings.reader_url) is not None
+def _embedded_url(user: str, database: str, settings: Settings) -> str:
+    from emps.credentials import load_secrets
+
+    password = quote(load_secrets(settings).password(user), safe="")
+    return f"postgresql://{user}:{password}@{settings.pg_host}:{settings.pg_port}/{database}"
+
+
+def prefect_database_url(settings: Settings | None = None) -> str:
+    """Prefect's own database on the embedded server, as its own role (never the superuser)."""
+    settings = settings or get_settings()
+    url = _embedded_url(PREFECT_ROLE, PREFECT_DATABASE, settings)
+    return url.replace("postgresql://", "postgresql+asyncpg://", 1)
 
 
 def _with_user(url: str, user: str) -> str:
@@ -78,7 +122,7 @@ def redact(url: str) -> str:
 
 
 def connect(
-    role: Role = Role.WRITER, settings: Settings | None = None, **kwargs
+    role: Role = Role.READER, settings: Settings | None = None, **kwargs
 ) -> psycopg.Connection:
     """A new connection for `role`; the caller closes it (use it as a context manager)."""
     kwargs.setdefault("connect_timeout", 10)
@@ -88,7 +132,7 @@ def connect(
 
 @contextmanager
 def transaction(
-    role: Role = Role.WRITER, settings: Settings | None = None
+    role: Role = Role.READER, settings: Settings | None = None
 ) -> Iterator[psycopg.Connection]:
     """A connection whose work commits on success and rolls back on error."""
     with connect(role, settings) as conn, conn.transaction():
@@ -96,12 +140,15 @@ def transaction(
 
 
 def ensure_database(settings: Settings | None = None) -> None:
-    """Create the platform database on the embedded server when it does not exist yet."""
+    """On the embedded server: the platform database, and every login role with the password in
+    the secrets file (created when missing; set again at each call, so a rotation or an upgrade
+    from password-less roles takes effect)."""
     settings = settings or get_settings()
     if not settings.embedded:
         return
     admin = embedded_server(settings).admin_url("postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
+        set_role_passwords(conn, settings)
         exists = conn.execute(
             "select 1 from pg_database where datname = %s", (settings.pg_database,)
         ).fetchone()
@@ -111,3 +158,89 @@ def ensure_database(settings: Settings | None = None) -> None:
                     psycopg.sql.Identifier(settings.pg_database)
                 )
             )
+
+
+def set_role_passwords(
+    conn: psycopg.Connection, settings: Settings | None = None, secrets=None
+) -> list[str]:
+    """Create the secrets file's login roles that do not exist yet and give every one its
+    password (sent as a SCRAM verifier computed here, never in clear); returns the roles set.
+    `secrets`: other values than the file's (a rotation about to be written)."""
+    from psycopg import sql
+
+    from emps.credentials import load_secrets
+
+    secrets = secrets or load_secrets(settings)
+    done = []
+    for role, password in secrets.database.items():
+        exists = conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("create role {} login").format(sql.Identifier(role)))
+        verifier = conn.pgconn.encrypt_password(
+            password.encode(), role.encode(), b"scram-sha-256"
+        ).decode()
+        conn.execute(
+            sql.SQL("alter role {} login password {}").format(
+                sql.Identifier(role), sql.Literal(verifier)
+            )
+        )
+        done.append(role)
+    return done
+
+
+def ensure_prefect_database(settings: Settings | None = None) -> None:
+    """Prefect's database on the embedded server, owned by its own role. A database an older
+    release created as the superuser's is handed over, with everything in it."""
+    settings = settings or get_settings()
+    server = embedded_server(settings)
+    with psycopg.connect(server.admin_url("postgres"), autocommit=True) as conn:
+        set_role_passwords(conn, settings)
+        owner = conn.execute(
+            "select pg_get_userbyid(datdba) from pg_database where datname = %s",
+            (PREFECT_DATABASE,),
+        ).fetchone()
+        if owner is None:
+            conn.execute(f"create database {PREFECT_DATABASE} owner {PREFECT_ROLE}")
+        elif owner[0] != PREFECT_ROLE:
+            conn.execute(f"alter database {PREFECT_DATABASE} owner to {PREFECT_ROLE}")
+        conn.execute(f"revoke all on database {PREFECT_DATABASE} from public")
+    if owner is not None and owner[0] != PREFECT_ROLE:
+        with psycopg.connect(server.admin_url(PREFECT_DATABASE), autocommit=True) as conn:
+            conn.execute(
+                psycopg.sql.SQL(HAND_OVER_OBJECTS).format(role=psycopg.sql.Literal(PREFECT_ROLE))
+            )
+
+
+# Tables, views, sequences, types and functions an older release's Prefect created as the
+# superuser (REASSIGN OWNED cannot move the superuser's objects: some belong to the system).
+HAND_OVER_OBJECTS = """
+do $$
+declare
+    target text := {role};
+    item record;
+begin
+    for item in
+        select format('alter %s %I.%I owner to %I',
+                      case c.relkind when 'S' then 'sequence' when 'v' then 'view'
+                                     when 'm' then 'materialized view' else 'table' end,
+                      n.nspname, c.relname, target) as statement
+        from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where n.nspname = 'public' and c.relkind in ('r', 'p', 'v', 'm', 'S')
+          and pg_get_userbyid(c.relowner) <> target
+          and not exists (select 1 from pg_depend d where d.objid = c.oid and d.deptype in ('a', 'i'))
+        union all
+        select format('alter type %I.%I owner to %I', n.nspname, t.typname, target)
+        from pg_type t join pg_namespace n on n.oid = t.typnamespace
+        where n.nspname = 'public' and t.typtype in ('e', 'd', 'c') and pg_get_userbyid(t.typowner) <> target
+          and (t.typtype <> 'c' or exists (select 1 from pg_class c where c.oid = t.typrelid and c.relkind = 'c'))
+        union all
+        select format('alter function %s owner to %I', p.oid::regprocedure, target)
+        from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+        where n.nspname = 'public' and pg_get_userbyid(p.proowner) <> target
+          and not exists (select 1 from pg_depend d where d.objid = p.oid and d.deptype = 'e')
+    loop
+        execute item.statement;
+    end loop;
+end
+$$
+"""

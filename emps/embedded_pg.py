@@ -3,6 +3,10 @@
 The wheel's own helper listens only on a Unix socket and stops the server when the last Python
 handle exits, so we drive its `initdb` / `pg_ctl` directly: the server outlives the command that
 started it and every local tool (Prefect, MLflow, dbt, Streamlit) reaches it over TCP.
+
+Every connection needs a password (scram-sha-256), the superuser's included: pg_hba.conf is
+rewritten at every start, and a data directory made by a release that trusted local connections
+is given the superuser's password on its next start (`_upgrade_from_trust`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
 
@@ -55,7 +60,21 @@ SERVER_SETTINGS = (
     "max_connections = 200\nshared_buffers = '16MB'\nwork_mem = '8MB'\n"
     "maintenance_work_mem = '256MB'\nmax_wal_size = '2GB'\n"
     "synchronous_commit = on\nlisten_addresses = '127.0.0.1'\nio_method = 'sync'\n"
-    "max_parallel_workers_per_gather = 0\n"
+    "max_parallel_workers_per_gather = 0\npassword_encryption = 'scram-sha-256'\n"
+)
+HBA_MARKER = "# Written by emps at every start (emps/embedded_pg.py)"
+# Passwords on every connection, over the socket (in the private data directory) and loopback.
+HBA = (
+    f"{HBA_MARKER}: every connection needs a password.\n"
+    "local   all   all                  scram-sha-256\n"
+    "host    all   all   127.0.0.1/32   scram-sha-256\n"
+    "host    all   all   ::1/128        scram-sha-256\n"
+)
+# Only while an old data directory gets its superuser password: the Unix socket, which lives in
+# the data directory (mode 0700), is reachable by its owner alone; TCP is refused.
+HBA_UPGRADE = (
+    f"{HBA_MARKER}: upgrading from trust; only the superuser, only over the socket.\n"
+    "local   all   postgres   trust\n"
 )
 SETTINGS_FILE = "emps.conf"
 INCLUDE = f"include_if_exists = '{SETTINGS_FILE}'"
@@ -72,10 +91,17 @@ LEGACY_AUTO_SETTINGS = re.compile(
 class EmbeddedPostgres:
     """One PostgreSQL data directory and the server that serves it."""
 
-    def __init__(self, pgdata: Path, host: str = "127.0.0.1", port: int = 55432):
+    def __init__(
+        self,
+        pgdata: Path,
+        host: str = "127.0.0.1",
+        port: int = 55432,
+        superuser_password: str | None = None,
+    ):
         self.pgdata = Path(pgdata).resolve()
         self.host = host
         self.port = port
+        self.superuser_password = superuser_password
         self.logfile = self.pgdata.parent / "postgresql.log"
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -83,23 +109,37 @@ class EmbeddedPostgres:
         return (self.pgdata / "PG_VERSION").exists()
 
     def init(self) -> None:
-        """Create the data directory (trust auth on loopback only: local dev has no credentials)."""
+        """Create the data directory, its superuser `postgres` with the given password."""
+        password = self._require_password()
         self.pgdata.mkdir(parents=True, exist_ok=True)
         user = self._prepare_permissions()
-        self._run(
-            [
-                str(_bin("initdb")),
-                "-D",
-                str(self.pgdata),
-                "--auth-local=trust",
-                "--auth-host=trust",
-                "--encoding=UTF8",
-                "--locale=C",
-                "-U",
-                "postgres",
-            ],
-            user=user,
-        )
+        # initdb reads the password from a file (never from the command line, which any local
+        # user can see); the file must be readable by the user initdb runs as.
+        pwfile = self.pgdata.parent / f".initdb-{os.getpid()}"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(password + "\n")
+        try:
+            if user:
+                shutil.chown(pwfile, user=user)
+            self._run(
+                [
+                    str(_bin("initdb")),
+                    "-D",
+                    str(self.pgdata),
+                    "--auth-local=scram-sha-256",
+                    "--auth-host=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "-U",
+                    "postgres",
+                ],
+                user=user,
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        (self.pgdata / "pg_hba.conf").write_text(HBA)
 
     def start(self, timeout: float = 60) -> ServerStatus:
         """Start the server if it is not already running; harmless when it is."""
@@ -111,6 +151,14 @@ class EmbeddedPostgres:
         self._clear_stale_pidfile()
         self._port_must_be_free()
         self._write_server_settings()
+        # Anything but our file (an older release's trust, an upgrade cut short, a hand edit, a
+        # file removed to recover from lost secrets) goes through the upgrade, which sets the
+        # superuser's password again.
+        hba = self.pgdata / "pg_hba.conf"
+        upgrading = not hba.exists() or hba.read_text() != HBA
+        if upgrading:
+            self._require_password()
+            (self.pgdata / "pg_hba.conf").write_text(HBA_UPGRADE)
         user = self._prepare_permissions()
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
         if user and self.logfile.exists():
@@ -138,7 +186,9 @@ class EmbeddedPostgres:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             status = self.status()
-            if status.running and self._accepts_connections():
+            if status.running and self._accepts_connections(socket=upgrading):
+                if upgrading:
+                    self._upgrade_from_trust()
                 return status
             time.sleep(0.2)
         raise RuntimeError(f"PostgreSQL did not become ready; see {self.logfile}")
@@ -176,15 +226,44 @@ class EmbeddedPostgres:
         return ServerStatus(True, pid, port, state)
 
     def admin_url(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@{self.host}:{self.port}/{database}"
+        password = quote(self._require_password(), safe="")
+        return f"postgresql://postgres:{password}@{self.host}:{self.port}/{database}"
 
     # -- helpers -------------------------------------------------------------------------------
-    def _accepts_connections(self) -> bool:
+    def _require_password(self) -> str:
+        if not self.superuser_password:
+            raise RuntimeError("the embedded PostgreSQL needs its superuser's password")
+        return self.superuser_password
+
+    def _accepts_connections(self, socket: bool = False) -> bool:
+        host = str(self.pgdata) if socket else self.host
         result = subprocess.run(
-            [str(_bin("pg_isready")), "-h", self.host, "-p", str(self.port), "-q"],
+            [str(_bin("pg_isready")), "-h", host, "-p", str(self.port), "-q"],
             check=False,
         )
         return result.returncode == 0
+
+    def _upgrade_from_trust(self) -> None:
+        """A data directory an older release made trusted every local connection and gave the
+        superuser no password: set it (as a SCRAM verifier computed here, so the password itself
+        never reaches the server), then require passwords everywhere."""
+        import psycopg
+        from psycopg import sql
+
+        password = self._require_password()
+        with psycopg.connect(
+            host=str(self.pgdata),
+            port=self.port,
+            user="postgres",
+            dbname="postgres",
+            autocommit=True,
+        ) as conn:
+            verifier = conn.pgconn.encrypt_password(
+                password.encode(), b"postgres", b"scram-sha-256"
+            ).decode()
+            conn.execute(sql.SQL("alter role postgres password {}").format(sql.Literal(verifier)))
+            (self.pgdata / "pg_hba.conf").write_text(HBA)
+            conn.execute("select pg_reload_conf()")
 
     def _write_server_settings(self) -> None:
         """(Re)write emps.conf, included at the end of postgresql.conf, at every start: a data

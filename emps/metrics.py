@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from emps.alerting.backlog import oldest_pending_age_s
+from emps.alerting.operations import registered_rules
 from emps.db import Role, connect
 from emps.settings import Settings, get_settings
 
@@ -16,14 +17,18 @@ QUERIES = {
     "ingest": """
         select coalesce(sum(rows_loaded), 0), coalesce(sum(rows_quarantined), 0),
                count(*) filter (where status = 'quarantined'),
-               count(*) filter (where status = 'duplicate')
+               count(*) filter (where status = 'duplicate'),
+               coalesce(sum(rows_conflict), 0)
         from raw.ingest_files
+    """,
+    "operations": """
+        select rule, count(*) from ops.operations_alerts where status = 'open' group by rule
     """,
     "alerts": """
         select severity, count(*) from ops.alerts where status <> 'resolved' group by severity
     """,
     "backlog": """
-        select status, count(*) from ops.notifications
+        select status, count(*) from ops.notification_deliveries
         where status in ('pending', 'sending', 'failed', 'dead') group by status
     """,
     "predictions": """
@@ -38,9 +43,16 @@ QUERIES = {
 
 
 class PlatformCollector(Collector):
-    def __init__(self, settings: Settings, prefect_api: str | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        prefect_api: str | None = None,
+        prefect_auth: str | None = None,
+    ):
         self.settings = settings
         self.prefect_api = prefect_api
+        self.prefect_auth = prefect_auth
+        self._prefect = None  # one client: its CSRF token is reused between scrapes
 
     def collect(self) -> Iterator[Metric]:
         started = time.monotonic()
@@ -58,7 +70,7 @@ class PlatformCollector(Collector):
         yield from self._flow_durations()
 
     def _collect(self, conn) -> Iterator[Metric]:
-        loaded, rows_quarantined, files_quarantined, duplicates = conn.execute(
+        loaded, rows_quarantined, files_quarantined, duplicates, conflicts = conn.execute(
             QUERIES["ingest"]
         ).fetchone()
         readings = CounterMetricFamily(
@@ -75,6 +87,20 @@ class PlatformCollector(Collector):
         dup = CounterMetricFamily("emps_files_duplicate", "Drop files seen twice (loaded once)")
         dup.add_metric([], float(duplicates))
         yield dup
+        conflict = CounterMetricFamily(
+            "emps_rows_conflict", "Re-sent readings whose values differ from the stored ones"
+        )
+        conflict.add_metric([], float(conflicts))
+        yield conflict
+
+        # One series per operations rule, 0 while it finds nothing (emps.alerting.operations).
+        open_alerts = GaugeMetricFamily(
+            "emps_operations_alerts_open", "Open operations alerts, per rule", labels=["rule"]
+        )
+        counts = dict(conn.execute(QUERIES["operations"]).fetchall())
+        for name in sorted({rule.name for rule in registered_rules()} | set(counts)):
+            open_alerts.add_metric([name], float(counts.get(name, 0)))
+        yield open_alerts
 
         alerts = GaugeMetricFamily(
             "emps_active_alerts", "Open or acknowledged alerts", labels=["severity"]
@@ -124,9 +150,13 @@ class PlatformCollector(Collector):
 
         import httpx
 
+        from emps import prefect_api
+
         api = self.prefect_api or os.environ.get("PREFECT_API_URL")
         if not api:
             return
+        if self._prefect is None:
+            self._prefect = prefect_api.client(api, self.prefect_auth, timeout=3)
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
         body = {
             "flow_runs": {
@@ -136,10 +166,12 @@ class PlatformCollector(Collector):
             "limit": 200,
         }
         try:
-            runs = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=3).json()
+            runs = self._prefect.post("/flow_runs/filter", json=body).raise_for_status().json()
             flows = {
                 f["id"]: f["name"]
-                for f in httpx.post(f"{api}/flows/filter", json={"limit": 200}, timeout=3).json()
+                for f in self._prefect.post("/flows/filter", json={"limit": 200})
+                .raise_for_status()
+                .json()
             }
         except (httpx.HTTPError, ValueError):
             return
@@ -158,15 +190,20 @@ class PlatformCollector(Collector):
         yield family
 
 
-def start(settings: Settings | None = None, prefect_api: str | None = None):
+def start(
+    settings: Settings | None = None,
+    prefect_api: str | None = None,
+    prefect_auth: str | None = None,
+):
     """Serve /metrics on 127.0.0.1:metrics_port from a background thread; returns the server
-    (call .shutdown() to stop it)."""
+    (call .shutdown() to stop it). Flow run times come from the Prefect API at `prefect_api`
+    (default PREFECT_API_URL) with the credential `prefect_auth` (PREFECT_API_AUTH_STRING)."""
     from prometheus_client import start_http_server
     from prometheus_client.registry import CollectorRegistry
 
     settings = settings or get_settings()
     registry = CollectorRegistry()
-    registry.register(PlatformCollector(settings, prefect_api))
+    registry.register(PlatformCollector(settings, prefect_api, prefect_auth))
     server, _ = start_http_server(settings.metrics_port, addr="127.0.0.1", registry=registry)
     return server
 

@@ -370,11 +370,12 @@ def alerts(
 
 # -- maintenance ------------------------------------------------------------------------------
 def notification_backlog(settings: Settings | None = None) -> Backlog:
-    """Notifications due and not yet delivered, how long the oldest has waited, its last error."""
+    """Notifications due and not yet delivered and how long the oldest has waited (no recipient
+    or error: the read-only role sees delivery states only)."""
     settings = settings or get_settings()
     pool = _pool(database_url(Role.READER, settings), settings.query_timeout_ms)
     with pool.connection() as conn:
-        return backlog(conn)
+        return backlog(conn, detailed=False)
 
 
 def maintenance_schedule(
@@ -507,7 +508,8 @@ def ingest_files(
     return frame(
         """
         select id, file_name, status, format, size_bytes, received_at, finished_at, rows_total,
-               rows_loaded, rows_duplicate, rows_quarantined, error
+               rows_loaded, rows_duplicate, rows_quarantined, rows_conflict, attempts, error,
+               array_to_string(warnings, '; ') as warnings
         from raw.ingest_files
         where (%(statuses)s::text[] is null or status = any(%(statuses)s))
         order by received_at desc limit %(limit)s
@@ -517,15 +519,69 @@ def ingest_files(
     )
 
 
-def quarantined_rows(limit: int = 500, settings: Settings | None = None) -> pd.DataFrame:
+def quarantined_rows(
+    kinds: Sequence[str] | None = None,
+    open_only: bool = False,
+    limit: int = 500,
+    settings: Settings | None = None,
+) -> pd.DataFrame:
+    """Quarantined rows other than conflicts (those have `conflicts`), newest first."""
+    return frame(
+        """
+        select id, file_name, row_number, equipment_id, kind,
+               array_to_string(reasons, '; ') as reasons, raw_values::text as raw_values,
+               quarantined_at, resolution, resolved_by, retry_requested_by,
+               retry_requested_at
+        from raw.quarantined_rows
+        where kind <> 'conflict'
+          and (%(kinds)s::text[] is null or kind = any(%(kinds)s))
+          and (not %(open_only)s or resolution is null)
+        order by quarantined_at desc, id limit %(limit)s
+        """,
+        {"kinds": _list(kinds), "open_only": open_only, "limit": limit},
+        settings,
+    )
+
+
+def conflicts(
+    open_only: bool = True, limit: int = 500, settings: Settings | None = None
+) -> pd.DataFrame:
+    """Re-sent readings whose values differ from the stored ones: both versions per row."""
     return frame(
         """
         select id, file_name, row_number, equipment_id,
-               array_to_string(reasons, '; ') as reasons, raw_values::text as raw_values,
-               quarantined_at
-        from raw.quarantined_rows order by quarantined_at desc, id limit %(limit)s
+               (raw_values ->> 'timestamp')::timestamptz as reading_time,
+               raw_values - 'equipment_id' - 'timestamp' as received,
+               stored_values as stored, quarantined_at, resolution, resolved_by, resolved_at,
+               resolution_note
+        from raw.quarantined_rows
+        where kind = 'conflict' and (not %(open_only)s or resolution is null)
+        order by quarantined_at desc, id limit %(limit)s
         """,
-        {"limit": limit},
+        {"open_only": open_only, "limit": limit},
+        settings,
+    )
+
+
+def landing_ignored(settings: Settings | None = None) -> pd.DataFrame:
+    """Entries of landing/incoming ingest never claims, old enough to look forgotten."""
+    return frame(
+        "select path, why, size_bytes, modified_at, first_seen_at "
+        "from raw.landing_ignored order by modified_at",
+        settings=settings,
+    )
+
+
+def operations_alerts(open_only: bool = True, settings: Settings | None = None) -> pd.DataFrame:
+    return frame(
+        """
+        select id, rule, subject, status, summary, opened_at, last_seen_at, resolved_at,
+               notifications
+        from ops.operations_alerts
+        where not %(open_only)s or status = 'open'
+        order by opened_at desc limit 200
+        """,
+        {"open_only": open_only},
         settings,
     )
 

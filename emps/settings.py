@@ -18,7 +18,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Settings(BaseSettings):
-    """Platform configuration. Defaults run everything locally under `var/` with no credentials."""
+    """Platform configuration. Defaults run everything locally under `var/`, with credentials
+    generated into `<home>/secrets.json` (emps.credentials)."""
 
     model_config = SettingsConfigDict(
         env_prefix="EMPS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
@@ -28,12 +29,32 @@ class Settings(BaseSettings):
         "local", description="local | ci | prod: picks nothing by itself, shown in logs"
     )
     home: Path = Field(PROJECT_ROOT / "var", description="Root of all runtime state")
-    catalog_path: Path = Field(PROJECT_ROOT / "catalog" / "sensors.yaml")
+    secrets_path: Path | None = Field(
+        None,
+        description="The generated passwords and credentials (mode 0600); unset = "
+        "<home>/secrets.json",
+    )
+    catalog_path: Path = Field(
+        PROJECT_ROOT / "catalog" / "sensors.yaml",
+        description="The fleet's catalog; unset: the one an imported fleet pack installed "
+        "(<home>/catalog.yaml), else the shipped catalog/sensors.yaml",
+    )
+    fleet_pack: Path | None = Field(
+        None,
+        description="A fleet pack `emps up` imports and runs on instead of the simulated fleet",
+    )
 
     # Database. When database_url is unset an embedded PostgreSQL runs under home/pg.
     database_url: SecretStr | None = Field(None, description="Owner URL used for migrations")
     writer_url: SecretStr | None = Field(None, description="URL of the flows' writer role")
     reader_url: SecretStr | None = Field(None, description="URL of the dashboard's read-only role")
+    ingest_url: SecretStr | None = Field(None, description="URL of the ingest role (emps_ingest)")
+    scoring_url: SecretStr | None = Field(
+        None, description="URL of the scoring role (emps_scoring)"
+    )
+    alerting_url: SecretStr | None = Field(
+        None, description="URL of the alerting role (emps_alerting)"
+    )
     pg_host: str = "127.0.0.1"
     pg_port: int = 55432
     pg_database: str = "emps"
@@ -104,9 +125,69 @@ class Settings(BaseSettings):
         2.0, ge=0, description="At most one emps.file.arrived event this often (bursts coalesce)"
     )
     ingest_watch_rearm_s: float = Field(
-        10.0,
+        30.0,
         gt=0,
-        description="Files still waiting this long after the last event are announced again",
+        description="Files still waiting this long after the watcher's last event, with no "
+        "ingest run alive, are announced again",
+    )
+    # Ingest hardening (issue 22).
+    ingest_settle_s: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="A file found by the scan (not announced by the kernel as closed or renamed "
+        "into place) is claimed once its size and modification time have not changed this long",
+    )
+    ingest_max_attempts: int = Field(
+        3,
+        ge=1,
+        description="Claims of one file by runs that died before finishing it; then it is "
+        "quarantined unread so it cannot hold up others",
+    )
+    ingest_max_file_bytes: int = Field(
+        1 << 30, ge=1024, description="Decompressed bytes of one file; beyond it, quarantined"
+    )
+    ingest_max_file_rows: int = Field(
+        5_000_000, ge=1, description="Rows of one file; beyond it, quarantined"
+    )
+    ingest_max_file_seconds: float = Field(
+        300, gt=0, description="Seconds reading one file may take; beyond it, quarantined"
+    )
+    ingest_big_file_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="Files of more decompressed bytes load in their own transaction, after the "
+        "small files of the run",
+    )
+    ingest_ignored_warn_s: float = Field(
+        300,
+        ge=0,
+        description="Entries of incoming/ ingest never claims (dot files, *.part, links) are "
+        "reported on the Data quality page once this old",
+    )
+    ingest_heartbeat_s: float = Field(
+        15,
+        gt=0,
+        le=30,
+        description="A running ingest run says so this often (event emps.ingest.alive); the "
+        "deployment's safety-net trigger starts a run after a minute without one",
+    )
+
+    # Operations alerts (emps.alerting.operations).
+    quarantine_alert_share: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="Operations alert when more than this share of the rows of the last 15 "
+        "minutes was quarantined",
+    )
+    quarantine_alert_min_rows: int = Field(
+        20,
+        ge=1,
+        description="The quarantined-rows alert needs at least this many rows in those 15 minutes",
+    )
+    ops_alert_renotify_hours: float = Field(
+        24, ge=0, description="An operations alert still open is mailed again this often; 0 = once"
     )
 
     # dbt features. The feature grid (slot, windows, baseline, horizon) is per equipment type in
@@ -138,7 +219,15 @@ class Settings(BaseSettings):
         None, description="URL of the dashboard's narrow write role (emps_operator)"
     )
     admin_password: SecretStr | None = Field(
-        None, description="Password of the first admin; unset = generated and printed once"
+        None,
+        description="Password of the first admin; unset = generated into <home>/first-admin.txt "
+        "(0600) and changed at the first sign-in",
+    )
+    session_idle_s: int = Field(
+        1800, ge=5, description="A dashboard session unused this long is signed out"
+    )
+    session_max_s: int = Field(
+        12 * 3600, ge=60, description="A dashboard session ends this long after its sign-in"
     )
     cache_ttl_overview_s: int = Field(300, ge=0)
     cache_ttl_details_s: int = Field(120, ge=0)
@@ -337,6 +426,15 @@ class Settings(BaseSettings):
     @property
     def pg_dir(self) -> Path:
         return self.home / "pg"
+
+    @model_validator(mode="after")
+    def _installed_catalog(self) -> Settings:
+        """Without EMPS_CATALOG_PATH, the catalog an imported fleet pack installed is the
+        platform's: every process of an install then reads the same one."""
+        installed = self.home / "catalog.yaml"
+        if "catalog_path" not in self.model_fields_set and installed.is_file():
+            self.catalog_path = installed
+        return self
 
     @model_validator(mode="after")
     def _bands_rise(self) -> Settings:

@@ -69,7 +69,10 @@ class Hosted:
 
 
 def child_env(settings: Settings) -> dict[str, str]:
-    """The environment every child shares: our settings plus where Prefect and MLflow live."""
+    """The environment every child shares: our settings plus where Prefect and MLflow live and
+    the Prefect API's credential (the auth string every Prefect client sends)."""
+    from emps.credentials import load_secrets
+
     env = dict(os.environ)
     env.update(
         {
@@ -79,6 +82,7 @@ def child_env(settings: Settings) -> dict[str, str]:
             # prefect.yaml's cron schedules read it (settings may come from .env instead).
             "EMPS_TIMEZONE": settings.timezone,
             "PREFECT_API_URL": f"http://127.0.0.1:{settings.prefect_port}/api",
+            "PREFECT_API_AUTH_STRING": load_secrets(settings).prefect_auth,
             "PREFECT_HOME": str(settings.home / "prefect"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_URL": f"http://127.0.0.1:{settings.prefect_port}",
@@ -100,12 +104,29 @@ def _bin(name: str) -> str:
 def prefect_database_url(settings: Settings) -> str:
     if settings.prefect_database == "sqlite" or not settings.embedded:
         return f"sqlite+aiosqlite:///{settings.home / 'prefect' / 'prefect.db'}"
-    return f"postgresql+asyncpg://postgres@{settings.pg_host}:{settings.pg_port}/prefect"
+    from emps.db import prefect_database_url as on_embedded_server
+
+    return on_embedded_server(settings)
+
+
+def prefect_server_env(settings: Settings) -> dict[str, str]:
+    """What makes the Prefect server refuse strangers: its auth string on every request (the
+    UI asks for it too), CSRF tokens on every change, and cross-origin calls only from its own
+    UI's origin."""
+    from emps.credentials import load_secrets
+
+    origins = [f"http://{host}:{settings.prefect_port}" for host in ("127.0.0.1", "localhost")]
+    return {
+        "PREFECT_SERVER_API_AUTH_STRING": load_secrets(settings).prefect_auth,
+        "PREFECT_SERVER_CSRF_PROTECTION_ENABLED": "true",
+        "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": ",".join(origins),
+    }
 
 
 def server_services(settings: Settings) -> list[Service]:
     """Servers that must be up before the bootstrap: Prefect and MLflow."""
     prefect_env = {
+        **prefect_server_env(settings),
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": prefect_database_url(settings),
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
         "PREFECT_SERVER_API_PORT": str(settings.prefect_port),
@@ -174,19 +195,7 @@ def app_services(settings: Settings, with_simulator: bool) -> list[Service]:
         ),
         Service(
             "streamlit",
-            [
-                _bin("streamlit"),
-                "run",
-                str(PROJECT_ROOT / "streamlit_app" / "streamlit_app.py"),
-                "--server.address",
-                "127.0.0.1",
-                "--server.port",
-                str(settings.streamlit_port),
-                "--server.headless",
-                "true",
-                "--browser.gatherUsageStats",
-                "false",
-            ],
+            streamlit_command(settings.streamlit_port),
             url=f"http://127.0.0.1:{settings.streamlit_port}",
             health_url=f"http://127.0.0.1:{settings.streamlit_port}/_stcore/health",
         ),
@@ -207,6 +216,30 @@ def app_services(settings: Settings, with_simulator: bool) -> list[Service]:
             )
         )
     return services
+
+
+def streamlit_command(port: int, address: str = "127.0.0.1") -> list[str]:
+    """The dashboard server: the app and its session-cookie route (streamlit_app/serve.py), for
+    users rather than developers: no Deploy button, developer menu or tracebacks in the page."""
+    return [
+        _bin("streamlit"),
+        "run",
+        str(PROJECT_ROOT / "streamlit_app" / "serve.py"),
+        "--server.address",
+        address,
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--client.toolbarMode",
+        "viewer",
+        "--client.showErrorDetails",
+        "type",
+        "--server.fileWatcherType",
+        "none",
+    ]
 
 
 def mail_and_metrics(settings: Settings, env: dict[str, str]) -> list[Hosted]:
@@ -230,7 +263,11 @@ def mail_and_metrics(settings: Settings, env: dict[str, str]) -> list[Hosted]:
     def metrics() -> Callable[[], None]:
         from emps.metrics import start
 
-        server = start(settings, prefect_api=env["PREFECT_API_URL"])
+        server = start(
+            settings,
+            prefect_api=env["PREFECT_API_URL"],
+            prefect_auth=env["PREFECT_API_AUTH_STRING"],
+        )
         return server.shutdown
 
     sink = Hosted("smtp-sink", smtp_sink, url=f"smtp://{SINK_HOST}:{port}", loggers=("mail.log",))
@@ -249,8 +286,8 @@ def landing_watcher(settings: Settings, env: dict[str, str]) -> list[Hosted]:
     def watcher() -> Callable[[], None]:
         from emps.ingest.watch import LandingWatcher, emit_arrival
 
-        api = env["PREFECT_API_URL"]
-        watching = LandingWatcher(settings, emit=lambda arrival: emit_arrival(arrival, api))
+        api, auth = env["PREFECT_API_URL"], env["PREFECT_API_AUTH_STRING"]
+        watching = LandingWatcher(settings, emit=lambda arrival: emit_arrival(arrival, api, auth))
         thread = threading.Thread(target=watching.run, name="landing-watcher", daemon=True)
         thread.start()
 
@@ -472,7 +509,10 @@ def run_platform(
             _phase("PostgreSQL", server.start)
             _phase("create the Prefect database", lambda: _ensure_prefect_database(settings))
         _phase("migrations", lambda: migrate(settings))
-        admin_note = _phase("first admin", lambda: _ensure_first_admin(settings))
+        first_admin = _phase("first admin", lambda: _ensure_first_admin(settings))
+        admin_note = first_admin.note if first_admin is not None else None
+        if admin_note:
+            console.print(f"  {admin_note}", style="bold", markup=False, highlight=False)
         # The servers start side by side (each spends most of its start importing and migrating).
         servers = server_services(settings)
         hosted = mail_and_metrics(settings, supervisor.env)
@@ -482,7 +522,9 @@ def run_platform(
         )
         _phase(
             "crash the runs the last session left in flight",
-            lambda: crash_orphaned_runs(supervisor.env["PREFECT_API_URL"]),
+            lambda: crash_orphaned_runs(
+                supervisor.env["PREFECT_API_URL"], supervisor.env["PREFECT_API_AUTH_STRING"]
+            ),
         )
         _phase("register deployments from prefect.yaml", lambda: deploy(settings, supervisor.env))
         _phase(
@@ -549,27 +591,21 @@ def _start_and_wait(supervisor: Supervisor, service: Service) -> None:
 def _ensure_prefect_database(settings: Settings) -> None:
     if settings.prefect_database != "postgres":
         return
-    import psycopg
+    from emps.db import ensure_prefect_database
 
-    from emps.db import embedded_server
-
-    with psycopg.connect(embedded_server(settings).admin_url(), autocommit=True) as conn:
-        if not conn.execute("select 1 from pg_database where datname = 'prefect'").fetchone():
-            conn.execute("create database prefect")
+    ensure_prefect_database(settings)
 
 
-def _ensure_first_admin(settings: Settings) -> str | None:
-    try:
-        from emps.users import ensure_first_admin
-    except ImportError:
-        return None
+def _ensure_first_admin(settings: Settings):
+    from emps.users import ensure_first_admin
+
     return ensure_first_admin(settings)
 
 
 IN_FLIGHT = ("PENDING", "RUNNING", "CANCELLING")
 
 
-def crash_orphaned_runs(api: str) -> int:
+def crash_orphaned_runs(api: str, auth: str | None = None) -> int:
     """Mark the flow runs a previous `emps up` left pending, running or cancelling as Crashed;
     returns how many.
 
@@ -579,25 +615,28 @@ def crash_orphaned_runs(api: str) -> int:
     cancelled for good. Crashing a run releases its slot. Files a killed ingest run had claimed
     are taken back by the next run (emps.ingest.pipeline's recovery).
     """
+    from emps import prefect_api
+
     body = {"flow_runs": {"state": {"type": {"any_": list(IN_FLIGHT)}}}, "limit": 200}
     crashed = 0
-    for _ in range(50):  # 200 at a time; a crashed run leaves the filter
-        runs = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=30).json()
-        if not runs:
-            break
-        for run in runs:
-            state = {
-                "type": "CRASHED",
-                "name": "Crashed",
-                "message": "emps up stopped while this run was in flight",
-            }
-            response = httpx.post(
-                f"{api}/flow_runs/{run['id']}/set_state",
-                json={"state": state, "force": True},
-                timeout=30,
-            )
-            response.raise_for_status()
-            crashed += 1
+    with prefect_api.client(api, auth) as prefect:
+        for _ in range(50):  # 200 at a time; a crashed run leaves the filter
+            found = prefect.post("/flow_runs/filter", json=body)
+            found.raise_for_status()
+            runs = found.json()
+            if not runs:
+                break
+            for run in runs:
+                state = {
+                    "type": "CRASHED",
+                    "name": "Crashed",
+                    "message": "emps up stopped while this run was in flight",
+                }
+                response = prefect.post(
+                    f"/flow_runs/{run['id']}/set_state", json={"state": state, "force": True}
+                )
+                response.raise_for_status()
+                crashed += 1
     if crashed:
         console.print(f"  {crashed} run(s) left in flight by the last session marked Crashed")
     return crashed
@@ -620,8 +659,11 @@ def deploy(settings: Settings, env: dict[str, str]) -> None:
     marker = settings.run_dir / "deployed.sha256"
     api = env["PREFECT_API_URL"]
     if marker.exists() and marker.read_text() == digest:
+        from emps import prefect_api
+
         try:
-            known = httpx.post(f"{api}/deployments/count", json={}, timeout=5).json()
+            with prefect_api.client(api, env["PREFECT_API_AUTH_STRING"], timeout=5) as prefect:
+                known = prefect.post("/deployments/count", json={}).json()
         except (httpx.HTTPError, ValueError):
             known = -1
         if known >= declared:
@@ -655,6 +697,8 @@ def deploy(settings: Settings, env: dict[str, str]) -> None:
 
 
 def print_urls(supervisor: Supervisor, admin_note: str | None) -> None:
+    from emps.credentials import secrets_path
+
     table = Table(title="EMPS services")
     table.add_column("service")
     table.add_column("address")
@@ -662,8 +706,12 @@ def print_urls(supervisor: Supervisor, admin_note: str | None) -> None:
     for service in [*supervisor.services, *supervisor.hosted]:
         table.add_row(service.name, service.url or "—", str(service.log_path(supervisor.settings)))
     console.print(table)
+    console.print(
+        f"The Prefect and MLflow UIs ask for the credentials in {secrets_path(supervisor.settings)} "
+        "(`emps secrets show` prints them)."
+    )
     if admin_note:
-        console.print(admin_note)
+        console.print(admin_note, markup=False, highlight=False)
 
 
 def print_status(settings: Settings | None = None) -> int:

@@ -390,7 +390,8 @@ def loaded_since(mark: LedgerMark, settings: Settings | None = None) -> bool:
 
     with connect(Role.WRITER, settings) as conn:
         row = conn.execute(
-            "select exists (select 1 from raw.ingest_files where status in ('loaded', 'partial') "
+            "select exists (select 1 from raw.ingest_files "
+            "where status in ('loaded', 'partial', 'conflict') "
             "and (id > %s or id = any(%s)))",
             (mark.newest_id, list(mark.in_flight)),
         ).fetchone()

@@ -12,7 +12,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from emps.alerting import backlog, daily_report, outbox, retention, rules
+from emps.alerting import backlog, daily_report, operations, outbox, retention, rules
 from emps.settings import get_settings
 
 
@@ -56,6 +56,19 @@ def escalate() -> rules.EscalationReport:
 def auto_resolve() -> list[int]:
     """Resolve alerts whose task is done or whose equipment has been healthy long enough."""
     return rules.auto_resolve(get_settings())
+
+
+@task(name="evaluate-operations-alerts", cache_policy=NONE)
+def evaluate_operations() -> operations.OperationsReport:
+    """Run the operations rules (emps.alerting.operations): open, refresh or resolve alerts about
+    the platform itself and queue their mail to the operations recipients."""
+    report = operations.evaluate(get_settings())
+    logger = get_run_logger()
+    for name, error in report.failed.items():
+        logger.error("operations rule %s could not run: %s", name, error)
+    if report.opened or report.resolved:
+        logger.info("operations alerts opened %s, resolved %s", report.opened, report.resolved)
+    return report
 
 
 @task(name="queue-daily-report", cache_policy=NONE, retries=1, retry_delay_seconds=60)
@@ -115,19 +128,24 @@ def send_notifications(limit: int = 500) -> dict:
 @flow(name="check-critical-alerts")
 def check_critical_alerts() -> dict:
     """Every 5 minutes: handle predictions whose event was lost, escalate CRITICAL alerts nobody
-    acknowledged, auto-resolve, deliver."""
+    acknowledged, auto-resolve, evaluate the operations alerts (the platform's own trouble),
+    deliver."""
     caught_up = catch_up()
     escalated = escalate()
     resolved = auto_resolve()
+    ops = evaluate_operations()
     to_send = sorted(
         {o.alert_id for o in caught_up if o.notifications and o.alert_id is not None}
         | set(escalated.escalated)
     )
     delivery = deliver_notifications(to_send) if to_send else None
+    if ops.notifications:  # operations mail has no alert id: deliver everything due
+        delivery = deliver_notifications(None)
     return {
         "caught_up": len(caught_up),
         "escalated": escalated.escalated,
         "resolved": resolved,
+        "operations": {"opened": ops.opened, "resolved": ops.resolved, "failed": ops.failed},
         "delivery": delivery,
     }
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import re
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from prefect import flow, get_run_logger, runtime, task
@@ -14,20 +16,31 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from prefect.events import emit_event
 
+from emps import transform
+from emps.ingest import corrections
+from emps.ingest.landing import ArrivalLog, Landing
 from emps.ingest.pipeline import (
     FileOutcome,
     IngestReport,
     files_waiting,
     ingest_landing,
     stage_into_incoming,
+    stop_watching_arrivals,
+    watch_arrivals,
 )
+from emps.ingest.watch import ALIVE_EVENT, RESOURCE_ID, Heartbeat
 from emps.settings import Settings, get_settings
-from flows.transform import build_features
+from flows.transform import build_features, prefect_log_forwarder
 
 # Beyond this many ids the loaded event carries only the count; consumers then read
 # raw.sensor_readings by ingest_file_id.
 MAX_IDS_IN_EVENT = 5000
 MAX_ARTIFACT_ROWS = 200
+MAX_ARTIFACT_TEXT = 300
+HANDOVER_DELAY_S = 5
+# Control characters, and the Unicode ones that reorder or break lines, shown as code points.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$&:=\"'^])")
 
 
 @task(name="stage-files", cache_policy=NONE)
@@ -99,30 +112,73 @@ def emit_ingest_events(report: IngestReport) -> int:
     return emitted
 
 
+def markdown_text(value: object, limit: int = MAX_ARTIFACT_TEXT) -> str:
+    """Untrusted text (file names, errors quoting file contents) as inert Markdown: control
+    characters shown as code points, every character Markdown or HTML could act on escaped."""
+    text = str(value)
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    text = _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return _MARKDOWN.sub(r"\\\1", text)
+
+
 def run_markdown(report: IngestReport) -> str:
     summary = report.summary()
     lines = [
-        f"# Ingest run {report.run_id}",
+        f"# Ingest run {markdown_text(report.run_id)}",
         "",
         f"{summary['files']} files · {summary['rows_loaded']} readings loaded · "
         f"{summary['rows_duplicate']} duplicates · {summary['rows_quarantined']} quarantined · "
+        f"{summary['rows_conflict']} conflicts · "
         f"{summary['equipment']} equipment with new data · "
         f"parse {summary['parse_s']} s, validate {summary['validate_s']} s, "
         f"load {summary['load_s']} s",
         "",
-        "| file | status | rows | loaded | duplicates | quarantined | note |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| file | status | rows | loaded | duplicates | quarantined | conflicts | note |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for o in report.files[:MAX_ARTIFACT_ROWS]:
-        note = (o.error or "").replace("|", "\\|")
-        name = o.file.replace("|", "\\|")
+        note = "; ".join([o.error or "", *o.warnings]).strip("; ")
         lines.append(
-            f"| {name} | {o.status} | {o.rows_total} | {o.rows_loaded} | {o.rows_duplicate} "
-            f"| {o.rows_quarantined} | {note} |"
+            f"| {markdown_text(o.file)} | {o.status} | {o.rows_total} | {o.rows_loaded} "
+            f"| {o.rows_duplicate} | {o.rows_quarantined} | {o.rows_conflict} "
+            f"| {markdown_text(note)} |"
         )
     if len(report.files) > MAX_ARTIFACT_ROWS:
         lines.append(f"\n… and {len(report.files) - MAX_ARTIFACT_ROWS} more files")
     return "\n".join(lines) + "\n"
+
+
+@task(name="apply-reading-corrections", cache_policy=NONE)
+def apply_reading_corrections() -> dict:
+    """Readings an admin corrected (an accepted conflict): rebuild the features of the window each
+    feeds with dbt and rescore that window with the champion; earlier predictions keep a note."""
+    from ml import predict
+    from ml.dataset import with_admin_thresholds
+
+    settings = get_settings()
+    forward = prefect_log_forwarder()
+
+    def score(features):
+        champion = predict.load_champion(settings)
+        scored = predict.score_frame(
+            champion.model, champion.version, features, with_admin_thresholds(settings)
+        )
+        return predict.write_predictions(scored, settings)
+
+    report = corrections.apply_corrections(
+        settings,
+        build=lambda: transform.build_after_ingest(settings, on_log=forward),
+        score=score,
+    )
+    if report.applied:
+        get_run_logger().info(
+            "corrections %s applied: %d predictions rescored%s",
+            report.applied,
+            report.rescored,
+            f" ({report.note})" if report.note else "",
+        )
+    return {"applied": report.applied, "rescored": report.rescored, "note": report.note}
 
 
 @flow(name="ingest-sensor-drops")
@@ -131,36 +187,54 @@ def ingest_sensor_drops(
 ) -> dict:
     """Ingest device drop files from the landing zone (or the given files/folders): validate
     each reading with the Great Expectations suite, load good ones exactly once into
-    raw.sensor_readings, quarantine bad rows and unreadable files with reasons, archive, and
-    emit `emps.ingest.loaded` with the equipment that got new data. Then (unless `build` is
-    off) build the new readings' features and score them: the build-features flow, with
-    score-equipment inside it, runs here as a subflow, so a reading reaches its prediction
-    without waiting for another trigger, worker poll and process start. Files dropped while it
-    works, or within EMPS_INGEST_LINGER_S after incoming/ empties, are ingested by this run too,
-    for up to EMPS_INGEST_LOOP_MAX_S."""
+    raw.sensor_readings, quarantine bad rows and unreadable files with reasons, keep re-sent
+    readings with other values as conflicts, archive, and emit `emps.ingest.loaded` with the
+    equipment that got new data. Then (unless `build` is off) build the new readings' features
+    and score them: the build-features flow, with score-equipment inside it, runs here as a
+    subflow, so a reading reaches its prediction without waiting for another trigger, worker
+    poll and process start; readings an admin corrected get their window rebuilt and rescored.
+    Files dropped while it works, or within EMPS_INGEST_LINGER_S after incoming/ empties, are
+    ingested by this run too, for up to EMPS_INGEST_LOOP_MAX_S; while it runs it says so
+    (`emps.ingest.alive`), so neither the landing watcher nor the safety-net trigger starts a
+    run that would only be cancelled."""
     settings = get_settings()
     names = stage_files(paths) if paths else None
     began = time.monotonic()
+    deadline = began + settings.ingest_loop_max_s
     report: IngestReport | None = None
     builds: list[dict] = []
-    while True:
-        batch = ingest_drop_files(names, limit)
-        publish_run_table(batch)
-        emit_ingest_events(batch)
-        report = batch if report is None else report.merged_with(batch)
-        if build and any(o.rows_loaded > 0 for o in batch.files):
-            builds.append(build_loaded_features())
-        # Files that arrived while this run worked are ingested now, not by a later run: a run
-        # the file's own event started would have been cancelled, the deployment running one
-        # at a time. Then the run lingers for the next drops, its imports, GX suite, dbt and
-        # model already loaded.
-        if names is not None:
-            break
-        release_freed_memory()
-        if not batch.files:  # nothing claimable although files waited: do not spin
-            time.sleep(settings.ingest_watch_poll_s)
-        if not wait_for_files(settings, deadline=began + settings.ingest_loop_max_s):
-            break
+    run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
+    landing = Landing(settings.landing_dir).ensure()
+    arrivals = watch_arrivals(settings)
+    timed_out = False
+    try:
+        with Heartbeat(landing, run_id, settings.ingest_heartbeat_s, announce_alive(run_id)):
+            while True:
+                batch = ingest_drop_files(names, limit)
+                if batch.files:  # a look that found only files still settling tells nothing
+                    publish_run_table(batch)
+                    emit_ingest_events(batch)
+                report = batch if report is None else report.merged_with(batch)
+                if build and any(o.rows_loaded > 0 for o in batch.files):
+                    builds.append(build_loaded_features())
+                if build and corrections.pending_corrections(settings):
+                    apply_reading_corrections()
+                # Files that arrived while this run worked are ingested now, not by a later
+                # run: this run says it is alive, so nobody starts another. Then the run
+                # lingers for the next drops, its imports, GX suite, dbt and model loaded.
+                if names is not None:
+                    break
+                release_freed_memory()
+                if not batch.files:  # nothing claimable although files waited: let them settle
+                    arrivals.wait(settings.ingest_watch_poll_s)
+                    arrivals.poll()
+                if not wait_for_files(settings, deadline, arrivals):
+                    timed_out = time.monotonic() >= deadline
+                    break
+    finally:
+        stop_watching_arrivals(settings)
+    if timed_out and files_waiting(settings):
+        hand_over(settings)
     summary = report.summary()
     get_run_logger().info("ingest run: %s", json.dumps(summary))
     return {
@@ -171,6 +245,42 @@ def ingest_sensor_drops(
     }
 
 
+def announce_alive(run_id: str | None):
+    """What the heartbeat calls every EMPS_INGEST_HEARTBEAT_S: `emps.ingest.alive`, which keeps
+    the deployment's safety-net trigger (prefect.yaml) from starting another run."""
+
+    def announce() -> None:
+        emit_event(
+            event=ALIVE_EVENT,
+            resource={
+                "prefect.resource.id": RESOURCE_ID,
+                "prefect.resource.name": "landing/incoming",
+            },
+            payload={"flow_run_id": run_id},
+        )
+
+    return announce
+
+
+def hand_over(settings: Settings) -> None:
+    """This run reached EMPS_INGEST_LOOP_MAX_S with files still waiting: schedule the next run a
+    few seconds ahead, when this one has ended (one started now would be cancelled)."""
+    if not runtime.deployment.id:
+        return
+    from prefect.deployments import run_deployment
+
+    name = f"{runtime.flow_run.flow_name}/{runtime.deployment.name}"
+    parameters = {k: v for k, v in (runtime.flow_run.parameters or {}).items() if k != "paths"}
+    run_deployment(
+        name,
+        parameters=parameters,
+        scheduled_time=datetime.now(UTC) + timedelta(seconds=HANDOVER_DELAY_S),
+        timeout=0,
+        as_subflow=False,
+    )
+    get_run_logger().info("handed over to the next run of %s (files still waiting)", name)
+
+
 def release_freed_memory() -> None:
     """Give the heap a batch freed back to the system before lingering: glibc keeps freed pages
     resident (fragments of the batch's frames, dbt's results) for the rest of the run. Under a
@@ -179,16 +289,22 @@ def release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def wait_for_files(settings: Settings, deadline: float) -> bool:
+def wait_for_files(settings: Settings, deadline: float, arrivals: ArrivalLog | None = None) -> bool:
     """Whether a drop file waits in incoming/ now or arrives within EMPS_INGEST_LINGER_S
-    (and before `deadline`, monotonic seconds), looking every EMPS_INGEST_WATCH_POLL_S."""
+    (and before `deadline`, monotonic seconds): woken by the kernel's arrival events, looking
+    at least every EMPS_INGEST_WATCH_POLL_S."""
     until = min(deadline, time.monotonic() + settings.ingest_linger_s)
     while time.monotonic() < deadline:
         if files_waiting(settings):
             return True
         if time.monotonic() >= until:
             return False
-        time.sleep(min(settings.ingest_watch_poll_s, max(until - time.monotonic(), 0.0)))
+        timeout = min(settings.ingest_watch_poll_s, max(until - time.monotonic(), 0.0))
+        if arrivals is not None and arrivals.active:
+            arrivals.wait(timeout)
+            arrivals.poll()
+        else:
+            time.sleep(timeout)
     return False
 
 

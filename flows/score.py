@@ -22,6 +22,12 @@ def load_champion() -> predict.Champion:
             "model registry unreachable: scoring with cached champion version %s",
             champion.version,
         )
+    if champion.refused:
+        get_run_logger().error(
+            "%s; scoring with v%s, the last champion whose files verify",
+            champion.refused,
+            champion.version,
+        )
     return champion
 
 
@@ -74,7 +80,7 @@ def score_equipment(equipment_ids: list[str] | None = None, only_unscored: bool 
     refresh the dashboard's latest-prediction and last-reading tables (dbt selector
     `dashboard_state`)."""
     champion = load_champion()
-    moved = False if champion.stale else note_champion_change(champion.version)
+    moved = False if champion.stale else note_champion_change(champion.alias_version)
     features = read_features(equipment_ids, only_unscored)
     written = write_predictions(predict_failures(champion, features))
     events = emit_events(written)
@@ -86,6 +92,7 @@ def score_equipment(equipment_ids: list[str] | None = None, only_unscored: bool 
         "events": events,
         "registry_unreachable": champion.stale,
         "champion_moved_in_ui": moved,
+        "champion_refused": champion.refused,
         "dashboard_refresh_s": None if refresh_s is None else round(refresh_s, 2),
     }
     get_run_logger().info("scored %s equipment with model v%s", len(written), champion.version)

@@ -99,7 +99,7 @@ def _relation(name: str) -> sql.Identifier:
 def _read_frame(query: sql.Composable, params: Sequence | None, settings: Settings) -> pd.DataFrame:
     """Run `query` through COPY (much faster than row fetching for wide frames) into a DataFrame."""
     buffer = io.BytesIO()
-    with connect(Role.WRITER, settings) as conn:
+    with connect(Role.READER, settings) as conn:
         conn.execute("set time zone 'UTC'")
         with conn.cursor() as cur:
             statement = sql.SQL("copy ({}) to stdout with (format csv, header)").format(query)
@@ -204,7 +204,7 @@ def read_latest_feature_row(
     query = sql.SQL("select * from {} where equipment_id = %s order by ts desc limit 1").format(
         _relation(settings.ml_features_relation)
     )
-    with _pool(database_url(Role.WRITER, settings)).connection() as conn:
+    with _pool(database_url(Role.READER, settings)).connection() as conn:
         cur = conn.execute(query, (equipment_id,))
         row = cur.fetchone()
         if row is None:
@@ -231,7 +231,7 @@ def with_admin_thresholds(settings: Settings | None = None) -> Settings:
     no platform database exists. Read on every call, through the pool, so a change reaches the
     next scoring run and the next one-equipment prediction."""
     settings = settings or get_settings()
-    with _pool(database_url(Role.WRITER, settings)).connection() as conn:
+    with _pool(database_url(Role.READER, settings)).connection() as conn:
         rows = conn.execute(
             "select key, value from ops.thresholds where key = any(%s)", (list(THRESHOLD_KEYS),)
         ).fetchall()

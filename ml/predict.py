@@ -39,12 +39,19 @@ class Champion:
     version: str
     model: FailureModel
     stale: bool = False  # True: the registry was unreachable, this is the last champion we knew
+    # Why the version the alias points to was not loaded: this is the last verified champion.
+    refused: str | None = None
+    alias_version: str | None = None  # what `champion` points to (= version unless refused)
+
+    def __post_init__(self) -> None:
+        if self.alias_version is None:
+            self.alias_version = self.version
 
 
-# Loaded models by (registry URI, model name, version): a version is immutable, so its model is
-# loaded once per process. The last champion per model name is the fallback when the registry
-# cannot be reached.
-_models: dict[tuple[str, str, str], FailureModel] = {}
+# Loaded models by (registry URI, model name, version, files' SHA-256): a version's files were
+# checked against what EMPS recorded, so its model is loaded once per process. The last champion
+# per model name is the fallback when the registry cannot be reached.
+_models: dict[tuple[str, str, str, str], FailureModel] = {}
 _last_champion: dict[str, tuple[str, FailureModel]] = {}
 # When each (registry URI, model name)'s alias was last read from the registry.
 _alias_read_at: dict[tuple[str, str], float] = {}
@@ -84,12 +91,41 @@ def load_champion(settings: Settings | None = None, max_age_s: float = 0.0) -> C
             f"no '{registry.CHAMPION}' alias on registered model '{settings.model_name}' at {uri}: "
             "train and promote one with `emps model train`, or set the alias in the MLflow UI"
         )
-    key = (uri, settings.model_name, version)
-    if key not in _models:
-        _models[key] = registry.load_version(version, settings)
-    _last_champion[settings.model_name] = (version, _models[key])
+    try:
+        model = _verified(version, settings)
+    except registry.ModelIntegrityError as refusal:
+        return _last_verified(version, str(refusal), settings)
+    _last_champion[settings.model_name] = (version, model)
     _alias_read_at[(uri, settings.model_name)] = time.monotonic()
-    return Champion(version, _models[key])
+    return Champion(version, model)
+
+
+def _verified(version: str, settings: Settings) -> FailureModel:
+    """A version's model, loaded only if its files hash to what EMPS recorded for it."""
+    expected = registry.recorded_digest(version, settings)
+    if expected is None:
+        raise registry.ModelIntegrityError(
+            f"champion v{version} was neither trained nor promoted through EMPS, so nothing vouches "
+            f"for its files: promote it with `emps model promote --version {version}` to use it"
+        )
+    key = (registry.tracking_uri(settings), settings.model_name, version, expected)
+    if key not in _models:
+        _models[key], _ = registry.load_version(version, settings, expected)
+    return _models[key]
+
+
+def _last_verified(refused: str, reason: str, settings: Settings) -> Champion:
+    """The newest earlier champion whose files still verify, when the alias's cannot be used."""
+    for version, _ in registry.verified_champions(settings):
+        if version == refused:
+            continue
+        try:
+            model = _verified(version, settings)
+        except registry.ModelIntegrityError:
+            continue
+        log.error("%s; scoring with v%s, the last champion whose files verify", reason, version)
+        return Champion(version, model, refused=reason, alias_version=refused)
+    raise registry.ModelIntegrityError(f"{reason}; no earlier champion's files verify either")
 
 
 def forget_cached_models() -> None:
@@ -200,7 +236,7 @@ def write_predictions(predictions: pd.DataFrame, settings: Settings | None = Non
     if predictions.empty:
         return predictions.assign(id=pd.Series(dtype="int64"))
     columns = "id, " + ", ".join(PREDICTION_COLUMNS)
-    with connect(Role.WRITER, settings) as conn:
+    with connect(Role.SCORING, settings) as conn:
         # Ids drawn first so the rows can go in by COPY and still be named in the events.
         ids = [
             row[0]
@@ -303,6 +339,7 @@ class ScoreReport:
     events: int = 0
     registry_unreachable: bool = False
     champion_moved_in_ui: bool = False
+    champion_refused: str | None = None  # why the alias's version was not used
 
 
 def score_equipment(
@@ -317,7 +354,7 @@ def score_equipment(
     champion = load_champion(settings)
     moved = False
     if not champion.stale:
-        moved = registry.note_champion_moves(champion.version, settings)
+        moved = registry.note_champion_moves(champion.alias_version, settings)
     features = read_latest_features(settings, equipment_ids, only_unscored)
     predictions = score_frame(champion.model, champion.version, features, settings)
     written = write_predictions(predictions, settings)
@@ -329,6 +366,7 @@ def score_equipment(
         events=events,
         registry_unreachable=champion.stale,
         champion_moved_in_ui=moved,
+        champion_refused=champion.refused,
     )
 
 
@@ -390,4 +428,5 @@ def predict_equipment(
         "explanation": scored.explanation[0],
         "what_if": dict(overrides or {}),
         "registry_unreachable": champion.stale,
+        "champion_refused": champion.refused,
     }

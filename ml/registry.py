@@ -1,13 +1,21 @@
 """The MLflow registry side: where it is, versions and aliases, the promotion gate, and the
 promotion history in ops.model_promotions (MLflow keeps no alias history, so we do).
+
+A model is loaded only as EMPS verified it: the SHA-256 of its whole MLflow model directory is
+recorded when training registers it (ops.model_artifacts) and at each promotion
+(ops.model_promotions), and every load downloads the files, hashes them and refuses a mismatch
+before reading a byte as a model. The model file is read with skops and a list of trusted types
+fixed here (never the list the model's own files carry); a pickled model is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +27,23 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# The only types, beyond what skops trusts by default (scikit-learn's estimators, numpy), a model
+# file may hold: ours and the trees of the forests. Training refuses to log anything else.
+TRUSTED_TYPES = ("ml.model.FailureModel", "sklearn.tree._tree.Tree")
+
+
+class ModelIntegrityError(RuntimeError):
+    """A model version's files are not what EMPS recorded, or not a model EMPS will read."""
+
+
+def artifact_digest(directory: Path) -> str:
+    """SHA-256 over every file of a model directory: names, then contents (order fixed)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
+        with path.open("rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()
 
 
 def tracking_uri(settings: Settings | None = None) -> str:
@@ -40,6 +65,8 @@ def client(settings: Settings | None = None):
     # The scorer must fall back to its cached champion quickly when a remote registry is down.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    # Every load downloads the version's files (to check them): no progress bar on the console.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
     from mlflow import MlflowClient
 
@@ -78,13 +105,145 @@ def alias_version(alias: str, settings: Settings | None = None) -> str | None:
         raise
 
 
-def load_version(version: str, settings: Settings | None = None):
-    """The FailureModel of a registered version."""
-    import mlflow.sklearn
+def _download(version: str, settings: Settings, into: Path) -> Path:
+    import mlflow.artifacts
 
-    settings = settings or get_settings()
     client(settings)
-    return mlflow.sklearn.load_model(f"models:/{settings.model_name}/{version}")
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{settings.model_name}/{version}", dst_path=str(into)
+        )
+    )
+
+
+def _read_model(directory: Path, version: str):
+    """The model in a downloaded version: skops only, only the trusted types."""
+    import skops.io
+    from mlflow.models import Model
+
+    flavor = Model.load(str(directory)).flavors.get("sklearn") or {}
+    fmt = flavor.get("serialization_format")
+    if fmt != "skops":
+        raise ModelIntegrityError(
+            f"model version {version} is stored as {fmt or 'an unknown format'!r}; EMPS loads "
+            "only skops models (a pickle runs code when read)"
+        )
+    name = str(flavor.get("pickled_model") or "")
+    path = directory / name
+    if not name or Path(name).name != name or not path.is_file():
+        raise ModelIntegrityError(f"model version {version} names no model file of its own")
+    untrusted = sorted(set(skops.io.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+    if untrusted:
+        raise ModelIntegrityError(
+            f"model version {version} holds types EMPS does not load: {', '.join(untrusted)}"
+        )
+    return skops.io.load(path, trusted=list(TRUSTED_TYPES))
+
+
+def load_version(version: str, settings: Settings | None = None, expected: str | None = None):
+    """The FailureModel of a registered version, with the SHA-256 of its files: (model, digest).
+
+    With `expected`, files hashing to anything else raise ModelIntegrityError before being read.
+    Without it (the promotion gate reading a version EMPS did not register) they are still read
+    only as skops with the trusted types."""
+    settings = settings or get_settings()
+    with tempfile.TemporaryDirectory(prefix="emps-model-") as tmp:
+        directory = _download(version, settings, Path(tmp))
+        digest = artifact_digest(directory)
+        if expected is not None and digest != expected:
+            raise ModelIntegrityError(
+                f"model version {version}'s files changed since EMPS recorded them (SHA-256 "
+                f"{digest[:12]}..., recorded {expected[:12]}...): not loaded"
+            )
+        return _read_model(directory, version), digest
+
+
+def version_digest(version: str, settings: Settings | None = None) -> str:
+    """The SHA-256 of a version's files as they are now (nothing is read as a model)."""
+    settings = settings or get_settings()
+    with tempfile.TemporaryDirectory(prefix="emps-model-") as tmp:
+        return artifact_digest(_download(version, settings, Path(tmp)))
+
+
+def recorded_digest(version: str, settings: Settings | None = None) -> str | None:
+    """What EMPS recorded for a version: at its latest promotion, else at its registration."""
+    settings = settings or get_settings()
+    with connect(Role.READER, settings) as conn:
+        row = conn.execute(
+            "select coalesce("
+            " (select artifact_sha256 from ops.model_promotions where model_name = %(m)s"
+            "  and to_version = %(v)s and artifact_sha256 is not null order by id desc limit 1),"
+            " (select artifact_sha256 from ops.model_artifacts"
+            "  where model_name = %(m)s and version = %(v)s))",
+            {"m": settings.model_name, "v": version},
+        ).fetchone()
+    return row[0] if row else None
+
+
+def record_registration(
+    version: str, digest: str, recorded_by: str, settings: Settings | None = None
+) -> None:
+    """Training's note of what it logged, so later loads can check it."""
+    settings = settings or get_settings()
+    with connect(Role.SCORING, settings) as conn:
+        conn.execute(
+            "insert into ops.model_artifacts (model_name, version, artifact_sha256, recorded_by) "
+            "values (%s, %s, %s, %s) on conflict do nothing",
+            (settings.model_name, version, digest, recorded_by),
+        )
+
+
+def verified_champions(settings: Settings | None = None) -> list[tuple[str, str]]:
+    """(version, digest) of the champions EMPS recorded, newest first, each version once."""
+    settings = settings or get_settings()
+    with connect(Role.READER, settings) as conn:
+        rows = conn.execute(
+            "select to_version, artifact_sha256 from ("
+            " select distinct on (to_version) to_version, artifact_sha256, id"
+            " from ops.model_promotions where model_name = %s and alias = %s"
+            " and artifact_sha256 is not null order by to_version, id desc) latest "
+            "order by id desc",
+            (settings.model_name, CHAMPION),
+        ).fetchall()
+    return [(version, digest) for version, digest in rows]
+
+
+def adopt_unrecorded_champions(settings: Settings | None = None) -> list[str]:
+    """Record the hashes of champions promoted before EMPS recorded any (an upgrade), as their
+    files are now; returns the versions adopted. Only promotions older than the migration that
+    added the hashes count: a version made champion since, in the MLflow UI, stays unverified
+    until someone promotes it with `emps model promote`."""
+    settings = settings or get_settings()
+    with connect(Role.OWNER, settings) as conn:
+        versions = [
+            row[0]
+            for row in conn.execute(
+                "select distinct p.to_version from ops.model_promotions p "
+                "where p.model_name = %s and p.alias = %s and p.promoted_at < "
+                " (select applied_at from public.schema_migrations where version = 102) "
+                "and not exists (select 1 from ops.model_promotions q where q.model_name = "
+                " p.model_name and q.to_version = p.to_version and q.artifact_sha256 is not null) "
+                "and not exists (select 1 from ops.model_artifacts a where a.model_name = "
+                " p.model_name and a.version = p.to_version)",
+                (settings.model_name, CHAMPION),
+            )
+        ]
+    adopted = []
+    for version in versions:
+        try:
+            digest = version_digest(version, settings)
+        except Exception as error:  # a version deleted from MLflow: nothing to adopt
+            log.warning("champion v%s not adopted: %s", version, error)
+            continue
+        with connect(Role.OWNER, settings) as conn:
+            conn.execute(
+                "insert into ops.model_artifacts (model_name, version, artifact_sha256, "
+                "recorded_by) values (%s, %s, %s, 'emps up: adopted at upgrade') "
+                "on conflict do nothing",
+                (settings.model_name, version, digest),
+            )
+        adopted.append(version)
+    return adopted
 
 
 def version_metrics(version: str, settings: Settings | None = None) -> dict[str, float]:
@@ -136,14 +295,15 @@ def record_promotion(
     metrics: dict[str, Any] | None = None,
     alias: str = CHAMPION,
     settings: Settings | None = None,
+    artifact_sha256: str | None = None,
 ) -> None:
     settings = settings or get_settings()
     clean = {k: v for k, v in (metrics or {}).items() if not _is_nan(v)}
-    with connect(Role.WRITER, settings) as conn:
+    with connect(Role.SCORING, settings) as conn:
         conn.execute(
-            "insert into ops.model_promotions "
-            "(model_name, alias, from_version, to_version, promoted_by, reason, metrics) "
-            "values (%s, %s, %s, %s, %s, %s, %s::jsonb)",
+            "insert into ops.model_promotions (model_name, alias, from_version, to_version, "
+            "promoted_by, reason, metrics, artifact_sha256) "
+            "values (%s, %s, %s, %s, %s, %s, %s::jsonb, %s)",
             (
                 settings.model_name,
                 alias,
@@ -152,6 +312,7 @@ def record_promotion(
                 promoted_by,
                 reason,
                 json.dumps(clean),
+                artifact_sha256,
             ),
         )
 
@@ -159,7 +320,7 @@ def record_promotion(
 def last_recorded_champion(settings: Settings | None = None) -> str | None:
     """The champion version ops.model_promotions knows about (to detect moves made in the UI)."""
     settings = settings or get_settings()
-    with connect(Role.WRITER, settings) as conn:
+    with connect(Role.SCORING, settings) as conn:
         row = conn.execute(
             "select to_version from ops.model_promotions where model_name = %s and alias = %s "
             "order by promoted_at desc, id desc limit 1",
@@ -181,6 +342,8 @@ def note_champion_moves(current: str, settings: Settings | None = None) -> bool:
         "champion alias moved outside EMPS (seen by the scorer)",
         _safe_metrics(current, settings),
         settings=settings,
+        # What EMPS recorded at registration, if anything: a move vouches for no files.
+        artifact_sha256=recorded_digest(current, settings),
     )
     log.warning("champion is now version %s (was %s), moved in MLflow", current, recorded)
     return True
@@ -197,9 +360,14 @@ def promote(
     reason: str,
     metrics: dict[str, Any] | None = None,
     settings: Settings | None = None,
+    artifact_sha256: str | None = None,
 ) -> str | None:
-    """Point `champion` at `version` and record it; returns the previous champion."""
+    """Point `champion` at `version` and record it, with the SHA-256 of the files that were
+    evaluated (`artifact_sha256`; else of the files as they are now); returns the previous
+    champion."""
     settings = settings or get_settings()
+    if artifact_sha256 is None:
+        artifact_sha256 = recorded_digest(version, settings) or version_digest(version, settings)
     mlflow_client = client(settings)
     previous = alias_version(CHAMPION, settings)
     mlflow_client.set_registered_model_alias(settings.model_name, CHAMPION, version)
@@ -212,6 +380,7 @@ def promote(
         reason,
         metrics or _safe_metrics(version, settings),
         settings=settings,
+        artifact_sha256=artifact_sha256,
     )
     return previous
 
@@ -247,8 +416,16 @@ def run_gate(
     settings = with_admin_thresholds(settings)
     metric = settings.ml_gate_metric
     champion = alias_version(CHAMPION, settings)
-    if champion == challenger:
+    if champion == challenger and recorded_digest(challenger, settings) is not None:
         return GateDecision(challenger, champion, False, "already the champion", metric)
+    if champion == challenger:
+        # Made champion outside EMPS (the MLflow UI) from a version EMPS never registered: the
+        # scorer refuses it until someone vouches for it here. Read it (skops, trusted types)
+        # before recording its files.
+        _, digest = load_version(challenger, settings)
+        reason = f"vouched for by {actor}: champion set outside EMPS, its files now recorded"
+        promote(challenger, actor, reason, settings=settings, artifact_sha256=digest)
+        return GateDecision(challenger, champion, True, reason, metric)
     if force:
         reason = f"forced by {actor}, gate skipped"
         promote(challenger, actor, reason, settings=settings)
@@ -264,12 +441,14 @@ def run_gate(
     examples = read_training_examples(settings) if examples is None else examples
     failures = read_failure_events(settings) if failures is None else failures
     rows = split_examples(examples, settings).gate.period
-    new_model = load_version(challenger, settings)
+    # The challenger's files as evaluated are the ones recorded if it wins.
+    new_model, evaluated = load_version(challenger, settings, recorded_digest(challenger, settings))
     try:
-        old = load_version(champion, settings).predict(rows)
-    except ValueError as error:
+        old_model, _ = load_version(champion, settings, recorded_digest(champion, settings))
+        old = old_model.predict(rows)
+    except (ValueError, ModelIntegrityError) as error:
         reason = f"champion v{champion} cannot score today's features ({error}); challenger wins"
-        promote(challenger, actor, reason, reported, settings)
+        promote(challenger, actor, reason, reported, settings, evaluated)
         return GateDecision(challenger, champion, True, reason, metric, **reported)
     comparison = paired_comparison(rows, new_model.predict(rows), old, metric)
     facts = {k: v for k, v in asdict(comparison).items() if not _is_nan(v)}
@@ -303,7 +482,7 @@ def run_gate(
     )
     reason = ("gate passed: " if won else "gate refused: ") + reason
     if won:
-        promote(challenger, actor, reason, {**reported, "comparison": facts}, settings)
+        promote(challenger, actor, reason, {**reported, "comparison": facts}, settings, evaluated)
     return GateDecision(challenger, champion, won, reason, metric, **reported, comparison=facts)
 
 

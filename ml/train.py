@@ -364,14 +364,19 @@ def _log_plots(
 
 
 def _trusted_types(model: FailureModel) -> list[str]:
-    """Types skops must trust to load the model: ours, scikit-learn's, numpy's, nothing else."""
+    """Types skops must trust to load the model: only those the loader trusts
+    (ml.registry.TRUSTED_TYPES), so nothing is registered that scoring would refuse."""
     import skops.io
 
+    from ml.registry import TRUSTED_TYPES
+
     untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-    allowed = ("ml.", "sklearn.", "numpy.", "builtins.")
-    unexpected = [t for t in untrusted if not t.startswith(allowed)]
+    unexpected = [t for t in untrusted if t not in TRUSTED_TYPES]
     if unexpected:
-        raise TypeError(f"the model holds types that should not be serialised: {unexpected}")
+        raise TypeError(
+            f"the model holds types the scorer does not load: {unexpected}; add them to "
+            "ml.registry.TRUSTED_TYPES if they are safe to read"
+        )
     return untrusted
 
 
@@ -489,6 +494,10 @@ def train_and_register(
             registered_model_name=settings.model_name,
         )
         version = str(info.registered_model_version)
+    # What was logged, hashed now: every later load of this version checks its files against it.
+    registry.record_registration(
+        version, registry.version_digest(version, settings), "training", settings
+    )
     mlflow_client = registry.client(settings)
     for key, value in metrics.items():
         if np.isfinite(value):

@@ -144,5 +144,20 @@ def ingest_files(statuses: tuple = ()) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=DETAILS_TTL, show_spinner=False)
-def quarantined_rows() -> pd.DataFrame:
-    return queries.quarantined_rows()
+def quarantined_rows(kinds: tuple = (), open_only: bool = False) -> pd.DataFrame:
+    return queries.quarantined_rows(kinds, open_only)
+
+
+@st.cache_data(ttl=DETAILS_TTL, show_spinner=False)
+def conflicts(open_only: bool = True) -> pd.DataFrame:
+    return queries.conflicts(open_only)
+
+
+@st.cache_data(ttl=DETAILS_TTL, show_spinner=False)
+def landing_ignored() -> pd.DataFrame:
+    return queries.landing_ignored()
+
+
+@st.cache_data(ttl=DETAILS_TTL, show_spinner=False)
+def operations_alerts(open_only: bool = True) -> pd.DataFrame:
+    return queries.operations_alerts(open_only)

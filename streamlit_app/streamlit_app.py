@@ -1,4 +1,5 @@
-"""EMPS command dashboard: routes to the pages, behind a sign-in gate. Run with `streamlit run`."""
+"""EMPS command dashboard: routes to the pages, behind a sign-in gate. Served by serve.py
+(`streamlit run streamlit_app/serve.py`), which adds the session-cookie route."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import streamlit as st  # noqa: E402
 
-from emps.users import authenticate  # noqa: E402
-from streamlit_app import data  # noqa: E402
-from streamlit_app.ui import current_user, plain  # noqa: E402
+from emps.users import SignInThrottled, sign_in  # noqa: E402
+from streamlit_app import data, session  # noqa: E402
+from streamlit_app.ui import change_password_form, plain  # noqa: E402
 
 st.set_page_config(
     page_title="EMPS fleet health", page_icon=":material/precision_manufacturing:", layout="wide"
@@ -49,7 +50,13 @@ pages = [
     ),
     st.Page("pages/reports.py", title="Reports", icon=":material/description:", url_path="reports"),
 ]
-user = current_user()
+# Who is signed in, asked of the database on every run: an ended session, a deactivated user or
+# a new role shows at once.
+user = session.current_user()
+if user is not None:
+    pages.append(
+        st.Page("pages/account.py", title="Account", icon=":material/person:", url_path="account")
+    )
 if user is not None and user.role.can_administer:
     pages.append(
         st.Page(
@@ -61,7 +68,9 @@ if user is not None and user.role.can_administer:
     )
 
 # Built before sign-in too, so a deep link (/equipment?equipment=GEN-0001) survives signing in.
-page = st.navigation(pages, position="sidebar")
+# (Hidden until the user may see the pages: signed in, with a password of their own.)
+signed_in = user is not None and not user.must_change_password
+page = st.navigation(pages, position="sidebar" if signed_in else "hidden")
 
 
 def sign_in_form() -> None:
@@ -71,12 +80,25 @@ def sign_in_form() -> None:
         password = st.text_input("Password", type="password")
         submitted = st.form_submit_button("Sign in")
     if submitted:
-        signed_in = authenticate(username, password)
+        try:
+            signed_in = sign_in(username, password, client=session.client_address())
+        except SignInThrottled as exc:
+            st.error(plain(exc))
+            return
         if signed_in is None:
             st.error("Unknown user name or wrong password.")
         else:
-            st.session_state["user"] = signed_in
+            session.remember(signed_in)
             st.rerun()
+
+
+def first_password() -> None:
+    st.title("Choose your password")
+    st.info(
+        f"{plain(user.display_name or user.username)}, the password you signed in with was set "
+        "for you. Choose your own before going on."
+    )
+    change_password_form(user, session.client_address())
 
 
 def sidebar() -> None:
@@ -86,12 +108,15 @@ def sidebar() -> None:
             data.clear()
             st.rerun()
         if st.button("Sign out"):
-            del st.session_state["user"]
+            session.sign_out()
             st.rerun()
 
 
+session.render_cookie_exchange()
 if user is None:
     sign_in_form()
+elif user.must_change_password:
+    first_password()
 elif page is overview and st.query_params.get("equipment"):
     # `?equipment=ID` on the landing page opens that equipment.
     st.switch_page(equipment, query_params={"equipment": st.query_params["equipment"]})

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import altair as alt
 import streamlit as st
 
-from emps.users import User
+from emps.users import MIN_PASSWORD_LENGTH, User, UserError, change_password
 
 SEVERITY_ORDER = ["LOW", "MEDIUM", "HIGH", "CRITICAL"]
 SEVERITY_COLORS = ["#4c9a2a", "#e0b000", "#f07818", "#c81e1e"]
@@ -23,6 +23,7 @@ def plain(text: object) -> str:
 
 
 def current_user() -> User | None:
+    """The user the router found for this run (streamlit_app.session asks the database)."""
     return st.session_state.get("user")
 
 
@@ -31,6 +32,29 @@ def require_user() -> User:
     if user is None:  # pages only run behind the sign-in gate; this guards direct imports
         st.stop()
     return user
+
+
+def change_password_form(user: User, client: str) -> None:
+    """The signed-in user's own new password (their other sessions end)."""
+    with st.form("change_password", clear_on_submit=True):
+        current = st.text_input("Current password", type="password")
+        new = st.text_input(
+            "New password", type="password", help=f"At least {MIN_PASSWORD_LENGTH} characters"
+        )
+        again = st.text_input("New password again", type="password")
+        submitted = st.form_submit_button("Change password")
+    if not submitted:
+        return
+    if new != again:
+        st.error("The two new passwords differ.")
+        return
+    try:
+        change_password(user, current, new, client)
+    except UserError as exc:
+        st.error(plain(exc))
+        return
+    flash("Password changed; your other sessions were signed out.")
+    st.rerun()
 
 
 def pick_range(key: str, default: str = "Last 7 days") -> tuple[datetime, datetime]:

@@ -22,12 +22,17 @@ def test_home() -> Iterator[Path]:
     for key in saved:
         del os.environ[key]
     os.environ["EMPS_HOME"] = str(home)
+    # The session's database passwords, also for tests that point EMPS_HOME elsewhere.
+    os.environ["EMPS_SECRETS_PATH"] = str(home / "secrets.json")
     os.environ["EMPS_ENV"] = "ci"
     os.environ["EMPS_PG_PORT"] = str(free_port())
     os.environ["EMPS_CATALOG_PATH"] = str(PROJECT_ROOT / "catalog" / "sensors.yaml")
     # Ingest runs end once incoming/ is empty instead of lingering for the next minute's drops
     # (tests/ingest/test_flow_and_cli.py covers lingering).
     os.environ["EMPS_INGEST_LINGER_S"] = "0"
+    # Test files are complete when dropped: claimed at once, not after settling
+    # (tests/ingest/test_landing.py covers settling).
+    os.environ["EMPS_INGEST_SETTLE_S"] = "0"
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     get_settings.cache_clear()
@@ -55,12 +60,17 @@ def database(settings: Settings) -> Iterator[Settings]:
 
 
 RESET_TABLES = (
+    "ops.operations_alerts",
+    "ops.reading_corrections",
+    "raw.landing_ignored",
     "ops.notifications",
     "ops.maintenance_tasks",
     "ops.alerts",
     "ops.predictions",
     "ops.model_promotions",
     "ops.audit_log",
+    "ops.auth_tokens",
+    "ops.sign_in_attempts",
     "raw.quarantined_rows",
     "raw.ingest_files",
     "raw.sensor_readings",
@@ -89,10 +99,11 @@ def owner_conn(db: Settings) -> Iterator[psycopg.Connection]:
 
 @pytest.fixture
 def admin(db: Settings):
-    """A dashboard Admin who may set thresholds; the bands are their seeds before and after."""
+    """A signed-in dashboard Admin who may set thresholds; the bands are their seeds before and
+    after."""
     from emps.db import Role, connect
     from emps.migrate import seed_thresholds
-    from emps.users import add_user
+    from emps.users import add_user, sign_in
 
     def reset() -> None:
         with connect(Role.OWNER, db) as conn:
@@ -102,8 +113,8 @@ def admin(db: Settings):
 
     reset()
     with connect(Role.OWNER, db, autocommit=True) as conn:
-        user = add_user(conn, "thresholds-admin", "Admin", "a long enough password")
-    yield user
+        add_user(conn, "thresholds-admin", "Admin", "a long enough password", rounds=4)
+    yield sign_in("thresholds-admin", "a long enough password", settings=db)  # holds a session
     reset()
 
 
@@ -122,13 +133,22 @@ def extra_sensor_catalog(tmp_path: Path, settings: Settings) -> Path:
 
 
 @pytest.fixture(scope="session")
-def prefect_server(test_home: Path) -> Iterator[str]:
-    """One Prefect test server for the session (it takes ~20 s to start); yields its API URL."""
+def prefect_server(test_home: Path, settings: Settings) -> Iterator[str]:
+    """One Prefect test server for the session (it takes ~20 s to start), requiring the auth
+    string and CSRF tokens as `emps up`'s does; yields its API URL. This process and the
+    subprocesses tests start (which copy os.environ) send the credential."""
+    from emps.credentials import load_secrets
+    from emps.supervisor import prefect_server_env
+
     os.environ["PREFECT_HOME"] = str(test_home / "prefect")
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
-    from prefect.settings import PREFECT_API_URL
+    auth = {**prefect_server_env(settings), "PREFECT_API_AUTH_STRING": load_secrets().prefect_auth}
+    os.environ.update(auth)
+    import prefect.settings
+    from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=300):
+    updates = {getattr(prefect.settings, name): value for name, value in auth.items()}
+    with temporary_settings(updates=updates), prefect_test_harness(server_startup_timeout=300):
         yield PREFECT_API_URL.value()

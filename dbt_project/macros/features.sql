@@ -164,6 +164,16 @@
     case when {{ n }} > 0 then {{ so }} / {{ n }} end as {{ sensor }}_outside_w{{ k }}
 {%- endmacro %}
 
+{% macro last_service_join(rows) -%}
+    {#- The service span (a CTE `service_spans` of each service until the next) holding each
+        row's time: its last service. A hash join on the few services, not a lookup per row. -#}
+    left join service_spans as last_service
+        on
+            {{ rows }}.equipment_id = last_service.equipment_id
+            and {{ rows }}.ts >= last_service.serviced_at
+            and ({{ rows }}.ts < last_service.next_service_at or last_service.next_service_at is null)
+{%- endmacro %}
+
 {% macro record_feature_definitions() -%}
     {#- A full build's post-hook: the feature definitions it ran (var features_fingerprint, from
         emps.transform) as the table's comment. Incremental runs only add rows, so history built

@@ -34,14 +34,26 @@ class Backlog:
         return text + (f"; last error: {self.last_error}" if self.last_error else "")
 
 
-def backlog(conn: psycopg.Connection, now: datetime | None = None) -> Backlog:
+def backlog(
+    conn: psycopg.Connection, now: datetime | None = None, detailed: bool = True
+) -> Backlog:
     """The waiting notifications as of `now` (the database's time when None). A notification
-    held back by quiet hours is not waiting until its time comes."""
+    held back by quiet hours is not waiting until its time comes. `detailed`: with the oldest's
+    recipient and last error (the alerting role and the owner); without, through the view the
+    dashboard's read-only role sees."""
     cursor = conn.cursor(row_factory=tuple_row)
+    source = (
+        "select id, recipient, last_error, due_at, status from ops.notifications"
+        if detailed
+        else "select id, null::text as recipient, null::text as last_error, due_at, status "
+        "from ops.notification_deliveries"
+    )
     count, age, oldest_id, recipient, error = cursor.execute(
         """
         with waiting as (
-            select id, recipient, last_error, due_at from ops.notifications
+            select id, recipient, last_error, due_at from ("""  # noqa: S608 - fixed text
+        + source
+        + """) n
             where status in ('pending', 'failed', 'sending')
               and due_at <= coalesce(%(now)s::timestamptz, now())
         )
@@ -57,8 +69,8 @@ def backlog(conn: psycopg.Connection, now: datetime | None = None) -> Backlog:
 
 
 def read_backlog(settings: Settings | None = None, *, now: datetime | None = None) -> Backlog:
-    """`backlog` on a connection of its own (the read-only role)."""
-    with connect(Role.READER, settings or get_settings()) as conn:
+    """`backlog`, with details, on a connection of its own (the alerting role)."""
+    with connect(Role.ALERTING, settings or get_settings()) as conn:
         return backlog(conn, now)
 
 
@@ -74,5 +86,5 @@ def oldest_pending_age_s(
     not going out). Uses `conn` when given (any role that can read ops.notifications); `now`
     defaults to the database's time."""
     if conn is not None:
-        return backlog(conn, now).oldest_age_s
+        return backlog(conn, now, detailed=False).oldest_age_s
     return read_backlog(settings, now=now).oldest_age_s

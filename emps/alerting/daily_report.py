@@ -119,7 +119,7 @@ def queue_daily_report(
     folder = settings.home / "reports" / "daily" / day
     folder.mkdir(parents=True, exist_ok=True)
 
-    with connect(Role.WRITER, settings) as conn:
+    with connect(Role.ALERTING, settings) as conn:
         tasks = _rows(
             conn,
             """
@@ -192,7 +192,7 @@ def queue_daily_report(
         "Open the maintenance page</a></p></body></html>"
     )
     queued = 0
-    with connect(Role.WRITER, settings) as conn, conn.transaction():
+    with connect(Role.ALERTING, settings) as conn, conn.transaction():
         for person in recipients.for_daily_report():
             queued += enqueue_email(
                 conn,

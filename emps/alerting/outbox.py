@@ -535,7 +535,7 @@ async def deliver_due(
     worker = worker or default_worker()
     tried: list[int] = []
     channels = {"email", "sms"}
-    with connect(Role.WRITER, settings, autocommit=True) as conn:
+    with connect(Role.ALERTING, settings, autocommit=True) as conn:
         conn.row_factory = dict_row
         while report.claimed < limit and channels:
             claim = claim_due(

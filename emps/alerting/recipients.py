@@ -37,6 +37,7 @@ class RecipientsConfig:
     escalation: tuple[str, ...] = ("technician", "supervisor", "manager")
     daily_report: tuple[str, ...] = ("supervisor", "manager")
     source: Path | None = field(default=None, compare=False)
+    operations: tuple[str, ...] = ("admin",)
 
     def role_for_level(self, level: int) -> str:
         """The role told at an escalation level; past the last level, the last role again."""
@@ -48,6 +49,10 @@ class RecipientsConfig:
 
     def for_daily_report(self) -> list[Recipient]:
         return [p for p in self.people if p.role in self.daily_report and p.email]
+
+    def for_operations(self) -> list[Recipient]:
+        """Who hears about the platform's own trouble (emps.alerting.operations)."""
+        return [p for p in self.people if p.role in self.operations and p.email]
 
 
 def load_recipients(path: Path | None = None, settings: Settings | None = None) -> RecipientsConfig:
@@ -85,7 +90,8 @@ def load_recipients(path: Path | None = None, settings: Settings | None = None) 
         )
     escalation = tuple(spec.get("escalation") or ("technician", "supervisor", "manager"))
     daily = tuple(spec.get("daily_report") or ("supervisor", "manager"))
-    return RecipientsConfig(tuple(people), escalation, daily, path)
+    operations = tuple(spec.get("operations") or ("admin",))
+    return RecipientsConfig(tuple(people), escalation, daily, path, operations)
 
 
 def parse_quiet_hours(spec: str) -> tuple[time, time] | None:

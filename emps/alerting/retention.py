@@ -26,7 +26,7 @@ def cleanup(settings: Settings | None = None, now: datetime | None = None) -> Re
     alert_cutoff = now - timedelta(days=settings.alert_retention_days)
     partition_cutoff = now - timedelta(days=settings.sensor_retention_days)
     retired: list[str] = []
-    with connect(Role.WRITER, settings) as conn, conn.transaction():
+    with connect(Role.ALERTING, settings) as conn, conn.transaction():
         # Tasks keep their history (the training labels): their alert link is set to null.
         deleted = conn.execute(
             "delete from ops.alerts where status = 'resolved' and resolved_at < %s",
@@ -36,8 +36,7 @@ def cleanup(settings: Settings | None = None, now: datetime | None = None) -> Re
             "delete from ops.alert_prediction_log where processed_at < %s", (alert_cutoff,)
         )
         conn.execute(
-            "insert into ops.audit_log (actor, action, target_type, details)"
-            " values ('emps-retention', 'alert.cleanup', 'alert',"
+            "select ops.record_audit('emps-retention', 'alert.cleanup', 'alert', null,"
             " jsonb_build_object('deleted', %s::int, 'resolved_before', %s::timestamptz))",
             (deleted, alert_cutoff),
         )

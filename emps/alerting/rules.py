@@ -6,6 +6,7 @@ committed together or not at all.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,29 +25,22 @@ from emps.domain import Severity, assessment_words, remaining_life_words
 from emps.settings import Settings, get_settings
 
 ALERTING_SEVERITIES = (Severity.HIGH, Severity.CRITICAL)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PredictionSignal:
-    """What the scoring flow's event says about one prediction (contracts: event payload)."""
+class PredictionKey:
+    """What a prediction event is taken for: the key of a row of ops.predictions, nothing more.
+    Anyone who can post to Prefect's events API can post one; what it claims about severity,
+    probability or equipment is never believed."""
 
     prediction_id: int
     prediction_ts: datetime
-    equipment_id: str
-    failure_probability: float
-    severity: Severity
-    days_until_failure: float | None = None
-    model_version: str | None = None
-    failure_mode: str | None = None
 
     @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> PredictionSignal:
-        """Validate an event payload; errors name the field at fault."""
-        missing = [
-            k
-            for k in ("prediction_id", "prediction_ts", "equipment_id", "failure_probability")
-            if payload.get(k) in (None, "")
-        ]
+    def from_payload(cls, payload: dict[str, Any]) -> PredictionKey:
+        """The key of an event payload; errors name the field at fault."""
+        missing = [k for k in ("prediction_id", "prediction_ts") if payload.get(k) in (None, "")]
         if missing:
             raise ValueError(f"prediction event payload lacks {', '.join(missing)}: {payload!r}")
         ts = payload["prediction_ts"]
@@ -55,27 +49,47 @@ class PredictionSignal:
             ts = datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", ts))
         if ts.tzinfo is None:
             raise ValueError(f"prediction_ts {ts} has no time zone offset")
-        probability = float(payload["failure_probability"])
-        if not 0 <= probability <= 1:
-            raise ValueError(f"failure_probability {probability} is outside [0, 1]")
-        days = payload.get("days_until_failure")
+        return cls(int(payload["prediction_id"]), ts)
+
+
+@dataclass(frozen=True)
+class PredictionSignal:
+    """One prediction as the scorer wrote it in ops.predictions."""
+
+    prediction_id: int
+    prediction_ts: datetime
+    equipment_id: str
+    failure_probability: float
+    severity: Severity
+    days_until_failure: float | None = None
+    model_version: str | None = None
+    failure_mode: str | None = None  # ops.predictions records none yet
+    explanation: tuple[dict, ...] = ()
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> PredictionSignal:
         return cls(
-            prediction_id=int(payload["prediction_id"]),
-            prediction_ts=ts,
-            equipment_id=str(payload["equipment_id"]),
-            failure_probability=probability,
-            severity=Severity(str(payload.get("severity") or "").upper() or "LOW"),
-            days_until_failure=None if days is None else float(days),
-            model_version=None
-            if payload.get("model_version") is None
-            else str(payload["model_version"]),
-            failure_mode=payload.get("failure_mode") or None,
+            prediction_id=int(row["id"]),
+            prediction_ts=row["ts"],
+            equipment_id=row["equipment_id"],
+            failure_probability=float(row["failure_probability"]),
+            severity=Severity(row["severity"]),
+            days_until_failure=row["days_until_failure"],
+            model_version=row["model_version"],
+            failure_mode=row.get("failure_mode"),
+            explanation=tuple(row["explanation"] or ()),
         )
+
+
+PREDICTION = (
+    "select id, ts, equipment_id, failure_probability, severity, days_until_failure, "
+    "model_version, explanation from ops.predictions where id = %s and ts = %s"
+)
 
 
 @dataclass(frozen=True)
 class AlertOutcome:
-    action: str  # opened | escalated | updated | duplicate | ignored
+    action: str  # opened | escalated | updated | duplicate | ignored | unknown
     alert_id: int | None = None
     task_id: int | None = None
     notifications: int = 0
@@ -124,8 +138,7 @@ def _equipment(conn: psycopg.Connection, equipment_id: str) -> tuple[str, str] |
 
 def _audit(conn, action: str, alert_id: int, details: dict) -> None:
     conn.execute(
-        "insert into ops.audit_log (actor, action, target_type, target_id, details)"
-        " values (%s, %s, 'alert', %s, %s)",
+        "select ops.record_audit(%s, %s, 'alert', %s, %s)",
         (ACTOR, action, str(alert_id), Jsonb(details)),
     )
 
@@ -137,15 +150,40 @@ def process_prediction(
     now: datetime | None = None,
 ) -> AlertOutcome:
     """Turn one HIGH/CRITICAL prediction into an alert (new, escalated or refreshed), its task and
-    its notifications. Replaying the same prediction changes nothing."""
+    its notifications. Replaying the same prediction changes nothing.
+
+    The payload (an event's) only names the prediction: its equipment, severity, probability,
+    days until failure and model version are read from ops.predictions, so a forged event raises
+    nothing the scorer did not predict, and one naming no prediction is ignored ("unknown")."""
     settings = settings or get_settings()
-    signal = PredictionSignal.from_payload(payload)
-    if signal.severity not in ALERTING_SEVERITIES:
-        return AlertOutcome("ignored")
+    key = PredictionKey.from_payload(payload)
     recipients = recipients or load_recipients(settings=settings)
     now = now or datetime.now(UTC)
-    with connect(Role.WRITER, settings) as conn, conn.transaction():
+    with connect(Role.ALERTING, settings) as conn, conn.transaction():
         conn.row_factory = dict_row
+        row = conn.execute(PREDICTION, (key.prediction_id, key.prediction_ts)).fetchone()
+        if row is None:
+            log.warning(
+                "prediction event names prediction %s at %s, which is not in ops.predictions: "
+                "ignored (claimed: %s)",
+                key.prediction_id,
+                key.prediction_ts.isoformat(),
+                {k: payload.get(k) for k in ("equipment_id", "severity", "failure_probability")},
+            )
+            return AlertOutcome("unknown")
+        signal = PredictionSignal.from_row(row)
+        claimed = (payload.get("equipment_id"), str(payload.get("severity") or "").upper())
+        if claimed != (signal.equipment_id, signal.severity.value) and any(claimed):
+            log.warning(
+                "prediction event for %s says %s %s, ops.predictions says %s %s: the stored "
+                "prediction is used",
+                key.prediction_id,
+                *claimed,
+                signal.equipment_id,
+                signal.severity.value,
+            )
+        if signal.severity not in ALERTING_SEVERITIES:
+            return AlertOutcome("ignored")
         # Serialise runs for the same equipment so two events cannot race past the checks below.
         conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (signal.equipment_id,))
         seen = conn.execute(
@@ -306,7 +344,7 @@ def process_pending(
     started yet. Oldest first, so a HIGH then CRITICAL sequence escalates as it happened."""
     settings = settings or get_settings()
     recipients = recipients or load_recipients(settings=settings)
-    with connect(Role.WRITER, settings) as conn:
+    with connect(Role.ALERTING, settings) as conn:
         conn.row_factory = dict_row
         pending = conn.execute(
             """
@@ -356,7 +394,7 @@ def escalate_unacknowledged(
     cutoff = now - timedelta(minutes=settings.escalation_delay_min)
     escalated: list[int] = []
     written = 0
-    with connect(Role.WRITER, settings) as conn, conn.transaction():
+    with connect(Role.ALERTING, settings) as conn, conn.transaction():
         conn.row_factory = dict_row
         due = conn.execute(
             """
@@ -415,7 +453,7 @@ def auto_resolve(settings: Settings | None = None, now: datetime | None = None) 
     settings = settings or get_settings()
     now = now or datetime.now(UTC)
     resolved = []
-    with connect(Role.WRITER, settings) as conn, conn.transaction():
+    with connect(Role.ALERTING, settings) as conn, conn.transaction():
         done = conn.execute(
             """
             select distinct on (a.id) a.id, t.id, t.outcome

@@ -112,8 +112,7 @@ def ensure_task_for_alert(
             (new_priority, new_when, task_id),
         )
         conn.execute(
-            "insert into ops.audit_log (actor, action, target_type, target_id, details)"
-            " values (%s, 'task.upgrade', 'maintenance_task', %s, %s)",
+            "select ops.record_audit(%s, 'task.upgrade', 'maintenance_task', %s, %s)",
             (
                 ACTOR,
                 str(task_id),

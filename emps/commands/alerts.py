@@ -60,7 +60,7 @@ def _call(sql: str, params: tuple) -> tuple:
     from emps.db import Role, connect
 
     try:
-        with connect(Role.WRITER, get_settings()) as conn:
+        with connect(Role.OWNER, get_settings()) as conn:
             return conn.execute(sql, params).fetchone()
     except psycopg.Error as exc:
         raise _fail(exc) from exc
@@ -205,14 +205,19 @@ def tasks_complete(
     task_id: int = typer.Argument(...),
     outcome: str = typer.Option(..., help="fault_found, no_fault_found or failed_before_service"),
     note: str = typer.Option(None),
+    at: str = typer.Option(
+        None, help="When the work was done (ISO-8601, default now): a service typed in later"
+    ),
     by: str = typer.Option(None, help=ACTOR_HELP),
 ) -> None:
-    """Complete a task with its outcome (the label the model learns from)."""
+    """Complete a task with its outcome (the label the model learns from): failed_before_service
+    records the failure it found, fault_found a prevented failure."""
     row = _call(
-        "select status, outcome from ops.complete_maintenance_task(%s, %s, %s, %s)",
-        (task_id, outcome, _actor(by), note),
+        "select status, outcome, completed_date "
+        "from ops.complete_maintenance_task(%s, %s, %s, %s, %s)",
+        (task_id, outcome, _actor(by), note, _when(at) if at else None),
     )
-    console.print(f"task {task_id} {row[0]}: {row[1]}")
+    console.print(f"task {task_id} {row[0]} {row[2]:%Y-%m-%d %H:%M %Z}: {row[1]}")
 
 
 @notify_app.command("send")
@@ -237,7 +242,7 @@ def notify_status() -> None:
     from emps.db import Role, connect
 
     settings = get_settings()
-    with connect(Role.READER, settings) as conn:
+    with connect(Role.OWNER, settings) as conn:
         counts = conn.execute(
             "select status, count(*) from ops.notifications group by 1 order by 1"
         ).fetchall()

@@ -32,7 +32,7 @@ def import_(
 
     settings = get_settings()
     try:
-        with connect(Role.WRITER, settings) as conn:
+        with connect(Role.INGEST, settings) as conn:
             inserted, updated = import_equipment_csv(
                 conn, file, load_catalog(settings.catalog_path)
             )

@@ -95,7 +95,9 @@ def _print_report(report) -> None:
     if not report.files:
         console.print("nothing to ingest")
         return
-    table = Table("file", "status", "rows", "loaded", "duplicate", "quarantined", "note")
+    table = Table(
+        "file", "status", "rows", "loaded", "duplicate", "quarantined", "conflict", "note"
+    )
     for outcome in report.files[:50]:
         table.add_row(
             outcome.file,
@@ -104,7 +106,8 @@ def _print_report(report) -> None:
             str(outcome.rows_loaded),
             str(outcome.rows_duplicate),
             str(outcome.rows_quarantined),
-            outcome.error or "",
+            str(outcome.rows_conflict),
+            "; ".join(filter(None, [outcome.error, *outcome.warnings])),
         )
     console.print(table)
     if len(report.files) > 50:
@@ -113,6 +116,7 @@ def _print_report(report) -> None:
     console.print(
         f"{summary['files']} files: {summary['rows_loaded']} readings loaded, "
         f"{summary['rows_duplicate']} duplicates, {summary['rows_quarantined']} quarantined, "
+        f"{summary['rows_conflict']} conflicting (see the Data quality page), "
         f"{summary['equipment']} equipment got data"
     )
     if summary["rows_loaded"]:

@@ -175,7 +175,12 @@ def evaluate(
         step = progress.add_task("reading training examples and the model", total=None)
         examples = read_training_examples(settings)
         failures = read_failure_events(settings)
-        model = registry.load_version(version, settings)
+        try:
+            model, _ = registry.load_version(
+                version, settings, registry.recorded_digest(version, settings)
+            )
+        except registry.ModelIntegrityError as error:
+            raise _fail(str(error)) from None
         try:
             split = split_examples(examples, settings)
         except NotEnoughData as error:
@@ -241,13 +246,21 @@ def promote(
 def server(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on"),
     port: int = typer.Option(None, help="Port (default: EMPS_MLFLOW_PORT)"),
+    allowed_hosts: str = typer.Option(
+        None,
+        "--allowed-hosts",
+        help="Comma-separated Host header values to answer (default: 127.0.0.1 and localhost "
+        "with the port)",
+    ),
 ) -> None:
     """The MLflow tracking server and UI in one process (`emps up` runs it): experiments, runs
-    and the model registry of EMPS_MLFLOW_TRACKING_URI."""
+    and the model registry of EMPS_MLFLOW_TRACKING_URI, behind the platform's MLflow credential
+    (`emps secrets show`)."""
     from ml.server import serve
 
     settings = get_settings()
-    serve(host, port or settings.mlflow_port, settings)
+    hosts = [h.strip() for h in allowed_hosts.split(",") if h.strip()] if allowed_hosts else None
+    serve(host, port or settings.mlflow_port, settings, allowed_hosts=hosts)
 
 
 @app.command("list")

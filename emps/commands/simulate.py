@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -118,6 +119,55 @@ def backfill(
         f"rows/s[/]); {events.failure_events} failure events, {events.repairs} repairs, "
         f"{events.preventive} preventive services"
     )
+
+
+@app.command()
+def pack(
+    out: Path = typer.Argument(..., file_okay=False, help="Folder to write the fleet pack into"),
+    equipment: int = typer.Option(None, min=1, help="Fleet size (default: EMPS_SIM_EQUIPMENT)"),
+    days: int = typer.Option(None, min=1, help="Days of history (default: EMPS_SIM_HISTORY_DAYS)"),
+    interval: int = typer.Option(
+        None, min=60, help="Seconds between readings (default: EMPS_SIM_HISTORY_INTERVAL_S)"
+    ),
+    seed: int = typer.Option(None, help="Random seed (default: EMPS_SIM_SEED)"),
+) -> None:
+    """Write the simulated fleet's history as a fleet pack (catalog, equipment, readings as
+    drop files, failures, maintenance), for `emps fleet import` like any other fleet's."""
+    from emps.simulator.backfill import history_window
+    from emps.simulator.pack import write_pack
+
+    settings = get_settings()
+    days = days or settings.sim_history_days
+    interval = interval or settings.sim_history_interval_s
+    if interval % 60:
+        raise typer.BadParameter(
+            f"{interval} s: use a whole number of minutes", param_hint="--interval"
+        )
+    if out.exists() and any(out.iterdir()):
+        raise typer.BadParameter(f"{out} is not empty", param_hint="OUT")
+    fleet = _fleet(equipment, seed)
+    start, stop = history_window(days, interval, None)
+    expected = len(fleet) * days * 86_400 // interval
+    with Progress(
+        TextColumn("[bold]readings"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("readings", total=expected)
+        rows = write_pack(
+            fleet,
+            start,
+            stop,
+            interval,
+            out,
+            Path(settings.catalog_path).read_text(encoding="utf-8"),
+            progress=lambda n: progress.advance(task, n),
+        )
+        progress.update(task, completed=expected)
+    console.print(f"{rows:,} readings of {len(fleet)} equipment written to {out}")
 
 
 @app.command()

@@ -1,10 +1,15 @@
 """Database side of ingest: the file ledger, the equipment registry lookup, and the load.
 
-A load group runs in ONE transaction: good rows are COPYed into a temporary staging table,
-bad rows into raw.quarantined_rows, then `insert ... on conflict do nothing` moves the staged
-rows into raw.sensor_readings and the ledger rows get their final counts. A crash anywhere
-before the commit leaves nothing behind but the 'claimed' ledger rows, which a later run takes
-back.
+A load group runs in ONE transaction: good rows are COPYed into raw.sensor_readings (or, when
+their keys may exist already, into a temporary staging table and from there with
+`insert ... on conflict do nothing`), bad rows into raw.quarantined_rows, and the ledger rows
+get their final counts. A crash anywhere before the commit leaves nothing behind but the
+'claimed' ledger rows, which a later run takes back.
+
+A row whose (equipment, timestamp) is already stored is a duplicate when every reading value
+is the same, and a conflict otherwise: the stored reading stays, the received one is kept in
+raw.quarantined_rows (kind 'conflict') with both versions until an admin accepts or dismisses
+it.
 """
 
 from __future__ import annotations
@@ -23,15 +28,16 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from emps.catalog import Catalog
+from emps.ingest.columns import reading_columns
 from emps.ingest.landing import ClaimedFile
-from emps.ingest.parse import PROBLEM, ROW
+from emps.ingest.parse import ROW
 
 # Look up existing keys only over a narrow time window; wider batches (history) use staging.
 MAX_PROBE_SPAN = pd.Timedelta(days=2)
 LOAD_LOCK_KEY = 7_410_553  # pg_advisory_xact_lock: one ingest load commits at a time
-FINISHED = ("loaded", "partial", "duplicate", "quarantined")
+FINISHED = ("loaded", "partial", "duplicate", "conflict", "quarantined")
+LOADED = ("loaded", "partial", "conflict")  # statuses of files whose rows were loaded
 STAGE = "ingest_stage"
-INTERNAL_COLUMNS = {"ingest_file_id", ROW, PROBLEM}
 
 
 @dataclass
@@ -47,12 +53,14 @@ class LedgerRow:
     rows_total: int | None
     error: str | None
     claimed_by: str | None
+    attempts: int
 
 
 def ledger_by_stored_name(conn: psycopg.Connection, names: list[str]) -> dict[str, LedgerRow]:
     rows = conn.execute(
         "select id, stored_name, file_name, sha256, size_bytes, received_at, status, claimed_at, "
-        "rows_total, error, claimed_by from raw.ingest_files where stored_name = any(%s)",
+        "rows_total, error, claimed_by, attempts from raw.ingest_files "
+        "where stored_name = any(%s)",
         (names,),
     ).fetchall()
     return {row[1]: LedgerRow(*row) for row in rows}
@@ -61,7 +69,8 @@ def ledger_by_stored_name(conn: psycopg.Connection, names: list[str]) -> dict[st
 def record_claims(
     conn: psycopg.Connection, files: list[ClaimedFile], flow_run_id: str | None, claimer: str
 ) -> None:
-    """Insert (or take over) one ledger row per claimed file and set `ledger_id` on each."""
+    """Insert (or take over, counting the attempt) one ledger row per claimed file; sets
+    `ledger_id` and `attempts` on each."""
     if not files:
         return
     rows = conn.execute(
@@ -73,8 +82,8 @@ def record_claims(
                              %s::timestamptz[], %s::text[], %s::text[], %s::text[])
         on conflict (stored_name) do update
             set claimed_at = now(), status = 'claimed', flow_run_id = excluded.flow_run_id,
-                claimed_by = excluded.claimed_by
-        returning id, stored_name
+                claimed_by = excluded.claimed_by, attempts = raw.ingest_files.attempts + 1
+        returning id, stored_name, attempts
         """,
         (
             [f.original_name for f in files],
@@ -87,17 +96,17 @@ def record_claims(
             [claimer] * len(files),
         ),
     ).fetchall()
-    ids = dict((name, id_) for id_, name in rows)
+    ids = {name: (id_, attempts) for id_, name, attempts in rows}
     for f in files:
-        f.ledger_id = ids[f.stored_name]
+        f.ledger_id, f.attempts = ids[f.stored_name]
 
 
 def loaded_hashes(conn: psycopg.Connection, hashes: list[str]) -> dict[str, int]:
     """sha256 -> ledger id of the file with that content already loaded."""
     rows = conn.execute(
         "select sha256, min(id) from raw.ingest_files "
-        "where sha256 = any(%s) and status in ('loaded', 'partial') group by sha256",
-        (hashes,),
+        "where sha256 = any(%s) and status = any(%s) group by sha256",
+        (hashes, list(LOADED)),
     ).fetchall()
     return dict(rows)
 
@@ -122,19 +131,24 @@ def known_equipment(conn: psycopg.Connection) -> set[str]:
     return {row[0] for row in conn.execute("select equipment_id from raw.equipment")}
 
 
+def equipment_types(conn: psycopg.Connection) -> dict[str, str]:
+    """Every registered equipment's type."""
+    return dict(conn.execute("select equipment_id, equipment_type from raw.equipment").fetchall())
+
+
 def register_equipment(conn: psycopg.Connection, ids: Iterable[str], catalog: Catalog) -> list[str]:
     """Auto-register unknown equipment (setting `ingest_unknown_equipment=register`).
 
-    The type comes from the id prefix the catalog declares (GEN-0001 -> generator); the site is
-    unknown until an operator sets it.
+    The type comes from an id prefix the catalog declares (a type with `id_prefix: GEN` takes
+    GEN-0001), 'unknown' otherwise; no site until an operator sets it.
     """
-    prefixes = {t.id_prefix: t.name for t in catalog.equipment_types.values()}
+    prefixes = {t.id_prefix: t.name for t in catalog.equipment_types.values() if t.id_prefix}
     ids = sorted(ids)
     types = [prefixes.get(i.split("-")[0].upper(), "unknown") for i in ids]
     rows = conn.execute(
         """
         insert into raw.equipment (equipment_id, equipment_type, site, source)
-        select id, type, 'unknown', 'ingest' from unnest(%s::text[], %s::text[]) as t(id, type)
+        select id, type, null, 'ingest' from unnest(%s::text[], %s::text[]) as t(id, type)
         on conflict (equipment_id) do nothing
         returning equipment_id
         """,
@@ -148,7 +162,7 @@ class LoadGroup:
 
     def __init__(self, conn: psycopg.Connection, catalog: Catalog):
         self.conn = conn
-        self.sensors = catalog.sensor_names
+        self.sensors = reading_columns(catalog)
         self.columns = ["equipment_id", "ts", "ingest_file_id", ROW, *self.sensors]
         self.direct_ok = True
         self.direct_offered: Counter[int] = Counter()
@@ -174,9 +188,12 @@ class LoadGroup:
         low, high = candidates["ts"].min(), candidates["ts"].max()
         if high - low > MAX_PROBE_SPAN:
             return None
+        columns = sql.SQL(", ").join(map(sql.Identifier, ["equipment_id", "ts", *self.sensors]))
         existing = self.conn.execute(
-            "select equipment_id, ts from raw.sensor_readings "
-            "where equipment_id = any(%s) and ts between %s and %s",
+            sql.SQL(
+                "select {} from raw.sensor_readings "
+                "where equipment_id = any(%s) and ts between %s and %s"
+            ).format(columns),
             (
                 candidates["equipment_id"].unique().tolist(),
                 low.to_pydatetime(),
@@ -185,17 +202,22 @@ class LoadGroup:
         ).fetchall()
         keys = pd.MultiIndex.from_arrays([candidates["equipment_id"], candidates["ts"]])
         stored = np.zeros(len(candidates), dtype=bool)
+        known = np.zeros(len(candidates), dtype=bool)
         if existing:
-            found = pd.MultiIndex.from_arrays(
-                [
-                    [row[0] for row in existing],
-                    pd.to_datetime([row[1] for row in existing], utc=True).as_unit(
-                        candidates["ts"].dt.unit
-                    ),
-                ]
-            )
-            stored = keys.isin(found)
-        inserted = ~stored & ~keys.duplicated()
+            found = pd.DataFrame(existing, columns=["equipment_id", "ts", *self.sensors])
+            found["ts"] = pd.to_datetime(found["ts"], utc=True).dt.as_unit(candidates["ts"].dt.unit)
+            found = found.set_index(["equipment_id", "ts"])
+            known = keys.isin(found.index)
+            if known.any():
+                # A stored key with the same values is a duplicate; with other values it is
+                # staged, and the conflict check after the insert keeps it with both versions.
+                theirs = found.reindex(keys[known])[self.sensors].to_numpy(dtype=np.float64)
+                ours = candidates.loc[known, self.sensors].to_numpy(
+                    dtype=np.float64, na_value=np.nan
+                )
+                same = ((theirs == ours) | (np.isnan(theirs) & np.isnan(ours))).all(axis=1)
+                stored[np.flatnonzero(known)[same]] = True
+        inserted = ~known & ~keys.duplicated()
         fresh = candidates[inserted]
         target = sql.SQL(", ").join(
             map(sql.Identifier, ["equipment_id", "ts", "ingest_file_id", *self.sensors])
@@ -250,19 +272,31 @@ class LoadGroup:
             copy.write(encode_binary(good, self.sensors))
             copy.write(BINARY_TRAILER)
 
-    def quarantine(self, rows: list[tuple[int, str, int, str | None, list[str], dict]]) -> None:
-        """Rows of (ledger id, file name, row number, equipment id, reasons, raw values)."""
+    def quarantine(
+        self, rows: list[tuple[int, str, int, str | None, list[str], dict, str]]
+    ) -> None:
+        """Rows of (ledger id, file name, row number, equipment id, reasons, raw values, kind)."""
         if not rows:
             return
         with (
             self.conn.cursor() as cur,
             cur.copy(
                 "copy raw.quarantined_rows (ingest_file_id, file_name, row_number, equipment_id, "
-                "reasons, raw_values) from stdin"
+                "reasons, raw_values, kind) from stdin"
             ) as copy,
         ):
-            for file_id, name, row_number, equipment_id, reasons, raw in rows:
-                copy.write_row((file_id, name, row_number, equipment_id, reasons, Jsonb(raw)))
+            for file_id, name, row_number, equipment_id, reasons, raw, kind in rows:
+                copy.write_row(
+                    (
+                        file_id,
+                        text_safe(name),
+                        row_number,
+                        None if equipment_id is None else text_safe(equipment_id),
+                        [text_safe(r) for r in reasons],
+                        Jsonb({text_safe(k): _jsonb_safe(v) for k, v in raw.items()}),
+                        kind,
+                    )
+                )
 
     def discard(self, file_id: int) -> None:
         """Forget what a file staged before it turned out unreadable further down."""
@@ -272,8 +306,9 @@ class LoadGroup:
         )
         self.conn.execute("delete from raw.quarantined_rows where ingest_file_id = %s", (file_id,))
 
-    def insert(self) -> dict[int, tuple[int, int]]:
-        """Move staged rows into raw.sensor_readings; ledger id -> (staged, inserted)."""
+    def insert(self) -> dict[int, tuple[int, int, int]]:
+        """Move staged rows into raw.sensor_readings and keep the conflicting ones in quarantine;
+        ledger id -> (rows offered, inserted, conflicts)."""
         target = sql.SQL(", ").join(
             map(sql.Identifier, ["equipment_id", "ts", "ingest_file_id", *self.sensors])
         )
@@ -293,14 +328,81 @@ class LoadGroup:
             from staged_per_file s left join inserted_per_file i using (ingest_file_id)
             """
         ).format(target=target, stage=sql.Identifier(STAGE))
-        counts = {row[0]: (row[1], row[2]) for row in self.conn.execute(query)}
+        counts = {row[0]: (row[1], row[2], 0) for row in self.conn.execute(query)}
+        if counts:
+            for file_id, n in self._keep_conflicts().items():
+                staged, inserted, _ = counts[file_id]
+                counts[file_id] = (staged, inserted, n)
         for file_id, offered in self.direct_offered.items():
-            staged, inserted = counts.get(file_id, (0, 0))
-            counts[file_id] = (staged + offered, inserted + self.direct_inserted[file_id])
+            staged, inserted, conflicts = counts.get(file_id, (0, 0, 0))
+            counts[file_id] = (
+                staged + offered,
+                inserted + self.direct_inserted[file_id],
+                conflicts,
+            )
         return counts
 
+    def _keep_conflicts(self) -> dict[int, int]:
+        """Staged rows whose stored reading (from an earlier file, or an earlier file of this
+        group) has other values: quarantined with both versions. Ledger id -> count."""
+        s = [sql.SQL("s.{}").format(sql.Identifier(c)) for c in self.sensors]
+        r = [sql.SQL("r.{}").format(sql.Identifier(c)) for c in self.sensors]
+        names = [sql.Literal(c) for c in self.sensors]
+        differs = sql.SQL(" or ").join(
+            sql.SQL("{} is distinct from {}").format(a, b) for a, b in zip(s, r, strict=True)
+        )
+        received = sql.SQL(", ").join(
+            sql.SQL("{}, {}").format(n, a) for n, a in zip(names, s, strict=True)
+        )
+        stored = sql.SQL(", ").join(
+            sql.SQL("{}, {}").format(n, b) for n, b in zip(names, r, strict=True)
+        )
+        differences = sql.SQL(", ").join(
+            sql.SQL(
+                "case when {a} is distinct from {b} then format('%s %s (stored %s)', {n}, "
+                "coalesce({a}::text, 'empty'), coalesce({b}::text, 'empty')) end"
+            ).format(a=a, b=b, n=n)
+            for a, b, n in zip(s, r, names, strict=True)
+        )
+        query = sql.SQL(
+            """
+            with conflicting as (
+                select s.ingest_file_id, s.row_number, s.equipment_id, s.ts,
+                       r.ingest_file_id as stored_file,
+                       jsonb_build_object('equipment_id', s.equipment_id, 'timestamp', s.ts,
+                                          {received}) as received,
+                       jsonb_build_object({stored}) as stored,
+                       concat_ws(', ', {differences}) as differences
+                from {stage} s
+                join raw.sensor_readings r on r.equipment_id = s.equipment_id and r.ts = s.ts
+                where {differs}
+            ), kept as (
+                insert into raw.quarantined_rows (ingest_file_id, file_name, row_number,
+                    equipment_id, reasons, raw_values, kind, stored_values)
+                select c.ingest_file_id, f.file_name, c.row_number, c.equipment_id,
+                       array[format(
+                           'conflict: %s already has a different reading at %s (stored from '
+                           'ingest file %s): %s; the stored reading stays until an admin '
+                           'accepts this one', c.equipment_id,
+                           to_char(c.ts at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                           coalesce(c.stored_file::text, 'unknown'), c.differences)],
+                       c.received, 'conflict', c.stored
+                from conflicting c join raw.ingest_files f on f.id = c.ingest_file_id
+                returning ingest_file_id
+            )
+            select ingest_file_id, count(*) from kept group by 1
+            """
+        ).format(
+            received=received,
+            stored=stored,
+            differences=differences,
+            differs=differs,
+            stage=sql.Identifier(STAGE),
+        )
+        return {row[0]: row[1] for row in self.conn.execute(query)}
+
     def finish_files(self, outcomes: list[dict[str, Any]]) -> None:
-        """Write each file's final status and counts to the ledger (same transaction)."""
+        """Write each file's final status, counts and warnings to the ledger (same transaction)."""
         if not outcomes:
             return
         keys = [
@@ -311,22 +413,27 @@ class LoadGroup:
             "rows_loaded",
             "rows_duplicate",
             "rows_quarantined",
+            "rows_conflict",
             "error",
         ]
         columns = {key: [o[key] for o in outcomes] for key in keys}
+        columns["error"] = [None if e is None else text_safe(e) for e in columns["error"]]
+        warnings = [Jsonb([text_safe(w) for w in o.get("warnings") or []]) for o in outcomes]
         self.conn.execute(
             """
             update raw.ingest_files f
             set format = o.format, status = o.status, rows_total = o.rows_total,
                 rows_loaded = o.rows_loaded, rows_duplicate = o.rows_duplicate,
-                rows_quarantined = o.rows_quarantined, error = o.error, finished_at = now()
+                rows_quarantined = o.rows_quarantined, rows_conflict = o.rows_conflict,
+                error = o.error, finished_at = now(),
+                warnings = array(select jsonb_array_elements_text(o.warnings))
             from unnest(%s::bigint[], %s::text[], %s::text[], %s::int[], %s::int[], %s::int[],
-                        %s::int[], %s::text[])
+                        %s::int[], %s::int[], %s::text[], %s::jsonb[])
                 as o(id, format, status, rows_total, rows_loaded, rows_duplicate,
-                     rows_quarantined, error)
+                     rows_quarantined, rows_conflict, error, warnings)
             where f.id = o.id
             """,
-            [columns[key] for key in keys],
+            [*(columns[key] for key in keys), warnings],
         )
 
 
@@ -337,61 +444,80 @@ PG_EPOCH_US = 946_684_800 * 1_000_000  # 2000-01-01 in Unix microseconds
 
 def encode_binary(frame: pd.DataFrame, sensors: list[str], with_row_number: bool = True) -> bytes:
     """Rows (equipment_id, ts, ingest_file_id, [row_number,] sensors...) in PostgreSQL's binary
-    COPY format, built with numpy: formatting 100K rows as CSV text costs more than the load."""
-    n = len(frame)
+    COPY format, built with numpy: formatting 100K rows as CSV text costs more than the load.
+
+    Rows sharing an id length and a pattern of empty readings have one binary layout: each such
+    group is one numpy record array, written out whole (the order of COPY rows is immaterial:
+    keys are unique, and staged rows are inserted in file and row order)."""
+    if frame.empty:
+        return b""
     codes, uniques = pd.factorize(frame["equipment_id"])
-    encoded = [str(u).encode() for u in uniques]
+    encoded = np.array([str(u).encode() for u in uniques], dtype=object)
     unique_len = np.array([len(b) for b in encoded], dtype=np.int64)
-    unique_bytes = np.zeros((len(encoded), int(unique_len.max())), dtype=np.uint8)
-    for row, raw in enumerate(encoded):
-        unique_bytes[row, : len(raw)] = np.frombuffer(raw, dtype=np.uint8)
     id_len = unique_len[codes]
     ts_us = (frame["ts"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]")).view(
         np.int64
     ) - PG_EPOCH_US
+    files = frame["ingest_file_id"].to_numpy(dtype=np.int64)
+    rows = frame[ROW].to_numpy(dtype=np.int64) if with_row_number else None
     values = frame[sensors].to_numpy(dtype=np.float64, na_value=np.nan)
     null = np.isnan(values)
-    # field count | id: 4 + len | ts: 4 + 8 | file id: 4 + 8 | [row number: 4 + 4] | sensors
-    row_number_size = 8 if with_row_number else 0
-    row_size = 2 + 4 + id_len + 12 + 12 + row_number_size + np.where(null, 4, 12).sum(axis=1)
-    starts = np.zeros(n, dtype=np.int64)
-    np.cumsum(row_size[:-1], out=starts[1:])
-    buf = np.empty(int(row_size.sum()), dtype=np.uint8)
+    # One key per layout: the id's length and which readings are empty.
+    weights = (1 << np.arange(null.shape[1], dtype=np.int64)) if null.shape[1] else np.zeros(0)
+    pattern = (
+        (null.astype(np.int64) * weights).sum(axis=1) if null.shape[1] else np.zeros(len(frame))
+    )
+    layout = id_len * (1 << max(null.shape[1], 1)) + pattern.astype(np.int64)
+    parts = []
+    for key in np.unique(layout):
+        members = np.flatnonzero(layout == key)
+        length = int(id_len[members[0]])
+        empty = null[members[0]]
+        fields = [
+            ("count", ">i2"),
+            ("id_size", ">i4"),
+            ("id", f"S{length}"),
+            ("ts_size", ">i4"),
+            ("ts", ">i8"),
+            ("file_size", ">i4"),
+            ("file", ">i8"),
+        ]
+        if with_row_number:
+            fields += [("row_size", ">i4"), ("row", ">i4")]
+        for number, missing in enumerate(empty):
+            fields.append((f"size_{number}", ">i4"))
+            if not missing:
+                fields.append((f"value_{number}", ">f8"))
+        block = np.empty(len(members), dtype=np.dtype(fields))
+        block["count"] = 3 + with_row_number + len(sensors)
+        block["id_size"] = length
+        block["id"] = encoded[codes[members]].astype(f"S{length}") if length else b""
+        block["ts_size"] = 8
+        block["ts"] = ts_us[members]
+        block["file_size"] = 8
+        block["file"] = files[members]
+        if rows is not None:
+            block["row_size"] = 4
+            block["row"] = rows[members]
+        for number, missing in enumerate(empty):
+            block[f"size_{number}"] = -1 if missing else 8
+            if not missing:
+                block[f"value_{number}"] = values[members, number]
+        parts.append(block.tobytes())
+    return b"".join(parts)
 
-    def put(pos: np.ndarray, data: np.ndarray) -> None:
-        if len(pos):
-            buf[pos[:, None] + np.arange(data.shape[1])] = data
 
-    def be(array: np.ndarray, dtype: str) -> np.ndarray:
-        width = np.dtype(dtype).itemsize
-        return np.ascontiguousarray(array.astype(dtype)).view(np.uint8).reshape(len(array), width)
+def text_safe(text: str) -> str:
+    """Text PostgreSQL stores: no NUL characters (they become U+FFFD)."""
+    return text.replace("\x00", "\ufffd")
 
-    put(starts, be(np.full(n, 3 + with_row_number + len(sensors)), ">i2"))
-    put(starts + 2, be(id_len, ">i4"))
-    for length in np.unique(id_len):
-        rows = id_len == length
-        put(starts[rows] + 6, unique_bytes[codes[rows], :length])
-    pos = starts + 6 + id_len
-    put(pos, be(np.full(n, 8), ">i4"))
-    put(pos + 4, be(ts_us, ">i8"))
-    pos = pos + 12
-    put(pos, be(np.full(n, 8), ">i4"))
-    put(pos + 4, be(frame["ingest_file_id"].to_numpy(), ">i8"))
-    pos = pos + 12
-    if with_row_number:
-        put(pos, be(np.full(n, 4), ">i4"))
-        put(pos + 4, be(frame[ROW].to_numpy(), ">i4"))
-        pos = pos + 8
-    for col in range(values.shape[1]):
-        missing = null[:, col]
-        put(pos, be(np.where(missing, -1, 8), ">i4"))
-        put(pos[~missing] + 4, be(values[~missing, col], ">f8"))
-        pos = pos + np.where(missing, 4, 12)
-    return buf.tobytes()
+
+def _jsonb_safe(value: Any) -> Any:
+    return text_safe(value) if isinstance(value, str) else value
 
 
 def json_safe(value: Any) -> Any:
-    """A raw value as JSON can hold it (NaN/inf as text, numpy scalars as Python)."""
+    """A raw value as JSON can hold it (NaN/inf as text, numpy scalars as Python, no NULs)."""
     if value is None:
         return None
     if hasattr(value, "item"):
@@ -401,6 +527,8 @@ def json_safe(value: Any) -> Any:
             return None
         if math.isinf(value):
             return str(value)
-    if isinstance(value, int | float | str | bool):
+    if isinstance(value, str):
+        return text_safe(value)
+    if isinstance(value, bool | int | float):
         return value
-    return str(value)
+    return text_safe(str(value))

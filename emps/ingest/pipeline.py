@@ -1,12 +1,24 @@
 """One ingest run over the landing zone: recover, claim, parse, validate, load, archive.
 
 `ingest_landing` is the plain function behind the Prefect flow, the CLI and the benchmark.
+
 Files are handled in groups (bounded by bytes); each group is validated as few large frames and
 loaded in one transaction, so 1,000 one-row files cost one GX run and one commit, not 1,000.
+Whatever happens inside one file stays with that file:
+- what cannot be read, or breaks a limit (bytes, rows, seconds per file), quarantines the file
+  with the reason, and what cannot be read of a row quarantines that row;
+- an unexpected error while loading a group is narrowed down by halving the group until the
+  file that causes it is alone; that file is quarantined with the error, the others load;
+- a file that turns out large while it is read (EMPS_INGEST_BIG_FILE_BYTES decompressed) leaves
+  its group and loads in its own transaction after the small files, and between two large
+  files the run claims and loads the small files that arrived meanwhile;
+- a file a dead run left claimed is taken back alone, before any new file is claimed, and
+  quarantined unread once claimed EMPS_INGEST_MAX_ATTEMPTS times.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -18,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -30,19 +42,26 @@ from emps.catalog import Catalog, load_catalog
 from emps.db import Role, connect
 from emps.ingest import landing as zone
 from emps.ingest import load
+from emps.ingest.columns import reading_columns, required_columns, unknown_columns_warning
+from emps.ingest.files import FileRejected, open_regular
 from emps.ingest.parse import (
+    DELIMITERS,
+    INTERNAL_COLUMNS,
+    LINE,
     PROBLEM,
     ROW,
-    SMALL_FILE_BYTES,
-    FileRejected,
-    detect_format,
-    iter_records,
-    read_small,
+    Limits,
+    OpenQuote,
+    ReadNotes,
+    TooBigForGroup,
+    csv_fields,
+    read_records,
 )
 from emps.ingest.validate import (
     EQUIPMENT_ID_PATTERN,
     FILE,
     SuiteRunner,
+    apply_clocks,
     load_suite,
     mark_registered,
     prepare,
@@ -55,6 +74,7 @@ log = logging.getLogger("emps.ingest")
 LOAD_ATTEMPTS = 4
 RECONNECT_ATTEMPTS = 8
 RECONNECT_MAX_WAIT_S = 8
+MAX_RETRY_ROWS = 10_000  # quarantined rows an admin asked to retry, per run
 
 
 @dataclass
@@ -70,7 +90,9 @@ class FileOutcome:
     rows_loaded: int = 0
     rows_duplicate: int = 0
     rows_quarantined: int = 0
+    rows_conflict: int = 0
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
     equipment_ids: set[str] = field(default_factory=set)
     first_problem: str | None = field(default=None, repr=False)
 
@@ -82,12 +104,32 @@ class FileOutcome:
 
     def problem_summary(self) -> str | None:
         """`file: 2 of 7 rows quarantined (first: row 6: voltage value 5000 is outside ...)`."""
-        if not self.rows_quarantined:
+        parts = []
+        if self.rows_quarantined:
+            parts.append(
+                f"{self.rows_quarantined} of {self.rows_total} rows quarantined "
+                f"(first: {self.first_problem})"
+            )
+        if self.rows_conflict:
+            parts.append(
+                f"{self.rows_conflict} row(s) conflict with stored readings (kept for an "
+                "admin's review)"
+            )
+        if not parts:
             return None
-        return (
-            f"{self.file}: {self.rows_quarantined} of {self.rows_total} rows quarantined "
-            f"(first: {self.first_problem}); see raw.quarantined_rows"
-        )
+        return f"{self.file}: {'; '.join(parts)}; see raw.quarantined_rows"
+
+    def settle_status(self) -> None:
+        """loaded, partial, conflict or quarantined, from the counts."""
+        usable = self.rows_loaded + self.rows_duplicate + self.rows_conflict
+        if self.rows_quarantined and not usable:
+            self.status = "quarantined"
+        elif self.rows_quarantined:
+            self.status = "partial"
+        elif self.rows_conflict:
+            self.status = "conflict"
+        else:
+            self.status = "loaded"
 
 
 @dataclass
@@ -101,6 +143,7 @@ class IngestReport:
     )
     recovered: int = 0
     registered_equipment: list[str] = field(default_factory=list)
+    released_rows: int = 0
 
     @property
     def equipment_ids(self) -> set[str]:
@@ -124,6 +167,7 @@ class IngestReport:
             timings={k: self.timings.get(k, 0.0) + other.timings.get(k, 0.0) for k in self.timings},
             recovered=self.recovered + other.recovered,
             registered_equipment=self.registered_equipment + other.registered_equipment,
+            released_rows=self.released_rows + other.released_rows,
         )
 
     def summary(self) -> dict[str, Any]:
@@ -134,8 +178,10 @@ class IngestReport:
             "rows_loaded": self.total("rows_loaded"),
             "rows_duplicate": self.total("rows_duplicate"),
             "rows_quarantined": self.total("rows_quarantined"),
+            "rows_conflict": self.total("rows_conflict"),
             "equipment": len(self.equipment_ids),
             "recovered": self.recovered,
+            "released_rows": self.released_rows,
             **{k: round(v, 3) for k, v in self.timings.items()},
         }
 
@@ -147,6 +193,10 @@ def _runner(suite_text: str) -> SuiteRunner:
 
 
 _executor: ThreadPoolExecutor | None = None
+# Per landing zone, for the life of the process: when each waiting file was first seen as it is
+# (a run is called again and again while it lingers), and the kernel's arrival log.
+_settle_clocks: dict[Path, zone.SettleClock] = {}
+_arrival_logs: dict[Path, zone.ArrivalLog] = {}
 
 
 def _timed(function: Callable[..., Any], *args: Any) -> tuple[Any, float]:
@@ -162,17 +212,36 @@ def _validation_thread() -> ThreadPoolExecutor:
     return _executor
 
 
-def _forget_executor() -> None:
-    # A forked child has no copy of the parent's threads: it must start its own.
+def _forget_process_state() -> None:
+    # A forked child has no copy of the parent's threads or inotify reader: it starts its own.
     global _executor
     _executor = None
+    _arrival_logs.clear()
 
 
-os.register_at_fork(after_in_child=_forget_executor)
+os.register_at_fork(after_in_child=_forget_process_state)
 
 
 def suite_runner(catalog: Catalog) -> SuiteRunner:
     return _runner(json.dumps(load_suite(catalog), sort_keys=True))
+
+
+def watch_arrivals(settings: Settings | None = None) -> zone.ArrivalLog:
+    """Start (once per process) listening for files finished in incoming/; runs of this process
+    then claim those at once instead of waiting for them to settle."""
+    settings = settings or get_settings()
+    landing = zone.Landing(settings.landing_dir).ensure()
+    arrivals = _arrival_logs.get(landing.root)
+    if arrivals is None or not arrivals.active:
+        arrivals = _arrival_logs[landing.root] = zone.ArrivalLog(landing.incoming)
+    return arrivals
+
+
+def stop_watching_arrivals(settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    arrivals = _arrival_logs.pop(zone.Landing(settings.landing_dir).root, None)
+    if arrivals is not None:
+        arrivals.close()
 
 
 class Ingestor:
@@ -187,30 +256,43 @@ class Ingestor:
     ):
         self.settings = settings or get_settings()
         self.catalog = catalog or load_catalog(self.settings.catalog_path)
+        self.readings = reading_columns(self.catalog)
         self.landing = zone.Landing(self.settings.landing_dir).ensure()
         self.runner = suite_runner(self.catalog)
         self.on_file = on_file
         self.flow_run_id = flow_run_id
         self.claimer = f"{socket.gethostname()}:{os.getpid()}"
         self.results_dir = self.settings.home / "gx" / "results"
+        self.settle = _settle_clocks.setdefault(
+            self.landing.root, zone.SettleClock(self.settings.ingest_settle_s)
+        )
+        self.settle.settle_s = self.settings.ingest_settle_s
+        self.arrivals = _arrival_logs.get(self.landing.root)
+        self.headers: dict[int, list[str]] = {}  # CSV header per file, kept with unreadable rows
 
     # -- the run ---------------------------------------------------------------------------
 
     def run(self, names: list[str] | None = None, limit: int | None = None) -> IngestReport:
         """Ingest what waits in incoming/ (or only `names` there), plus claims left by dead runs."""
         report = IngestReport(run_id=self.flow_run_id or uuid.uuid4().hex[:12])
-        limit = limit or self.settings.ingest_max_files_per_run
+        budget = limit or self.settings.ingest_max_files_per_run
         conn = self._connect()
         try:
-            work = self._recover(conn, report)
-            work += self._claim_new(conn, names, max(limit - len(work), 0))
-            # A repeat of a file claimed in this same run waits until the first copy is done:
-            # it is a duplicate only if that copy actually loaded.
-            while work:
-                work, deferred = self._drop_duplicates(conn, work, report)
-                for group in self._groups(work):
-                    conn = self._load_with_retry(conn, group, report)
-                work = deferred
+            for claimed in self._recover(conn, report):
+                conn = self._load_alone(conn, claimed, report)
+            conn = self._retry_requested_rows(conn, report)
+            large: list[zone.ClaimedFile] = []
+            wanted = names
+            while True:
+                fresh = self._claim_new(conn, wanted, budget)
+                budget -= len(fresh)
+                conn, deferred = self._load_small(conn, fresh, report)
+                large += deferred
+                if not large:
+                    break
+                conn = self._load_alone(conn, large.pop(0), report)
+                # Small files that arrived while that one loaded go before the next large one.
+                wanted = None if names is None else []
         finally:
             conn.close()
         self._prune_results()
@@ -219,16 +301,105 @@ class Ingestor:
     def _connect(self, attempts: int = 1) -> psycopg.Connection:
         for attempt in range(attempts):
             try:
-                return connect(Role.WRITER, self.settings, autocommit=True)
+                return connect(Role.INGEST, self.settings, autocommit=True)
             except psycopg.OperationalError:
                 if attempt == attempts - 1:
                     raise
                 time.sleep(min(2**attempt, RECONNECT_MAX_WAIT_S))
         raise AssertionError("unreachable")
 
-    def _load_with_retry(
-        self, conn: psycopg.Connection, group: list[zone.ClaimedFile], report: IngestReport
+    def _load_small(
+        self, conn: psycopg.Connection, work: list[zone.ClaimedFile], report: IngestReport
+    ) -> tuple[psycopg.Connection, list[zone.ClaimedFile]]:
+        """Load newly claimed files in groups; returns the files too large for a group."""
+        large = [f for f in work if f.size_bytes > self.settings.ingest_big_file_bytes]
+        work = [f for f in work if f.size_bytes <= self.settings.ingest_big_file_bytes]
+        # A repeat of a file claimed in this same run waits until the first copy is done:
+        # it is a duplicate only if that copy actually loaded.
+        while work:
+            work, deferred = self._drop_duplicates(conn, work, report)
+            for group in self._groups(work):
+                conn, too_big = self._load_isolated(conn, group, report)
+                large += too_big
+            work = deferred
+        return conn, large
+
+    def _load_alone(
+        self, conn: psycopg.Connection, claimed: zone.ClaimedFile, report: IngestReport
     ) -> psycopg.Connection:
+        """One file in its own transaction (a large one, or one a dead run left claimed)."""
+        if claimed.attempts > self.settings.ingest_max_attempts:
+            return self._fail_file(
+                conn,
+                claimed,
+                f"ingest did not finish this file in {claimed.attempts - 1} attempts (each run "
+                "that took it was killed, crashed or lost its database while loading it); it is "
+                "quarantined so it no longer holds up other files. Re-ingest it from "
+                "quarantine/ once the cause is fixed",
+                report,
+            )
+        work, _ = self._drop_duplicates(conn, [claimed], report)
+        for single in work:
+            conn, _ = self._load_isolated(conn, [single], report, alone=True)
+        return conn
+
+    def _load_isolated(
+        self,
+        conn: psycopg.Connection,
+        group: list[zone.ClaimedFile],
+        report: IngestReport,
+        alone: bool = False,
+    ) -> tuple[psycopg.Connection, list[zone.ClaimedFile]]:
+        """Load a group; on an unexpected error, halve it until the file at fault is alone and
+        quarantine that file with the error. Database outages are not a file's fault: they
+        propagate once reconnecting failed (the claims are taken back by a later run)."""
+        try:
+            return self._load_with_retry(conn, group, report, alone)
+        except psycopg.OperationalError:
+            raise
+        except Exception as exc:
+            if len(group) == 1:
+                log.exception("ingest failed on %s", group[0].original_name)
+                reason = (
+                    f"the file could not be processed ({type(exc).__name__}: "
+                    f"{str(exc)[:300]}); it is kept in quarantine/. This is a fault in ingest, "
+                    "not in the file alone: report it with this message"
+                )
+                return self._fail_file(conn, group[0], reason, report), []
+            half = len(group) // 2
+            conn, first = self._load_isolated(conn, group[:half], report, alone)
+            conn, second = self._load_isolated(conn, group[half:], report, alone)
+            return conn, first + second
+
+    def _fail_file(
+        self,
+        conn: psycopg.Connection,
+        claimed: zone.ClaimedFile,
+        reason: str,
+        report: IngestReport,
+    ) -> psycopg.Connection:
+        """Quarantine a whole file, unread or after a failure, in its own statement."""
+        outcome = FileOutcome(
+            claimed.ledger_id,
+            claimed.original_name,
+            claimed.stored_name,
+            status="quarantined",
+            error=reason,
+        )
+        with conn.transaction():
+            batch = load.LoadGroup(conn, self.catalog)
+            batch.finish_files([self._ledger_row(outcome, rows_total=None)])
+        zone.quarantine(self.landing, claimed, reason)
+        self._emit(report, outcome)
+        return conn
+
+    def _load_with_retry(
+        self,
+        conn: psycopg.Connection,
+        group: list[zone.ClaimedFile],
+        report: IngestReport,
+        alone: bool,
+    ) -> tuple[psycopg.Connection, list[zone.ClaimedFile]]:
         """Load a group; when the database drops the connection, reconnect and load it again.
 
         The failed transaction was rolled back, so loading again cannot double anything. If the
@@ -239,9 +410,8 @@ class Ingestor:
             try:
                 if attempt:
                     group = self._unfinished(conn, group, report)
-                if group:
-                    self._load_group(conn, group, report)
-                return conn
+                deferred = self._load_group(conn, group, report, alone) if group else []
+                return conn, deferred
             except psycopg.OperationalError as exc:
                 if attempt == LOAD_ATTEMPTS - 1:
                     raise
@@ -253,7 +423,7 @@ class Ingestor:
                 conn.close()
                 time.sleep(min(2**attempt, RECONNECT_MAX_WAIT_S))
                 conn = self._connect(attempts=RECONNECT_ATTEMPTS)
-        return conn
+        return conn, []
 
     def _unfinished(
         self, conn: psycopg.Connection, group: list[zone.ClaimedFile], report: IngestReport
@@ -265,15 +435,19 @@ class Ingestor:
             if row is None or row.status not in load.FINISHED:
                 left.append(claimed)
                 continue
-            if row.status == "quarantined" and row.rows_total is None:
-                zone.quarantine(self.landing, claimed, row.error or "rejected")
-            else:
-                zone.archive(self.landing, claimed)
+            self._move_finished(claimed, row)
             report.recovered += 1
         return left
 
+    def _move_finished(self, claimed: zone.ClaimedFile, row: load.LedgerRow) -> None:
+        if row.status == "quarantined" and row.rows_total is None:
+            zone.quarantine(self.landing, claimed, row.error or "rejected")
+        else:
+            zone.archive(self.landing, claimed)
+
     def _recover(self, conn: psycopg.Connection, report: IngestReport) -> list[zone.ClaimedFile]:
-        """Finish files a previous run committed but did not move; retake stale claims."""
+        """Finish files a previous run committed but did not move; retake stale claims (each
+        is then loaded alone, before any new file is claimed)."""
         paths = zone.processing_files(self.landing)
         if not paths:
             return []
@@ -291,10 +465,7 @@ class Ingestor:
                 ledger_id=row.id if row else None,
             )
             if row is not None and row.status in load.FINISHED:
-                if row.status == "quarantined" and row.rows_total is None:
-                    zone.quarantine(self.landing, claimed, row.error or "rejected")
-                else:
-                    zone.archive(self.landing, claimed)
+                self._move_finished(claimed, row)
                 report.recovered += 1
                 continue
             ours = row is not None and row.claimed_by == self.claimer
@@ -305,7 +476,11 @@ class Ingestor:
             ):
                 continue  # another run may still be working on it
             if not claimed.sha256:
-                claimed.sha256 = zone.sha256_of(path)
+                try:
+                    claimed.sha256 = zone.sha256_of(path)
+                except FileRejected as exc:
+                    claimed.refused = exc.reason
+                    claimed.sha256 = f"refused:{path.name}"
             retaken.append(claimed)
         if retaken:
             load.record_claims(conn, retaken, self.flow_run_id, self.claimer)
@@ -319,17 +494,56 @@ class Ingestor:
         if limit <= 0:
             return []
         if names is None:
-            paths = zone.waiting_files(self.landing, limit)
+            found = zone.scan(
+                self.landing.incoming,
+                settle=self.settle,
+                announced=self.arrivals.announced if self.arrivals else None,
+            )
+            entries = found.ready[:limit]
+            self._note_ignored(conn, found.ignored)
         else:
-            paths = [self.landing.incoming / name for name in names[:limit]]
+            entries = [e for n in names[:limit] if (e := zone.entry_for(self.landing, n))]
         claimed = []
-        for path in paths:
-            taken = zone.claim(self.landing, path)
+        for entry in entries:
+            taken = zone.claim(self.landing, entry)
+            if self.arrivals is not None:
+                self.arrivals.forget(entry.rel)
             if taken is not None:
-                taken.sha256 = zone.sha256_of(taken.path)
                 claimed.append(taken)
         load.record_claims(conn, claimed, self.flow_run_id, self.claimer)
         return claimed
+
+    def _note_ignored(self, conn: psycopg.Connection, ignored: list[zone.Ignored]) -> None:
+        """Record entries ingest never claims once they are old enough to look forgotten; forget
+        those that went away."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.settings.ingest_ignored_warn_s)
+        old = [i for i in ignored if i.modified_at <= cutoff]
+        rows = conn.execute(
+            """
+            with current as (
+                select * from unnest(%s::text[], %s::text[], %s::bigint[], %s::timestamptz[])
+                    as c(path, why, size_bytes, modified_at)
+            ), gone as (
+                delete from raw.landing_ignored i
+                where not exists (select 1 from current c where c.path = i.path)
+            )
+            insert into raw.landing_ignored as i (path, why, size_bytes, modified_at)
+            select path, why, size_bytes, modified_at from current
+            on conflict (path) do update
+                set why = excluded.why, size_bytes = excluded.size_bytes,
+                    modified_at = excluded.modified_at, last_seen_at = now()
+            returning i.path, i.why, (xmax = 0) as new
+            """,
+            (
+                [load.text_safe(i.rel) for i in old],
+                [i.why for i in old],
+                [i.size for i in old],
+                [i.modified_at for i in old],
+            ),
+        ).fetchall()
+        for path, why, new in rows:
+            if new:
+                log.warning("incoming/%s is never ingested: it is %s", path, why)
 
     def _drop_duplicates(
         self, conn: psycopg.Connection, work: list[zone.ClaimedFile], report: IngestReport
@@ -382,13 +596,20 @@ class Ingestor:
     # -- one transaction -------------------------------------------------------------------
 
     def _load_group(
-        self, conn: psycopg.Connection, group: list[zone.ClaimedFile], report: IngestReport
-    ) -> None:
+        self,
+        conn: psycopg.Connection,
+        group: list[zone.ClaimedFile],
+        report: IngestReport,
+        alone: bool,
+    ) -> list[zone.ClaimedFile]:
+        """Load a group in one transaction; returns the files that left it for being large."""
         outcomes = {
             f.ledger_id: FileOutcome(f.ledger_id, f.original_name, f.stored_name) for f in group
         }
         by_id = {f.ledger_id: f for f in group}
         rejected: dict[int, FileRejected] = {}
+        deferred: list[zone.ClaimedFile] = []
+        chunk_rows = self.settings.ingest_chunk_rows
         with conn.transaction():
             batch = load.LoadGroup(conn, self.catalog)
             pending: list[tuple[int, pd.DataFrame | list[dict]]] = []
@@ -398,8 +619,8 @@ class Ingestor:
                 outcome = outcomes[claimed.ledger_id]
                 started = time.perf_counter()
                 try:
-                    for part in self._read_file(claimed, outcome):
-                        if pending_rows >= self.settings.ingest_chunk_rows:
+                    for part in self._read_file(claimed, outcome, alone):
+                        if pending_rows >= chunk_rows:
                             # The current file is not read to its end yet: its rows are
                             # staged, not copied directly (it may still turn out unreadable).
                             report.timings["parse_s"] += time.perf_counter() - started
@@ -410,21 +631,26 @@ class Ingestor:
                             pending, pending_rows = [], 0
                         pending.append((claimed.ledger_id, part))
                         pending_rows += len(part)
-                    if pending_rows >= self.settings.ingest_chunk_rows:
+                    if pending_rows >= chunk_rows:
                         report.timings["parse_s"] += time.perf_counter() - started
                         flushed |= self._flush(conn, batch, pending, outcomes, by_id, report)
                         started = time.perf_counter()
                         pending, pending_rows = [], 0
-                except FileRejected as exc:
-                    rejected[claimed.ledger_id] = exc
+                except (FileRejected, TooBigForGroup) as exc:
                     pending = [(i, part) for i, part in pending if i != claimed.ledger_id]
                     pending_rows = sum(len(part) for _, part in pending)
                     if claimed.ledger_id in flushed:
                         batch.discard(claimed.ledger_id)
-                    outcome.status, outcome.error = "quarantined", exc.reason
-                    outcome.rows_total = outcome.rows_duplicate = outcome.rows_quarantined = 0
-                    outcome.equipment_ids = set()
-                    outcome.first_problem = None
+                    if isinstance(exc, TooBigForGroup):
+                        deferred.append(claimed)
+                        del outcomes[claimed.ledger_id]
+                    else:
+                        rejected[claimed.ledger_id] = exc
+                        outcome.status, outcome.error = "quarantined", exc.reason
+                        outcome.rows_total = outcome.rows_duplicate = 0
+                        outcome.rows_quarantined = outcome.rows_conflict = 0
+                        outcome.equipment_ids = set()
+                        outcome.first_problem = None
                 report.timings["parse_s"] += time.perf_counter() - started
             if pending:
                 self._flush(conn, batch, pending, outcomes, by_id, report)
@@ -435,16 +661,12 @@ class Ingestor:
                 if ledger_id in rejected:
                     rows.append(self._ledger_row(outcome, rows_total=None))
                     continue
-                staged, inserted = counts.get(ledger_id, (0, 0))
+                offered, inserted, conflicts = counts.get(ledger_id, (0, 0, 0))
                 outcome.rows_loaded = inserted
-                outcome.rows_duplicate += staged - inserted
+                outcome.rows_conflict = conflicts
+                outcome.rows_duplicate += offered - inserted - conflicts
                 outcome.error = outcome.problem_summary()
-                if outcome.rows_quarantined == 0:
-                    outcome.status = "loaded"
-                elif outcome.rows_loaded + outcome.rows_duplicate > 0:
-                    outcome.status = "partial"
-                else:
-                    outcome.status = "quarantined"
+                outcome.settle_status()
                 rows.append(self._ledger_row(outcome, rows_total=outcome.rows_total))
             batch.finish_files(rows)
         report.timings["load_s"] += time.perf_counter() - started
@@ -459,6 +681,7 @@ class Ingestor:
             else:
                 zone.archive(self.landing, claimed)
             self._emit(report, outcome)
+        return deferred
 
     @staticmethod
     def _ledger_row(outcome: FileOutcome, rows_total: int | None) -> dict[str, Any]:
@@ -470,65 +693,121 @@ class Ingestor:
             "rows_loaded": outcome.rows_loaded,
             "rows_duplicate": outcome.rows_duplicate,
             "rows_quarantined": outcome.rows_quarantined,
+            "rows_conflict": outcome.rows_conflict,
             "error": outcome.error,
+            "warnings": outcome.warnings,
         }
 
+    def _limits(self, alone: bool) -> Limits:
+        settings = self.settings
+        return Limits(
+            max_bytes=settings.ingest_max_file_bytes,
+            max_rows=settings.ingest_max_file_rows,
+            max_seconds=settings.ingest_max_file_seconds,
+            group_bytes=None if alone else settings.ingest_big_file_bytes,
+        )
+
     def _read_file(
-        self, claimed: zone.ClaimedFile, outcome: FileOutcome
+        self, claimed: zone.ClaimedFile, outcome: FileOutcome, alone: bool
     ) -> Iterator[pd.DataFrame | list[dict]]:
         """The file's rows: one list of dicts for a small file, bounded frames for a large one."""
-        outcome.format = detect_format(claimed.path)
-        records = None
-        if claimed.size_bytes <= SMALL_FILE_BYTES:
-            records = read_small(claimed.path, outcome.format)
-        if records is not None:
-            if records:
-                columns: dict[str, None] = {}
-                for record in records:
-                    columns.update(dict.fromkeys(record))
-                self._require_columns(list(columns), records[0].get(PROBLEM))
-                for record in records:
-                    record[FILE] = claimed.ledger_id
-                outcome.rows_total = len(records)
-                yield records
-        else:
-            numeric = frozenset(self.catalog.sensor_names)
-            chunks = iter_records(
-                claimed.path, outcome.format, self.settings.ingest_chunk_rows, numeric
+        if claimed.refused:
+            raise FileRejected(claimed.refused)
+        notes = ReadNotes()
+        with open_regular(claimed.path) as handle:
+            fd = handle.fileno()
+            stamp = claimed.stamp
+            if stamp is not None and (os.fstat(fd).st_ino, os.fstat(fd).st_dev) != (
+                stamp.ino,
+                stamp.dev,
+            ):
+                raise FileRejected("the file in processing/ was replaced after it was claimed")
+
+            def settled() -> bool:
+                if stamp is None:  # taken back from a dead run: unchanged for a long time
+                    return True
+                now = zone.Stamp.of(os.fstat(fd))
+                return (now.size, now.mtime_ns) == (stamp.size, stamp.mtime_ns)
+
+            chunks = read_records(
+                handle,
+                chunk_rows=self.settings.ingest_chunk_rows,
+                numeric=frozenset(self.readings),
+                limits=self._limits(alone),
+                notes=notes,
+                settled=settled,
             )
+            checked = False
             for chunk in chunks:
-                if chunk.empty:
-                    continue
-                if outcome.rows_total == 0:
-                    first = chunk[PROBLEM].iloc[0] if PROBLEM in chunk.columns else None
-                    self._require_columns(list(chunk.columns), first)
-                chunk[FILE] = claimed.ledger_id
+                outcome.format = notes.format
+                if not checked:
+                    self._require_columns(notes.columns, chunk)
+                    checked = True
+                    if notes.format.startswith("csv"):
+                        self.headers[claimed.ledger_id] = list(notes.columns)
+                if isinstance(chunk, list):
+                    for record in chunk:
+                        record[FILE] = claimed.ledger_id
+                else:
+                    chunk[FILE] = claimed.ledger_id
                 outcome.rows_total += len(chunk)
                 yield chunk
+        outcome.format = notes.format
         if outcome.rows_total == 0:
             raise FileRejected("the file has a header but no readings")
+        if not checked:
+            self._require_columns(notes.columns, [])
+        outcome.warnings = list(notes.warnings)
+        if unknown := unknown_columns_warning(notes.columns, self.catalog):
+            outcome.warnings.append(unknown)
 
-    def _require_columns(self, columns: list[str], first_problem: Any) -> None:
-        data_columns = [c for c in columns if c not in (ROW, PROBLEM, "_line", FILE)]
-        if not data_columns and first_problem:
-            raise FileRejected(
-                f"no line is a JSON object with readings ({first_problem}); send a JSON "
-                "array of objects or one object per line"
-            )
-        required = ["equipment_id", "timestamp"] + [
-            s.name for s in self.catalog.sensors.values() if s.required
-        ]
-        missing = [c for c in required if c not in columns]
+    def _require_columns(self, columns: list[str], chunk: pd.DataFrame | list[dict]) -> None:
+        data_columns = [c for c in columns if c not in INTERNAL_COLUMNS]
+        if not data_columns:
+            first = None
+            if isinstance(chunk, list) and chunk:
+                first = chunk[0].get(PROBLEM)
+            elif isinstance(chunk, pd.DataFrame) and PROBLEM in chunk.columns and len(chunk):
+                first = chunk[PROBLEM].iloc[0]
+            if first:
+                raise FileRejected(
+                    f"no record is a JSON object with readings (first: {first}); send a JSON "
+                    "array of objects or one object per line"
+                )
+        missing = [c for c in required_columns(self.catalog) if c not in columns]
         if not missing:
             return
-        hint = ""
-        if len(data_columns) == 1 and any(sep in data_columns[0] for sep in ";\t|"):
-            hint = " The header looks like it uses another delimiter; use commas."
         shown = ", ".join(repr(c[:40]) for c in data_columns[:12]) or "no columns"
+        hint = ""
+        if len(data_columns) == 1 and any(sep in data_columns[0] for sep in ":/ "):
+            hint = " The header looks like it uses a delimiter other than , ; tab or |."
         raise FileRejected(
             f"required column(s) {', '.join(missing)} missing; the file has {shown}.{hint}",
             missing_columns=missing,
         )
+
+    def _validate(
+        self, conn: psycopg.Connection, raw: pd.DataFrame, report: IngestReport
+    ) -> tuple[pd.DataFrame, Any, pd.DataFrame, Any]:
+        """Type a batch and look up its equipment: (raw, prepared, rows for the suite, their
+        index in the typed frame)."""
+        prepared = prepare(raw, self.readings, self.settings.ingest_naive_timestamps_utc)
+        frame = prepared.frame
+        types = load.equipment_types(conn)
+        if self.settings.ingest_unknown_equipment == "register":
+            unknown = set(frame["equipment_id"].dropna().unique()) - set(types)
+            valid = {i for i in unknown if re.match(EQUIPMENT_ID_PATTERN, i)}
+            registered = load.register_equipment(conn, valid, self.catalog)
+            report.registered_equipment += registered
+            types = load.equipment_types(conn) if registered else types
+        # The equipment's type decides what its rows need: a counter-clocked type's counter
+        # (and the time it stands for), the channels that type requires.
+        apply_clocks(prepared, types, self.catalog)
+        skip = frame.index.isin(list(prepared.problems))
+        checked = frame[~skip].reset_index(drop=True)
+        original_index = frame.index[~skip].to_numpy()
+        mark_registered(checked, set(types))
+        return raw, prepared, checked, original_index
 
     def _flush(
         self,
@@ -548,27 +827,21 @@ class Ingestor:
             frames.append(pd.DataFrame.from_records(records))
         raw = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
         raw = raw.reset_index(drop=True)
-        sensors = self.catalog.sensor_names
-        prepared = prepare(raw, sensors, self.settings.ingest_naive_timestamps_utc)
+        raw, prepared, checked, original_index = self._validate(conn, raw, report)
         frame = prepared.frame
         repeated = self._exact_repeats(raw, frame, set(prepared.problems), outcomes)
         skip = frame.index.isin(list(prepared.problems) + repeated)
-        checked = frame[~skip].reset_index(drop=True)
-        original_index = frame.index[~skip].to_numpy()
-        known = load.known_equipment(conn)
-        if self.settings.ingest_unknown_equipment == "register":
-            unknown = set(checked["equipment_id"].dropna().unique()) - known
-            valid = {i for i in unknown if re.match(EQUIPMENT_ID_PATTERN, i)}
-            registered = load.register_equipment(conn, valid, self.catalog)
-            report.registered_equipment += registered
-            known |= set(registered)
-        mark_registered(checked, known)
+        if repeated:
+            keep = ~pd.Index(original_index).isin(repeated)
+            checked = checked[keep].reset_index(drop=True)
+            original_index = original_index[keep]
         report.timings["parse_s"] += time.perf_counter() - started
 
         # Rows whose key is well formed are COPYed into raw.sensor_readings while Great
         # Expectations validates the batch in a second thread (PostgreSQL works on the other
         # core); the rows it rejects are taken out again before the commit.
-        candidates = frame[~skip & frame["equipment_id"].notna() & frame["ts"].notna()]
+        well_formed = frame["equipment_id"].str.fullmatch(EQUIPMENT_ID_PATTERN).fillna(False)
+        candidates = frame[~skip & well_formed.astype(bool) & frame["ts"].notna()]
         if unfinished_file is not None:
             candidates = candidates[candidates[FILE].ne(unfinished_file)]
         started = time.perf_counter()
@@ -597,14 +870,34 @@ class Ingestor:
             batch.retract(frame.loc[inserted.index[inserted].intersection(bad_index)])
             settled = good.index.isin(inserted.index[inserted | stored])
             batch.count_direct(good[settled], good[good.index.isin(inserted.index[inserted])])
-            # Rows of a file not read to its end yet, and repeats of a key whose first row
-            # may just have been rejected: staging and `on conflict` sort them out.
+            # Rows of a file not read to its end yet, repeats of a key whose first row may just
+            # have been rejected, and stored keys with other values: staging, `on conflict` and
+            # the conflict check sort them out.
             batch.stage(good[~settled])
         for ledger_id, ids in good.groupby(FILE)["equipment_id"].unique().items():
             outcomes[int(ledger_id)].equipment_ids |= set(ids)
-        batch.quarantine(self._quarantine_rows(raw, frame, bad_index, reasons, outcomes, by_id))
+        self._note_refusals(prepared, reasons, outcomes)
+        batch.quarantine(self._quarantine_rows(prepared, bad_index, reasons, outcomes, by_id))
         report.timings["load_s"] += time.perf_counter() - started
         return {int(i) for i in raw[FILE].unique()}
+
+    @staticmethod
+    def _note_refusals(
+        prepared: Any, reasons: dict[int, list[str]], outcomes: dict[int, FileOutcome]
+    ) -> None:
+        """A ledger warning per file and column whose booleans were refused as numbers."""
+        for column, flags in prepared.booleans.items():
+            rows = flags[flags]
+            for ledger_id in prepared.frame.loc[rows.index, FILE].unique():
+                outcome = outcomes.get(int(ledger_id))
+                if outcome is None:
+                    continue
+                text = (
+                    f"refused to read JSON true/false as a number in column {column!r}: "
+                    "those rows are quarantined"
+                )
+                if text not in outcome.warnings:
+                    outcome.warnings.append(text)
 
     @staticmethod
     def _exact_repeats(
@@ -614,46 +907,123 @@ class Ingestor:
         twice, a duplicate rather than an error. Different values for one timestamp are left
         for the suite's uniqueness expectation to quarantine."""
         same_key = frame.duplicated([FILE, "equipment_id", "ts"], keep=False)
+        same_key &= ~frame.index.isin(list(skip))
         if not same_key.any():
             return []
-        columns = [c for c in raw.columns if c not in (ROW, PROBLEM)]
+        columns = [c for c in raw.columns if c not in INTERNAL_COLUMNS or c == FILE]
         candidates = raw.loc[same_key, columns].astype("str")
-        repeated = [int(i) for i in candidates.index[candidates.duplicated()] if i not in skip]
+        repeated = [int(i) for i in candidates.index[candidates.duplicated()]]
         for ledger_id, n in raw.loc[repeated, FILE].value_counts().items():
             outcomes[int(ledger_id)].rows_duplicate += int(n)
         return repeated
 
-    @staticmethod
     def _quarantine_rows(
-        raw: pd.DataFrame,
-        frame: pd.DataFrame,
+        self,
+        prepared: Any,
         bad_index: pd.Index,
         reasons: dict[int, list[str]],
         outcomes: dict[int, FileOutcome],
         by_id: dict[int, zone.ClaimedFile],
     ) -> list[tuple]:
+        raw, frame = prepared.raw, prepared.frame
         rows = []
-        raw_columns = [c for c in raw.columns if c not in load.INTERNAL_COLUMNS]
-        for index, row in raw.loc[bad_index].iterrows():
-            ledger_id = int(row[FILE])
-            values = {c: load.json_safe(row[c]) for c in raw_columns}
+        raw_columns = [c for c in raw.columns if c not in INTERNAL_COLUMNS or c == LINE]
+        for index in bad_index:
+            record = raw.loc[index]
+            ledger_id = int(record[FILE])
+            values = {c: load.json_safe(record[c]) for c in raw_columns}
+            kind = prepared.kinds.get(int(index), "invalid")
+            if kind != "invalid" and ledger_id in self.headers:
+                values["_header"] = self.headers[ledger_id]
             equipment_id = frame.at[index, "equipment_id"]
             rows.append(
                 (
                     ledger_id,
                     by_id[ledger_id].original_name,
-                    int(row[ROW]),
+                    int(record[ROW]),
                     None if pd.isna(equipment_id) else str(equipment_id),
                     reasons[index],
                     {k: v for k, v in values.items() if v is not None},
+                    kind,
                 )
             )
             outcome = outcomes[ledger_id]
             outcome.rows_quarantined += 1
             if outcome.first_problem is None:
                 first = reasons[index][0].split(" [expect_")[0]
-                outcome.first_problem = f"row {int(row[ROW])}: {first}"
+                outcome.first_problem = f"row {int(record[ROW])}: {first}"
         return rows
+
+    # -- rows an admin asked to retry --------------------------------------------------------
+
+    def _retry_requested_rows(
+        self, conn: psycopg.Connection, report: IngestReport
+    ) -> psycopg.Connection:
+        """Validate again the quarantined rows an admin asked to retry: those that pass load
+        (released), the others keep their new reasons."""
+        requested = conn.execute(
+            "select q.id, q.ingest_file_id, q.row_number, q.kind, q.raw_values, "
+            "q.retry_requested_by, f.format from raw.quarantined_rows q "
+            "left join raw.ingest_files f on f.id = q.ingest_file_id "
+            "where q.retry_requested_at is not null and q.resolution is null "
+            "order by q.id limit %s",
+            (MAX_RETRY_ROWS,),
+        ).fetchall()
+        if not requested:
+            return conn
+        records = []
+        for row_id, file_id, row_number, kind, values, _by, fmt in requested:
+            record = retry_record(kind, values, fmt or "")
+            record[ROW] = row_number or 0
+            record[FILE] = file_id or 0
+            record["_quarantined_row"] = row_id
+            records.append(record)
+        raw = pd.DataFrame.from_records(records)
+        by_row = dict(zip(raw.index, raw.pop("_quarantined_row"), strict=True))
+        who = {r[0]: r[5] for r in requested}
+        with conn.transaction():
+            batch = load.LoadGroup(conn, self.catalog)
+            raw, prepared, checked, original_index = self._validate(conn, raw, report)
+            parameters = suite_parameters(self.settings, datetime.now(UTC))
+            failures, _ = self.runner.run(checked, parameters)
+            for failure in failures:
+                failure.rows = [int(original_index[i]) for i in failure.rows]
+            reasons = row_reasons(prepared, failures, self.catalog, self.settings, parameters)
+            good = prepared.frame.drop(index=pd.Index(sorted(reasons), dtype="int64"))
+            batch.stage(good)
+            counts = batch.insert()
+            for index, texts in reasons.items():
+                conn.execute(
+                    "update raw.quarantined_rows set reasons = %s, retry_requested_at = null, "
+                    "resolution_note = %s where id = %s",
+                    (
+                        [load.text_safe(t) for t in texts],
+                        f"retried at {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: still refused",
+                        by_row[index],
+                    ),
+                )
+            released = [by_row[i] for i in good.index]
+            if released:
+                conn.execute(
+                    "update raw.quarantined_rows q set resolution = 'released', "
+                    "resolved_by = q.retry_requested_by, resolved_at = now(), "
+                    "resolution_note = 'retried: loaded, already stored, or now a conflict to review' "
+                    "where q.id = any(%s)",
+                    (released,),
+                )
+                for file_id, (offered, inserted, conflicts) in counts.items():
+                    conn.execute(
+                        "update raw.ingest_files set rows_loaded = coalesce(rows_loaded, 0) + %s, "
+                        "rows_duplicate = coalesce(rows_duplicate, 0) + %s, "
+                        "rows_conflict = coalesce(rows_conflict, 0) + %s, "
+                        "rows_quarantined = greatest(coalesce(rows_quarantined, 0) - %s, 0) "
+                        "where id = %s",
+                        (inserted, offered - inserted - conflicts, conflicts, offered, file_id),
+                    )
+            report.released_rows += len(released)
+            for row_id in released:
+                log.info("quarantined row %s released on %s's request", row_id, who[row_id])
+        return conn
 
     # -- reporting ---------------------------------------------------------------------------
 
@@ -677,6 +1047,33 @@ class Ingestor:
             old.unlink(missing_ok=True)
 
 
+def retry_record(kind: str, values: dict[str, Any], fmt: str) -> dict[str, Any]:
+    """A quarantined row as a record to validate again. A row the parser could not read is
+    read from its text: a CSV row by the header it came with, missing trailing fields empty
+    (the admin who asks for the retry takes the row as it is); a JSON row as its object."""
+    if kind == "invalid" or LINE not in values:
+        return {k: v for k, v in values.items() if k not in INTERNAL_COLUMNS}
+    text = str(values[LINE])
+    header = values.get("_header")
+    if fmt.startswith("csv") and isinstance(header, list):
+        formats = sorted(DELIMITERS.items(), key=lambda item: -len(item[1]))
+        delimiter = next((d for d, name in formats if fmt.startswith(name)), ",")
+        try:
+            fields = csv_fields(text, delimiter)
+        except (OpenQuote, csv.Error, UnicodeDecodeError):
+            fields = []
+        if 0 < len(fields) <= len(header):
+            return {n: (v.strip() or None) for n, v in zip(header, fields, strict=False)}
+    else:
+        try:
+            value = json.loads(text)
+        except (ValueError, RecursionError):
+            value = None
+        if isinstance(value, dict):
+            return {str(k).strip().lower(): v for k, v in value.items()}
+    return {PROBLEM: f"the row still cannot be read: {values.get('_problem', text[:80])}"}
+
+
 def ingest_landing(
     settings: Settings | None = None,
     names: list[str] | None = None,
@@ -689,9 +1086,10 @@ def ingest_landing(
 
 
 def files_waiting(settings: Settings | None = None) -> bool:
-    """True when a finished drop file waits in incoming/."""
+    """True when a regular file waits in incoming/ or its folders (ready or still settling)."""
     landing = zone.Landing((settings or get_settings()).landing_dir).ensure()
-    return bool(zone.waiting_files(landing, 1))
+    found = zone.scan(landing.incoming)
+    return bool(found.ready or found.settling)
 
 
 def stage_into_incoming(paths: list[Path], settings: Settings | None = None) -> list[str]:

@@ -24,7 +24,9 @@ import numpy as np
 import pandas as pd
 
 from emps.catalog import Catalog
-from emps.ingest.parse import PROBLEM, ROW
+from emps.ingest.columns import COUNTER, reading_channels, required_everywhere
+from emps.ingest.parse import KIND, PROBLEM, ROW
+from emps.ingest.timestamps import parse_timestamps
 from emps.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
@@ -34,9 +36,6 @@ SUITE_PATH = PROJECT_ROOT / "expectations" / f"{SUITE_NAME}.json"
 # Same rule as the raw.equipment check constraint (migration 0002).
 EQUIPMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 FILE = "ingest_file_id"
-MAX_EPOCH_S = 1e11  # year ~5100: larger numbers are milliseconds or garbage, not seconds
-OFFSET_AT_END = r"(?:[zZ]|[+-]\d\d(?::?\d\d)?)$"
-EPOCH_TEXT = r"[+-]?\d+(?:\.\d*)?"
 
 
 # -- the suite -------------------------------------------------------------------------------
@@ -91,10 +90,11 @@ def build_suite(catalog: Catalog) -> dict[str, Any]:
             column_list=[FILE, "equipment_id", "ts"],
         ),
     ]
-    for sensor in catalog.sensors.values():
+    everywhere = {channel.name for channel in required_everywhere(catalog)}
+    for sensor in reading_channels(catalog):
         low, high = sensor.valid_range
         expectation_for = f"{sensor.name} ({sensor.unit})"
-        if sensor.required:
+        if sensor.name in everywhere:
             expectations.append(
                 expectation(
                     "expect_column_values_to_not_be_null",
@@ -111,6 +111,15 @@ def build_suite(catalog: Catalog) -> dict[str, Any]:
                 max_value=float(high),
             )
         )
+    expectations.append(
+        expectation(
+            "expect_column_values_to_be_between",
+            f"{COUNTER} (a usage counter: cycles, operating hours) is a number from 0",
+            column=COUNTER,
+            min_value=0.0,
+            max_value=1e15,
+        )
+    )
     return {
         "name": SUITE_NAME,
         "expectations": expectations,
@@ -145,29 +154,44 @@ def load_suite(catalog: Catalog, path: Path = SUITE_PATH) -> dict[str, Any]:
 
 @dataclass
 class Prepared:
-    """A batch of rows ready for the suite: typed `frame`, the `raw` values, parse problems."""
+    """A batch of rows ready for the suite: typed `frame`, the `raw` values, parse problems
+    (row -> reasons) and their kinds, and per column the rows whose value was refused."""
 
     frame: pd.DataFrame
     raw: pd.DataFrame
     problems: dict[int, list[str]] = field(default_factory=dict)
     ts_problem: pd.Series | None = None
     bad_number: dict[str, pd.Series] = field(default_factory=dict)
+    booleans: dict[str, pd.Series] = field(default_factory=dict)
+    kinds: dict[int, str] = field(default_factory=dict)
 
 
 def prepare(raw: pd.DataFrame, sensors: list[str], naive_as_utc: bool) -> Prepared:
     """Type a batch of raw rows (from one or many files): ids as text, UTC timestamps, floats.
 
-    Values that are not numbers (text, NaN, inf) become +inf so the range expectation rejects
-    them; the reason shown uses the raw value.
+    Values that are not numbers (text, NaN, inf, JSON true/false) become +inf so the range
+    expectation rejects them; the reason shown uses the raw value. Rows the parser could not
+    read (`_problem`) are carried as problems and not typed further.
     """
     raw = raw.reset_index(drop=True)
     frame = pd.DataFrame(index=raw.index)
     frame[FILE] = raw[FILE].astype("int64")
     frame[ROW] = raw[ROW].astype("int64")
-    frame["equipment_id"] = _text(raw, "equipment_id")
-
-    ts_text = _text(raw, "timestamp")
-    ts, ts_problem = _parse_timestamps(ts_text, naive_as_utc)
+    problems: dict[int, list[str]] = {}
+    kinds: dict[int, str] = {}
+    if PROBLEM in raw.columns:
+        found = raw[PROBLEM].notna()
+        kind = raw[KIND] if KIND in raw.columns else pd.Series("malformed", index=raw.index)
+        for index, text in raw.loc[found, PROBLEM].items():
+            problems[int(index)] = [str(text)]
+            kinds[int(index)] = str(kind.at[index])
+    booleans: dict[str, pd.Series] = {}
+    ids, refused = _text(raw, "equipment_id")
+    frame["equipment_id"] = ids
+    _refuse(problems, refused, "equipment_id")
+    ts_text, refused = _text(raw, "timestamp")
+    _refuse(problems, refused, "timestamp")
+    ts, ts_problem = parse_timestamps(ts_text, naive_as_utc)
     frame["ts"] = ts
 
     bad_number: dict[str, pd.Series] = {}
@@ -176,10 +200,16 @@ def prepare(raw: pd.DataFrame, sensors: list[str], naive_as_utc: bool) -> Prepar
             frame[sensor] = np.nan
             continue
         values = raw[sensor]
-        if pd.api.types.is_numeric_dtype(values.dtype) and values.dtype != bool:
+        if pd.api.types.is_bool_dtype(values.dtype):
+            values = values.astype(object)
+        if pd.api.types.is_numeric_dtype(values.dtype):
             numbers = values.astype("float64")
             present = numbers.notna()
         else:
+            is_bool = values.map(_is_bool, na_action="ignore").fillna(False).astype(bool)
+            if is_bool.any():
+                booleans[sensor] = is_bool
+                values = values.mask(is_bool, "boolean")
             numbers = pd.to_numeric(values, errors="coerce").astype("float64")
             present = values.notna() & values.astype("str").str.strip().ne("")
         bad = present & ~np.isfinite(numbers)
@@ -187,12 +217,69 @@ def prepare(raw: pd.DataFrame, sensors: list[str], naive_as_utc: bool) -> Prepar
             numbers = numbers.mask(bad, np.inf)
             bad_number[sensor] = bad
         frame[sensor] = numbers
+    return Prepared(frame, raw, problems, ts_problem, bad_number, booleans, kinds)
 
-    problems: dict[int, list[str]] = {}
-    if PROBLEM in raw.columns:
-        for index, text in raw[PROBLEM].dropna().items():
-            problems[int(index)] = [str(text)]
-    return Prepared(frame, raw, problems, ts_problem, bad_number)
+
+def apply_clocks(prepared: Prepared, types: dict[str, str], catalog: Catalog) -> None:
+    """What each equipment's type asks of its rows: a counter-clocked type's rows carry their
+    counter (`cycle`), and without a timestamp stand at start + cycle x interval (`ts_derived`:
+    not wall time, so the age and future rules do not apply); a channel required by a type is
+    present on its rows. Rows that fail are added to the problems, naming the field."""
+    frame = prepared.frame
+    kind = frame["equipment_id"].map(types)
+    frame["ts_derived"] = False
+    everywhere = {channel.name for channel in required_everywhere(catalog)}
+    typed_required = [c.name for c in reading_channels(catalog) if c.required]
+    for type_name, etype in catalog.equipment_types.items():
+        rows = kind.eq(type_name).to_numpy()
+        if not rows.any():
+            continue
+        for channel in typed_required:
+            if channel in everywhere or channel not in etype.channels:
+                continue
+            for index in frame.index[rows & frame[channel].isna().to_numpy()]:
+                prepared.problems.setdefault(int(index), []).append(
+                    f"{channel} is required on {type_name} readings but missing"
+                )
+        if etype.clock.kind != "counter":
+            continue
+        cycle = frame[COUNTER]
+        for index in frame.index[rows & cycle.isna().to_numpy()]:
+            prepared.problems.setdefault(int(index), []).append(
+                f"{COUNTER} is missing: {type_name} equipment counts its life in "
+                f"{etype.clock.unit}s, and each of its readings carries the count"
+            )
+        derive = (
+            rows
+            & frame["ts"].isna().to_numpy()
+            & np.isfinite(cycle.to_numpy())
+            & (cycle.to_numpy() >= 0)
+        )
+        if derive.any():
+            start = pd.Timestamp(etype.clock.start)
+            frame.loc[derive, "ts"] = start + pd.to_timedelta(
+                cycle[derive] * etype.clock.interval_s, unit="s"
+            )
+            frame.loc[derive, "ts_derived"] = True
+            if prepared.ts_problem is not None:
+                prepared.ts_problem = prepared.ts_problem.mask(derive)
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool | np.bool_)
+
+
+def _refuse(problems: dict[int, list[str]], refused: pd.Series, column: str) -> None:
+    for index, value in refused.items():
+        problems.setdefault(int(index), []).append(
+            f"{column} {_show(value)} is a JSON {_json_type(value)}; send it as text"
+        )
+
+
+def _json_type(value: Any) -> str:
+    if _is_bool(value):
+        return "boolean"
+    return "number" if isinstance(value, int | float | np.number) else type(value).__name__
 
 
 def mark_registered(frame: pd.DataFrame, known: set[str]) -> None:
@@ -203,64 +290,25 @@ def mark_registered(frame: pd.DataFrame, known: set[str]) -> None:
     frame["equipment_registered"] = flag
 
 
-def _text(raw: pd.DataFrame, column: str) -> pd.Series:
+def _text(raw: pd.DataFrame, column: str) -> tuple[pd.Series, pd.Series]:
+    """The column as stripped text (empty = missing), and the values refused: JSON booleans,
+    and numbers other than whole ones for an id (a float id is a typing accident)."""
     if column not in raw.columns:
-        return pd.Series(np.nan, index=raw.index, dtype="str")
-    text = raw[column].astype("str").str.strip()
-    return text.mask(text.eq(""))
-
-
-def _parse_timestamps(text: pd.Series, naive_as_utc: bool) -> tuple[pd.Series, pd.Series]:
-    ts = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us, UTC]")
-    problem = pd.Series(None, index=text.index, dtype=object)
-    missing = text.isna()
-    problem[missing] = "timestamp is missing"
-
-    # Only digit strings are epoch seconds; matching them first spares a numeric parse of
-    # every ISO string.
-    epoch = text.str.fullmatch(EPOCH_TEXT).fillna(False).astype(bool)
-    numbers = pd.to_numeric(text[epoch], errors="coerce")
-    plausible_numbers = numbers[numbers.abs().lt(MAX_EPOCH_S)]
-    if len(plausible_numbers):
-        ts[plausible_numbers.index] = pd.to_datetime(plausible_numbers, unit="s", utc=True)
-    implausible = epoch & ~text.index.isin(plausible_numbers.index)
-    problem[implausible] = (
-        "timestamp "
-        + _quoted(text[implausible])
-        + (" is too large for epoch seconds (milliseconds?)")
-    )
-
-    textual = ~missing & ~epoch
-    if textual.any():
-        candidates = text[textual]
-        if not naive_as_utc:
-            naive = ~candidates.str.contains(OFFSET_AT_END, regex=True)
-            if naive.any():
-                # Only a valid date and time lacks just the offset; garbage is reported below.
-                readable = pd.to_datetime(
-                    candidates[naive], format="ISO8601", utc=True, errors="coerce"
-                ).notna()
-                offsetless = readable[readable].index
-                problem[offsetless] = (
-                    "timestamp "
-                    + _quoted(candidates[offsetless])
-                    + " has no UTC offset (add +00:00 or Z, or set "
-                    "EMPS_INGEST_NAIVE_TIMESTAMPS_UTC=true)"
-                )
-                candidates = candidates.drop(index=offsetless)
-        parsed = pd.to_datetime(candidates, format="ISO8601", utc=True, errors="coerce")
-        ts[parsed.index] = parsed
-        unparsed = parsed.isna()
-        problem[unparsed[unparsed].index] = (
-            "timestamp "
-            + _quoted(candidates[unparsed])
-            + " is not ISO-8601 with an offset nor epoch seconds"
-        )
-    return ts, problem
-
-
-def _quoted(values: pd.Series) -> pd.Series:
-    return "'" + values.astype("str").str.slice(0, 60) + "'"
+        return pd.Series(np.nan, index=raw.index, dtype="str"), pd.Series(dtype=object)
+    values = raw[column]
+    refused = pd.Series(dtype=object)
+    if values.dtype == object:
+        kind = values.map(type, na_action="ignore")
+        odd = kind.notna() & ~kind.isin([str])
+        if odd.any():
+            wrong = values[odd].map(
+                lambda v: _is_bool(v) or (column == "equipment_id" and isinstance(v, float))
+            )
+            refused = values[odd][wrong.astype(bool)]
+            values = values.mask(values.index.isin(refused.index), None)
+    text = values.astype("str").str.strip()
+    text = text.mask(values.isna() | text.eq(""))
+    return text, refused
 
 
 # -- running the suite -----------------------------------------------------------------------
@@ -353,10 +401,18 @@ def row_reasons(
     reasons: dict[int, list[str]] = defaultdict(list)
     for index, texts in prepared.problems.items():
         reasons[index].extend(texts)
+    derived = prepared.frame.get("ts_derived")
     for failure in failures:
         column = failure.kwargs.get("column")
         tag = f" [{failure.kind}]"
         for row in failure.rows:
+            if (
+                column == "ts"
+                and failure.kind == "expect_column_values_to_be_between"
+                and derived is not None
+                and bool(derived.at[row])
+            ):
+                continue  # counter time (start + cycle x interval) is not wall time
             reasons[row].append(
                 _reason(failure, column, row, prepared, catalog, settings, parameters) + tag
             )
@@ -406,10 +462,21 @@ def _reason(
             f"equipment_id {_show(frame.at[row, 'equipment_id'])} has more than one different "
             f"reading at {frame.at[row, 'ts'].isoformat()} in this file"
         )
-    sensor = catalog.sensors.get(column)
+    if column == COUNTER:
+        bad = prepared.bad_number.get(column)
+        if bad is not None and bool(bad.at[row]):
+            return f"{COUNTER} value {_show(raw.at[row, column])} is not a number"
+        return f"{COUNTER} value {frame.at[row, column]:g} is not a usage count (0 or more)"
+    sensor = {channel.name: channel for channel in reading_channels(catalog)}.get(column)
     if sensor is not None:
         if kind == "expect_column_values_to_not_be_null":
             return f"{column} is required but missing"
+        booleans = prepared.booleans.get(column)
+        if booleans is not None and bool(booleans.at[row]):
+            return (
+                f"{column} value {str(raw.at[row, column]).lower()} is a boolean (true/false), "
+                "not a number; it is not read as 1 or 0"
+            )
         bad = prepared.bad_number.get(column)
         if bad is not None and bool(bad.at[row]):
             return f"{column} value {_show(raw.at[row, column])} is not a number"

@@ -148,7 +148,7 @@ def backfill(
     staged = copy_statement("sim_stage", sensors)
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in ["equipment_id", "ts", *sensors])
     began = time.perf_counter()
-    with connect(Role.WRITER, settings) as conn:
+    with connect(Role.INGEST, settings) as conn:
         # A crash loses at most the last chunks, which a rerun writes again.
         conn.execute("set synchronous_commit = off")
         conn.execute(

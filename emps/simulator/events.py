@@ -6,7 +6,7 @@ Backfill records a whole window at once; live records each interval as it passes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import psycopg
@@ -59,10 +59,20 @@ def register_fleet(conn: psycopg.Connection, fleet: Fleet) -> int:
     return len(fleet)
 
 
-def record_events(
-    conn: psycopg.Connection, fleet: Fleet, start: datetime, end: datetime
-) -> EventCounts:
-    """Write the failures, repairs, services and truth that fall in [start, end)."""
+@dataclass
+class FleetEvents:
+    """What happened to a fleet over a window: failures (equipment, failed at, mode, repaired at
+    or None, note), repairs and preventive services (equipment, began, done[, note]), and the
+    simulator's truth about each degradation."""
+
+    failures: list[tuple] = field(default_factory=list)
+    repairs: list[tuple] = field(default_factory=list)
+    services: list[tuple] = field(default_factory=list)
+    truth: list[tuple] = field(default_factory=list)
+
+
+def fleet_events(fleet: Fleet, start: datetime, end: datetime) -> FleetEvents:
+    """The failures, repairs, services and truth that fall in [start, end)."""
     start_s, end_s = int(start.timestamp()), int(end.timestamp())
     failures, repairs, truth, services = [], [], [], []
     for eq in fleet.equipment:
@@ -101,7 +111,20 @@ def record_events(
             for s in eq.services_between(start_s, end_s)
             if s.end_s <= end_s
         ]
+    return FleetEvents(failures, repairs, services, truth)
 
+
+def record_events(
+    conn: psycopg.Connection, fleet: Fleet, start: datetime, end: datetime
+) -> EventCounts:
+    """Write the failures, repairs, services and truth that fall in [start, end)."""
+    events = fleet_events(fleet, start, end)
+    failures, repairs, services, truth = (
+        events.failures,
+        events.repairs,
+        events.services,
+        events.truth,
+    )
     counts = EventCounts()
     with conn.cursor() as cur:
         # A failure first recorded while its repair was still ahead gets repaired_at later.

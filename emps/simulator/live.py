@@ -141,7 +141,7 @@ class LiveSimulator:
         since = self._events_from or ts - timedelta(seconds=self.interval_s)
         until = ts + timedelta(seconds=1)
         try:
-            with connect(Role.WRITER, self.settings) as conn:
+            with connect(Role.INGEST, self.settings) as conn:
                 if not self._registered:
                     register_fleet(conn, self.fleet)
                     self._registered = True

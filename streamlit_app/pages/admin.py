@@ -36,13 +36,28 @@ with st.form("save_user"):
     display_name = cols[2].text_input("Display name", key="ad_display")
     cols = st.columns([2, 1])
     password = cols[0].text_input(
-        "Password (blank keeps the current one)", type="password", key="ad_password"
+        "Password (blank keeps the current one)",
+        type="password",
+        key="ad_password",
+        help="A password you set for someone else is temporary: they choose their own at their "
+        "next sign-in.",
     )
     active = cols[1].checkbox("Active", value=True, key="ad_active")
     if st.form_submit_button("Save user"):
         _run(
             lambda: actions.save_user(user, username, role, display_name, password or None, active),
             f"User {username.strip().lower()} saved.",
+        )
+
+with st.form("revoke_sessions"):
+    cols = st.columns([2, 1])
+    revoke_name = cols[0].text_input(
+        "End every session and API token of", key="ad_revoke", help="A lost laptop, a leaked token"
+    )
+    if cols[1].form_submit_button("Sign them out"):
+        _run(
+            lambda: actions.revoke_sessions(user, revoke_name),
+            f"Sessions and tokens of {revoke_name.strip().lower()} ended.",
         )
 
 st.subheader("Thresholds")

@@ -18,8 +18,8 @@ waiting = data.notification_backlog()
 if waiting.oldest_age_s > get_settings().notify_pending_alert_s:
     st.warning(
         f"Crews may not be getting alert notifications: {waiting.waiting} waiting to be sent, "
-        f"the oldest for {waiting.oldest_age_s / 60:.0f} min. Last error: "
-        f"{plain(waiting.last_error or 'none recorded')}",
+        f"the oldest for {waiting.oldest_age_s / 60:.0f} min. `emps notify status` on the server "
+        "shows the last error.",
         icon=":material/mail_lock:",
     )
 

@@ -65,7 +65,9 @@ if not user.role.can_act:
         "create, reschedule or complete tasks."
     )
 locked = not user.role.can_act
-create_tab, reschedule_tab, complete_tab = st.tabs(["Create", "Reschedule", "Complete"])
+create_tab, reschedule_tab, complete_tab, failure_tab = st.tabs(
+    ["Create", "Reschedule", "Complete", "Record a failure"]
+)
 
 
 def _run(action, done: str) -> None:
@@ -115,9 +117,42 @@ with reschedule_tab, st.form("reschedule_task"):
 with complete_tab, st.form("complete_task"):
     task_id = st.selectbox("Task", list(task_labels), format_func=task_labels.get, key="mt_cp")
     outcome = st.radio("Outcome", actions.OUTCOMES, horizontal=True, key="mt_cp_outcome")
+    cols = st.columns(2)
+    done_day = cols[0].date_input("Done on", now.date(), max_value=now.date(), key="mt_cp_day")
+    done_at = cols[1].time_input(
+        "Time (UTC)", now.time().replace(second=0, microsecond=0), key="mt_cp_time"
+    )
     note = st.text_area("What was done", max_chars=actions.MAX_NOTE_LENGTH, key="mt_cp_note")
+    st.caption(
+        "The outcome teaches the model: failed before service records the failure, fault found "
+        "a failure prevented in time."
+    )
     if st.form_submit_button("Complete", disabled=locked or not task_labels):
+        done = min(datetime.combine(done_day, done_at, tzinfo=UTC), now)
         _run(
-            lambda: actions.complete_task(user, task_id, outcome, note),
+            lambda: actions.complete_task(user, task_id, outcome, note, completed_at=done),
             f"Task #{task_id} completed ({outcome}).",
+        )
+
+with failure_tab, st.form("record_failure"):
+    equipment_id = st.selectbox("Equipment", data.equipment_ids(), key="mt_fail_eq")
+    cols = st.columns(2)
+    fail_day = cols[0].date_input("Failed on", now.date(), max_value=now.date(), key="mt_fail_day")
+    fail_at = cols[1].time_input(
+        "Time (UTC)", now.time().replace(second=0, microsecond=0), key="mt_fail_time"
+    )
+    mode = st.text_input("What failed (failure mode)", max_chars=200, key="mt_fail_mode")
+    repaired = st.checkbox("Running again", key="mt_fail_repaired")
+    cols = st.columns(2)
+    fixed_day = cols[0].date_input("Since", now.date(), max_value=now.date(), key="mt_fail_fix_day")
+    fixed_at = cols[1].time_input(
+        "Time (UTC) ", now.time().replace(second=0, microsecond=0), key="mt_fail_fix_time"
+    )
+    note = st.text_area("Notes", max_chars=actions.MAX_NOTE_LENGTH, key="mt_fail_note")
+    if st.form_submit_button("Record failure", disabled=locked):
+        failed_at = datetime.combine(fail_day, fail_at, tzinfo=UTC)
+        repaired_at = datetime.combine(fixed_day, fixed_at, tzinfo=UTC) if repaired else None
+        _run(
+            lambda: actions.record_failure(user, equipment_id, failed_at, mode, note, repaired_at),
+            f"Failure of {equipment_id} at {failed_at:%Y-%m-%d %H:%M} UTC recorded.",
         )

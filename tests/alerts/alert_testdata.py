@@ -41,7 +41,7 @@ def write_prediction(
             "value": 1.3,
         }
     ]
-    with connect(Role.WRITER, settings) as conn:
+    with connect(Role.SCORING, settings) as conn:
         pid = conn.execute(
             "insert into ops.predictions (equipment_id, ts, failure_probability, health_score,"
             " severity, days_until_failure, model_version, explanation)"

@@ -254,16 +254,13 @@ def test_sms_goes_through_the_gateway_with_token_and_retries(alert_settings, sms
     assert request["text"].startswith("EMPS CRITICAL GEN-0101@ALPHA: 92% fail risk")
 
 
-def test_outbox_rows_roll_back_with_a_failed_alert(alert_settings, crew):
-    """If the alert cannot be written, no notification row is left behind."""
+def test_an_event_naming_no_prediction_leaves_nothing_behind(alert_settings, crew, caplog):
+    """An event for a prediction that is not in ops.predictions opens no alert, queues no
+    notification, and is reported in the log."""
     add_equipment(alert_settings, "GEN-0105")
     payload = write_prediction(alert_settings, "GEN-0105", 0.9, "CRITICAL")
     payload["prediction_id"] += 1000  # no such prediction
-    try:
-        process_prediction(payload, alert_settings, crew)
-    except LookupError as exc:
-        assert "not in ops.predictions" in str(exc)
-    else:
-        raise AssertionError("a missing prediction must be reported")
+    assert process_prediction(payload, alert_settings, crew).action == "unknown"
+    assert "not in ops.predictions" in caplog.text
     assert _statuses(alert_settings) == {}
     assert psycopg  # the module is imported for the error types used above

@@ -8,7 +8,7 @@ import pytest
 from alert_testdata import add_equipment, write_prediction
 
 from emps.alerting.rules import (
-    PredictionSignal,
+    PredictionKey,
     auto_resolve,
     escalate_unacknowledged,
     process_pending,
@@ -104,7 +104,7 @@ def test_unacknowledged_critical_escalates_and_acknowledging_stops_it(alert_sett
     assert first.escalated == [alert_id]
     second = escalate_unacknowledged(alert_settings, crew, now=now + 2 * delay)
     assert second.escalated == [alert_id]
-    with connect(Role.WRITER, alert_settings) as conn:
+    with connect(Role.OWNER, alert_settings) as conn:  # a person acts: the CLI on the server
         conn.execute("select ops.acknowledge_alert(%s, 'tech.jones')", (alert_id,))
     third = escalate_unacknowledged(alert_settings, crew, now=now + 3 * delay)
     assert third.escalated == []
@@ -126,7 +126,7 @@ def test_completed_task_resolves_its_alert(alert_settings, crew):
     add_equipment(alert_settings, "GEN-0006")
     payload = write_prediction(alert_settings, "GEN-0006", 0.9, "CRITICAL")
     outcome = process_prediction(payload, alert_settings, crew)
-    with connect(Role.WRITER, alert_settings) as conn:
+    with connect(Role.OWNER, alert_settings) as conn:  # a person acts: the CLI on the server
         conn.execute(
             "select ops.complete_maintenance_task(%s, 'fault_found', 'tech')", (outcome.task_id,)
         )
@@ -157,11 +157,11 @@ def test_event_payload_errors_name_the_field():
         "failure_probability": 0.9,
         "severity": "CRITICAL",
     }
-    assert PredictionSignal.from_payload(base).prediction_ts.microsecond == 123456
+    assert PredictionKey.from_payload(base).prediction_ts.microsecond == 123456
     with pytest.raises(ValueError, match="lacks prediction_id"):
-        PredictionSignal.from_payload({**base, "prediction_id": None})
+        PredictionKey.from_payload({**base, "prediction_id": None})
     with pytest.raises(ValueError, match="no time zone offset"):
-        PredictionSignal.from_payload({**base, "prediction_ts": "2026-11-27T17:00:00"})
+        PredictionKey.from_payload({**base, "prediction_ts": "2026-11-27T17:00:00"})
 
 
 def test_prediction_whose_event_was_lost_is_picked_up_by_the_next_run(alert_settings, crew):

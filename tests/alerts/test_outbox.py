@@ -40,7 +40,7 @@ from emps.supervisor import mail_and_metrics
 def _queue(settings: Settings, count: int, attachments: dict[int, list[Path]] | None = None):
     """`count` emails to distinct crews, as the daily report queues them; returns their keys."""
     keys = [f"test/{i:03d}" for i in range(count)]
-    with connect(Role.WRITER, settings) as conn, conn.transaction():
+    with connect(Role.ALERTING, settings) as conn, conn.transaction():
         for i, key in enumerate(keys):
             enqueue_email(
                 conn,
@@ -171,7 +171,7 @@ def test_attachments_come_only_from_the_reports_folder(alert_settings, mailbox, 
     link = reports / "innocent.csv"
     link.symlink_to(secret)
     (reports / "tasks.csv").write_text("task_id\n7\n")
-    with connect(Role.WRITER, alert_settings) as conn:
+    with connect(Role.ALERTING, alert_settings) as conn:
         for path in (secret, link, reports / ".." / ".env"):
             with pytest.raises(AttachmentError, match="refused"):
                 enqueue_email(
@@ -278,7 +278,7 @@ def test_a_sender_whose_lease_ran_out_cannot_send_or_mark_a_row_another_sender_t
     handler, _ = mailbox
     _queue(alert_settings, 1)
     clock.advance(1)  # the row is due
-    with connect(Role.WRITER, alert_settings, autocommit=True) as conn:
+    with connect(Role.ALERTING, alert_settings, autocommit=True) as conn:
         conn.row_factory = dict_row
         stale = claim_due(conn, worker="stalled", limit=10, settings=alert_settings, clock=clock)
         (row,) = stale.rows
@@ -389,7 +389,7 @@ def test_implicit_tls_server_on_its_own_port_gets_the_mail(alert_settings, serve
 
 
 def _queue_one_more(settings: Settings) -> None:
-    with connect(Role.WRITER, settings) as conn:
+    with connect(Role.ALERTING, settings) as conn:
         enqueue_email(
             conn,
             to="late@crews.example",
@@ -447,7 +447,7 @@ def test_the_oldest_waiting_notification_is_measured_from_when_it_became_due(ale
         )
     clock.advance(600)
     with connect(Role.READER, alert_settings) as conn:
-        waiting = backlog(conn, clock.now())
+        waiting = backlog(conn, clock.now(), detailed=False)
     assert waiting.waiting == 1  # the one held back by quiet hours is not late
     assert 590 < waiting.oldest_age_s < 660
     assert send_notifications(alert_settings, clock=clock).sent == 1

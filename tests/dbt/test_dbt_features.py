@@ -17,15 +17,6 @@ from emps.catalog import load_catalog
 # Float64 running sums (dbt) against two-pass / least squares (numpy): agree to ~1e-10.
 RTOL, ATOL = 1e-6, 1e-8
 FEATURE_MODELS = ["+fct_equipment_features"]
-INCREMENTAL = [
-    "int_sensor_readings_slots",
-    "int_regime_norms",
-    "int_slot_levels",
-    "int_site_slot_levels",
-    "int_equipment_first_readings",
-    "int_equipment_baselines",
-    "fct_equipment_features",
-]
 
 
 def gappy_series(equipment_id: str, start: datetime, seed: int) -> pd.DataFrame:
@@ -108,7 +99,7 @@ def test_incremental_runs_match_a_full_rebuild(two_gappy_machines, writer, db, p
             [series(e, start, periods=periods, minutes=1, seed=9) for e in ("M-1", "M-2")]
         )
         insert_readings(writer, extra)
-        transform.build(select=INCREMENTAL, settings=db, extra_vars=forced)
+        transform.build(selector=transform.AFTER_INGEST_SELECTOR, settings=db, extra_vars=forced)
     after = dbt_features(db)
     assert len(after) > len(before)
     # Slots that were over are not touched: no later reading leaks into them.
@@ -118,6 +109,38 @@ def test_incremental_runs_match_a_full_rebuild(two_gappy_machines, writer, db, p
     pd.testing.assert_frame_equal(kept, settled)
     transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db)
     assert_features_equal(after, dbt_features(db))
+
+
+def test_a_late_reading_updates_its_own_slot_and_the_newest(two_gappy_machines, writer, db):
+    """A reading that arrives late, for a slot before the newest, recomputes that slot's row,
+    and the next reading in the newest slot sees it in its windows: both rows equal a full
+    rebuild's (rows in between keep their values until a full build)."""
+    transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db)
+    readings, _ = two_gappy_machines
+    own = readings.loc[readings["equipment_id"] == "M-1", "ts"]
+    last = own.max()
+    # The last reading of a ten-minute slot five hours back (its 10-minute readings come at the
+    # start of their slots): the slot's values change.
+    late_at = (last - timedelta(hours=5)).floor("10min") + timedelta(minutes=9, seconds=30)
+    late = series("M-1", late_at, periods=1, seed=21)
+    late.iloc[:, 2:] = late.iloc[:, 2:] * 1.05
+    insert_readings(writer, late)
+    transform.build_after_ingest(db)
+    insert_readings(writer, series("M-1", last + timedelta(seconds=30), periods=1, seed=22))
+    transform.build_after_ingest(db)
+    live = dbt_features(db)
+    transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db)
+    rebuilt = dbt_features(db)
+    width = load_catalog().equipment_types[first_type()].features.slot
+    touched = {
+        int(t.timestamp() // width) for t in (late["ts"].iloc[0], last + timedelta(seconds=30))
+    }
+
+    def pick(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[(frame["equipment_id"] == "M-1") & frame["slot"].isin(touched)]
+
+    assert len(pick(live)) == 2
+    assert_features_equal(pick(live), pick(rebuilt))
 
 
 def test_the_reading_cadence_does_not_change_the_features(writer, db):

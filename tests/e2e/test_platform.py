@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import email
 import email.policy
+import json
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -56,11 +58,36 @@ class Platform:
     prefect: str
     mlflow: str
     dashboard: str
-    database: str
+
+    def secrets(self) -> dict:
+        """What `emps up` generated: `emps secrets show --database` prints the same."""
+        return json.loads((self.home / "secrets.json").read_text())
+
+    @property
+    def database(self) -> str:
+        """The platform database as the dashboard's read-only role, with its password."""
+        password = self.secrets()["database"]["emps_reader"]
+        return f"postgresql://emps_reader:{password}@127.0.0.1:{self.env['EMPS_PG_PORT']}/emps"
 
     def sql(self, query: str, *params):
         with psycopg.connect(self.database, autocommit=True) as conn:
             return conn.execute(query, params).fetchall()
+
+    def prefect_api(self) -> httpx.Client:
+        """The Prefect API as a user's script reaches it: the auth string, and a CSRF token for
+        the calls that change something (an open client)."""
+        user, password = self.secrets()["prefect_auth"].split(":", 1)
+        client = httpx.Client(base_url=self.prefect + "/", auth=(user, password), timeout=10)
+        client_id = str(uuid.uuid4())
+        token = client.get("csrf-token", params={"client": client_id}).raise_for_status()
+        client.headers.update(
+            {"Prefect-Csrf-Token": token.json()["token"], "Prefect-Csrf-Client": client_id}
+        )
+        return client
+
+    def mlflow_auth(self) -> tuple[str, str]:
+        user, password = self.secrets()["mlflow_auth"].split(":", 1)
+        return user, password
 
 
 def free_ports(count: int) -> list[int]:
@@ -138,7 +165,6 @@ def platform() -> Iterator[Platform]:
         prefect=f"http://127.0.0.1:{prefect}/api",
         mlflow=f"http://127.0.0.1:{mlflow}",
         dashboard=f"http://127.0.0.1:{streamlit}",
-        database=f"postgresql://emps_reader@127.0.0.1:{pg}/emps",
     )
     try:
         wait_for("EMPS is up", lambda: "EMPS is up" in output.read_text(), 1500, running)
@@ -166,26 +192,26 @@ def drop_csv(incoming: Path, name: str, rows: list[dict]) -> None:
 
 def deployment_runs(platform: Platform, deployment: str, state: str = "COMPLETED") -> list[dict]:
     flow, name = deployment.split("/")
-    dep = httpx.get(f"{platform.prefect}/deployments/name/{flow}/{name}", timeout=10).json()
+    prefect = platform.prefect_api()
+    dep = prefect.get(f"deployments/name/{flow}/{name}").json()
     body = {
         "flow_runs": {"deployment_id": {"any_": [dep["id"]]}, "state": {"type": {"any_": [state]}}},
         "limit": 50,
     }
-    return httpx.post(f"{platform.prefect}/flow_runs/filter", json=body, timeout=10).json()
+    return prefect.post("flow_runs/filter", json=body).json()
 
 
 def run_deployment(platform: Platform, deployment: str) -> None:
     """Run a deployment now, as "Quick run" in the Prefect UI does, until a run completes (a run
     the concurrency limit cancels, because a scheduled one is running, is tried again)."""
     flow, name = deployment.split("/")
-    dep = httpx.get(f"{platform.prefect}/deployments/name/{flow}/{name}", timeout=10).json()
+    prefect = platform.prefect_api()
+    dep = prefect.get(f"deployments/name/{flow}/{name}").json()
     for _ in range(5):
-        run = httpx.post(
-            f"{platform.prefect}/deployments/{dep['id']}/create_flow_run", json={}, timeout=10
-        ).json()
+        run = prefect.post(f"deployments/{dep['id']}/create_flow_run", json={}).json()
 
         def finished(run_id: str = run["id"]) -> str | None:
-            state = httpx.get(f"{platform.prefect}/flow_runs/{run_id}", timeout=10).json()
+            state = prefect.get(f"flow_runs/{run_id}").json()
             final = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
             return state["state"]["type"] if state["state"]["type"] in final else None
 
@@ -241,10 +267,9 @@ def test_a_degrading_generator_reaches_the_crew_and_the_dashboard(platform: Plat
     (run_id,) = platform.sql(
         "select flow_run_id from raw.ingest_files where file_name = %s", f"{EQUIPMENT} backlog.csv"
     )[0]
-    run = httpx.get(f"{platform.prefect}/flow_runs/{run_id}", timeout=10).json()
-    ingest = httpx.get(
-        f"{platform.prefect}/deployments/name/ingest-sensor-drops/ingest-sensor-drops", timeout=10
-    ).json()
+    prefect = platform.prefect_api()
+    run = prefect.get(f"flow_runs/{run_id}").json()
+    ingest = prefect.get("deployments/name/ingest-sensor-drops/ingest-sensor-drops").json()
     assert run["deployment_id"] == ingest["id"], run
 
     # dbt builds its features up to the newest reading.
@@ -265,6 +290,7 @@ def test_a_degrading_generator_reaches_the_crew_and_the_dashboard(platform: Plat
     champion = httpx.get(
         f"{platform.mlflow}/api/2.0/mlflow/registered-models/alias",
         params={"name": "equipment-failure", "alias": "champion"},
+        auth=platform.mlflow_auth(),
         timeout=10,
     ).json()["model_version"]["version"]
     prediction = wait_for(
@@ -316,7 +342,8 @@ def test_a_degrading_generator_reaches_the_crew_and_the_dashboard(platform: Plat
 
     def unsent() -> list[tuple]:
         return platform.sql(
-            "select recipient, status from ops.notifications "
+            # The read-only user sees delivery states, not recipients.
+            "select id, status from ops.notification_deliveries "
             "where alert_id = %s and channel = 'email' and status <> 'sent'",
             alert_id,
         )
@@ -366,13 +393,17 @@ def test_a_degrading_generator_reaches_the_crew_and_the_dashboard(platform: Plat
     # is written with the escalation, so nothing queued now means nobody else is ever mailed.
     wait_for("the escalation mail sent", lambda: not unsent(), 120, platform)
     mailed = sorted(alert_mail())
-    queued = platform.sql("select count(*) from ops.notifications where alert_id = %s", alert_id)
+    queued = platform.sql(
+        "select count(*) from ops.notification_deliveries where alert_id = %s", alert_id
+    )
     run_check_when_due()
     assert platform.sql("select escalation_level from ops.alerts where id = %s", alert_id) == [
         (level,)
     ]
     assert (
-        platform.sql("select count(*) from ops.notifications where alert_id = %s", alert_id)
+        platform.sql(
+            "select count(*) from ops.notification_deliveries where alert_id = %s", alert_id
+        )
         == queued
     )
     assert sorted(alert_mail()) == mailed
@@ -440,10 +471,40 @@ def test_cron_schedules_run_in_the_platform_time_zone(platform: Platform):
         if any("cron" in schedule for schedule in d.get("schedules") or [])
     ]
     assert "send-daily-maintenance-report" in cron
+    prefect = platform.prefect_api()
     for name in cron:
-        dep = httpx.get(f"{platform.prefect}/deployments/name/{name}/{name}", timeout=10).json()
+        dep = prefect.get(f"deployments/name/{name}/{name}").json()
         zones = [s["schedule"]["timezone"] for s in dep["schedules"] if "cron" in s["schedule"]]
         assert zones == ["Europe/Paris"], f"{name}: {zones}"
+
+
+def test_strangers_are_refused_everywhere_but_the_sign_in_page(platform: Platform):
+    """Without credentials, the Prefect API (and with them but without a CSRF token, its
+    changes), the MLflow API and the database refuse; cross-origin calls to Prefect from
+    another site get no permission."""
+    anonymous = httpx.get(f"{platform.prefect}/admin/settings", timeout=10)
+    assert anonymous.status_code == 401
+    # A change without credentials: refused (by the CSRF check, which runs first, or the auth).
+    change = httpx.post(f"{platform.prefect}/flow_runs/filter", json={}, timeout=10)
+    assert change.status_code in (401, 403)
+    user, password = platform.secrets()["prefect_auth"].split(":", 1)
+    no_csrf = httpx.post(
+        f"{platform.prefect}/deployments/filter", json={}, auth=(user, password), timeout=10
+    )
+    assert no_csrf.status_code == 403 and "CSRF" in no_csrf.text
+    preflight = httpx.options(
+        f"{platform.prefect}/flow_runs/filter",
+        headers={"Origin": "https://attacker.example", "Access-Control-Request-Method": "POST"},
+        timeout=10,
+    )
+    assert preflight.headers.get("access-control-allow-origin") != "https://attacker.example"
+    mlflow = httpx.get(f"{platform.mlflow}/api/2.0/mlflow/experiments/search", timeout=10)
+    assert mlflow.status_code == 401
+    for user in ("postgres", "emps_reader", "emps_prefect"):
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(
+                host="127.0.0.1", port=int(platform.env["EMPS_PG_PORT"]), user=user, dbname="emps"
+            )
 
 
 def test_ctrl_c_leaves_nothing_running(platform: Platform):

@@ -30,7 +30,7 @@ def test_every_catalog_sensor_is_a_column(owner_conn):
 
 def test_migrate_is_rerunnable(db):
     """A second migrate applies nothing, adds nothing and keeps existing data."""
-    with connect(Role.WRITER, db) as conn:
+    with connect(Role.INGEST, db) as conn:
         conn.execute("insert into raw.equipment values ('GEN-0001', 'generator', 'ALPHA')")
     report = migrate(db)
     assert report.applied == []
@@ -82,7 +82,7 @@ def test_extra_catalog_sensor_becomes_a_column(
 
 
 def test_reading_for_a_new_month_lands_in_its_partition(db, owner_conn):
-    """Partitions exist ahead of now; a far-future month goes to default, then moves to its own."""
+    """Partitions exist ahead of now; a month past them goes to default, then moves to its own."""
     parts = {
         r[0]
         for r in owner_conn.execute(
@@ -95,22 +95,26 @@ def test_reading_for_a_new_month_lands_in_its_partition(db, owner_conn):
     ahead = datetime.now(UTC) + timedelta(days=62)
     assert f"sensor_readings_y{ahead:%Y}m{ahead:%m}" in parts
 
-    with connect(Role.WRITER, db) as conn:
+    later = (datetime.now(UTC).replace(day=1) + timedelta(days=32 * 20)).replace(day=3)
+    month = f"sensor_readings_y{later:%Y}m{later:%m}"
+    assert month not in parts
+    with connect(Role.INGEST, db) as conn:
         conn.execute("insert into raw.equipment values ('GEN-0001', 'generator', 'ALPHA')")
         conn.execute(
             "insert into raw.sensor_readings (equipment_id, ts, temperature) "
-            "values ('GEN-0001', '2031-05-03T10:00:00Z', 80)"
+            "values ('GEN-0001', %s, 80)",
+            (later,),
         )
         conn.commit()
         where = conn.execute("select tableoid::regclass::text from raw.sensor_readings").fetchone()
         assert where[0] == "raw.sensor_readings_default"
         conn.execute(
-            "select ops.ensure_month_partitions('raw.sensor_readings', '2031-05-01', '2031-05-01')"
+            "select ops.ensure_month_partitions('raw.sensor_readings', %s, %s)", (later, later)
         )
         conn.commit()
         where = conn.execute("select tableoid::regclass::text from raw.sensor_readings").fetchone()
-        assert where[0] == "raw.sensor_readings_y2031m05"
-    owner_conn.execute("drop table raw.sensor_readings_y2031m05")
+        assert where[0] == f"raw.{month}"
+    owner_conn.execute(f"drop table raw.{month}")
 
 
 def test_reader_role_cannot_write(db):
@@ -129,7 +133,7 @@ def test_reader_role_cannot_write(db):
 
 def test_one_open_alert_per_equipment(db):
     """The schema itself refuses a second open alert for the same equipment and failure mode."""
-    with connect(Role.WRITER, db) as conn:
+    with connect(Role.ALERTING, db) as conn:
         insert = (
             "insert into ops.alerts (equipment_id, severity, message) "
             "values ('GEN-0001', 'HIGH', 'vibration rising')"
@@ -143,7 +147,7 @@ def test_embedded_server_settings_reach_an_older_data_directory(tmp_path):
     """A data directory made by an older release (its settings appended to postgresql.auto.conf
     at initdb: 128 MB shared buffers) runs with the current ones after a restart, and what an
     administrator sets with ALTER SYSTEM still wins."""
-    server = EmbeddedPostgres(tmp_path / "pg", port=free_port())
+    server = EmbeddedPostgres(tmp_path / "pg", port=free_port(), superuser_password="pw-" * 8)
     server.init()
     with (server.pgdata / "postgresql.auto.conf").open("a") as conf:
         conf.write(

@@ -1,4 +1,5 @@
-"""Alert and maintenance-task lifecycle functions: transitions, who and when, audit trail."""
+"""Alert and maintenance-task lifecycle functions: transitions, who and when, audit trail. They
+name a person, so only the owner (the CLI on the server) calls them directly."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from emps.db import Role, connect
 
 @pytest.fixture
 def alert_id(db) -> int:
-    with connect(Role.WRITER, db) as conn:
+    with connect(Role.OWNER, db) as conn:
         conn.execute("insert into raw.equipment values ('GEN-0007', 'generator', 'ALPHA')")
         return conn.execute(
             "insert into ops.alerts (equipment_id, severity, message) "
@@ -20,7 +21,7 @@ def alert_id(db) -> int:
 
 def test_acknowledge_then_resolve_records_who_and_audits(db, alert_id):
     """An open alert can be acknowledged then resolved; each step is stamped and audited."""
-    with connect(Role.WRITER, db) as conn:
+    with connect(Role.OWNER, db) as conn:
         conn.execute("select ops.acknowledge_alert(%s, 'tech.jones', 'on my way')", (alert_id,))
         conn.execute("select ops.resolve_alert(%s, 'tech.jones', 'bearing replaced')", (alert_id,))
         row = conn.execute(
@@ -37,7 +38,7 @@ def test_acknowledge_then_resolve_records_who_and_audits(db, alert_id):
 
 def test_acknowledging_twice_is_refused_with_a_clear_message(db, alert_id):
     """A second acknowledgement says the alert is already acknowledged."""
-    with connect(Role.WRITER, db) as conn:
+    with connect(Role.OWNER, db) as conn:
         conn.execute("select ops.acknowledge_alert(%s, 'a')", (alert_id,))
         with pytest.raises(psycopg.errors.CheckViolation, match="already acknowledged"):
             conn.execute("select ops.acknowledge_alert(%s, 'b')", (alert_id,))
@@ -45,7 +46,7 @@ def test_acknowledging_twice_is_refused_with_a_clear_message(db, alert_id):
 
 def test_task_create_reschedule_complete_with_outcome(db, alert_id):
     """A task is created for an alert, moved, and completed with the outcome the model learns from."""
-    with connect(Role.WRITER, db) as conn:
+    with connect(Role.OWNER, db) as conn:
         task = conn.execute(
             "select (ops.create_maintenance_task('GEN-0007', 'corrective', 1, now() + interval '1 day',"
             " 'planner', %s)).id",

@@ -46,18 +46,28 @@ def test_crashed_service_is_restarted_then_given_up(settings, monkeypatch):
 def test_landing_watcher_runs_unless_switched_off(settings, monkeypatch):
     """`emps up` runs the landing watcher (file arrival starts ingest) on its own threads unless
     EMPS_INGEST_WATCH=false: a file dropped into incoming/ reaches the Prefect API as an
-    emps.file.arrived event, `emps status` lists the watcher, and stopping ends it."""
+    emps.file.arrived event (with the API's credential and a CSRF token), `emps status` lists
+    the watcher, and stopping ends it."""
     import json
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+    from emps.credentials import basic_auth_header
     from emps.supervisor import app_services, landing_watcher
 
-    received: list[tuple[str, list]] = []
+    received: list[tuple[str, list, dict]] = []
 
     class Events(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - Prefect's CSRF token endpoint
+            body = json.dumps({"token": "csrf-1", "client": "x", "expiration": None}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
         def do_POST(self):  # noqa: N802
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append((self.path, json.loads(body)))
+            received.append((self.path, json.loads(body), dict(self.headers)))
             self.send_response(204)
             self.end_headers()
 
@@ -80,8 +90,13 @@ def test_landing_watcher_runs_unless_switched_off(settings, monkeypatch):
         while not received and time.monotonic() < deadline:
             time.sleep(0.1)
         assert received, "no event reached the Prefect API"
-        path, (event,) = received[0]
+        path, (event,), headers = received[0]
         assert path == "/api/events" and event["event"] == "emps.file.arrived"
+        # With the Prefect server's credential and a CSRF token, as the server requires.
+        assert headers["Authorization"] == basic_auth_header(
+            supervisor.env["PREFECT_API_AUTH_STRING"]
+        )
+        assert headers["Prefect-Csrf-Token"] == "csrf-1"
         assert event["payload"]["new_files"] == 1 and event["payload"]["examples"] == ["dev-1.csv"]
     finally:
         supervisor.stop_all()
@@ -104,14 +119,14 @@ def test_runs_left_in_flight_by_a_stopped_session_are_crashed_and_free_their_slo
 ):
     """A run killed with the last `emps up` still holds its deployment's only slot (CANCEL_NEW):
     every new run is cancelled until the next start marks the orphan Crashed."""
-    import httpx
-
+    from emps import prefect_api
     from emps.supervisor import crash_orphaned_runs
 
     api = prefect_server
+    prefect = prefect_api.client(api)  # the session server's credential, from the environment
 
     def post(path: str, body: dict) -> dict:
-        response = httpx.post(f"{api}{path}", json=body, timeout=30)
+        response = prefect.post(path, json=body)
         response.raise_for_status()
         return response.json()
 
@@ -136,8 +151,8 @@ def test_runs_left_in_flight_by_a_stopped_session_are_crashed_and_free_their_slo
     blocked = post(f"/deployments/{deployment}/create_flow_run", {})["id"]
     assert propose(blocked, "PENDING") == "CANCELLED"
 
-    assert crash_orphaned_runs(api) >= 1
-    state = httpx.get(f"{api}/flow_runs/{orphan}", timeout=30).json()["state"]
+    assert crash_orphaned_runs(api, os.environ["PREFECT_API_AUTH_STRING"]) >= 1
+    state = prefect.get(f"/flow_runs/{orphan}").json()["state"]
     assert state["type"] == "CRASHED" and "emps up stopped" in state["message"]
     after = post(f"/deployments/{deployment}/create_flow_run", {})["id"]
     assert propose(after, "PENDING") == "PENDING"

@@ -77,6 +77,9 @@ def run_to_failure(
         regime = rng.integers(0, len(points), lifetime)
         spans = np.array([np.ptp(catalog.channels[s].valid_range) for s in settings])
         setting_values = points[regime] + rng.normal(0, 0.001, (lifetime, len(settings))) * spans
+        # An operating point on the edge of its range (Mach 0 on the ground) stays inside it.
+        bounds = np.array([catalog.channels[s].valid_range for s in settings], dtype=float)
+        setting_values = setting_values.clip(bounds[:, 0], bounds[:, 1])
         wear = (cycles / lifetime) ** wear_power
         data = {"equipment_id": equipment_id, "cycle": cycles.astype(float)}
         for j, setting in enumerate(settings):
@@ -135,12 +138,14 @@ def hourly(
     days: int = 8,
     seed: int = 0,
     start: datetime = datetime(2026, 5, 1, tzinfo=UTC),
+    failure_every_days: float | None = None,
 ) -> Fleet:
     """Machines of every time-clocked type reading each channel of their type once an hour;
-    every other machine drifts on one sensor for two days and fails; half the machines of
-    each type have a site."""
+    every other machine drifts on one sensor for two days and fails (once, its readings ending
+    there; or about every `failure_every_days`, down for half a day each time, the failure found
+    by a service half the time); half the machines of each type have a site."""
     rng = np.random.default_rng(seed)
-    rows, failures, registry = [], [], []
+    rows, failures, registry, services = [], [], [], []
     hours = days * 24
     ts = pd.date_range(start, periods=hours, freq="h", tz="UTC")
     daily = np.sin(2 * np.pi * (np.arange(hours) % 24) / 24)
@@ -153,31 +158,67 @@ def hourly(
             site = ("north", "south")[number % 2] if number <= machines_per_type // 2 + 1 else None
             data = {"equipment_id": equipment_id, "ts": ts}
             fails = number % 2 == 0
-            failed_hour = int(rng.integers(hours // 2, hours - 12)) if fails else None
+            failed_hours = []
+            if fails and failure_every_days is None:
+                failed_hours = [int(rng.integers(hours // 2, hours - 12))]
+            elif fails:
+                hour = int(rng.uniform(0.3, 1.0) * failure_every_days * 24)
+                while hour < hours - 12:
+                    failed_hours.append(hour)
+                    hour += int(rng.uniform(0.7, 1.3) * failure_every_days * 24)
             drifting = sensors[number % len(sensors)]
+            ramp = np.zeros(hours)
+            for failed_hour in failed_hours:
+                since = np.arange(hours) - (failed_hour - 48)
+                ramp = np.where((since >= 0) & (since < 48), since / 48, ramp)
             for sensor in sensors:
                 band = etype.channels.get(sensor)
                 low, high = band or catalog.channels[sensor].valid_range
                 middle = (low + high) / 2 if band else low + (high - low) * 0.4
                 spread = (high - low) / (8 if band else 30)
                 values = middle + spread * (0.5 * daily + rng.normal(0, 0.6, hours))
-                if failed_hour is not None and sensor == drifting:
-                    ramp = np.clip((np.arange(hours) - (failed_hour - 48)) / 48, 0, None)
+                if sensor == drifting:
                     values = values + spread * 4 * ramp
                 data[sensor] = values
             frame = pd.DataFrame(data)
             # Some readings lost, some values missing: real devices do both.
             frame = frame[rng.random(hours) > 0.05]
             frame.loc[frame.sample(frac=0.03, random_state=number).index, sensors[-1]] = np.nan
-            if failed_hour is not None:
+            for failed_hour in failed_hours:
                 failed_at = ts[failed_hour].to_pydatetime()
-                frame = frame[frame["ts"] < failed_at]
+                repaired_at = failed_at + timedelta(hours=12)
+                if failure_every_days is None:
+                    frame = frame[frame["ts"] < failed_at]
+                    repaired_at = None
+                else:
+                    frame = frame[(frame["ts"] < failed_at) | (frame["ts"] >= repaired_at)]
+                if failure_every_days is not None and rng.random() < 0.5:
+                    # Found failed by a service: the outcome is the label.
+                    services.append(
+                        {
+                            "equipment_id": equipment_id,
+                            "performed_at": failed_at,
+                            "kind": "preventive",
+                            "outcome": "failed_before_service",
+                        }
+                    )
+                    continue
                 failures.append(
                     {
                         "equipment_id": equipment_id,
                         "failed_at": failed_at,
+                        "repaired_at": repaired_at,
                         "cycle": None,
                         "failure_mode": f"{drifting} fault",
+                    }
+                )
+            if failure_every_days is not None and not fails:
+                services.append(
+                    {
+                        "equipment_id": equipment_id,
+                        "performed_at": ts[hours // 2].to_pydatetime(),
+                        "kind": "preventive",
+                        "outcome": "no_fault_found",
                     }
                 )
             rows.append(frame)
@@ -189,4 +230,79 @@ def hourly(
                     "commissioned_at": start - timedelta(days=30),
                 }
             )
-    return Fleet(pd.DataFrame(registry), pd.concat(rows, ignore_index=True), pd.DataFrame(failures))
+    return Fleet(
+        pd.DataFrame(registry),
+        pd.concat(rows, ignore_index=True),
+        pd.DataFrame(failures),
+        pd.DataFrame(services, columns=["equipment_id", "performed_at", "kind", "outcome"]),
+    )
+
+
+def write_drop_pack(fleet: Fleet, catalog_path, out) -> None:
+    """A pack in the drop formats: equipment.csv, a CSV of readings per machine, failures.csv
+    and maintenance.csv with the services' outcomes."""
+    from pathlib import Path
+
+    out = Path(out)
+    (out / "readings").mkdir(parents=True)
+    (out / "catalog.yaml").write_text(Path(catalog_path).read_text())
+    fleet.equipment.to_csv(out / "equipment.csv", index=False)
+    for equipment_id, rows in fleet.readings.groupby("equipment_id"):
+        drop = rows.rename(columns={"ts": "timestamp"}).dropna(axis=1, how="all")
+        drop.to_csv(
+            out / "readings" / f"{equipment_id}.csv", index=False, date_format="%Y-%m-%dT%H:%M:%SZ"
+        )
+    failures = fleet.failures.drop(columns=["cycle"], errors="ignore")
+    failures.to_csv(out / "failures.csv", index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+    fleet.maintenance.to_csv(out / "maintenance.csv", index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_text_pack(
+    fleet: Fleet,
+    catalog_path,
+    out,
+    test_units: Fleet | None = None,
+    prefix: str = "ENG-",
+) -> None:
+    """A run-to-failure pack whose readings are headerless whitespace-separated text, as public
+    run-to-failure data sets ship them (unit number, cycle, settings, sensors per line), read
+    through pack.yaml's column map; `test_units` are cut before they fail, their true remaining
+    life in test/rul.csv by line (the n-th unit's)."""
+    from pathlib import Path
+
+    import yaml
+
+    out = Path(out)
+    (out / "readings").mkdir(parents=True)
+    (out / "catalog.yaml").write_text(Path(catalog_path).read_text())
+    columns = [c for c in fleet.readings.columns if c not in ("equipment_id", "cycle")]
+
+    def lines(frame: pd.DataFrame, unit_prefix: str) -> str:
+        numbers = frame["equipment_id"].str.removeprefix(unit_prefix).astype(int)
+        body = pd.concat([numbers, frame["cycle"].astype(int), frame[columns]], axis=1)
+        return body.to_csv(sep=" ", header=False, index=False, float_format="%.4f")
+
+    (out / "readings" / "train_001.txt").write_text(lines(fleet.readings, prefix))
+    equipment_type = fleet.equipment["equipment_type"].iloc[0]
+    spec = {
+        "readings": {
+            "delimiter": "whitespace",
+            "header": False,
+            "columns": ["equipment_id", "cycle", *columns],
+            "equipment_id_prefix": prefix,
+            "run_to_failure": True,
+        },
+        "equipment": {"equipment_type": equipment_type},
+    }
+    if test_units is not None:
+        (out / "test").mkdir()
+        cut_rows, remaining = [], []
+        for number, (_, rows) in enumerate(test_units.readings.groupby("equipment_id"), 1):
+            life = len(rows)
+            keep = max(5, int(life * 0.6))
+            cut_rows.append(rows.iloc[:keep].assign(equipment_id=f"{prefix}{number}"))
+            remaining.append(str(life - keep))
+        (out / "test" / "test_001.txt").write_text(lines(pd.concat(cut_rows), prefix))
+        (out / "test" / "rul.csv").write_text("\n".join(remaining) + "\n")
+        spec["test"] = {"equipment_id_prefix": f"{prefix}T", "rul": {"header": False}}
+    (out / "pack.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))

@@ -88,3 +88,110 @@ def test_prefect_worker_pool_matches_prefect_yaml():
     assert workers
     for worker in workers:
         assert worker["command"][worker["command"].index("--pool") + 1] == pool
+
+
+def _k8s_docs() -> list[dict]:
+    return [
+        doc
+        for path in sorted((INFRA / "k8s").glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+
+
+def _caddy_sites() -> dict[str, str]:
+    """Each site block of the Caddyfile: its address line -> its body."""
+    sites, current, depth = {}, None, 0
+    for line in (INFRA / "Caddyfile").read_text().splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if depth == 0 and stripped.endswith("{"):
+            current = stripped[:-1].strip()
+            sites[current] = ""
+        elif current is not None:
+            sites[current] += stripped + "\n"
+        depth += stripped.count("{") - stripped.count("}")
+    return sites
+
+
+def test_only_the_dashboard_is_published_without_the_proxys_sign_in():
+    """Compose publishes ports only through the proxy; the proxy's public site reaches only the
+    dashboard, and the Prefect and MLflow sites require its sign-in; in Kubernetes the only
+    Ingress without single sign-on routes to the dashboard, and nothing is reachable unless a
+    network policy admits it."""
+    compose = yaml.safe_load((INFRA / "docker-compose.yml").read_text())["services"]
+    assert [name for name, s in compose.items() if s.get("ports")] == ["proxy"]
+    sites = _caddy_sites()
+    public = sites.pop("{$EMPS_PUBLIC_HOST}")
+    assert re.findall(r"reverse_proxy (\S+)", public) == ["streamlit:8501"]
+    assert {re.findall(r"reverse_proxy (\S+)", body)[0] for body in sites.values()} == {
+        "prefect-server:4200",
+        "mlflow:5000",
+    }
+    assert all("basic_auth" in body or "forward_auth" in body for body in sites.values())
+    ingresses = [d for d in _k8s_docs() if d["kind"] == "Ingress"]
+    for ingress in ingresses:
+        backends = {
+            p["backend"]["service"]["name"]
+            for rule in ingress["spec"]["rules"]
+            for p in rule["http"]["paths"]
+        }
+        signed = "nginx.ingress.kubernetes.io/auth-url" in ingress["metadata"]["annotations"]
+        assert signed or backends == {"streamlit"}, ingress["metadata"]["name"]
+    deny = [
+        d for d in _k8s_docs() if d["kind"] == "NetworkPolicy" and d["spec"]["podSelector"] == {}
+    ]
+    assert deny and deny[0]["spec"]["policyTypes"] == ["Ingress"]
+
+
+def test_the_dashboard_runs_for_users_with_read_and_operator_urls_only():
+    """Everywhere the dashboard runs: viewer mode with the cookie route as `emps up` starts it,
+    and only the reader's and operator's database URLs, never the owner's or a writer's."""
+    from emps.supervisor import streamlit_command
+
+    local = streamlit_command(8501)[1:]  # after the program
+    local[1] = "streamlit_app/serve.py"
+    flags = dict(zip(local[2::2], local[3::2], strict=True))
+    for where, spec in containers():
+        if "streamlit" not in spec.get("command", []):
+            continue
+        command = spec["command"]
+        assert command[1:3] == ["run", "streamlit_app/serve.py"], where
+        given = dict(zip(command[3::2], command[4::2], strict=True))
+        for flag in ("--client.toolbarMode", "--client.showErrorDetails", "--server.headless"):
+            assert given.get(flag) == flags[flag], (where, flag)
+        names = env_names(where, spec)
+        assert {"EMPS_READER_URL", "EMPS_OPERATOR_URL"} <= names, where
+        assert not names & {
+            "EMPS_DATABASE_URL",
+            "EMPS_WRITER_URL",
+            "EMPS_INGEST_URL",
+            "EMPS_SCORING_URL",
+            "EMPS_ALERTING_URL",
+        }, where
+
+
+def test_prefect_requires_its_auth_string_and_csrf_and_mlflow_its_host_names():
+    """The Prefect server is started with its auth string, CSRF protection and no CORS wildcard,
+    and every Prefect client is given the auth string; MLflow answers only named hosts."""
+    k8s_config = {d["metadata"]["name"]: d["data"] for d in _k8s_docs() if d["kind"] == "ConfigMap"}
+    compose = yaml.safe_load((INFRA / "docker-compose.yml").read_text())["services"]
+    server_env = compose["prefect-server"]["environment"]
+    assert "PREFECT_SERVER_API_AUTH_STRING" in server_env
+    assert server_env["PREFECT_SERVER_CSRF_PROTECTION_ENABLED"] == "true"
+    assert "*" not in server_env["PREFECT_SERVER_CORS_ALLOWED_ORIGINS"]
+    assert k8s_config["prefect-server-config"]["PREFECT_SERVER_CSRF_PROTECTION_ENABLED"] == "true"
+    assert "*" not in k8s_config["prefect-server-config"]["PREFECT_SERVER_CORS_ALLOWED_ORIGINS"]
+    for where, spec in containers():
+        command = spec.get("command", [])
+        if command[:3] == ["prefect", "server", "start"]:
+            assert "PREFECT_SERVER_API_AUTH_STRING" in env_names(where, spec), where
+        if command[:2] == ["prefect", "worker"]:
+            names = env_names(where, spec)
+            if isinstance(spec.get("environment"), dict):
+                names |= set(spec["environment"])
+            assert "PREFECT_API_AUTH_STRING" in names, where
+        if command[:2] == ["mlflow", "server"]:
+            hosts = command[command.index("--allowed-hosts") + 1]
+            assert "*" not in hosts, where

@@ -118,3 +118,84 @@ def test_killed_after_commit_before_archive_does_not_load_twice(
     assert report.recovered == 2
     assert report.total("rows_loaded") == 0
     assert_settled(landing, query)
+
+
+def test_a_poison_file_among_a_hundred_good_ones_does_not_stop_them(
+    prefect_server, drops: Drops, landing: Landing, ingest_db: Settings, query, monkeypatch
+):
+    """A file that makes ingest itself fail (a fault nobody foresaw) is quarantined with the
+    error; the 100 good files dropped with it load in the same run, which completes."""
+    from flows.ingest import ingest_sensor_drops
+
+    read_file = pipeline.Ingestor._read_file
+
+    def poisoned(self, claimed, outcome, alone):
+        if claimed.original_name == "poison.csv":
+            raise RuntimeError("the parser met something it cannot handle")
+        return read_file(self, claimed, outcome, alone)
+
+    monkeypatch.setattr(pipeline.Ingestor, "_read_file", poisoned)
+    for i in range(100):
+        drops.csv(f"good-{i:03d}.csv", [reading(f"GEN-{i % 5 + 1:04d}", minute=i)])
+    drops.csv("poison.csv", [reading("GEN-0001", minute=500)])
+
+    result = ingest_sensor_drops(build=False)
+
+    assert result["rows_loaded"] == 100
+    assert query("select count(distinct flow_run_id) from raw.ingest_files") == [(1,)]
+    assert query(
+        "select count(*) from raw.ingest_files where status = 'loaded' and left(file_name, 5) = 'good-'"
+    ) == [(100,)]
+    [(status, error)] = query(
+        "select status, error from raw.ingest_files where file_name = 'poison.csv'"
+    )
+    assert status == "quarantined"
+    assert "RuntimeError: the parser met something it cannot handle" in error
+    assert [p.name.endswith("poison.csv") for p in landing.quarantine.iterdir()].count(True) == 1
+    assert not list(landing.processing.iterdir())
+
+
+def _die_on_poison() -> None:
+    read_file = pipeline.Ingestor._read_file
+
+    def killing(self, claimed, outcome, alone):
+        if claimed.original_name == "killer.csv":
+            _die()
+        return read_file(self, claimed, outcome, alone)
+
+    pipeline.Ingestor._read_file = killing
+    pipeline.ingest_landing(
+        pipeline.get_settings().model_copy(
+            update={"ingest_claim_timeout_s": 0, "ingest_max_attempts": 2}
+        )
+    )
+
+
+def test_a_file_that_kills_its_run_is_retaken_alone_then_quarantined(
+    drops: Drops, landing: Landing, ingest_db: Settings, query
+):
+    """A file whose reading kills the process: the next run takes it back alone, before claiming
+    new files, so those load; once claimed EMPS_INGEST_MAX_ATTEMPTS times it is quarantined
+    unread and stops holding anything up."""
+    pipeline.suite_runner(load_catalog())._build_once()
+    settings = ingest_db.model_copy(update={"ingest_claim_timeout_s": 0, "ingest_max_attempts": 2})
+    drops.csv("killer.csv", [reading("GEN-0001", minute=1)])
+    for attempt in range(2):
+        child = multiprocessing.get_context("fork").Process(target=_die_on_poison)
+        child.start()
+        child.join(timeout=300)
+        assert child.exitcode == -9
+        # The second run takes the killer back alone, before claiming anything new, and dies
+        # again: the files dropped meanwhile still wait unclaimed.
+        drops.csv(f"later-{attempt}.csv", [reading("GEN-0002", minute=10 + attempt)])
+        assert query("select file_name from raw.ingest_files where status = 'claimed'") == [
+            ("killer.csv",)
+        ]
+
+    report = ingest_landing(settings)
+    outcome = {o.file: o for o in report.files}
+    assert outcome["killer.csv"].status == "quarantined"
+    assert "did not finish this file in 2 attempts" in outcome["killer.csv"].error
+    assert {outcome["later-0.csv"].status, outcome["later-1.csv"].status} == {"loaded"}
+    assert query("select attempts from raw.ingest_files where file_name = 'killer.csv'") == [(3,)]
+    assert not list(landing.processing.iterdir())

@@ -23,7 +23,7 @@ runner = CliRunner()
 def test_flow_loads_publishes_and_emits_events(
     prefect_server, drops: Drops, landing: Landing, ingest_db, query
 ):
-    """The ingest-sensor-drops flow loads the drops, returns the equipment with new data, publishes a run table and emits loaded / quarantined events."""
+    """The ingest-sensor-drops flow loads the drops, returns the equipment with new data, publishes a run table, emits loaded / quarantined events and says it is alive while it runs."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
     from prefect.events.filters import EventFilter, EventNameFilter
@@ -45,30 +45,43 @@ def test_flow_loads_publishes_and_emits_events(
             page = await client.read_events(
                 filter=EventFilter(event=EventNameFilter(prefix=["emps.ingest."])), limit=50
             )
+            alive = await client.read_events(
+                filter=EventFilter(event=EventNameFilter(name=["emps.ingest.alive"])), limit=50
+            )
             artifacts = await client.read_artifacts(
                 artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ingest-run"]))
             )
-            return page.events, artifacts
+            return page.events + alive.events, artifacts
 
+    [(run_id,)] = query("select distinct flow_run_id from raw.ingest_files")
+
+    def ours(event) -> bool:  # the session's other runs emit these events too
+        if event.event == "emps.ingest.alive":
+            return event.payload.get("flow_run_id") == run_id
+        if event.event == "emps.ingest.loaded":
+            return event.resource.id == f"emps.ingest.run.{run_id}"
+        return event.resource.name == "broken.json"
+
+    wanted = {"emps.ingest.loaded", "emps.ingest.file-quarantined", "emps.ingest.alive"}
     events, artifacts = [], []
     deadline = time.monotonic() + 60  # events reach the server asynchronously
-    while len(events) < 2 and time.monotonic() < deadline:
+    while not wanted <= {e.event for e in events} and time.monotonic() < deadline:
         time.sleep(1)
         events, artifacts = asyncio.run(read())
-        events = [
-            e
-            for e in events
-            if e.payload.get("ingest_file_id")
-            or e.payload.get("ingest_file_ids") == result["ingest_file_ids"]
-        ]
-    by_name = {e.event: e for e in events}
+        events = [e for e in events if ours(e)]
+    by_name: dict = {}
+    for event in events:  # newest first
+        by_name.setdefault(event.event, event)
     loaded = by_name["emps.ingest.loaded"]
     assert loaded.payload["equipment_count"] == 2
     assert loaded.payload["ingest_file_ids"] == result["ingest_file_ids"]
     quarantined = by_name["emps.ingest.file-quarantined"]
     assert quarantined.resource.name == "broken.json"
     assert "JSON" in quarantined.payload["reason"]
-    assert any("broken.json" in (a.data or "") for a in artifacts)
+    assert any("broken\\.json" in (a.data or "") for a in artifacts)
+    # The run said it was alive (the safety-net trigger waits), and its heartbeat is gone.
+    assert by_name["emps.ingest.alive"].resource.id == "emps.landing.incoming"
+    assert not (landing.root / ".ingest-run.json").exists()
 
 
 def test_cli_ingests_files_and_folders(tmp_path: Path, landing: Landing, ingest_db, query):
@@ -204,3 +217,19 @@ def test_the_feature_build_notices_readings_that_loaded_while_it_ran(ingest_db, 
     assert not loaded_since(mark, ingest_db)
     query("update raw.ingest_files set status = 'loaded' where file_name = 'slow.csv' returning id")
     assert loaded_since(mark, ingest_db)
+
+
+def test_the_run_table_shows_hostile_names_and_errors_as_plain_text():
+    """File names and errors with Markdown, HTML, pipes and control characters cannot change the
+    run table's layout or add links, styling or markup."""
+    from emps.ingest.pipeline import FileOutcome, IngestReport
+    from flows.ingest import run_markdown
+
+    name = "x|y [a](http:evil) <script>alert(1)</script>\n# header\x1b[31m\u202e.csv"
+    outcome = FileOutcome(1, name, "s", status="quarantined", error="**bold** | `code`\r\nnext")
+    table = run_markdown(IngestReport("run", files=[outcome]))
+    row = table.splitlines()[-1]
+    assert row.count(" | ") == 7  # the table's own separators only
+    assert "[a](" not in row and "<script>" not in row and "**bold**" not in row
+    assert "\\u000a" in row and "\\u001b" in row and "\\u202e" in row
+    assert "\n" not in row and "\x1b" not in row

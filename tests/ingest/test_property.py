@@ -1,5 +1,5 @@
-"""Property: for any mix of good and bad drops, valid readings are stored exactly once and every
-invalid one is quarantined with a reason."""
+"""Property: for any mix of good and bad drops, valid readings are stored exactly once, every
+invalid one is quarantined with a reason, and a re-send with other values is kept as a conflict."""
 
 from __future__ import annotations
 
@@ -93,15 +93,16 @@ def to_record(row: dict) -> dict:
     ]
 )
 def test_mixed_batches_store_valid_readings_once_and_quarantine_the_rest(ingest_db, files):
-    """Any mix of files and rows: each valid (equipment, minute) stored once with the first file's values, each invalid row quarantined with a reason."""
+    """Any mix of files and rows: each valid (equipment, minute) stored once with the first file's values, each invalid row quarantined with a reason, each later different value kept as a conflict."""
     url = database_url(Role.OWNER, ingest_db)
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("truncate raw.quarantined_rows, raw.ingest_files, raw.sensor_readings")
+        conn.execute("truncate raw.quarantined_rows, raw.ingest_files, raw.sensor_readings cascade")
     shutil.rmtree(ingest_db.landing_dir, ignore_errors=True)
     landing = Landing(ingest_db.landing_dir).ensure()
 
     expected: dict[tuple[str, int], float] = {}
     expected_bad: set[tuple[str, int]] = set()
+    expected_conflicts: set[tuple[str, int]] = set()
     contents: set[bytes] = set()
     for number, (fmt, rows) in enumerate(files):
         name = f"drop-{number:02d}.{fmt}"
@@ -119,7 +120,9 @@ def test_mixed_batches_store_valid_readings_once_and_quarantine_the_rest(ingest_
             contents.add(data)
         for row_number, row in enumerate(rows, start=1):
             if row["kind"] == "good":
-                expected.setdefault((row["equipment"], row["minute"]), row["temperature"])
+                key = (row["equipment"], row["minute"])
+                if expected.setdefault(key, row["temperature"]) != row["temperature"]:
+                    expected_conflicts.add((name, row_number))
             else:
                 expected_bad.add((name, row_number))
 
@@ -130,7 +133,11 @@ def test_mixed_batches_store_valid_readings_once_and_quarantine_the_rest(ingest_
             "select equipment_id, ts, temperature from raw.sensor_readings"
         ).fetchall()
         quarantined = conn.execute(
-            "select file_name, row_number, reasons from raw.quarantined_rows"
+            "select file_name, row_number, reasons from raw.quarantined_rows "
+            "where kind <> 'conflict'"
+        ).fetchall()
+        conflicts = conn.execute(
+            "select file_name, row_number from raw.quarantined_rows where kind = 'conflict'"
         ).fetchall()
     got = {
         (eq, int((ts - BASE_TS).total_seconds() // 60)): temperature
@@ -141,5 +148,6 @@ def test_mixed_batches_store_valid_readings_once_and_quarantine_the_rest(ingest_
     assert {(name, row) for name, row, _ in quarantined} == expected_bad
     assert len(quarantined) == len(expected_bad)
     assert all(reasons and all(reasons) for _, _, reasons in quarantined)
+    assert set(conflicts) == expected_conflicts and len(conflicts) == len(expected_conflicts)
     assert report.total("rows_loaded") == len(expected)
     assert not list(landing.incoming.iterdir()) and not list(landing.processing.iterdir())

@@ -125,11 +125,11 @@ def load_examples(frame: pd.DataFrame, settings, relation: str) -> None:
         )
         conn.execute(psycopg.sql.SQL("create index on {} (equipment_id, ts)").format(target))
         conn.execute(
-            psycopg.sql.SQL("grant usage on schema {} to emps_writer").format(
+            psycopg.sql.SQL("grant usage on schema {} to emps_reader").format(
                 psycopg.sql.Identifier(schema)
             )
         )
-        conn.execute(psycopg.sql.SQL("grant select on {} to emps_writer").format(target))
+        conn.execute(psycopg.sql.SQL("grant select on {} to emps_reader").format(target))
         with conn.cursor().copy(
             psycopg.sql.SQL("copy {} from stdin with (format csv)").format(target)
         ) as copy:

@@ -12,7 +12,7 @@ from ml.predict import severity_changes
 
 def _store(settings, rows: list[tuple[str, datetime, str]]) -> pd.DataFrame:
     stored = []
-    with connect(Role.WRITER, settings) as conn:
+    with connect(Role.SCORING, settings) as conn:
         for equipment, ts, severity in rows:
             row_id = conn.execute(
                 "insert into ops.predictions (equipment_id, ts, failure_probability, "

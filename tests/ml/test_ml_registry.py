@@ -82,7 +82,8 @@ def test_training_logs_a_complete_run_and_registers_a_challenger(ml_settings, sy
     }
     assert registry.alias_version(registry.CHALLENGER, ml_settings) == result.version
     assert registry.alias_version(registry.CHAMPION, ml_settings) is None
-    loaded = registry.load_version(result.version, ml_settings)
+    loaded, digest = registry.load_version(result.version, ml_settings)
+    assert digest == registry.recorded_digest(result.version, ml_settings)
     X = loaded.matrix(examples.head(50))
     np.testing.assert_allclose(loaded.failure_probability(X), result.model.failure_probability(X))
 

@@ -81,7 +81,7 @@ def test_every_bad_field_is_reported(tmp_path: Path, catalog: Catalog, db: Setti
 
     path.write_text("equipment_id,site,commissioned_at\nPMP-1,north-ridge,2020-01-01\n")
     with (
-        connect(Role.WRITER, db) as conn,
+        connect(Role.INGEST, db) as conn,
         pytest.raises(EquipmentImportError, match="missing column.*equipment_type"),
     ):
         import_equipment_csv(conn, path, catalog)

@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import bcrypt
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
@@ -14,7 +13,7 @@ from psycopg.types.json import Jsonb
 from emps.catalog import load_catalog
 from emps.db import Role, connect
 from emps.settings import PROJECT_ROOT, Settings
-from emps.users import User, UserRole
+from emps.users import User, add_user, sign_in
 
 APP = PROJECT_ROOT / "streamlit_app" / "streamlit_app.py"
 PASSWORD = "correct-horse-battery"
@@ -255,13 +254,8 @@ def seed_fleet(conn: psycopg.Connection) -> Fleet:
             ),
         )
         # Low bcrypt cost: the tests check sign-in behaviour, not hashing strength.
-        password_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
         for username, role in (("admin", "Admin"), ("tech", "Technician"), ("viewer", "Viewer")):
-            conn.execute(
-                "insert into ops.users (username, role, display_name, password_hash) "
-                "values (%s, %s, %s, %s)",
-                (username, role, username.title(), password_hash),
-            )
+            add_user(conn, username, role, PASSWORD, username.title(), rounds=4)
     return Fleet(now, critical, acknowledged, resolved, upcoming)
 
 
@@ -273,11 +267,17 @@ def fleet(db: Settings, marts: Settings) -> Fleet:
     return seeded
 
 
-USERS = {
-    "admin": User("admin", UserRole.ADMIN, "Admin"),
-    "tech": User("tech", UserRole.TECHNICIAN, "Tech"),
-    "viewer": User("viewer", UserRole.VIEWER, "Viewer"),
-}
+def signed_in(username: str) -> User:
+    """A seeded user signed in with the real sign-in: they hold a session token."""
+    user = sign_in(username, PASSWORD)
+    assert user is not None, f"{username} could not sign in"
+    return user
+
+
+@pytest.fixture
+def signed_in_as(fleet: Fleet) -> Callable[[str], User]:
+    """signed_in_as("tech"): a seeded user holding a real session."""
+    return signed_in
 
 
 @pytest.fixture
@@ -290,7 +290,7 @@ def app(fleet: Fleet) -> Iterator[Callable]:
 
     def open_page(username: str, page: str | None = None, **query) -> AppTest:
         at = AppTest.from_file(str(APP), default_timeout=60)
-        at.session_state["user"] = USERS[username]
+        at.session_state["session_token"] = signed_in(username).token
         for key, value in query.items():
             at.query_params[key] = value
         at.run()

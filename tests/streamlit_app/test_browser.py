@@ -6,9 +6,9 @@ import csv
 import io
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -29,25 +29,18 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture
-def dashboard(fleet, tmp_path: Path) -> Iterator[str]:
-    """`streamlit run` on a free port against the seeded test database; yields its URL."""
+@contextmanager
+def _serving(log_path: Path, **env: str) -> Iterator[str]:
+    """The dashboard as `emps up` serves it (streamlit_app/serve.py, viewer mode) on a free port,
+    against the seeded test database; yields its URL."""
+    from emps.supervisor import streamlit_command
+
     port = free_port()
-    log = (tmp_path / "streamlit.log").open("w")
+    log = log_path.open("w")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(PROJECT_ROOT / "streamlit_app" / "streamlit_app.py"),
-            "--server.headless=true",
-            f"--server.port={port}",
-            "--server.address=127.0.0.1",
-            "--server.fileWatcherType=none",
-            "--browser.gatherUsageStats=false",
-        ],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},  # EMPS_* point at the test database
+        streamlit_command(port),
+        # EMPS_* point at the test database.
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=PROJECT_ROOT,
@@ -61,7 +54,7 @@ def dashboard(fleet, tmp_path: Path) -> Iterator[str]:
                     break
             except httpx.TransportError:
                 pass
-            assert process.poll() is None, (tmp_path / "streamlit.log").read_text()
+            assert process.poll() is None, log_path.read_text()
             assert time.monotonic() < deadline, "streamlit did not start within 90 s"
             time.sleep(0.5)
         yield url
@@ -72,6 +65,12 @@ def dashboard(fleet, tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+@pytest.fixture
+def dashboard(fleet, tmp_path: Path) -> Iterator[str]:
+    with _serving(tmp_path / "streamlit.log") as url:
+        yield url
 
 
 @pytest.fixture
@@ -171,3 +170,77 @@ def test_browser_deep_link_survives_sign_in(dashboard, browser_page, fleet):
     _open(page, "Alerts")
     assert page.get_by_role("button", name="Acknowledge", exact=True).is_disabled()
     assert page.get_by_test_id("stSidebarNav").get_by_text("Admin", exact=True).count() == 0
+
+
+IDLE_S = 12  # EMPS_SESSION_IDLE_S of the session test's dashboard
+
+
+def test_browser_session_survives_a_reload_follows_the_role_and_ends_when_idle(
+    fleet, browser_page, tmp_path
+):
+    """A sign-in survives a reload (the HttpOnly session cookie); an admin demoted meanwhile has
+    no Admin page at the next page load; left idle longer than EMPS_SESSION_IDLE_S the session
+    ends. The page is in viewer mode: no Deploy button or developer menu."""
+    with _serving(tmp_path / "streamlit.log", EMPS_SESSION_IDLE_S=str(IDLE_S)) as url:
+        page = browser_page.new_page()
+        nav = page.get_by_test_id("stSidebarNav")
+        _sign_in(page, url, "/", fleet.password)
+        page.get_by_role("heading", name="Fleet overview").wait_for()
+        nav.get_by_text("Admin", exact=True).wait_for()
+        assert page.get_by_role("button", name="Deploy").count() == 0
+        assert page.get_by_test_id("stMainMenu").count() == 0 or not _has_developer_items(page)
+
+        def session_cookie() -> dict | None:
+            return next((c for c in browser_page.cookies() if c["name"] == "emps_session"), None)
+
+        deadline = time.monotonic() + 30
+        while session_cookie() is None and time.monotonic() < deadline:
+            page.wait_for_timeout(200)
+        cookie = session_cookie()
+        assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+
+        page.reload()
+        page.get_by_role("heading", name="Fleet overview").wait_for()
+        assert page.get_by_text("EMPS — sign in").count() == 0
+        nav.get_by_text("Admin", exact=True).wait_for()
+
+        with connect(Role.OWNER, autocommit=True) as conn:
+            conn.execute("update ops.users set role = 'Technician' where username = 'admin'")
+        nav.get_by_text("Alerts", exact=True).click()  # the next page load
+        page.get_by_role("heading", name="Alerts").wait_for()
+        assert nav.get_by_text("Admin", exact=True).count() == 0
+
+        page.wait_for_timeout((IDLE_S + 2) * 1000)
+        page.reload()
+        page.get_by_text("EMPS — sign in").wait_for()
+
+
+def _has_developer_items(page) -> bool:
+    """Whether the app menu offers developer entries (rerun, clear cache, deploy)."""
+    page.get_by_test_id("stMainMenu").click()
+    found = any(
+        page.get_by_text(label, exact=True).count()
+        for label in ("Rerun", "Clear cache", "Deploy this app")
+    )
+    page.keyboard.press("Escape")
+    return found
+
+
+def test_browser_first_sign_in_with_a_temporary_password_asks_for_a_new_one(
+    dashboard, browser_page, fleet
+):
+    """A user whose password an admin set must choose their own before seeing anything."""
+    from emps.db import Role, connect
+    from emps.users import set_password
+
+    with connect(Role.OWNER, autocommit=True) as conn:
+        set_password(conn, "viewer", "temporary-pass-1", must_change_password=True)
+    page = browser_page.new_page()
+    _sign_in(page, dashboard, "/", "temporary-pass-1", username="viewer")
+    page.get_by_role("heading", name="Choose your password").wait_for()
+    assert page.get_by_test_id("stSidebarNav").count() == 0
+    page.get_by_label("Current password").fill("temporary-pass-1")
+    page.get_by_label("New password", exact=True).fill("the-viewers-own-1")
+    page.get_by_label("New password again").fill("the-viewers-own-1")
+    page.get_by_role("button", name="Change password").click()
+    page.get_by_role("heading", name="Fleet overview").wait_for()

@@ -12,7 +12,7 @@ from pypdf import PdfReader
 
 from emps import actions
 from emps.db import Role, connect
-from emps.users import User, UserRole, connect_operator
+from emps.users import connect_operator
 
 
 def _audit(action: str) -> list[tuple]:
@@ -151,21 +151,28 @@ def test_acknowledgement_shows_on_the_overview_at_once(app, fleet):
     assert fleet_table.loc["GEN-0001", "open_alert_status"] == "acknowledged"
 
 
-def test_viewer_cannot_acknowledge(app, fleet):
+def test_viewer_cannot_acknowledge(app, fleet, signed_in_as):
     """A viewer sees the actions disabled, and the app and the database both refuse them."""
     at = app("viewer", "pages/alerts.py")
     assert all(b.disabled for b in at.button if b.label in ("Acknowledge", "Resolve"))
-    viewer = User("viewer", UserRole.VIEWER)
+    viewer = signed_in_as("viewer")
     with pytest.raises(actions.NotAllowed):
         actions.acknowledge_alert(viewer, fleet.critical_alert, "sneaky")
-    # Even a client that skips the app's check is refused by the operator role's function.
+    # Even a client that skips the app's check is refused by the operator role's function,
+    # which finds the role from the session token.
     with (
         connect_operator() as conn,
         pytest.raises(psycopg.errors.InsufficientPrivilege, match="only Admin or Technician"),
     ):
         conn.execute(
-            "select ops.user_acknowledge_alert('viewer', %s, null)", (fleet.critical_alert,)
+            "select ops.user_acknowledge_alert(%s, %s, null)", (viewer.token, fleet.critical_alert)
         )
+    # ... and a user name where the token goes is no session at all.
+    with (
+        connect_operator() as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="session has ended"),
+    ):
+        conn.execute("select ops.user_acknowledge_alert('tech', %s, null)", (fleet.critical_alert,))
     with connect(Role.OWNER) as conn:
         status = conn.execute(
             "select status from ops.alerts where id = %s", (fleet.critical_alert,)
@@ -183,9 +190,9 @@ def test_operator_role_cannot_touch_tables(fleet):
         conn.execute("update ops.alerts set status = 'resolved'")
 
 
-def test_resolving_twice_says_why(app, fleet):
+def test_resolving_twice_says_why(app, fleet, signed_in_as):
     """Resolving an already resolved alert shows the database's reason, not a stack trace."""
-    tech = User("tech", UserRole.TECHNICIAN)
+    tech = signed_in_as("tech")
     with pytest.raises(actions.ActionFailed, match="already resolved"):
         actions.resolve_alert(tech, fleet.resolved_alert, "again")
 
@@ -217,9 +224,51 @@ def test_maintenance_create_and_complete(app, fleet):
     )
 
 
-def test_maintenance_reschedule(fleet):
+def test_a_technician_records_a_failure_and_a_backdated_service(app, fleet):
+    """A technician records a failure with its mode on the maintenance page, and completes a
+    task at the time it was done: both are audited, and the failure found at service becomes a
+    failure the model learns from."""
+    at = app("tech", "pages/maintenance.py")
+    at.selectbox(key="mt_fail_eq").select("PMP-0001")
+    yesterday = fleet.now.date() - timedelta(days=1)
+    at.date_input(key="mt_fail_day").set_value(yesterday)
+    at.text_input(key="mt_fail_mode").input("seal leak")
+    next(b for b in at.button if b.label == "Record failure").click().run()
+    assert not at.exception
+    assert "Failure of PMP-0001" in at.success[0].value
+    [(actor, role, target, details)] = _audit("failure.record")
+    assert (actor, role, target, details["failure_mode"]) == (
+        "tech",
+        "Technician",
+        "PMP-0001",
+        "seal leak",
+    )
+    at.selectbox(key="mt_cp").select(fleet.upcoming_task)
+    at.radio(key="mt_cp_outcome").set_value("failed_before_service")
+    at.date_input(key="mt_cp_day").set_value(yesterday)
+    next(b for b in at.button if b.label == "Complete").click().run()
+    assert not at.exception
+    [(_, _, _, details)] = _audit("task.complete")
+    assert details["completed_at"].startswith(str(yesterday))
+    with connect(Role.OWNER) as conn:
+        sources = conn.execute(
+            "select source from raw.failure_events where failed_at::date = %s "
+            "and equipment_id in ('PMP-0001', 'GEN-0001') order by source",
+            (yesterday,),
+        ).fetchall()
+    assert [s for (s,) in sources] == ["maintenance", "operator"]
+
+
+def test_a_viewer_cannot_record_a_failure(fleet, signed_in_as):
+    """Recording a failure is for Technicians and Admins: a Viewer is refused."""
+    viewer = signed_in_as("viewer")
+    with pytest.raises(actions.NotAllowed):
+        actions.record_failure(viewer, "PMP-0001", datetime.now(UTC), "seal leak")
+
+
+def test_maintenance_reschedule(fleet, signed_in_as):
     """Rescheduling moves the task and records where it moved from."""
-    tech = User("tech", UserRole.TECHNICIAN)
+    tech = signed_in_as("tech")
     when = datetime.now(UTC).replace(microsecond=0) + timedelta(days=9)
     row = actions.reschedule_task(tech, fleet.upcoming_task, when, "parts late")
     assert row["scheduled_date"] == when
@@ -241,14 +290,93 @@ def test_analytics_page(app):
 
 
 def test_data_quality_page(app, fleet):
-    """The ingest ledger and quarantine are listed, hostile raw values shown as plain text."""
+    """The ingest ledger and quarantine are listed, hostile raw values shown as plain text, and
+    the platform's open operations alerts lead the page."""
+    with connect(Role.OWNER, autocommit=True) as conn:
+        conn.execute(
+            "insert into ops.operations_alerts (rule, subject, summary) values "
+            "('ingest_claim_stale', 'landing/processing', '2 file(s) claimed for more than "
+            "600 s'), ('quarantine_share', 'ingest', 'cleared')"
+        )
+        conn.execute(
+            "update ops.operations_alerts set status = 'resolved' where summary = 'cleared'"
+        )
     at = app("viewer", "pages/data_quality.py")
-    assert len(at.dataframe[0].value) == 3
-    quarantine = at.dataframe[1].value
+    [warning] = at.warning
+    assert "ingest\\_claim\\_stale" in warning.value and "600 s" in warning.value
+    assert len(_table(at, "status")) == 3
+    quarantine = _table(at, "kind")
     assert len(quarantine) == 2
     assert any(fleet.html_note.replace('"', '\\"') in v for v in quarantine["raw_values"])
     at.multiselect(key="dq_status").select("partial").run()
-    assert at.dataframe[0].value["file_name"].tolist() == ["drop-0002.csv"]
+    assert _table(at, "status")["file_name"].tolist() == ["drop-0002.csv"]
+
+
+def _table(at, column: str) -> pd.DataFrame:
+    """The page's first table with this column."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def _conflict(fleet) -> tuple[int, str]:
+    """A re-sent reading of GEN-0001 with another value of its first reading column."""
+    from emps.catalog import load_catalog
+    from emps.ingest.columns import reading_columns
+
+    column = reading_columns(load_catalog())[0]
+    with connect(Role.OWNER, autocommit=True) as conn:
+        ts, stored, file_id = conn.execute(
+            f"select ts, {column}, (select min(id) from raw.ingest_files) "  # noqa: S608
+            "from raw.sensor_readings where equipment_id = 'GEN-0001' order by ts desc limit 1"
+        ).fetchone()
+        row_id = conn.execute(
+            "insert into raw.quarantined_rows (ingest_file_id, file_name, row_number, "
+            "equipment_id, reasons, raw_values, kind, stored_values) values (%s, 'again.csv', 1, "
+            "'GEN-0001', array['conflict: GEN-0001 already has a different reading'], "
+            "jsonb_build_object('equipment_id', 'GEN-0001', 'timestamp', %s::timestamptz, %s::text, "
+            "%s::float8), 'conflict', (select jsonb_object_agg(c.sensor, to_jsonb(r) -> c.sensor) "
+            "from raw.sensor_readings r, raw.sensor_catalog c where r.equipment_id = 'GEN-0001' "
+            "and r.ts = %s)) returning id",
+            (file_id, ts, column, stored + 1.25, ts),
+        ).fetchone()[0]
+    return row_id, column
+
+
+def test_data_quality_shows_conflicts_side_by_side_and_admins_decide(app, fleet):
+    """A conflicting re-send is shown with the received and the stored value next to each other;
+    a viewer cannot decide, an admin accepts it (audited) and the stored reading changes."""
+    row_id, column = _conflict(fleet)
+    viewer = app("viewer", "pages/data_quality.py")
+    table = _table(viewer, "reading_time")
+    [shown] = table.to_dict("records")
+    assert shown[f"{column} received"] == shown[f"{column} stored"] + 1.25
+    assert not [b for b in viewer.button if b.label == "Accept the received reading"]
+
+    at = app("admin", "pages/data_quality.py")
+    at.text_input(key="dq_conflict_note").input("sensor replaced")
+    next(b for b in at.button if b.label == "Accept the received reading").click().run()
+    assert not at.exception
+    assert "accepted" in at.success[0].value
+    [(actor, role, _, details)] = _audit("reading.accept_conflict")
+    assert (actor, role, details["note"]) == ("admin", "Admin", "sensor replaced")
+    with connect(Role.OWNER) as conn:
+        value = conn.execute(
+            f"select {column} from raw.sensor_readings where equipment_id = 'GEN-0001' "  # noqa: S608
+            "order by ts desc limit 1"
+        ).fetchone()[0]
+    assert value == shown[f"{column} received"]
+    assert at.info and any("No conflict" in i.value for i in at.info)
+
+
+def test_data_quality_admin_queues_quarantined_rows_for_a_retry(app, fleet):
+    """An admin picks quarantined rows to validate again at the next ingest run; it is audited."""
+    at = app("admin", "pages/data_quality.py")
+    ids = _table(at, "kind")["id"].tolist()
+    at.multiselect(key="dq_retry_rows").select(ids[0])
+    next(b for b in at.button if b.label == "Retry these rows").click().run()
+    assert not at.exception
+    assert "1 row(s) will be validated again" in at.success[0].value
+    [(actor, _, target, _)] = _audit("quarantine.retry")
+    assert (actor, target) == ("admin", str(ids[0]))
 
 
 def test_report_downloads_pdf_and_csv(app):
@@ -287,9 +415,9 @@ def test_admin_page_only_for_admins(app):
     assert _audit("user.create")[-1][:3] == ("admin", "Admin", "night.shift")
 
 
-def test_thresholds_must_stay_ordered(fleet):
+def test_thresholds_must_stay_ordered(fleet, signed_in_as):
     """A critical threshold below the high one is refused with the reason."""
-    admin = User("admin", UserRole.ADMIN)
+    admin = signed_in_as("admin")
     with pytest.raises(actions.ActionFailed, match="must rise"):
         actions.set_threshold(admin, "severity_critical", 0.5)
 
@@ -311,4 +439,6 @@ def test_alerts_page_warns_when_notifications_wait_too_long(app, fleet):
     at = app("viewer", "pages/alerts.py")
     (warning,) = at.warning
     assert "Crews may not be getting alert notifications: 1 waiting" in warning.value
-    assert "42 min" in warning.value and "is unreachable" in warning.value
+    assert "42 min" in warning.value and "emps notify status" in warning.value
+    # The read-only dashboard never shows a recipient or a delivery error (they may hold both).
+    assert "crew@crews.example" not in warning.value and "relay" not in warning.value

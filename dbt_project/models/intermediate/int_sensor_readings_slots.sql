@@ -40,7 +40,19 @@ equipment as (
             {{ slot_of('equipment.axis', 'equipment.slot_width', 'readings.ts', 'readings.cycle') }} as slot
         from readings
         inner join equipment on readings.equipment_id = equipment.equipment_id
-        where readings.ingested_at > {{ watermark(this) }}
+        where
+            readings.ingested_at > {{ watermark(this) }}
+            -- Not a reading its slot's row already holds (after a bulk load, every reading
+            -- is within the look-back margin of the newest).
+            and not exists (
+                select 1 from {{ this }} as known
+                where
+                    known.equipment_id = readings.equipment_id
+                    and known.slot = {{ slot_of(
+                        'equipment.axis', 'equipment.slot_width', 'readings.ts', 'readings.cycle'
+                    ) }}
+                    and known.ingested_at >= readings.ingested_at
+            )
     ),
 
     {%- set axes = equipment_types() | map(attribute='axis') | unique | list %}
@@ -63,7 +75,7 @@ equipment as (
                         and readings.ts < to_timestamp((touched.slot + 1) * touched.slot_width)
                     -- Keeps the subquery a per-slot index scan: flattened into a join, the
                     -- planner matched every new slot against every reading of its equipment.
-                    offset 0
+                    offset 0  -- noqa: AM09
                 ) as in_slot
             where touched.axis = 'time' and touched.slot is not null
         {%- endif %}
@@ -81,7 +93,7 @@ equipment as (
                         readings.equipment_id = touched.equipment_id
                         and readings.cycle >= touched.slot * touched.slot_width
                         and readings.cycle < (touched.slot + 1) * touched.slot_width
-                    offset 0
+                    offset 0  -- noqa: AM09
                 ) as in_slot
             where touched.axis = 'counter' and touched.slot is not null
         {%- endif %}

@@ -33,7 +33,16 @@ equipment as (
             levels.slot
         from levels
         inner join equipment on levels.equipment_id = equipment.equipment_id
-        where levels.ingested_at > {{ watermark(this) }}
+        where
+            levels.ingested_at > {{ watermark(this) }}
+            and not exists (
+                select 1 from {{ this }} as known
+                where
+                    known.site = equipment.site
+                    and known.slot_width = equipment.slot_width
+                    and known.slot = levels.slot
+                    and known.ingested_at >= levels.ingested_at
+            )
     ),
 
     site_slots as (

@@ -26,7 +26,15 @@ norms as (
 changed as (
     select * from slots
     {% if is_incremental() %}
-        where ingested_at > {{ watermark(this) }}
+        where
+            ingested_at > {{ watermark(this) }}
+            and not exists (
+                select 1 from {{ this }} as known
+                where
+                    known.equipment_id = slots.equipment_id
+                    and known.slot = slots.slot
+                    and known.ingested_at >= slots.ingested_at
+            )
     {% endif %}
 ),
 

@@ -9,7 +9,10 @@
             {'columns': ['equipment_id', 'ts']},
             {'columns': ['ingested_at']},
         ],
-        pre_hook=["set local work_mem = '256MB'"],
+        pre_hook=[
+            "set local work_mem = '256MB'",
+            "set local enable_nestloop = {{ 'on' if is_incremental() else 'off' }}",
+        ],
         post_hook="{{ record_feature_definitions() }}",
     )
 }}
@@ -21,8 +24,16 @@
 {%- set path = 'window' -%}
 {%- if is_incremental() and execute -%}
     {%- set pending_query -%}
-        select count(*) from {{ ref('int_slot_levels') }}
-        where ingested_at > {{ watermark(this) }}
+        select count(*) from {{ ref('int_slot_levels') }} as levels
+        where
+            ingested_at > {{ watermark(this) }}
+            and not exists (
+                select 1 from {{ this }} as known
+                where
+                    known.equipment_id = levels.equipment_id
+                    and known.slot = levels.slot
+                    and known.ingested_at >= levels.ingested_at
+            )
     {%- endset -%}
     {%- if run_query(pending_query).columns[0].values()[0] <= var('feature_lateral_max_slots') | int -%}
         {%- set path = 'lateral' -%}
@@ -42,13 +53,15 @@
 --   first slot) and `since_maintenance` (clock units since the last service, commissioning or
 --   first reading).
 -- Only slots at or before the row's are used; baseline features only once the baseline is over.
--- Cost: the lateral path reads at most the longest window of slot rows per new slot (one index
--- range scan); the window path sorts the slots once and keeps running sums per frame.
+-- Cost: in the lateral path, a new reading in an equipment's newest slot adds that slot's values
+-- to the sums over the slots before it (int_equipment_window_state, recomputed when the
+-- equipment moves to a new slot): one lookup; any other slot reads its window's slot rows (one
+-- index range scan). The window path sorts the slots once and keeps running sums per frame.
 with levels as not materialized (
     select * from {{ ref('int_slot_levels') }}
 ),
 
-equipment as (
+grids as (
     select * from {{ ref('int_equipment_grids') }}
 ),
 
@@ -60,12 +73,43 @@ baselines as (
     select * from {{ ref('int_equipment_baselines') }}
 ),
 
+equipment as (
+    -- Per equipment: its grid, first slot and baseline, joined once here (each feature row
+    -- carries them through the windows) rather than once per feature row at the end.
+    select
+        grids.*,
+        first_readings.first_slot,
+        first_readings.first_reading_at,
+        {% for sensor in sensors() -%}
+            baselines.{{ sensor }}_baseline_mean,
+            baselines.{{ sensor }}_baseline_std,
+            baselines.{{ sensor }}_site_baseline,
+        {% endfor -%}
+        baselines.baseline_end_slot
+    from grids
+    left join first_readings on grids.equipment_id = first_readings.equipment_id
+    left join baselines on grids.equipment_id = baselines.equipment_id
+),
+
 site_levels as not materialized (
     select * from {{ ref('int_site_slot_levels') }}
 ),
 
-maintenance_events as not materialized (
+maintenance_events as (
     select * from {{ ref('int_maintenance_events') }}
+),
+
+service_spans as (
+    -- Each service until the next: a feature row's last service is the span holding its time.
+    select
+        equipment_id,
+        serviced_at,
+        lead(serviced_at) over (partition by equipment_id order by serviced_at) as next_service_at
+    from maintenance_events
+),
+
+state as not materialized (
+    select * from {{ ref('int_equipment_window_state') }}
 ),
 
 {% if path == 'lateral' %}
@@ -77,48 +121,103 @@ maintenance_events as not materialized (
             {% for sensor in sensors() -%}
                 levels.{{ sensor }}_level,
             {% endfor -%}
-            levels.ingested_at
+            levels.ingested_at,
+            last_service.serviced_at as last_serviced_at
         from levels
         inner join equipment on levels.equipment_id = equipment.equipment_id
-        where levels.ingested_at > {{ watermark(this) }}
+        {{ last_service_join('levels') }}
+        where
+            levels.ingested_at > {{ watermark(this) }}
+            and not exists (
+                select 1 from {{ this }} as known
+                where
+                    known.equipment_id = levels.equipment_id
+                    and known.slot = levels.slot
+                    and known.ingested_at >= levels.ingested_at
+            )
     ),
 
-    sums as (
-        -- Per new slot, one lateral subquery over its equipment's slots of the longest window
-        -- (an index range scan), each window's sums filtered out of it.
+    newest as (
+        -- The equipment's newest slot: the sums over the slots before it are kept in
+        -- int_equipment_window_state; its own values are added here.
+        select
+            targets.*,
+            {% for sensor in sensors() -%}
+                {%- set z = 'targets.' ~ sensor ~ '_level' -%}
+                {% for k in windows -%}
+                    coalesce(state.{{ sensor }}_n_w{{ k }}, 0)
+                    + ({{ z }} is not null)::int as {{ sensor }}_n_w{{ k }},
+                    coalesce(state.{{ sensor }}_sz_w{{ k }}, 0) + coalesce({{ z }}, 0) as {{ sensor }}_sz_w{{ k }},
+                    coalesce(state.{{ sensor }}_szz_w{{ k }}, 0)
+                    + coalesce({{ z }} * {{ z }}, 0) as {{ sensor }}_szz_w{{ k }},
+                    -- The slot's own position is 0: it adds nothing to the x sums.
+                    coalesce(state.{{ sensor }}_sx_w{{ k }}, 0) as {{ sensor }}_sx_w{{ k }},
+                    coalesce(state.{{ sensor }}_sxx_w{{ k }}, 0) as {{ sensor }}_sxx_w{{ k }},
+                    coalesce(state.{{ sensor }}_sxz_w{{ k }}, 0) as {{ sensor }}_sxz_w{{ k }},
+                    coalesce(state.{{ sensor }}_so_w{{ k }}, 0)
+                    + (coalesce(abs({{ z }}), 0) > {{ var('outside_sigmas') }})::int as {{ sensor }}_so_w{{ k }},
+                {% endfor -%}
+                state.{{ sensor }}_site_n,
+                state.{{ sensor }}_site_sum,
+            {% endfor -%}
+            state.filled_slots + 1 as filled_slots
+        from targets
+        inner join state
+            on
+                targets.equipment_id = state.equipment_id
+                and targets.slot = state.slot
+    ),
+
+    older as (
+        -- Any other slot (a late reading in an earlier one): one lateral subquery over its
+        -- equipment's slots of the longest window (an index range scan), each window's sums
+        -- filtered out of it.
         select
             targets.*,
             window_rows.*
         from targets
-        cross join lateral (  -- noqa: ST05
-            select
-                {% for sensor in sensors() -%}
-                    {% for k in windows -%}
-                        {{ window_sums(
-                            sensor, k, 'context.' ~ sensor ~ '_level', '(context.slot - targets.slot)',
-                            'sum', filter='context.slot > targets.slot - targets.w' ~ k
-                        ) }},
+        cross join
+            lateral (  -- noqa: ST05
+                select
+                    {% for sensor in sensors() -%}
+                        {% for k in windows -%}
+                            {{ window_sums(
+                                sensor, k, 'context.' ~ sensor ~ '_level', '(context.slot - targets.slot)',
+                                'sum', filter='context.slot > targets.slot - targets.w' ~ k
+                            ) }},
+                        {% endfor -%}
+                        count(context.{{ sensor }}_level - site.{{ sensor }}_site_level) filter (
+                            where context.slot < targets.slot
+                        ) as {{ sensor }}_site_n,
+                        sum(context.{{ sensor }}_level - site.{{ sensor }}_site_level) filter (
+                            where context.slot < targets.slot
+                        ) as {{ sensor }}_site_sum,
                     {% endfor -%}
-                    count(context.{{ sensor }}_level - site.{{ sensor }}_site_level) filter (
-                        where context.slot < targets.slot
-                    ) as {{ sensor }}_site_n,
-                    sum(context.{{ sensor }}_level - site.{{ sensor }}_site_level) filter (
-                        where context.slot < targets.slot
-                    ) as {{ sensor }}_site_sum,
-                {% endfor -%}
-                count(*) as filled_slots
-            from levels as context
-            left join site_levels as site
-                on
-                    targets.axis = 'time'
-                    and targets.site = site.site
-                    and targets.slot_width = site.slot_width
-                    and context.slot = site.slot
+                    count(*) as filled_slots
+                from levels as context
+                left join site_levels as site
+                    on
+                        targets.axis = 'time'
+                        and targets.site = site.site
+                        and targets.slot_width = site.slot_width
+                        and context.slot = site.slot
+                where
+                    context.equipment_id = targets.equipment_id
+                    and context.slot > targets.slot - targets.{{ longest }}
+                    and context.slot <= targets.slot
+            ) as window_rows
+        where not exists (
+            select 1 from state
             where
-                context.equipment_id = targets.equipment_id
-                and context.slot > targets.slot - targets.{{ longest }}
-                and context.slot <= targets.slot
-        ) as window_rows
+                state.equipment_id = targets.equipment_id
+                and state.slot = targets.slot
+        )
+    ),
+
+    sums as (
+        select * from newest
+        union all
+        select * from older
     ),
 {% else %}
     {% if is_incremental() %}
@@ -128,7 +227,15 @@ maintenance_events as not materialized (
                 equipment_id,
                 min(slot) as from_slot
             from levels
-            where ingested_at > {{ watermark(this) }}
+            where
+                ingested_at > {{ watermark(this) }}
+                and not exists (
+                    select 1 from {{ this }} as known
+                    where
+                        known.equipment_id = levels.equipment_id
+                        and known.slot = levels.slot
+                        and known.ingested_at >= levels.ingested_at
+                )
             group by equipment_id
         ),
     {% endif %}
@@ -143,6 +250,7 @@ maintenance_events as not materialized (
                 levels.{{ sensor }}_level - site.{{ sensor }}_site_level as {{ sensor }}_site_relative,
             {% endfor -%}
             levels.ingested_at,
+            last_service.serviced_at as last_serviced_at,
             {% if is_incremental() -%}
                 pending.from_slot,
             {% endif -%}
@@ -161,6 +269,7 @@ maintenance_events as not materialized (
                 and equipment.site = site.site
                 and equipment.slot_width = site.slot_width
                 and levels.slot = site.slot
+        {{ last_service_join('levels') }}
         {% if not is_incremental() and var("features_since", none) -%}
             -- A partial rebuild: rows from features_since on, and the slots their windows read.
             where
@@ -185,10 +294,12 @@ maintenance_events as not materialized (
                             target.schema ~ '.emps_msum', over='w' ~ k
                         ) }},
                     {% endfor -%}
-                    count(source.{{ sensor }}_site_relative) over before_slot as {{ sensor }}_site_n,
-                    {{ target.schema }}.emps_msum(
-                        source.{{ sensor }}_site_relative
-                    ) over before_slot as {{ sensor }}_site_sum,
+                    -- The site sums are over the longest window before the slot: its frame less
+                    -- the slot itself (one frame fewer to run).
+                    count(source.{{ sensor }}_site_relative) over {{ longest }}
+                    - (source.{{ sensor }}_site_relative is not null)::int as {{ sensor }}_site_n,
+                    {{ target.schema }}.emps_msum(source.{{ sensor }}_site_relative) over {{ longest }}
+                    - coalesce(source.{{ sensor }}_site_relative, 0) as {{ sensor }}_site_sum,
                 {% endfor -%}
                 count(*) over {{ longest }} as filled_slots
             from source
@@ -201,12 +312,8 @@ maintenance_events as not materialized (
                     w{{ k }} as (
                         partition by source.equipment_id order by source.slot
                         range between {{ group[k - 1] - 1 }} preceding and current row
-                    ),
+                    ){% if not loop.last %},{% endif %}
                 {% endfor -%}
-                before_slot as (
-                    partition by source.equipment_id order by source.slot
-                    range between {{ group[-1] - 1 }} preceding and 1 preceding
-                )
         ),
     {% endfor %}
 
@@ -232,8 +339,15 @@ stats as (
         sums.site,
         sums.commissioned_at,
         sums.unit_seconds,
+        sums.first_slot,
+        sums.first_reading_at,
+        sums.baseline_end_slot,
+        sums.last_serviced_at,
         sums.{{ longest }} as longest_slots,
         {% for sensor in sensors() -%}
+            sums.{{ sensor }}_baseline_mean,
+            sums.{{ sensor }}_baseline_std,
+            sums.{{ sensor }}_site_baseline,
             sums.{{ sensor }}_level as {{ sensor }}_now,
             {% for k in windows -%}
                 {{ window_stats('sums', sensor, k, 'sums.slot_units') }},
@@ -263,44 +377,35 @@ final as (
                 stats.{{ sensor }}_outside_w{{ k }},
             {%- endfor %}
             case
-                when stats.slot >= baselines.baseline_end_slot
+                when stats.slot >= stats.baseline_end_slot
                     then
-                        (stats.{{ sensor }}_mean_w1 - baselines.{{ sensor }}_baseline_mean)
-                        / nullif(baselines.{{ sensor }}_baseline_std, 0)
+                        (stats.{{ sensor }}_mean_w1 - stats.{{ sensor }}_baseline_mean)
+                        / nullif(stats.{{ sensor }}_baseline_std, 0)
             end as {{ sensor }}_dev_baseline,
             case
-                when stats.slot >= baselines.baseline_end_slot
-                    then stats.{{ sensor }}_mean_{{ longest }} - baselines.{{ sensor }}_baseline_mean
+                when stats.slot >= stats.baseline_end_slot
+                    then stats.{{ sensor }}_mean_{{ longest }} - stats.{{ sensor }}_baseline_mean
             end as {{ sensor }}_drift,
             case
-                when stats.slot >= baselines.baseline_end_slot
-                    then stats.{{ sensor }}_site_relative - baselines.{{ sensor }}_site_baseline
+                when stats.slot >= stats.baseline_end_slot
+                    then stats.{{ sensor }}_site_relative - stats.{{ sensor }}_site_baseline
             end as {{ sensor }}_site_drift,
         {% endfor %}
         greatest(
             0.0,
             1.0 - stats.filled_slots::float8
-            / greatest(1, least(stats.longest_slots, stats.slot - first_readings.first_slot + 1))
+            / greatest(1, least(stats.longest_slots, stats.slot - stats.first_slot + 1))
         ) as missing_rate,
         date_part(
             'epoch',
             stats.ts - greatest(
-                last_service.serviced_at,
+                stats.last_serviced_at,
                 case when stats.commissioned_at <= stats.ts then stats.commissioned_at end,
-                first_readings.first_reading_at
+                stats.first_reading_at
             )
         ) / stats.unit_seconds as since_maintenance,
         stats.ingested_at
     from stats
-    left join first_readings on stats.equipment_id = first_readings.equipment_id
-    left join baselines on stats.equipment_id = baselines.equipment_id
-    left join lateral (
-        select max(maintenance_events.serviced_at) as serviced_at
-        from maintenance_events
-        where
-            maintenance_events.equipment_id = stats.equipment_id
-            and maintenance_events.serviced_at <= stats.ts
-    ) as last_service on true
 )
 
 select * from final

@@ -10,7 +10,8 @@ final as (
         site,
         unit,
         commissioned_at,
-        registered_at
+        registered_at,
+        holdout
     from source
 )
 

@@ -1,4 +1,4 @@
--- One row per recorded failure of an equipment.
+-- One row per recorded failure of an equipment, or prevented failure (a fault found in time).
 with source as (
     select * from {{ source('raw', 'failure_events') }}
 ),
@@ -10,7 +10,8 @@ final as (
         failed_at,
         repaired_at,
         failure_mode,
-        source as recorded_by
+        source as recorded_by,
+        prevented
     from source
 )
 

@@ -1,0 +1,1 @@
+"""Fleet packs: the format, and importing one."""
