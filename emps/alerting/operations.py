@@ -44,6 +44,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from emps import prefect_api
+from emps.alerting.backlog import backlog
 from emps.alerting.recipients import RecipientsConfig, load_recipients
 from emps.db import Role, connect
 from emps.settings import Settings, get_settings
@@ -378,6 +379,29 @@ def quarantine_share(ctx: RuleContext) -> list[Finding]:
                 "rows": int(total),
                 "quarantined": int(quarantined),
                 "top reasons": "; ".join(f"{n} x {r}" for r, n in reasons),
+            },
+        )
+    ]
+
+
+# -- the outbox ----------------------------------------------------------------------------------
+
+
+@operations_rule("notifications_backlog", "Notifications are not going out")
+def notifications_backlog(ctx: RuleContext) -> list[Finding]:
+    """A notification due longer ago than EMPS_NOTIFY_PENDING_ALERT_S is still not sent (the
+    SMTP server or SMS gateway refuses or is down): crews are not hearing about alerts."""
+    waiting = backlog(ctx.conn, ctx.now)
+    if waiting.oldest_age_s <= ctx.settings.notify_pending_alert_s:
+        return []
+    return [
+        Finding(
+            "notifications",
+            waiting.describe(ctx.settings),
+            {
+                "waiting": waiting.waiting,
+                "oldest waiting (min)": round(waiting.oldest_age_s / 60),
+                "last error": waiting.last_error or "none",
             },
         )
     ]

@@ -147,6 +147,36 @@ def test_a_failed_ingest_run_alerts_until_a_later_run_completes(
     assert report.resolved == [("ingest_run_failed", operations.INGEST_FLOW)]
 
 
+def test_notifications_stuck_in_the_outbox_alert_until_they_go_out(alert_settings: Settings):
+    """A notification due for longer than EMPS_NOTIFY_PENDING_ALERT_S opens an alert naming how
+    many wait and the last error; once it is delivered the alert resolves."""
+    with connect(Role.OWNER, alert_settings, autocommit=True) as conn:
+        [waiting_id] = conn.execute(
+            "insert into ops.notifications (channel, recipient, subject, body_text, dedupe_key,"
+            " event, status, attempts, last_error, due_at) values ('email', 'x@crews.example',"
+            " 's', 't', 'stuck-1', 'test', 'failed', 3, 'connection refused', %s) returning id",
+            (datetime.now(UTC) - timedelta(hours=2),),
+        ).fetchone()
+    rule = [operations.RULES["notifications_backlog"]]
+    now = datetime.now(UTC)
+    fresh = alert_settings.model_copy(update={"notify_pending_alert_s": 3 * 3600.0})
+    assert operations.evaluate(fresh, now=now, recipients=OPS, rules=rule).opened == []
+    report = operations.evaluate(alert_settings, now=now, recipients=OPS, rules=rule)
+    assert report.opened == [("notifications_backlog", "notifications")]
+    with connect(Role.OWNER, alert_settings) as conn:
+        [summary] = conn.execute(
+            "select summary from ops.operations_alerts where rule = 'notifications_backlog'"
+        ).fetchone()
+    assert "1 notifications waiting" in summary and "connection refused" in summary
+    with connect(Role.OWNER, alert_settings, autocommit=True) as conn:
+        conn.execute(
+            "update ops.notifications set status = 'sent', sent_at = now() where id = %s",
+            (waiting_id,),
+        )
+    report = operations.evaluate(alert_settings, now=now, recipients=OPS, rules=rule)
+    assert report.resolved == [("notifications_backlog", "notifications")]
+
+
 def test_a_broken_rule_neither_stops_the_others_nor_clears_its_alerts(alert_settings: Settings):
     """A rule that fails is reported, its open alert stays open, and the other rules still run."""
     calls = []

@@ -34,8 +34,17 @@ def fleet_database(settings, name: str):
             "truncate raw.sensor_readings, raw.failure_events, raw.equipment, "
             "raw.operating_regimes restart identity cascade"
         )
+        # A clean analytics schema, with the privileges the migrations gave the first one.
         conn.execute("drop schema if exists analytics cascade")
         conn.execute("create schema analytics authorization emps_writer")
+        conn.execute(
+            "grant usage on schema analytics to emps_reader, emps_ingest, emps_scoring, "
+            "emps_alerting"
+        )
+        conn.execute(
+            "alter default privileges for role emps_writer in schema analytics "
+            "grant select on tables to emps_reader"
+        )
     return fleet_settings
 
 
