@@ -22,13 +22,17 @@ PACKED_MAX_ROWS = 1000
 class FailureModel(BaseEstimator):
     """Predicts P(failure within the horizon) and the remaining life from dbt feature rows.
 
-    Both come from one number, the forest's vote: the probability through the calibration
-    table, the remaining life through the life table (the median remaining life of training
-    rows with that out-of-fold vote, in failure horizons, never rising with the vote). So a
-    higher probability never reads as a longer life, and two scores of the same features read
-    the same. Remaining life is told in each type's life unit (days for wall-time clocks, the
-    counter's unit otherwise), up to the type's cap: beyond it the history gives no support
-    and the estimate reads "more than" the cap.
+    The probability comes from the forest's vote through the calibration table. The remaining
+    life comes from the same vote where the vote sees a failure coming (the life table: the
+    median remaining life of training rows with that out-of-fold vote, in failure horizons,
+    never rising with the vote), so within the horizon a higher probability never reads as a
+    longer life. Where the table reads a horizon or more (the vote sees nothing coming), the
+    life forest, a regressor of the remaining life on the same features, tells how much wear
+    is left, never under one horizon: a machine read as failing within the horizon never has a
+    lower probability than one read beyond it. Two scores of the same features read the same.
+    Remaining life is told in each type's life unit (days for wall-time clocks, the counter's
+    unit otherwise), up to the type's cap: beyond it the history gives no support and the
+    estimate reads "more than" the cap.
     """
 
     # Versions registered before these existed load without them: the class holds their default.
@@ -36,6 +40,7 @@ class FailureModel(BaseEstimator):
     life_y: np.ndarray | None = None
     clocks: dict[str, dict[str, Any]] | None = None
     assessment_profile: dict[str, Any] | None = None
+    life_forest: Any = None
 
     def __init__(
         self,
@@ -53,6 +58,7 @@ class FailureModel(BaseEstimator):
         life_y: np.ndarray | None = None,
         clocks: dict[str, dict[str, Any]] | None = None,
         assessment_profile: dict[str, Any] | None = None,
+        life_forest: Any = None,
     ):
         self.classifier = classifier
         # Models trained before the life table kept a days regressor: still read for them.
@@ -70,6 +76,8 @@ class FailureModel(BaseEstimator):
         # Per equipment type: unit, unit_seconds, horizon (life units), cap and naive (life units).
         self.clocks = clocks
         self.assessment_profile = assessment_profile
+        # Remaining life as a share of the type's cap, from the features (beyond the horizon).
+        self.life_forest = life_forest
 
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         """The feature matrix in training order; a feature the frame lacks is an error, not a zero."""
@@ -142,8 +150,19 @@ class FailureModel(BaseEstimator):
         if self.life_x is None or len(self.life_x) == 0:
             return self._regressor_days(X, score, cap)
         horizons = np.interp(score, self.life_x, self.life_y)
-        life = horizons * self.per_type(types, "horizon", len(score))
+        horizon = self.per_type(types, "horizon", len(score))
+        life = horizons * horizon
+        beyond = horizons >= 1.0  # the vote sees no failure within the horizon
+        if self.life_forest is not None and X is not None and beyond.any():
+            wear = self._walk(self.life_forest, np.asarray(X)[beyond]) * cap[beyond]
+            life[beyond] = np.maximum(wear, horizon[beyond])
         return np.minimum(life, cap), life >= cap - 1e-9
+
+    @staticmethod
+    def _walk(forest: Any, X: np.ndarray) -> np.ndarray:
+        if len(X) > PACKED_MAX_ROWS:
+            return forest.predict(X)
+        return packed(forest).walk(X)[0]
 
     def _regressor_days(
         self, X: np.ndarray | None, score: np.ndarray, cap: np.ndarray

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
-from sklearn.ensemble import RandomForestClassifier
+from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold
@@ -58,6 +58,8 @@ COUNTER_RUL_CAP = 125.0
 # least this many rows.
 LIFE_BANDS = 200
 LIFE_ROWS_PER_BAND = 200
+# The life forest learns from at most this many rows (a seeded sample of a longer history).
+LIFE_FOREST_MAX_ROWS = 200_000
 
 # Told the description of each step of a training run as it starts (a progress bar, a flow's log).
 OnStep = Callable[[str], None]
@@ -69,10 +71,11 @@ def _quiet(description: str) -> None:
 
 def training_steps(settings: Settings, kind: str = "continuous") -> int:
     """How many steps train_and_register reports: one forest per calibration fold, the forest,
-    calibration and remaining life, evaluation and MLflow, and for a run-to-failure history one
-    per cross-validation fold (fewer calibration folds when few machines failed)."""
+    calibration and remaining life, the life forest, evaluation and MLflow, and for a
+    run-to-failure history one per cross-validation fold (fewer calibration folds when few
+    machines failed)."""
     cv = settings.ml_cv_folds if kind == RUN_TO_FAILURE else 0
-    return settings.ml_calibration_folds + 4 + cv
+    return settings.ml_calibration_folds + 5 + cv
 
 
 def rul_cap(etype, settings: Settings) -> float:
@@ -150,6 +153,37 @@ def fit_life_table(
     )
 
 
+def fit_life_forest(
+    X: np.ndarray, frame: pd.DataFrame, model: FailureModel, catalog: Catalog, settings: Settings
+) -> RandomForestRegressor | None:
+    """A regressor of the remaining life, as a share of the type's cap, on the features: what
+    tells a machine with much wear left from one with little, beyond the horizon the vote sees.
+    Fitted on the rows whose capped life is known (as the life table), at most
+    LIFE_FOREST_MAX_ROWS of them; leaves hold at least 1/5000 of them, so the forest stays small
+    and quick whatever the history's length."""
+    truth, censored = remaining_life_truth(frame, catalog)
+    types = frame["equipment_type"].to_numpy(dtype=object)
+    cap = model.per_type(types, "cap", len(frame))
+    known = ~censored | (truth >= cap)
+    if known.sum() < 2 * settings.ml_min_samples_leaf:
+        return None
+    forest = RandomForestRegressor(
+        n_estimators=max(10, settings.ml_n_estimators // 2),
+        min_samples_leaf=max(
+            settings.ml_min_samples_leaf, min(int(known.sum()), LIFE_FOREST_MAX_ROWS) // 5000
+        ),
+        max_features=0.5,
+        max_samples=settings.ml_max_samples if settings.ml_max_samples < 1 else None,
+        n_jobs=settings.ml_n_jobs,
+        random_state=settings.ml_seed,
+    )
+    rows = np.flatnonzero(known)
+    if len(rows) > LIFE_FOREST_MAX_ROWS:  # a long history: a seeded sample tells wear as well
+        rng = np.random.default_rng(settings.ml_seed)
+        rows = np.sort(rng.choice(rows, LIFE_FOREST_MAX_ROWS, replace=False))
+    return forest.fit(X[rows], (np.minimum(truth, cap) / cap)[rows])
+
+
 def fit_model(
     train: pd.DataFrame | Split,
     settings: Settings | None = None,
@@ -187,6 +221,8 @@ def fit_model(
     model.calibration_x, model.calibration_y = calibration.x, calibration.y
     model.clocks = type_clocks(train, catalog, settings)
     model.life_x, model.life_y = fit_life_table(votes, train, model, catalog)
+    on_step("fitting the life forest (remaining life beyond the horizon)")
+    model.life_forest = fit_life_forest(X, train, model, catalog, settings)
     model.assessment_profile = profile_training_rows(train, features, catalog)
     return model
 

@@ -228,9 +228,11 @@ def test_packed_forest_predicts_exactly_like_scikit_learn(fast, synthetic_exampl
 def test_remaining_life_never_rises_with_the_probability_and_is_shown_at_every_severity(
     fast, synthetic_examples
 ):
-    """At a given moment a higher failure probability never reads as a longer remaining life
-    (both come from the one forest vote), healthy machines get an estimate too, and it reads
-    "more than" the cap only at the cap; two scores of the same features read the same."""
+    """At a given moment, among machines the vote sees failing within the horizon, a higher
+    failure probability never reads as a longer remaining life, and none of them has a lower
+    probability than a machine read beyond the horizon; healthy machines get an estimate too,
+    and it reads "more than" the cap only at the cap; two scores of the same features read the
+    same."""
     examples, _ = synthetic_examples
     split = split_examples(examples, fast)
     model = fit_model(split, fast)
@@ -238,11 +240,16 @@ def test_remaining_life_never_rises_with_the_probability_and_is_shown_at_every_s
     moment = rows[rows["ts"] == rows["ts"].max()]  # every machine's row at one moment
     for frame in (moment, rows):
         predictions = predict_rows(model, frame)
+        horizon = model.per_type(frame["equipment_type"].to_numpy(), "horizon", len(frame))
         for etype in frame["equipment_type"].unique():
             mine = (frame["equipment_type"] == etype).to_numpy()
-            order = np.argsort(predictions.probability[mine], kind="stable")
-            life = predictions.remaining_life[mine][order]
+            near = mine & (predictions.remaining_life < horizon - 1e-9)
+            order = np.argsort(predictions.probability[near], kind="stable")
+            life = predictions.remaining_life[near][order]
             assert (np.diff(life) <= 1e-9).all(), etype
+            if near.any() and (mine & ~near).any():
+                beyond = predictions.probability[mine & ~near].max()
+                assert predictions.probability[near].min() >= beyond - 1e-12, etype
     predictions = predict_rows(model, rows)
     assert not np.isnan(predictions.remaining_life).any()
     low = predictions.probability < fast.severity_medium
