@@ -134,10 +134,13 @@ def train_first_champion(settings: Settings) -> str:
     with step_progress("first model", training_steps(settings) + 2) as on_step:
         result, decision = retrain("emps-up-bootstrap", settings, on_step)
     metrics = result.metrics
+    evaluated = int(metrics.get("failures_evaluated", 0))
     console.print(
-        f"  model v{result.version}: recall {metrics.get('recall', float('nan')):.2f}, "
-        f"precision {metrics.get('precision', float('nan')):.2f}, "
-        f"brier {metrics.get('brier', float('nan')):.3f} — {decision.reason}"
+        f"  model v{result.version}: {metrics.get('failures_warned', 0):.0f} of {evaluated} "
+        f"held-out failures warned {settings.inspection_within_days}+ days ahead, "
+        f"{metrics.get('false_alert_episodes_per_100_equipment_months', float('nan')):.1f} "
+        f"false alerts per 100 equipment-months, PR-AUC "
+        f"{metrics.get('pr_auc', float('nan')):.2f} — {decision.reason}"
     )
     return result.version
 

@@ -1,4 +1,5 @@
-"""Domain rules every part of the platform shares: severity bands and health scores."""
+"""Domain rules every part of the platform shares: severity bands, health scores, and how
+remaining life and a prediction's assessment read."""
 
 from __future__ import annotations
 
@@ -35,3 +36,31 @@ def severity_for(failure_probability: float, settings: Settings | None = None) -
 def health_score_for(failure_probability: float) -> int:
     """0 (about to fail) to 100 (healthy): round(100 × (1 − p))."""
     return round(100 * (1.0 - failure_probability))
+
+
+# What each prediction assessment means to a crew (ml.assess sets them).
+ASSESSMENT_TITLES = {
+    "ok": "ok",
+    "insufficient_data": "insufficient data",
+    "out_of_distribution": "outside the training data",
+}
+
+
+def assessment_words(state: str | None, reason: str | None = None) -> str:
+    """'insufficient data: vibration stuck: no change over the last 1 h'; '' for ok or unknown
+    (a prediction made before assessments existed)."""
+    if not isinstance(state, str) or state in ("", "ok"):  # None or a table's NaN: unknown
+        return ""
+    title = ASSESSMENT_TITLES.get(state, state.replace("_", " "))
+    return f"{title}: {reason}" if isinstance(reason, str) and reason else title
+
+
+def remaining_life_words(value: float | None, unit: str | None, beyond: bool | None) -> str:
+    """'about 4.2 days', 'more than 21 days', 'about 37 cycles'; '' when there is no estimate."""
+    if value is None or value != value:  # None or NaN
+        return ""
+    unit = unit if isinstance(unit, str) and unit else "day"
+    beyond = beyond is True or (beyond == beyond and bool(beyond))  # NaN: unknown, not beyond
+    shown = f"{value:.1f}" if value < 10 else f"{value:.0f}"
+    plural = "" if shown in ("1", "1.0") else "s"
+    return f"{'more than' if beyond else 'about'} {shown} {unit}{plural}"

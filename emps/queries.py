@@ -111,7 +111,8 @@ def fleet_health(
     return frame(
         """
         select equipment_id, equipment_type, site, health_score, severity, failure_probability,
-               days_until_failure, last_reading_at, minutes_since_last_reading,
+               days_until_failure, remaining_life, life_unit, remaining_life_beyond, assessment,
+               assessment_reason, last_severity, last_reading_at, minutes_since_last_reading,
                open_alert_id, open_alert_severity, open_alert_status,
                next_task_id, next_task_type, next_task_date, model_version, predicted_at,
                prediction_as_of, last_reading_as_of
@@ -139,7 +140,8 @@ def fleet_summary(
     severities: Sequence[str] | None = None,
     settings: Settings | None = None,
 ) -> pd.DataFrame:
-    """Equipment counts per site, severity, health decile and silent-or-not (for counts, charts),
+    """Equipment counts per site, severity, health decile, silent-or-not and assessment (for
+    counts, charts),
     and when the predictions and last readings they count were refreshed (`prediction_as_of`,
     `last_reading_as_of`: the latest refresh that changed a row of the group).
 
@@ -150,6 +152,7 @@ def fleet_summary(
         select site, coalesce(severity, 'UNSCORED') as severity,
                (floor(health_score / 10.0) * 10)::int as health_bucket,
                (last_reading_at is null or minutes_since_last_reading > %(silent)s) as silent,
+               coalesce(assessment, 'ok') as assessment,
                count(*)::int as equipment, coalesce(sum(health_score), 0)::float8 as health_sum,
                max(prediction_as_of) as prediction_as_of,
                max(last_reading_as_of) as last_reading_as_of
@@ -157,7 +160,7 @@ def fleet_summary(
         where (%(sites)s::text[] is null or site = any(%(sites)s))
           and (%(types)s::text[] is null or equipment_type = any(%(types)s))
           and (%(severities)s::text[] is null or coalesce(severity, 'UNSCORED') = any(%(severities)s))
-        group by 1, 2, 3, 4
+        group by 1, 2, 3, 4, 5
         """,
         {
             "silent": silent_minutes,

@@ -351,7 +351,12 @@ class Settings(BaseSettings):
     ml_n_jobs: int = Field(2, ge=1)
     ml_seed: int = 7
     ml_test_equipment_fraction: float = Field(
-        0.3, gt=0, lt=1, description="Equipment held out of training entirely for evaluation"
+        0.3,
+        gt=0,
+        lt=1,
+        description="Equipment held out of training entirely: the first half is the gate slice "
+        "(the promotion gate compares models there), the second the report slice (the figures "
+        "versions report; no gate sees it)",
     )
     ml_test_time_fraction: float = Field(
         0.3, gt=0, lt=1, description="Latest share of the time span used only for evaluation"
@@ -363,16 +368,35 @@ class Settings(BaseSettings):
         description="Groups of training equipment whose out-of-fold forest votes calibrate the "
         "probabilities",
     )
-    ml_threshold_policy: Literal["severity_high", "max_f1", "min_precision"] = Field(
-        "min_precision",
-        description="Operating threshold the model's recall, precision and F1 are reported at: the "
-        "lowest threshold reaching ml_target_precision on the out-of-fold training votes, best F1 "
-        "on them, or the HIGH band (alerting always fires on the severity bands)",
+    ml_cv_folds: int = Field(
+        5,
+        ge=2,
+        le=20,
+        description="Run-to-failure histories: the grouped k-fold over all units whose held-out "
+        "predictions give a training run's figures",
     )
-    ml_target_precision: float = Field(0.8, gt=0, lt=1)
-    ml_gate_metric: Literal["pr_auc", "roc_auc", "f1", "recall", "brier"] = "pr_auc"
+    ml_rul_cap: float | None = Field(
+        None,
+        gt=0,
+        description="Remaining life is estimated up to this many of a type's life units (days "
+        "for wall-time clocks, the counter's unit such as cycles otherwise) and shown as 'more "
+        "than' beyond, where history gives no support; unset: 125 for counter clocks, three "
+        "failure horizons for wall-time clocks",
+    )
+    ml_gate_metric: Literal["pr_auc", "roc_auc", "brier"] = Field(
+        "pr_auc", description="What the promotion gate compares on the gate slice"
+    )
     ml_gate_min_improvement: float = Field(
-        0.0, ge=0, description="The challenger must beat the champion's gate metric by more"
+        0.0,
+        ge=0,
+        description="The lower end of the 95 % interval of the challenger's improvement over "
+        "the champion (equipment resampled, paired) must exceed this",
+    )
+    ml_gate_min_failures: int = Field(
+        10,
+        ge=1,
+        description="Failures the gate slice must hold before the gate compares two models; "
+        "with fewer it keeps the champion",
     )
     ml_explain_top: int = Field(5, ge=1, le=50, description="Features kept per explanation")
     ml_alias_max_age_s: float = Field(

@@ -1,6 +1,6 @@
-"""The failure model as one object: forest classifier, calibration, days-until-failure
-regressor, feature list and operating threshold. One MLflow model version is one of these, so the
-scorer always uses the parts that were evaluated together.
+"""The failure model as one object: forest classifier, calibration, remaining-life table, feature
+list and the training profile predictions are assessed against. One MLflow model version is one
+of these, so the scorer always uses the parts that were evaluated together.
 """
 
 from __future__ import annotations
@@ -20,7 +20,27 @@ PACKED_MAX_ROWS = 1000
 
 
 class FailureModel(BaseEstimator):
-    """Predicts P(failure within the horizon) and days until failure from dbt feature rows."""
+    """Predicts P(failure within the horizon) and the remaining life from dbt feature rows.
+
+    The probability comes from the forest's vote through the calibration table. The remaining
+    life comes from the same vote where the vote sees a failure coming (the life table: the
+    median remaining life of training rows with that out-of-fold vote, in failure horizons,
+    never rising with the vote), so within the horizon a higher probability never reads as a
+    longer life. Where the table reads a horizon or more (the vote sees nothing coming), the
+    life forest, a regressor of the remaining life on the same features, tells how much wear
+    is left, never under one horizon: a machine read as failing within the horizon never has a
+    lower probability than one read beyond it. Two scores of the same features read the same.
+    Remaining life is told in each type's life unit (days for wall-time clocks, the counter's
+    unit otherwise), up to the type's cap: beyond it the history gives no support and the
+    estimate reads "more than" the cap.
+    """
+
+    # Versions registered before these existed load without them: the class holds their default.
+    life_x: np.ndarray | None = None
+    life_y: np.ndarray | None = None
+    clocks: dict[str, dict[str, Any]] | None = None
+    assessment_profile: dict[str, Any] | None = None
+    life_forest: Any = None
 
     def __init__(
         self,
@@ -31,11 +51,17 @@ class FailureModel(BaseEstimator):
         calibration_x: np.ndarray | None = None,
         calibration_y: np.ndarray | None = None,
         threshold: float = 0.5,
-        horizon_days: int = 7,
+        horizon_days: float = 7,
         regressor_max_days: float = 30.0,
         calibration_method: str = "isotonic",
+        life_x: np.ndarray | None = None,
+        life_y: np.ndarray | None = None,
+        clocks: dict[str, dict[str, Any]] | None = None,
+        assessment_profile: dict[str, Any] | None = None,
+        life_forest: Any = None,
     ):
         self.classifier = classifier
+        # Models trained before the life table kept a days regressor: still read for them.
         self.regressor = regressor
         self.feature_names = feature_names
         self.feature_labels = feature_labels
@@ -45,6 +71,13 @@ class FailureModel(BaseEstimator):
         self.horizon_days = horizon_days
         self.regressor_max_days = regressor_max_days
         self.calibration_method = calibration_method
+        self.life_x = life_x  # forest votes, rising ...
+        self.life_y = life_y  # ... and the remaining life they map to, in horizons
+        # Per equipment type: unit, unit_seconds, horizon (life units), cap and naive (life units).
+        self.clocks = clocks
+        self.assessment_profile = assessment_profile
+        # Remaining life as a share of the type's cap, from the features (beyond the horizon).
+        self.life_forest = life_forest
 
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         """The feature matrix in training order; a feature the frame lacks is an error, not a zero."""
@@ -85,25 +118,71 @@ class FailureModel(BaseEstimator):
     def failure_probability(self, X: np.ndarray) -> np.ndarray:
         return self.calibrate(self.forest_score(X))
 
-    def days_until_failure(
-        self, X: np.ndarray, probability: np.ndarray | None = None
-    ) -> np.ndarray:
-        """The regressor's days until failure, kept consistent with the failure probability when
-        given: P(failure within the horizon H) = p >= 0.5 puts the median time to failure within
-        it, so a likely failure never reads as further than H days.
+    def clock(self, equipment_type: str | None) -> dict[str, Any]:
+        """The life unit, its seconds, the horizon, cap and naive estimate (life units) of a type."""
+        clocks = self.clocks or {}
+        if equipment_type in clocks:
+            return clocks[equipment_type]
+        if clocks:  # a type added since training: the first type's clock, in its own unit
+            return next(iter(clocks.values()))
+        days = float(self.horizon_days)
+        return {
+            "unit": "day",
+            "unit_seconds": 86400.0,
+            "horizon": days,
+            "cap": float(self.regressor_max_days),
+            "naive": float(self.regressor_max_days),
+        }
 
-        (A tighter bound from a constant hazard, H ln 2 / -ln(1 - p), about a day at p = 0.99,
-        was tried and dropped: a degrading machine is 99 % sure to fail within the week for
-        days before it does, and the bound put those 3-7 days out at one: 2.8 days of error
-        there against 1.3 for the regressor alone, 200 equipment x 120 days held out.)"""
+    def per_type(self, types: Any, key: str, count: int) -> np.ndarray:
+        """A clock value (unit_seconds, horizon, cap, naive) for each of `count` rows of `types`."""
+        types = np.broadcast_to(np.asarray(types, dtype=object), (count,))
+        values = {t: float(self.clock(t)[key]) for t in pd.unique(types)}
+        return np.array([values[t] for t in types], dtype=float)
+
+    def remaining_life(
+        self, score: np.ndarray, types: Any = None, X: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(remaining life in each row's life unit, True where it is the cap: "more than") from
+        the forest votes of rows of equipment `types` (one type name or one per row)."""
+        score = np.asarray(score, dtype=float)
+        cap = self.per_type(types, "cap", len(score))
+        if self.life_x is None or len(self.life_x) == 0:
+            return self._regressor_days(X, score, cap)
+        horizons = np.interp(score, self.life_x, self.life_y)
+        horizon = self.per_type(types, "horizon", len(score))
+        life = horizons * horizon
+        beyond = horizons >= 1.0  # the vote sees no failure within the horizon
+        if self.life_forest is not None and X is not None and beyond.any():
+            wear = self._walk(self.life_forest, np.asarray(X)[beyond]) * cap[beyond]
+            life[beyond] = np.maximum(wear, horizon[beyond])
+        return np.minimum(life, cap), life >= cap - 1e-9
+
+    @staticmethod
+    def _walk(forest: Any, X: np.ndarray) -> np.ndarray:
+        if len(X) > PACKED_MAX_ROWS:
+            return forest.predict(X)
+        return packed(forest).walk(X)[0]
+
+    def _regressor_days(
+        self, X: np.ndarray | None, score: np.ndarray, cap: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Days from the regressor of a model trained before the life table."""
+        if self.regressor is None or X is None:
+            return np.full(len(score), np.nan), np.zeros(len(score), dtype=bool)
         if len(X) > PACKED_MAX_ROWS:
             days = self.regressor.predict(X)
         else:
             days = packed(self.regressor).walk(X)[0]
-        days = np.clip(days, 0.0, self.regressor_max_days)
-        if probability is not None:
-            days = np.where(probability >= 0.5, np.minimum(days, self.horizon_days), days)
-        return days
+        days = np.clip(days, 0.0, cap)
+        return days, days >= cap - 1e-9
+
+    def days_until_failure(
+        self, score: np.ndarray, types: Any = None, X: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The remaining life in days of (derived) time."""
+        life, _ = self.remaining_life(score, types, X)
+        return life * self.per_type(types, "unit_seconds", len(life)) / 86400.0
 
     def predict(self, X: Any) -> np.ndarray:
         """MLflow pyfunc entry point: the calibrated failure probability of each row."""

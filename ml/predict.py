@@ -18,6 +18,7 @@ from emps.db import Role, connect
 from emps.domain import health_score_for, severity_for
 from emps.settings import Settings, get_settings
 from ml import registry
+from ml.assess import Assessment, assess_matrix
 from ml.dataset import read_latest_feature_row, read_latest_features, with_admin_thresholds
 from ml.explain import score_and_explain
 from ml.model import FailureModel
@@ -134,20 +135,63 @@ def forget_cached_models() -> None:
     _alias_read_at.clear()
 
 
+@dataclass
+class RowPredictions:
+    """What scoring says about each row of a feature matrix."""
+
+    probability: np.ndarray
+    remaining_life: np.ndarray  # in each row's life unit, at most the cap
+    beyond: np.ndarray  # True: the life is at least the cap ("more than")
+    days: np.ndarray  # the remaining life in days of (derived) time
+    units: list[str]
+    assessments: list[Assessment]
+    explanation: list[list[dict[str, Any]]]
+
+
 def _predict_matrix(
-    model: FailureModel, X: np.ndarray, settings: Settings
-) -> tuple[np.ndarray, np.ndarray, list[list[dict[str, Any]]]]:
-    """(probability, days until failure or NaN, explanation) per row of the feature matrix."""
+    model: FailureModel, X: np.ndarray, types: Sequence[str | None], settings: Settings
+) -> RowPredictions:
+    """Probability, remaining life, assessment and explanation per row of the feature matrix."""
+    from emps.catalog import load_catalog
+
     score, explanation = score_and_explain(model, X, settings.ml_explain_top)
     probability = np.round(model.calibrate(score), 6)
-    days = (
-        model.days_until_failure(X, probability)
-        if model.regressor is not None
-        else np.full(len(X), np.nan)
+    life, beyond = model.remaining_life(score, types, X)
+    days = model.days_until_failure(score, types, X)
+    assessments = assess_matrix(
+        X,
+        np.asarray(types, dtype=object),
+        model.feature_names,
+        load_catalog(settings.catalog_path),
+        model.assessment_profile,
+        model.feature_labels,
     )
-    # Days until failure is only meaningful when failure is plausible; far from one it is noise.
-    days = np.where(probability >= settings.severity_medium, np.round(days, 2), np.nan)
-    return probability, days, explanation
+    return RowPredictions(
+        probability=probability,
+        remaining_life=np.round(life, 2),
+        beyond=beyond,
+        days=np.round(days, 2),
+        units=[model.clock(t)["unit"] for t in types],
+        assessments=assessments,
+        explanation=explanation,
+    )
+
+
+PREDICTION_COLUMNS = (
+    "equipment_id",
+    "ts",
+    "failure_probability",
+    "health_score",
+    "severity",
+    "days_until_failure",
+    "remaining_life",
+    "life_unit",
+    "remaining_life_beyond",
+    "assessment",
+    "assessment_reason",
+    "model_version",
+    "explanation",
+)
 
 
 def score_frame(
@@ -156,31 +200,34 @@ def score_frame(
     """One prediction row per feature row, in the ops.predictions shape."""
     settings = settings or get_settings()
     if features.empty:
-        return pd.DataFrame(
-            columns=[
-                "equipment_id",
-                "ts",
-                "failure_probability",
-                "health_score",
-                "severity",
-                "days_until_failure",
-                "model_version",
-                "explanation",
-            ]
-        )
-    probability, days, explanation = _predict_matrix(model, model.matrix(features), settings)
+        return pd.DataFrame(columns=list(PREDICTION_COLUMNS))
+    types = (
+        features["equipment_type"].tolist()
+        if "equipment_type" in features
+        else [None] * len(features)
+    )
+    scored = _predict_matrix(model, model.matrix(features), types, settings)
     return pd.DataFrame(
         {
             "equipment_id": features["equipment_id"].to_numpy(),
             "ts": features["ts"].to_numpy(),
-            "failure_probability": probability,
-            "health_score": [health_score_for(p) for p in probability],
-            "severity": [severity_for(p, settings).value for p in probability],
-            "days_until_failure": days,
+            "failure_probability": scored.probability,
+            "health_score": [health_score_for(p) for p in scored.probability],
+            "severity": [severity_for(p, settings).value for p in scored.probability],
+            "days_until_failure": scored.days,
+            "remaining_life": scored.remaining_life,
+            "life_unit": scored.units,
+            "remaining_life_beyond": scored.beyond,
+            "assessment": [a.state for a in scored.assessments],
+            "assessment_reason": [a.reason for a in scored.assessments],
             "model_version": version,
-            "explanation": explanation,
+            "explanation": scored.explanation,
         }
     )
+
+
+def _optional(value: Any) -> Any:
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) else value
 
 
 def write_predictions(predictions: pd.DataFrame, settings: Settings | None = None) -> pd.DataFrame:
@@ -188,10 +235,7 @@ def write_predictions(predictions: pd.DataFrame, settings: Settings | None = Non
     settings = settings or get_settings()
     if predictions.empty:
         return predictions.assign(id=pd.Series(dtype="int64"))
-    columns = (
-        "id, equipment_id, ts, failure_probability, health_score, severity, "
-        "days_until_failure, model_version, explanation"
-    )
+    columns = "id, " + ", ".join(PREDICTION_COLUMNS)
     with connect(Role.SCORING, settings) as conn:
         # Ids drawn first so the rows can go in by COPY and still be named in the events.
         ids = [
@@ -203,7 +247,6 @@ def write_predictions(predictions: pd.DataFrame, settings: Settings | None = Non
         ]
         with conn.cursor().copy(f"copy ops.predictions ({columns}) from stdin") as copy:  # noqa: S608
             for row_id, row in zip(ids, predictions.itertuples(index=False), strict=True):
-                days = row.days_until_failure
                 copy.write_row(
                     (
                         row_id,
@@ -212,7 +255,12 @@ def write_predictions(predictions: pd.DataFrame, settings: Settings | None = Non
                         float(row.failure_probability),
                         int(row.health_score),
                         row.severity,
-                        None if pd.isna(days) else float(days),
+                        _optional(float(row.days_until_failure)),
+                        _optional(float(row.remaining_life)),
+                        row.life_unit,
+                        bool(row.remaining_life_beyond),
+                        row.assessment,
+                        row.assessment_reason,
                         str(row.model_version),
                         json.dumps(row.explanation),
                     )
@@ -226,6 +274,7 @@ def event_for(row: Mapping[str, Any]) -> tuple[str, dict[str, str], dict[str, An
     if severity not in ("HIGH", "CRITICAL"):
         return None
     days = row["days_until_failure"]
+    life = row.get("remaining_life")
     return (
         f"emps.prediction.{severity.lower()}",
         {"prefect.resource.id": f"equipment.{row['equipment_id']}"},
@@ -236,6 +285,9 @@ def event_for(row: Mapping[str, Any]) -> tuple[str, dict[str, str], dict[str, An
             "failure_probability": float(row["failure_probability"]),
             "severity": severity,
             "days_until_failure": None if pd.isna(days) else float(days),
+            "remaining_life": None if life is None or pd.isna(life) else float(life),
+            "life_unit": row.get("life_unit"),
+            "assessment": row.get("assessment"),
             "model_version": str(row["model_version"]),
         },
     )
@@ -356,18 +408,24 @@ def predict_equipment(
         )
     row.update({name: float(value) for name, value in (overrides or {}).items()})
     # One row needs no DataFrame: building one costs more than the forest walk.
-    probability, days, explanation = _predict_matrix(model, model.vector(row), settings)
-    p = float(probability[0])
+    scored = _predict_matrix(model, model.vector(row), [row.get("equipment_type")], settings)
+    p = float(scored.probability[0])
+    assessment = scored.assessments[0]
     return {
         "equipment_id": row["equipment_id"],
         "ts": pd.Timestamp(row["ts"]).isoformat(),
         "failure_probability": p,
         "health_score": health_score_for(p),
         "severity": severity_for(p, settings).value,
-        "days_until_failure": None if np.isnan(days[0]) else float(days[0]),
+        "days_until_failure": _optional(float(scored.days[0])),
+        "remaining_life": _optional(float(scored.remaining_life[0])),
+        "life_unit": scored.units[0],
+        "remaining_life_beyond": bool(scored.beyond[0]),
+        "assessment": assessment.state,
+        "assessment_reason": assessment.reason,
         "horizon": _horizon_label(row.get("equipment_type"), settings),
         "model_version": champion.version,
-        "explanation": explanation[0],
+        "explanation": scored.explanation[0],
         "what_if": dict(overrides or {}),
         "registry_unreachable": champion.stale,
         "champion_refused": champion.refused,

@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-LOWER_IS_BETTER = {"brier", "fpr", "rul_mae_days"}
 # The only types, beyond what skops trusts by default (scikit-learn's estimators, numpy), a model
 # file may hold: ours and the trees of the forests. Training refuses to log anything else.
 TRUSTED_TYPES = ("ml.model.FailureModel", "sklearn.tree._tree.Tree")
@@ -395,17 +394,7 @@ class GateDecision:
     metric: str
     challenger_metrics: dict[str, float] = field(default_factory=dict)
     champion_metrics: dict[str, float] = field(default_factory=dict)
-
-
-def beats(challenger: float, champion: float, metric: str, margin: float) -> bool:
-    """Strictly better than the champion by more than `margin` in the metric's direction."""
-    if _is_nan(challenger):
-        return False
-    if _is_nan(champion):
-        return True
-    if metric in LOWER_IS_BETTER:
-        return challenger < champion - margin
-    return challenger > champion + margin
+    comparison: dict[str, Any] = field(default_factory=dict)
 
 
 def run_gate(
@@ -416,9 +405,13 @@ def run_gate(
     failures=None,
     force: bool = False,
 ) -> GateDecision:
-    """Promote `challenger` to champion only if it beats the champion on the same test rows."""
+    """Promote `challenger` to champion only if it beats the champion beyond noise on the gate
+    slice: held-out equipment neither was trained on, compared pairwise (both models on the same
+    resamples of that equipment), the 95 % interval of the improvement above the configured
+    margin, with at least EMPS_ML_GATE_MIN_FAILURES failures there. The figures versions report
+    come from the report slice, which no gate sees (ml.evaluate)."""
     from ml.dataset import read_failure_events, read_training_examples, with_admin_thresholds
-    from ml.evaluate import evaluate_model, split_examples
+    from ml.evaluate import paired_comparison, split_examples
 
     settings = with_admin_thresholds(settings)
     metric = settings.ml_gate_metric
@@ -441,47 +434,56 @@ def run_gate(
         reason = "first champion: no model was in production"
         promote(challenger, actor, reason, settings=settings)
         return GateDecision(challenger, None, True, reason, metric)
+    reported = {
+        "challenger_metrics": _safe_metrics(challenger, settings),
+        "champion_metrics": _safe_metrics(champion, settings),
+    }
     examples = read_training_examples(settings) if examples is None else examples
     failures = read_failure_events(settings) if failures is None else failures
-    test = split_examples(examples, settings).test
+    rows = split_examples(examples, settings).gate.period
     # The challenger's files as evaluated are the ones recorded if it wins.
-    challenger_model, evaluated = load_version(
-        challenger, settings, recorded_digest(challenger, settings)
-    )
-    challenger_metrics = evaluate_model(challenger_model, test, failures, settings)
+    new_model, evaluated = load_version(challenger, settings, recorded_digest(challenger, settings))
     try:
-        champion_model, _ = load_version(champion, settings, recorded_digest(champion, settings))
-        champion_metrics = evaluate_model(champion_model, test, failures, settings)
+        old_model, _ = load_version(champion, settings, recorded_digest(champion, settings))
+        old = old_model.predict(rows)
     except (ValueError, ModelIntegrityError) as error:
         reason = f"champion v{champion} cannot score today's features ({error}); challenger wins"
-        promote(challenger, actor, reason, challenger_metrics, settings, evaluated)
-        return GateDecision(challenger, champion, True, reason, metric, challenger_metrics)
-    new, old = challenger_metrics[metric], champion_metrics[metric]
-    won = beats(new, old, metric, settings.ml_gate_min_improvement)
-    direction = "lower" if metric in LOWER_IS_BETTER else "higher"
-    reason = (
-        f"{metric} {new:.4f} vs champion v{champion} {old:.4f} on the same "
-        f"{int(challenger_metrics['test_rows'])} held-out rows ({direction} is better, "
-        f"margin {settings.ml_gate_min_improvement})"
+        promote(challenger, actor, reason, reported, settings, evaluated)
+        return GateDecision(challenger, champion, True, reason, metric, **reported)
+    comparison = paired_comparison(rows, new_model.predict(rows), old, metric)
+    facts = {k: v for k, v in asdict(comparison).items() if not _is_nan(v)}
+    where = (
+        f"on the gate slice ({comparison.equipment} held-out equipment, "
+        f"{comparison.failures} failures)"
     )
-    if won:
-        promote(
-            challenger,
-            actor,
-            "gate passed: " + reason,
-            {"challenger": challenger_metrics, "champion": champion_metrics},
-            settings,
-            evaluated,
+    if comparison.failures < settings.ml_gate_min_failures:
+        reason = (
+            f"gate refused: the gate slice holds {comparison.failures} held-out failures, fewer "
+            f"than the {settings.ml_gate_min_failures} a comparison needs "
+            "(EMPS_ML_GATE_MIN_FAILURES); champion "
+            f"v{champion} stays (`emps model promote --force` overrides)"
         )
-    return GateDecision(
-        challenger,
-        champion,
-        won,
-        ("gate passed: " if won else "gate refused: ") + reason,
-        metric,
-        challenger_metrics,
-        champion_metrics,
+        return GateDecision(
+            challenger, champion, False, reason, metric, **reported, comparison=facts
+        )
+    margin = settings.ml_gate_min_improvement
+    won = not _is_nan(comparison.low) and comparison.low > margin
+    verdict = (
+        f"better beyond noise (lower bound above {margin:g})"
+        if won
+        else "not better beyond noise"
+        if comparison.improvement > 0
+        else "not better"
     )
+    reason = (
+        f"{metric} {comparison.challenger:.4f} vs champion v{champion} "
+        f"{comparison.champion:.4f} {where}: improvement {comparison.improvement:+.4f}, 95 % "
+        f"interval {comparison.low:+.4f} to {comparison.high:+.4f}, {verdict}"
+    )
+    reason = ("gate passed: " if won else "gate refused: ") + reason
+    if won:
+        promote(challenger, actor, reason, {**reported, "comparison": facts}, settings, evaluated)
+    return GateDecision(challenger, champion, won, reason, metric, **reported, comparison=facts)
 
 
 def _safe_metrics(version: str, settings: Settings) -> dict[str, float]:

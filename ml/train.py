@@ -1,5 +1,6 @@
-"""Training: fit the forest, calibrate it on out-of-fold votes, evaluate on held-out equipment
-and time, log everything to MLflow and register the version as `challenger`.
+"""Training: fit the forest, calibrate it on out-of-fold votes, tabulate remaining life against
+the same votes, evaluate on equipment it never saw, log everything to MLflow and register the
+version as `challenger`.
 """
 
 from __future__ import annotations
@@ -21,33 +22,44 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from emps.catalog import Catalog, load_catalog
 from emps.settings import PROJECT_ROOT, Settings, get_settings
+from ml.assess import profile_training_rows
 from ml.dataset import (
-    DAYS_LABEL,
     LABEL,
     feature_columns,
     feature_label,
-    horizon,
     horizon_days,
     read_failure_events,
     read_training_examples,
     with_admin_thresholds,
 )
 from ml.evaluate import (
+    LOOKBACK_HORIZONS,
+    RUN_TO_FAILURE,
+    SPLIT_NAMES,
+    HeldOut,
     NotEnoughData,
+    Predictions,
     Split,
-    _lead_days,
-    choose_threshold,
-    evaluate_model,
+    evaluate_predictions,
+    kfold_splits,
+    lead_times,
+    life_unit,
+    predict_rows,
+    remaining_life_truth,
     split_examples,
 )
 from ml.model import FailureModel
 
 log = logging.getLogger(__name__)
-# The regressor learns from rows within this many horizons of a failure. Its days are shown only
-# when failure is plausible (MEDIUM and up: within about the horizon); rows from before a
-# degradation shows, weeks out, carry no sign of how far the failure is and pulled its days up
-# (held-out MAE within 14 days of failure, 200 equipment x 120 days: 2.7 days at 30, 1.6 at 14).
-REGRESSOR_HORIZONS = 2
+# Remaining life is estimated up to this (default, in a type's counter unit) for counter clocks:
+# the usual cap for run-to-failure engines, whose wear shows only in their last ~100 cycles.
+COUNTER_RUL_CAP = 125.0
+# The life table: medians over bands of out-of-fold votes, at most this many bands, each of at
+# least this many rows.
+LIFE_BANDS = 200
+LIFE_ROWS_PER_BAND = 200
+# The life forest learns from at most this many rows (a seeded sample of a longer history).
+LIFE_FOREST_MAX_ROWS = 200_000
 
 # Told the description of each step of a training run as it starts (a progress bar, a flow's log).
 OnStep = Callable[[str], None]
@@ -57,31 +69,141 @@ def _quiet(description: str) -> None:
     """No progress to show."""
 
 
-def training_steps(settings: Settings) -> int:
+def training_steps(settings: Settings, kind: str = "continuous") -> int:
     """How many steps train_and_register reports: one forest per calibration fold, the forest,
-    the days regressor, calibration, evaluation and MLflow (fewer folds when few machines failed)."""
-    return settings.ml_calibration_folds + 5
+    calibration and remaining life, the life forest, evaluation and MLflow, and for a
+    run-to-failure history one per cross-validation fold (fewer calibration folds when few
+    machines failed)."""
+    cv = settings.ml_cv_folds if kind == RUN_TO_FAILURE else 0
+    return settings.ml_calibration_folds + 5 + cv
+
+
+def rul_cap(etype, settings: Settings) -> float:
+    """How far a type's remaining life is estimated, in its life unit (EMPS_ML_RUL_CAP, else
+    125 for counter clocks and three failure horizons for wall-time clocks)."""
+    if settings.ml_rul_cap is not None:
+        return float(settings.ml_rul_cap)
+    if etype.clock.kind == "counter":
+        return COUNTER_RUL_CAP
+    return LOOKBACK_HORIZONS * etype.horizon_seconds / etype.clock.life_unit_seconds
+
+
+def type_clocks(
+    frame: pd.DataFrame, catalog: Catalog, settings: Settings
+) -> dict[str, dict[str, Any]]:
+    """Per equipment type: its life unit, the unit's seconds, its horizon and remaining-life cap
+    in that unit, and the naive estimate (the median capped remaining life of its training
+    rows; the pooled one, in horizons, for a type without training rows)."""
+    truth, censored = remaining_life_truth(frame, catalog)
+    types = frame["equipment_type"].to_numpy(dtype=object)
+    clocks, pooled = {}, []
+    for name, etype in catalog.equipment_types.items():
+        unit_seconds = etype.clock.life_unit_seconds
+        cap = rul_cap(etype, settings)
+        horizon = etype.horizon_seconds / unit_seconds
+        mine = types == name
+        known = mine & (~censored | (truth >= cap))
+        naive = float(np.median(np.minimum(truth[known], cap))) if known.any() else float("nan")
+        if known.any():
+            pooled.append(naive / horizon)
+        clocks[name] = {
+            "unit": etype.clock.life_unit,
+            "unit_seconds": float(unit_seconds),
+            "horizon": float(horizon),
+            "cap": float(cap),
+            "naive": naive,
+        }
+    fallback = float(np.median(pooled)) if pooled else 1.0
+    for clock in clocks.values():
+        if np.isnan(clock["naive"]):
+            clock["naive"] = min(fallback * clock["horizon"], clock["cap"])
+    return clocks
+
+
+def fit_life_table(
+    votes: np.ndarray, frame: pd.DataFrame, model: FailureModel, catalog: Catalog
+) -> tuple[np.ndarray, np.ndarray]:
+    """Remaining life (in horizons, capped) against out-of-fold votes: the median remaining
+    life of the rows in each band of votes, made never to rise with the vote (isotonic, weighted
+    by the rows per band), so a higher probability never reads as a longer life.
+
+    The median, not the mean: the error that counts is absolute, and a healthy machine's
+    estimate should read "more than" the cap, not an average of the cap and the few failures
+    that hid among its neighbours. Rows censored under the cap (no failure known, history too
+    short to prove the cap) stay out."""
+    truth, censored = remaining_life_truth(frame, catalog)
+    types = frame["equipment_type"].to_numpy(dtype=object)
+    horizon = model.per_type(types, "horizon", len(frame))
+    cap = model.per_type(types, "cap", len(frame))
+    known = ~censored | (truth >= cap)
+    target = (np.minimum(truth, cap) / horizon)[known]
+    votes = votes[known]
+    if len(target) < 2:
+        return np.array([0.0, 1.0]), np.full(2, float(np.nanmedian(cap / horizon)))
+    bands = int(np.clip(len(target) // LIFE_ROWS_PER_BAND, 10, LIFE_BANDS))
+    edges = np.unique(np.quantile(votes, np.linspace(0, 1, bands + 1)))
+    band = np.clip(np.searchsorted(edges, votes, side="right") - 1, 0, max(len(edges) - 2, 0))
+    frame = pd.DataFrame({"band": band, "vote": votes, "life": target}).groupby("band")
+    summary = frame.agg(vote=("vote", "median"), life=("life", "median"), rows=("life", "size"))
+    isotonic = IsotonicRegression(out_of_bounds="clip", increasing=False)
+    isotonic.fit(summary["vote"], summary["life"], sample_weight=summary["rows"])
+    return (
+        np.asarray(isotonic.X_thresholds_, dtype=np.float64),
+        np.asarray(isotonic.y_thresholds_, dtype=np.float64),
+    )
+
+
+def fit_life_forest(
+    X: np.ndarray, frame: pd.DataFrame, model: FailureModel, catalog: Catalog, settings: Settings
+) -> RandomForestRegressor | None:
+    """A regressor of the remaining life, as a share of the type's cap, on the features: what
+    tells a machine with much wear left from one with little, beyond the horizon the vote sees.
+    Fitted on the rows whose capped life is known (as the life table), at most
+    LIFE_FOREST_MAX_ROWS of them; leaves hold at least 1/5000 of them, so the forest stays small
+    and quick whatever the history's length."""
+    truth, censored = remaining_life_truth(frame, catalog)
+    types = frame["equipment_type"].to_numpy(dtype=object)
+    cap = model.per_type(types, "cap", len(frame))
+    known = ~censored | (truth >= cap)
+    if known.sum() < 2 * settings.ml_min_samples_leaf:
+        return None
+    forest = RandomForestRegressor(
+        n_estimators=max(10, settings.ml_n_estimators // 2),
+        min_samples_leaf=max(
+            settings.ml_min_samples_leaf, min(int(known.sum()), LIFE_FOREST_MAX_ROWS) // 5000
+        ),
+        max_features=0.5,
+        max_samples=settings.ml_max_samples if settings.ml_max_samples < 1 else None,
+        n_jobs=settings.ml_n_jobs,
+        random_state=settings.ml_seed,
+    )
+    rows = np.flatnonzero(known)
+    if len(rows) > LIFE_FOREST_MAX_ROWS:  # a long history: a seeded sample tells wear as well
+        rng = np.random.default_rng(settings.ml_seed)
+        rows = np.sort(rng.choice(rows, LIFE_FOREST_MAX_ROWS, replace=False))
+    return forest.fit(X[rows], (np.minimum(truth, cap) / cap)[rows])
 
 
 def fit_model(
-    split: Split,
+    train: pd.DataFrame | Split,
     settings: Settings | None = None,
     catalog: Catalog | None = None,
     on_step: OnStep = _quiet,
-):
-    """Fit classifier and regressor on the train slice; calibrate and pick the threshold on votes
+) -> FailureModel:
+    """Fit the classifier on the training rows; calibrate, and tabulate remaining life, on votes
     the forest cast on equipment it was not fitted on."""
     settings = settings or get_settings()
     catalog = catalog or load_catalog(settings.catalog_path)
-    features = feature_columns(list(split.train.columns), catalog)
+    train = train.train if isinstance(train, Split) else train
+    features = feature_columns(list(train.columns), catalog)
     model = FailureModel(
         feature_names=features,
         feature_labels={name: list(feature_label(name, catalog)) for name in features},
         horizon_days=horizon_days(settings),
-        regressor_max_days=REGRESSOR_HORIZONS * horizon_days(settings),
+        threshold=settings.severity_high,
     )
-    X = model.matrix(split.train)
-    y = split.train[LABEL].to_numpy(dtype=bool)
+    X = model.matrix(train)
+    y = train[LABEL].to_numpy(dtype=bool)
     forest = RandomForestClassifier(
         n_estimators=settings.ml_n_estimators,
         min_samples_leaf=settings.ml_min_samples_leaf,
@@ -90,27 +212,18 @@ def fit_model(
         n_jobs=settings.ml_n_jobs,
         random_state=settings.ml_seed,
     )
-    votes = out_of_fold_votes(forest, X, y, split.train["equipment_id"], settings, on_step)
+    votes = out_of_fold_votes(forest, X, y, train["equipment_id"], settings, on_step)
     on_step(f"fitting {settings.ml_n_estimators} trees on {len(y):,} training rows")
     model.classifier = clone(forest).fit(X, y)
-    # Days until failure is only learnable close to a failure; far from one the regressor would
-    # learn noise, and the scorer only reports it when failure is likely anyway.
-    days = split.train[DAYS_LABEL].to_numpy(dtype=np.float64, na_value=np.nan)
-    near = ~np.isnan(days) & (days <= model.regressor_max_days)
-    on_step(f"fitting the days-until-failure regressor on {int(near.sum()):,} rows")
-    if near.sum() >= 10:
-        model.regressor = RandomForestRegressor(
-            n_estimators=max(10, settings.ml_n_estimators // 2),
-            min_samples_leaf=settings.ml_min_samples_leaf,
-            max_features=0.5,
-            n_jobs=settings.ml_n_jobs,
-            random_state=settings.ml_seed,
-        ).fit(X[near], days[near])
-    on_step("calibrating probabilities and choosing the operating threshold")
-    calibration = fit_calibration(votes, y, split.train["equipment_id"], settings)
+    on_step("calibrating probabilities and tabulating remaining life")
+    calibration = fit_calibration(votes, y, train["equipment_id"], settings)
     model.calibration_method = calibration.method
     model.calibration_x, model.calibration_y = calibration.x, calibration.y
-    model.threshold = choose_threshold(model.calibrate(votes), y, settings)
+    model.clocks = type_clocks(train, catalog, settings)
+    model.life_x, model.life_y = fit_life_table(votes, train, model, catalog)
+    on_step("fitting the life forest (remaining life beyond the horizon)")
+    model.life_forest = fit_life_forest(X, train, model, catalog, settings)
+    model.assessment_profile = profile_training_rows(train, features, catalog)
     return model
 
 
@@ -229,31 +342,36 @@ def _versions(catalog: Catalog) -> dict[str, str]:
     return tags
 
 
-def _log_plots(model: FailureModel, split: Split, failures, settings: Settings) -> None:
+def _log_plots(
+    model: FailureModel,
+    held: HeldOut,
+    predictions: Predictions,
+    failures: pd.DataFrame,
+    settings: Settings,
+    catalog: Catalog,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import mlflow
     from sklearn.calibration import CalibrationDisplay
-    from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay
+    from sklearn.metrics import PrecisionRecallDisplay
 
-    X = model.matrix(split.test)
-    y = split.test[LABEL].to_numpy(dtype=bool)
-    p = model.failure_probability(X)
-
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ConfusionMatrixDisplay.from_predictions(y, p >= model.threshold, ax=ax, colorbar=False)
-    ax.set_title(f"Held-out confusion matrix (threshold {model.threshold:.2f})")
-    mlflow.log_figure(fig, "plots/confusion_matrix.png")
-    fig, ax = plt.subplots(figsize=(5, 4))
-    PrecisionRecallDisplay.from_predictions(y, p, ax=ax)
-    ax.set_title("Held-out precision-recall")
-    mlflow.log_figure(fig, "plots/pr_curve.png")
-    fig, ax = plt.subplots(figsize=(5, 4))
-    CalibrationDisplay.from_predictions(y, p, n_bins=10, strategy="quantile", ax=ax)
-    ax.set_title("Held-out calibration")
-    mlflow.log_figure(fig, "plots/calibration_curve.png")
+    rows = held.rows
+    counted = held.counted
+    y = rows.loc[counted, LABEL].to_numpy(dtype=bool)
+    p = predictions.probability[counted]
+    unit = life_unit(catalog)
+    if y.any() and not y.all():
+        fig, ax = plt.subplots(figsize=(5, 4))
+        PrecisionRecallDisplay.from_predictions(y, p, ax=ax)
+        ax.set_title("Held-out precision-recall (per row)")
+        mlflow.log_figure(fig, "plots/pr_curve.png")
+        fig, ax = plt.subplots(figsize=(5, 4))
+        CalibrationDisplay.from_predictions(y, p, n_bins=10, strategy="quantile", ax=ax)
+        ax.set_title("Held-out calibration")
+        mlflow.log_figure(fig, "plots/calibration_curve.png")
     importance = pd.Series(model.classifier.feature_importances_, index=model.feature_names)
     top = importance.sort_values().tail(20)
     fig, ax = plt.subplots(figsize=(7, 6))
@@ -261,17 +379,23 @@ def _log_plots(model: FailureModel, split: Split, failures, settings: Settings) 
     ax.set_title("Feature importance (top 20)")
     fig.tight_layout()
     mlflow.log_figure(fig, "plots/feature_importance.png")
-    leads, _ = _lead_days(
-        split.test,
-        p >= settings.severity_high,
-        failures,
-        horizon(settings),
-    )
+    leads = lead_times(rows, predictions.probability, failures, settings, held.start, catalog)
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.hist(leads, bins=np.arange(0, horizon_days(settings) + 1, 0.5))
-    ax.set_xlabel("days between first HIGH/CRITICAL prediction and failure (0 = missed)")
-    ax.set_title("Lead time on held-out failures")
+    ax.hist(leads, bins=30)
+    ax.axvline(settings.inspection_within_days, color="k", linestyle="--")
+    ax.set_xlabel(f"{unit}s between the first alert and the failure (0 = missed)")
+    ax.set_title(f"Lead time on held-out failures (look-back {LOOKBACK_HORIZONS} H)")
     mlflow.log_figure(fig, "plots/lead_time_histogram.png")
+    truth, censored = remaining_life_truth(rows[counted], catalog)
+    shown = predictions.remaining_life[counted]
+    cap = predictions.cap[counted]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter(np.minimum(truth, cap)[~censored], shown[~censored], s=2, alpha=0.3)
+    ax.plot([0, cap.max()], [0, cap.max()], color="k", linewidth=0.8)
+    ax.set_xlabel(f"true remaining life ({unit}s, capped)")
+    ax.set_ylabel(f"estimated remaining life ({unit}s)")
+    ax.set_title("Remaining life on held-out rows")
+    mlflow.log_figure(fig, "plots/remaining_life.png")
     plt.close("all")
 
 
@@ -292,14 +416,40 @@ def _trusted_types(model: FailureModel) -> list[str]:
     return untrusted
 
 
+def cross_validate(
+    examples: pd.DataFrame,
+    failures: pd.DataFrame | None,
+    settings: Settings,
+    catalog: Catalog | None = None,
+    on_step: OnStep = _quiet,
+) -> tuple[HeldOut, Predictions]:
+    """Grouped k-fold over all units of a run-to-failure history (EMPS_ML_CV_FOLDS): each
+    unit's rows predicted by a model fitted without it; the held-out rows and predictions of
+    every fold together."""
+    catalog = catalog or load_catalog(settings.catalog_path)
+    folds = kfold_splits(examples, settings.ml_cv_folds, settings)
+    rows, parts = [], []
+    for k, (train, held) in enumerate(folds, 1):
+        on_step(f"cross-validation: fold {k} of {len(folds)}, {held.equipment} units held out")
+        model = fit_model(train, settings, catalog)
+        rows.append(held.rows)
+        parts.append(predict_rows(model, held.rows))
+    return HeldOut(pd.concat(rows)), Predictions(
+        *(np.concatenate([getattr(p, name) for p in parts]) for name in Predictions.__annotations__)
+    )
+
+
 def train_and_register(
     settings: Settings | None = None,
     examples: pd.DataFrame | None = None,
     failures: pd.DataFrame | None = None,
     on_step: OnStep = _quiet,
 ) -> TrainResult:
-    """Train on the dbt training examples, evaluate honestly, log to MLflow, register as challenger
-    (on_step hears each of its training_steps as it starts)."""
+    """Train on the dbt training examples, evaluate on equipment it never saw, log to MLflow,
+    register as challenger (on_step hears each of its training_steps as it starts).
+
+    The figures logged are the report slice's (a continuous history), or a grouped k-fold's
+    over all units (a run-to-failure history): never the gate slice's."""
     import mlflow
     import mlflow.sklearn
     from mlflow.models import infer_signature
@@ -311,9 +461,17 @@ def train_and_register(
     examples = read_training_examples(settings) if examples is None else examples
     failures = read_failure_events(settings) if failures is None else failures
     split = split_examples(examples, settings)
-    model = fit_model(split, settings, catalog, on_step)
-    on_step(f"evaluating on {len(split.test):,} rows of held-out equipment and time")
-    metrics = evaluate_model(model, split.test, failures, settings)
+    fleet = int(examples["equipment_id"].nunique())
+    model = fit_model(split.train, settings, catalog, on_step)
+    if split.kind == RUN_TO_FAILURE:
+        held, predictions = cross_validate(examples, failures, settings, catalog, on_step)
+        where = f"{len(held.rows):,} rows of all units, each held out once"
+    else:
+        held = split.report
+        predictions = predict_rows(model, held.rows)
+        where = f"{len(held.period):,} rows of held-out equipment in a later period"
+    on_step(f"evaluating on {where}")
+    metrics = evaluate_predictions(held, predictions, failures, settings, catalog, fleet)
 
     on_step("logging metrics, plots and the model to MLflow")
     experiment_id = registry.ensure_experiment(settings)
@@ -325,10 +483,16 @@ def train_and_register(
                 "max_samples": settings.ml_max_samples,
                 "horizon_days": horizon_days(settings),
                 "sample_minutes": settings.ml_sample_minutes,
-                "threshold_policy": settings.ml_threshold_policy,
                 "calibration": f"{model.calibration_method} on "
                 f"{settings.ml_calibration_folds}-fold out-of-fold votes, folds by equipment",
-                "threshold": round(model.threshold, 6),
+                "split": split.kind,
+                "evaluation": SPLIT_NAMES[split.kind]
+                + (f" ({settings.ml_cv_folds} folds)" if split.kind == RUN_TO_FAILURE else ""),
+                "alert_band": settings.severity_high,
+                "inspection_within": settings.inspection_within_days,
+                "lookback_horizons": LOOKBACK_HORIZONS,
+                "life_unit": life_unit(catalog),
+                "rul_cap": ", ".join(f"{t} {c['cap']:g}" for t, c in model.clocks.items()),
                 "n_features": len(model.feature_names),
                 "test_equipment_fraction": settings.ml_test_equipment_fraction,
             }
@@ -337,8 +501,19 @@ def train_and_register(
         mlflow.set_tags({f"window.{k}": str(v) for k, v in split.windows.items()})
         mlflow.set_tags(_versions(catalog))
         mlflow.log_dict({"features": model.feature_names}, "features.json")
-        _log_plots(model, split, failures, settings)
-        example = split.test[model.feature_names].head(5)
+        mlflow.log_dict(
+            {
+                name: sorted(part["equipment_id"].unique().tolist())
+                for name, part in (
+                    ("train", split.train),
+                    ("gate", split.gate.rows),
+                    ("report", split.report.rows),
+                )
+            },
+            "equipment_slices.json",
+        )
+        _log_plots(model, held, predictions, failures, settings, catalog)
+        example = split.train[model.feature_names].head(5)
         info = mlflow.sklearn.log_model(
             model,
             name="model",
@@ -365,7 +540,6 @@ def train_and_register(
             mlflow_client.set_model_version_tag(
                 settings.model_name, version, f"metric.{key}", str(value)
             )
-    mlflow_client.set_model_version_tag(settings.model_name, version, "threshold", model.threshold)
     registry.set_challenger(version, settings)
     return TrainResult(version, run.info.run_id, metrics, split.windows, model)
 
@@ -387,6 +561,6 @@ def retrain(
     result = train_and_register(settings, examples, failures, on_step)
     if not promote:
         return result, None
-    on_step("promotion gate: challenger against champion on the same held-out rows")
+    on_step("promotion gate: challenger against champion on the gate slice")
     decision = registry.run_gate(result.version, actor, settings, examples, failures)
     return result, decision

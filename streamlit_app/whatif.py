@@ -8,6 +8,7 @@ from collections.abc import Callable
 import streamlit as st
 
 from emps.catalog import load_catalog
+from emps.domain import assessment_words, remaining_life_words
 from streamlit_app.ui import plain
 
 
@@ -59,6 +60,15 @@ def render_what_if(equipment_id: str) -> None:
         cols[0].metric("Failure probability", f"{result['failure_probability']:.0%}")
         cols[1].metric("Severity", result["severity"])
         cols[2].metric("Health score", result["health_score"])
-        days = result.get("days_until_failure")
-        cols[3].metric("Days to failure", "–" if days is None else f"{days:.1f}")
+        life = remaining_life_words(
+            result.get("remaining_life"),
+            result.get("life_unit"),
+            result.get("remaining_life_beyond"),
+        )
+        if not life and result.get("days_until_failure") is not None:
+            life = remaining_life_words(result["days_until_failure"], "day", False)
+        cols[3].metric("Remaining life", life or "–")
+        caveat = assessment_words(result.get("assessment"), result.get("assessment_reason"))
+        if caveat:
+            st.warning(f"Assessment: {plain(caveat)}")
         st.caption(f"Model version {plain(result.get('model_version'))}")

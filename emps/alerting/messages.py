@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from html import escape
 from urllib.parse import quote
 
+from emps.domain import assessment_words, remaining_life_words
 from emps.settings import Settings, get_settings
 
 EVENT_TITLES = {
@@ -31,6 +32,23 @@ class AlertNotice:
     escalation_level: int = 0
     top_sensors: list[dict] = field(default_factory=list)
     task: str | None = None
+    # Remaining life in the type's life unit (days, cycles...); beyond: "more than" that.
+    remaining_life: float | None = None
+    life_unit: str | None = None
+    remaining_life_beyond: bool | None = None
+    # Whether the prediction can be trusted (ok, insufficient_data, out_of_distribution).
+    assessment: str | None = None
+    assessment_reason: str | None = None
+
+    @property
+    def life_words(self) -> str:
+        """'about 4.2 days', 'more than 125 cycles', or 'unknown'."""
+        if self.remaining_life is None and self.days_until_failure is not None:
+            return remaining_life_words(self.days_until_failure, "day", False)
+        words = remaining_life_words(
+            self.remaining_life, self.life_unit, self.remaining_life_beyond
+        )
+        return words or "unknown"
 
 
 def equipment_link(equipment_id: str, settings: Settings | None = None) -> str:
@@ -38,10 +56,6 @@ def equipment_link(equipment_id: str, settings: Settings | None = None) -> str:
     settings = settings or get_settings()
     base = settings.dashboard_base_url.rstrip("/")
     return f"{base}/equipment?equipment={quote(equipment_id, safe='')}"
-
-
-def _days(days: float | None) -> str:
-    return "unknown" if days is None else f"{days:.1f} days"
 
 
 def _sensor_lines(notice: AlertNotice) -> list[str]:
@@ -75,9 +89,12 @@ def render_email(notice: AlertNotice, settings: Settings | None = None) -> tuple
         ("Equipment", f"{notice.equipment_id} ({notice.equipment_type}, site {notice.site})"),
         ("Severity", notice.severity),
         ("Failure probability", f"{notice.failure_probability:.0%}"),
-        ("Predicted time to failure", _days(notice.days_until_failure)),
+        ("Remaining life", notice.life_words),
         ("Alert", f"#{notice.alert_id}: {notice.message}"),
     ]
+    caveat = assessment_words(notice.assessment, notice.assessment_reason)
+    if caveat:
+        facts.insert(3, ("Assessment", caveat))
     if notice.task:
         facts.append(("Maintenance task", notice.task))
     text = "\n".join(
@@ -107,8 +124,11 @@ def render_email(notice: AlertNotice, settings: Settings | None = None) -> tuple
 
 def render_sms(notice: AlertNotice, settings: Settings | None = None) -> str:
     """A short text (one SMS segment when possible)."""
-    days = "" if notice.days_until_failure is None else f", ~{notice.days_until_failure:.0f}d"
+    life = notice.life_words
+    life = "" if life == "unknown" else f", life {life}"
+    caveat = assessment_words(notice.assessment)
+    caveat = f" ({caveat})" if caveat else ""
     return (
         f"EMPS {notice.severity} {notice.equipment_id}@{notice.site}: "
-        f"{notice.failure_probability:.0%} fail risk{days}. Alert #{notice.alert_id}"
+        f"{notice.failure_probability:.0%} fail risk{life}{caveat}. Alert #{notice.alert_id}"
     )[:300]

@@ -21,7 +21,7 @@ from emps.alerting.outbox import enqueue_alert_notifications
 from emps.alerting.recipients import RecipientsConfig, load_recipients
 from emps.alerting.tasks import ACTOR, ensure_task_for_alert
 from emps.db import Role, connect
-from emps.domain import Severity
+from emps.domain import Severity, assessment_words, remaining_life_words
 from emps.settings import Settings, get_settings
 
 ALERTING_SEVERITIES = (Severity.HIGH, Severity.CRITICAL)
@@ -95,16 +95,38 @@ class AlertOutcome:
     notifications: int = 0
 
 
-def _message(signal: PredictionSignal, explanation: list[dict]) -> str:
-    days = (
-        ""
-        if signal.days_until_failure is None
-        else f", predicted failure in {signal.days_until_failure:.1f} days"
+def _message(signal: PredictionSignal, prediction: dict[str, Any]) -> str:
+    life = remaining_life_words(
+        prediction.get("remaining_life"),
+        prediction.get("life_unit"),
+        prediction.get("remaining_life_beyond"),
     )
-    top = ", ".join(str(e.get("label") or e.get("feature")) for e in explanation[:3])
-    return f"{signal.severity} failure risk {signal.failure_probability:.0%}{days}" + (
-        f"; top sensors: {top}" if top else ""
+    if not life and signal.days_until_failure is not None:
+        life = remaining_life_words(signal.days_until_failure, "day", False)
+    caveat = assessment_words(prediction.get("assessment"), prediction.get("assessment_reason"))
+    top = ", ".join(
+        str(e.get("label") or e.get("feature")) for e in list(prediction["explanation"] or [])[:3]
     )
+    return (
+        f"{signal.severity} failure risk {signal.failure_probability:.0%}"
+        + (f", remaining life {life}" if life else "")
+        + (f"; {caveat}" if caveat else "")
+        + (f"; top sensors: {top}" if top else "")
+    )
+
+
+def _prediction_facts(row: dict[str, Any]) -> dict[str, Any]:
+    """The remaining life and assessment of a prediction, as an AlertNotice takes them."""
+    return {
+        key: row.get(key)
+        for key in (
+            "remaining_life",
+            "life_unit",
+            "remaining_life_beyond",
+            "assessment",
+            "assessment_reason",
+        )
+    }
 
 
 def _equipment(conn: psycopg.Connection, equipment_id: str) -> tuple[str, str] | None:
@@ -195,10 +217,20 @@ def _apply_prediction(
     now: datetime,
 ) -> AlertOutcome:
     """The rules themselves, inside the caller's transaction and per-equipment lock."""
-    explanation = list(signal.explanation)
+    prediction = conn.execute(
+        "select explanation, remaining_life, life_unit, remaining_life_beyond, assessment,"
+        " assessment_reason from ops.predictions where id = %s and ts = %s",
+        (signal.prediction_id, signal.prediction_ts),
+    ).fetchone()
+    if prediction is None:
+        raise LookupError(
+            f"prediction {signal.prediction_id} of {signal.equipment_id} at "
+            f"{signal.prediction_ts.isoformat()} is not in ops.predictions"
+        )
+    explanation = list(prediction["explanation"] or [])
     registered = _equipment(conn, signal.equipment_id)
     equipment_type, site = registered or ("unregistered", "unknown")
-    message = _message(signal, explanation)
+    message = _message(signal, prediction)
     alert = conn.execute(
         "select * from ops.alerts where equipment_id = %s"
         " and coalesce(failure_mode, '') = coalesce(%s, '') and status <> 'resolved'"
@@ -288,6 +320,7 @@ def _apply_prediction(
         escalation_level=alert["escalation_level"],
         top_sensors=explanation,
         task=_task_line(conn, task_id),
+        **_prediction_facts(prediction),
     )
     written = enqueue_alert_notifications(
         conn,
@@ -366,6 +399,8 @@ def escalate_unacknowledged(
         due = conn.execute(
             """
             select a.*, p.failure_probability, p.days_until_failure, p.explanation,
+                   p.remaining_life, p.life_unit, p.remaining_life_beyond, p.assessment,
+                   p.assessment_reason,
                    coalesce(e.equipment_type, 'unknown') as equipment_type,
                    coalesce(e.site, 'unknown') as site
             from ops.alerts a
@@ -403,6 +438,7 @@ def escalate_unacknowledged(
                 event="alert.unacknowledged",
                 escalation_level=level,
                 top_sensors=list(alert["explanation"] or []),
+                **_prediction_facts(alert),
             )
             written += enqueue_alert_notifications(
                 conn, notice, recipients.for_alert(alert["site"], level), now, settings

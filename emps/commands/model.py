@@ -20,24 +20,33 @@ app = typer.Typer(
 console = Console()
 err = Console(stderr=True)
 
+# (key, label); {lead} {unit} and {fleet} are filled from the catalog, settings and figures.
 METRIC_ROWS = (
-    ("recall", "recall (at operating threshold)"),
-    ("precision", "precision"),
-    ("f1", "F1"),
-    ("fpr", "false positive rate"),
-    ("accuracy", "accuracy"),
-    ("pr_auc", "PR-AUC"),
-    ("roc_auc", "ROC-AUC"),
-    ("brier", "Brier score"),
-    ("recall_at_target_precision", "best recall at target precision"),
-    ("median_lead_days", "median lead time (days)"),
-    ("failures_detected", "held-out failures detected"),
+    ("failures_warned_share", "failures warned >= {lead} {unit}s ahead (at the HIGH band)"),
     ("failures_evaluated", "held-out failures evaluated"),
-    ("alerts_per_100_equipment_days", "alerts per 100 equipment-days"),
-    ("rul_mae_days", "days-until-failure MAE within 14 d"),
-    ("threshold", "operating threshold"),
-    ("test_rows", "held-out rows"),
-    ("test_positive_rate", "held-out positive rate"),
+    ("failures_alerted_share", "failures with any alert in the 3 H before them"),
+    ("median_lead", "median lead ({unit}s, look-back 3 H, missed = 0)"),
+    ("lead_p25", "lead, lower quartile ({unit}s)"),
+    ("lead_p75", "lead, upper quartile ({unit}s)"),
+    (
+        "false_alert_episodes_per_100_equipment_months",
+        "false alert episodes per 100 equipment-months",
+    ),
+    ("false_alert_episodes", "false alert episodes"),
+    ("alert_episodes", "alert episodes"),
+    ("alerts_per_week", "alerts per week for the fleet of {fleet}"),
+    ("rul_mae_displayed", "remaining-life MAE as shown ({unit}s, capped)"),
+    ("rul_mae_naive", "naive baseline's MAE ({unit}s, a constant)"),
+    ("rul_rmse", "remaining-life RMSE, uncapped ({unit}s)"),
+    ("rul_mae_within_horizon", "remaining-life MAE within one horizon ({unit}s)"),
+    ("rul_rows", "rows with a remaining life shown"),
+    ("rul_rows_censored", "... of them censored (failure not yet known)"),
+    ("pr_auc", "PR-AUC per row"),
+    ("roc_auc", "ROC-AUC per row"),
+    ("brier", "Brier score"),
+    ("brier_skill", "Brier skill over the base rate"),
+    ("heldout_rows", "held-out rows"),
+    ("heldout_positive_rate", "held-out rows within the horizon of a failure"),
 )
 
 
@@ -55,9 +64,25 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _metrics_table(title: str, metrics: dict[str, float], other: dict[str, float] | None = None):
+def _metrics_table(
+    title: str,
+    metrics: dict[str, float],
+    other: dict[str, float] | None = None,
+    settings=None,
+):
+    from emps.catalog import load_catalog
+    from ml.evaluate import life_unit
+
+    settings = settings or get_settings()
+    words = {
+        "lead": settings.inspection_within_days,
+        "unit": life_unit(load_catalog(settings.catalog_path)),
+        "fleet": f"{metrics.get('equipment_evaluated', float('nan')):.0f} held out",
+    }
+    if "alerts_per_week" in metrics and "fleet_equipment" in metrics:
+        words["fleet"] = f"{metrics['fleet_equipment']:.0f}"
     table = Table(title=title)
-    table.add_column("metric")
+    table.add_column("figure")
     table.add_column("value", justify="right")
     intervals = any(key.endswith("_ci95_low") for key in metrics)
     if intervals:
@@ -67,20 +92,23 @@ def _metrics_table(title: str, metrics: dict[str, float], other: dict[str, float
     for key, label in METRIC_ROWS:
         if key not in metrics:
             continue
-        cells = [label, _fmt(metrics[key])]
+        cells = [label.format(**words), _fmt(metrics[key])]
         if intervals:
             low, high = metrics.get(f"{key}_ci95_low"), metrics.get(f"{key}_ci95_high")
             if low is None:
                 cells.append("")
             elif math.isnan(low):
-                cells.append("too few failures")
+                cells.append("too few to tell")
             else:
                 cells.append(f"{_fmt(low)} to {_fmt(high)}")
         if other is not None:
             cells.append(_fmt(other.get(key, float("nan"))))
         table.add_row(*cells)
     if intervals:
-        table.caption = "intervals: the held-out equipment resampled"
+        table.caption = (
+            "intervals: Clopper-Pearson over failures for the warned share; the held-out "
+            "equipment resampled for the rest"
+        )
     return table
 
 
@@ -128,7 +156,8 @@ def evaluate(
     alias: str = typer.Option("champion", help="Alias to evaluate when no version is given"),
     as_json: bool = typer.Option(False, "--json", help="Last line: the headline figures as JSON"),
 ) -> None:
-    """Evaluate a model version on held-out equipment and a later period; log the figures to MLflow."""
+    """Evaluate a model version on the report slice (held-out equipment no model learnt from and
+    no gate compared on) at the alerting band; log the figures to MLflow."""
     import mlflow
 
     from ml import registry
@@ -157,19 +186,26 @@ def evaluate(
         except NotEnoughData as error:
             raise _fail(str(error)) from None
         progress.update(step, description=f"evaluating version {version}")
-        metrics = evaluate_model(model, split.test, failures, settings)
+        fleet = int(examples["equipment_id"].nunique())
+        metrics = evaluate_model(model, split.report, failures, settings, fleet_equipment=fleet)
         with mlflow.start_run(
             experiment_id=registry.ensure_experiment(settings), run_name=f"evaluate-v{version}"
         ):
             mlflow.set_tags({"model_version": version, "kind": "evaluation"})
             mlflow.set_tags({f"window.{k}": str(v) for k, v in split.windows.items()})
-            mlflow.log_metrics({k: v for k, v in metrics.items() if not math.isnan(v)})
+            mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
         progress.update(step, total=1)
         progress.advance(step)
-    console.print(_metrics_table(f"version {version} on held-out data", metrics))
+    console.print(_metrics_table(f"version {version} on the report slice", metrics))
+    period = (
+        f", {split.windows['test_start'][:10]} to {split.windows['test_end'][:10]}"
+        if "test_start" in split.windows
+        else ", their whole histories"
+    )
     console.print(
-        f"held-out: {split.windows['test_equipment']} equipment never seen in training, "
-        f"{split.windows['test_start'][:10]} to {split.windows['test_end'][:10]}"
+        f"report slice: {split.windows['report_equipment']} equipment never trained on and "
+        f"never used by the promotion gate{period}; alerts at the HIGH band "
+        f"({settings.severity_high:g})"
     )
     if as_json:
         print(json.dumps(headline(metrics)))
@@ -229,22 +265,34 @@ def server(
 
 @app.command("list")
 def list_versions() -> None:
-    """Registered versions, their aliases and held-out figures."""
+    """Registered versions, their aliases and figures on held-out equipment."""
     from datetime import UTC, datetime
 
     from ml import registry
 
     settings = get_settings()
     table = Table(title=f"model '{settings.model_name}'")
-    for column in ("version", "aliases", "registered", "PR-AUC", "recall", "precision", "Brier"):
-        table.add_column(column)
+    columns = {
+        "failures_warned_share": "warned",
+        "false_alert_episodes_per_100_equipment_months": "false /100 mo",
+        "rul_mae_displayed": "life MAE",
+        "pr_auc": "PR-AUC",
+    }
+    for column in ("version", "aliases", "registered"):
+        table.add_column(column, no_wrap=True)
+    for column in columns.values():
+        table.add_column(column, justify="right")
+    table.caption = (
+        "warned: share of held-out failures warned ahead; false /100 mo: false alert episodes "
+        "per 100 equipment-months; life MAE: remaining-life error as shown"
+    )
     for row in registry.list_versions(settings):
         m = row["metrics"]
         table.add_row(
             row["version"],
             ", ".join(row["aliases"]),
             datetime.fromtimestamp(row["created"] / 1000, UTC).strftime("%Y-%m-%d %H:%M"),
-            *(_fmt(m.get(k, float("nan"))) for k in ("pr_auc", "recall", "precision", "brier")),
+            *(_fmt(m.get(k, float("nan"))) for k in columns),
         )
     console.print(table)
 
@@ -280,14 +328,24 @@ def register(root: typer.Typer) -> None:
         if as_json:
             print(json.dumps(result, default=str))
             return
-        days = result["days_until_failure"]
+        from emps.domain import assessment_words, remaining_life_words
+
+        life = remaining_life_words(
+            result["remaining_life"], result["life_unit"], result["remaining_life_beyond"]
+        )
         console.print(
             f"[bold]{equipment}[/bold] at {result['ts']}: failure probability "
             f"{result['failure_probability']:.2f} within {result['horizon']}, "
             f"severity [bold]{result['severity']}[/bold], health {result['health_score']}"
-            + (f", about {days:.1f} days until failure" if days is not None else "")
+            + (f", remaining life {life}" if life else "")
             + f" (model v{result['model_version']})"
         )
+        if result["assessment"] != "ok":
+            console.print(
+                "[yellow]"
+                + assessment_words(result["assessment"], result["assessment_reason"])
+                + "[/yellow]"
+            )
         table = Table(title="what pushes the risk up")
         for column in ("feature", "value", "contribution"):
             table.add_column(column)

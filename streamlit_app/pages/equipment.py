@@ -6,6 +6,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from emps.domain import assessment_words, remaining_life_words
 from streamlit_app import data
 from streamlit_app.ui import (
     SEVERITY_ORDER,
@@ -47,12 +48,29 @@ def _value(key: str, fmt: str = "{}") -> str:
     return "–" if value is None or pd.isna(value) else fmt.format(value)
 
 
+def _optional(key: str):
+    value = health.get(key)
+    return None if value is None or pd.isna(value) else value
+
+
 cols = st.columns(5)
 cols[0].metric("Health score", _value("health_score", "{:.0f}"))
 cols[1].metric("Severity", _value("severity"))
 cols[2].metric("Failure probability", _value("failure_probability", "{:.0%}"))
-cols[3].metric("Days to failure", _value("days_until_failure", "{:.1f}"))
+life = remaining_life_words(
+    _optional("remaining_life"), _optional("life_unit"), _optional("remaining_life_beyond")
+)
+cols[3].metric("Remaining life", life or "–")
 cols[4].metric("Last reading (UTC)", _value("last_reading_at", "{:%d %b %H:%M}"))
+# Never a silent LOW: a prediction resting on too few readings, a stuck or silent sensor, or
+# values the model never saw says so next to its severity.
+caveat = assessment_words(_optional("assessment"), _optional("assessment_reason"))
+if caveat:
+    last = _optional("last_severity")
+    aged = (
+        f" Last prediction before that: {plain(last)}." if health.get("is_silent") and last else ""
+    )
+    st.warning(f"Assessment: {plain(caveat)}.{aged}")
 
 start, end = pick_range("eq", default="Last 7 days")
 limits = data.thresholds()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import altair as alt
 import streamlit as st
 
+from emps.domain import assessment_words, remaining_life_words
 from streamlit_app import data
 from streamlit_app.ui import SEVERITY_ORDER, SEVERITY_SCALE, as_of, require_user
 
@@ -29,13 +30,17 @@ fleet = data.fleet_health(*filters_key, limit=TABLE_ROWS)
 total = int(summary["equipment"].sum())
 counts = summary.groupby("severity")["equipment"].sum()
 scored = summary[summary["severity"] != "UNSCORED"]
-row = st.columns(6)
+untrusted = summary.groupby("assessment")["equipment"].sum()
+row = st.columns(7)
 row[0].metric("Equipment", total)
 row[1].metric("Critical", int(counts.get("CRITICAL", 0)))
 row[2].metric("High", int(counts.get("HIGH", 0)))
 row[3].metric("Medium", int(counts.get("MEDIUM", 0)))
 row[4].metric("Low", int(counts.get("LOW", 0)))
-row[5].metric("Not yet scored", int(counts.get("UNSCORED", 0)))
+# Whatever their band: predictions resting on too few readings, a stuck or silent sensor, or a
+# machine gone silent (see the fleet table's Assessment column).
+row[5].metric("Insufficient data", int(untrusted.get("insufficient_data", 0)))
+row[6].metric("No current prediction", int(counts.get("UNSCORED", 0)))
 row = st.columns(6)
 row[0].metric("Active alerts: critical", activity["alerts_critical"])
 row[1].metric("Active alerts: high", activity["alerts_high"])
@@ -103,6 +108,20 @@ shown = (
     f"the {len(fleet):,} most at risk of {total:,}" if len(fleet) < total else "most at risk first"
 )
 st.caption(f"Equipment, {shown}. Select a row, or pick one below, to open its detail.")
+# Remaining life in each type's own unit ("about 4.2 days", "more than 125 cycles"), and
+# whether the prediction can be trusted: a LOW resting on a stuck sensor says so.
+fleet = fleet.assign(
+    remaining_life_text=[
+        remaining_life_words(v, u, b)
+        for v, u, b in zip(
+            fleet["remaining_life"], fleet["life_unit"], fleet["remaining_life_beyond"], strict=True
+        )
+    ],
+    assessment_text=[
+        assessment_words(a, r) or ("ok" if a == "ok" else "")
+        for a, r in zip(fleet["assessment"], fleet["assessment_reason"], strict=True)
+    ],
+)
 table = fleet[
     [
         "equipment_id",
@@ -110,7 +129,8 @@ table = fleet[
         "site",
         "health_score",
         "severity",
-        "days_until_failure",
+        "assessment_text",
+        "remaining_life_text",
         "last_reading_at",
         "open_alert_severity",
         "open_alert_status",
@@ -133,7 +153,8 @@ selection = st.dataframe(
             "Health", min_value=0, max_value=100, format="%d"
         ),
         "severity": "Severity",
-        "days_until_failure": st.column_config.NumberColumn("Days to failure", format="%.1f"),
+        "assessment_text": "Assessment",
+        "remaining_life_text": "Remaining life",
         "last_reading_at": st.column_config.DatetimeColumn("Last reading"),
         "open_alert_severity": "Open alert",
         "open_alert_status": "Alert status",

@@ -14,9 +14,15 @@ from ml.dataset import (
     feature_columns,
     feature_label,
     horizon,
-    horizon_days,
 )
-from ml.evaluate import HEADLINE_KEYS, NotEnoughData, evaluate_model, headline, split_examples
+from ml.evaluate import (
+    HEADLINE_KEYS,
+    NotEnoughData,
+    evaluate_model,
+    headline,
+    predict_rows,
+    split_examples,
+)
 from ml.explain import contributions, explain_rows, score_and_explain
 from ml.train import fit_calibration, fit_model
 
@@ -64,12 +70,14 @@ def test_the_feature_list_is_explicit(settings, extra_sensor_catalog, tmp_path):
 
 
 def test_split_holds_out_equipment_and_time_with_gaps(settings, synthetic_examples):
-    """Test equipment never appears in training and the test period starts H days after it."""
+    """Held-out equipment never appears in training, the period that counts starts H days after
+    training ends, and the gate and report slices are different equipment."""
     split = split_examples(synthetic_examples[0], settings)
     gap = horizon(settings)
-    test_ids = set(split.test["equipment_id"])
+    test_ids = set(split.held_out.rows["equipment_id"])
     assert test_ids and not test_ids & set(split.train["equipment_id"])
-    assert split.train["ts"].max() + gap <= split.test["ts"].min()
+    assert split.train["ts"].max() + gap <= split.report.period["ts"].min()
+    assert not set(split.gate.rows["equipment_id"]) & set(split.report.rows["equipment_id"])
 
 
 def test_folds_hold_out_disjoint_equipment_and_fold_zero_is_the_default(
@@ -81,10 +89,10 @@ def test_folds_hold_out_disjoint_equipment_and_fold_zero_is_the_default(
     held_out = []
     for fold in range(3):
         split = split_examples(examples, settings, fold=fold)
-        ids = set(split.test["equipment_id"])
+        ids = set(split.held_out.rows["equipment_id"])
         assert ids and not ids & set(split.train["equipment_id"])
         held_out.append(ids)
-    assert held_out[0] == set(default.test["equipment_id"])
+    assert held_out[0] == set(default.held_out.rows["equipment_id"])
     assert not (held_out[0] & held_out[1]) and not (held_out[1] & held_out[2])
     assert not held_out[0] & held_out[2]
 
@@ -97,7 +105,7 @@ def test_rows_whose_label_is_not_final_are_left_out(settings, synthetic_examples
         examples["ts"] <= open_since
     )
     split = split_examples(examples, settings)
-    for part in (split.train, split.test):
+    for part in (split.train, split.gate.rows, split.report.rows):
         assert part["label_is_final"].all()
         assert part["ts"].max() <= open_since
     assert not examples["label_is_final"].all()
@@ -117,8 +125,9 @@ def test_a_machine_about_to_fail_is_critical_and_a_healthy_one_low(fast, synthet
     examples, failures = synthetic_examples
     split = split_examples(examples, fast)
     model = fit_model(split, fast)
-    probability = pd.Series(model.failure_probability(model.matrix(split.test)), split.test.index)
-    days = split.test["days_until_failure"]
+    test = split.held_out.period
+    probability = pd.Series(model.failure_probability(model.matrix(test)), test.index)
+    days = test["days_until_failure"]
     assert probability[days < 0.5].median() >= fast.severity_critical
     assert probability[days.isna()].quantile(0.95) < fast.severity_medium
 
@@ -130,7 +139,7 @@ def test_calibration_needs_two_failing_training_machines(fast, synthetic_example
     failing = split.train.loc[split.train[LABEL], "equipment_id"].unique()
     lone = split.train[~split.train["equipment_id"].isin(failing[1:])]
     with pytest.raises(NotEnoughData, match="at least two"):
-        fit_model(type(split)(lone, split.test, split.windows), fast)
+        fit_model(lone, fast)
 
 
 def test_shuffled_labels_give_a_model_without_skill(fast, synthetic_examples):
@@ -147,12 +156,13 @@ def test_shuffled_labels_give_a_model_without_skill(fast, synthetic_examples):
         shuffled = examples.copy()
         shuffled[LABEL] = rng.permutation(shuffled[LABEL].to_numpy())
         noise_model = fit_model(split_examples(shuffled, fast), fast)
-        noise = evaluate_model(noise_model, real_split.test, failures, fast)
+        noise = evaluate_model(noise_model, real_split.held_out, failures, fast)
         assert abs(noise["brier_skill"]) < 0.1
-        assert noise["recall"] == 0.0
-    real = evaluate_model(fit_model(real_split, fast), real_split.test, failures, fast)
+        assert noise["alert_episodes"] == 0 and noise["failures_alerted"] == 0
+    real = evaluate_model(fit_model(real_split, fast), real_split.held_out, failures, fast)
     assert real["brier_skill"] > 0.5
     assert real["roc_auc"] > 0.9
+    assert real["failures_warned_share"] > 0.5
 
 
 def test_explanations_add_up_and_name_the_drifting_sensor(fast, synthetic_examples):
@@ -160,12 +170,13 @@ def test_explanations_add_up_and_name_the_drifting_sensor(fast, synthetic_exampl
     examples, _ = synthetic_examples
     split = split_examples(examples, fast)
     model = fit_model(split, fast)
-    X = model.matrix(split.test)
+    test = split.held_out.period
+    X = model.matrix(test)
     contrib, base = contributions(model, X)
     expected = model.classifier.predict_proba(X)[:, 1]
     np.testing.assert_allclose(contrib.sum(axis=1) + base, expected, atol=1e-9)
     sensors = load_catalog(fast.catalog_path).sensor_names
-    near = split.test[split.test["days_until_failure"] < 1].head(20)
+    near = test[test["days_until_failure"] < 1].head(20)
     explanations = explain_rows(model, model.matrix(near), top=3)
     drivers = [sensors[int(eq.split("-")[1]) % len(sensors)] for eq in near["equipment_id"]]
     hits = sum(e[0]["sensor"] == d for e, d in zip(explanations, drivers, strict=True))
@@ -173,16 +184,19 @@ def test_explanations_add_up_and_name_the_drifting_sensor(fast, synthetic_exampl
     assert {"feature", "label", "sensor", "contribution", "value"} <= set(explanations[0][0])
 
 
-def test_metrics_report_the_issue_figures(fast, synthetic_examples):
-    """Evaluation reports every acceptance figure, and probabilities are calibrated (low Brier)."""
+def test_metrics_report_the_issue_figures_and_no_accuracy_or_oracle(fast, synthetic_examples):
+    """Evaluation reports the event-level and remaining-life figures of the headline, with the
+    naive baseline next to the model's error; accuracy (which restates the base rate) and
+    figures at a threshold picked on the test rows are not among them."""
     examples, failures = synthetic_examples
     split = split_examples(examples, fast)
-    metrics = evaluate_model(fit_model(split, fast), split.test, failures, fast)
+    metrics = evaluate_model(fit_model(split, fast), split.held_out, failures, fast)
     line = headline(metrics)
     assert list(line) == list(HEADLINE_KEYS)
     assert metrics["failures_evaluated"] >= 1
-    assert 0 <= metrics["fpr"] <= 1 and 0 <= metrics["brier"] < 0.05
-    assert metrics["alerts_per_100_equipment_days"] > 0
+    assert 0 <= metrics["brier"] < 0.05
+    assert metrics["rul_mae_displayed"] < metrics["rul_mae_naive"]
+    assert not {"accuracy", "recall_at_target_precision", "threshold", "recall"} & set(metrics)
 
 
 def test_synthetic_frame_matches_the_feature_contract(settings):
@@ -201,7 +215,7 @@ def test_packed_forest_predicts_exactly_like_scikit_learn(fast, synthetic_exampl
     gappy[columns] = gappy[columns].mask(holes)
     split = split_examples(gappy, fast)
     model = fit_model(split, fast)
-    X = model.matrix(split.test)[:500]
+    X = model.matrix(split.held_out.rows)[:500]
     assert np.isnan(X).any()
     np.testing.assert_allclose(
         model.forest_score(X), model.classifier.predict_proba(X)[:, 1], atol=1e-12
@@ -209,30 +223,43 @@ def test_packed_forest_predicts_exactly_like_scikit_learn(fast, synthetic_exampl
     score, explanations = score_and_explain(model, X, top=3)
     np.testing.assert_allclose(score, model.classifier.predict_proba(X)[:, 1], atol=1e-12)
     assert len(explanations) == len(X) and all(len(e) == 3 for e in explanations)
-    np.testing.assert_allclose(
-        model.days_until_failure(X),
-        np.clip(model.regressor.predict(X), 0, model.regressor_max_days),
-        atol=1e-9,
-    )
 
 
-def test_days_until_failure_agree_with_the_probability(fast, synthetic_examples):
-    """A likely failure is a near one: from 50 % on the days never read more than the horizon
-    (and never more than the regressor says); below 50 % the regressor speaks alone."""
+def test_remaining_life_never_rises_with_the_probability_and_is_shown_at_every_severity(
+    fast, synthetic_examples
+):
+    """At a given moment, among machines the vote sees failing within the horizon, a higher
+    failure probability never reads as a longer remaining life, and none of them has a lower
+    probability than a machine read beyond the horizon; healthy machines get an estimate too,
+    and it reads "more than" the cap only at the cap; two scores of the same features read the
+    same."""
     examples, _ = synthetic_examples
     split = split_examples(examples, fast)
     model = fit_model(split, fast)
-    X = model.matrix(split.test)[:300]
-    alone = model.days_until_failure(X)
-    assert alone.max() > horizon_days(fast)  # healthy rows: far from failure
-
-    def days_at(p: float) -> np.ndarray:
-        return model.days_until_failure(X, np.full(len(X), p))
-
-    np.testing.assert_allclose(days_at(0.3), alone)
-    assert days_at(0.5).max() <= horizon_days(fast) + 1e-9
-    np.testing.assert_allclose(days_at(0.99), np.minimum(alone, horizon_days(fast)))
-    assert (days_at(0.9) <= alone + 1e-9).all()
+    rows = split.held_out.period
+    moment = rows[rows["ts"] == rows["ts"].max()]  # every machine's row at one moment
+    for frame in (moment, rows):
+        predictions = predict_rows(model, frame)
+        horizon = model.per_type(frame["equipment_type"].to_numpy(), "horizon", len(frame))
+        for etype in frame["equipment_type"].unique():
+            mine = (frame["equipment_type"] == etype).to_numpy()
+            near = mine & (predictions.remaining_life < horizon - 1e-9)
+            order = np.argsort(predictions.probability[near], kind="stable")
+            life = predictions.remaining_life[near][order]
+            assert (np.diff(life) <= 1e-9).all(), etype
+            if near.any() and (mine & ~near).any():
+                beyond = predictions.probability[mine & ~near].max()
+                assert predictions.probability[near].min() >= beyond - 1e-12, etype
+    predictions = predict_rows(model, rows)
+    assert not np.isnan(predictions.remaining_life).any()
+    low = predictions.probability < fast.severity_medium
+    assert low.any() and (~low).any()
+    score = model.forest_score(model.matrix(rows))
+    life, beyond = model.remaining_life(score, rows["equipment_type"].to_numpy())
+    assert (beyond == (life >= predictions.cap - 1e-9)).all() and beyond.any() and (~beyond).any()
+    again = predict_rows(model, rows.copy())
+    np.testing.assert_array_equal(again.remaining_life, predictions.remaining_life)
+    np.testing.assert_array_equal(again.probability, predictions.probability)
 
 
 @pytest.mark.parametrize("shape", ["smooth", "step"])
@@ -260,19 +287,22 @@ def test_calibration_is_chosen_by_how_well_it_predicts_unseen_equipment(settings
 
 
 def test_figures_come_with_intervals_over_the_held_out_equipment(fast, synthetic_examples):
-    """Recall, the best recall at the target precision and the days MAE each come with a 95 %
-    interval from resampling the held-out equipment, around the figure; judged on too few
-    failing machines to resample, there is no interval rather than a falsely narrow one."""
+    """The warned share comes with its Clopper-Pearson interval over failures and one from
+    resampling the equipment, the false-alert rate and remaining-life error with intervals
+    from resampling the equipment; judged on one failing machine, the resampled intervals are
+    missing rather than falsely narrow."""
     examples, failures = synthetic_examples
     split = split_examples(examples, fast)
     model = fit_model(split, fast)
-    metrics = evaluate_model(model, split.test, failures, fast)
-    failing = split.test.loc[split.test[LABEL], "equipment_id"].unique()
+    held = split.held_out
+    metrics = evaluate_model(model, held, failures, fast)
+    failing = held.period.loc[held.period[LABEL], "equipment_id"].unique()
     assert len(failing) >= 3
-    for key in ("recall", "recall_at_target_precision", "rul_mae_days"):
+    for key in ("failures_warned_share", "rul_mae_displayed", "rul_mae_naive", "median_lead"):
         low, high = metrics[f"{key}_ci95_low"], metrics[f"{key}_ci95_high"]
         assert low <= metrics[key] <= high and low < high, key
-    one_failing = split.test[~split.test["equipment_id"].isin(failing[1:])]
-    lone = evaluate_model(model, one_failing, failures, fast)
-    assert not np.isnan(lone["recall"])
-    assert np.isnan(lone["recall_ci95_low"]) and np.isnan(lone["rul_mae_days_ci95_high"])
+    one = type(held)(held.rows[~held.rows["equipment_id"].isin(failing[1:])], held.start)
+    lone = evaluate_model(model, one, failures, fast)
+    assert lone["failures_evaluated"] >= 1
+    assert not np.isnan(lone["failures_warned_share_ci95_low"])  # Clopper-Pearson still holds
+    assert np.isnan(lone["failures_warned_share_boot95_low"])

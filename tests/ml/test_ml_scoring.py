@@ -28,7 +28,8 @@ def stored_predictions(settings) -> pd.DataFrame:
     with connect(Role.OWNER, settings) as conn:
         rows = conn.execute(
             "select id, equipment_id, ts, failure_probability, health_score, severity, "
-            "days_until_failure, model_version, explanation from ops.predictions order by id"
+            "days_until_failure, remaining_life, life_unit, remaining_life_beyond, assessment, "
+            "assessment_reason, model_version, explanation from ops.predictions order by id"
         ).fetchall()
     columns = [
         "id",
@@ -38,6 +39,11 @@ def stored_predictions(settings) -> pd.DataFrame:
         "health_score",
         "severity",
         "days_until_failure",
+        "remaining_life",
+        "life_unit",
+        "remaining_life_beyond",
+        "assessment",
+        "assessment_reason",
         "model_version",
         "explanation",
     ]
@@ -45,7 +51,9 @@ def stored_predictions(settings) -> pd.DataFrame:
 
 
 def test_scoring_writes_one_prediction_per_equipment_with_domain_rules(ml_settings, examples_in_db):
-    """Each equipment's latest row gets a prediction whose severity and health follow DESIGN.md."""
+    """Each equipment's latest row gets a prediction whose severity and health follow DESIGN.md,
+    with a remaining life and an assessment at every severity; scoring unchanged features again
+    writes the same figures."""
     examples, failures = examples_in_db
     version = champion_version(ml_settings, examples, failures)
     report = predict.score_equipment(ml_settings, emit_events=False)
@@ -57,12 +65,22 @@ def test_scoring_writes_one_prediction_per_equipment_with_domain_rules(ml_settin
         assert row.severity == severity_for(row.failure_probability, ml_settings).value
         assert row.health_score == health_score_for(row.failure_probability)
         assert row.model_version == version
-        assert pd.isna(row.days_until_failure) == (
-            row.failure_probability < ml_settings.severity_medium
-        )
+        # Remaining life at every severity, in the type's unit, and an assessment on each.
+        assert row.remaining_life >= 0 and row.life_unit == "day"
+        assert row.days_until_failure == pytest.approx(row.remaining_life, abs=0.01)
+        assert row.assessment in ("ok", "insufficient_data", "out_of_distribution")
+        assert (row.assessment_reason is None) == (row.assessment == "ok")
         assert row.explanation[0]["label"] and "contribution" in row.explanation[0]
+    assert (stored["severity"] == "LOW").any()
     again = predict.score_equipment(ml_settings, emit_events=False)
     assert again.scored == 0
+    # A second scoring round of the same (unchanged) features reads exactly the same.
+    predict.score_equipment(ml_settings, only_unscored=False, emit_events=False)
+    rescored = stored_predictions(ml_settings).iloc[len(stored) :]
+    columns = ["equipment_id", "failure_probability", "remaining_life", "assessment"]
+    pd.testing.assert_frame_equal(
+        rescored[columns].reset_index(drop=True), stored[columns].reset_index(drop=True)
+    )
 
 
 def test_bands_an_admin_sets_reach_the_next_scoring_run(ml_settings, examples_in_db, admin):
@@ -213,6 +231,9 @@ def test_flow_emits_events_for_high_and_critical_predictions(
         "failure_probability",
         "severity",
         "days_until_failure",
+        "remaining_life",
+        "life_unit",
+        "assessment",
         "model_version",
     }
     assert pd.Timestamp(event.payload["prediction_ts"]) == row["ts"]

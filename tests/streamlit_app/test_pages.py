@@ -30,7 +30,7 @@ def test_overview_counts_and_filters(app):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Equipment"] == "5"
     assert metrics["Critical"] == "1"
-    assert metrics["Not yet scored"] == "1"
+    assert metrics["No current prediction"] == "1"
     assert metrics["Silent > 15 min"] == "1"
     assert metrics["Active alerts: critical"] == "1"
     fleet = at.dataframe[0].value
@@ -39,6 +39,37 @@ def test_overview_counts_and_filters(app):
     assert set(at.dataframe[0].value["equipment_id"]) == {"RAD-0001", "PMP-0001"}
     at.multiselect(key="ov_severities").select("HIGH").run()
     assert at.dataframe[0].value["equipment_id"].tolist() == ["RAD-0001"]
+
+
+def test_an_untrustworthy_prediction_is_shown_beside_its_severity(app, db):
+    """A LOW resting on a stuck sensor is never a silent LOW: the overview's fleet table and
+    the equipment page show the assessment with its reason, and the remaining life in the
+    equipment's unit."""
+    from emps.transform import DASHBOARD_STATE_SELECTOR, dbt_args, run_dbt
+
+    reason = "vibration stuck: no change over the last 1 h"
+    with connect(Role.OWNER, db, autocommit=True) as conn:
+        conn.execute(
+            "update ops.predictions set assessment = 'insufficient_data', assessment_reason = %s, "
+            "remaining_life = 21, life_unit = 'day', remaining_life_beyond = true "
+            "where equipment_id = 'GEN-0002'",
+            (reason,),
+        )
+        conn.execute(
+            "truncate analytics.mart_equipment_last_reading, "
+            "analytics.mart_equipment_latest_prediction"
+        )
+    assert run_dbt(dbt_args(["run"], db, selector=DASHBOARD_STATE_SELECTOR), db).success
+    at = app("viewer")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Insufficient data"] == "2"  # GEN-0002, and VEH-0001 (never heard from)
+    fleet = at.dataframe[0].value.set_index("equipment_id")
+    assert fleet.loc["GEN-0002", "severity"] == "LOW"
+    assert fleet.loc["GEN-0002", "assessment_text"] == f"insufficient data: {reason}"
+    assert fleet.loc["GEN-0002", "remaining_life_text"] == "more than 21 days"
+    at = app("viewer", equipment="GEN-0002")
+    assert {m.label: m.value for m in at.metric}["Remaining life"] == "more than 21 days"
+    assert at.warning[0].value == f"Assessment: insufficient data: {reason}."
 
 
 def test_overview_opens_equipment_detail(app):

@@ -1,4 +1,7 @@
 -- One row per equipment: its latest prediction, open alert, next maintenance task and data age.
+-- A silent equipment's last prediction ages out: past the silence limit its probability,
+-- severity, health and remaining life read null (`last_severity` keeps what it was) and its
+-- assessment reads insufficient_data, with how long it has been silent as the reason.
 --
 -- The latest prediction and last reading come from small tables refreshed after every scoring
 -- run (mart_equipment_latest_prediction, mart_equipment_last_reading; their refresh times are
@@ -53,11 +56,9 @@ next_tasks as (
     order by tasks.equipment_id, tasks.scheduled_date
 ),
 
-final as (
+silence as (
     select
         equipment.equipment_id,
-        equipment.equipment_type,
-        equipment.site,
         last_readings.last_reading_at,
         date_part('epoch', now() - last_readings.last_reading_at) / 60.0
             as minutes_since_last_reading,
@@ -65,11 +66,48 @@ final as (
             last_readings.last_reading_at
             < now() - {{ silent_limit() }},
             true
-        ) as is_silent,
-        latest_predictions.failure_probability,
-        latest_predictions.health_score,
-        latest_predictions.severity,
-        latest_predictions.days_until_failure,
+        ) as is_silent
+    from equipment
+    left join last_readings on equipment.equipment_id = last_readings.equipment_id
+),
+
+final as (
+    select
+        equipment.equipment_id,
+        equipment.equipment_type,
+        equipment.site,
+        silence.last_reading_at,
+        silence.minutes_since_last_reading,
+        silence.is_silent,
+        case when not silence.is_silent then latest_predictions.failure_probability end
+            as failure_probability,
+        case when not silence.is_silent then latest_predictions.health_score end
+            as health_score,
+        case when not silence.is_silent then latest_predictions.severity end as severity,
+        case when not silence.is_silent then latest_predictions.days_until_failure end
+            as days_until_failure,
+        case when not silence.is_silent then latest_predictions.remaining_life end
+            as remaining_life,
+        latest_predictions.life_unit,
+        case when not silence.is_silent then latest_predictions.remaining_life_beyond end
+            as remaining_life_beyond,
+        case
+            when silence.is_silent then 'insufficient_data'
+            else latest_predictions.assessment
+        end as assessment,
+        case
+            when silence.is_silent and silence.last_reading_at is null
+                then 'no readings yet'
+            when silence.is_silent
+                then
+                    'no readings for '
+                    || round(silence.minutes_since_last_reading)::bigint
+                    || ' min (silence limit '
+                    || round(date_part('epoch', {{ silent_limit() }}) / 60.0)::bigint
+                    || ' min)'
+            else latest_predictions.assessment_reason
+        end as assessment_reason,
+        latest_predictions.severity as last_severity,
         latest_predictions.model_version,
         latest_predictions.predicted_at,
         latest_predictions.explanation,
@@ -82,6 +120,7 @@ final as (
         last_readings.refreshed_at as last_reading_as_of,
         latest_predictions.refreshed_at as prediction_as_of
     from equipment
+    inner join silence on equipment.equipment_id = silence.equipment_id
     left join last_readings on equipment.equipment_id = last_readings.equipment_id
     left join latest_predictions on equipment.equipment_id = latest_predictions.equipment_id
     left join open_alerts on equipment.equipment_id = open_alerts.equipment_id

@@ -3,6 +3,7 @@
         materialized='incremental',
         unique_key='equipment_id',
         incremental_strategy='delete+insert',
+        on_schema_change='append_new_columns',
         indexes=[{'columns': ['equipment_id'], 'unique': True}],
         tags=['dashboard_state'],
         pre_hook="select pg_advisory_xact_lock(hashtext('{{ this }}'))",
@@ -32,6 +33,11 @@ candidates as (
         health_score,
         severity,
         days_until_failure,
+        remaining_life,
+        life_unit,
+        remaining_life_beyond,
+        assessment,
+        assessment_reason,
         model_version,
         explanation
     from predictions
@@ -46,6 +52,11 @@ candidates as (
             health_score,
             severity,
             days_until_failure,
+            remaining_life,
+            life_unit,
+            remaining_life_beyond,
+            assessment,
+            assessment_reason,
             model_version,
             explanation
         from {{ this }}
@@ -63,6 +74,11 @@ final as (
         health_score,
         severity,
         days_until_failure,
+        remaining_life,
+        life_unit,
+        remaining_life_beyond,
+        assessment,
+        assessment_reason,
         model_version,
         explanation,
         now() as refreshed_at

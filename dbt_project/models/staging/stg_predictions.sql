@@ -13,6 +13,11 @@ final as (
         health_score,
         severity,
         days_until_failure,
+        remaining_life,
+        life_unit,
+        remaining_life_beyond,
+        assessment,
+        assessment_reason,
         model_version,
         explanation
     from source

@@ -1,0 +1,174 @@
+"""Whether a prediction can be trusted: `ok`, `insufficient_data` or `out_of_distribution`,
+with the reason in a technician's words.
+
+A forest always answers, and a machine whose sensors stick or fall silent looks like a quiet,
+healthy one: without this, "LOW" would mean "healthy" and "we cannot tell" alike. The checks read
+the feature row the prediction was made from and what the model saw in training
+(`profile_training_rows`), so what is normal for a fleet comes from its own data:
+
+- insufficient_data: most of the longest window has no readings; a sensor of the type has no
+  reading over the shortest window (unless it is often absent in training); a sensor is stuck
+  (no change at all over the shortest window, unless training shows it often flat); no baseline
+  yet (the machine is new to the platform);
+- out_of_distribution: a sensor's level lies far outside every level seen in training (a broken
+  sensor reading zero, a unit mix-up).
+
+Severity keeps its four bands whatever the assessment: the assessment is shown beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from emps.catalog import Catalog
+
+OK = "ok"
+INSUFFICIENT_DATA = "insufficient_data"
+OUT_OF_DISTRIBUTION = "out_of_distribution"
+ASSESSMENTS = (OK, INSUFFICIENT_DATA, OUT_OF_DISTRIBUTION)
+
+# Share of a window's slots without readings from which the features rest on too few readings.
+MAX_MISSING_SHARE = 0.5
+# A sensor absent (or flat) in more than this share of a type's training rows is normal there.
+USUAL_SHARE = 0.05
+# How far beyond the training range a level must lie, in training ranges, to be out of it.
+OOD_MARGIN = 0.5
+# The level features checked against the training range.
+LEVEL_SUFFIXES = ("now", "mean_w1")
+# A sensor whose slot levels vary less than this (norm standard deviations) over the shortest
+# window is flat: the running sums behind the feature leave ~1e-7 of rounding on a constant.
+FLAT = 1e-3
+
+
+@dataclass(frozen=True)
+class Assessment:
+    state: str
+    reason: str | None = None
+
+
+def _column(names: list[str], name: str) -> int | None:
+    try:
+        return names.index(name)
+    except ValueError:
+        return None
+
+
+def profile_training_rows(
+    frame: pd.DataFrame, feature_names: list[str], catalog: Catalog
+) -> dict[str, Any]:
+    """What the assessment compares a row with, from the training rows: each level feature's
+    range, and per type and sensor how often it is absent or flat there."""
+    absent: dict[str, dict[str, float]] = {}
+    flat: dict[str, dict[str, float]] = {}
+    types = frame["equipment_type"] if "equipment_type" in frame else pd.Series("", frame.index)
+    for type_name in catalog.type_names:
+        rows = frame[types == type_name]
+        if rows.empty:
+            continue
+        absent[type_name], flat[type_name] = {}, {}
+        for sensor in catalog.type_sensors(type_name):
+            mean = rows.get(f"{sensor}_mean_w1")
+            std = rows.get(f"{sensor}_std_w1")
+            if mean is None or std is None:
+                continue
+            absent[type_name][sensor] = float(mean.isna().mean())
+            flat[type_name][sensor] = float((std.abs() <= FLAT).mean())
+    low, high = {}, {}
+    for name in feature_names:
+        sensor, rest = catalog.feature_sensor(name)
+        if sensor is None or rest not in LEVEL_SUFFIXES or name not in frame:
+            continue
+        values = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
+        if np.isfinite(values).any():
+            low[name], high[name] = float(np.nanmin(values)), float(np.nanmax(values))
+    return {"absent": absent, "flat": flat, "low": low, "high": high}
+
+
+def assess_matrix(
+    X: np.ndarray,
+    types: np.ndarray,
+    feature_names: list[str],
+    catalog: Catalog,
+    profile: dict[str, Any] | None = None,
+    feature_labels: dict[str, list[str | None]] | None = None,
+) -> list[Assessment]:
+    """One assessment per row of the feature matrix X (columns: feature_names) of equipment of
+    `types`; `profile` is the model's training profile (None: a model trained before profiles,
+    judged on the insufficient-data checks alone)."""
+    profile = profile or {}
+    labels = feature_labels or {}
+    results: list[Assessment | None] = [None] * len(X)
+
+    def flag(rows: np.ndarray, state: str, reason: Any) -> None:
+        for i in np.nonzero(rows)[0]:
+            if results[i] is None:
+                results[i] = Assessment(state, reason(i) if callable(reason) else reason)
+
+    types = np.asarray(types, dtype=object)
+    for type_name in pd.unique(types):
+        etype = catalog.equipment_types.get(type_name)
+        if etype is None:
+            continue
+        mine = types == type_name
+        shortest, longest = etype.window_label(1), etype.window_label(len(etype.features.windows))
+        missing = _column(feature_names, "missing_rate")
+        if missing is not None:
+            share = X[:, missing]
+            flag(
+                mine & (share > MAX_MISSING_SHARE),
+                INSUFFICIENT_DATA,
+                lambda i, share=share, longest=longest: (
+                    f"{share[i]:.0%} of the last {longest} without readings"
+                ),
+            )
+        absent = profile.get("absent", {}).get(type_name, {})
+        flat = profile.get("flat", {}).get(type_name, {})
+        for sensor in catalog.type_sensors(type_name):
+            mean = _column(feature_names, f"{sensor}_mean_w1")
+            std = _column(feature_names, f"{sensor}_std_w1")
+            name = sensor.replace("_", " ")
+            if mean is not None and absent.get(sensor, 0.0) <= USUAL_SHARE:
+                flag(
+                    mine & np.isnan(X[:, mean]),
+                    INSUFFICIENT_DATA,
+                    f"no {name} readings over the last {shortest}",
+                )
+            if std is not None and mean is not None and flat.get(sensor, 0.0) <= USUAL_SHARE:
+                flag(
+                    mine & ~np.isnan(X[:, mean]) & (np.abs(X[:, std]) <= FLAT),
+                    INSUFFICIENT_DATA,
+                    f"{name} stuck: no change over the last {shortest}",
+                )
+        baselines = [
+            j
+            for sensor in catalog.type_sensors(type_name)
+            if (j := _column(feature_names, f"{sensor}_dev_baseline")) is not None
+        ]
+        if baselines:
+            flag(
+                mine & np.isnan(X[:, baselines]).all(axis=1),
+                INSUFFICIENT_DATA,
+                f"no baseline yet: the machine needs {etype.span_label(etype.features.baseline)} "
+                "of readings first",
+            )
+    for name, low in profile.get("low", {}).items():
+        j = _column(feature_names, name)
+        if j is None:
+            continue
+        high = profile["high"][name]
+        margin = OOD_MARGIN * max(high - low, 1.0)
+        values = X[:, j]
+        outside = ~np.isnan(values) & ((values < low - margin) | (values > high + margin))
+        label = (labels.get(name) or [name.replace("_", " ")])[0]
+        flag(
+            outside,
+            OUT_OF_DISTRIBUTION,
+            lambda i, values=values, label=label, low=low, high=high: (
+                f"{label} {values[i]:.3g} far outside what training saw ({low:.3g} to {high:.3g})"
+            ),
+        )
+    return [r or Assessment(OK) for r in results]
