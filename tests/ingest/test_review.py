@@ -200,6 +200,11 @@ def _stand_in_score(settings: Settings, column: str):
                     "health_score": (100 * (1 - probability)).round().astype(int),
                     "severity": "LOW",
                     "days_until_failure": float("nan"),
+                    "remaining_life": float("nan"),
+                    "life_unit": "day",
+                    "remaining_life_beyond": False,
+                    "assessment": "ok",
+                    "assessment_reason": None,
                     "model_version": "stand-in",
                     "explanation": [[] for _ in range(len(features))],
                 }
