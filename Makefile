@@ -30,8 +30,14 @@ format: install
 	$(UV) run ruff format .
 	$(UV) run ruff check --fix .
 
+# Every bench in turn, each on its own temporary database; figures kept in bench/results and
+# docs/benchmarks.md written from them (say what the machine was doing with NOTE="...").
 bench: install
-	for b in bench/*.py; do $(UV) run python $$b || exit 1; done
+	set -o pipefail; for b in $(filter-out bench/_% bench/report.py,$(wildcard bench/*.py)); do \
+		$(UV) run python $$b | $(UV) run python bench/report.py record $$(basename $$b .py) \
+			--note "$(NOTE)" || exit 1; \
+	done
+	$(UV) run python bench/report.py render
 
 clean:
 	rm -rf var/ .pytest_cache
