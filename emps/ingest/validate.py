@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 SUITE_NAME = "sensor_readings"
 SUITE_PATH = PROJECT_ROOT / "expectations" / f"{SUITE_NAME}.json"
+SHIPPED_CATALOG = PROJECT_ROOT / "catalog" / "sensors.yaml"
 # Same rule as the raw.equipment check constraint (migration 0002).
 EQUIPMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 FILE = "ingest_file_id"
