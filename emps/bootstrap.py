@@ -203,7 +203,7 @@ def bootstrap(settings: Settings | None = None, with_history: bool = True) -> Bo
 def _features_the_champion_lacks(version: str, settings: Settings) -> list[str]:
     """The champion's features missing from the feature table (after an upgrade or a catalog
     change rebuilt it): such a champion cannot score, and the gate lets any challenger win."""
-    from ml.registry import load_version
+    from ml.registry import load_version, recorded_digest
 
     with connect(Role.READER, settings) as conn:
         columns = {
@@ -214,7 +214,7 @@ def _features_the_champion_lacks(version: str, settings: Settings) -> list[str]:
             )
         }
     try:
-        model = load_version(version, settings)
+        model, _ = load_version(version, settings, recorded_digest(version, settings))
     except Exception:
         return []  # unreachable or unreadable: scoring says why; nothing to retrain for here
     return [name for name in model.feature_names or [] if name not in columns]
