@@ -1,6 +1,8 @@
-"""First start of an empty install: simulated history, features, a first champion model.
+"""First start of an empty install: history (a fleet pack's, or simulated), features, a first
+champion model.
 
-Each step is skipped when its result already exists, so later starts pass through in seconds.
+Each step is skipped when its result already exists, so later starts pass through in seconds: a
+fleet pack imported before and unchanged since is not read again.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -65,6 +68,64 @@ def backfill_history(settings: Settings) -> int:
         f"{settings.sim_history_days} days ({report.rows_per_s:,.0f} rows/s)"
     )
     return report.rows
+
+
+def import_fleet(settings: Settings, root: Path) -> Settings:
+    """Import the fleet pack at `root` unless this install holds it unchanged (same files);
+    returns the settings with the pack's catalog. Raises FleetRefused when the fleet has nothing
+    to run on (no equipment or no readings loaded), naming the pack's problems."""
+    from emps.fleet.console import import_progress, print_import_report
+    from emps.fleet.importer import (
+        check_catalog_setting,
+        import_pack,
+        installed_catalog,
+        pack_digest,
+        write_catalog,
+    )
+    from emps.fleet.pack import read_pack
+    from emps.fleet.running import FleetRefused, last_import
+
+    root = Path(root).expanduser().resolve()
+    pack = read_pack(root)
+    target = installed_catalog(settings)
+    check_catalog_setting(pack, settings, target)
+    if write_catalog(pack, target) or settings.catalog_path != target:
+        get_settings.cache_clear()  # this process's later reads see the pack's catalog
+    settings = settings.model_copy(update={"catalog_path": target})
+    known = last_import(settings, digest=pack_digest(root))
+    problems: list[str] = []
+    if known is not None:
+        console.print(
+            f"  fleet pack {root}: unchanged since its import on "
+            f"{known.imported_at:%Y-%m-%d %H:%M %Z} ({known.equipment} equipment, "
+            f"{known.readings_loaded:,} readings loaded, {known.problems} refusal(s)); "
+            "nothing to import",
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        with import_progress(console) as on_progress:
+            report = import_pack(root, settings, on_progress=on_progress, catalog_target=target)
+        print_import_report(report, console)
+        problems = [str(p) for p in report.problems]
+        if problems:
+            log_path = settings.log_dir / "fleet-import.log"
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with log_path.open("a", encoding="utf-8") as handle:
+                print_import_report(report, Console(file=handle, width=120), problems_shown=None)
+            console.print(f"  every refusal is listed in {log_path}", highlight=False)
+    with connect(Role.READER, settings) as conn:
+        equipment = conn.execute("select count(*) from raw.equipment").fetchone()[0]
+        readings = conn.execute("select exists (select 1 from raw.sensor_readings)").fetchone()[0]
+    if not equipment or not readings:
+        missing = "equipment" if not equipment else "readings"
+        listed = "".join(f"\n  {p}" for p in problems[:10])
+        raise FleetRefused(
+            f"the fleet pack {root} gave the platform no {missing} to run on"
+            + (f"; its problems:{listed}" if listed else "")
+            + f"\n(`emps fleet import {root} --dry-run` checks a pack without writing anything)"
+        )
+    return settings
 
 
 def build_features(settings: Settings, full_refresh: bool = False) -> None:
@@ -145,8 +206,13 @@ def train_first_champion(settings: Settings) -> str:
     return result.version
 
 
-def bootstrap(settings: Settings | None = None, with_history: bool = True) -> BootstrapReport:
-    """Make the platform able to score from its first minute."""
+def bootstrap(
+    settings: Settings | None = None, with_history: bool = True, fleet: Path | None = None
+) -> BootstrapReport:
+    """Make the platform able to score from its first minute: on the history of the fleet pack
+    `fleet` (imported unless already), else, on an empty database and `with_history`, on
+    simulated history."""
+    from emps.fleet.running import imports_without_features, last_import, mark_features_built
     from ml.registry import CHAMPION, alias_version
 
     settings = settings or get_settings()
@@ -157,14 +223,24 @@ def bootstrap(settings: Settings | None = None, with_history: bool = True) -> Bo
         action()
         report.steps[name] = time.monotonic() - began
 
-    if with_history and not _has_readings(settings):
+    if fleet is not None:
+        began = time.monotonic()
+        settings = import_fleet(settings, fleet)
+        report.steps["fleet"] = time.monotonic() - began
+    elif with_history and last_import(settings) is None and not _has_readings(settings):
         step("history", lambda: backfill_history(settings))
+    unbuilt = imports_without_features(settings)
     if not _has_features(settings):
         step("features", lambda: build_features(settings))
     else:
         began = time.monotonic()
         if rebuild_outdated_features(settings):
             report.steps["features"] = time.monotonic() - began
+        elif unbuilt:
+            # Incremental: a build picks up the readings loaded since its last run.
+            step("features", lambda: build_features(settings))
+    if unbuilt and _has_features(settings):
+        mark_features_built(settings, unbuilt)
     champion = alias_version(CHAMPION, settings)
     if champion is not None:
         from ml.registry import adopt_unrecorded_champions
@@ -206,7 +282,7 @@ def bootstrap(settings: Settings | None = None, with_history: bool = True) -> Bo
 def _features_the_champion_lacks(version: str, settings: Settings) -> list[str]:
     """The champion's features missing from the feature table (after an upgrade or a catalog
     change rebuilt it): such a champion cannot score, and the gate lets any challenger win."""
-    from ml.registry import load_version
+    from ml.registry import load_version, recorded_digest
 
     with connect(Role.READER, settings) as conn:
         columns = {
@@ -217,7 +293,7 @@ def _features_the_champion_lacks(version: str, settings: Settings) -> list[str]:
             )
         }
     try:
-        model = load_version(version, settings)
+        model, _ = load_version(version, settings, recorded_digest(version, settings))
     except Exception:
         return []  # unreachable or unreadable: scoring says why; nothing to retrain for here
     return [name for name in model.feature_names or [] if name not in columns]

@@ -1,8 +1,10 @@
 """`emps up`: start the whole platform, watch it, and stop it cleanly.
 
-Order matters: the database first, then the servers other services talk to (Prefect, MLflow, the
-SMTP sink), then the bootstrap (history, features, first champion), then the deployments, the
-worker, the dashboard and the simulated fleet. Stopping goes in reverse.
+Order matters: the database first, then which fleet runs (a fleet pack's catalog is installed
+before the migrations), then the servers other services talk to (Prefect, MLflow, the SMTP sink),
+then the bootstrap (the pack's or simulated history, features, first champion), then the
+deployments, the worker, the dashboard and, for the simulated fleet only, the simulator. Stopping
+goes in reverse.
 """
 
 from __future__ import annotations
@@ -308,6 +310,7 @@ class Supervisor:
         self.stopping = False
         self.watching = False
         self.env = child_env(settings)
+        self.fleet: str | None = None  # which fleet runs, for `emps status`
 
     # -- children ------------------------------------------------------------------------------
     def start(self, service: Service) -> None:
@@ -425,6 +428,7 @@ class Supervisor:
     def write_state(self) -> None:
         state = {
             "supervisor_pid": os.getpid(),
+            "fleet": self.fleet,
             "services": [
                 {
                     "name": s.name,
@@ -475,9 +479,18 @@ def _take_lock(settings: Settings):
 
 
 def run_platform(
-    with_simulator: bool = True, with_history: bool = True, settings: Settings | None = None
+    with_simulator: bool | None = None,
+    with_history: bool = True,
+    settings: Settings | None = None,
+    fleet: Path | None = None,
 ) -> int:
-    """Run everything until Ctrl-C or SIGTERM. Returns the process exit code."""
+    """Run everything until Ctrl-C or SIGTERM. Returns the process exit code.
+
+    `fleet` (or EMPS_FLEET_PACK): a fleet pack to run on instead of the simulated fleet.
+    `with_simulator` None: the simulator runs unless a real fleet does (emps.fleet.running).
+    """
+    from emps.fleet.running import FleetRefused, fleet_banner, plan_fleet
+
     settings = settings or get_settings()
     lock = _take_lock(settings)
     if lock is None:
@@ -508,6 +521,14 @@ def run_platform(
         if server is not None:
             _phase("PostgreSQL", server.start)
             _phase("create the Prefect database", lambda: _ensure_prefect_database(settings))
+        plan = _phase(
+            "fleet",
+            lambda: plan_fleet(
+                settings, fleet or settings.fleet_pack, with_simulator, with_history
+            ),
+        )
+        console.print(f"  {plan.description}", highlight=False, markup=False)
+        settings = supervisor.settings = plan.settings
         _phase("migrations", lambda: migrate(settings))
         first_admin = _phase("first admin", lambda: _ensure_first_admin(settings))
         admin_note = first_admin.note if first_admin is not None else None
@@ -528,16 +549,20 @@ def run_platform(
         )
         _phase("register deployments from prefect.yaml", lambda: deploy(settings, supervisor.env))
         _phase(
-            "bootstrap (history, features, first model, first scores)",
-            lambda: _bootstrap(supervisor, with_history),
+            "bootstrap ("
+            + ("fleet pack" if plan.real else "history")
+            + ", features, first model, first scores)",
+            lambda: _bootstrap(supervisor, plan.with_history, plan.pack),
         )
-        for service in app_services(settings, with_simulator):
+        supervisor.fleet = fleet_banner(plan)
+        for service in app_services(settings, plan.with_simulator):
             _phase(f"start {service.name}", lambda s=service: _start_and_wait(supervisor, s))
             if supervisor.stopping:
                 return 130
         for hosted in landing_watcher(settings, supervisor.env):
             _phase(f"start {hosted.name}", lambda h=hosted: supervisor.host(h))
         console.print(f"\nEMPS is up in {time.monotonic() - started_at:.0f} s.")
+        console.print(supervisor.fleet, highlight=False, markup=False)
         print_urls(supervisor, admin_note)
         console.print("Press Ctrl-C to stop everything.")
         supervisor.watching = True
@@ -546,6 +571,10 @@ def run_platform(
     except KeyboardInterrupt:
         console.print("[yellow]interrupted while starting[/]")
         return 130
+    except FleetRefused as refused:
+        console.print("[red]emps up: [/]", end="")
+        console.print(str(refused), markup=False, highlight=False, soft_wrap=True)
+        return 2
     except Exception as exc:  # show the cause in the user's words, then stop what started
         console.print(f"[red]emps up failed: {exc}[/]")
         return 1
@@ -559,13 +588,22 @@ def run_platform(
         lock.close()
 
 
-def _bootstrap(supervisor: Supervisor, with_history: bool) -> None:
+def bootstrap_args(with_history: bool, fleet: Path | None) -> list[str]:
+    """The `emps` command line of the bootstrap `emps up` runs."""
+    args = ["bootstrap", "--history" if with_history else "--no-history"]
+    return args + (["--fleet", str(fleet)] if fleet is not None else [])
+
+
+def _bootstrap(supervisor: Supervisor, with_history: bool, fleet: Path | None = None) -> None:
     """`emps bootstrap` in a child process: training and dbt leave ~500 MB of imports and heap
     behind, which the supervisor would otherwise hold for as long as the platform runs. Its flow
     runs report to our Prefect server (supervisor.env)."""
-    command = [sys.executable, "-m", "emps.cli", "bootstrap"]
-    command.append("--history" if with_history else "--no-history")
+    command = [sys.executable, "-m", "emps.cli", *bootstrap_args(with_history, fleet)]
     done = subprocess.run(command, env={**os.environ, **supervisor.env}, check=False)
+    if done.returncode == 2 and fleet is not None:
+        from emps.fleet.running import FleetRefused
+
+        raise FleetRefused(f"the fleet pack {fleet} was refused; the reason is above")
     if done.returncode != 0:
         raise RuntimeError(f"the bootstrap failed (exit {done.returncode}); its output is above")
 
@@ -732,6 +770,8 @@ def print_status(settings: Settings | None = None) -> int:
         word = "running" if alive else ("gave up" if svc["given_up"] else "stopped")
         table.add_row(svc["name"], word, str(svc["pid"]), svc["url"] or "—", str(svc["restarts"]))
     console.print(table)
+    if state.get("fleet"):
+        console.print(state["fleet"], highlight=False, markup=False)
     return 0 if all_up else 1
 
 

@@ -9,12 +9,16 @@ Steps, each idempotent (importing the same pack again adds nothing):
 4. failures (or each unit's last reading, for a run-to-failure pack), services with their
    outcomes, and the held-out units' true remaining life.
 Nothing valid is lost to a bad row: each refusal is listed with its file, row and field.
+Each import is recorded (raw.fleet_imports) with a digest of the pack's files: `emps up --fleet`
+skips a pack imported before and unchanged since.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
+import json
 import shutil
 import tempfile
 import time
@@ -39,6 +43,11 @@ from emps.settings import Settings, get_settings
 
 ROWS_PER_DROP = 100_000
 OnProgress = Callable[[str, int, int | None], None]  # (step, done, total)
+
+
+class FleetConflict(ValueError):
+    """The install cannot take this pack as it stands (it holds the simulated fleet's history,
+    or EMPS_CATALOG_PATH names another catalog)."""
 
 
 def _quiet(step: str, done: int, total: int | None) -> None:
@@ -73,10 +82,71 @@ class ImportReport:
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def equipment(self) -> int:
+        """Equipment of the pack in the registry (added or already there)."""
+        return sum(s.loaded + s.known for s in self.steps if s.name == "equipment")
+
 
 def installed_catalog(settings: Settings) -> Path:
     """Where an imported pack's catalog goes: the platform's catalog from then on."""
     return settings.home / "catalog.yaml"
+
+
+def pack_digest(root: Path) -> str:
+    """A digest of every file of the pack (names and contents; dot files aside): equal digests,
+    the same pack."""
+    digest = hashlib.sha256()
+    root = Path(root)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        relative = path.relative_to(root)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        digest.update(f"{relative.as_posix()}\0{path.stat().st_size}\0".encode())
+        with path.open("rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()
+
+
+def check_catalog_setting(pack: Pack, settings: Settings, target: Path) -> None:
+    """Refuse a pack whose catalog the platform would not read: EMPS_CATALOG_PATH set to another
+    catalog (the platform's processes read that one, not the pack's)."""
+    chosen = Path(settings.catalog_path)
+    if "catalog_path" not in settings.model_fields_set or chosen.resolve() == target.resolve():
+        return
+    if chosen.is_file() and chosen.read_text(encoding="utf-8") == pack.catalog_text:
+        return
+    raise FleetConflict(
+        f"EMPS_CATALOG_PATH is {chosen}, but the fleet pack {pack.root} brings its own catalog "
+        f"(installed as {target}): unset EMPS_CATALOG_PATH, or point it at the pack's catalog.yaml"
+    )
+
+
+def simulated_equipment(settings: Settings) -> int:
+    """Equipment of the simulated fleet in this install's registry (0 before any migration)."""
+    from emps.db import ensure_database
+
+    ensure_database(settings)
+    with connect(Role.OWNER, settings) as conn:
+        if conn.execute("select to_regclass('raw.equipment')").fetchone()[0] is None:
+            return 0
+        row = conn.execute(
+            "select count(*) from raw.equipment where source = 'simulator'"
+        ).fetchone()
+    return int(row[0])
+
+
+def refuse_simulated_history(settings: Settings, pack: Path) -> None:
+    """A real fleet's failures must not mix with simulated ones: refuse an install holding the
+    simulated fleet."""
+    simulated = simulated_equipment(settings)
+    if simulated:
+        raise FleetConflict(
+            f"this install ({settings.home}) holds the simulated fleet's history ({simulated} "
+            f"equipment): the failures of {pack} would mix with simulated ones. Give the fleet an "
+            "install of its own: EMPS_HOME=<an empty folder> (with EMPS_DATABASE_URL, an empty "
+            "database too)"
+        )
 
 
 def import_pack(
@@ -96,6 +166,9 @@ def import_pack(
     if dry_run:
         _dry_run(pack, readings, report)
         return report
+    check_catalog_setting(pack, settings, target)
+    refuse_simulated_history(settings, Path(root))
+    digest = pack_digest(Path(root))
     settings = report.settings
 
     step, began = report.step("catalog"), time.monotonic()
@@ -121,15 +194,40 @@ def import_pack(
 
     with connect(Role.OWNER, settings, autocommit=True) as conn:
         step, began = report.step("failures"), time.monotonic()
-        step.loaded, step.known = insert_failures(conn, pack)
+        step.loaded, step.known, step.refused = insert_failures(conn, pack, report.problems)
         step.seconds = time.monotonic() - began
         step, began = report.step("maintenance"), time.monotonic()
-        step.loaded, step.known = insert_services(conn, pack)
+        step.loaded, step.known, step.refused = insert_services(conn, pack, report.problems)
         step.seconds = time.monotonic() - began
         step, began = report.step("held-out units"), time.monotonic()
         step.loaded = record_heldout(conn, pack)
         step.seconds = time.monotonic() - began
+        record_import(conn, Path(root), digest, report)
     return report
+
+
+def record_import(conn: psycopg.Connection, root: Path, digest: str, report: ImportReport) -> None:
+    """The import in raw.fleet_imports: what loaded, how many refusals."""
+    summary = {
+        "steps": [
+            {"name": s.name, "loaded": s.loaded, "known": s.known, "refused": s.refused}
+            for s in report.steps
+        ],
+        "problems": [str(p) for p in report.problems[:200]],
+    }
+    conn.execute(
+        "insert into raw.fleet_imports "
+        "(pack, digest, equipment, readings_loaded, problems, summary) "
+        "values (%s, %s, %s, %s, %s, %s)",
+        (
+            str(root.resolve()),
+            digest,
+            report.equipment,
+            report.readings.get("rows_loaded", 0),
+            len(report.problems),
+            json.dumps(summary),
+        ),
+    )
 
 
 # -- catalog --------------------------------------------------------------------------------
@@ -140,12 +238,19 @@ def install_catalog(pack: Pack, target: Path, settings: Settings) -> list[str]:
     from emps.catalog import load_catalog
     from emps.migrate import migrate
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.exists() or target.read_text(encoding="utf-8") != pack.catalog_text:
-        partial = target.with_name(f".{target.name}.part")
-        partial.write_text(pack.catalog_text, encoding="utf-8")
-        partial.replace(target)
+    write_catalog(pack, target)
     return migrate(settings, load_catalog(target)).sensor_columns_added
+
+
+def write_catalog(pack: Pack, target: Path) -> bool:
+    """Write the pack's catalog to `target` unless it is there already; whether it wrote."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and target.read_text(encoding="utf-8") == pack.catalog_text:
+        return False
+    partial = target.with_name(f".{target.name}.part")
+    partial.write_text(pack.catalog_text, encoding="utf-8")
+    partial.replace(target)
+    return True
 
 
 # -- equipment ------------------------------------------------------------------------------
@@ -338,9 +443,8 @@ def load_readings(
                 for key in ("rows_loaded", "rows_duplicate", "rows_quarantined"):
                     totals[key] += int(getattr(outcome, key, 0) or 0)
                 if outcome.status == "quarantined" or getattr(outcome, "error", None):
-                    report.problems.append(
-                        PackProblem(outcome.file, None, None, outcome.error or outcome.status)
-                    )
+                    message = (outcome.error or outcome.status).removeprefix(f"{outcome.file}: ")
+                    report.problems.append(PackProblem(outcome.file, None, None, message))
             done += len(batch)
             on_progress("loading readings", done, len(drops))
         shutil.rmtree(staging, ignore_errors=True)
@@ -355,12 +459,39 @@ def _batches(items: list[Path], size: int) -> Iterator[list[Path]]:
 # -- failures, services, held-out units ---------------------------------------------------
 
 
-def insert_failures(conn: psycopg.Connection, pack: Pack) -> tuple[int, int]:
-    """(added, already known) failures: failures.csv, or each unit's last reading for a
-    run-to-failure pack (its test units aside: they were cut before failing)."""
-    rows = [
-        (f.equipment_id, f.failed_at, f.failure_mode, f.repaired_at, f.notes) for f in pack.failures
-    ]
+def _registered(conn: psycopg.Connection, equipment_ids: set[str]) -> set[str]:
+    return {
+        r[0]
+        for r in conn.execute(
+            "select equipment_id from raw.equipment where equipment_id = any(%s)",
+            (sorted(equipment_ids),),
+        )
+    }
+
+
+def _unregistered(equipment_id: str, file: str, row: int | None) -> PackProblem:
+    return PackProblem(
+        file,
+        row,
+        "equipment_id",
+        f"{equipment_id!r} is not in equipment.csv (nor named by the readings)",
+    )
+
+
+def insert_failures(
+    conn: psycopg.Connection, pack: Pack, problems: list[PackProblem]
+) -> tuple[int, int, int]:
+    """(added, already known, refused) failures: failures.csv, or each unit's last reading for a
+    run-to-failure pack (its test units aside: they were cut before failing). A failure of
+    equipment the registry does not hold is refused with its row."""
+    registered = _registered(conn, {f.equipment_id for f in pack.failures})
+    rows, refused = [], 0
+    for f in pack.failures:
+        if f.equipment_id not in registered:
+            problems.append(_unregistered(f.equipment_id, "failures.csv", f.row))
+            refused += 1
+            continue
+        rows.append((f.equipment_id, f.failed_at, f.failure_mode, f.repaired_at, f.notes))
     if pack.readings.run_to_failure:
         rows += conn.execute(
             "select r.equipment_id, max(r.ts), 'run to failure', null::timestamptz, "
@@ -380,7 +511,7 @@ def insert_failures(conn: psycopg.Connection, pack: Pack) -> tuple[int, int]:
                 row,
             )
             added += cur.rowcount
-    return added, len(rows) - added
+    return added, len(rows) - added, refused
 
 
 def _pack_units(pack: Pack) -> set[str]:
@@ -390,11 +521,21 @@ def _pack_units(pack: Pack) -> set[str]:
     return units
 
 
-def insert_services(conn: psycopg.Connection, pack: Pack) -> tuple[int, int]:
-    """(added, already known) completed services, backdated to when they were performed."""
+def insert_services(
+    conn: psycopg.Connection, pack: Pack, problems: list[PackProblem]
+) -> tuple[int, int, int]:
+    """(added, already known, refused) completed services, backdated to when they were
+    performed. A service of equipment the registry does not hold is refused with its row."""
+    registered = _registered(conn, {s.equipment_id for s in pack.services})
+    services = []
+    for service in pack.services:
+        if service.equipment_id in registered:
+            services.append(service)
+        else:
+            problems.append(_unregistered(service.equipment_id, "maintenance.csv", service.row))
     added = 0
     with conn.cursor() as cur:
-        for service in pack.services:
+        for service in services:
             cur.execute(
                 "insert into ops.maintenance_tasks (equipment_id, task_type, priority, status, "
                 "scheduled_date, completed_date, outcome, notes, created_by) "
@@ -411,7 +552,7 @@ def insert_services(conn: psycopg.Connection, pack: Pack) -> tuple[int, int]:
                 ),
             )
             added += cur.rowcount
-    return added, len(pack.services) - added
+    return added, len(services) - added, len(pack.services) - len(services)
 
 
 def record_heldout(conn: psycopg.Connection, pack: Pack) -> int:

@@ -117,6 +117,7 @@ class Failure:
     repaired_at: datetime | None = None
     notes: str | None = None
     cycle: float | None = None
+    row: int | None = None  # its line in failures.csv
 
 
 @dataclass
@@ -126,6 +127,7 @@ class Service:
     kind: str
     outcome: str
     notes: str | None = None
+    row: int | None = None  # its line in maintenance.csv
 
 
 @dataclass
@@ -404,6 +406,7 @@ def _read_failures(pack: Pack) -> None:
                 repaired_at,
                 row.get("notes") or None,
                 cycle,
+                number,
             )
         )
 
@@ -440,7 +443,9 @@ def _read_services(pack: Pack) -> None:
             )
             continue
         pack.services.append(
-            Service(row["equipment_id"], performed_at, kind, outcome, row.get("notes") or None)
+            Service(
+                row["equipment_id"], performed_at, kind, outcome, row.get("notes") or None, number
+            )
         )
 
 

@@ -68,6 +68,8 @@ def test_a_pack_imports_once_and_names_each_refusal(fleet_settings, tmp_path):
         handle.write("CHI01,not a date,,bearing\n")
     with (pack / "equipment.csv").open("a") as handle:
         handle.write("XYZ01,boiler,north,\n")
+    with (pack / "maintenance.csv").open("a") as handle:
+        handle.write("XYZ01,2026-05-03T10:00:00Z,preventive,failed_before_service\n")
     settings = fleet_settings("refusals")
 
     report = import_pack(pack, settings, catalog_target=tmp_path / "catalog.yaml")
@@ -78,10 +80,18 @@ def test_a_pack_imports_once_and_names_each_refusal(fleet_settings, tmp_path):
     assert any(
         p.startswith("equipment.csv, row ") and "'boiler' is not a type" in p for p in problems
     )
+    # A service of the equipment refused above is refused too, by its own row.
+    services = len(pd.read_csv(pack / "maintenance.csv"))
+    assert (
+        f"maintenance.csv, row {services + 1}, field 'equipment_id': 'XYZ01' is not in "
+        "equipment.csv (nor named by the readings)" in problems
+    )
     steps = {s.name: s for s in report.steps}
     assert steps["equipment"].loaded == len(fleet.equipment)
     assert steps["readings"].loaded == len(fleet.readings)
     assert steps["failures"].loaded == len(fleet.failures)
+    assert steps["maintenance"].loaded == len(fleet.maintenance)
+    assert steps["maintenance"].refused == 1
     again = {
         s.name: s
         for s in import_pack(pack, settings, catalog_target=tmp_path / "catalog.yaml").steps
