@@ -77,11 +77,13 @@ def run(args: argparse.Namespace, settings) -> None:
     X = champion.model.matrix(frame)
     parts["to_matrix_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    champion.model.days_until_failure(X)
-    parts["days_regressor_s"] = time.perf_counter() - t
+    types = frame["equipment_type"].tolist() if "equipment_type" in frame else None
+    champion.model.days_until_failure(champion.model.forest_score(X), types, X)
+    parts["remaining_life_s"] = time.perf_counter() - t
     t = time.perf_counter()
     scored = predict.score_frame(champion.model, champion.version, frame, settings)
-    # Probability and explanation come from one walk of the forest, days from the regressor.
+    # Probability and explanation come from one walk of the forest, remaining life from the
+    # life table and, beyond the horizon, the life forest.
     parts["predict_explain_s"] = time.perf_counter() - t
     t = time.perf_counter()
     predict.write_predictions(scored, settings)
@@ -109,7 +111,9 @@ def run(args: argparse.Namespace, settings) -> None:
         row = read_latest_feature_row(str(ids[i % len(ids)]), settings)
         single["read_row"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        predict._predict_matrix(champion.model, champion.model.vector(row), settings)
+        predict._predict_matrix(
+            champion.model, champion.model.vector(row), [row.get("equipment_type")], settings
+        )
         single["predict_explain"].append(time.perf_counter() - t)
     print("where the time of one scoring run goes (s):")
     for key, value in parts.items():
