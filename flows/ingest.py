@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import logging
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,8 @@ MAX_IDS_IN_EVENT = 5000
 MAX_ARTIFACT_ROWS = 200
 MAX_ARTIFACT_TEXT = 300
 HANDOVER_DELAY_S = 5
+# A batch's clean files are named in its log line up to this many; each problem file gets its own.
+MAX_NAMED_CLEAN_FILES = 20
 # Control characters, and the Unicode ones that reorder or break lines, shown as code points.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$&:=\"'^])")
@@ -51,19 +54,38 @@ def stage_files(paths: list[str]) -> list[str]:
 
 @task(name="ingest-drop-files", cache_policy=NONE, retries=2, retry_delay_seconds=10)
 def ingest_drop_files(names: list[str] | None, limit: int | None) -> IngestReport:
-    """Claim, parse, validate and load waiting drop files in batches; archive or quarantine each."""
+    """Claim, parse, validate and load waiting drop files in batches; archive or quarantine each.
+    Logs a JSON line per file that did not load cleanly, and one line for those that did (the
+    ledger, raw.ingest_files, and the run table keep every file)."""
     logger = get_run_logger()
+    clean: list[str] = []
 
     def log_file(outcome: FileOutcome) -> None:
-        logger.info(json.dumps(outcome.log_record(), ensure_ascii=False))
+        if outcome.status == "loaded" and not outcome.warnings:
+            clean.append(outcome.file)
+            return
+        problem = outcome.status in ("quarantined", "partial", "conflict")
+        level = logging.WARNING if problem else logging.INFO
+        logger.log(level, json.dumps(outcome.log_record(), ensure_ascii=False))
 
-    return ingest_landing(
+    report = ingest_landing(
         get_settings(),
         names=names,
         limit=limit,
         on_file=log_file,
         flow_run_id=str(runtime.flow_run.id) if runtime.flow_run.id else None,
     )
+    if clean:
+        logger.info(clean_files_line(clean))
+    return report
+
+
+def clean_files_line(files: list[str], named: int = MAX_NAMED_CLEAN_FILES) -> str:
+    """`3 files loaded cleanly: a.csv, b.csv, c.csv`; past `named` files, the first and last."""
+    count = f"{len(files):,} file{'s' if len(files) != 1 else ''} loaded cleanly"
+    if len(files) <= named:
+        return f"{count}: {', '.join(files)}"
+    return f"{count}: {files[0]} ... {files[-1]} (every file in raw.ingest_files)"
 
 
 @task(name="publish-run-table", cache_policy=NONE)

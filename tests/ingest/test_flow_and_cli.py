@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -23,9 +24,14 @@ runner = CliRunner()
 def test_flow_loads_publishes_and_emits_events(
     prefect_server, drops: Drops, landing: Landing, ingest_db, query
 ):
-    """The ingest-sensor-drops flow loads the drops, returns the equipment with new data, publishes a run table, emits loaded / quarantined events and says it is alive while it runs."""
+    """The ingest-sensor-drops flow loads the drops, returns the equipment with new data, publishes a run table, emits loaded / quarantined events, logs a warning per file with a problem and one line for the clean ones, and says it is alive while it runs."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
     from prefect.events.filters import EventFilter, EventNameFilter
 
     from flows.ingest import ingest_sensor_drops
@@ -33,14 +39,22 @@ def test_flow_loads_publishes_and_emits_events(
     drops.csv("gen.csv", [reading("GEN-0001", minute=i) for i in range(3)])
     drops.csv("pmp.csv", [reading("PMP-0002", minute=1), reading("PMP-0002", minute=2, voltage=-5)])
     drops.put("broken.json", b"[{")
-    result = ingest_sensor_drops(build=False)  # the feature build: tests/dbt
+    task_logger = logging.getLogger("prefect.task_runs")  # the suite logs warnings only
+    level = task_logger.level
+    task_logger.setLevel(logging.INFO)
+    try:
+        result = ingest_sensor_drops(build=False)  # the feature build: tests/dbt
+    finally:
+        task_logger.setLevel(level)
 
     assert result["equipment_ids"] == ["GEN-0001", "PMP-0002"]
     assert result["rows_loaded"] == 4 and result["rows_quarantined"] == 1
     assert len(result["ingest_file_ids"]) == 2
     assert query("select count(*) from raw.sensor_readings") == [(4,)]
 
-    async def read() -> tuple[list, list]:
+    [(run_id,)] = query("select distinct flow_run_id from raw.ingest_files")
+
+    async def read() -> tuple[list, list, list]:
         async with get_client() as client:
             page = await client.read_events(
                 filter=EventFilter(event=EventNameFilter(prefix=["emps.ingest."])), limit=50
@@ -51,9 +65,10 @@ def test_flow_loads_publishes_and_emits_events(
             artifacts = await client.read_artifacts(
                 artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ingest-run"]))
             )
-            return page.events + alive.events, artifacts
-
-    [(run_id,)] = query("select distinct flow_run_id from raw.ingest_files")
+            logs = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id]))
+            )
+            return page.events + alive.events, artifacts, logs
 
     def ours(event) -> bool:  # the session's other runs emit these events too
         if event.event == "emps.ingest.alive":
@@ -63,11 +78,13 @@ def test_flow_loads_publishes_and_emits_events(
         return event.resource.name == "broken.json"
 
     wanted = {"emps.ingest.loaded", "emps.ingest.file-quarantined", "emps.ingest.alive"}
-    events, artifacts = [], []
-    deadline = time.monotonic() + 60  # events reach the server asynchronously
-    while not wanted <= {e.event for e in events} and time.monotonic() < deadline:
+    events, artifacts, logs = [], [], []
+    deadline = time.monotonic() + 60  # events and logs reach the server asynchronously
+    while time.monotonic() < deadline and not (
+        wanted <= {e.event for e in events} and any("cleanly" in r.message for r in logs)
+    ):
         time.sleep(1)
-        events, artifacts = asyncio.run(read())
+        events, artifacts, logs = asyncio.run(read())
         events = [e for e in events if ours(e)]
     by_name: dict = {}
     for event in events:  # newest first
@@ -79,6 +96,10 @@ def test_flow_loads_publishes_and_emits_events(
     assert quarantined.resource.name == "broken.json"
     assert "JSON" in quarantined.payload["reason"]
     assert any("broken\\.json" in (a.data or "") for a in artifacts)
+    # The flow run's log: a warning per file with a problem, one line for the clean ones.
+    warned = {json.loads(r.message)["file"] for r in logs if r.level == logging.WARNING}
+    assert warned == {"pmp.csv", "broken.json"}
+    assert [r.message for r in logs if "cleanly" in r.message] == ["1 file loaded cleanly: gen.csv"]
     # The run said it was alive (the safety-net trigger waits), and its heartbeat is gone.
     assert by_name["emps.ingest.alive"].resource.id == "emps.landing.incoming"
     assert not (landing.root / ".ingest-run.json").exists()
