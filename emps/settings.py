@@ -339,6 +339,14 @@ class Settings(BaseSettings):
     ml_sample_minutes: int = Field(
         60, ge=1, description="Training examples read at one row per equipment per N minutes"
     )
+    ml_max_training_rows: int = Field(
+        100_000,
+        ge=1_000,
+        description="At most about this many training examples are read: a longer history or a "
+        "bigger fleet is read at a wider step than EMPS_ML_SAMPLE_MINUTES (every equipment, "
+        "evenly in time, so failures keep their share), which keeps training time bounded; "
+        "raise it on a bigger machine",
+    )
     ml_n_estimators: int = Field(200, ge=1)
     ml_min_samples_leaf: int = Field(10, ge=1)
     ml_max_samples: float = Field(

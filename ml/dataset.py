@@ -7,6 +7,7 @@ The model never computes features itself: every feature is a column of
 from __future__ import annotations
 
 import io
+import math
 import re
 from collections.abc import Sequence
 from functools import lru_cache
@@ -129,7 +130,8 @@ def read_training_examples(
     losing information the model could use.
     """
     settings = settings or get_settings()
-    step = 60 * (sample_minutes or settings.ml_sample_minutes)
+    minutes = sample_step_minutes(settings, sample_minutes)
+    step = 60 * minutes
     # Thin on the feature table first, so the labelling view only runs for the kept rows.
     query = sql.SQL(
         "select x.* from {examples} x where (x.equipment_id, x.ts) in ("
@@ -140,7 +142,30 @@ def read_training_examples(
         examples=_relation(settings.ml_examples_relation),
         features=_relation(settings.ml_features_relation),
     )
-    return _read_frame(query, (step, step), settings)
+    frame = _read_frame(query, (step, step), settings)
+    frame.attrs["sample_minutes"] = minutes
+    return frame
+
+
+def sample_step_minutes(settings: Settings | None = None, sample_minutes: int | None = None) -> int:
+    """The thinning step of the training examples: `sample_minutes` (EMPS_ML_SAMPLE_MINUTES), or
+    wider when that would read more than EMPS_ML_MAX_TRAINING_ROWS rows (the sum of each
+    equipment's feature time span, one row per step, plus its first row)."""
+    settings = settings or get_settings()
+    base = sample_minutes or settings.ml_sample_minutes
+    query = sql.SQL(
+        "select count(*), coalesce(sum(extract(epoch from s.last - s.first)), 0) "
+        "from raw.equipment e cross join lateral ("
+        "select (select min(ts) from {f} x where x.equipment_id = e.equipment_id) as first, "
+        "(select max(ts) from {f} x where x.equipment_id = e.equipment_id) as last"
+        ") s where s.first is not null"
+    ).format(f=_relation(settings.ml_features_relation))
+    with connect(Role.READER, settings) as conn:
+        equipment, span_s = conn.execute(query).fetchone()
+    room = settings.ml_max_training_rows - int(equipment)
+    if float(span_s) <= 0 or (room > 0 and float(span_s) / (60 * base) <= room):
+        return base
+    return max(base, math.ceil(float(span_s) / 60 / max(room, equipment or 1)))
 
 
 def read_latest_features(

@@ -482,7 +482,7 @@ def train_and_register(
                 "min_samples_leaf": settings.ml_min_samples_leaf,
                 "max_samples": settings.ml_max_samples,
                 "horizon_days": horizon_days(settings),
-                "sample_minutes": settings.ml_sample_minutes,
+                "sample_minutes": examples.attrs.get("sample_minutes", settings.ml_sample_minutes),
                 "calibration": f"{model.calibration_method} on "
                 f"{settings.ml_calibration_folds}-fold out-of-fold votes, folds by equipment",
                 "split": split.kind,
@@ -557,6 +557,16 @@ def retrain(
     settings = with_admin_thresholds(settings)
     on_step("reading training examples from the dbt marts")
     examples = read_training_examples(settings)
+    step = examples.attrs.get("sample_minutes", settings.ml_sample_minutes)
+    on_step(
+        f"{len(examples):,} training examples, one per equipment per {step} minutes"
+        + (
+            f" (widened from {settings.ml_sample_minutes} to stay near "
+            f"EMPS_ML_MAX_TRAINING_ROWS={settings.ml_max_training_rows:,})"
+            if step > settings.ml_sample_minutes
+            else ""
+        )
+    )
     failures = read_failure_events(settings)
     result = train_and_register(settings, examples, failures, on_step)
     if not promote:

@@ -14,6 +14,7 @@ from ml.dataset import (
     feature_columns,
     feature_label,
     horizon,
+    read_training_examples,
 )
 from ml.evaluate import (
     HEADLINE_KEYS,
@@ -25,6 +26,7 @@ from ml.evaluate import (
 )
 from ml.explain import contributions, explain_rows, score_and_explain
 from ml.train import fit_calibration, fit_model
+from tests.ml.conftest import TEST_RELATION
 
 
 @pytest.fixture
@@ -306,3 +308,25 @@ def test_figures_come_with_intervals_over_the_held_out_equipment(fast, synthetic
     assert lone["failures_evaluated"] >= 1
     assert not np.isnan(lone["failures_warned_share_ci95_low"])  # Clopper-Pearson still holds
     assert np.isnan(lone["failures_warned_share_boot95_low"])
+
+
+def test_a_long_history_is_read_at_a_wider_step_within_the_row_bound(
+    ml_settings, synthetic_examples
+):
+    """Training reads at most about EMPS_ML_MAX_TRAINING_ROWS examples: a history too long for
+    the bound is read at a wider step, every equipment evenly in time, failures keeping their
+    share; one within the bound is read whole at EMPS_ML_SAMPLE_MINUTES."""
+    examples, _ = synthetic_examples
+    synthetic.load_examples(examples, ml_settings, TEST_RELATION)
+
+    whole = read_training_examples(ml_settings)
+    assert len(whole) == len(examples) and whole.attrs["sample_minutes"] == 60
+
+    bound = 1_000
+    thinned = read_training_examples(ml_settings.model_copy(update={"ml_max_training_rows": bound}))
+    assert whole.attrs["sample_minutes"] < thinned.attrs["sample_minutes"]
+    assert 0.8 * bound <= len(thinned) <= 1.05 * bound
+    assert set(thinned["equipment_id"]) == set(examples["equipment_id"])
+    per_equipment = thinned.groupby("equipment_id").size()
+    assert per_equipment.max() - per_equipment.min() <= 2
+    assert thinned[LABEL].mean() == pytest.approx(whole[LABEL].mean(), rel=0.35)
