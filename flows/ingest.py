@@ -9,6 +9,7 @@ import json
 import logging
 import re
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -39,8 +40,11 @@ MAX_IDS_IN_EVENT = 5000
 MAX_ARTIFACT_ROWS = 200
 MAX_ARTIFACT_TEXT = 300
 HANDOVER_DELAY_S = 5
-# A batch's clean files are named in its log line up to this many; each problem file gets its own.
+# A batch's clean files are named in its log line up to this many.
 MAX_NAMED_CLEAN_FILES = 20
+# Files of a batch that did not load cleanly get their own log line and event up to this many;
+# past it, one line and one event count the rest.
+MAX_FILE_EVENTS = 20
 # Control characters, and the Unicode ones that reorder or break lines, shown as code points.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$&:=\"'^])")
@@ -55,18 +59,24 @@ def stage_files(paths: list[str]) -> list[str]:
 @task(name="ingest-drop-files", cache_policy=NONE, retries=2, retry_delay_seconds=10)
 def ingest_drop_files(names: list[str] | None, limit: int | None) -> IngestReport:
     """Claim, parse, validate and load waiting drop files in batches; archive or quarantine each.
-    Logs a JSON line per file that did not load cleanly, and one line for those that did (the
-    ledger, raw.ingest_files, and the run table keep every file)."""
+    Logs a JSON line per file that did not load cleanly (the first MAX_FILE_EVENTS of a batch,
+    then a count), and one line for those that did: the ledger, raw.ingest_files, and the run
+    table keep every file."""
     logger = get_run_logger()
     clean: list[str] = []
+    logged: Counter[str] = Counter()
+    unlogged: Counter[str] = Counter()
 
     def log_file(outcome: FileOutcome) -> None:
         if outcome.status == "loaded" and not outcome.warnings:
             clean.append(outcome.file)
-            return
-        problem = outcome.status in ("quarantined", "partial", "conflict")
-        level = logging.WARNING if problem else logging.INFO
-        logger.log(level, json.dumps(outcome.log_record(), ensure_ascii=False))
+        elif logged.total() >= MAX_FILE_EVENTS:
+            unlogged[outcome.status] += 1
+        else:
+            logged[outcome.status] += 1
+            problem = outcome.status in ("quarantined", "partial", "conflict")
+            level = logging.WARNING if problem else logging.INFO
+            logger.log(level, json.dumps(outcome.log_record(), ensure_ascii=False))
 
     report = ingest_landing(
         get_settings(),
@@ -77,6 +87,11 @@ def ingest_drop_files(names: list[str] | None, limit: int | None) -> IngestRepor
     )
     if clean:
         logger.info(clean_files_line(clean))
+    if unlogged:
+        counts = ", ".join(f"{n:,} {status}" for status, n in unlogged.most_common())
+        logger.warning(
+            f"{unlogged.total():,} more file(s) not loaded cleanly ({counts}): see raw.ingest_files"
+        )
     return report
 
 
@@ -98,11 +113,12 @@ def publish_run_table(report: IngestReport) -> None:
 
 @task(name="emit-ingest-events", cache_policy=NONE)
 def emit_ingest_events(report: IngestReport) -> int:
-    """`emps.ingest.file-quarantined` per quarantined file, then one `emps.ingest.loaded`."""
+    """`emps.ingest.file-quarantined` per quarantined file (the first MAX_FILE_EVENTS of a
+    batch; past them one `emps.ingest.files-quarantined` with the count and the ledger ids, so a
+    storm of bad files cannot flood the Prefect server), then one `emps.ingest.loaded`."""
     emitted = 0
-    for outcome in report.files:
-        if outcome.status != "quarantined":
-            continue
+    quarantined = [o for o in report.files if o.status == "quarantined"]
+    for outcome in quarantined[:MAX_FILE_EVENTS]:
         emit_event(
             event="emps.ingest.file-quarantined",
             resource={
@@ -114,6 +130,18 @@ def emit_ingest_events(report: IngestReport) -> int:
                 "file": outcome.file,
                 "reason": outcome.error,
                 "rows_quarantined": outcome.rows_quarantined,
+            },
+        )
+        emitted += 1
+    rest = quarantined[MAX_FILE_EVENTS:]
+    if rest:
+        emit_event(
+            event="emps.ingest.files-quarantined",
+            resource={"prefect.resource.id": f"emps.ingest.run.{report.run_id}"},
+            payload={
+                "files": len(rest),
+                "ingest_file_ids": [o.ledger_id for o in rest][:MAX_IDS_IN_EVENT],
+                "rows_quarantined": sum(o.rows_quarantined for o in rest),
             },
         )
         emitted += 1

@@ -105,6 +105,64 @@ def test_flow_loads_publishes_and_emits_events(
     assert not (landing.root / ".ingest-run.json").exists()
 
 
+def test_a_storm_of_bad_files_gets_bounded_events_and_log_lines(
+    prefect_server, drops: Drops, ingest_db, query
+):
+    """A gateway sending hundreds of broken files must not flood the Prefect server: the first
+    MAX_FILE_EVENTS of a batch get their own event and warning, the rest one event and one line
+    that count them; every file is still in the ledger."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    from flows.ingest import MAX_FILE_EVENTS, ingest_sensor_drops
+
+    extra = 7
+    for i in range(MAX_FILE_EVENTS + extra):
+        drops.put(f"broken-{i:03d}.json", b"[{")
+    ingest_sensor_drops(build=False)
+    [(run_id, files)] = query(
+        "select flow_run_id, count(*) from raw.ingest_files where status = 'quarantined'"
+        " group by 1"
+    )
+    assert files == MAX_FILE_EVENTS + extra
+
+    async def read() -> tuple[list, list]:
+        async with get_client() as client:
+            pages = [
+                await client.read_events(
+                    filter=EventFilter(event=EventNameFilter(name=[name])), limit=50
+                )
+                for name in ("emps.ingest.file-quarantined", "emps.ingest.files-quarantined")
+            ]
+            logs = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id]))
+            )
+            return [e for page in pages for e in page.events], logs
+
+    def ours(event) -> bool:  # the session's other runs emit these events too
+        name = event.resource.name or ""
+        return name.startswith("broken-") or event.resource.id == f"emps.ingest.run.{run_id}"
+
+    events, logs = [], []
+    deadline = time.monotonic() + 60  # events and logs reach the server asynchronously
+    while time.monotonic() < deadline and not (
+        any(e.event == "emps.ingest.files-quarantined" for e in events)
+        and any("more file" in r.message for r in logs)
+    ):
+        time.sleep(1)
+        events, logs = asyncio.run(read())
+        events = [e for e in events if ours(e)]
+    per_file = [e for e in events if e.event == "emps.ingest.file-quarantined"]
+    [summary] = [e for e in events if e.event == "emps.ingest.files-quarantined"]
+    assert len(per_file) == MAX_FILE_EVENTS
+    assert summary.payload["files"] == extra and len(summary.payload["ingest_file_ids"]) == extra
+    assert len([r for r in logs if r.message.startswith("{")]) == MAX_FILE_EVENTS
+    assert [r.message for r in logs if "more file" in r.message] == [
+        f"{extra} more file(s) not loaded cleanly ({extra} quarantined): see raw.ingest_files"
+    ]
+
+
 def test_cli_ingests_files_and_folders(tmp_path: Path, landing: Landing, ingest_db, query):
     """`emps ingest PATH` copies a file or a folder into the landing zone and ingests it now."""
     folder = tmp_path / "drops"
