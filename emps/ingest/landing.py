@@ -192,6 +192,13 @@ class SettleClock:
                 del self.first_seen[rel]
 
 
+def files_waiting(landing_dir: Path) -> bool:
+    """True when a regular file waits in the zone's incoming/ or its folders (ready or still
+    settling)."""
+    found = scan(Landing(landing_dir).ensure().incoming)
+    return bool(found.ready or found.settling)
+
+
 def scan(
     incoming: Path,
     *,

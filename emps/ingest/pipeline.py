@@ -1087,9 +1087,7 @@ def ingest_landing(
 
 def files_waiting(settings: Settings | None = None) -> bool:
     """True when a regular file waits in incoming/ or its folders (ready or still settling)."""
-    landing = zone.Landing((settings or get_settings()).landing_dir).ensure()
-    found = zone.scan(landing.incoming)
-    return bool(found.ready or found.settling)
+    return zone.files_waiting((settings or get_settings()).landing_dir)
 
 
 def stage_into_incoming(paths: list[Path], settings: Settings | None = None) -> list[str]:

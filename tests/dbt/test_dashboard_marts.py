@@ -115,3 +115,34 @@ def test_silent_limit_an_admin_sets_applies_at_once(marts, admin, db):
     health = read_table(db, HEALTH).set_index("equipment_id")
     assert health.loc["GEN-1", "is_silent"] and health.loc["GEN-2", "is_silent"]
     assert read_table(db, freshness).set_index("equipment_id").loc["GEN-1", "is_silent"]
+
+
+def test_scoring_defers_the_refresh_while_a_backlog_drains(prefect_server, marts, writer, db):
+    """While drop files wait (each batch is scored right after the last), a scoring run leaves
+    the dashboard's refresh to a later one, at most a minute apart; once the landing zone is
+    empty, scoring shows its predictions at once."""
+    from prefect import flow
+
+    import flows.score as score
+    from emps.ingest.landing import Landing
+
+    @flow
+    def refresh() -> float | None:
+        return score.refresh_dashboard_state()
+
+    now = marts
+    assert refresh() is not None  # nothing waits: refreshed
+    add_reading(writer, "GEN-1", now - timedelta(minutes=1))
+    add_prediction(writer, "GEN-1", now - timedelta(minutes=1), 0.9, "CRITICAL")
+    waiting = Landing(db.landing_dir).ensure().incoming / "GEN-1-next.csv"
+    waiting.write_text("equipment_id,ts,temperature\nGEN-1,2026-01-01T00:00:00Z,60\n")
+    try:
+        assert refresh() is None
+        assert read_table(db, HEALTH).set_index("equipment_id").loc["GEN-1", "severity"] == "LOW"
+        # A minute after the last refresh, a backlog no longer holds it back.
+        score._last_refresh[0] -= score.DASHBOARD_REFRESH_MAX_LAG_S
+        assert refresh() is not None
+    finally:
+        waiting.unlink()
+    health = read_table(db, HEALTH).set_index("equipment_id")
+    assert health.loc["GEN-1", "severity"] == "CRITICAL"
