@@ -122,8 +122,7 @@ def test_a_storm_of_bad_files_gets_bounded_events_and_log_lines(
         drops.put(f"broken-{i:03d}.json", b"[{")
     ingest_sensor_drops(build=False)
     [(run_id, files)] = query(
-        "select flow_run_id, count(*) from raw.ingest_files where status = 'quarantined'"
-        " group by 1"
+        "select flow_run_id, count(*) from raw.ingest_files where status = 'quarantined' group by 1"
     )
     assert files == MAX_FILE_EVENTS + extra
 
