@@ -204,8 +204,8 @@ def split_examples(
     if frame.empty:
         raise NotEnoughData(
             "no training examples in analytics.mart_training_examples: "
-            "backfill history (`emps simulate backfill`) or import a fleet's history, then run "
-            "the dbt build"
+            "import the fleet's history (`emps fleet import PACK`, or let devices report for a "
+            "while; a demo can simulate one with `emps simulate backfill`), then run the dbt build"
         )
     kind = kind or history_kind(frame)
     frame = _final_rows(frame, kind)
@@ -239,7 +239,7 @@ def split_examples(
             raise NotEnoughData(
                 f"the examples span {span.days} days ({start:%Y-%m-%d} to {end:%Y-%m-%d}), too "
                 f"short for train and test with a {horizon_days(settings):g}-day gap between "
-                "them; backfill more history"
+                "them; import a longer history or let the fleet report for longer"
             )
         context_start = test_start - LOOKBACK_HORIZONS * gap
         recent = frame["ts"] >= context_start
@@ -274,7 +274,8 @@ def _check_parts(split: Split, settings: Settings, pooled: bool) -> None:
         raise NotEnoughData(
             f"the training part of the split has {len(train)} rows and {positives} of them "
             f"precede a failure within {horizon_days(settings):g} days: it needs both failing "
-            "and healthy rows; backfill more equipment or a longer history"
+            "and healthy rows; import more equipment or a longer history, or record the failures "
+            "that happened (`emps failures record|import`)"
         )
     if not pooled and split.report.rows.empty:
         raise NotEnoughData(

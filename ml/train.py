@@ -246,7 +246,8 @@ def out_of_fold_votes(
     if folds < 2:
         raise NotEnoughData(
             f"{failing} training equipment failed in the training period; calibrating needs at "
-            "least two: backfill more equipment or a longer history"
+            "least two: import more equipment or a longer history, or record the failures that "
+            "happened (`emps failures record|import`)"
         )
     cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=settings.ml_seed)
     votes = np.zeros(len(y))

@@ -114,10 +114,10 @@ def test_rows_whose_label_is_not_final_are_left_out(settings, synthetic_examples
 
 
 def test_too_little_history_is_explained(settings, synthetic_examples):
-    """With a week of data the split refuses and says to backfill more history."""
+    """With a week of data the split refuses and says to bring a longer history."""
     examples = synthetic_examples[0]
     week = examples[examples["ts"] < examples["ts"].min() + pd.Timedelta(days=7)]
-    with pytest.raises(NotEnoughData, match="backfill"):
+    with pytest.raises(NotEnoughData, match="longer history"):
         split_examples(week, settings)
 
 
