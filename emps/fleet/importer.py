@@ -442,6 +442,8 @@ def load_readings(
                 totals[f"files_{outcome.status}"] += 1
                 for key in ("rows_loaded", "rows_duplicate", "rows_quarantined"):
                     totals[key] += int(getattr(outcome, key, 0) or 0)
+                if outcome.status == "duplicate":  # imported before, unchanged: no problem
+                    continue
                 if outcome.status == "quarantined" or getattr(outcome, "error", None):
                     message = (outcome.error or outcome.status).removeprefix(f"{outcome.file}: ")
                     report.problems.append(PackProblem(outcome.file, None, None, message))

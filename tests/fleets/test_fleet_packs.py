@@ -92,14 +92,63 @@ def test_a_pack_imports_once_and_names_each_refusal(fleet_settings, tmp_path):
     assert steps["failures"].loaded == len(fleet.failures)
     assert steps["maintenance"].loaded == len(fleet.maintenance)
     assert steps["maintenance"].refused == 1
-    again = {
-        s.name: s
-        for s in import_pack(pack, settings, catalog_target=tmp_path / "catalog.yaml").steps
-    }
+    again_report = import_pack(pack, settings, catalog_target=tmp_path / "catalog.yaml")
+    again = {s.name: s for s in again_report.steps}
     assert again["readings"].loaded == 0 and again["failures"].loaded == 0
     assert again["equipment"].loaded == 0 and again["equipment"].known == len(fleet.equipment)
+    assert again_report.problems == report.problems  # files imported before are no problem
     counts = read(settings, "select count(*) as n from raw.sensor_readings")
     assert counts["n"].iloc[0] == len(fleet.readings)
+
+
+def test_reimporting_a_pack_whose_catalog_gained_a_sensor_migrates_in_place(
+    fleet_settings, tmp_path
+):
+    """A pack imported, then its catalog gains a sensor and its readings a file that carries
+    it: the second import adds the column, loads the new readings with it, and leaves the
+    first import's readings as they were."""
+    import yaml
+
+    catalog_path = HERE / "hourly.yaml"
+    fleet = hourly(load_catalog(catalog_path), machines_per_type=2, days=4, seed=5)
+    pack = tmp_path / "pack"
+    write_drop_pack(fleet, catalog_path, pack)
+    settings = fleet_settings("catalog-change")
+    target = tmp_path / "catalog.yaml"
+    first = import_pack(pack, settings, catalog_target=target)
+    assert not first.problems and "oil_pressure" not in first.columns_added
+
+    catalog = yaml.safe_load((pack / "catalog.yaml").read_text())
+    catalog["channels"]["oil_pressure"] = {"unit": "bar", "valid_range": [0, 10]}
+    catalog["equipment_types"]["feeder_pump"]["channels"].append("oil_pressure")
+    (pack / "catalog.yaml").write_text(yaml.safe_dump(catalog, sort_keys=False))
+    pump = fleet.equipment.loc[
+        fleet.equipment["equipment_type"] == "feeder_pump", "equipment_id"
+    ].iloc[0]
+    last = fleet.readings[fleet.readings["equipment_id"] == pump].iloc[-1]
+    later = pd.DataFrame(
+        {
+            "equipment_id": pump,
+            "timestamp": [
+                (last["ts"] + timedelta(hours=h)).strftime("%Y-%m-%dT%H:%M:%SZ") for h in (1, 2, 3)
+            ],
+            **{c: last[c] for c in ("coolant_temp", "bearing_noise", "flow_rate")},
+            "oil_pressure": [3.0, 3.5, 4.0],
+        }
+    )
+    later.to_csv(pack / "readings" / "later.csv", index=False)
+
+    second = import_pack(pack, settings, catalog_target=target)
+    assert second.columns_added == ["oil_pressure"]
+    steps = {s.name: s for s in second.steps}
+    assert steps["readings"].loaded == len(later) and not second.problems
+    stored = read(
+        settings,
+        "select count(*) as n, count(oil_pressure) as with_oil, sum(oil_pressure) as oil"
+        " from raw.sensor_readings",
+    ).iloc[0]
+    assert stored["n"] == len(fleet.readings) + len(later)
+    assert stored["with_oil"] == len(later) and stored["oil"] == pytest.approx(10.5)
 
 
 def _train_score_alert(settings, degrading: pd.DataFrame, catalog) -> dict:
