@@ -23,8 +23,10 @@ lint: install
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 
+# Two workers, a test file each at a time (each worker starts its own PostgreSQL and Prefect
+# server): ~20 % faster on 2 cores than one process.
 test: install system-deps lint
-	$(UV) run pytest
+	$(UV) run pytest -n 2 --dist loadfile
 
 format: install
 	$(UV) run ruff format .

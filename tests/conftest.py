@@ -14,6 +14,12 @@ from ports import free_port
 from emps.settings import PROJECT_ROOT, Settings, get_settings
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The whole-platform tests (tests/e2e, minutes long) first: under `make test`'s two workers
+    they then run beside the others instead of alone at the end."""
+    items.sort(key=lambda item: "e2e" not in item.path.parts)
+
+
 @pytest.fixture(scope="session")
 def test_home() -> Iterator[Path]:
     """A private EMPS_HOME for the whole session; the environment points every setting at it."""
