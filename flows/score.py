@@ -1,5 +1,6 @@
 """The `score-equipment` flow: after each dbt build, score every equipment that got new data,
-then refresh the dashboard's latest-prediction and last-reading tables."""
+raise the alerts of the predictions that turned HIGH or CRITICAL, then refresh the dashboard's
+latest-prediction and last-reading tables."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from emps import transform
+from emps.alerting import outbox, rules
 from emps.ingest.landing import files_waiting
 from emps.settings import get_settings
 from flows.transform import prefect_log_forwarder
@@ -62,10 +64,44 @@ def write_predictions(predictions):
     return predict.write_predictions(predictions, get_settings())
 
 
+@task(name="find-severity-changes", cache_policy=NONE, retries=2, retry_delay_seconds=5)
+def find_severity_changes(written):
+    """The HIGH/CRITICAL predictions whose equipment had another severity before."""
+    return predict.severity_changes(written, get_settings())
+
+
+@task(name="raise-alerts", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+def raise_alerts(changed) -> dict:
+    """Open or escalate the alerts of this run's new HIGH/CRITICAL predictions and send their
+    notifications now, in this run, instead of in the alert flow their events start (a process
+    of its own, seconds later); that flow then finds them handled.
+
+    While a notification waits for its retry (a mail server or SMS gateway down), delivery is
+    left to the send-notifications flow: scoring never waits on a delivery timeout."""
+    settings = get_settings()
+    payloads = [event[2] for row in changed.to_dict("records") if (event := predict.event_for(row))]
+    outcomes = [rules.process_prediction(payload, settings) for payload in payloads]
+    alert_ids = sorted({o.alert_id for o in outcomes if o.notifications and o.alert_id})
+    summary = {"alerts": sorted({o.alert_id for o in outcomes if o.alert_id}), "sent": 0}
+    if alert_ids and outbox.retries_waiting(settings):
+        get_run_logger().warning(
+            "alerts %s queued; notifications wait for send-notifications: earlier ones are "
+            "waiting to be retried (`emps notify status`)",
+            alert_ids,
+        )
+    elif alert_ids:
+        report = outbox.send_notifications(settings, alert_ids=alert_ids)
+        for error in dict.fromkeys(report.errors):
+            get_run_logger().error(error)
+        summary["sent"] = report.sent
+    return summary
+
+
 @task(name="emit-prediction-events", cache_policy=NONE)
-def emit_events(written) -> int:
-    """One Prefect event per HIGH or CRITICAL prediction (the alerts flow listens for them)."""
-    return predict.emit_prediction_events(written)
+def emit_events(changed) -> int:
+    """One Prefect event per prediction that turned HIGH or CRITICAL (automations and the alert
+    flow listen for them; the alert flow finds those this run raised already handled)."""
+    return predict.emit_events_for(changed)
 
 
 @task(name="refresh-dashboard-state", cache_policy=NONE, retries=1, retry_delay_seconds=5)
@@ -93,20 +129,26 @@ def refresh_dashboard_state() -> float | None:
 @flow(name="score-equipment", log_prints=True)
 def score_equipment(equipment_ids: list[str] | None = None, only_unscored: bool = True) -> dict:
     """Score the latest feature row of every equipment with new data using the champion model,
-    write ops.predictions, emit emps.prediction.high / emps.prediction.critical events, then
+    write ops.predictions, raise the alerts of predictions that turned HIGH or CRITICAL and send
+    their notifications, emit emps.prediction.high / emps.prediction.critical events, then
     refresh the dashboard's latest-prediction and last-reading tables (dbt selector
     `dashboard_state`)."""
     champion = load_champion()
     moved = False if champion.stale else note_champion_change(champion.alias_version)
     features = read_features(equipment_ids, only_unscored)
     written = write_predictions(predict_failures(champion, features))
-    events = emit_events(written)
+    changed = find_severity_changes(written)
+    alerts = raise_alerts(changed, return_state=True)
+    if alerts.is_failed():  # the alert flow its events start, or the 5-minute catch-up, will
+        get_run_logger().warning("alerts not raised in this run: %s", alerts.message)
+    events = emit_events(changed)
     refresh_s = refresh_dashboard_state()
     summary = {
         "model_version": champion.version,
         "scored": len(written),
         "by_severity": {k: int(v) for k, v in written["severity"].value_counts().items()},
         "events": events,
+        "alerts": alerts.result() if alerts.is_completed() else None,
         "registry_unreachable": champion.stale,
         "champion_moved_in_ui": moved,
         "champion_refused": champion.refused,

@@ -319,10 +319,15 @@ def severity_changes(written: pd.DataFrame, settings: Settings | None = None) ->
 
 def emit_prediction_events(written: pd.DataFrame, settings: Settings | None = None) -> int:
     """Emit `emps.prediction.high|critical` where the severity changed; returns how many."""
+    return emit_events_for(severity_changes(written, settings))
+
+
+def emit_events_for(changed: pd.DataFrame) -> int:
+    """Emit `emps.prediction.high|critical` for each HIGH/CRITICAL row; returns how many."""
     from prefect.events import emit_event
 
     count = 0
-    for row in severity_changes(written, settings).to_dict("records"):
+    for row in changed.to_dict("records"):
         event = event_for(row)
         if event is not None:
             name, resource, payload = event

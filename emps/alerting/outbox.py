@@ -587,3 +587,14 @@ def next_retry_in(conn: psycopg.Connection) -> timedelta | None:
         " where status in ('pending', 'failed')"
     ).fetchone()
     return row[0] if row else None
+
+
+def retries_waiting(settings: Settings | None = None) -> bool:
+    """Whether a notification failed and waits for its retry: a mail server or SMS gateway down,
+    or a recipient refused. A sender that must not wait on a timeout (the scoring run) leaves
+    delivery to the send-notifications flow then."""
+    with connect(Role.ALERTING, settings or get_settings()) as conn:
+        row = conn.execute(
+            "select exists (select 1 from ops.notifications where status = 'failed')"
+        ).fetchone()
+    return bool(row and row[0])

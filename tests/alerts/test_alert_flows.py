@@ -213,3 +213,72 @@ def test_send_notifications_run_fails_and_logs_while_a_notification_waits_too_lo
         send_notifications()
     assert "452 mailbox full" in caplog.text
     assert "notifications are not going out" in caplog.text
+
+
+def scored_frame(settings, equipment_id: str, probability: float, severity: str):
+    """A prediction written as the scoring run writes it, as the run holds it (its frame)."""
+    import pandas as pd
+
+    payload = write_prediction(settings, equipment_id, probability, severity)
+    row = {**payload, "id": payload["prediction_id"], "ts": pd.Timestamp(payload["prediction_ts"])}
+    return pd.DataFrame([row]), payload
+
+
+def raise_in_a_scoring_run(changed) -> dict:
+    """The scoring flow's raise-alerts task, run inside a flow as scoring runs it."""
+    from prefect import flow
+
+    from flows.score import raise_alerts
+
+    return flow(name="scoring-run")(lambda: raise_alerts(changed))()
+
+
+def test_a_scoring_run_raises_and_mails_its_own_alerts(flow_env, mailbox, prefect_server):
+    """A prediction that turns CRITICAL is alerted and mailed by the scoring run itself, not
+    seconds later by the alert flow its event starts; that flow then finds it handled and sends
+    nothing more."""
+    from flows.alerts import process_prediction_alerts
+
+    handler, _ = mailbox
+    add_equipment(flow_env, "GEN-0301")
+    changed, payload = scored_frame(flow_env, "GEN-0301", 0.93, "CRITICAL")
+    summary = raise_in_a_scoring_run(changed)
+    assert summary["sent"] == 2 and len(summary["alerts"]) == 1
+    assert sorted(m.to for m in list_mailbox(handler.directory)) == [
+        "a@crews.example",
+        "b@crews.example",
+    ]
+    triggered = process_prediction_alerts(payload)
+    assert triggered["action"] == "duplicate" and triggered["alert_id"] == summary["alerts"][0]
+    assert len(list_mailbox(handler.directory)) == 2
+    assert _count(flow_env, "select count(*) from ops.alerts") == 1
+
+
+def test_a_scoring_run_leaves_mail_to_the_outbox_while_retries_wait(
+    flow_env, mailbox, prefect_server, caplog
+):
+    """While a notification waits for its retry (the mail server was down), a scoring run still
+    opens its alerts but does not send: ingest must not wait on a mail timeout. The every-minute
+    send-notifications flow delivers them."""
+    from flows.alerts import send_notifications
+
+    handler, _ = mailbox
+    with connect(Role.OWNER, flow_env) as conn:
+        conn.execute(
+            "insert into ops.notifications (channel, recipient, body_text, dedupe_key, status,"
+            " attempts, last_error, due_at, next_attempt_at) values ('email',"
+            " 'c@crews.example', 't', 'retrying', 'failed', 1, 'connection refused',"
+            " now() - interval '1 minute', now() - interval '1 second')"
+        )
+    add_equipment(flow_env, "GEN-0302")
+    changed, _ = scored_frame(flow_env, "GEN-0302", 0.72, "HIGH")
+    summary = raise_in_a_scoring_run(changed)
+    assert summary["sent"] == 0 and len(summary["alerts"]) == 1
+    assert "notifications wait for send-notifications" in caplog.text
+    assert list_mailbox(handler.directory) == []
+    assert send_notifications()["sent"] == 3
+    assert sorted(m.to for m in list_mailbox(handler.directory)) == [
+        "a@crews.example",
+        "b@crews.example",
+        "c@crews.example",
+    ]

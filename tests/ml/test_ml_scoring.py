@@ -204,6 +204,8 @@ def test_flow_emits_events_for_high_and_critical_predictions(
     stored = stored_predictions(ml_env)
     alerting = stored[stored["severity"].isin(["HIGH", "CRITICAL"])]
     assert summary["scored"] == len(stored) and summary["events"] == len(alerting) > 0
+    # The run raised their alerts itself, one per equipment, before the events went out.
+    assert len(summary["alerts"]["alerts"]) == alerting["equipment_id"].nunique()
 
     async def read() -> list:
         async with get_client() as client:
