@@ -30,6 +30,19 @@ SEVERITY_COLORS = {
     "CRITICAL": "#c81e1e",
     "UNSCORED": "#9e9e9e",
 }
+# A cell starting with one of these is a formula to a spreadsheet (OWASP's "CSV injection").
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A text cell a spreadsheet will not run: one starting like a formula gets a leading `'`
+    (shown as text, the rest kept). Site names, equipment ids and messages come from devices,
+    fleet packs and users; numbers are left as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
 CSV_COLUMNS = [
     "equipment_id",
     "equipment_type",
@@ -129,11 +142,10 @@ class Report:
 
     def csv_bytes(self) -> bytes:
         """One row per equipment in scope: health now, activity in the period."""
-        return (
-            self.equipment[CSV_COLUMNS]
-            .to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
-            .encode()
-        )
+        rows = self.equipment[CSV_COLUMNS].copy()
+        for column in rows.select_dtypes(include=["object", "string"]).columns:
+            rows[column] = rows[column].map(spreadsheet_safe)
+        return rows.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%SZ").encode()
 
     def pdf_bytes(self) -> bytes:
         return _render_pdf(self)

@@ -22,6 +22,7 @@ from psycopg.rows import dict_row
 from emps.alerting.outbox import enqueue_email
 from emps.alerting.recipients import RecipientsConfig, load_recipients
 from emps.db import Role, connect
+from emps.reports import spreadsheet_safe
 from emps.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,10 @@ def _csv(rows: list[dict], columns: list[str]) -> bytes:
     writer.writeheader()
     for row in rows:
         writer.writerow(
-            {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+            {
+                k: v.isoformat() if isinstance(v, datetime) else spreadsheet_safe(v)
+                for k, v in row.items()
+            }
         )
     return out.getvalue().encode()
 

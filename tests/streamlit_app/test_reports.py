@@ -60,3 +60,20 @@ def test_scope_parsing():
     """Scopes parse from the short text form the CLI and email use."""
     assert ReportScope.parse("site:ALPHA") == ReportScope("site", "ALPHA")
     assert ReportScope.parse("fleet").title == "Fleet"
+
+
+def test_csv_cells_that_look_like_formulas_stay_text(fleet, db):
+    """A site name a spreadsheet would run as a formula (CSV injection) is written as text: a
+    leading `'`, the name otherwise whole."""
+    from emps.db import Role, connect
+
+    site = '=HYPERLINK("http://attacker.example","open")'
+    with connect(Role.OWNER, db) as conn:
+        conn.execute(
+            "insert into raw.equipment (equipment_id, equipment_type, site)"
+            " values ('GEN-0099', 'generator', %s)",
+            (site,),
+        )
+    rows = pd.read_csv(io.BytesIO(build_report(f"site:{site}", *_week()).csv_bytes()))
+    assert rows["site"].tolist() == ["'" + site]
+    assert rows["equipment_id"].tolist() == ["GEN-0099"]
