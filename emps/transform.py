@@ -182,51 +182,12 @@ def dbt_args(
     return args + list(extra)
 
 
-# This process's parsed project, keyed by what parsing reads: a lingering ingest run builds after
-# every batch, and parsing is most of dbt's start-up (~0.7 s here).
-_parsed: dict[tuple, object] = {}
-
-
-def _project_stamp() -> tuple[int, int]:
-    """How many project files there are and the newest one's mtime: what a parse depends on."""
-    files = [
-        *DBT_PROJECT_DIR.glob("*.yml"),
-        *(DBT_PROJECT_DIR / "models").rglob("*"),
-        *(DBT_PROJECT_DIR / "macros").rglob("*"),
-    ]
-    return len(files), max((f.stat().st_mtime_ns for f in files), default=0)
-
-
-def parsed_manifest(
-    settings: Settings | None = None,
-    catalog: Catalog | None = None,
-    extra_vars: dict | None = None,
-) -> object | None:
-    """The project parsed with these vars, parsed once per process while its files and vars stay
-    the same; None if parsing fails (the build then parses, and reports the error itself)."""
-    from dbt.cli.main import dbtRunner
-
-    settings = settings or get_settings()
-    args = dbt_args(["parse"], settings, catalog, extra_vars=extra_vars)
-    key = (tuple(args), _project_stamp())
-    if key not in _parsed:
-        with _environment({**dbt_env(settings), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}):
-            result = dbtRunner().invoke(args)
-        if not result.success:
-            return None
-        _parsed.clear()
-        _parsed[key] = result.result
-    return _parsed[key]
-
-
 def run_dbt(
     args: Sequence[str],
     settings: Settings | None = None,
     on_log: Callable[[str, str], None] | None = None,
-    manifest: object | None = None,
 ) -> DbtRunSummary:
-    """Run dbt in-process; `on_log(level, message)` receives dbt's log lines (e.g. for Prefect).
-    With `manifest` (parsed_manifest's), dbt skips parsing the project."""
+    """Run dbt in-process; `on_log(level, message)` receives dbt's log lines (e.g. for Prefect)."""
     import time
 
     from dbt.cli.main import dbtRunner
@@ -245,7 +206,7 @@ def run_dbt(
         callbacks.append(forward)
     started = time.perf_counter()
     with _environment({**dbt_env(settings), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}):
-        result = dbtRunner(manifest=manifest, callbacks=callbacks).invoke(list(args))
+        result = dbtRunner(callbacks=callbacks).invoke(list(args))
     summary = DbtRunSummary(
         command=next(str(a) for a in args if not str(a).startswith("-")),
         success=bool(result.success),
@@ -291,8 +252,7 @@ def build(
         args = dbt_args(
             ["build"], settings, catalog, select, selector, full_refresh, extra_args, extra_vars
         )
-        manifest = parsed_manifest(settings, catalog, extra_vars)
-        summary = run_dbt(args, settings, on_log, manifest)
+        summary = run_dbt(args, settings, on_log)
     if not summary.success:
         raise DbtBuildError(f"dbt build failed:\n{summary.describe_failures()}")
     return summary
