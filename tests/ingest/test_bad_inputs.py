@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+from emps.db import Role, connect
 from emps.ingest.landing import Landing
 from emps.ingest.pipeline import ingest_landing
 from emps.settings import Settings
@@ -395,3 +396,40 @@ def test_repeat_of_a_quarantined_file_is_quarantined_too(
     ingest_landing(ingest_db)
     assert [row[1] for row in ledger(query)] == ["quarantined", "quarantined"]
     assert len(reason_files(landing)) == 2
+
+
+def test_the_ingest_counters_count_each_file_once_and_never_go_down(drops: Drops, ingest_db, query):
+    """The Prometheus ingest counters add what each file did (readings loaded, rows and files
+    quarantined, duplicate files), once, and keep it when the ledger's rows are pruned."""
+    from emps.metrics import PlatformCollector
+
+    def counters() -> dict[str, float]:
+        names = ("readings_ingested", "rows_quarantined", "files_quarantined", "files_duplicate")
+        samples = {
+            sample.name: sample.value
+            for family in PlatformCollector(ingest_db).collect()
+            for sample in family.samples
+        }
+        return {name: samples[f"emps_{name}_total"] for name in names}
+
+    before = counters()
+    good = [reading("GEN-0001", minute=i) for i in range(10)]
+    drops.csv("good.csv", good)
+    drops.csv(
+        "half.csv", [reading("GEN-0002", minute=0), reading("GEN-0002", minute=1, vibration=-9)]
+    )
+    drops.put("empty.csv", b"")
+    ingest_landing(ingest_db)
+    drops.csv("again.csv", good)  # the same content again: a duplicate file
+    ingest_landing(ingest_db)
+    added = {name: value - before[name] for name, value in counters().items()}
+    assert added == {
+        "readings_ingested": 11,
+        "rows_quarantined": 1,
+        "files_quarantined": 1,
+        "files_duplicate": 1,
+    }
+    with connect(Role.OWNER, ingest_db, autocommit=True) as conn:
+        conn.execute("delete from raw.quarantined_rows")
+        conn.execute("delete from raw.ingest_files")  # a ledger pruned by retention
+    assert {name: value - before[name] for name, value in counters().items()} == added
