@@ -291,6 +291,25 @@ class Settings(BaseSettings):
     auto_resolve_healthy_hours: int = Field(24, ge=0, description="0 disables auto-resolve")
     alert_retention_days: int = Field(90, ge=1)
     sensor_retention_days: int = Field(730, ge=30)
+    archive_retention_days: int = Field(
+        30,
+        ge=1,
+        description="Days drop files stay in landing/archive/ as received, after their readings "
+        "loaded (readings and the ledger stay)",
+    )
+    reports_retention_days: int = Field(
+        90, ge=1, description="Days the daily report files stay in <home>/reports/daily/"
+    )
+    mailbox_retention_days: int = Field(
+        30, ge=1, description="Days the local SMTP sink keeps its mail in <home>/mailbox/"
+    )
+    prefect_retention_days: float = Field(
+        14,
+        ge=1,
+        description="Flow runs ended longer ago than this are deleted by the Prefect server, "
+        "with their task runs, logs and artifacts (each file's outcome stays in "
+        "raw.ingest_files)",
+    )
     partition_retention_mode: str = Field("detach", pattern="^(detach|drop)$")
     notify_max_attempts: int = Field(
         8, ge=1, description="Tries of a notification the server refuses for a reason of its own"
@@ -430,6 +449,19 @@ class Settings(BaseSettings):
     restart_limit: int = Field(
         5, ge=0, description="Restarts of a crashed service before giving up"
     )
+    restart_reset_s: float = Field(
+        600,
+        gt=0,
+        description="A service running this long since its last start has its whole restart "
+        "budget again",
+    )
+    log_max_bytes: int = Field(
+        50 * 1024 * 1024,
+        ge=1024,
+        description="A service log (<home>/log/*.log) past this size is rotated: compressed "
+        "to <name>.log.1.gz and emptied in place",
+    )
+    log_keep: int = Field(5, ge=1, description="Rotated logs kept per service log")
 
     @property
     def pg_dir(self) -> Path:

@@ -10,8 +10,10 @@ goes in reverse.
 from __future__ import annotations
 
 import fcntl
+import gzip
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,6 +127,17 @@ def prefect_server_env(settings: Settings) -> dict[str, str]:
     }
 
 
+def prefect_retention_env(settings: Settings) -> dict[str, str]:
+    """The Prefect server's vacuum of old flow runs (and of logs and artifacts left without
+    one), besides its default vacuum of old events."""
+    return {
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": str(
+            round(settings.prefect_retention_days * 86400)
+        ),
+    }
+
+
 def server_services(settings: Settings) -> list[Service]:
     """Servers that must be up before the bootstrap: Prefect and MLflow."""
     prefect_env = {
@@ -137,6 +150,9 @@ def server_services(settings: Settings) -> list[Service]:
         # restart's burst opened fourteen.
         "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "2",
         "PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW": "5",
+        # Flow runs (a few a minute, with their task runs, logs and artifacts) are deleted after
+        # EMPS_PREFECT_RETENTION_DAYS; Prefect vacuums only old events by default.
+        **prefect_retention_env(settings),
     }
     return [
         Service(
@@ -302,6 +318,29 @@ def landing_watcher(settings: Settings, env: dict[str, str]) -> list[Hosted]:
     return [Hosted("landing-watcher", watcher, loggers=("emps.ingest.watch",))]
 
 
+def rotate_log(path: Path, max_bytes: int, keep: int) -> bool:
+    """Rotate `path` once it is past `max_bytes`: its content compressed to <name>.1.gz (older
+    ones shifted to .2.gz ... .<keep>.gz, the oldest dropped), then the file emptied in place.
+    Its writers (children and handlers holding it in append mode) go on writing at its start;
+    a line written between the copy and the emptying is lost (logrotate's copytruncate)."""
+    try:
+        if path.stat().st_size <= max_bytes:
+            return False
+    except FileNotFoundError:
+        return False
+    for n in range(keep - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{n}.gz")
+        if older.exists():
+            older.replace(path.with_name(f"{path.name}.{n + 1}.gz"))
+    rotated = path.with_name(f"{path.name}.1.gz")
+    partial = rotated.with_suffix(".gz.tmp")
+    with path.open("rb") as source, gzip.open(partial, "wb") as target:
+        shutil.copyfileobj(source, target)
+        os.truncate(path, 0)
+    partial.replace(rotated)
+    return True
+
+
 class Supervisor:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -311,6 +350,7 @@ class Supervisor:
         self.watching = False
         self.env = child_env(settings)
         self.fleet: str | None = None  # which fleet runs, for `emps status`
+        self.log_check_s = 30.0  # how often watch() looks at the logs' sizes
 
     # -- children ------------------------------------------------------------------------------
     def start(self, service: Service) -> None:
@@ -402,11 +442,22 @@ class Supervisor:
         console.print(f"  stopped {service.name}")
 
     def watch(self) -> None:
-        """Restart a crashed child (a few times), and say so; never lose one silently."""
+        """Restart a crashed child (a few times; a child that ran EMPS_RESTART_RESET_S since has
+        its whole budget again), and say so; never lose one silently. Rotate the logs."""
+        logs_checked = time.monotonic()
         while not self.stopping:
+            if time.monotonic() - logs_checked >= self.log_check_s:
+                logs_checked = time.monotonic()
+                self.rotate_logs()
             for service in self.services:
                 proc = service.process
-                if proc is None or proc.poll() is None or service.given_up:
+                if proc is None or service.given_up:
+                    continue
+                if proc.poll() is None:
+                    running_s = time.monotonic() - service.started_at
+                    if service.restarts and running_s >= self.settings.restart_reset_s:
+                        service.restarts = 0
+                        self.write_state()
                     continue
                 if service.restarts >= self.settings.restart_limit:
                     service.given_up = True
@@ -424,6 +475,15 @@ class Supervisor:
                 )
                 self.start(service)
             time.sleep(1)
+
+    def rotate_logs(self) -> list[Path]:
+        """Rotate every log under <home>/log past EMPS_LOG_MAX_BYTES; the ones rotated."""
+        logs = sorted(self.settings.log_dir.glob("*.log"))
+        return [
+            log
+            for log in logs
+            if rotate_log(log, self.settings.log_max_bytes, self.settings.log_keep)
+        ]
 
     def write_state(self) -> None:
         state = {

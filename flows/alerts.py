@@ -79,7 +79,8 @@ def queue_report() -> daily_report.DailyReport:
 
 @task(name="apply-retention", cache_policy=NONE)
 def apply_retention() -> retention.RetentionReport:
-    """Delete old resolved alerts; detach or drop month partitions past the retention."""
+    """Delete old resolved alerts; detach or drop month partitions past the retention; create
+    the months ahead."""
     return retention.cleanup(get_settings())
 
 
@@ -165,12 +166,16 @@ def send_daily_maintenance_report() -> dict:
 
 @flow(name="cleanup-old-alerts")
 def cleanup_old_alerts() -> dict:
-    """02:00: resolved alerts past the retention; old sensor and prediction partitions."""
+    """02:00: resolved alerts past the retention; old sensor and prediction partitions retired,
+    the months ahead created."""
     report = apply_retention()
     get_run_logger().info(
-        "retention: %s alerts deleted, partitions %s: %s",
+        "retention: %s alerts deleted, partitions %s: %s; %s month partitions created ahead;"
+        " files deleted: %s",
         report.alerts_deleted,
         report.mode,
         report.partitions_retired or "none",
+        report.partitions_created,
+        report.files_deleted,
     )
     return asdict(report)

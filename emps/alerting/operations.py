@@ -29,6 +29,7 @@ A rule in another module is registered when that module is imported: list it in 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import re
@@ -404,4 +405,45 @@ def notifications_backlog(ctx: RuleContext) -> list[Finding]:
                 "last error": waiting.last_error or "none",
             },
         )
+    ]
+
+
+@operations_rule("default_partition_rows", "Rows in a DEFAULT partition")
+def default_partition_rows(ctx: RuleContext) -> list[Finding]:
+    """Readings or predictions of a month with no partition sit in their table's DEFAULT
+    partition: the daily cleanup (which creates the months ahead) has not run, or a device sends
+    times outside them. The next `emps db migrate` moves them into month partitions, under a lock
+    that holds ingest while it copies them: the fewer, the better."""
+    rows = ctx.conn.execute(
+        "select parent, row_count, first_ts, last_ts from ops.default_partition_rows()"
+        " where row_count > 0"
+    ).fetchall()
+    return [
+        Finding(
+            parent,
+            f"{count:,}{'+' if count >= 100_000 else ''} rows in the DEFAULT partition, from "
+            f"{first.astimezone(UTC):%Y-%m-%d %H:%M} to {last.astimezone(UTC):%Y-%m-%d %H:%M} UTC",
+            {"rows": count, "first": first.isoformat(), "last": last.isoformat()},
+        )
+        for parent, count, first, last in rows
+    ]
+
+
+@operations_rule("service_given_up", "A platform service is down")
+def service_given_up(ctx: RuleContext) -> list[Finding]:
+    """A service of `emps up` kept crashing and the supervisor gave up restarting it (its log
+    says why): that part of the platform stays down until someone restarts `emps up`."""
+    try:
+        state = json.loads((ctx.settings.run_dir / "services.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return []  # no `emps up` on this home (a platform run some other way)
+    return [
+        Finding(
+            service["name"],
+            f"{service['name']} kept crashing: `emps up` gave up after {service['restarts']} "
+            f"restarts (log: {service['log']})",
+            {"restarts": service["restarts"], "log": service["log"]},
+        )
+        for service in state.get("services", [])
+        if service.get("given_up")
     ]

@@ -135,3 +135,64 @@ def test_cli_acknowledge_complete_and_mail_list(cli_env, crew, mailbox):
     assert shown.exit_code == 0
     assert "2 messages" in shown.output
     assert shown.output.count("GEN-0303") == 2
+
+
+def test_the_daily_cleanup_creates_the_months_ahead_of_its_clock(alert_settings):
+    """A platform up for longer than the months `emps db migrate` created keeps writing into
+    month partitions: the daily cleanup creates EMPS_PARTITIONS_MONTHS_AHEAD months ahead of its
+    clock (here four months on), and a reading of that far month lands in its own partition."""
+    later = datetime.now(UTC) + timedelta(days=120)
+    ahead = later + timedelta(days=31 * alert_settings.partitions_months_ahead - 1)
+    name = f"sensor_readings_y{ahead:%Y}m{ahead:%m}"
+    with connect(Role.OWNER, alert_settings) as conn:
+        assert conn.execute("select to_regclass(%s)", (f"raw.{name}",)).fetchone()[0] is None
+    report = cleanup(alert_settings, now=later)
+    assert report.partitions_created >= 2  # readings and predictions, the new months of each
+    add_equipment(alert_settings, "GEN-0303")
+    with connect(Role.OWNER, alert_settings, autocommit=True) as conn:
+        conn.execute(
+            "insert into raw.sensor_readings (equipment_id, ts, temperature) values (%s, %s, 70)",
+            ("GEN-0303", ahead),
+        )
+        where = conn.execute(
+            "select tableoid::regclass::text from raw.sensor_readings where equipment_id = %s",
+            ("GEN-0303",),
+        ).fetchone()[0]
+        assert where == f"raw.{name}"
+        assert cleanup(alert_settings, now=later).partitions_created == 0  # already there
+
+
+def test_the_daily_cleanup_deletes_old_drop_files_reports_and_mail(alert_settings):
+    """Drop files archived as received, daily report files and the local sink's mail older
+    than their retention go; younger ones, quarantined files and the readings stay."""
+    import os
+
+    now = datetime.now(UTC)
+    old, young = now - timedelta(days=40), now - timedelta(days=2)
+    archive = alert_settings.landing_dir / "archive"
+    for day in (old, young):
+        folder = archive / f"{day:%Y/%m/%d}"
+        folder.mkdir(parents=True)
+        (folder / "gen.csv").write_text("equipment_id,ts\n")
+    quarantined = alert_settings.landing_dir / "quarantine" / "bad.csv"
+    quarantined.parent.mkdir(parents=True)
+    quarantined.write_text("?")
+    os.utime(quarantined, (old.timestamp(), old.timestamp()))
+    reports = alert_settings.reports_dir / "daily"
+    for day in (now - timedelta(days=100), young):
+        (reports / f"{day:%Y-%m-%d}").mkdir(parents=True)
+        (reports / f"{day:%Y-%m-%d}" / "tasks.csv").write_text("id\n")
+    mailbox = alert_settings.home / "mailbox"  # the test's SMTP sink keeps its mail here
+    mailbox.mkdir(exist_ok=True)
+    for name, when in (("old.eml", old), ("new.eml", young)):
+        (mailbox / name).write_text("Subject: x\n\n")
+        os.utime(mailbox / name, (when.timestamp(), when.timestamp()))
+    report = cleanup(alert_settings, now=now)
+    assert report.files_deleted == {"archive": 1, "reports": 1, "mailbox": 1}
+    assert [p.relative_to(archive).as_posix() for p in archive.rglob("*.csv")] == [
+        f"{young:%Y/%m/%d}/gen.csv"
+    ]
+    assert not (archive / f"{old:%Y/%m/%d}").exists()
+    assert [p.name for p in reports.iterdir()] == [f"{young:%Y-%m-%d}"]
+    assert [p.name for p in mailbox.iterdir()] == ["new.eml"]
+    assert quarantined.exists()

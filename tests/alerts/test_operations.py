@@ -243,3 +243,58 @@ def test_the_five_minute_check_mails_the_admins(ops_env: Settings, mailbox, pref
     assert any("Ingest claims" in read_mail(m.path)["Subject"] for m in mails)
     assert check_critical_alerts()["operations"]["opened"] == []
     assert len(list_mailbox(handler.directory)) == len(opened)
+
+
+def test_rows_in_a_default_partition_alert_until_their_month_has_a_partition(
+    alert_settings: Settings,
+):
+    """Readings of a month with no partition (here January 2001) sit in the DEFAULT partition:
+    the rule reports how many and when, and resolves once the month's partition took them."""
+    rule = [operations.RULES["default_partition_rows"]]
+    with connect(Role.OWNER, alert_settings, autocommit=True) as conn:
+        conn.execute(
+            "insert into raw.equipment (equipment_id, equipment_type, site)"
+            " values ('GEN-0401', 'generator', 'ALPHA')"
+        )
+        conn.execute(
+            "insert into raw.sensor_readings (equipment_id, ts, temperature) values"
+            " ('GEN-0401', '2001-01-15 10:00+00', 70), ('GEN-0401', '2001-01-15 10:01+00', 71)"
+        )
+    report = operations.evaluate(alert_settings, recipients=OPS, rules=rule)
+    assert report.opened == [("default_partition_rows", "raw.sensor_readings")]
+    with connect(Role.OWNER, alert_settings) as conn:
+        summary = conn.execute(
+            "select summary from ops.operations_alerts where rule = 'default_partition_rows'"
+        ).fetchone()[0]
+    assert (
+        summary == "2 rows in the DEFAULT partition, from 2001-01-15 10:00 to 2001-01-15 10:01 UTC"
+    )
+    with connect(Role.OWNER, alert_settings, autocommit=True) as conn:
+        conn.execute(
+            "select ops.ensure_month_partitions('raw.sensor_readings'::regclass,"
+            " '2001-01-01+00', '2001-01-31+00')"
+        )
+        report = operations.evaluate(alert_settings, recipients=OPS, rules=rule)
+        assert report.resolved == [("default_partition_rows", "raw.sensor_readings")]
+        conn.execute("drop table raw.sensor_readings_y2001m01")  # keep the session database tidy
+
+
+def test_a_service_emps_up_gave_up_on_alerts_until_it_runs_again(alert_settings: Settings):
+    """A service the supervisor stopped restarting (it kept crashing) is an operations alert
+    naming it and its log; it resolves once a new `emps up` runs it."""
+    import json
+
+    rule = [operations.RULES["service_given_up"]]
+    state = alert_settings.run_dir / "services.json"
+    state.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(given_up: bool) -> None:
+        service = {"name": "mlflow", "restarts": 5, "given_up": given_up, "log": "mlflow.log"}
+        state.write_text(json.dumps({"services": [service]}))
+
+    write(given_up=True)
+    report = operations.evaluate(alert_settings, recipients=OPS, rules=rule)
+    assert report.opened == [("service_given_up", "mlflow")]
+    write(given_up=False)
+    report = operations.evaluate(alert_settings, recipients=OPS, rules=rule)
+    assert report.resolved == [("service_given_up", "mlflow")]

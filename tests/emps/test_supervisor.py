@@ -43,6 +43,70 @@ def test_crashed_service_is_restarted_then_given_up(settings, monkeypatch):
     assert "flaky" in (settings.run_dir / "services.json").read_text()
 
 
+def _watch_until(supervisor: Supervisor, done, timeout_s: float = 60) -> None:
+    """Run supervisor.watch() until done() holds (or the timeout), then stop it."""
+
+    def stop_when_done():
+        deadline = time.monotonic() + timeout_s
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        supervisor.stopping = True
+
+    watcher = threading.Thread(target=stop_when_done)
+    watcher.start()
+    supervisor.watch()
+    watcher.join()
+
+
+def test_a_service_that_ran_long_enough_gets_its_restart_budget_back(
+    settings, monkeypatch, tmp_path
+):
+    """A child that crashes now and then, after running longer than EMPS_RESTART_RESET_S each
+    time, is restarted every time: the limit is for crash loops, not for a year of uptime."""
+    monkeypatch.setattr(settings, "restart_limit", 2)
+    monkeypatch.setattr(settings, "restart_reset_s", 0.5)
+    starts = tmp_path / "starts"
+    code = f"import pathlib, sys, time; pathlib.Path({str(starts)!r}).open('a').write('x'); "
+    code += "time.sleep(1); sys.exit(3)"
+    supervisor = Supervisor(settings)
+    sometimes = Service("sometimes", [sys.executable, "-c", code])
+    supervisor.start(sometimes)
+    started = lambda: len(starts.read_text()) if starts.exists() else 0  # noqa: E731
+    _watch_until(supervisor, lambda: started() >= 5 or sometimes.given_up)
+    sometimes.process.kill()
+    sometimes.process.wait()
+    assert started() >= 5 and not sometimes.given_up
+
+
+def test_logs_past_their_size_are_rotated_and_the_service_writes_on(settings, monkeypatch):
+    """A service log past EMPS_LOG_MAX_BYTES is compressed to <name>.log.1.gz and emptied;
+    the service goes on writing into it; at most EMPS_LOG_KEEP rotated files stay."""
+    import gzip
+
+    monkeypatch.setattr(settings, "log_max_bytes", 4096)
+    monkeypatch.setattr(settings, "log_keep", 2)
+    code = "import sys, time\nfor i in range(100000):\n"
+    code += "    print(f'line {i:06d} ' + 'x' * 60, flush=True); time.sleep(0.002)"
+    supervisor = Supervisor(settings)
+    supervisor.log_check_s = 0.2
+    chatty = Service("chatty", [sys.executable, "-c", code])
+    log = chatty.log_path(settings)
+    log.unlink(missing_ok=True)
+    supervisor.start(chatty)
+    _watch_until(supervisor, lambda: log.with_name("chatty.log.2.gz").exists())
+    _watch_until(supervisor, lambda: log.exists() and log.stat().st_size > 200, timeout_s=10)
+    chatty.process.kill()
+    chatty.process.wait()
+    rotated = [log.with_name(f"chatty.log.{n}.gz") for n in (1, 2)]
+    assert all(path.exists() for path in rotated)
+    assert not log.with_name("chatty.log.3.gz").exists()
+    newer, older = (gzip.decompress(path.read_bytes()).decode().splitlines() for path in rotated)
+    live = log.read_text().splitlines()
+    assert older[0].startswith("line ") and newer[0].startswith("line ")
+    # Oldest to newest: .2.gz, then .1.gz, then the live log, each later than the last.
+    assert older[-1] < newer[0] and newer[-1] < live[-1]
+
+
 def test_landing_watcher_runs_unless_switched_off(settings, monkeypatch):
     """`emps up` runs the landing watcher (file arrival starts ingest) on its own threads unless
     EMPS_INGEST_WATCH=false: a file dropped into incoming/ reaches the Prefect API as an
@@ -156,3 +220,31 @@ def test_runs_left_in_flight_by_a_stopped_session_are_crashed_and_free_their_slo
     assert state["type"] == "CRASHED" and "emps up stopped" in state["message"]
     after = post(f"/deployments/{deployment}/create_flow_run", {})["id"]
     assert propose(after, "PENDING") == "PENDING"
+
+
+def test_the_prefect_server_is_told_to_delete_old_flow_runs(settings, monkeypatch):
+    """`emps up` starts the Prefect server with its vacuum of flow runs (their task runs, logs
+    and artifacts) on, at EMPS_PREFECT_RETENTION_DAYS, as Prefect itself reads the variables:
+    a misspelt one would leave every run of every minute in its database for ever."""
+    import json
+    import subprocess
+
+    from emps.supervisor import prefect_retention_env
+
+    monkeypatch.setattr(settings, "prefect_retention_days", 3)
+    code = (
+        "import json; from prefect.settings import get_current_settings; "
+        "v = get_current_settings().server.services.db_vacuum; "
+        "print(json.dumps([sorted(v.enabled_vacuum_types), v.retention_period.total_seconds()]))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_SERVER_SERVICES")}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, **prefect_retention_env(settings)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    kinds, seconds = json.loads(out.strip().splitlines()[-1])
+    assert "flow_runs" in kinds and "events" in kinds
+    assert seconds == 3 * 86400
