@@ -75,7 +75,10 @@ class Settings(BaseSettings):
 
     # Ingest flow (issue 3).
     ingest_max_files_per_run: int = Field(
-        5000, ge=1, description="Files claimed per run; the rest wait for the next run"
+        10_000,
+        ge=1,
+        description="Files claimed per batch (loaded, then built and scored together; memory is "
+        "bounded by EMPS_INGEST_GROUP_BYTES); the rest wait for the next batch",
     )
     ingest_group_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="Bytes of files validated and loaded per transaction"
