@@ -82,7 +82,11 @@ def raise_alerts(changed) -> dict:
     payloads = [event[2] for row in changed.to_dict("records") if (event := predict.event_for(row))]
     outcomes = [rules.process_prediction(payload, settings) for payload in payloads]
     alert_ids = sorted({o.alert_id for o in outcomes if o.notifications and o.alert_id})
-    summary = {"alerts": sorted({o.alert_id for o in outcomes if o.alert_id}), "sent": 0}
+    summary = {
+        "alerts": sorted({o.alert_id for o in outcomes if o.alert_id}),
+        "handled": [p["prediction_id"] for p in payloads],
+        "sent": 0,
+    }
     if alert_ids and outbox.retries_waiting(settings):
         get_run_logger().warning(
             "alerts %s queued; notifications wait for send-notifications: earlier ones are "
@@ -98,10 +102,11 @@ def raise_alerts(changed) -> dict:
 
 
 @task(name="emit-prediction-events", cache_policy=NONE)
-def emit_events(changed) -> int:
-    """One Prefect event per prediction that turned HIGH or CRITICAL (automations and the alert
-    flow listen for them; the alert flow finds those this run raised already handled)."""
-    return predict.emit_events_for(changed)
+def emit_events(changed, handled: list[int]) -> int:
+    """One Prefect event per prediction that turned HIGH or CRITICAL, for automations; labelled
+    `emps.alert-handled` true when this run raised its alert, false otherwise (the alert flow
+    starts on those)."""
+    return predict.emit_events_for(changed, set(handled))
 
 
 @task(name="refresh-dashboard-state", cache_policy=NONE, retries=1, retry_delay_seconds=5)
@@ -139,16 +144,17 @@ def score_equipment(equipment_ids: list[str] | None = None, only_unscored: bool 
     written = write_predictions(predict_failures(champion, features))
     changed = find_severity_changes(written)
     alerts = raise_alerts(changed, return_state=True)
-    if alerts.is_failed():  # the alert flow its events start, or the 5-minute catch-up, will
+    raised = alerts.result() if alerts.is_completed() else None
+    if raised is None:  # the alert flow its events start, or the 5-minute catch-up, will
         get_run_logger().warning("alerts not raised in this run: %s", alerts.message)
-    events = emit_events(changed)
+    events = emit_events(changed, raised["handled"] if raised else [])
     refresh_s = refresh_dashboard_state()
     summary = {
         "model_version": champion.version,
         "scored": len(written),
         "by_severity": {k: int(v) for k, v in written["severity"].value_counts().items()},
         "events": events,
-        "alerts": alerts.result() if alerts.is_completed() else None,
+        "alerts": raised,
         "registry_unreachable": champion.stale,
         "champion_moved_in_ui": moved,
         "champion_refused": champion.refused,

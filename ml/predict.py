@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -268,8 +268,16 @@ def write_predictions(predictions: pd.DataFrame, settings: Settings | None = Non
     return predictions.assign(id=ids)
 
 
-def event_for(row: Mapping[str, Any]) -> tuple[str, dict[str, str], dict[str, Any]] | None:
-    """(event name, resource, payload) for a HIGH/CRITICAL prediction, None otherwise."""
+# The resource label saying whether the prediction's alert was already handled by the run that
+# wrote it: the alert flow's trigger (prefect.yaml) starts only on "false".
+ALERT_HANDLED_LABEL = "emps.alert-handled"
+
+
+def event_for(
+    row: Mapping[str, Any], handled: bool = False
+) -> tuple[str, dict[str, str], dict[str, Any]] | None:
+    """(event name, resource, payload) for a HIGH/CRITICAL prediction, None otherwise;
+    `handled` when the writing run already raised its alert."""
     severity = row["severity"]
     if severity not in ("HIGH", "CRITICAL"):
         return None
@@ -277,7 +285,10 @@ def event_for(row: Mapping[str, Any]) -> tuple[str, dict[str, str], dict[str, An
     life = row.get("remaining_life")
     return (
         f"emps.prediction.{severity.lower()}",
-        {"prefect.resource.id": f"equipment.{row['equipment_id']}"},
+        {
+            "prefect.resource.id": f"equipment.{row['equipment_id']}",
+            ALERT_HANDLED_LABEL: str(handled).lower(),
+        },
         {
             "prediction_id": int(row["id"]),
             "prediction_ts": pd.Timestamp(row["ts"]).isoformat(),
@@ -322,13 +333,14 @@ def emit_prediction_events(written: pd.DataFrame, settings: Settings | None = No
     return emit_events_for(severity_changes(written, settings))
 
 
-def emit_events_for(changed: pd.DataFrame) -> int:
-    """Emit `emps.prediction.high|critical` for each HIGH/CRITICAL row; returns how many."""
+def emit_events_for(changed: pd.DataFrame, handled: Collection[int] = ()) -> int:
+    """Emit `emps.prediction.high|critical` for each HIGH/CRITICAL row, labelled handled when
+    its prediction id is in `handled` (its alert raised already); returns how many."""
     from prefect.events import emit_event
 
     count = 0
     for row in changed.to_dict("records"):
-        event = event_for(row)
+        event = event_for(row, handled=int(row["id"]) in handled)
         if event is not None:
             name, resource, payload = event
             emit_event(event=name, resource=resource, payload=payload)

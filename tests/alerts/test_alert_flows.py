@@ -85,9 +85,12 @@ def test_prediction_event_twice_gives_one_alert_one_task_one_mail_each(
 
         wait_for(lambda: asyncio.run(automation_ready()), "the deployment's trigger")
         for _ in range(2):
-            emit_event(
+            emit_event(  # as a scoring run emits a prediction whose alert it did not raise
                 event="emps.prediction.critical",
-                resource={"prefect.resource.id": "equipment.GEN-0201"},
+                resource={
+                    "prefect.resource.id": "equipment.GEN-0201",
+                    "emps.alert-handled": "false",
+                },
                 payload=payload,
             )
 

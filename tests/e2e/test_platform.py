@@ -190,17 +190,6 @@ def drop_csv(incoming: Path, name: str, rows: list[dict]) -> None:
     partial.rename(incoming / name)
 
 
-def deployment_runs(platform: Platform, deployment: str, state: str = "COMPLETED") -> list[dict]:
-    flow, name = deployment.split("/")
-    prefect = platform.prefect_api()
-    dep = prefect.get(f"deployments/name/{flow}/{name}").json()
-    body = {
-        "flow_runs": {"deployment_id": {"any_": [dep["id"]]}, "state": {"type": {"any_": [state]}}},
-        "limit": 50,
-    }
-    return prefect.post("flow_runs/filter", json=body).json()
-
-
 def run_deployment(platform: Platform, deployment: str) -> None:
     """Run a deployment now, as "Quick run" in the Prefect UI does, until a run completes (a run
     the concurrency limit cancels, because a scheduled one is running, is tried again)."""
@@ -311,8 +300,9 @@ def test_a_degrading_generator_reaches_the_crew_and_the_dashboard(platform: Plat
     assert severity in ("HIGH", "CRITICAL"), f"a runaway bearing wear: {prediction}"
     assert prediction[1] == str(champion)
 
-    # The alert flow, triggered by the event, opens one alert and one task (corrective when
-    # CRITICAL, an inspection when HIGH).
+    # The scoring run that wrote the prediction opens one alert and one task (corrective when
+    # CRITICAL, an inspection when HIGH) and mails the crew; the alert flow's trigger does not
+    # start on an event whose alert was raised already.
     alerts = wait_for(
         "the alert for the generator",
         lambda: platform.sql(
@@ -321,7 +311,6 @@ def test_a_degrading_generator_reaches_the_crew_and_the_dashboard(platform: Plat
         300,
         platform,
     )
-    assert deployment_runs(platform, "process-prediction-alerts/process-prediction-alerts")
     assert len(alerts) == 1 and alerts[0][1] == severity
     alert_id = alerts[0][0]
     tasks = platform.sql(
@@ -350,15 +339,15 @@ def test_a_degrading_generator_reaches_the_crew_and_the_dashboard(platform: Plat
 
     assert wait_for("the alert email", alert_mail, 240, platform) == ["alpha-techs@crews.example"]
 
-    # Prometheus sees it too: readings, predictions, the open alert, the alert flow's run time
-    # (once its run, which sent the mail, has completed).
-    flow_time = ("emps_flow_run_seconds", (("flow", "process-prediction-alerts"),))
+    # Prometheus sees it too: readings, predictions, the open alert, the scoring flow's run
+    # time (once its run, which sent the mail, has completed).
+    flow_time = ("emps_flow_run_seconds", (("flow", "score-equipment"),))
 
     def scraped_with_flow_time() -> dict | None:
         scraped = _scrape_metrics(platform)
         return scraped if flow_time in scraped else None
 
-    scraped = wait_for("the alert flow in /metrics", scraped_with_flow_time, 120, platform)
+    scraped = wait_for("the scoring flow in /metrics", scraped_with_flow_time, 120, platform)
     assert scraped[("emps_database_up", ())] == 1
     assert scraped[("emps_readings_ingested_total", ())] >= len(rows)
     assert scraped[("emps_predictions_last_hour", ())] >= 1

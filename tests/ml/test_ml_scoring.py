@@ -226,6 +226,8 @@ def test_flow_emits_events_for_high_and_critical_predictions(
     event = next(e for e in events if e.payload["prediction_id"] == row["id"])
     assert event.event == f"emps.prediction.{row['severity'].lower()}"
     assert event.resource.id == f"equipment.{row['equipment_id']}"
+    # Its alert was raised by the run: the alert flow's trigger does not start on it.
+    assert event.resource.get("emps.alert-handled") == "true"
     assert set(event.payload) == {
         "prediction_id",
         "prediction_ts",
