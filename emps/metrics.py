@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from emps import disk
 from emps.alerting.backlog import oldest_pending_age_s
 from emps.alerting.operations import registered_rules
 from emps.db import Role, connect
@@ -130,6 +131,12 @@ class PlatformCollector(Collector):
         )
         threshold.add_metric([], self.settings.notify_pending_alert_s)
         yield threshold
+
+        free = GaugeMetricFamily(
+            "emps_disk_free_bytes", "Free disk under the home or the database's data (the least)"
+        )
+        free.add_metric([], float(disk.free_bytes(self.settings)))
+        yield free
 
         predictions = GaugeMetricFamily(
             "emps_predictions_last_hour", "Predictions in the last hour"

@@ -156,6 +156,20 @@ class Settings(BaseSettings):
     ingest_max_file_seconds: float = Field(
         300, gt=0, description="Seconds reading one file may take; beyond it, quarantined"
     )
+    ingest_min_free_mb: int = Field(
+        1024,
+        ge=0,
+        description="Below this much free disk under the home (or the database's data), ingest "
+        "claims no new file: drops wait in incoming/, nothing lost, until space returns",
+    )
+    disk_warn_free_mb: int = Field(
+        10 * 1024, ge=0, description="Free disk below which an operations alert warns"
+    )
+    disk_critical_free_mb: int = Field(
+        4 * 1024,
+        ge=0,
+        description="Free disk below which the operations alert is critical (mailed again)",
+    )
     ingest_big_file_bytes: int = Field(
         8 * 1024 * 1024,
         ge=1024,

@@ -14,7 +14,8 @@ every rule and, for each:
 A rule that fails (the Prefect API down, say) is logged and its alerts are left as they are.
 Prometheus shows `emps_operations_alerts_open{rule="..."}` for every registered rule.
 
-To add a rule, write a function of a `RuleContext` returning findings and register it:
+To add a rule, write a function of a `RuleContext` returning findings and register it (a
+simpler `disk_low` than the one below):
 
     @operations_rule("disk_low", "Free disk space is low")
     def disk_low(ctx: RuleContext) -> list[Finding]:
@@ -44,7 +45,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from emps import prefect_api
+from emps import disk, prefect_api
 from emps.alerting.backlog import backlog
 from emps.alerting.recipients import RecipientsConfig, load_recipients
 from emps.db import Role, connect
@@ -447,3 +448,26 @@ def service_given_up(ctx: RuleContext) -> list[Finding]:
         for service in state.get("services", [])
         if service.get("given_up")
     ]
+
+
+@operations_rule("disk_low", "Free disk space is low")
+def disk_low(ctx: RuleContext) -> list[Finding]:
+    """Free disk under the home or the database's data is below EMPS_DISK_WARN_FREE_MB
+    (subject "warning") or EMPS_DISK_CRITICAL_FREE_MB ("critical": a new alert, mailed again).
+    Below EMPS_INGEST_MIN_FREE_MB ingest pauses; a full disk stops PostgreSQL."""
+    free = disk.free_bytes(ctx.settings)
+    levels = (
+        ("critical", ctx.settings.disk_critical_free_mb),
+        ("warning", ctx.settings.disk_warn_free_mb),
+    )
+    for level, limit_mb in levels:
+        if free < limit_mb * disk.MB:
+            return [
+                Finding(
+                    level,
+                    f"{free // disk.MB:,} MB free under {ctx.settings.home}, below {limit_mb:,} "
+                    f"MB; ingest pauses below {ctx.settings.ingest_min_free_mb:,} MB",
+                    {"free (MB)": free // disk.MB, "limit (MB)": limit_mb},
+                )
+            ]
+    return []

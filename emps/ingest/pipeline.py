@@ -38,6 +38,7 @@ from typing import Any
 import pandas as pd
 import psycopg
 
+from emps import disk
 from emps.catalog import Catalog, load_catalog
 from emps.db import Role, connect
 from emps.ingest import landing as zone
@@ -71,6 +72,7 @@ from emps.ingest.validate import (
 from emps.settings import Settings, get_settings
 
 log = logging.getLogger("emps.ingest")
+_paused_for_disk: dict[Path, bool] = {}  # per landing zone: whether ingest last paused for disk
 LOAD_ATTEMPTS = 4
 RECONNECT_ATTEMPTS = 8
 RECONNECT_MAX_WAIT_S = 8
@@ -276,6 +278,8 @@ class Ingestor:
         """Ingest what waits in incoming/ (or only `names` there), plus claims left by dead runs."""
         report = IngestReport(run_id=self.flow_run_id or uuid.uuid4().hex[:12])
         budget = limit or self.settings.ingest_max_files_per_run
+        if self._disk_too_full():
+            budget = 0  # files wait in incoming/; claims left by dead runs still finish
         conn = self._connect()
         try:
             for claimed in self._recover(conn, report):
@@ -297,6 +301,25 @@ class Ingestor:
             conn.close()
         self._prune_results()
         return report
+
+    def _disk_too_full(self) -> bool:
+        """Whether free disk is under EMPS_INGEST_MIN_FREE_MB; says so when ingest pauses and
+        when it resumes (once each, not at every look)."""
+        free = disk.free_bytes(self.settings)
+        floor = self.settings.ingest_min_free_mb * disk.MB
+        paused = free < floor
+        if paused != _paused_for_disk.get(self.landing.root, False):
+            _paused_for_disk[self.landing.root] = paused
+            if paused:
+                log.warning(
+                    "ingest paused: %d MB free, under EMPS_INGEST_MIN_FREE_MB (%d MB); drop "
+                    "files wait in incoming/ until space returns",
+                    free // disk.MB,
+                    self.settings.ingest_min_free_mb,
+                )
+            else:
+                log.warning("ingest resumed: %d MB free", free // disk.MB)
+        return paused
 
     def _connect(self, attempts: int = 1) -> psycopg.Connection:
         for attempt in range(attempts):

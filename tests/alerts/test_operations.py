@@ -298,3 +298,20 @@ def test_a_service_emps_up_gave_up_on_alerts_until_it_runs_again(alert_settings:
     write(given_up=False)
     report = operations.evaluate(alert_settings, recipients=OPS, rules=rule)
     assert report.resolved == [("service_given_up", "mlflow")]
+
+
+def test_low_disk_warns_then_is_critical_and_the_metric_shows_it(alert_settings: Settings):
+    """Free disk under EMPS_DISK_WARN_FREE_MB opens a warning; under EMPS_DISK_CRITICAL_FREE_MB
+    the warning resolves and a critical alert opens (mailed again); Prometheus shows the free
+    bytes."""
+    rule = [operations.RULES["disk_low"]]
+    huge = 1 << 40  # MB: more than any disk has free
+    low = alert_settings.model_copy(update={"disk_warn_free_mb": huge, "disk_critical_free_mb": 0})
+    assert operations.evaluate(low, recipients=OPS, rules=rule).opened == [("disk_low", "warning")]
+    lower = low.model_copy(update={"disk_critical_free_mb": huge})
+    report = operations.evaluate(lower, recipients=OPS, rules=rule)
+    assert report.opened == [("disk_low", "critical")]
+    assert report.resolved == [("disk_low", "warning")]
+    assert report.notifications == 1
+    families = {f.name: f for f in PlatformCollector(alert_settings).collect()}
+    assert families["emps_disk_free_bytes"].samples[0].value > 0

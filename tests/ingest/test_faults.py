@@ -199,3 +199,21 @@ def test_a_file_that_kills_its_run_is_retaken_alone_then_quarantined(
     assert {outcome["later-0.csv"].status, outcome["later-1.csv"].status} == {"loaded"}
     assert query("select attempts from raw.ingest_files where file_name = 'killer.csv'") == [(3,)]
     assert not list(landing.processing.iterdir())
+
+
+def test_ingest_pauses_below_the_free_disk_floor_and_resumes_losing_nothing(
+    drops: Drops, landing: Landing, ingest_db, query, caplog
+):
+    """With less free disk than EMPS_INGEST_MIN_FREE_MB, ingest claims nothing and says so once:
+    the drop files wait in incoming/. Once space returns (here: the floor lowered) the next run
+    loads every reading, once."""
+    full = ingest_db.model_copy(update={"ingest_min_free_mb": 1 << 40})  # more than any disk
+    drop_batch(drops)
+    for _ in range(2):
+        assert ingest_landing(full).files == []
+    assert caplog.text.count("ingest paused") == 1
+    assert sorted(p.name for p in landing.incoming.iterdir()) == ["bad.csv", "batch.csv"]
+    assert query("select count(*) from raw.ingest_files") == [(0,)]
+    ingest_landing(ingest_db)
+    assert "ingest resumed" in caplog.text
+    assert_settled(landing, query)
