@@ -22,29 +22,9 @@ def test_second_emps_up_says_already_running(settings, capsys):
     assert "already running" in capsys.readouterr().out
 
 
-def test_crashed_service_is_restarted_then_given_up(settings, monkeypatch):
-    """A child that keeps dying is restarted up to the limit, then reported, not lost silently."""
-    monkeypatch.setattr(settings, "restart_limit", 2)
-    supervisor = Supervisor(settings)
-    flaky = Service("flaky", [sys.executable, "-c", "import sys; sys.exit(3)"])
-    supervisor.start(flaky)
-
-    def stop_when_given_up():
-        deadline = time.monotonic() + 60
-        while not flaky.given_up and time.monotonic() < deadline:
-            time.sleep(0.2)
-        supervisor.stopping = True
-
-    watcher = threading.Thread(target=stop_when_given_up)
-    watcher.start()
-    supervisor.watch()
-    watcher.join()
-    assert flaky.restarts == 2 and flaky.given_up
-    assert "flaky" in (settings.run_dir / "services.json").read_text()
-
-
 def _watch_until(supervisor: Supervisor, done, timeout_s: float = 60) -> None:
     """Run supervisor.watch() until done() holds (or the timeout), then stop it."""
+    supervisor.stopping = False
 
     def stop_when_done():
         deadline = time.monotonic() + timeout_s
@@ -56,6 +36,17 @@ def _watch_until(supervisor: Supervisor, done, timeout_s: float = 60) -> None:
     watcher.start()
     supervisor.watch()
     watcher.join()
+
+
+def test_crashed_service_is_restarted_then_given_up(settings, monkeypatch):
+    """A child that keeps dying is restarted up to the limit, then reported, not lost silently."""
+    monkeypatch.setattr(settings, "restart_limit", 2)
+    supervisor = Supervisor(settings)
+    flaky = Service("flaky", [sys.executable, "-c", "import sys; sys.exit(3)"])
+    supervisor.start(flaky)
+    _watch_until(supervisor, lambda: flaky.given_up)
+    assert flaky.restarts == 2 and flaky.given_up
+    assert "flaky" in (settings.run_dir / "services.json").read_text()
 
 
 def test_a_service_that_ran_long_enough_gets_its_restart_budget_back(
