@@ -292,16 +292,24 @@ def sensor_trend(
 def prediction_history(
     equipment_id: str, start: datetime, end: datetime, settings: Settings | None = None
 ) -> pd.DataFrame:
-    """Failure probability over time (the worst per time bucket) and the model version used."""
+    """Failure probability over time (the worst per time bucket) and the model version used;
+    months past the detail window come from their hourly roll-up."""
     return frame(
         """
         select date_bin(make_interval(secs => %(bucket)s), ts, %(start)s) as ts,
                max(failure_probability) as failure_probability,
                min(health_score) as health_score,
                max(model_version) as model_version,
-               count(*) as predictions
-        from ops.predictions
-        where equipment_id = %(id)s and ts >= %(start)s and ts < %(end)s
+               sum(predictions)::bigint as predictions
+        from (
+            select ts, failure_probability, health_score, model_version, 1 as predictions
+            from ops.predictions
+            where equipment_id = %(id)s and ts >= %(start)s and ts < %(end)s
+            union all
+            select hour, max_probability, min_health_score, model_version, predictions
+            from ops.predictions_hourly
+            where equipment_id = %(id)s and hour >= %(start)s and hour < %(end)s
+        ) scored
         group by 1 order by 1
         """,
         {"id": equipment_id, "start": start, "end": end, "bucket": _bucket_seconds(start, end)},
@@ -451,7 +459,12 @@ def failures_caught(
         join raw.equipment e on e.equipment_id = f.equipment_id
         left join raw.equipment_types t on t.equipment_type = e.equipment_type
         left join lateral (
-            select min(a.created_at) as first_alert_at from ops.alerts a
+            select min(a.created_at) as first_alert_at
+            from (
+                select equipment_id, created_at from ops.alerts
+                union all  -- alerts retention archived leave their summary
+                select equipment_id, created_at from ops.archived_alerts
+            ) a
             where a.equipment_id = f.equipment_id
               and a.created_at <= f.failed_at
               and a.created_at > f.failed_at

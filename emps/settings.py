@@ -306,7 +306,39 @@ class Settings(BaseSettings):
     )
     inspection_within_days: int = Field(3, ge=1)
     auto_resolve_healthy_hours: int = Field(24, ge=0, description="0 disables auto-resolve")
-    alert_retention_days: int = Field(90, ge=1)
+    alert_retention_days: int = Field(
+        90,
+        ge=2,
+        description="Days a resolved alert stays in the database; then it is archived with its "
+        "notifications under <home>/records/ (a summary stays for the Analytics counts)",
+    )
+    audit_retention_days: int = Field(
+        365, ge=2, description="Days the audit log keeps an entry before archiving it"
+    )
+    notification_retention_days: int = Field(
+        90,
+        ge=2,
+        description="Days a delivered (or given up) notification of no alert, an operations "
+        "alert's or a report's, stays before archiving; resolved operations alerts likewise",
+    )
+    quarantine_retention_days: int = Field(
+        90,
+        ge=2,
+        description="Days a quarantined row stays for review before archiving (an unresolved "
+        "conflict or a row waiting for its retry stays until resolved)",
+    )
+    ingest_ledger_retention_days: int = Field(
+        30,
+        ge=2,
+        description="Days each drop file's outcome stays in raw.ingest_files (files with "
+        "quarantined rows still kept stay with them); expired sign-in tokens go likewise",
+    )
+    prediction_detail_days: int = Field(
+        35,
+        ge=2,
+        description="Days predictions stay one per scoring; older months are rolled up to one "
+        "row per equipment and hour (ops.predictions_hourly), kept EMPS_SENSOR_RETENTION_DAYS",
+    )
     sensor_retention_days: int = Field(730, ge=30)
     archive_retention_days: int = Field(
         30,
@@ -542,6 +574,11 @@ class Settings(BaseSettings):
     def reports_dir(self) -> Path:
         """The one folder emails may attach files from."""
         return self.home / "reports"
+
+    @property
+    def records_dir(self) -> Path:
+        """Compressed archives of rows taken out of the database (ops.archive_files)."""
+        return self.home / "records"
 
     @property
     def log_dir(self) -> Path:

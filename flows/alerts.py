@@ -79,8 +79,8 @@ def queue_report() -> daily_report.DailyReport:
 
 @task(name="apply-retention", cache_policy=NONE)
 def apply_retention() -> retention.RetentionReport:
-    """Delete old resolved alerts; detach or drop month partitions past the retention; create
-    the months ahead."""
+    """Archive old evidence, prune the ledger, roll up old predictions, retire month
+    partitions past the retention and create the months ahead; prune the folders."""
     return retention.cleanup(get_settings())
 
 
@@ -166,13 +166,15 @@ def send_daily_maintenance_report() -> dict:
 
 @flow(name="cleanup-old-alerts")
 def cleanup_old_alerts() -> dict:
-    """02:00: resolved alerts past the retention; old sensor and prediction partitions retired,
-    the months ahead created."""
+    """02:00: everything past its retention archived, pruned or rolled up (emps.alerting.
+    retention); old sensor and prediction partitions retired, the months ahead created."""
     report = apply_retention()
     get_run_logger().info(
-        "retention: %s alerts deleted, partitions %s: %s; %s month partitions created ahead;"
-        " files deleted: %s",
-        report.alerts_deleted,
+        "retention: archived %s; %s ledger rows pruned; %s predictions rolled up hourly;"
+        " partitions %s: %s; %s month partitions created ahead; files deleted: %s",
+        report.archived or "nothing (another cleanup is archiving)",
+        report.ledger_pruned,
+        report.predictions_rolled_up,
         report.mode,
         report.partitions_retired or "none",
         report.partitions_created,

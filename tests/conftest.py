@@ -66,6 +66,9 @@ def database(settings: Settings) -> Iterator[Settings]:
 
 
 RESET_TABLES = (
+    "ops.archive_files",
+    "ops.archived_alerts",
+    "ops.predictions_hourly",
     "ops.operations_alerts",
     "ops.reading_corrections",
     "raw.landing_ignored",

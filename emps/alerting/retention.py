@@ -1,77 +1,125 @@
-"""Retention: resolved alerts older than `alert_retention_days` are deleted (their notifications
-go with them); month partitions of readings and predictions older than `sensor_retention_days`
-are detached or dropped (`partition_retention_mode`), and those of the months ahead created
-(`partitions_months_ahead`). Maintenance tasks are kept forever. Drop files archived as
-received, daily report files and the local mail sink's messages older than their
-`*_retention_days` are deleted (quarantined files stay: an admin may still release them)."""
+"""Retention, run daily by the cleanup flow, so that a platform bounded in disk runs for years:
+- evidence is archived (emps.alerting.archive), not deleted: resolved alerts with their
+  notifications past `alert_retention_days` (a summary stays for the Analytics counts), the
+  audit log past `audit_retention_days`, delivered notifications of no alert and resolved
+  operations alerts past `notification_retention_days`, quarantined rows past
+  `quarantine_retention_days` (never an unresolved conflict or a row waiting for a retry);
+- the ingest ledger past `ingest_ledger_retention_days` and expired sign-in tokens are deleted;
+- predictions past `prediction_detail_days` are rolled up per equipment and hour;
+- month partitions of readings and predictions past `sensor_retention_days` are detached or
+  dropped (`partition_retention_mode`), those of the months ahead created
+  (`partitions_months_ahead`);
+- drop files archived as received, daily report files and the local mail sink's messages past
+  their `*_retention_days` are deleted (quarantined files stay: an admin may still release them).
+Failure and maintenance labels (raw.failure_events, ops.maintenance_tasks) are kept forever."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from emps.alerting import archive
 from emps.db import Role, connect
 from emps.migrate import ensure_partitions
 from emps.settings import Settings, get_settings
 
 PARTITIONED = ("raw.sensor_readings", "ops.predictions")
+LEDGER_BATCH = 50_000
 
 
 @dataclass(frozen=True)
 class RetentionReport:
-    alerts_deleted: int
+    archived: dict[str, int]
     partitions_retired: list[str]
     mode: str
     partitions_created: int = 0
     files_deleted: dict[str, int] = field(default_factory=dict)
+    ledger_pruned: int = 0
+    predictions_rolled_up: int = 0
+
+
+def archive_cutoffs(settings: Settings, now: datetime) -> dict[str, datetime]:
+    days = {
+        "alerts": settings.alert_retention_days,
+        "notifications": settings.notification_retention_days,
+        "operations_alerts": settings.notification_retention_days,
+        "audit_log": settings.audit_retention_days,
+        "quarantined_rows": settings.quarantine_retention_days,
+    }
+    return {kind: now - timedelta(days=n) for kind, n in days.items()}
 
 
 def cleanup(settings: Settings | None = None, now: datetime | None = None) -> RetentionReport:
     settings = settings or get_settings()
     now = now or datetime.now(UTC)
-    alert_cutoff = now - timedelta(days=settings.alert_retention_days)
     partition_cutoff = now - timedelta(days=settings.sensor_retention_days)
+    archived = archive.archive_all(archive_cutoffs(settings, now), settings, now)
     retired: list[str] = []
-    with connect(Role.ALERTING, settings) as conn, conn.transaction():
-        # Tasks keep their history (the training labels): their alert link is set to null.
-        deleted = conn.execute(
-            "delete from ops.alerts where status = 'resolved' and resolved_at < %s",
-            (alert_cutoff,),
-        ).rowcount
-        conn.execute(
-            "delete from ops.alert_prediction_log where processed_at < %s", (alert_cutoff,)
-        )
-        conn.execute(
-            "select ops.record_audit('emps-retention', 'alert.cleanup', 'alert', null,"
-            " jsonb_build_object('deleted', %s::int, 'resolved_before', %s::timestamptz))",
-            (deleted, alert_cutoff),
-        )
-        # Alerts point at their latest prediction; a partition still referenced cannot be
-        # detached, so old references are cut first (the alert keeps its message and severity).
-        conn.execute(
-            "update ops.alerts set prediction_id = null, prediction_ts = null"
-            " where prediction_ts < date_trunc('month', %s::timestamptz)",
-            (partition_cutoff,),
-        )
-        for table in PARTITIONED:
-            rows = conn.execute(
-                "select ops.retire_month_partitions(%s::regclass, %s, %s)",
-                (table, partition_cutoff, settings.partition_retention_mode),
-            ).fetchall()
-            retired += [r[0] for r in rows]
-        # The months ahead of this clock: a platform up for longer than the months `emps db
-        # migrate` created would otherwise write into the DEFAULT partitions.
-        created = ensure_partitions(
-            conn,
-            settings,
-            start=now,
-            end=now + timedelta(days=31 * settings.partitions_months_ahead),
-        )
+    with connect(Role.ALERTING, settings) as conn:
+        ledger_cutoff = now - timedelta(days=settings.ingest_ledger_retention_days)
+        pruned = 0
+        while True:  # in batches: a big fleet's day is more than a million ledger rows
+            with conn.transaction():
+                batch = conn.execute(
+                    "select ops.prune_ingest_ledger(%s, %s)", (ledger_cutoff, LEDGER_BATCH)
+                ).fetchone()[0]
+            pruned += batch
+            if batch < LEDGER_BATCH:
+                break
+        with conn.transaction():
+            rolled = conn.execute(
+                "select coalesce(sum(rolled_up), 0) from ops.roll_up_predictions(%s, %s)",
+                (now - timedelta(days=settings.prediction_detail_days), partition_cutoff),
+            ).fetchone()[0]
+        with conn.transaction():
+            conn.execute(
+                "delete from ops.alert_prediction_log where processed_at < %s",
+                (now - timedelta(days=settings.alert_retention_days),),
+            )
+            conn.execute(
+                "select ops.record_audit('emps-retention', 'retention.cleanup', 'retention',"
+                " null, %s::jsonb)",
+                (
+                    json.dumps(
+                        {"archived": archived, "ledger_pruned": pruned, "rolled_up": int(rolled)}
+                    ),
+                ),
+            )
+            # Alerts point at their latest prediction; a partition still referenced cannot be
+            # detached, so old references are cut first (the alert keeps its message).
+            conn.execute(
+                "update ops.alerts set prediction_id = null, prediction_ts = null"
+                " where prediction_ts < date_trunc('month', %s::timestamptz)",
+                (partition_cutoff,),
+            )
+            for table in PARTITIONED:
+                rows = conn.execute(
+                    "select ops.retire_month_partitions(%s::regclass, %s, %s)",
+                    (table, partition_cutoff, settings.partition_retention_mode),
+                ).fetchall()
+                retired += [r[0] for r in rows]
+            # The months ahead of this clock: a platform up for longer than the months `emps
+            # db migrate` created would otherwise write into the DEFAULT partitions.
+            created = ensure_partitions(
+                conn,
+                settings,
+                start=now,
+                end=now + timedelta(days=31 * settings.partitions_months_ahead),
+            )
     files = prune_folders(settings, now)
-    return RetentionReport(deleted, retired, settings.partition_retention_mode, created, files)
+    return RetentionReport(
+        archived,
+        retired,
+        settings.partition_retention_mode,
+        created,
+        files,
+        pruned,
+        int(rolled),
+    )
 
 
 def _dated_folders(root: Path, depth: int) -> list[tuple[date, Path]]:

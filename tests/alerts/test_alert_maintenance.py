@@ -8,6 +8,7 @@ import pytest
 from alert_testdata import add_equipment, write_prediction
 from typer.testing import CliRunner
 
+from emps.alerting import archive
 from emps.alerting.recipients import deliver_after, load_recipients
 from emps.alerting.retention import cleanup
 from emps.alerting.rules import process_prediction
@@ -15,37 +16,59 @@ from emps.db import Role, connect
 from emps.settings import PROJECT_ROOT, get_settings
 
 
-def test_retention_deletes_old_resolved_alerts_keeps_tasks_and_retires_old_partitions(
+def test_retention_archives_old_resolved_alerts_keeps_tasks_and_retires_old_partitions(
     alert_settings, crew
 ):
-    """Resolved alerts past 90 days go (their task stays, unlinked); open ones stay; month
-    partitions older than two years are detached, newer ones stay attached."""
+    """Resolved alerts past 90 days leave the table for an archive file with their
+    notifications (their task stays, unlinked; a summary stays); open ones, and resolved ones
+    whose mail still waits, stay; month partitions older than two years are detached."""
     add_equipment(alert_settings, "GEN-0301")
     add_equipment(alert_settings, "GEN-0302", "BRAVO")
+    add_equipment(alert_settings, "GEN-0303")
     old = process_prediction(
         write_prediction(alert_settings, "GEN-0301", 0.9, "CRITICAL"), alert_settings, crew
     )
     kept = process_prediction(
         write_prediction(alert_settings, "GEN-0302", 0.9, "CRITICAL"), alert_settings, crew
     )
+    waiting = process_prediction(
+        write_prediction(alert_settings, "GEN-0303", 0.9, "CRITICAL"), alert_settings, crew
+    )
     now = datetime.now(UTC)
     with connect(Role.OWNER, alert_settings, autocommit=True) as conn:
-        conn.execute("select ops.resolve_alert(%s, 'tech')", (old.alert_id,))
+        for alert in (old, waiting):
+            conn.execute("select ops.resolve_alert(%s, 'tech')", (alert.alert_id,))
         conn.execute(
-            "update ops.alerts set resolved_at = now() - interval '91 days' where id = %s",
+            "update ops.alerts set resolved_at = now() - interval '91 days' where id = any(%s)",
+            ([old.alert_id, waiting.alert_id],),
+        )
+        conn.execute(
+            "update ops.notifications set status = 'sent', sent_at = now() where alert_id = %s",
             (old.alert_id,),
         )
+        notified = conn.execute(
+            "select count(*) from ops.notifications where alert_id = %s", (old.alert_id,)
+        ).fetchone()[0]
         conn.execute(
             "select ops.ensure_month_partitions('raw.sensor_readings'::regclass, %s, %s)",
             (now - timedelta(days=800), now - timedelta(days=760)),
         )
     report = cleanup(alert_settings, now=now)
-    assert report.alerts_deleted == 1
+    assert report.archived["alerts"] == 1
     assert report.mode == "detach"
     assert report.partitions_retired, "the 800-day-old month should be retired"
+    files = list((alert_settings.records_dir / "alerts").rglob("*.jsonl.gz"))
+    assert len(files) == 1
+    (record,) = archive.read(files[0])
+    assert record["id"] == old.alert_id and record["status"] == "resolved"
+    assert len(record["notifications"]) == notified > 0
     with connect(Role.OWNER, alert_settings) as conn:
-        alerts = [r[0] for r in conn.execute("select id from ops.alerts").fetchall()]
-        assert alerts == [kept.alert_id]
+        alerts = sorted(r[0] for r in conn.execute("select id from ops.alerts").fetchall())
+        assert alerts == sorted([kept.alert_id, waiting.alert_id])
+        summary = conn.execute(
+            "select equipment_id, severity from ops.archived_alerts where id = %s", (old.alert_id,)
+        ).fetchone()
+        assert summary == ("GEN-0301", "CRITICAL")
         task_alert = conn.execute(
             "select alert_id from ops.maintenance_tasks where id = %s", (old.task_id,)
         ).fetchone()

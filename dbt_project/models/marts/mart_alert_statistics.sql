@@ -1,6 +1,21 @@
--- One row per day (UTC, alert creation), severity and status: counts and response times.
+-- One row per day (UTC, alert creation), severity and status: counts and response times,
+-- archived alerts included (retention keeps their summary).
 with alerts as (
-    select * from {{ ref('stg_alerts') }}
+    select
+        severity,
+        status,
+        created_at,
+        acknowledged_at,
+        resolved_at
+    from {{ ref('stg_alerts') }}
+    union all
+    select
+        severity,
+        status,
+        created_at,
+        acknowledged_at,
+        resolved_at
+    from {{ ref('stg_archived_alerts') }}
 ),
 
 final as (
