@@ -494,21 +494,37 @@ def model_promotions(settings: Settings | None = None) -> pd.DataFrame:
 
 
 def ingest_volume(start: datetime, end: datetime, settings: Settings | None = None) -> pd.DataFrame:
-    """Per day: files received, rows loaded / duplicate / quarantined, quarantine rate."""
+    """Per UTC day: files received, rows loaded / duplicate / quarantined, quarantine rate
+    (the days retention pruned from the ledger from their totals, ops.ingest_daily)."""
     return frame(
         """
-        select date_trunc('day', received_at) as day,
-               count(*) as files,
-               count(*) filter (where status in ('quarantined', 'failed')) as files_rejected,
-               coalesce(sum(rows_total), 0) as rows_total,
-               coalesce(sum(rows_loaded), 0) as rows_loaded,
-               coalesce(sum(rows_duplicate), 0) as rows_duplicate,
-               coalesce(sum(rows_quarantined), 0) as rows_quarantined,
+        select day,
+               sum(files)::bigint as files,
+               sum(files_rejected)::bigint as files_rejected,
+               sum(rows_total)::bigint as rows_total,
+               sum(rows_loaded)::bigint as rows_loaded,
+               sum(rows_duplicate)::bigint as rows_duplicate,
+               sum(rows_quarantined)::bigint as rows_quarantined,
                coalesce(sum(rows_quarantined)::float8 / nullif(sum(rows_total), 0), 0)
                  as quarantine_rate
-        from raw.ingest_files
-        where received_at >= %(start)s and received_at < %(end)s
-        group by 1 order by 1
+        from (
+            select date_trunc('day', received_at, 'UTC') as day,
+                   count(*) as files,
+                   count(*) filter (where status in ('quarantined', 'failed')) as files_rejected,
+                   coalesce(sum(rows_total), 0) as rows_total,
+                   coalesce(sum(rows_loaded), 0) as rows_loaded,
+                   coalesce(sum(rows_duplicate), 0) as rows_duplicate,
+                   coalesce(sum(rows_quarantined), 0) as rows_quarantined
+            from raw.ingest_files
+            where received_at >= %(start)s and received_at < %(end)s
+            group by 1
+            union all
+            select day, files, files_rejected, rows_total, rows_loaded, rows_duplicate,
+                   rows_quarantined
+            from ops.ingest_daily
+            where day >= date_trunc('day', %(start)s::timestamptz, 'UTC') and day < %(end)s
+        ) days
+        group by day order by day
         """,
         {"start": start, "end": end},
         settings,

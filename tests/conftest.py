@@ -68,6 +68,7 @@ def database(settings: Settings) -> Iterator[Settings]:
 RESET_TABLES = (
     "ops.archive_files",
     "ops.archived_alerts",
+    "ops.ingest_daily",
     "ops.predictions_hourly",
     "ops.operations_alerts",
     "ops.reading_corrections",

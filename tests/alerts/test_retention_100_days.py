@@ -86,7 +86,7 @@ def _live_one_day(conn, day: datetime, ids: list[str], n: int, home: Path) -> di
         "insert into raw.ingest_files (file_name, sha256, size_bytes, received_at, claimed_at,"
         " finished_at, status, rows_total, rows_loaded)"
         " select 'd' || %s || '-' || g || '.csv', md5(%s || '-' || g), 100, t, t, t, 'loaded', 4, 4"
-        " from generate_series(1, 48) g, lateral (select %s + g * interval '30 minutes' t) x"
+        " from generate_series(0, 47) g, lateral (select %s + g * interval '30 minutes' t) x"
         " returning id",
         (n, n, day),
     ).fetchall()
@@ -306,6 +306,11 @@ def test_a_hundred_days_stay_within_every_retention_and_keep_the_evidence(fleet)
     after = {(r.equipment_id, r.failed_at.to_pydatetime()): r.caught for r in shown.itertuples()}
     assert after == caught_before
     assert sum(caught_before.values()) < len(caught_before)  # some were missed: both counted
+    # Ingest volumes: every day's files still counted once the ledger forgot them.
+    volume = queries.ingest_volume(start, start + timedelta(days=DAYS + 1), settings)
+    assert len(volume) == DAYS
+    assert volume["files"].tolist() == [48] * DAYS
+    assert volume["rows_loaded"].sum() == 48 * 4 * DAYS
     # Everything taken out is in a file of the size recorded, readable.
     files = sorted(settings.records_dir.rglob("*.jsonl.gz"))
     assert not list(settings.records_dir.rglob("*.part"))
