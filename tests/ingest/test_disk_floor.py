@@ -5,6 +5,7 @@ space returns, and a disk that fills up within a run loses no file and loads eve
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ from emps.alerting import operations
 from emps.alerting.recipients import Recipient, RecipientsConfig
 from emps.catalog import load_catalog
 from emps.db import Role, connect
+from emps.ingest import landing as zone
 from emps.ingest import load, pipeline
 from emps.ingest.landing import Landing
 from emps.ingest.pipeline import ingest_landing
@@ -268,3 +270,36 @@ def test_a_database_disk_filling_up_mid_load_gives_the_claims_back_and_loses_not
     assert contents(landing.archive) == Counter(dropped.values())
     assert not any(landing.processing.iterdir())
     assert query("select distinct status, attempts from raw.ingest_files") == [("loaded", 1)]
+
+
+def test_a_flow_run_the_disk_filled_under_ends_failed_and_raises_the_operations_alert(
+    prefect_server: str, fleet: Readings, landing: Landing, ingest_db: Settings, query, monkeypatch
+):
+    """When the disk fills up within a flow run (here archiving answers "no space left", as it
+    did for real above), the run ends Failed saying so, which opens the `ingest_run_failed`
+    operations alert; the readings are loaded and the next run only moves the file on."""
+    from flows.ingest import ingest_sensor_drops
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(landing.archive))
+
+    dropped = drop(landing, fleet, files=1)
+    with monkeypatch.context() as patch:
+        patch.setattr(zone, "archive", no_space)
+        state = ingest_sensor_drops(build=False, return_state=True)
+    assert state.is_failed()
+    assert "the disk filled up (No space left on device" in state.message
+    assert readings(query) == (ROWS_PER_FILE, ROWS_PER_FILE)
+    assert contents(landing.processing) == Counter(dropped.values())
+    failed = operations.evaluate(
+        ingest_db,
+        recipients=OPS,
+        rules=[operations.RULES["ingest_run_failed"]],
+        prefect_api=prefect_server,
+    )
+    assert failed.opened == [("ingest_run_failed", operations.INGEST_FLOW)]
+
+    report = ingest_landing(ingest_db)
+    assert report.files == [] and report.recovered == 1
+    assert contents(landing.archive) == Counter(dropped.values())
+    assert readings(query) == (ROWS_PER_FILE, ROWS_PER_FILE)
