@@ -25,7 +25,7 @@ from emps.ingest import load, pipeline
 from emps.ingest.landing import Landing
 from emps.ingest.pipeline import ingest_landing
 from emps.metrics import PlatformCollector
-from emps.settings import Settings
+from emps.settings import Settings, get_settings
 from tests.ingest.corpus import Readings
 from tests.small_disk import MB, fill_until_free, fill_up, run_on_small_disk, tmpfs
 
@@ -195,6 +195,36 @@ def test_a_disk_filling_up_within_a_run_loses_no_file_and_loads_each_reading_onc
 
     settings.home.mkdir()
     run_on_small_disk(settings.home, DISK_MB, scenario)
+
+
+def test_emps_ingest_of_a_file_onto_a_full_disk_says_so_and_leaves_no_half_copy(
+    fleet: Readings, ingest_db: Settings, tmp_path: Path, monkeypatch
+):
+    """`emps ingest PATH` whose copy into incoming/ runs out of space says so, exits 1 and
+    leaves no partial copy for a run to trip over; the user's file is untouched."""
+    from typer.testing import CliRunner
+
+    from emps.cli import app
+
+    source = tmp_path / "history.csv"
+    source.write_bytes(fleet.csv([fleet.row(minute) for minute in range(2000)]))
+    before = hashlib.sha256(source.read_bytes()).hexdigest()
+    monkeypatch.setattr(get_settings(), "home", tmp_path / "home")  # what the CLI reads
+    landing = Landing(get_settings().landing_dir)
+
+    def scenario() -> None:
+        landing.ensure()
+        fill_until_free(landing.root, 4096)
+        done = CliRunner().invoke(app, ["ingest", str(source)])
+        said = " ".join(done.output.split())
+        assert done.exit_code == 1, done.output
+        assert "could not copy the files into landing/incoming" in said
+        assert "No space left on device" in said and "nothing was ingested" in said
+        assert list(landing.incoming.iterdir()) == []
+
+    (tmp_path / "home").mkdir()
+    run_on_small_disk(landing.root, DISK_MB, scenario)
+    assert hashlib.sha256(source.read_bytes()).hexdigest() == before
 
 
 @pytest.fixture
