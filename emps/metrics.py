@@ -133,7 +133,8 @@ class PlatformCollector(Collector):
         yield threshold
 
         free = GaugeMetricFamily(
-            "emps_disk_free_bytes", "Free disk under the home or the database's data (the least)"
+            "emps_disk_free_bytes",
+            "Free disk under the home, the landing zone or the database's data (the least)",
         )
         free.add_metric([], float(disk.free_bytes(self.settings)))
         yield free

@@ -159,8 +159,9 @@ class Settings(BaseSettings):
     ingest_min_free_mb: int = Field(
         1024,
         ge=0,
-        description="Below this much free disk under the home (or the database's data), ingest "
-        "claims no new file: drops wait in incoming/, nothing lost, until space returns",
+        description="Below this much free disk under the home, the landing zone or the "
+        "database's data, ingest claims no new file: drops wait in incoming/, nothing lost, "
+        "until space returns",
     )
     disk_warn_free_mb: int = Field(
         10 * 1024, ge=0, description="Free disk below which an operations alert warns"

@@ -335,12 +335,14 @@ def ingest_run_failed(ctx: RuleContext) -> list[Finding]:
 
 @operations_rule("ingest_claim_stale", "Ingest claims older than the claim timeout")
 def ingest_claim_stale(ctx: RuleContext) -> list[Finding]:
-    """Files claimed longer ago than EMPS_INGEST_CLAIM_TIMEOUT_S: the run holding them died."""
+    """Files claimed longer ago than EMPS_INGEST_CLAIM_TIMEOUT_S: the run holding them died.
+    Claims a run gave back when the disk filled are waiting for space, not stuck (`disk_low`
+    says so)."""
     timeout = ctx.settings.ingest_claim_timeout_s
     count, oldest, names = ctx.conn.execute(
         "select count(*), min(claimed_at), "
         "(array_agg(file_name order by claimed_at))[1:5] from raw.ingest_files "
-        "where status = 'claimed' and claimed_at < %s",
+        "where status = 'claimed' and claimed_by is not null and claimed_at < %s",
         (ctx.now - timedelta(seconds=timeout),),
     ).fetchone()
     if not count:
@@ -452,22 +454,27 @@ def service_given_up(ctx: RuleContext) -> list[Finding]:
 
 @operations_rule("disk_low", "Free disk space is low")
 def disk_low(ctx: RuleContext) -> list[Finding]:
-    """Free disk under the home or the database's data is below EMPS_DISK_WARN_FREE_MB
-    (subject "warning") or EMPS_DISK_CRITICAL_FREE_MB ("critical": a new alert, mailed again).
-    Below EMPS_INGEST_MIN_FREE_MB ingest pauses; a full disk stops PostgreSQL."""
-    free = disk.free_bytes(ctx.settings)
+    """Free disk under the home, the landing zone or the database's data is below
+    EMPS_DISK_WARN_FREE_MB (subject "warning") or EMPS_DISK_CRITICAL_FREE_MB ("critical": a new
+    alert, mailed again). Below EMPS_INGEST_MIN_FREE_MB ingest pauses; a full disk stops
+    PostgreSQL."""
+    space = disk.lowest(ctx.settings)
     levels = (
         ("critical", ctx.settings.disk_critical_free_mb),
         ("warning", ctx.settings.disk_warn_free_mb),
     )
     for level, limit_mb in levels:
-        if free < limit_mb * disk.MB:
+        if space.free < limit_mb * disk.MB:
             return [
                 Finding(
                     level,
-                    f"{free // disk.MB:,} MB free under {ctx.settings.home}, below {limit_mb:,} "
-                    f"MB; ingest pauses below {ctx.settings.ingest_min_free_mb:,} MB",
-                    {"free (MB)": free // disk.MB, "limit (MB)": limit_mb},
+                    f"{space.describe()}, below {limit_mb:,} MB; ingest pauses below "
+                    f"{ctx.settings.ingest_min_free_mb:,} MB (drop files then wait in incoming/)",
+                    {
+                        "free (MB)": space.free // disk.MB,
+                        "limit (MB)": limit_mb,
+                        "folder": str(space.path),
+                    },
                 )
             ]
     return []

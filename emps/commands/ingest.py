@@ -67,6 +67,12 @@ def ingest(
         except FileNotFoundError as exc:
             console.print(f"[red]{exc}[/]")
             raise typer.Exit(2) from exc
+        except OSError as exc:
+            console.print(
+                f"[red]could not copy the files into landing/incoming: {exc.strerror or exc}"
+                f"{f' ({exc.filename})' if exc.filename else ''}; nothing was ingested[/]"
+            )
+            raise typer.Exit(1) from exc
         if not names:
             console.print("[yellow]no files found in the given folder(s)[/]")
             raise typer.Exit(0)
@@ -87,13 +93,20 @@ def ingest(
 
         report = ingest_landing(names=names, limit=limit, on_file=on_file)
     _print_report(report)
+    if report.paused:
+        console.print(
+            f"[yellow]ingest paused: {report.paused}. The files wait (nothing is lost) and load "
+            "once space is freed[/]"
+        )
+        raise typer.Exit(1)
     if any(o.status == "quarantined" for o in report.files):
         raise typer.Exit(1)
 
 
 def _print_report(report) -> None:
     if not report.files:
-        console.print("nothing to ingest")
+        if not report.paused:
+            console.print("nothing to ingest")
         return
     table = Table(
         "file", "status", "rows", "loaded", "duplicate", "quarantined", "conflict", "note"

@@ -330,11 +330,12 @@ def archive(landing: Landing, claimed: ClaimedFile, when: datetime | None = None
 
 
 def quarantine(landing: Landing, claimed: ClaimedFile, reason: str, **details) -> Path | None:
-    """Move a rejected file to quarantine/ and write `<name>.reason.json` beside it."""
-    target = landing.quarantine / claimed.stored_name
-    moved = _move(claimed.path, target)
-    if moved is None:
+    """Move a rejected file to quarantine/ with `<name>.reason.json` beside it; None when it is
+    already gone. The reason is written first: when the disk is full the file stays in
+    processing/ (the next run moves it on from the ledger), never in quarantine/ unexplained."""
+    if stamp_of(claimed.path) is None:
         return None
+    target = landing.quarantine / claimed.stored_name
     note = {
         "file": claimed.original_name,
         "stored_as": claimed.stored_name,
@@ -345,10 +346,23 @@ def quarantine(landing: Landing, claimed: ClaimedFile, reason: str, **details) -
         **details,
     }
     reason_path = target.with_name(target.name + ".reason.json")
-    tmp = reason_path.with_name("." + reason_path.name + ".tmp")
-    tmp.write_text(json.dumps(note, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, reason_path)
+    write_whole(reason_path, json.dumps(note, indent=2, ensure_ascii=False) + "\n")
+    moved = _move(claimed.path, target)
+    if moved is None:
+        reason_path.unlink(missing_ok=True)
     return moved
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Write a file whole or not at all: through a hidden temporary name, removed again when
+    the write fails (a full disk leaves no half file behind)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _move(source: Path, target: Path) -> Path | None:

@@ -69,8 +69,8 @@ def ledger_by_stored_name(conn: psycopg.Connection, names: list[str]) -> dict[st
 def record_claims(
     conn: psycopg.Connection, files: list[ClaimedFile], flow_run_id: str | None, claimer: str
 ) -> None:
-    """Insert (or take over, counting the attempt) one ledger row per claimed file; sets
-    `ledger_id` and `attempts` on each."""
+    """Insert (or take over, counting the attempt unless the claim was given back) one ledger
+    row per claimed file; sets `ledger_id` and `attempts` on each."""
     if not files:
         return
     rows = conn.execute(
@@ -82,7 +82,9 @@ def record_claims(
                              %s::timestamptz[], %s::text[], %s::text[], %s::text[])
         on conflict (stored_name) do update
             set claimed_at = now(), status = 'claimed', flow_run_id = excluded.flow_run_id,
-                claimed_by = excluded.claimed_by, attempts = raw.ingest_files.attempts + 1
+                claimed_by = excluded.claimed_by,
+                attempts = raw.ingest_files.attempts
+                    + (raw.ingest_files.claimed_by is not null)::int
         returning id, stored_name, attempts
         """,
         (
@@ -99,6 +101,18 @@ def record_claims(
     ids = {name: (id_, attempts) for id_, name, attempts in rows}
     for f in files:
         f.ledger_id, f.attempts = ids[f.stored_name]
+
+
+def release_claims(conn: psycopg.Connection, ids: list[int]) -> None:
+    """Give back claims whose files were not loaded (the disk filled up): no run holds them
+    now (`claimed_by` null), so the next run takes them at once and does not count an attempt.
+    Finished files are left as they are."""
+    if ids:
+        conn.execute(
+            "update raw.ingest_files set claimed_by = null "
+            "where id = any(%s) and status = 'claimed'",
+            (ids,),
+        )
 
 
 def loaded_hashes(conn: psycopg.Connection, hashes: list[str]) -> dict[str, int]:

@@ -14,6 +14,12 @@ Whatever happens inside one file stays with that file:
   files the run claims and loads the small files that arrived meanwhile;
 - a file a dead run left claimed is taken back alone, before any new file is claimed, and
   quarantined unread once claimed EMPS_INGEST_MAX_ATTEMPTS times.
+A full disk is nobody's file's fault. Below EMPS_INGEST_MIN_FREE_MB (looked at before every
+claim) ingest claims nothing and loads nothing: drop files wait in incoming/. When a disk fills
+up within a run anyway (PostgreSQL or a write to the landing zone answering "no space left"),
+the run stops: what is committed stays committed and its files are moved on (or, when even that
+fails, by the next run from the ledger), the claims not loaded are given back without counting
+an attempt, and the next run with space loads them, once.
 """
 
 from __future__ import annotations
@@ -146,6 +152,8 @@ class IngestReport:
     recovered: int = 0
     registered_equipment: list[str] = field(default_factory=list)
     released_rows: int = 0
+    paused: str | None = None  # why ingest claimed nothing (more), when the disk is (nearly) full
+    disk_filled: bool = False  # the disk filled up within the run (the floor did not catch it)
 
     @property
     def equipment_ids(self) -> set[str]:
@@ -170,6 +178,8 @@ class IngestReport:
             recovered=self.recovered + other.recovered,
             registered_equipment=self.registered_equipment + other.registered_equipment,
             released_rows=self.released_rows + other.released_rows,
+            paused=other.paused,
+            disk_filled=self.disk_filled or other.disk_filled,
         )
 
     def summary(self) -> dict[str, Any]:
@@ -184,6 +194,7 @@ class IngestReport:
             "equipment": len(self.equipment_ids),
             "recovered": self.recovered,
             "released_rows": self.released_rows,
+            "paused": self.paused,
             **{k: round(v, 3) for k, v in self.timings.items()},
         }
 
@@ -271,6 +282,10 @@ class Ingestor:
         self.settle.settle_s = self.settings.ingest_settle_s
         self.arrivals = _arrival_logs.get(self.landing.root)
         self.headers: dict[int, list[str]] = {}  # CSV header per file, kept with unreadable rows
+        self.paused: str | None = None  # set once the disk is too full to go on (see _pause)
+        self.disk_filled = False
+        self.claims: set[int] = set()  # ledger ids this run claimed or took back
+        self.results_failed = False
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -278,48 +293,119 @@ class Ingestor:
         """Ingest what waits in incoming/ (or only `names` there), plus claims left by dead runs."""
         report = IngestReport(run_id=self.flow_run_id or uuid.uuid4().hex[:12])
         budget = limit or self.settings.ingest_max_files_per_run
-        if self._disk_too_full():
-            budget = 0  # files wait in incoming/; claims left by dead runs still finish
         conn = self._connect()
         try:
-            for claimed in self._recover(conn, report):
-                conn = self._load_alone(conn, claimed, report)
-            conn = self._retry_requested_rows(conn, report)
-            large: list[zone.ClaimedFile] = []
-            wanted = names
-            while True:
-                fresh = self._claim_new(conn, wanted, budget)
-                budget -= len(fresh)
-                conn, deferred = self._load_small(conn, fresh, report)
-                large += deferred
-                if not large:
-                    break
-                conn = self._load_alone(conn, large.pop(0), report)
-                # Small files that arrived while that one loaded go before the next large one.
-                wanted = None if names is None else []
+            try:
+                # Below the floor nothing loads: claims left by dead runs wait with the drops
+                # (those whose load committed are only moved on).
+                retake = not self._disk_too_full()
+                suspects, returned = self._recover(conn, report, retake)
+                for claimed in suspects:
+                    conn = self._load_alone(conn, claimed, report)
+                conn, large = self._load_small(conn, returned, report)
+                if not self.paused:
+                    conn = self._retry_requested_rows(conn, report)
+                wanted = names
+                while True:
+                    if self.paused or self._disk_too_full():
+                        budget = 0  # drop files wait in incoming/
+                    fresh = self._claim_new(conn, wanted, budget)
+                    budget -= len(fresh)
+                    conn, deferred = self._load_small(conn, fresh, report)
+                    large += deferred
+                    if self.paused:
+                        self._release(conn, large)
+                        large = []
+                    if not large:
+                        break
+                    conn = self._load_alone(conn, large.pop(0), report)
+                    # Small files that arrived while that one loaded go before the next one.
+                    wanted = None if names is None else []
+            except Exception as exc:
+                if not disk.is_disk_full(exc):
+                    raise
+                self._stop_for_full_disk(exc)
         finally:
             conn.close()
+        report.paused, report.disk_filled = self.paused, self.disk_filled
         self._prune_results()
         return report
 
     def _disk_too_full(self) -> bool:
-        """Whether free disk is under EMPS_INGEST_MIN_FREE_MB; says so when ingest pauses and
-        when it resumes (once each, not at every look)."""
-        free = disk.free_bytes(self.settings)
-        floor = self.settings.ingest_min_free_mb * disk.MB
-        paused = free < floor
+        """Whether free disk is under EMPS_INGEST_MIN_FREE_MB (then `paused` says so); logs
+        when ingest pauses and when it resumes (once each, not at every look)."""
+        space = disk.lowest(self.settings)
+        floor_mb = self.settings.ingest_min_free_mb
+        paused = space.free < floor_mb * disk.MB
+        self.paused = (
+            f"{space.describe()}, under EMPS_INGEST_MIN_FREE_MB ({floor_mb:,} MB)"
+            if paused
+            else None
+        )
         if paused != _paused_for_disk.get(self.landing.root, False):
             _paused_for_disk[self.landing.root] = paused
             if paused:
                 log.warning(
-                    "ingest paused: %d MB free, under EMPS_INGEST_MIN_FREE_MB (%d MB); drop "
-                    "files wait in incoming/ until space returns",
-                    free // disk.MB,
-                    self.settings.ingest_min_free_mb,
+                    "ingest paused: %s; drop files wait in incoming/ until space returns",
+                    self.paused,
                 )
             else:
-                log.warning("ingest resumed: %d MB free", free // disk.MB)
+                log.warning("ingest resumed: %s", space.describe())
         return paused
+
+    def _pause(self, exc: BaseException) -> None:
+        """The disk filled up within this run: claim nothing more, and say so once."""
+        self.disk_filled = True
+        if self.paused is None:
+            if isinstance(exc, OSError):
+                where = disk.lowest(self.settings).describe()
+                self.paused = f"the disk filled up ({_disk_error(exc)}); {where}"
+            else:
+                self.paused = f"the database ran out of disk space ({_disk_error(exc)})"
+            log.error(
+                "ingest paused: %s. Drop files wait in incoming/, files claimed and not loaded "
+                "wait in processing/; the next run with space loads them",
+                self.paused,
+            )
+        _paused_for_disk[self.landing.root] = True
+
+    def _stop_for_full_disk(self, exc: BaseException) -> None:
+        """A load ran out of space: its transaction rolled back, so give back every claim of
+        this run not finished (the files stay in processing/, taken again at once by the next
+        run with space, the attempt not counted)."""
+        self._pause(exc)
+        try:
+            with self._connect() as conn:
+                load.release_claims(conn, sorted(self.claims))
+        except psycopg.Error:
+            log.exception(
+                "could not give back this run's claims; they are taken back after "
+                "EMPS_INGEST_CLAIM_TIMEOUT_S"
+            )
+
+    def _release(self, conn: psycopg.Connection, files: list[zone.ClaimedFile]) -> None:
+        """Give back claims this run will not load (see `_stop_for_full_disk`)."""
+        load.release_claims(conn, [f.ledger_id for f in files if f.ledger_id is not None])
+
+    def _move_on(self, claimed: zone.ClaimedFile, reason: str | None = None, **details) -> None:
+        """Archive a finished file, or quarantine it with `reason`. Its ledger row is final, so
+        when the move fails (a full disk) the file stays in processing/ and the next run moves
+        it on without loading it again."""
+        try:
+            if reason is None:
+                zone.archive(self.landing, claimed)
+            else:
+                zone.quarantine(self.landing, claimed, reason, **details)
+        except OSError as exc:
+            log.warning(
+                "%s (finished) stays in processing/ as %s: moving it on failed (%s); the next "
+                "run moves it",
+                claimed.original_name,
+                claimed.stored_name,
+                _disk_error(exc),
+            )
+            if disk.is_disk_full(exc):
+                self._pause(exc)
 
     def _connect(self, attempts: int = 1) -> psycopg.Connection:
         for attempt in range(attempts):
@@ -342,6 +428,9 @@ class Ingestor:
         while work:
             work, deferred = self._drop_duplicates(conn, work, report)
             for group in self._groups(work):
+                if self.paused:  # the disk filled up while an earlier group loaded
+                    self._release(conn, group)
+                    continue
                 conn, too_big = self._load_isolated(conn, group, report)
                 large += too_big
             work = deferred
@@ -374,13 +463,15 @@ class Ingestor:
         alone: bool = False,
     ) -> tuple[psycopg.Connection, list[zone.ClaimedFile]]:
         """Load a group; on an unexpected error, halve it until the file at fault is alone and
-        quarantine that file with the error. Database outages are not a file's fault: they
-        propagate once reconnecting failed (the claims are taken back by a later run)."""
+        quarantine that file with the error. Database outages and full disks are not a file's
+        fault: they propagate (the claims are taken back by a later run)."""
         try:
             return self._load_with_retry(conn, group, report, alone)
         except psycopg.OperationalError:
             raise
         except Exception as exc:
+            if disk.is_disk_full(exc):
+                raise
             if len(group) == 1:
                 log.exception("ingest failed on %s", group[0].original_name)
                 reason = (
@@ -412,7 +503,7 @@ class Ingestor:
         with conn.transaction():
             batch = load.LoadGroup(conn, self.catalog)
             batch.finish_files([self._ledger_row(outcome, rows_total=None)])
-        zone.quarantine(self.landing, claimed, reason)
+        self._move_on(claimed, reason)
         self._emit(report, outcome)
         return conn
 
@@ -436,7 +527,7 @@ class Ingestor:
                 deferred = self._load_group(conn, group, report, alone) if group else []
                 return conn, deferred
             except psycopg.OperationalError as exc:
-                if attempt == LOAD_ATTEMPTS - 1:
+                if attempt == LOAD_ATTEMPTS - 1 or disk.is_disk_full(exc):
                     raise
                 log.warning(
                     "database connection lost while loading %d file(s) (%s); retrying",
@@ -464,19 +555,23 @@ class Ingestor:
 
     def _move_finished(self, claimed: zone.ClaimedFile, row: load.LedgerRow) -> None:
         if row.status == "quarantined" and row.rows_total is None:
-            zone.quarantine(self.landing, claimed, row.error or "rejected")
+            self._move_on(claimed, row.error or "rejected")
         else:
-            zone.archive(self.landing, claimed)
+            self._move_on(claimed)
 
-    def _recover(self, conn: psycopg.Connection, report: IngestReport) -> list[zone.ClaimedFile]:
-        """Finish files a previous run committed but did not move; retake stale claims (each
-        is then loaded alone, before any new file is claimed)."""
+    def _recover(
+        self, conn: psycopg.Connection, report: IngestReport, retake: bool = True
+    ) -> tuple[list[zone.ClaimedFile], list[zone.ClaimedFile]]:
+        """Finish files a previous run committed but did not move; unless `retake` is off, take
+        back (stale claims of runs that died, to load each alone before any new file is claimed;
+        claims given back for a full disk, to load like new files)."""
         paths = zone.processing_files(self.landing)
         if not paths:
-            return []
+            return [], []
         ledger = load.ledger_by_stored_name(conn, [p.name for p in paths])
         timeout = self.settings.ingest_claim_timeout_s
         retaken: list[zone.ClaimedFile] = []
+        returned: list[zone.ClaimedFile] = []
         for path in paths:
             row = ledger.get(path.name)
             claimed = zone.ClaimedFile(
@@ -491,9 +586,14 @@ class Ingestor:
                 self._move_finished(claimed, row)
                 report.recovered += 1
                 continue
+            if not retake:
+                continue
             ours = row is not None and row.claimed_by == self.claimer
+            given_back = row is not None and row.claimed_by is None
+            suspect = row is None or row.attempts > 1  # a run died holding it before
             if (
                 not ours
+                and not given_back
                 and zone.claim_age_s(path) < timeout
                 and (row is None or (datetime.now(UTC) - row.claimed_at).total_seconds() < timeout)
             ):
@@ -504,12 +604,14 @@ class Ingestor:
                 except FileRejected as exc:
                     claimed.refused = exc.reason
                     claimed.sha256 = f"refused:{path.name}"
-            retaken.append(claimed)
+            (returned if given_back and not suspect else retaken).append(claimed)
+        if retaken or returned:
+            load.record_claims(conn, retaken + returned, self.flow_run_id, self.claimer)
+            self.claims.update(f.ledger_id for f in retaken + returned if f.ledger_id is not None)
+            report.recovered += len(retaken) + len(returned)
         if retaken:
-            load.record_claims(conn, retaken, self.flow_run_id, self.claimer)
-            report.recovered += len(retaken)
             log.warning("took back %d file(s) claimed by a run that did not finish", len(retaken))
-        return retaken
+        return retaken, returned
 
     def _claim_new(
         self, conn: psycopg.Connection, names: list[str] | None, limit: int
@@ -534,6 +636,7 @@ class Ingestor:
             if taken is not None:
                 claimed.append(taken)
         load.record_claims(conn, claimed, self.flow_run_id, self.claimer)
+        self.claims.update(f.ledger_id for f in claimed if f.ledger_id is not None)
         return claimed
 
     def _note_ignored(self, conn: psycopg.Connection, ignored: list[zone.Ignored]) -> None:
@@ -591,7 +694,7 @@ class Ingestor:
         load.mark_duplicates(conn, duplicates)
         for claimed in work:
             if claimed.ledger_id in duplicates:
-                zone.archive(self.landing, claimed)
+                self._move_on(claimed)
                 self._emit(
                     report,
                     FileOutcome(
@@ -698,11 +801,9 @@ class Ingestor:
         for ledger_id, outcome in outcomes.items():
             claimed = by_id[ledger_id]
             if ledger_id in rejected:
-                zone.quarantine(
-                    self.landing, claimed, rejected[ledger_id].reason, **rejected[ledger_id].details
-                )
+                self._move_on(claimed, rejected[ledger_id].reason, **rejected[ledger_id].details)
             else:
-                zone.archive(self.landing, claimed)
+                self._move_on(claimed)
             self._emit(report, outcome)
         return deferred
 
@@ -1060,10 +1161,18 @@ class Ingestor:
             self.on_file(outcome)
 
     def _keep_result(self, result: dict[str, Any], when: datetime) -> None:
-        """Keep the GX validation result so `emps quality docs` can render it."""
-        self.results_dir.mkdir(parents=True, exist_ok=True)
+        """Keep the GX validation result so `emps quality docs` can render it. Only a copy for
+        the docs: a full disk skips it (said once a run) rather than failing the load."""
         path = self.results_dir / f"{when:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:6]}.json"
-        path.write_text(json.dumps(result, default=str), encoding="utf-8")
+        try:
+            self.results_dir.mkdir(parents=True, exist_ok=True)
+            zone.write_whole(path, json.dumps(result, default=str))
+        except OSError as exc:
+            if not self.results_failed:
+                self.results_failed = True
+                log.warning(
+                    "validation results not kept for `emps quality docs` (%s)", _disk_error(exc)
+                )
 
     def _prune_results(self) -> None:
         if not self.results_dir.exists():
@@ -1071,6 +1180,14 @@ class Ingestor:
         kept = sorted(self.results_dir.glob("*.json"))
         for old in kept[: -self.settings.ingest_keep_validations]:
             old.unlink(missing_ok=True)
+
+
+def _disk_error(exc: BaseException) -> str:
+    """`No space left on device: /var/emps/landing/archive/2026/12/06`, or the database's word."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def retry_record(kind: str, values: dict[str, Any], fmt: str) -> dict[str, Any]:
@@ -1129,10 +1246,14 @@ def stage_into_incoming(paths: list[Path], settings: Settings | None = None) -> 
         if zone.is_partial_name(name) or (landing.incoming / name).exists():
             name = f"{uuid.uuid4().hex[:8]}-{zone.safe_name(name)}"
         partial = landing.incoming / f".{name}.part"
-        with path.open("rb") as source, partial.open("wb") as target:
-            while block := source.read(1 << 20):
-                target.write(block)
-        os.replace(partial, landing.incoming / name)
+        try:
+            with path.open("rb") as source, partial.open("wb") as target:
+                while block := source.read(1 << 20):
+                    target.write(block)
+            os.replace(partial, landing.incoming / name)
+        except BaseException:
+            partial.unlink(missing_ok=True)  # a full disk leaves no half copy behind
+            raise
         names.append(name)
     return names
 

@@ -27,8 +27,8 @@ OPS = RecipientsConfig(
 def _claim(settings: Settings, name: str, age: timedelta) -> int:
     with connect(Role.OWNER, settings, autocommit=True) as conn:
         return conn.execute(
-            "insert into raw.ingest_files (file_name, sha256, size_bytes, received_at, claimed_at) "
-            "values (%s, md5(%s), 10, now(), now() - %s) returning id",
+            "insert into raw.ingest_files (file_name, sha256, size_bytes, received_at, claimed_at, "
+            "claimed_by) values (%s, md5(%s), 10, now(), now() - %s, 'worker-1:4242') returning id",
             (name, name, age),
         ).fetchone()[0]
 

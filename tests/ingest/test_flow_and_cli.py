@@ -311,3 +311,55 @@ def test_the_run_table_shows_hostile_names_and_errors_as_plain_text():
     assert "[a](" not in row and "<script>" not in row and "**bold**" not in row
     assert "\\u000a" in row and "\\u001b" in row and "\\u202e" in row
     assert "\n" not in row and "\x1b" not in row
+
+
+def test_a_paused_run_looks_once_and_ends_leaving_the_drops_waiting(
+    prefect_server, drops: Drops, landing: Landing, ingest_db, query, monkeypatch
+):
+    """Below EMPS_INGEST_MIN_FREE_MB the flow run claims nothing and ends after one look (the
+    next scheduled run looks again) instead of looking every second for its whole loop: the
+    file waits in incoming/ and the result says why."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.ingest import ingest_sensor_drops
+
+    settings = get_settings()
+    monkeypatch.setattr(settings, "ingest_min_free_mb", 1 << 40)  # more than any disk has
+    monkeypatch.setattr(settings, "ingest_loop_max_s", 30)
+    monkeypatch.setattr(settings, "ingest_watch_poll_s", 0.2)
+    drops.put("waiting.csv", b"never read while the disk is full\n")
+    state = ingest_sensor_drops(build=False, return_state=True)
+    result = state.result()
+    assert result["files"] == 0
+    assert "under EMPS_INGEST_MIN_FREE_MB" in result["paused"]
+    assert [p.name for p in landing.incoming.iterdir()] == ["waiting.csv"]
+    assert query("select count(*) from raw.ingest_files") == [(0,)]
+
+    async def looks() -> int:
+        async with get_client() as client:
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(
+                    id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+                )
+            )
+            return sum(run.name.startswith("ingest-drop-files") for run in runs)
+
+    assert asyncio.run(looks()) == 1
+
+
+def test_cli_says_ingest_is_paused_and_exits_1(
+    drops: Drops, landing: Landing, ingest_db, monkeypatch
+):
+    """`emps ingest` below EMPS_INGEST_MIN_FREE_MB says ingest is paused and that the files
+    wait, and exits 1, instead of "nothing to ingest"."""
+    monkeypatch.setattr(get_settings(), "ingest_min_free_mb", 1 << 40)
+    drops.put("waiting.csv", b"never read while the disk is full\n")
+    done = runner.invoke(app, ["ingest"])
+    said = " ".join(done.output.split())
+    assert done.exit_code == 1, done.output
+    assert (
+        "ingest paused" in said and "EMPS_INGEST_MIN_FREE_MB" in said and "nothing is lost" in said
+    )
+    assert "nothing to ingest" not in said
+    assert [p.name for p in landing.incoming.iterdir()] == ["waiting.csv"]
