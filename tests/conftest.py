@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,9 @@ def test_home() -> Iterator[Path]:
     yield home
     os.environ.update(saved)
     get_settings.cache_clear()
+    # The session's PostgreSQL has stopped by now (its fixture depends on this one): the home
+    # of a session holds up to half a gigabyte.
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
