@@ -601,6 +601,19 @@ def landing_ignored(settings: Settings | None = None) -> pd.DataFrame:
     )
 
 
+def archived_records(settings: Settings | None = None) -> pd.DataFrame:
+    """Per kind, what retention archived to files under <home>/records/ (ops.archive_files)."""
+    return frame(
+        """
+        select kind, count(*) as files, sum(row_count)::bigint as rows,
+               sum(size_bytes)::bigint as bytes, min(created_at) as first_archived,
+               max(created_at) as last_archived, max(taken_before) as everything_before
+        from ops.archive_files group by kind order by kind
+        """,
+        settings=settings,
+    )
+
+
 def operations_alerts(open_only: bool = True, settings: Settings | None = None) -> pd.DataFrame:
     return frame(
         """

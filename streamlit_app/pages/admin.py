@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from emps import actions, queries
+from emps.settings import get_settings
 from streamlit_app import data
 from streamlit_app.ui import flash, plain, require_user, show_flash
 
@@ -95,3 +96,19 @@ with st.form("thresholds"):
 
 st.subheader("Audit log")
 st.dataframe(queries.audit_log(), hide_index=True, width="stretch", key="audit_table")
+
+st.subheader("Archived records")
+archived = queries.archived_records()
+where = get_settings().records_dir
+if archived.empty:
+    st.caption(
+        "Nothing archived yet. The nightly retention moves resolved alerts with their "
+        "notifications, old audit entries and quarantined rows to compressed files under "
+        f"{where} (the README lists every retention)."
+    )
+else:
+    st.caption(
+        f"Rows retention took out of the database, as gzipped JSON lines under {where}/<kind>/ "
+        "(one object per row; `zcat FILE | jq` reads them)."
+    )
+    st.dataframe(archived, hide_index=True, width="stretch", key="archived_table")

@@ -415,6 +415,22 @@ def test_admin_page_only_for_admins(app):
     assert _audit("user.create")[-1][:3] == ("admin", "Admin", "night.shift")
 
 
+def test_admin_page_lists_the_archived_records(app):
+    """The Admin page says what retention archived, per kind, and where the files are."""
+    at = app("admin", "pages/admin.py")
+    assert "Nothing archived yet" in " ".join(c.value for c in at.caption)
+    with connect(Role.OWNER) as conn:
+        conn.execute(
+            "insert into ops.archive_files (kind, path, row_count, sha256, size_bytes,"
+            " taken_before) values ('audit_log', 'audit_log/2026/01/a.jsonl.gz', 1200, 'x', 9000,"
+            " now() - interval '1 year')"
+        )
+    at = app("admin", "pages/admin.py")
+    table = next(d.value for d in at.dataframe if "kind" in d.value.columns)
+    assert table.loc[0, "kind"] == "audit_log" and table.loc[0, "rows"] == 1200
+    assert any("records" in c.value for c in at.caption)
+
+
 def test_thresholds_must_stay_ordered(fleet, signed_in_as):
     """A critical threshold below the high one is refused with the reason."""
     admin = signed_in_as("admin")
