@@ -232,6 +232,9 @@ class EmbeddedPostgres:
                 time.sleep(0.2)
             if _pid_is_postgres(status.pid):
                 _kill(status.pid)
+                deadline = time.monotonic() + 5  # a kill takes effect when it is scheduled
+                while _pid_is_postgres(status.pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
         leftovers = self.leftover_processes()
         deadline = time.monotonic() + 10
         while leftovers and time.monotonic() < deadline:

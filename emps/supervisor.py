@@ -901,8 +901,10 @@ def crash_runs_whose_process_died(api: str, auth: str | None = None) -> list[str
                 "message": f"its process (pid {pid}) ended while the database was down",
             }
             # Not forced: a run that ended and said so meanwhile keeps its own final state.
-            prefect.post(f"/flow_runs/{run['id']}/set_state", json={"state": state})
-            crashed.append(run["name"])
+            response = prefect.post(f"/flow_runs/{run['id']}/set_state", json={"state": state})
+            response.raise_for_status()
+            if response.json().get("status") == "ACCEPT":
+                crashed.append(run["name"])
     if crashed:
         console.print(
             f"  runs whose process died while the database was down: "
@@ -1025,10 +1027,16 @@ def print_status(settings: Settings | None = None) -> int:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (a dead one its parent has not reaped yet, a zombie, does
+    not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc to ask: it exists
+    return stat[stat.rfind(")") + 1 :].split()[:1] not in (["Z"], ["X"])
