@@ -11,11 +11,13 @@ is given the superuser's password on its next start (`_upgrade_from_trust`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import pwd
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -210,6 +212,65 @@ class EmbeddedPostgres:
         )
         return True
 
+    def recover(self, timeout: float = 300) -> ServerStatus:
+        """Start the server again after its postmaster died or stopped answering.
+
+        What is left of the old server goes first: a hung postmaster, and the backends a killed
+        one orphaned (they hold its shared memory, and PostgreSQL refuses to start beside
+        them; idle ones leave at once, busy ones at their next wait, the rest are killed after
+        a few seconds, as PostgreSQL itself ends every backend when one crashes). The new
+        server replays the write-ahead log (crash recovery) before it accepts connections:
+        every committed transaction is there, none of the interrupted ones."""
+        status = self.status()
+        if status.running and status.pid is not None:
+            # PostgreSQL's immediate shutdown (pg_ctl stop -m immediate); a postmaster too hung
+            # to act on it is killed.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(status.pid, signal.SIGQUIT)
+            deadline = time.monotonic() + 5
+            while _pid_is_postgres(status.pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if _pid_is_postgres(status.pid):
+                _kill(status.pid)
+                deadline = time.monotonic() + 5  # a kill takes effect when it is scheduled
+                while _pid_is_postgres(status.pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+        leftovers = self.leftover_processes()
+        deadline = time.monotonic() + 10
+        while leftovers and time.monotonic() < deadline:
+            time.sleep(0.2)
+            leftovers = self.leftover_processes()
+        for pid in leftovers:
+            _kill(pid)
+        return self.start(timeout=timeout)
+
+    def answers(self, timeout_s: int = 5) -> bool | None:
+        """Whether the server answers on its port within `timeout_s`: True (accepting
+        connections), None (it answers but refuses them for now: starting, recovering or
+        stopping), False (no answer at all)."""
+        result = subprocess.run(
+            [str(_bin("pg_isready")), "-h", self.host, "-p", str(self.port), "-q"]
+            + ["-t", str(timeout_s)],
+            check=False,
+        )
+        return {0: True, 1: None}.get(result.returncode, False)
+
+    def leftover_processes(self) -> list[int]:
+        """Server processes of this data directory (PostgreSQL's run in it) that are not the
+        running postmaster's: once it is gone, what a killed postmaster left behind."""
+        status = self.status()
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or not _pid_is_postgres(int(proc.name)):
+                continue
+            try:
+                cwd = Path(os.readlink(proc / "cwd"))
+            except OSError:
+                continue  # gone meanwhile, or not ours to look at
+            if cwd == self.pgdata and not (status.running and _is_child(proc, status.pid)):
+                found.append(int(proc.name))
+        return found
+
     def status(self) -> ServerStatus:
         pidfile = self.pgdata / "postmaster.pid"
         if not pidfile.exists():
@@ -282,11 +343,20 @@ class EmbeddedPostgres:
                 auto.write_text(kept)
 
     def _clear_stale_pidfile(self) -> None:
-        """A crash leaves postmaster.pid behind; pg_ctl copes, but say so and remove it."""
+        """A crash leaves postmaster.pid and the socket's lock file behind. PostgreSQL refuses
+        to start while the pid they name exists, which a killed postmaster still does until its
+        parent reaps it (in a container whose init is slow to, seconds later): remove both."""
         status = self.status()
         pidfile = self.pgdata / "postmaster.pid"
         if not status.running and pidfile.exists():
             pidfile.unlink()
+        lock = self.pgdata / f".s.PGSQL.{self.port}.lock"
+        try:
+            owner = int(lock.read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return
+        if not _pid_is_postgres(owner):
+            lock.unlink(missing_ok=True)
 
     def _port_must_be_free(self) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -347,8 +417,29 @@ class EmbeddedPostgres:
 
 
 def _pid_is_postgres(pid: int) -> bool:
+    """Whether `pid` is a live PostgreSQL process (a killed one its parent has not reaped yet,
+    a zombie, is not)."""
     try:
-        with open(f"/proc/{pid}/comm") as comm:
-            return comm.read().strip() in {"postgres", "postmaster"}
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
+    # pid (comm) state ...: comm may hold spaces and parentheses.
+    comm, after = stat[stat.find("(") + 1 : stat.rfind(")")], stat[stat.rfind(")") + 1 :].split()
+    return comm in {"postgres", "postmaster"} and bool(after) and after[0] not in ("Z", "X")
+
+
+def _is_child(proc: Path, parent: int | None) -> bool:
+    """Whether /proc/<pid> is `parent` itself or one of its children."""
+    if int(proc.name) == parent:
+        return True
+    try:
+        stat = (proc / "stat").read_text()
+    except OSError:
+        return False
+    # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ')'.
+    return int(stat.rsplit(")", 1)[1].split()[1]) == parent
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)

@@ -27,6 +27,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from emps.embedded_pg import EmbeddedPostgres
 from emps.settings import PROJECT_ROOT, Settings, get_settings
 
 console = Console()
@@ -70,6 +71,40 @@ class Hosted:
 
     def log_path(self, settings: Settings) -> Path:
         return settings.log_dir / f"{self.name}.log"
+
+
+@dataclass
+class Database:
+    """The embedded PostgreSQL, when `emps up` runs it: watched and restarted like a child,
+    though it is not one (pg_ctl detaches the postmaster, which outlives `emps up` when it ran
+    before it).
+
+    Down means its postmaster is gone, or no answer at all on its port for
+    `Supervisor.db_unanswered_s`: a busy server (a long checkpoint or query) still answers,
+    and one refusing connections while it starts or recovers is left to finish."""
+
+    server: EmbeddedPostgres
+    name: str = "postgresql"
+    restarts: int = 0
+    started_at: float = 0.0
+    given_up: bool = False
+    next_try_at: float = 0.0  # after a start that failed (a full disk, say), the next waits
+    probed_at: float = 0.0
+    unanswered_since: float | None = None
+    # After a restart, for a few minutes: flow runs that died with it are looked for.
+    sweep_until: float = 0.0
+    swept_at: float = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.server.host}:{self.server.port}"
+
+    def pid(self) -> int | None:
+        status = self.server.status()
+        return status.pid if status.running else None
+
+    def log_path(self, settings: Settings) -> Path:
+        return self.server.logfile
 
 
 def child_env(settings: Settings) -> dict[str, str]:
@@ -351,6 +386,12 @@ class Supervisor:
         self.env = child_env(settings)
         self.fleet: str | None = None  # which fleet runs, for `emps status`
         self.log_check_s = 30.0  # how often watch() looks at the logs' sizes
+        self.database: Database | None = None  # the embedded PostgreSQL, once started
+        self.db_probe_s = 10.0  # how often watch() asks the database for an answer
+        self.db_probe_timeout_s = 5  # ... and waits for it
+        self.db_unanswered_s = 60.0  # no answer this long (its process alive): restarted
+        self.runs_sweep_s = 15.0  # after a database restart, look for dead runs this often
+        self.runs_sweep_window_s = 180.0  # ... for this long
 
     # -- children ------------------------------------------------------------------------------
     def start(self, service: Service) -> None:
@@ -411,10 +452,8 @@ class Supervisor:
             )
 
     def _crash_message(self, service: Service) -> str:
-        log = service.log_path(self.settings)
-        tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
         code = service.process.returncode if service.process else "?"
-        return f"{service.name} exited with code {code}; last lines of {log}:\n" + "\n".join(tail)
+        return f"{service.name} exited with code {code}. {self._log_tail(service)}"
 
     def stop_all(self) -> None:
         for service in reversed(self.services):
@@ -442,39 +481,120 @@ class Supervisor:
         console.print(f"  stopped {service.name}")
 
     def watch(self) -> None:
-        """Restart a crashed child (a few times; a child that ran EMPS_RESTART_RESET_S since has
-        its whole budget again), and say so; never lose one silently. Rotate the logs."""
+        """Restart a crashed child, or the embedded PostgreSQL when it is down (a few times; one
+        that ran EMPS_RESTART_RESET_S since has its whole budget again), and say so; never lose
+        one silently. Rotate the logs."""
         logs_checked = time.monotonic()
         while not self.stopping:
             if time.monotonic() - logs_checked >= self.log_check_s:
                 logs_checked = time.monotonic()
                 self.rotate_logs()
+            # The database first: children that crashed while it was down start once it is up.
+            if self.database is not None:
+                self.watch_database(self.database)
             for service in self.services:
                 proc = service.process
                 if proc is None or service.given_up:
                     continue
                 if proc.poll() is None:
-                    running_s = time.monotonic() - service.started_at
-                    if service.restarts and running_s >= self.settings.restart_reset_s:
-                        service.restarts = 0
-                        self.write_state()
+                    self._ran_long_enough(service)
                     continue
-                if service.restarts >= self.settings.restart_limit:
-                    service.given_up = True
-                    console.print(
-                        f"[red]{service.name} keeps crashing; gave up after "
-                        f"{service.restarts} restarts. {self._crash_message(service)}[/]"
-                    )
-                    self.write_state()
-                    continue
-                service.restarts += 1
-                console.print(
-                    f"[yellow]{service.name} exited (code {proc.returncode}); restarting "
-                    f"({service.restarts}/{self.settings.restart_limit}), log: "
-                    f"{service.log_path(self.settings)}[/]"
-                )
-                self.start(service)
+                why = f"exited (code {proc.returncode})"
+                if self._may_restart(service, why, lambda s=service: self._crash_message(s)):
+                    self.start(service)
             time.sleep(1)
+
+    def watch_database(self, db: Database) -> None:
+        """One look at the embedded PostgreSQL: restart it when its postmaster is gone (killed,
+        crashed) or has not answered for `db_unanswered_s`. A database given up on that runs
+        again (started by hand: `emps db start`) is watched again."""
+        now = time.monotonic()
+        status = db.server.status()
+        if db.given_up:
+            if status.running:
+                db.given_up, db.restarts, db.started_at = False, 0, now
+                console.print(f"[green]{db.name} runs again (pid {status.pid}); watching it[/]")
+                self.write_state()
+            return
+        if not status.running:
+            why = f"stopped (pid {status.pid} is gone)" if status.pid else "stopped"
+        elif (why := self._unanswered(db, now)) is None:
+            self._ran_long_enough(db)
+            if now < db.sweep_until and now - db.swept_at >= self.runs_sweep_s:
+                db.swept_at = now
+                self._crash_dead_runs()
+            return
+        if now < db.next_try_at:
+            return
+        if not self._may_restart(db, why, lambda: self._log_tail(db)):
+            return
+        try:
+            status = db.server.recover()
+        except (RuntimeError, OSError) as exc:
+            wait_s = min(60, 5 * 2 ** (db.restarts - 1))
+            db.next_try_at = time.monotonic() + wait_s
+            console.print(f"[red]{db.name} did not start: {exc}; trying again in {wait_s} s[/]")
+        else:
+            console.print(f"[green]{db.name} is back (pid {status.pid})[/]")
+            db.sweep_until, db.swept_at = time.monotonic() + self.runs_sweep_window_s, 0.0
+        db.started_at, db.unanswered_since = time.monotonic(), None
+        self.write_state()
+
+    def _crash_dead_runs(self) -> None:
+        """Flow runs that died while the database was down still show Running, holding their
+        deployment's slot (ingest's too): mark them Crashed. Their processes died, or reported
+        a failure, during the outage; one that ends now reports itself, so this repeats for
+        runs_sweep_window_s after the restart, until the Prefect server answers."""
+        try:
+            crash_runs_whose_process_died(
+                self.env["PREFECT_API_URL"], self.env["PREFECT_API_AUTH_STRING"]
+            )
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            console.print(f"  the Prefect server is not answering yet ({exc}); looking again")
+
+    def _unanswered(self, db: Database, now: float) -> str | None:
+        """Why a running database counts as down (no answer for db_unanswered_s), or None."""
+        if now - db.probed_at >= self.db_probe_s:
+            db.probed_at = now
+            if db.server.answers(self.db_probe_timeout_s) is False:
+                db.unanswered_since = db.unanswered_since or now
+            else:
+                db.unanswered_since = None
+        if db.unanswered_since is None or now - db.unanswered_since < self.db_unanswered_s:
+            return None
+        return f"has not answered for {now - db.unanswered_since:.0f} s"
+
+    def _ran_long_enough(self, unit: Service | Database) -> None:
+        """Give a unit running for EMPS_RESTART_RESET_S since its last start its budget back."""
+        running_s = time.monotonic() - unit.started_at
+        if unit.restarts and running_s >= self.settings.restart_reset_s:
+            unit.restarts = 0
+            self.write_state()
+
+    def _may_restart(
+        self, unit: Service | Database, why: str, last_words: Callable[[], str]
+    ) -> bool:
+        """Count one more restart of a unit that is down, and say so; or, its budget spent,
+        give up on it (`emps status` and the service_given_up operations rule report it)."""
+        if unit.restarts >= self.settings.restart_limit:
+            unit.given_up = True
+            console.print(
+                f"[red]{unit.name} keeps crashing; gave up after {unit.restarts} restarts. "
+                f"{last_words()}[/]"
+            )
+            self.write_state()
+            return False
+        unit.restarts += 1
+        console.print(
+            f"[yellow]{unit.name} {why}; restarting ({unit.restarts}/"
+            f"{self.settings.restart_limit}), log: {unit.log_path(self.settings)}[/]"
+        )
+        return True
+
+    def _log_tail(self, unit: Service | Database) -> str:
+        log = unit.log_path(self.settings)
+        tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
+        return f"Last lines of {log}:\n" + "\n".join(tail)
 
     def rotate_logs(self) -> list[Path]:
         """Rotate every log under <home>/log past EMPS_LOG_MAX_BYTES; the ones rotated."""
@@ -490,6 +610,17 @@ class Supervisor:
             "supervisor_pid": os.getpid(),
             "fleet": self.fleet,
             "services": [
+                {
+                    "name": db.name,
+                    "pid": db.pid(),
+                    "url": db.url,
+                    "restarts": db.restarts,
+                    "given_up": db.given_up,
+                    "log": str(db.log_path(self.settings)),
+                }
+                for db in ([self.database] if self.database is not None else [])
+            ]
+            + [
                 {
                     "name": s.name,
                     "pid": s.process.pid if s.process else None,
@@ -580,6 +711,10 @@ def run_platform(
     try:
         if server is not None:
             _phase("PostgreSQL", server.start)
+            # Watched from now on, restarted when it dies (stopped at the end only when this
+            # `emps up` started it).
+            supervisor.database = Database(server, started_at=time.monotonic())
+            supervisor.write_state()
             _phase("create the Prefect database", lambda: _ensure_prefect_database(settings))
         plan = _phase(
             "fleet",
@@ -740,6 +875,61 @@ def crash_orphaned_runs(api: str, auth: str | None = None) -> int:
     return crashed
 
 
+def crash_runs_whose_process_died(api: str, auth: str | None = None) -> list[str]:
+    """Mark Crashed the flow runs still in flight whose process is gone; returns their names.
+
+    A run that dies while the Prefect server cannot write (its database down) stays Running:
+    neither the run nor the worker could record its end, and the worker does not try again.
+    Such a run holds its deployment's concurrency slot for good (ingest's: CANCEL_NEW, so no
+    file would be ingested again). A subflow run has no process of its own: it goes with the
+    run it ran in. A run whose process is unknown (pending, or started by hand) is left alone.
+    """
+    from emps import prefect_api
+
+    body = {"flow_runs": {"state": {"type": {"any_": list(IN_FLIGHT)}}}, "limit": 200}
+    crashed = []
+    with prefect_api.client(api, auth) as prefect:
+        found = prefect.post("/flow_runs/filter", json=body)
+        found.raise_for_status()
+        for run in found.json():
+            pid = _run_process(prefect, run)
+            if pid is None or _alive(pid):
+                continue
+            state = {
+                "type": "CRASHED",
+                "name": "Crashed",
+                "message": f"its process (pid {pid}) ended while the database was down",
+            }
+            # Not forced: a run that ended and said so meanwhile keeps its own final state.
+            response = prefect.post(f"/flow_runs/{run['id']}/set_state", json={"state": state})
+            response.raise_for_status()
+            if response.json().get("status") == "ACCEPT":
+                crashed.append(run["name"])
+    if crashed:
+        console.print(
+            f"  runs whose process died while the database was down: "
+            f"{', '.join(crashed)}; marked Crashed"
+        )
+    return crashed
+
+
+def _run_process(prefect: httpx.Client, run: dict, depth: int = 0) -> int | None:
+    """The pid of the process a flow run runs in (a subflow's: its parent's), if known."""
+    pid = run.get("infrastructure_pid")
+    if pid:
+        try:
+            return int(str(pid).rsplit(":", 1)[-1])  # "pid", or "host:pid"
+        except ValueError:
+            return None
+    if not run.get("parent_task_run_id") or depth >= 10:
+        return None
+    task_run = prefect.get(f"/task_runs/{run['parent_task_run_id']}")
+    if task_run.status_code != 200:
+        return None
+    parent = prefect.get(f"/flow_runs/{task_run.json()['flow_run_id']}")
+    return _run_process(prefect, parent.json(), depth + 1) if parent.status_code == 200 else None
+
+
 def deploy(settings: Settings, env: dict[str, str]) -> None:
     """Create the process work pool and register every deployment declared in prefect.yaml.
 
@@ -801,7 +991,8 @@ def print_urls(supervisor: Supervisor, admin_note: str | None) -> None:
     table.add_column("service")
     table.add_column("address")
     table.add_column("log")
-    for service in [*supervisor.services, *supervisor.hosted]:
+    database = [supervisor.database] if supervisor.database is not None else []
+    for service in [*database, *supervisor.services, *supervisor.hosted]:
         table.add_row(service.name, service.url or "—", str(service.log_path(supervisor.settings)))
     console.print(table)
     console.print(
@@ -836,10 +1027,16 @@ def print_status(settings: Settings | None = None) -> int:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (a dead one its parent has not reaped yet, a zombie, does
+    not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc to ask: it exists
+    return stat[stat.rfind(")") + 1 :].split()[:1] not in (["Z"], ["X"])

@@ -218,20 +218,7 @@ def test_a_degrading_generator_reaches_the_crew_and_the_dashboard(platform: Plat
     nobody answers (when CRITICAL), the dashboard's alert page, and no more escalation once a
     user acknowledges it."""
     equipment_type, rows = "generator", runaway_wear_rows(EQUIPMENT, datetime.now(UTC))
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "emps.cli",
-            "equipment",
-            "import",
-            str(_fleet_csv(tmp_path, equipment_type)),
-        ],
-        env=platform.env,
-        cwd=PROJECT_ROOT,
-        check=True,
-        capture_output=True,
-    )
+    import_equipment(platform, _fleet_csv(tmp_path, equipment_type))
     incoming = platform.home / "landing" / "incoming"
     incoming.mkdir(parents=True, exist_ok=True)
     drop_csv(incoming, f"{EQUIPMENT} backlog.csv", rows)
@@ -412,14 +399,25 @@ def _scrape_metrics(platform: Platform) -> dict[tuple[str, tuple], float]:
     }
 
 
-def _fleet_csv(tmp_path: Path, equipment_type: str) -> Path:
+def _fleet_csv(tmp_path: Path, equipment_type: str, equipment: str = EQUIPMENT) -> Path:
     path = tmp_path / "fleet.csv"
     commissioned = (datetime.now(UTC) - timedelta(days=400)).date().isoformat()
     path.write_text(
         "equipment_id,equipment_type,site,commissioned_at\n"
-        f"{EQUIPMENT},{equipment_type},{SITE},{commissioned}\n"
+        f"{equipment},{equipment_type},{SITE},{commissioned}\n"
     )
     return path
+
+
+def import_equipment(platform: Platform, fleet_csv: Path) -> None:
+    """Register equipment as an admin does: `emps equipment import FLEET.csv`."""
+    subprocess.run(
+        [sys.executable, "-m", "emps.cli", "equipment", "import", str(fleet_csv)],
+        env=platform.env,
+        cwd=PROJECT_ROOT,
+        check=True,
+        capture_output=True,
+    )
 
 
 def _acknowledge_in_browser(platform: Platform) -> None:
@@ -494,6 +492,71 @@ def test_strangers_are_refused_everywhere_but_the_sign_in_page(platform: Platfor
             psycopg.connect(
                 host="127.0.0.1", port=int(platform.env["EMPS_PG_PORT"]), user=user, dbname="emps"
             )
+
+
+def test_a_killed_database_is_restarted_and_ingest_resumes(platform: Platform, tmp_path):
+    """When the embedded PostgreSQL is killed (SIGKILL, as the OOM killer does), `emps up`
+    restarts it and says so: a file dropped while it is down is ingested once it is back, and
+    every reading loaded before is still there, none twice."""
+    equipment = "GEN-E2E-0002"
+    import_equipment(platform, _fleet_csv(tmp_path, "generator", equipment))
+    # Two healthy days of a generator, a week ago: one file before the kill, one during it.
+    rows = runaway_wear_rows(equipment, datetime.now(UTC) - timedelta(days=7))
+    before, during = rows[: len(rows) // 3], rows[len(rows) // 3 : 2 * len(rows) // 3]
+    incoming = platform.home / "landing" / "incoming"
+    names = [f"{equipment} before.csv", f"{equipment} during.csv"]
+
+    def loaded(name: str) -> list[tuple]:
+        """The file's ledger rows once ingest is done with it (none while the database is
+        down)."""
+        try:
+            return platform.sql(
+                "select status, rows_loaded from raw.ingest_files "
+                "where file_name = %s and status <> 'claimed'",
+                name,
+            )
+        except psycopg.OperationalError:
+            return []
+
+    drop_csv(incoming, names[0], before)
+    assert wait_for("the file before the kill", lambda: loaded(names[0]), 240, platform) == [
+        ("loaded", len(before))
+    ]
+    (readings,) = platform.sql("select count(*) from raw.sensor_readings")[0]
+
+    # The postmaster dies while ingest runs (it lingers for the next drops), holding connections.
+    pidfile = next(platform.home.glob("pg/*/postmaster.pid"))
+    killed = int(pidfile.read_text().splitlines()[0])
+    os.kill(killed, signal.SIGKILL)
+    drop_csv(incoming, names[1], during)
+
+    assert wait_for(
+        "the file dropped during the outage", lambda: loaded(names[1]), 300, platform
+    ) == [("loaded", len(during))]
+    output = " ".join(platform.output.read_text().split())
+    assert f"postgresql stopped (pid {killed} is gone); restarting (1/" in output
+    assert "postgresql is back" in output
+    assert int(pidfile.read_text().splitlines()[0]) != killed
+    assert platform.sql("select count(*) from raw.sensor_readings") == [(readings + len(during),)]
+    assert platform.sql(
+        "select count(*), count(distinct ts) from raw.sensor_readings where equipment_id = %s",
+        equipment,
+    ) == [(len(before) + len(during),) * 2]
+    assert platform.sql(
+        "select file_name, count(*) from raw.ingest_files where file_name = any(%s) "
+        "group by file_name order by file_name",
+        names,
+    ) == [(name, 1) for name in names]
+    status = subprocess.run(
+        [sys.executable, "-m", "emps.cli", "status"],
+        env={**platform.env, "COLUMNS": "200"},
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert status.returncode == 0, status.stdout
+    (row,) = [line for line in status.stdout.splitlines() if "postgresql" in line]
+    assert row.split("│")[2].strip() == "running" and row.split("│")[5].strip() == "1", row
 
 
 def test_ctrl_c_leaves_nothing_running(platform: Platform):

@@ -239,3 +239,146 @@ def test_the_prefect_server_is_told_to_delete_old_flow_runs(settings, monkeypatc
     kinds, seconds = json.loads(out.strip().splitlines()[-1])
     assert "flow_runs" in kinds and "events" in kinds
     assert seconds == 3 * 86400
+
+
+def test_a_killed_or_hung_database_is_restarted_with_its_data(settings, monkeypatch):
+    """The embedded PostgreSQL is restarted when its postmaster is killed and when it stops
+    answering, with every committed row; past its restart budget it is given up on (listed so
+    in `emps status`), and watched again once someone starts it by hand."""
+    import contextlib
+    import json
+    import shutil
+    import signal
+    import tempfile
+    from pathlib import Path
+
+    import psycopg
+    from ports import free_port
+
+    from emps.embedded_pg import EmbeddedPostgres
+    from emps.supervisor import Database
+
+    monkeypatch.setattr(settings, "restart_limit", 2)
+    # Not under pytest's tmp dir, which another session may make 0700 again at its start,
+    # locking out the system user PostgreSQL runs as.
+    home = Path(tempfile.mkdtemp(prefix="emps-pg-restart-"))
+    server = EmbeddedPostgres(home / "pg", port=free_port(), superuser_password="pw-" * 8)
+    server.start()
+    supervisor = Supervisor(settings)
+    supervisor.database = db = Database(server, started_at=time.monotonic())
+    supervisor.db_probe_s, supervisor.db_probe_timeout_s, supervisor.db_unanswered_s = 0.2, 1, 1
+    supervisor.runs_sweep_window_s = 0  # no Prefect server here
+
+    def rows() -> int:
+        with psycopg.connect(server.admin_url(), autocommit=True) as conn:
+            return conn.execute("select count(*) from kept").fetchone()[0]
+
+    def listed() -> dict:
+        state = json.loads((settings.run_dir / "services.json").read_text())
+        return state["services"][0]
+
+    def back_after(action) -> int:
+        """Do `action` to the running postmaster; the pid of the one watch() runs instead."""
+        pid = server.status().pid
+        action(pid)
+        _watch_until(supervisor, lambda: server.status().pid not in (None, pid) or db.given_up)
+        _watch_until(supervisor, lambda: server.answers() or db.given_up, timeout_s=30)
+        return server.status().pid
+
+    try:
+        with psycopg.connect(server.admin_url(), autocommit=True) as conn:
+            conn.execute("create table kept as select generate_series(1, 1000) as n")
+        waiting = psycopg.connect(server.admin_url())  # a backend the kill orphans
+        waiting.execute("select 1")
+
+        killed = back_after(lambda pid: os.kill(pid, signal.SIGKILL))
+        assert db.restarts == 1 and rows() == 1000
+        assert listed() == {**listed(), "name": "postgresql", "pid": killed, "restarts": 1}
+
+        hung = back_after(lambda pid: os.kill(pid, signal.SIGSTOP))  # alive, never answers
+        assert hung != killed and db.restarts == 2 and rows() == 1000
+
+        back_after(lambda pid: os.kill(pid, signal.SIGKILL))
+        assert db.given_up and not server.status().running
+        assert listed()["given_up"] and listed()["pid"] is None
+
+        server.start()  # `emps db start`
+        _watch_until(supervisor, lambda: not db.given_up, timeout_s=10)
+        assert not db.given_up and db.restarts == 0 and listed()["pid"] == server.status().pid
+        assert rows() == 1000
+    finally:
+        # Whatever state the test left it in (a stopped postmaster too): nothing stays behind.
+        for pid in [server.status().pid, *server.leftover_processes()]:
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while server.leftover_processes() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_runs_whose_process_died_are_crashed_and_free_their_slot(prefect_server: str):
+    """After a database outage, a flow run still Running whose process is gone (its end could
+    not be recorded) is marked Crashed with its subflow runs, freeing its deployment's slot; a
+    run whose process lives is left alone."""
+    import subprocess
+
+    from emps import prefect_api
+    from emps.supervisor import crash_runs_whose_process_died
+
+    prefect = prefect_api.client(prefect_server)
+
+    def post(path: str, body: dict) -> dict:
+        response = prefect.post(path, json=body)
+        response.raise_for_status()
+        return response.json()
+
+    def running(run_id: str, pid: int | None) -> None:
+        for state_type in ("PENDING", "RUNNING"):
+            post(f"/flow_runs/{run_id}/set_state", {"state": {"type": state_type}})
+        if pid is not None:
+            prefect.patch(f"/flow_runs/{run_id}", json={"infrastructure_pid": str(pid)})
+
+    def state(run_id: str) -> str:
+        return prefect.get(f"/flow_runs/{run_id}").json()["state"]["type"]
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], **_OUT)
+    dead_pid = int(dead.stdout)
+    flow_id = post("/flows/", {"name": "died-with-the-database"})["id"]
+    deployment = post(
+        "/deployments/",
+        {
+            "name": "one-at-a-time",
+            "flow_id": flow_id,
+            "concurrency_limit": 1,
+            "concurrency_options": {"collision_strategy": "CANCEL_NEW"},
+        },
+    )["id"]
+    orphan = post(f"/deployments/{deployment}/create_flow_run", {})["id"]
+    running(orphan, dead_pid)
+    task_run = post(
+        "/task_runs/",
+        {"flow_run_id": orphan, "task_key": "subflow", "dynamic_key": "0", "name": "subflow"},
+    )["id"]
+    subflow = post("/flow_runs/", {"flow_id": flow_id, "parent_task_run_id": task_run})["id"]
+    running(subflow, None)
+    alive = post("/flow_runs/", {"flow_id": flow_id})["id"]
+    running(alive, os.getpid())
+    blocked = post(f"/deployments/{deployment}/create_flow_run", {})["id"]
+    assert (
+        post(f"/flow_runs/{blocked}/set_state", {"state": {"type": "PENDING"}})["state"]["type"]
+        == "CANCELLED"
+    )
+
+    crash_runs_whose_process_died(prefect_server, os.environ["PREFECT_API_AUTH_STRING"])
+    assert (state(orphan), state(subflow), state(alive)) == ("CRASHED", "CRASHED", "RUNNING")
+    after = post(f"/deployments/{deployment}/create_flow_run", {})["id"]
+    assert (
+        post(f"/flow_runs/{after}/set_state", {"state": {"type": "PENDING"}})["state"]["type"]
+        == "PENDING"
+    )
+    post(f"/flow_runs/{alive}/set_state", {"state": {"type": "COMPLETED"}})
+
+
+_OUT = {"capture_output": True, "text": True, "check": True}
