@@ -597,8 +597,11 @@ class Supervisor:
         return f"Last lines of {log}:\n" + "\n".join(tail)
 
     def rotate_logs(self) -> list[Path]:
-        """Rotate every log under <home>/log past EMPS_LOG_MAX_BYTES; the ones rotated."""
+        """Rotate every log under <home>/log, and the embedded PostgreSQL's, past
+        EMPS_LOG_MAX_BYTES; the ones rotated."""
         logs = sorted(self.settings.log_dir.glob("*.log"))
+        if self.database is not None:
+            logs.append(self.database.log_path(self.settings))
         return [
             log
             for log in logs

@@ -98,6 +98,26 @@ def test_logs_past_their_size_are_rotated_and_the_service_writes_on(settings, mo
     assert older[-1] < newer[0] and newer[-1] < live[-1]
 
 
+def test_the_embedded_databases_log_is_rotated_too(settings, monkeypatch, tmp_path):
+    """PostgreSQL's own log (outside <home>/log) is rotated past EMPS_LOG_MAX_BYTES like the
+    services' logs, its latest lines kept in <name>.1.gz."""
+    import gzip
+
+    from emps.embedded_pg import EmbeddedPostgres
+    from emps.supervisor import Database
+
+    monkeypatch.setattr(settings, "log_max_bytes", 1024)
+    server = EmbeddedPostgres(tmp_path / "pg", port=1, superuser_password="pw-" * 8)
+    server.logfile.parent.mkdir(parents=True, exist_ok=True)
+    server.logfile.write_text("LOG:  checkpoint complete\n" * 100)
+    supervisor = Supervisor(settings)
+    supervisor.database = Database(server)
+    assert server.logfile in supervisor.rotate_logs()
+    assert server.logfile.stat().st_size == 0
+    rotated = server.logfile.with_name(server.logfile.name + ".1.gz")
+    assert gzip.decompress(rotated.read_bytes()).decode().count("checkpoint complete") == 100
+
+
 def test_landing_watcher_runs_unless_switched_off(settings, monkeypatch):
     """`emps up` runs the landing watcher (file arrival starts ingest) on its own threads unless
     EMPS_INGEST_WATCH=false: a file dropped into incoming/ reaches the Prefect API as an
