@@ -67,6 +67,7 @@ def test_prediction_event_twice_gives_one_alert_one_task_one_mail_each(
     """The served deployment, triggered twice by the same prediction's events, opens one alert
     and one corrective task, and each technician gets exactly one email."""
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
     from prefect.events import emit_event
 
     handler, _ = mailbox
@@ -94,9 +95,11 @@ def test_prediction_event_twice_gives_one_alert_one_task_one_mail_each(
                 payload=payload,
             )
 
-        async def finished_runs():
+        async def finished_runs():  # of this flow: the session's server has other tests' runs
             async with get_client() as client:
-                runs = await client.read_flow_runs()
+                runs = await client.read_flow_runs(
+                    flow_filter=FlowFilter(name=FlowFilterName(any_=["process-prediction-alerts"]))
+                )
             return [
                 r
                 for r in runs
