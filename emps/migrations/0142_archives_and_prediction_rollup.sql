@@ -7,9 +7,8 @@
 --   transaction as the delete, so a row is either in its table or in a recorded file;
 -- * an archived alert leaves a summary in ops.archived_alerts (what the Analytics page counts:
 --   caught and missed failures, alert volumes and response times do not change);
--- * the ingest ledger and expired sign-in tokens are deleted (the drop files and the readings
---   stay by their own retention; unresolved conflicts, rows waiting for a retry and their
---   files are never taken);
+-- * the ingest ledger and expired sign-in tokens are deleted by ops.prune_ingest_ledger
+--   (migration 0143);
 -- * predictions older than the detail window are rolled up per equipment and hour into
 --   ops.predictions_hourly, and their month partitions emptied.
 
@@ -150,34 +149,6 @@ begin
 end
 $$;
 
-create or replace function ops.prune_ingest_ledger(p_before timestamptz, p_limit integer)
-returns bigint
-language plpgsql security definer set search_path = pg_catalog, pg_temp
-as $$
-declare
-    gone bigint;
-begin
-    -- Never anything of the last day, whatever the caller's clock says.
-    p_before := least(p_before, now() - interval '1 day');
-    -- Finished files no kept quarantined row points at; a file still claimed is in flight.
-    create temporary table if not exists pruned_files (id bigint primary key) on commit drop;
-    truncate pruned_files;
-    insert into pruned_files
-    select f.id from raw.ingest_files f
-    where f.status <> 'claimed' and coalesce(f.finished_at, f.claimed_at) < p_before
-      and not exists (select 1 from raw.quarantined_rows q where q.ingest_file_id = f.id)
-    order by f.id limit p_limit
-    for update skip locked;
-    update raw.ingest_files f set duplicate_of = null
-    from pruned_files p where f.duplicate_of = p.id;
-    delete from raw.ingest_files f using pruned_files p where f.id = p.id;
-    get diagnostics gone = row_count;
-    delete from ops.auth_tokens
-    where expires_at < p_before or revoked_at < p_before;
-    return gone;
-end
-$$;
-
 create or replace function ops.roll_up_predictions(p_before timestamptz, p_keep_after timestamptz)
 returns table (partition_name text, rolled_up bigint)
 language plpgsql security definer set search_path = pg_catalog, pg_temp
@@ -252,8 +223,6 @@ end
 $$;
 
 revoke all on function ops.take_for_archive(text, timestamptz, integer) from public;
-revoke all on function ops.prune_ingest_ledger(timestamptz, integer) from public;
 revoke all on function ops.roll_up_predictions(timestamptz, timestamptz) from public;
 grant execute on function ops.take_for_archive(text, timestamptz, integer) to emps_alerting;
-grant execute on function ops.prune_ingest_ledger(timestamptz, integer) to emps_alerting;
 grant execute on function ops.roll_up_predictions(timestamptz, timestamptz) to emps_alerting;

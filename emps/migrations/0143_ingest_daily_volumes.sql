@@ -1,5 +1,8 @@
--- The Analytics page's ingest volumes outlive the ledger: ops.prune_ingest_ledger adds the rows
--- it deletes to their day's totals here (a row is counted either in the ledger or here).
+-- The ingest ledger pruned by retention (the alerting role), its volumes kept: the drop files
+-- and readings stay by their own retention; a file some kept quarantined row (an unresolved
+-- conflict, a row waiting for a retry) points at is never taken. ops.prune_ingest_ledger adds
+-- the rows it deletes to their day's totals here, so the Analytics page's ingest chart keeps
+-- every day (a row is counted either in the ledger or here).
 create table if not exists ops.ingest_daily (
     day timestamptz primary key,
     files bigint not null,
@@ -55,3 +58,6 @@ begin
     return gone;
 end
 $$;
+
+revoke all on function ops.prune_ingest_ledger(timestamptz, integer) from public;
+grant execute on function ops.prune_ingest_ledger(timestamptz, integer) to emps_alerting;
