@@ -3,14 +3,17 @@ crews see coming, how early, how many false alarms they chase, and how far off t
 life is next to a naive baseline; pooled over several simulator seeds.
 
     uv run python bench/model_quality.py [--equipment 300] [--days 120] [--seeds 42,43,44]
-                                         [--folds 3] [--trees N]
+                                         [--folds 3] [--trees N] [--keep DIR]
 
 For each seed a fresh temporary database gets `--days` of that seed's fleet history (as
 `emps up` backfills it), dbt builds the features and training examples, and the model is fitted
 as `emps model train` does (EMPS_ML_N_ESTIMATORS trees unless --trees, held-out equipment and a
 later period, an H-day gap), once per fold: each fold holds out another slice of the fleet
 (--folds x 30 %, disjoint), so the held-out predictions of all folds and seeds pooled rest on
-many times the failures one training run is judged on. The figures are the ones `emps model
+many times the failures one training run is judged on. With --keep DIR each seed's held-out
+rows and predictions are kept in DIR/seed-N/ and a later run with the same sizes reads them
+instead of fitting again (a run stopped after some seeds resumes; a change to the event figures
+is measured on the same predictions). The figures are the ones `emps model
 evaluate` and MLflow report (ml.evaluate: one set of functions), over the pooled predictions.
 
 The simulator's ground truth (sim.equipment_truth, which the model never reads) says which
@@ -37,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -51,6 +55,10 @@ TARGETS = {
     "false_alert_episodes_per_100_equipment_months": 2.0,
     "rul_mae_ratio_to_naive": 0.5,
 }
+
+
+# The Predictions fields, as the columns a kept seed stores them in.
+PREDICTED = ("probability", "remaining_life", "cap", "naive")
 
 
 def failures_with_truth(settings) -> pd.DataFrame:
@@ -124,6 +132,46 @@ def one_seed(seed: int, args, console: Console) -> dict:
     }
 
 
+KEPT_SIZES = ("equipment", "days", "folds", "trees")
+
+
+def keep_seed(run: dict, folder: Path, args) -> None:
+    """Write one seed's held-out rows, their predictions and its failures under `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    columns = {n: np.concatenate([getattr(p, n) for p in run["predictions"]]) for n in PREDICTED}
+    run["rows"].assign(**{f"_predicted_{n}": v for n, v in columns.items()}).to_parquet(
+        folder / "rows.parquet"
+    )
+    run["failures"].to_parquet(folder / "failures.parquet")
+    meta = {
+        "sizes": {k: getattr(args, k) for k in KEPT_SIZES} | {"trees": run["trees"]},
+        "starts": {k: pd.Timestamp(v).isoformat() for k, v in run["starts"].items()},
+        **{k: run[k] for k in ("backfill_s", "build_s", "fit_s", "trees")},
+    }
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def kept_seed(folder: Path, args) -> dict | None:
+    """One seed's run as `keep_seed` wrote it, if its sizes are this run's (else None)."""
+    if not (folder / "meta.json").exists():
+        return None
+    meta = json.loads((folder / "meta.json").read_text())
+    sizes = {k: getattr(args, k) for k in KEPT_SIZES} | {"trees": meta["trees"]}
+    if meta["sizes"] != sizes or (args.trees and args.trees != meta["trees"]):
+        return None
+    rows = pd.read_parquet(folder / "rows.parquet")
+    from ml.evaluate import Predictions
+
+    predicted = [f"_predicted_{n}" for n in PREDICTED]
+    return {
+        "rows": rows.drop(columns=predicted),
+        "predictions": [Predictions(*(rows[c].to_numpy() for c in predicted))],
+        "failures": pd.read_parquet(folder / "failures.parquet"),
+        "starts": {k: pd.Timestamp(v) for k, v in meta["starts"].items()},
+        **{k: meta[k] for k in ("backfill_s", "build_s", "fit_s", "trees")},
+    }
+
+
 def step_changes(rows: pd.DataFrame, life: np.ndarray, counted: np.ndarray) -> np.ndarray:
     """|change| of the shown remaining life between consecutive hourly scores of a machine."""
     frame = rows.assign(_life=life)[counted].sort_values(["equipment_id", "ts"])
@@ -137,11 +185,24 @@ def main() -> None:
     parser.add_argument("--seeds", default="42,43,44", help="Simulator seeds, comma-separated")
     parser.add_argument("--folds", type=int, default=3, help="Held-out equipment slices pooled")
     parser.add_argument("--trees", type=int, default=None, help="Default: the shipped count")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="Keep (and reuse) each seed's predictions here"
+    )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     console = Console()
     began = time.perf_counter()
-    runs = [one_seed(seed, args, console) for seed in seeds]
+    runs = []
+    for seed in seeds:
+        folder = args.keep / f"seed-{seed}" if args.keep else None
+        run = kept_seed(folder, args) if folder else None
+        if run is not None:
+            console.print(f"  seed {seed}: held-out predictions read from {folder}")
+        else:
+            run = one_seed(seed, args, console)
+            if folder:
+                keep_seed(run, folder, args)
+        runs.append(run)
 
     from emps.settings import Settings
     from ml.evaluate import HeldOut, Predictions, counted_rows, evaluate_predictions
@@ -167,7 +228,8 @@ def main() -> None:
     def interval(key: str, kind: str = "ci95", digits: int = 4) -> list[float | None]:
         return [r(f"{key}_{kind}_low", digits), r(f"{key}_{kind}_high", digits)]
 
-    ratio = metrics["rul_mae_displayed"] / metrics["rul_mae_naive"]
+    naive = metrics["rul_mae_naive"]
+    ratio = metrics["rul_mae_displayed"] / naive if naive > 0 else float("nan")
     figures = {
         "bench": "model_quality",
         "equipment": args.equipment,
