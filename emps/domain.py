@@ -38,9 +38,13 @@ def health_score_for(failure_probability: float) -> int:
     return round(100 * (1.0 - failure_probability))
 
 
-# What each prediction assessment means to a crew (ml.assess sets them).
+# A prediction made less than the longest feature window after a service or repair: no alert
+# opens or rises on it (ml.assess sets the assessments).
+SETTLING = "settling"
+# What each prediction assessment means to a crew.
 ASSESSMENT_TITLES = {
     "ok": "ok",
+    SETTLING: "settling after service",
     "insufficient_data": "insufficient data",
     "out_of_distribution": "outside the training data",
 }

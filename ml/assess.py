@@ -1,11 +1,15 @@
-"""Whether a prediction can be trusted: `ok`, `insufficient_data` or `out_of_distribution`,
-with the reason in a technician's words.
+"""Whether a prediction can be trusted: `ok`, `settling`, `insufficient_data` or
+`out_of_distribution`, with the reason in a technician's words.
 
 A forest always answers, and a machine whose sensors stick or fall silent looks like a quiet,
 healthy one: without this, "LOW" would mean "healthy" and "we cannot tell" alike. The checks read
 the feature row the prediction was made from and what the model saw in training
 (`profile_training_rows`), so what is normal for a fleet comes from its own data:
 
+- settling: the machine was serviced or repaired less than its longest feature window ago, so
+  the windows still mix readings from before the work with readings after it (a repaired
+  machine would otherwise go on reading as the failing one it was). The alert rules open or
+  raise no alert on a settling prediction, and the evaluation counts none (`settling_rows`);
 - insufficient_data: most of the longest window has no readings; a sensor of the type has no
   reading over the shortest window (unless it is often absent in training); a sensor is stuck
   (no change at all over the shortest window, unless training shows it often flat); no baseline
@@ -24,12 +28,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from emps.catalog import Catalog
+from emps.catalog import Catalog, EquipmentType
+from emps.domain import SETTLING
 
 OK = "ok"
 INSUFFICIENT_DATA = "insufficient_data"
 OUT_OF_DISTRIBUTION = "out_of_distribution"
-ASSESSMENTS = (OK, INSUFFICIENT_DATA, OUT_OF_DISTRIBUTION)
+ASSESSMENTS = (OK, SETTLING, INSUFFICIENT_DATA, OUT_OF_DISTRIBUTION)
+# The feature holding the clock units since the last service, repair, commissioning or first
+# reading (emps.catalog.ROW_FEATURES).
+SINCE_SERVICE = "since_maintenance"
 
 # Share of a window's slots without readings from which the features rest on too few readings.
 MAX_MISSING_SHARE = 0.5
@@ -55,6 +63,32 @@ def _column(names: list[str], name: str) -> int | None:
         return names.index(name)
     except ValueError:
         return None
+
+
+def longest_window_units(etype: EquipmentType) -> float:
+    """The type's longest feature window in its clock units (hours, or the counter's unit): the
+    unit `since_maintenance` is told in."""
+    return etype.features.windows[-1] * etype.slot_seconds / etype.clock.unit_seconds
+
+
+def _ago(etype: EquipmentType, units: float) -> str:
+    """Clock units as a technician reads them: '35 min', '5.5 h', '12 cycles'."""
+    if etype.clock.kind != "time":
+        return f"{units:.3g} {etype.clock.unit}{'' if units == 1 else 's'}"
+    return f"{units * 60:.0f} min" if units < 1 else f"{units:.1f} h"
+
+
+def settling_rows(since_service: np.ndarray, types: np.ndarray, catalog: Catalog) -> np.ndarray:
+    """Per row: serviced or repaired less than its type's longest window ago (NaN: no)."""
+    since = np.asarray(since_service, dtype=np.float64)
+    types = np.asarray(types, dtype=object)
+    settling = np.zeros(len(since), dtype=bool)
+    for type_name in pd.unique(types):
+        etype = catalog.equipment_types.get(type_name)
+        if etype is not None:
+            mine = types == type_name
+            settling[mine] = since[mine] < longest_window_units(etype)
+    return settling
 
 
 def profile_training_rows(
@@ -115,6 +149,26 @@ def assess_matrix(
             continue
         mine = types == type_name
         shortest, longest = etype.window_label(1), etype.window_label(len(etype.features.windows))
+        baselines = [
+            j
+            for sensor in catalog.type_sensors(type_name)
+            if (j := _column(feature_names, f"{sensor}_dev_baseline")) is not None
+        ]
+        no_baseline = (
+            np.isnan(X[:, baselines]).all(axis=1) if baselines else np.zeros(len(X), dtype=bool)
+        )
+        since = _column(feature_names, SINCE_SERVICE)
+        if since is not None:
+            # A new machine (no baseline yet) has no "before" to mix in: it is told as such below.
+            since_units = X[:, since]
+            flag(
+                mine & ~no_baseline & settling_rows(since_units, types, catalog),
+                SETTLING,
+                lambda i, since_units=since_units, etype=etype, longest=longest: (
+                    f"serviced or repaired {_ago(etype, since_units[i])} ago: its last {longest} "
+                    "still hold readings from before that"
+                ),
+            )
         missing = _column(feature_names, "missing_rate")
         if missing is not None:
             share = X[:, missing]
@@ -143,14 +197,9 @@ def assess_matrix(
                     INSUFFICIENT_DATA,
                     f"{name} stuck: no change over the last {shortest}",
                 )
-        baselines = [
-            j
-            for sensor in catalog.type_sensors(type_name)
-            if (j := _column(feature_names, f"{sensor}_dev_baseline")) is not None
-        ]
         if baselines:
             flag(
-                mine & np.isnan(X[:, baselines]).all(axis=1),
+                mine & no_baseline,
                 INSUFFICIENT_DATA,
                 f"no baseline yet: the machine needs {etype.span_label(etype.features.baseline)} "
                 "of readings first",

@@ -39,6 +39,7 @@ from sklearn import metrics as skm
 
 from emps.catalog import Catalog, load_catalog
 from emps.settings import Settings, get_settings
+from ml.assess import SINCE_SERVICE, settling_rows
 from ml.dataset import DAYS_LABEL, LABEL, LABEL_FINAL, horizon, horizon_days
 
 # Event figures look this many failure horizons back from each failure for its first warning,
@@ -490,8 +491,16 @@ def _collect_events(
     catalog: Catalog | None,
 ) -> list[_EquipmentEvents]:
     """Each held-out equipment's failures, leads and alert episodes at the alerting band."""
-    clocks = _clocks(rows, catalog or load_catalog(settings.catalog_path))
+    catalog = catalog or load_catalog(settings.catalog_path)
+    clocks = _clocks(rows, catalog)
     alerting = np.asarray(probability) >= settings.severity_high
+    if SINCE_SERVICE in rows and "equipment_type" in rows:
+        # As the alert rules do: nothing alerts while a service or repair settles (ml.assess).
+        alerting &= ~settling_rows(
+            rows[SINCE_SERVICE].to_numpy(dtype=np.float64, na_value=np.nan),
+            rows["equipment_type"].to_numpy(dtype=object),
+            catalog,
+        )
     if failures is None:
         failures = pd.DataFrame(
             {
@@ -553,6 +562,9 @@ def event_figures(
       ahead; 95 % interval Clopper-Pearson over failures (`_ci95_*`) and from resampling the
       equipment (`_boot95_*`);
     - lead distribution: median_lead and lead_p10/p25/p75/p90 over those failures (0 = missed);
+    A row settling after a service or repair (ml.assess.settling_rows) alerts on nothing, as in
+    the alert rules.
+
     - false_alert_episodes_per_100_equipment_months: alert episodes (a run of HIGH+ rows; gaps
       shorter than EMPS_AUTO_RESOLVE_HEALTHY_HOURS do not close one, a failure does) not
       followed by a failure within 3 H, per 100 months of equipment time whose outcome is known;

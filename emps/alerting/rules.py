@@ -21,7 +21,7 @@ from emps.alerting.outbox import enqueue_alert_notifications
 from emps.alerting.recipients import RecipientsConfig, load_recipients
 from emps.alerting.tasks import ACTOR, ensure_task_for_alert
 from emps.db import Role, connect
-from emps.domain import Severity, assessment_words, remaining_life_words
+from emps.domain import SETTLING, Severity, assessment_words, remaining_life_words
 from emps.settings import Settings, get_settings
 
 ALERTING_SEVERITIES = (Severity.HIGH, Severity.CRITICAL)
@@ -238,6 +238,10 @@ def _apply_prediction(
         (signal.equipment_id, signal.failure_mode),
     ).fetchone()
 
+    if prediction["assessment"] == SETTLING:
+        # Serviced or repaired within the longest feature window: the features still describe
+        # the machine before the work, so nothing opens or rises on them.
+        return AlertOutcome("settling", alert["id"] if alert else None)
     if alert is None:
         alert = conn.execute(
             """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import altair as alt
 import streamlit as st
 
-from emps.domain import assessment_words, remaining_life_words
+from emps.domain import SETTLING, assessment_words, remaining_life_words
 from streamlit_app import data
 from streamlit_app.ui import SEVERITY_ORDER, SEVERITY_SCALE, as_of, require_user
 
@@ -39,7 +39,12 @@ row[3].metric("Medium", int(counts.get("MEDIUM", 0)))
 row[4].metric("Low", int(counts.get("LOW", 0)))
 # Whatever their band: predictions resting on too few readings, a stuck or silent sensor, or a
 # machine gone silent (see the fleet table's Assessment column).
-row[5].metric("Insufficient data", int(untrusted.get("insufficient_data", 0)))
+row[5].metric(
+    "Insufficient data",
+    int(untrusted.get("insufficient_data", 0)),
+    help=f"{int(untrusted.get(SETTLING, 0))} more settling after a service or repair: no alert "
+    "opens on them until their longest feature window is past the work",
+)
 row[6].metric("No current prediction", int(counts.get("UNSCORED", 0)))
 row = st.columns(6)
 row[0].metric("Active alerts: critical", activity["alerts_critical"])

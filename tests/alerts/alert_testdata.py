@@ -29,6 +29,7 @@ def write_prediction(
     severity: str,
     ts: datetime | None = None,
     days: float | None = 3.0,
+    assessment: str = "ok",
 ) -> dict:
     """Insert an ops.predictions row as the scoring flow does; returns the event payload."""
     ts = ts or datetime.now(UTC)
@@ -44,8 +45,8 @@ def write_prediction(
     with connect(Role.SCORING, settings) as conn:
         pid = conn.execute(
             "insert into ops.predictions (equipment_id, ts, failure_probability, health_score,"
-            " severity, days_until_failure, model_version, explanation)"
-            " values (%s, %s, %s, %s, %s, %s, '3', %s) returning id",
+            " severity, days_until_failure, model_version, explanation, assessment)"
+            " values (%s, %s, %s, %s, %s, %s, '3', %s, %s) returning id",
             (
                 equipment_id,
                 ts,
@@ -54,6 +55,7 @@ def write_prediction(
                 severity,
                 days,
                 json.dumps(explanation),
+                assessment,
             ),
         ).fetchone()[0]
     return {

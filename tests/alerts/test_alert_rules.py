@@ -91,6 +91,38 @@ def test_low_prediction_is_ignored(alert_settings, crew):
     assert _rows(alert_settings, "select count(*) from ops.alerts") == [(0,)]
 
 
+def test_a_prediction_settling_after_a_repair_opens_and_raises_nothing(alert_settings, crew):
+    """A CRITICAL prediction made while a repair settles (its windows still hold the failing
+    machine) opens no alert, task or mail; nor does it raise an open HIGH alert; once the
+    machine is past it, a CRITICAL prediction does."""
+    add_equipment(alert_settings, "GEN-0009")
+    t0 = datetime.now(UTC) - timedelta(minutes=10)
+    settling = write_prediction(
+        alert_settings, "GEN-0009", 0.95, "CRITICAL", ts=t0, assessment="settling"
+    )
+    assert process_prediction(settling, alert_settings, crew).action == "settling"
+    counts = "select (select count(*) from ops.alerts), (select count(*) from ops.notifications)"
+    assert _rows(alert_settings, counts) == [(0, 0)]
+
+    high = write_prediction(alert_settings, "GEN-0009", 0.7, "HIGH", ts=t0 + timedelta(minutes=1))
+    assert process_prediction(high, alert_settings, crew).action == "opened"
+    settling_again = write_prediction(
+        alert_settings,
+        "GEN-0009",
+        0.97,
+        "CRITICAL",
+        ts=t0 + timedelta(minutes=2),
+        assessment="settling",
+    )
+    assert process_prediction(settling_again, alert_settings, crew).action == "settling"
+    assert _rows(alert_settings, "select severity from ops.alerts") == [("HIGH",)]
+    critical = write_prediction(
+        alert_settings, "GEN-0009", 0.97, "CRITICAL", ts=t0 + timedelta(minutes=3)
+    )
+    assert process_prediction(critical, alert_settings, crew).action == "escalated"
+    assert _rows(alert_settings, "select severity from ops.alerts") == [("CRITICAL",)]
+
+
 def test_unacknowledged_critical_escalates_and_acknowledging_stops_it(alert_settings, crew):
     """A CRITICAL alert left open past the delay goes to the supervisor, then the manager; once
     acknowledged, no further escalation happens."""

@@ -13,7 +13,7 @@ from emps import queries, transform
 from emps.catalog import load_catalog
 from emps.db import Role, connect
 from ml import predict, registry
-from ml.assess import INSUFFICIENT_DATA, OK, OUT_OF_DISTRIBUTION, assess_matrix
+from ml.assess import INSUFFICIENT_DATA, OK, OUT_OF_DISTRIBUTION, SETTLING, assess_matrix
 from ml.train import train_and_register
 
 SLOT = timedelta(minutes=10)
@@ -133,6 +133,32 @@ def test_a_silent_machine_s_last_prediction_ages_out_after_the_silence_limit(sco
     assert fleet.loc["GEN-OK", "assessment"] == OK
 
 
+def test_a_machine_repaired_two_hours_ago_scores_settling_on_the_dashboard(scoring, owner_conn):
+    """A failure recorded and repaired two hours ago: the next scoring round marks the machine
+    settling (its 24 h windows still hold the failing machine), and the fleet overview shows it
+    so; its severity keeps its band."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    insert(owner_conn, readings("GEN-OK", now, 48, seed=1))
+    owner_conn.execute(
+        "insert into raw.failure_events (equipment_id, failed_at, repaired_at) values "
+        "('GEN-OK', %s, %s)",
+        (now - timedelta(hours=5), now - timedelta(hours=2)),
+    )
+    scored = build_and_score(scoring, ["GEN-OK"])
+    assert scored.loc["GEN-OK", "assessment"] == SETTLING
+    reason = scored.loc["GEN-OK", "assessment_reason"]
+    assert reason.startswith("serviced or repaired ") and reason.endswith(
+        "ago: its last 24 h still hold readings from before that"
+    )
+    assert scored.loc["GEN-OK", "severity"] in ("LOW", "MEDIUM", "HIGH", "CRITICAL")
+    selection = [f"+{mart}" for mart in queries.DASHBOARD_MARTS]
+    transform.run_dbt(
+        transform.dbt_args(["build"], scoring, select=selection, full_refresh=True), scoring
+    )
+    fleet = queries.fleet_health(settings=scoring).set_index("equipment_id")
+    assert fleet.loc["GEN-OK", "assessment"] == SETTLING
+
+
 def test_levels_far_outside_the_training_data_are_out_of_distribution(settings):
     """A sensor reading far beyond every level the model saw (a broken sensor) makes the
     prediction out_of_distribution, naming the feature; a usual level stays ok."""
@@ -141,9 +167,29 @@ def test_levels_far_outside_the_training_data_are_out_of_distribution(settings):
     profile = {"low": {"voltage_now": -4.0}, "high": {"voltage_now": 5.0}}
     X = np.ones((2, len(names)))  # every sensor reporting and moving, a baseline, no gaps
     X[:, names.index("missing_rate")] = 0.0
+    X[:, names.index("since_maintenance")] = 500.0
     X[:, names.index("voltage_now")] = [1.0, -60.0]
     labels = {"voltage_now": ["voltage level now", "voltage"]}
     ok, broken = assess_matrix(X, np.array(["generator"] * 2), names, catalog, profile, labels)
     assert ok.state == OK
     assert broken.state == OUT_OF_DISTRIBUTION
     assert broken.reason.startswith("voltage level now -60 far outside what training saw")
+
+
+def test_a_machine_serviced_within_its_longest_window_is_settling(settings):
+    """Serviced or repaired 2.5 h ago, a generator's 24 h windows still hold readings from
+    before the work: settling, told in hours; 30 h on it is ok; a new machine with no baseline
+    yet is told as such, not as settling."""
+    catalog = load_catalog(settings.catalog_path)
+    names = catalog.feature_names()
+    X = np.ones((3, len(names)))
+    X[:, names.index("missing_rate")] = 0.0
+    X[:, names.index("since_maintenance")] = [2.5, 30.0, 2.5]
+    X[2, [names.index(f"{s}_dev_baseline") for s in catalog.type_sensors("generator")]] = np.nan
+    serviced, later, new = assess_matrix(X, np.array(["generator"] * 3), names, catalog)
+    assert serviced.state == SETTLING
+    assert serviced.reason == (
+        "serviced or repaired 2.5 h ago: its last 24 h still hold readings from before that"
+    )
+    assert later.state == OK
+    assert new.state == INSUFFICIENT_DATA and new.reason.startswith("no baseline yet")

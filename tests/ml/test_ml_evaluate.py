@@ -116,6 +116,23 @@ def test_false_alert_episodes_are_counted_per_equipment_month(settings):
     assert figures["alerts_per_week"] == pytest.approx(3 / (90 / 7), rel=0.01)
 
 
+def test_a_high_while_a_repair_settles_is_no_alert_episode(settings):
+    """After a failure and its repair the feature windows still hold the failing machine for
+    the longest window (24 h): HIGH rows then are no alert, as the alert rules treat them, so
+    they raise no false alarm; without the time since the repair they would."""
+    rows = hourly("A", 60)
+    repaired = START + 30 * DAY
+    since = (rows["ts"] - repaired) / pd.Timedelta(hours=1)
+    rows = rows.assign(since_maintenance=np.where(since >= 0, since, 24 * 30 + since))
+    p = alert_between(rows, {"A": [(25, 30), (30, 30.5)]})
+    figures = event_figures(rows, p, failures(("A", 30, False)), settings)
+    assert figures["failures_warned"] == 1
+    assert (figures["alert_episodes"], figures["false_alert_episodes"]) == (1, 0)
+
+    unknown = event_figures(rows.drop(columns="since_maintenance"), p, failures(("A", 30, False)))
+    assert (unknown["alert_episodes"], unknown["false_alert_episodes"]) == (2, 1)
+
+
 def test_an_alert_before_a_failure_is_not_false_and_the_period_start_is_respected(settings):
     """An alert episode followed by a failure is a warning, not a false alarm; alerts and
     failures before the held-out period's start are look-back context only."""
