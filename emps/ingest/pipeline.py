@@ -1156,7 +1156,8 @@ class Ingestor:
         # Debug only: a flow run logs one line for its clean files and one per problem file
         # (flows.ingest); every file's outcome is in the ledger and the run's artifact. At
         # info, the worker's `emps` logger would send the Prefect API a line per file.
-        log.debug(json.dumps(outcome.log_record(), ensure_ascii=False))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(json.dumps(outcome.log_record(), ensure_ascii=False))
         if self.on_file is not None:
             self.on_file(outcome)
 
