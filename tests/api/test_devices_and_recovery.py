@@ -77,6 +77,7 @@ def test_readings_accepted_before_the_api_is_killed_reach_ingest(api_db, fleet, 
     lines = handed.read_text().splitlines()
     assert len(lines) == 3 and handed.read_text().endswith("\n")
     assert len(set(ids)) == 3
+    handed.unlink()  # not for the other tests' ingest runs
 
 
 def test_a_live_writers_file_is_left_alone_by_recovery(api, api_db, fleet, device):

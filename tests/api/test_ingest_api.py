@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from datetime import datetime
 
 from conftest import wait_for
 
@@ -48,8 +49,9 @@ def stored(settings, equipment_ids: list[str]) -> list[tuple]:
 def test_a_single_reading_is_accepted_then_loaded_by_ingest(api, api_db, fleet, device):
     """One JSON reading gets 202 and an id whose status turns to loaded once ingest runs."""
     dev = device()
+    reading = fleet.reading(dev.equipment[0], 30)
     with api.client(dev.key) as client:
-        answer = client.post(INGEST, json=fleet.reading(dev.equipment[0]))
+        answer = client.post(INGEST, json=reading)
         assert answer.status_code == 202, answer.text
         body = answer.json()
         assert body["status"] == "accepted" and body["readings"] == 1
@@ -58,7 +60,8 @@ def test_a_single_reading_is_accepted_then_loaded_by_ingest(api, api_db, fleet, 
         final = ingest_request(api_db, client, body["id"])
     assert final["status"] == "loaded", final
     assert final["file"].startswith(f"{dev.device_id}/")
-    assert len(stored(api_db, [dev.equipment[0]])) == 1
+    stored_at = [ts.isoformat() for _, ts in stored(api_db, [dev.equipment[0]])]
+    assert datetime.fromisoformat(reading["timestamp"]).isoformat() in stored_at
 
 
 def test_a_batch_and_ndjson_are_accepted_and_all_readings_load(api, api_db, fleet, device):
