@@ -484,7 +484,7 @@ class Settings(BaseSettings):
         "read this many seconds ago; scoring runs always read it afresh",
     )
 
-    # The HTTP API (issue 28): device ingest with per-device keys.
+    # The HTTP API: device ingest with per-device keys.
     api_port: int = Field(8000, ge=1, le=65535, description="Port of the HTTP API on 127.0.0.1")
     api_max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest ingest request body accepted (larger: 413)"

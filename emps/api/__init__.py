@@ -1,1 +1,1 @@
-"""The HTTP API (issue 28): devices push readings with their own keys; see emps.api.app."""
+"""The HTTP API: devices push readings with their own keys; see emps.api.app."""

@@ -1,4 +1,4 @@
-"""The HTTP API: device ingest with per-device keys (more endpoints follow, issue 28).
+"""The HTTP API: device ingest with per-device keys; the read and act endpoints follow.
 
     POST /api/v1/sensors/ingest        readings in (JSON object, array, or NDJSON); 202 + an id
     GET  /api/v1/sensors/ingest/{id}   what became of them (accepted, loaded, partial, ...)
@@ -414,7 +414,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="EMPS API",
         version="1",
-        description="Equipment Maintenance Prediction System: device ingest (issue 28).",
+        description="Equipment Maintenance Prediction System: device ingest.",
         lifespan=lifespan,
     )
     app.state.service = service

@@ -1,4 +1,4 @@
--- The HTTP API (issue 28): devices that push readings, each with its own keys, bound to the
+-- The HTTP API: devices that push readings, each with its own keys, bound to the
 -- equipment it may report; and every ingest request the API accepted, so a client can read
 -- back what became of it and an Idempotency-Key answers with the same request.
 --
