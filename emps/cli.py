@@ -10,6 +10,7 @@ from emps.commands import catalog as catalog_commands
 from emps.commands import config as config_commands
 from emps.commands import db as db_commands
 from emps.commands import dbt as dbt_commands
+from emps.commands import devices as device_commands
 from emps.commands import equipment as equipment_commands
 from emps.commands import failures as failure_commands
 from emps.commands import fleet as fleet_commands
@@ -73,6 +74,7 @@ platform_commands.register(app)
 ingest_commands.register(app)
 model_commands.register(app)
 alert_commands.register(app)
+device_commands.register(app)
 
 
 if __name__ == "__main__":

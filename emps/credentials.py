@@ -32,6 +32,7 @@ DATABASE_ROLES = (
     "emps_ingest",
     "emps_scoring",
     "emps_alerting",
+    "emps_api",
     "emps_prefect",
 )
 PREFECT_USER = "emps"

@@ -35,6 +35,7 @@ class Role(StrEnum):
     INGEST = "ingest"  # the ingest flow, equipment import, the simulator
     SCORING = "scoring"  # predictions and the model's promotion history
     ALERTING = "alerting"  # alerts, maintenance tasks, notifications, retention
+    API = "api"  # the HTTP API: device keys and its ingest requests, functions only
 
 
 ROLE_NAMES = {
@@ -45,6 +46,7 @@ ROLE_NAMES = {
     Role.INGEST: "emps_ingest",
     Role.SCORING: "emps_scoring",
     Role.ALERTING: "emps_alerting",
+    Role.API: "emps_api",
 }
 PREFECT_ROLE = "emps_prefect"
 PREFECT_DATABASE = "prefect"
@@ -75,6 +77,7 @@ def _own_url(role: Role, settings: Settings):
         Role.INGEST: settings.ingest_url,
         Role.SCORING: settings.scoring_url,
         Role.ALERTING: settings.alerting_url,
+        Role.API: settings.api_url,
     }[role]
 
 

@@ -221,3 +221,37 @@ def serve(settings: Settings | None = None) -> None:
     start(settings)
     while True:
         time.sleep(3600)
+
+
+class HttpMetrics:
+    """Request count, latency and errors per route of an HTTP service (the API), kept in the
+    serving process and exposed on its own /metrics."""
+
+    def __init__(self, registry, prefix: str = "emps_api"):
+        from prometheus_client import Counter, Histogram
+
+        self.requests = Counter(
+            f"{prefix}_requests",
+            "HTTP requests answered, per route, method and status code",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            f"{prefix}_request_seconds",
+            "Time to answer an HTTP request, per route and method",
+            ["route", "method"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=registry,
+        )
+        self.errors = Counter(
+            f"{prefix}_errors",
+            "HTTP requests that failed on the server's side (status 500 and above)",
+            ["route", "method"],
+            registry=registry,
+        )
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method).observe(seconds)
+        if status >= 500:
+            self.errors.labels(route, method).inc()

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     alerting_url: SecretStr | None = Field(
         None, description="URL of the alerting role (emps_alerting)"
     )
+    api_url: SecretStr | None = Field(None, description="URL of the HTTP API's role (emps_api)")
     pg_host: str = "127.0.0.1"
     pg_port: int = 55432
     pg_database: str = "emps"
@@ -481,6 +482,45 @@ class Settings(BaseSettings):
         ge=0,
         description="One-equipment predictions (emps predict, what-if) reuse the champion alias "
         "read this many seconds ago; scoring runs always read it afresh",
+    )
+
+    # The HTTP API: device ingest with per-device keys.
+    api_port: int = Field(8000, ge=1, le=65535, description="Port of the HTTP API on 127.0.0.1")
+    api_max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest ingest request body accepted (larger: 413)"
+    )
+    api_max_readings: int = Field(
+        10_000, ge=1, description="Most readings one ingest request may carry (more: 413)"
+    )
+    api_rate_per_key: float = Field(
+        100.0, gt=0, description="Ingest requests per second one device key may send (then 429)"
+    )
+    api_rate_burst: int = Field(
+        200, ge=1, description="Ingest requests one device key may send at once above its rate"
+    )
+    api_group_commit_ms: float = Field(
+        20.0,
+        ge=0,
+        le=1000,
+        description="Ingest requests arriving within this many milliseconds share one fsync",
+    )
+    api_drop_interval_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="How long the API appends to one drop file before it is renamed into "
+        "incoming/<device>/ for ingest to pick up",
+    )
+    api_queue_max: int = Field(
+        100_000,
+        ge=1,
+        description="Readings waiting for their fsync beyond which ingest requests get 429",
+    )
+    api_key_cache_s: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds the API trusts a checked device key before asking the database "
+        "again (a revoked key stops working within this time)",
     )
 
     # Platform services started by `emps up` (all on loopback).

@@ -1,0 +1,1 @@
+"""The HTTP API: devices push readings with their own keys; see emps.api.app."""

@@ -1,0 +1,523 @@
+"""The HTTP API: device ingest with per-device keys; the read and act endpoints follow.
+
+    POST /api/v1/sensors/ingest        readings in (JSON object, array, or NDJSON); 202 + an id
+    GET  /api/v1/sensors/ingest/{id}   what became of them (accepted, loaded, partial, ...)
+    GET  /health                       no key needed
+    GET  /metrics                      Prometheus: requests, latency and errors per route
+
+Devices authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>` (keys from
+`emps devices add`). The API logs in as emps_api, which reaches the database through its
+security-definer functions only (migration 0150).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from emps.api.devices import split_key
+from emps.api.drops import DropWriter, Overloaded
+from emps.api.readings import MAX_PROBLEMS, BadBody, Problem, check_readings, ndjson_lines
+from emps.api.readings import parse_body as read_items
+from emps.catalog import load_catalog
+from emps.db import Role, database_url
+from emps.logs import correlation_id
+from emps.settings import Settings, get_settings
+
+log = logging.getLogger("emps.api")
+INGEST_ROUTE = "/api/v1/sensors/ingest"
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+
+@dataclass(frozen=True)
+class Device:
+    device_id: str
+    equipment_ids: frozenset[str]
+    key_id: int
+
+
+class ApiError(Exception):
+    """An answer other than success: status, message, and headers or details to add."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        errors: list[Problem] | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+        self.errors = errors or []
+
+    def response(self) -> JSONResponse:
+        body: dict[str, Any] = {"detail": self.message}
+        if self.errors:
+            body["errors"] = [p.as_dict() for p in self.errors[:MAX_PROBLEMS]]
+            if len(self.errors) > MAX_PROBLEMS:
+                body["more_errors"] = len(self.errors) - MAX_PROBLEMS
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+class KeyBuckets:
+    """A token bucket per device key: `rate` requests a second, `burst` at once."""
+
+    def __init__(self, rate: float, burst: int, clock=time.monotonic):
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.buckets: dict[int, tuple[float, float]] = {}
+
+    def take(self, key_id: int) -> float:
+        """0 when the request may go ahead, else the seconds until it may."""
+        now = self.clock()
+        tokens, then = self.buckets.get(key_id, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - then) * self.rate)
+        if tokens >= 1:
+            self.buckets[key_id] = (tokens - 1, now)
+            return 0.0
+        self.buckets[key_id] = (tokens, now)
+        return (1 - tokens) / self.rate
+
+
+class Service:
+    """What the routes share: settings, catalog, the database pool, the drop writer."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.catalog = load_catalog(settings.catalog_path)
+        self.pool = AsyncConnectionPool(
+            database_url(Role.API, settings),
+            min_size=1,
+            max_size=4,
+            open=False,
+            kwargs={"autocommit": True, "application_name": "emps-api"},
+        )
+        self.writer = DropWriter(
+            settings.landing_dir,
+            settings.api_group_commit_ms / 1000,
+            settings.api_drop_interval_s,
+            settings.api_queue_max,
+        )
+        self.buckets = KeyBuckets(settings.api_rate_per_key, settings.api_rate_burst)
+        self.keys: dict[tuple[str, bytes], tuple[Device | None, float]] = {}
+        self.idempotency_locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def one_at_a_time(self, device_id: str, idempotency_key: str | None):
+        """Requests with the same Idempotency-Key of a device run one after the other (the
+        second then finds the first's answer)."""
+        if idempotency_key is None:
+            yield
+            return
+        name = (device_id, idempotency_key)
+        lock, users = self.idempotency_locks.get(name, (asyncio.Lock(), 0))
+        self.idempotency_locks[name] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self.idempotency_locks[name]
+            if users <= 1:
+                del self.idempotency_locks[name]
+            else:
+                self.idempotency_locks[name] = (lock, users - 1)
+
+    async def start(self) -> None:
+        await self.pool.open(wait=False)
+        await self.writer.start()
+
+    async def stop(self) -> None:
+        await self.writer.stop()
+        await self.pool.close()
+
+    async def call(self, sql: str, params: tuple) -> list[tuple]:
+        try:
+            async with self.pool.connection(timeout=10) as conn:
+                cur = await conn.execute(sql, params)
+                return await cur.fetchall() if cur.description else []
+        except (psycopg.OperationalError, TimeoutError) as exc:
+            log.warning("database unavailable: %s", type(exc).__name__)
+            raise ApiError(
+                503, "the database is unavailable; retry shortly", {"Retry-After": "5"}
+            ) from None
+
+    async def device_for(self, request: Request) -> Device:
+        key = _presented_key(request)
+        if key is None:
+            raise ApiError(
+                401,
+                "a device key is required: send `Authorization: Bearer <key>` or "
+                "`X-API-Key: <key>` (keys come from `emps devices add`)",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        found = split_key(key)
+        if found is None:
+            raise ApiError(401, "the device key is not valid", {"WWW-Authenticate": "Bearer"})
+        now = time.monotonic()
+        cached = self.keys.get(found)
+        if cached is not None and cached[1] > now:
+            device = cached[0]
+        else:
+            rows = await self.call(
+                "select device_id, equipment_ids, key_id from ops.api_device_for_key(%s, %s)",
+                found,
+            )
+            device = Device(rows[0][0], frozenset(rows[0][1]), rows[0][2]) if rows else None
+            if len(self.keys) > 10_000:
+                self.keys.clear()
+            self.keys[found] = (device, now + self.settings.api_key_cache_s)
+        if device is None:
+            raise ApiError(
+                401, "the device key is not valid or was revoked", {"WWW-Authenticate": "Bearer"}
+            )
+        request.state.device = device.device_id
+        return device
+
+
+def _presented_key(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    api_key = request.headers.get("x-api-key", "").strip()
+    return api_key or None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"the body is {int(declared):,} bytes; at most {limit:,} are accepted")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"the body is over {limit:,} bytes; send smaller batches")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# -- ingest ---------------------------------------------------------------------------------
+
+
+async def ingest(service: Service, request: Request) -> JSONResponse:
+    settings = service.settings
+    device = await service.device_for(request)
+    wait = service.buckets.take(device.key_id)
+    if wait:
+        raise ApiError(
+            429,
+            f"more than {settings.api_rate_per_key:g} requests a second with this key; "
+            "slow down or batch readings",
+            {"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
+        raise ApiError(
+            422, "Idempotency-Key must be 1-200 printable ASCII characters without spaces"
+        )
+    body = await _read_body(request, settings.api_max_body_bytes)
+    try:
+        items = read_items(body, request.headers.get("content-type", "application/json"))
+    except BadBody as exc:
+        raise ApiError(422, exc.problems[0].message, errors=exc.problems) from None
+    if len(items) > settings.api_max_readings:
+        raise ApiError(
+            413,
+            f"the body holds {len(items):,} readings; at most {settings.api_max_readings:,} "
+            "per request",
+        )
+    records, problems = await asyncio.to_thread(check_readings, items, service.catalog, settings)
+    if problems:
+        first = problems[0]
+        where = f"row {first.row}" + (f", field {first.field!r}" if first.field else "")
+        raise ApiError(
+            422,
+            f"{len(problems)} problem(s); nothing was accepted. First: {where}: {first.message}",
+            errors=problems,
+        )
+    foreign = sorted({str(r["equipment_id"]) for r in records} - device.equipment_ids)
+    if foreign:
+        rows = [n for n, r in enumerate(records, start=1) if r["equipment_id"] in foreign]
+        await service.call(
+            "select ops.api_record_refusal(%s, %s, %s)",
+            (
+                device.device_id,
+                "api.ingest.refused",
+                Jsonb(
+                    {
+                        "reason": "equipment not bound to the device",
+                        "equipment_ids": foreign[:50],
+                        "rows": rows[:50],
+                        "key_id": device.key_id,
+                        "request_id": request.state.request_id,
+                    }
+                ),
+            ),
+        )
+        log.warning(
+            "device %s refused: readings for equipment it is not bound to (%s)",
+            device.device_id,
+            ", ".join(foreign[:10]),
+        )
+        raise ApiError(
+            403,
+            f"device {device.device_id} may not report equipment {', '.join(foreign[:10])}"
+            f"{' and more' if len(foreign) > 10 else ''} (rows {', '.join(map(str, rows[:10]))}); "
+            "nothing was accepted",
+        )
+    digest = hashlib.sha256(body).digest()
+    async with service.one_at_a_time(device.device_id, idempotency_key):
+        rows = await service.call(
+            "select request_id, state, body_sha256, created "
+            "from ops.api_begin_request(%s, %s, %s, %s, %s)",
+            (uuid.uuid4(), device.device_id, idempotency_key, digest, len(records)),
+        )
+        request_id, state, stored_digest, created = rows[0]
+        if not created:
+            if bytes(stored_digest) != digest:
+                raise ApiError(
+                    422,
+                    "this Idempotency-Key was used before with a different body; use a new key "
+                    "for new readings",
+                )
+            if state == "accepted":
+                return _accepted(request_id, len(records), replayed=True)
+            # Begun by a request that never got its answer (the API stopped): write it now.
+        try:
+            placement = await service.writer.append(device.device_id, ndjson_lines(records))
+        except Overloaded:
+            raise ApiError(
+                429, "the API is writing too many readings; retry shortly", {"Retry-After": "1"}
+            ) from None
+        except OSError as exc:
+            log.error("readings of %s not written: %s", device.device_id, exc)
+            raise ApiError(
+                503, "the readings could not be written to disk; retry later", {"Retry-After": "30"}
+            ) from None
+        await service.call(
+            "select ops.api_accept_request(%s, %s, %s, %s)",
+            (request_id, placement.file_name, placement.first_row, placement.last_row),
+        )
+    return _accepted(request_id, len(records))
+
+
+def _accepted(request_id: uuid.UUID, readings: int, replayed: bool = False) -> JSONResponse:
+    headers = {"Location": f"{INGEST_ROUTE}/{request_id}"}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(
+        {"id": str(request_id), "status": "accepted", "readings": readings},
+        status_code=202,
+        headers=headers,
+    )
+
+
+async def ingest_status(service: Service, request: Request, request_id: str) -> JSONResponse:
+    device = await service.device_for(request)
+    try:
+        wanted = uuid.UUID(request_id)
+    except ValueError:
+        raise ApiError(404, f"no ingest request {request_id[:60]!r}") from None
+    rows = await service.call(
+        "select request_id, state, readings, file_name, created_at, file_status, file_error, "
+        "rows_quarantined, rows_conflict, problems from ops.api_request_status(%s, %s)",
+        (device.device_id, wanted),
+    )
+    if not rows or rows[0][1] != "accepted":
+        raise ApiError(404, f"no ingest request {request_id} of device {device.device_id}")
+    return JSONResponse(status_body(*rows[0]))
+
+
+def status_body(
+    request_id,
+    _state,
+    readings,
+    file_name,
+    created_at,
+    file_status,
+    file_error,
+    quarantined,
+    conflicts,
+    problems,
+) -> dict[str, Any]:
+    """What became of a request's readings, from its drop file's ledger row and its rows."""
+    body: dict[str, Any] = {
+        "id": str(request_id),
+        "readings": readings,
+        "accepted_at": created_at.isoformat(),
+        "file": file_name,
+    }
+    if file_status in (None, "claimed"):
+        status = "accepted"  # waiting for ingest, or being loaded
+    elif file_status == "duplicate":
+        status = "duplicate"
+        body["reasons"] = [file_error or "the same readings were loaded before"]
+    elif file_status in ("quarantined", "failed") and not quarantined:
+        status = "quarantined"  # the whole file
+        body["reasons"] = [file_error or "the drop file could not be ingested"]
+    elif quarantined >= readings:
+        status = "quarantined"
+    elif quarantined:
+        status = "partial"
+    elif conflicts:
+        status = "conflict"
+    else:
+        status = "loaded"
+    body["status"] = status
+    body["rows_quarantined"] = quarantined
+    body["rows_conflict"] = conflicts
+    if problems:
+        body["problems"] = problems
+    return body
+
+
+# -- the application ------------------------------------------------------------------------
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API as an ASGI application (uvicorn serves it: `emps api`)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
+    from emps.metrics import HttpMetrics
+
+    settings = settings or get_settings()
+    service = Service(settings)
+    registry = CollectorRegistry()
+    metrics = HttpMetrics(registry)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(
+        title="EMPS API",
+        version="1",
+        description="Equipment Maintenance Prediction System: device ingest.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.middleware("http")
+    async def _observe(request: Request, call_next):
+        given = request.headers.get("x-request-id", "")
+        request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+        request.state.request_id = request_id
+        request.state.device = None
+        token = correlation_id.set(request_id)
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            response.headers["X-Request-ID"] = request_id
+            return response
+        finally:
+            elapsed = time.perf_counter() - started
+            route = request.scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            metrics.observe(path, request.method, status, elapsed)
+            log.info(
+                "%s %s %s",
+                request.method,
+                path,
+                status,
+                extra={
+                    "event": "api.request",
+                    "method": request.method,
+                    "route": path,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "device": request.state.device,
+                },
+            )
+            correlation_id.reset(token)
+
+    @app.get("/health", summary="Whether the API is up and reaches its database")
+    async def health() -> JSONResponse:
+        try:
+            await service.call("select 1", ())
+            database = "up"
+        except ApiError:
+            database = "down"
+        return JSONResponse(
+            {"status": "ok" if database == "up" else "degraded", "database": database},
+            status_code=200 if database == "up" else 503,
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post(
+        INGEST_ROUTE,
+        status_code=202,
+        summary="Send readings: one JSON object, a JSON array, or NDJSON lines",
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "application/json": {
+                        "example": [
+                            {
+                                "equipment_id": "GEN-001",
+                                "timestamp": "2026-12-06T10:00:00+00:00",
+                                "temperature": 71.5,
+                            }
+                        ]
+                    },
+                    "application/x-ndjson": {"schema": {"type": "string"}},
+                }
+            }
+        },
+    )
+    async def post_ingest(request: Request) -> JSONResponse:
+        return await ingest(service, request)
+
+    @app.get(INGEST_ROUTE + "/{request_id}", summary="What became of an ingest request")
+    async def get_ingest(request_id: str, request: Request) -> JSONResponse:
+        return await ingest_status(service, request, request_id)
+
+    return app
+
+
+def run(settings: Settings | None = None, port: int | None = None) -> None:
+    """Serve the API on 127.0.0.1 until stopped."""
+    import uvicorn
+
+    from emps.logs import configure_logging
+
+    settings = settings or get_settings()
+    configure_logging()
+    uvicorn.run(
+        create_app(settings),
+        host="127.0.0.1",
+        port=port or settings.api_port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
