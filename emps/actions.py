@@ -83,6 +83,12 @@ def _call(sql: str, params: tuple, settings: Settings | None) -> dict[str, Any] 
         raise SessionRefused(exc.diag.message_primary or str(exc)) from None
     except psycopg.errors.CheckViolation as exc:
         raise ActionFailed(exc.diag.message_primary or str(exc)) from None
+    except psycopg.errors.UniqueViolation as exc:
+        if exc.diag.constraint_name == "maintenance_one_open_per_alert_idx":
+            raise ActionFailed(
+                "this alert already has an open maintenance task: reschedule that one instead"
+            ) from None
+        raise ActionFailed(f"that already exists ({exc.diag.message_detail})") from None
 
 
 def acknowledge_alert(

@@ -151,7 +151,8 @@ def page(frame: pd.DataFrame, limit: int, offset: int) -> dict[str, Any]:
 
 
 def _field(loc: tuple | list) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    # List positions left out: `severity=SEVERE` is about field 'severity', not 'severity.0'.
+    parts = [str(p) for p in loc[1:] if not isinstance(p, int)]
     return ".".join(parts) or str(loc[-1] if loc else "body")
 
 
