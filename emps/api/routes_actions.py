@@ -31,7 +31,9 @@ MAX_PREDICT = 500
 Note = Annotated[str | None, Field(max_length=actions.MAX_NOTE_LENGTH)]
 
 
-def _refused(exc: actions.ActionFailed) -> ApiError:
+def _refused(exc: actions.ActionFailed | actions.NotAllowed) -> ApiError:
+    if isinstance(exc, actions.NotAllowed):
+        return ApiError(403, str(exc))
     if isinstance(exc, actions.NotFound):
         return ApiError(404, str(exc))
     if isinstance(exc, actions.SessionRefused):
@@ -83,7 +85,7 @@ def acknowledge(
         row = actions.acknowledge_alert(
             user, alert_id, body.note if body else None, _settings(request)
         )
-    except actions.ActionFailed as exc:
+    except (actions.ActionFailed, actions.NotAllowed) as exc:
         raise _refused(exc) from None
     return plain(row)
 
@@ -154,7 +156,7 @@ def schedule(task: TaskRequest, request: Request, user: Actor) -> dict[str, Any]
             task.notes,
             _settings(request),
         )
-    except actions.ActionFailed as exc:
+    except (actions.ActionFailed, actions.NotAllowed) as exc:
         raise _refused(exc) from None
     return plain(row)
 
