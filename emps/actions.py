@@ -31,6 +31,14 @@ class ActionFailed(RuntimeError):
     """The database refused the change (wrong state, unknown id, ...); the message says why."""
 
 
+class NotFound(ActionFailed):
+    """The alert, task, equipment or user named does not exist."""
+
+
+class SessionRefused(ActionFailed):
+    """The database refused the session: ended, expired, revoked, or the role may not do this."""
+
+
 def _token(user: User) -> str:
     if not user.token:
         raise ActionFailed(f"{user.username} has no session: sign in again")
@@ -67,12 +75,20 @@ def _call(sql: str, params: tuple, settings: Settings | None) -> dict[str, Any] 
             return dict(zip([d.name for d in cur.description], row, strict=True))
     except psycopg.errors.RaiseException as exc:
         raise ActionFailed(exc.diag.message_primary or str(exc)) from None
-    except (
-        psycopg.errors.InsufficientPrivilege,
-        psycopg.errors.CheckViolation,
-        psycopg.errors.NoDataFound,
-    ) as exc:
+    except psycopg.errors.NoDataFound as exc:
+        raise NotFound(exc.diag.message_primary or str(exc)) from None
+    except psycopg.errors.ForeignKeyViolation as exc:  # e.g. a task naming an unknown alert
+        raise NotFound(exc.diag.message_detail or str(exc)) from None
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise SessionRefused(exc.diag.message_primary or str(exc)) from None
+    except psycopg.errors.CheckViolation as exc:
         raise ActionFailed(exc.diag.message_primary or str(exc)) from None
+    except psycopg.errors.UniqueViolation as exc:
+        if exc.diag.constraint_name == "maintenance_one_open_per_alert_idx":
+            raise ActionFailed(
+                "this alert already has an open maintenance task: reschedule that one instead"
+            ) from None
+        raise ActionFailed(f"that already exists ({exc.diag.message_detail})") from None
 
 
 def acknowledge_alert(

@@ -103,10 +103,12 @@ def fleet_health(
     severities: Sequence[str] | None = None,
     settings: Settings | None = None,
     limit: int | None = None,
+    offset: int = 0,
 ) -> pd.DataFrame:
     """One row per equipment (analytics.mart_equipment_health), most at risk first.
 
-    Severity "UNSCORED" selects equipment without a prediction yet; `limit` keeps the first rows.
+    Severity "UNSCORED" selects equipment without a prediction yet; `limit` keeps the first rows
+    after skipping `offset` (a page).
     """
     return frame(
         """
@@ -121,13 +123,14 @@ def fleet_health(
           and (%(types)s::text[] is null or equipment_type = any(%(types)s))
           and (%(severities)s::text[] is null or coalesce(severity, 'UNSCORED') = any(%(severities)s))
         order by failure_probability desc nulls last, equipment_id
-        limit %(limit)s
+        limit %(limit)s offset %(offset)s
         """,
         {
             "sites": _list(sites),
             "types": _list(types),
             "severities": _list(severities),
             "limit": limit,
+            "offset": offset,
         },
         settings,
     )
@@ -317,6 +320,41 @@ def prediction_history(
     )
 
 
+def latest_readings(
+    equipment_id: str, limit: int = 1, settings: Settings | None = None
+) -> pd.DataFrame:
+    """The newest `limit` readings of an equipment, newest first: every catalog channel, and
+    when each was ingested."""
+    settings = settings or get_settings()
+    channels = load_catalog(settings.catalog_path).channel_names
+    query = sql.SQL(
+        """
+        select ts, {channels}, ingested_at
+        from raw.sensor_readings
+        where equipment_id = %(id)s
+        order by ts desc limit %(limit)s
+        """
+    ).format(channels=sql.SQL(", ").join(sql.Identifier(c) for c in channels))
+    return frame(query, {"id": equipment_id, "limit": limit}, settings)
+
+
+def latest_prediction(equipment_id: str, settings: Settings | None = None) -> dict | None:
+    """The equipment's latest prediction (analytics.mart_equipment_latest_prediction), with the
+    sensors that contributed most; None when it was never scored."""
+    rows = frame(
+        """
+        select prediction_id, equipment_id, ts, predicted_at, failure_probability, health_score,
+               severity, days_until_failure, remaining_life, life_unit, remaining_life_beyond,
+               assessment, assessment_reason, model_version, explanation,
+               refreshed_at as as_of
+        from analytics.mart_equipment_latest_prediction where equipment_id = %(id)s
+        """,
+        {"id": equipment_id},
+        settings,
+    )
+    return None if rows.empty else rows.iloc[0].to_dict()
+
+
 def maintenance_history(equipment_id: str, settings: Settings | None = None) -> pd.DataFrame:
     return frame(
         """
@@ -340,8 +378,10 @@ def alerts(
     equipment_id: str | None = None,
     limit: int = 2000,
     settings: Settings | None = None,
+    offset: int = 0,
 ) -> pd.DataFrame:
-    """Alerts newest first, with their equipment's site and minutes to acknowledge / resolve."""
+    """Alerts newest first, with their equipment's site and minutes to acknowledge / resolve;
+    `limit` rows after skipping `offset` (a page)."""
     return frame(
         """
         select a.id as alert_id, a.equipment_id, e.equipment_type, e.site, a.severity, a.status,
@@ -360,8 +400,8 @@ def alerts(
           and (%(since)s::timestamptz is null or a.created_at >= %(since)s)
           and (%(until)s::timestamptz is null or a.created_at < %(until)s)
           and (%(equipment_id)s::text is null or a.equipment_id = %(equipment_id)s)
-        order by a.created_at desc
-        limit %(limit)s
+        order by a.created_at desc, a.id desc
+        limit %(limit)s offset %(offset)s
         """,
         {
             "statuses": _list(statuses),
@@ -371,6 +411,7 @@ def alerts(
             "until": until,
             "equipment_id": equipment_id,
             "limit": limit,
+            "offset": offset,
         },
         settings,
     )

@@ -1,4 +1,5 @@
-"""The HTTP API: device ingest with per-device keys; the read and act endpoints follow.
+"""The HTTP API: device ingest with per-device keys, and the dashboard's reads and actions
+for people and systems (routes_fleet.py, routes_actions.py).
 
     POST /api/v1/sensors/ingest        readings in (JSON object, array, or NDJSON); 202 + an id
     GET  /api/v1/sensors/ingest/{id}   what became of them (accepted, loaded, partial, ...)
@@ -6,8 +7,10 @@
     GET  /metrics                      Prometheus: requests, latency and errors per route
 
 Devices authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>` (keys from
-`emps devices add`). The API logs in as emps_api, which reaches the database through its
-security-definer functions only (migration 0150).
+`emps devices add`); for ingest the API logs in as emps_api, which reaches the database through
+its security-definer functions only (migration 0150). People and scripts send a user token
+(`emps user token`): their reads run as the dashboard's read-only role, their actions through
+the dashboard's audited functions with their own token (emps.api.people).
 """
 
 from __future__ import annotations
@@ -414,10 +417,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="EMPS API",
         version="1",
-        description="Equipment Maintenance Prediction System: device ingest.",
+        description="Equipment Maintenance Prediction System: device ingest with device keys; "
+        "fleet reads, alerts, maintenance, predictions and reports with a user token "
+        "(`emps user token`). Any role reads; Technicians and Admins act.",
         lifespan=lifespan,
     )
     app.state.service = service
+
+    from emps.api import people, routes_actions, routes_fleet
+
+    people.install(app, service)
+    app.include_router(routes_fleet.router)
+    app.include_router(routes_actions.router)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -429,6 +440,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
         request.state.request_id = request_id
         request.state.device = None
+        request.state.user = None
         token = correlation_id.set(request_id)
         started = time.perf_counter()
         status = 500
@@ -454,6 +466,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "status": status,
                     "duration_ms": round(elapsed * 1000, 2),
                     "device": request.state.device,
+                    "user": request.state.user,
                 },
             )
             correlation_id.reset(token)

@@ -66,8 +66,35 @@ def start_api(settings: Settings, port: int, log: Path) -> ApiServer:
     raise RuntimeError(f"the API did not answer within 120 s: {log.read_text()[-3000:]}")
 
 
+def model_settings(settings: Settings) -> Settings:
+    """Where the API's predictions find their champion: a registry of this session's own and a
+    feature table the predict tests fill (tests/api/test_people_api.py)."""
+    root = settings.home / "api-mlflow"
+    return settings.model_copy(
+        update={
+            "mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+            "mlflow_artifact_root": root / "artifacts",
+            "model_name": "api-test-model",
+            "ml_features_relation": "api_test.features",
+            "ml_examples_relation": "api_test.features",
+            "ml_n_estimators": 20,
+            "ml_n_jobs": 1,
+            "ml_min_samples_leaf": 20,
+            "ml_sample_minutes": 60,
+        }
+    )
+
+
 @pytest.fixture(scope="session")
 def api(database: Settings) -> Iterator[ApiServer]:
+    ml = model_settings(database)
+    for name in (
+        "mlflow_tracking_uri",
+        "mlflow_artifact_root",
+        "model_name",
+        "ml_features_relation",
+    ):
+        API_ENV[f"EMPS_{name.upper()}"] = str(getattr(ml, name))
     server = start_api(database, free_port(), database.home / "api-test.log")
     yield server
     server.process.terminate()
