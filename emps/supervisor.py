@@ -44,6 +44,7 @@ class Service:
     health_url: str | None = None
     ready_timeout_s: float = 300
     env: dict[str, str] = field(default_factory=dict)
+    docs_url: str | None = None  # its reference for users (the API's OpenAPI page)
     process: subprocess.Popen | None = None
     restarts: int = 0
     started_at: float = 0.0
@@ -216,8 +217,22 @@ def server_services(settings: Settings) -> list[Service]:
     ]
 
 
+def api_service(settings: Settings) -> Service:
+    """The HTTP API (device ingest, OpenAPI at /docs). Ready once /health says its database
+    answers (a 503 until then)."""
+    url = f"http://127.0.0.1:{settings.api_port}"
+    return Service(
+        "api",
+        [_bin("emps"), "api", "--port", str(settings.api_port)],
+        url=url,
+        health_url=f"{url}/health",
+        docs_url=f"{url}/docs",
+    )
+
+
 def app_services(settings: Settings, with_simulator: bool) -> list[Service]:
-    """Services that need the bootstrap done: the worker, the dashboard, the simulated fleet."""
+    """Services that need the bootstrap done: the worker, the HTTP API, the dashboard, the
+    simulated fleet."""
     services = [
         Service(
             "prefect-worker",
@@ -246,6 +261,7 @@ def app_services(settings: Settings, with_simulator: bool) -> list[Service]:
                 "3",
             ],
         ),
+        api_service(settings),
         Service(
             "streamlit",
             streamlit_command(settings.streamlit_port),
@@ -998,6 +1014,9 @@ def print_urls(supervisor: Supervisor, admin_note: str | None) -> None:
     for service in [*database, *supervisor.services, *supervisor.hosted]:
         table.add_row(service.name, service.url or "—", str(service.log_path(supervisor.settings)))
     console.print(table)
+    for service in supervisor.services:
+        if service.docs_url:
+            console.print(f"{service.name} reference (OpenAPI): {service.docs_url}", markup=False)
     console.print(
         f"The Prefect and MLflow UIs ask for the credentials in {secrets_path(supervisor.settings)} "
         "(`emps secrets show` prints them)."

@@ -518,8 +518,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def run(settings: Settings | None = None, port: int | None = None) -> None:
-    """Serve the API on 127.0.0.1 until stopped."""
+def run(settings: Settings | None = None, port: int | None = None, host: str = "127.0.0.1") -> None:
+    """Serve the API on `host` (this machine only by default) until stopped."""
     import uvicorn
 
     from emps.logs import configure_logging
@@ -528,7 +528,7 @@ def run(settings: Settings | None = None, port: int | None = None) -> None:
     configure_logging()
     uvicorn.run(
         create_app(settings),
-        host="127.0.0.1",
+        host=host,
         port=port or settings.api_port,
         log_config=None,
         access_log=False,

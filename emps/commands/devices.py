@@ -150,8 +150,13 @@ def register(root: typer.Typer) -> None:
     @root.command("api")
     def api(
         port: int | None = typer.Option(None, "--port", help="Port (default EMPS_API_PORT)"),
+        host: str = typer.Option(
+            "127.0.0.1",
+            "--host",
+            help="Address to listen on; 0.0.0.0 only in a container behind the TLS proxy",
+        ),
     ) -> None:
-        """Serve the HTTP API on 127.0.0.1 (device ingest; see README)."""
+        """Serve the HTTP API (device ingest; see README). `emps up` runs it on 127.0.0.1."""
         from emps.api.app import run
 
-        run(port=port)
+        run(port=port, host=host)

@@ -47,8 +47,8 @@ import psycopg
 from emps import disk
 from emps.catalog import Catalog, load_catalog
 from emps.db import Role, connect
+from emps.ingest import bindings, load
 from emps.ingest import landing as zone
-from emps.ingest import load
 from emps.ingest.columns import reading_columns, required_columns, unknown_columns_warning
 from emps.ingest.files import FileRejected, open_regular
 from emps.ingest.parse import (
@@ -285,6 +285,9 @@ class Ingestor:
         self.paused: str | None = None  # set once the disk is too full to go on (see _pause)
         self.disk_filled = False
         self.claims: set[int] = set()  # ledger ids this run claimed or took back
+        # Rows of device folders for equipment their device is not bound to, per ledger id,
+        # audited when their file's load commits (emps.ingest.bindings).
+        self.unbound: dict[int, list[bindings.Unbound]] = {}
         self.results_failed = False
 
     # -- the run ---------------------------------------------------------------------------
@@ -736,6 +739,8 @@ class Ingestor:
         rejected: dict[int, FileRejected] = {}
         deferred: list[zone.ClaimedFile] = []
         chunk_rows = self.settings.ingest_chunk_rows
+        for claimed in group:  # left by an attempt of this group that rolled back
+            self.unbound.pop(claimed.ledger_id, None)
         with conn.transaction():
             batch = load.LoadGroup(conn, self.catalog)
             pending: list[tuple[int, pd.DataFrame | list[dict]]] = []
@@ -794,6 +799,8 @@ class Ingestor:
                 outcome.error = outcome.problem_summary()
                 outcome.settle_status()
                 rows.append(self._ledger_row(outcome, rows_total=outcome.rows_total))
+                if unbound := self.unbound.pop(ledger_id, None):
+                    bindings.audit(conn, unbound, {ledger_id: by_id[ledger_id].original_name})
             batch.finish_files(rows)
         report.timings["load_s"] += time.perf_counter() - started
         # Committed: from here a crash only leaves files in processing/, which the next run
@@ -911,15 +918,27 @@ class Ingestor:
         )
 
     def _validate(
-        self, conn: psycopg.Connection, raw: pd.DataFrame, report: IngestReport
-    ) -> tuple[pd.DataFrame, Any, pd.DataFrame, Any]:
-        """Type a batch and look up its equipment: (raw, prepared, rows for the suite, their
-        index in the typed frame)."""
+        self,
+        conn: psycopg.Connection,
+        raw: pd.DataFrame,
+        report: IngestReport,
+        sources: dict[int, str],
+    ) -> tuple[pd.DataFrame, Any, pd.DataFrame, Any, dict[int, bindings.Unbound]]:
+        """Type a batch, refuse rows of device folders for equipment their device is not bound
+        to, and look up its equipment: (raw, prepared, rows for the suite, their index in the
+        typed frame, the unbound rows). `sources`: each ledger id's path in incoming/."""
         prepared = prepare(raw, self.readings, self.settings.ingest_naive_timestamps_utc)
         frame = prepared.frame
+        unbound = bindings.unbound_rows(
+            frame, sources, bindings.Bindings.load(conn), skip=set(prepared.problems)
+        )
+        for index, item in unbound.items():
+            prepared.problems[index] = [item.reason]
         types = load.equipment_types(conn)
         if self.settings.ingest_unknown_equipment == "register":
-            unknown = set(frame["equipment_id"].dropna().unique()) - set(types)
+            # Equipment a device folder may not report is not registered on its say-so either.
+            bound = frame.loc[~frame.index.isin(list(unbound)), "equipment_id"]
+            unknown = set(bound.dropna().unique()) - set(types)
             valid = {i for i in unknown if re.match(EQUIPMENT_ID_PATTERN, i)}
             registered = load.register_equipment(conn, valid, self.catalog)
             report.registered_equipment += registered
@@ -931,7 +950,7 @@ class Ingestor:
         checked = frame[~skip].reset_index(drop=True)
         original_index = frame.index[~skip].to_numpy()
         mark_registered(checked, set(types))
-        return raw, prepared, checked, original_index
+        return raw, prepared, checked, original_index, unbound
 
     def _flush(
         self,
@@ -951,7 +970,10 @@ class Ingestor:
             frames.append(pd.DataFrame.from_records(records))
         raw = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
         raw = raw.reset_index(drop=True)
-        raw, prepared, checked, original_index = self._validate(conn, raw, report)
+        sources = {ledger_id: claimed.original_name for ledger_id, claimed in by_id.items()}
+        raw, prepared, checked, original_index, unbound = self._validate(conn, raw, report, sources)
+        for item in unbound.values():
+            self.unbound.setdefault(item.ledger_id, []).append(item)
         frame = prepared.frame
         repeated = self._exact_repeats(raw, frame, set(prepared.problems), outcomes)
         skip = frame.index.isin(list(prepared.problems) + repeated)
@@ -1087,7 +1109,7 @@ class Ingestor:
         (released), the others keep their new reasons."""
         requested = conn.execute(
             "select q.id, q.ingest_file_id, q.row_number, q.kind, q.raw_values, "
-            "q.retry_requested_by, f.format from raw.quarantined_rows q "
+            "q.retry_requested_by, f.format, f.file_name from raw.quarantined_rows q "
             "left join raw.ingest_files f on f.id = q.ingest_file_id "
             "where q.retry_requested_at is not null and q.resolution is null "
             "order by q.id limit %s",
@@ -1096,7 +1118,9 @@ class Ingestor:
         if not requested:
             return conn
         records = []
-        for row_id, file_id, row_number, kind, values, _by, fmt in requested:
+        # A row of a device's folder is still bound to what that device may report.
+        sources = {r[1]: r[7] for r in requested if r[1] is not None and r[7]}
+        for row_id, file_id, row_number, kind, values, _by, fmt, _name in requested:
             record = retry_record(kind, values, fmt or "")
             record[ROW] = row_number or 0
             record[FILE] = file_id or 0
@@ -1107,7 +1131,11 @@ class Ingestor:
         who = {r[0]: r[5] for r in requested}
         with conn.transaction():
             batch = load.LoadGroup(conn, self.catalog)
-            raw, prepared, checked, original_index = self._validate(conn, raw, report)
+            raw, prepared, checked, original_index, unbound = self._validate(
+                conn, raw, report, sources
+            )
+            if unbound:
+                bindings.audit(conn, list(unbound.values()), sources)
             parameters = suite_parameters(self.settings, datetime.now(UTC))
             failures, _ = self.runner.run(checked, parameters)
             for failure in failures:

@@ -11,6 +11,7 @@ import email
 import email.policy
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -58,6 +59,7 @@ class Platform:
     prefect: str
     mlflow: str
     dashboard: str
+    api: str
 
     def secrets(self) -> dict:
         """What `emps up` generated: `emps secrets show --database` prints the same."""
@@ -124,7 +126,7 @@ def platform() -> Iterator[Platform]:
     # Not under pytest's tmp dir: pytest makes it 0700 again at each session start, which would
     # lock out the unprivileged user PostgreSQL runs as.
     home = Path(tempfile.mkdtemp(prefix="emps-e2e-"))
-    pg, prefect, mlflow, streamlit, metrics, smtp = free_ports(6)
+    pg, prefect, mlflow, streamlit, metrics, smtp, api = free_ports(7)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EMPS_", "PREFECT_"))}
     env.update(
         {
@@ -135,6 +137,7 @@ def platform() -> Iterator[Platform]:
             "EMPS_STREAMLIT_PORT": str(streamlit),
             "EMPS_METRICS_PORT": str(metrics),
             "EMPS_SMTP_PORT": str(smtp),
+            "EMPS_API_PORT": str(api),
             "EMPS_DASHBOARD_BASE_URL": f"http://127.0.0.1:{streamlit}",
             "EMPS_ADMIN_PASSWORD": ADMIN_PASSWORD,
             # The commanders' time zone: the cron schedules must follow it.
@@ -165,6 +168,7 @@ def platform() -> Iterator[Platform]:
         prefect=f"http://127.0.0.1:{prefect}/api",
         mlflow=f"http://127.0.0.1:{mlflow}",
         dashboard=f"http://127.0.0.1:{streamlit}",
+        api=f"http://127.0.0.1:{api}",
     )
     try:
         wait_for("EMPS is up", lambda: "EMPS is up" in output.read_text(), 1500, running)
@@ -384,6 +388,80 @@ def test_a_degrading_generator_reaches_the_crew_and_the_dashboard(platform: Plat
     )
     assert sorted(alert_mail()) == mailed
     assert len(mailed) == len(set(mailed)), f"someone got it twice: {mailed}"
+
+
+def test_readings_posted_over_http_reach_an_alert_and_an_email(platform: Platform, tmp_path):
+    """A device posting a degrading generator's readings to the API that `emps up` runs and
+    lists, with its own key, is answered 202, reads back `loaded`, and the readings reach an
+    alert and an email to the crew as a dropped file's do."""
+    equipment = "GEN-E2E-HTTP-1"
+    import_equipment(platform, _fleet_csv(tmp_path, "generator", equipment))
+    assert f"api reference (OpenAPI): {platform.api}/docs" in platform.output.read_text()
+    status = _emps(platform, "status")
+    assert status.returncode == 0, status.stdout
+    assert re.search(r"\bapi\W+running\b", status.stdout) and platform.api in status.stdout, (
+        status.stdout
+    )
+    key = _emps(platform, "devices", "add", "e2e-gateway", "-e", equipment).stdout.strip()
+
+    rows = runaway_wear_rows(equipment, datetime.now(UTC))
+    with httpx.Client(base_url=platform.api, timeout=30) as client:
+        assert client.post("/api/v1/sensors/ingest", json=rows[:1]).status_code == 401
+        posted = client.post(
+            "/api/v1/sensors/ingest", json=rows, headers={"Authorization": f"Bearer {key}"}
+        )
+        assert posted.status_code == 202, posted.text
+        request_id = posted.json()["id"]
+
+        def loaded() -> dict | None:
+            body = client.get(
+                f"/api/v1/sensors/ingest/{request_id}", headers={"X-API-Key": key}
+            ).json()
+            return body if body["status"] != "accepted" else None
+
+        outcome = wait_for("the posted readings ingested", loaded, 300, platform)
+    assert (outcome["status"], outcome["readings"]) == ("loaded", len(rows)), outcome
+    assert outcome["file"].startswith("e2e-gateway/")
+    assert platform.sql(
+        "select count(*) from raw.sensor_readings where equipment_id = %s", equipment
+    ) == [(len(rows),)]
+
+    alerts = wait_for(
+        "the alert for the generator posted over HTTP",
+        lambda: platform.sql(
+            "select id, severity from ops.alerts where equipment_id = %s", equipment
+        ),
+        420,
+        platform,
+    )
+    assert len(alerts) == 1 and alerts[0][1] in ("HIGH", "CRITICAL"), alerts
+    mailed = wait_for(
+        "the alert email", lambda: _mail_recipients(platform, equipment), 240, platform
+    )
+    assert mailed == ["alpha-techs@crews.example"]
+
+
+def _emps(platform: Platform, *args: str) -> subprocess.CompletedProcess:
+    """An `emps` command as the operator runs it on the platform's machine (wide output)."""
+    return subprocess.run(
+        [sys.executable, "-m", "emps.cli", *args],
+        env={**platform.env, "COLUMNS": "200"},
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def _mail_recipients(platform: Platform, equipment: str) -> list[str]:
+    """Who the SMTP sink's mailbox holds a message about `equipment` for."""
+    mailbox = platform.home / "mailbox"
+    found = []
+    for path in mailbox.glob("*.eml") if mailbox.exists() else []:
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        if equipment in str(message["Subject"]):
+            found.append(str(message["To"]))
+    return found
 
 
 def _scrape_metrics(platform: Platform) -> dict[tuple[str, tuple], float]:

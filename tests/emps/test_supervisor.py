@@ -402,3 +402,49 @@ def test_runs_whose_process_died_are_crashed_and_free_their_slot(prefect_server:
 
 
 _OUT = {"capture_output": True, "text": True, "check": True}
+
+
+def test_the_api_runs_under_emps_up_is_listed_and_comes_back_after_a_crash(
+    database, monkeypatch, capsys
+):
+    """`emps up`'s HTTP API is ready once /health says its database answers, its URL and OpenAPI
+    page are printed and `emps status` lists it running, a killed API is started again, and
+    stopping the platform stops it."""
+    import json
+
+    import httpx
+    from ports import free_port
+
+    from emps.supervisor import app_services, print_status, print_urls
+
+    monkeypatch.setattr(database, "api_port", free_port())
+    supervisor = Supervisor(database)
+    (api,) = [s for s in app_services(database, with_simulator=False) if s.name == "api"]
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{api.url}/health", timeout=2).json()["database"] == "up"
+        except httpx.HTTPError:
+            return False
+
+    try:
+        supervisor.start(api)
+        supervisor.wait_ready(api)
+        assert healthy()
+        assert "/api/v1/sensors/ingest" in httpx.get(f"{api.url}/openapi.json").text
+        assert httpx.get(api.docs_url).status_code == 200
+        print_urls(supervisor, None)
+        assert f"api reference (OpenAPI): {api.url}/docs" in capsys.readouterr().out
+        assert print_status(database) == 0
+        listed = json.loads((database.run_dir / "services.json").read_text())["services"]
+        assert {"name": "api", "url": api.url}.items() <= listed[-1].items()
+
+        first = api.process
+        first.kill()
+        first.wait()
+        _watch_until(supervisor, lambda: api.process is not first and healthy())
+        assert api.restarts == 1 and healthy()
+    finally:
+        supervisor.stop_all()
+    assert api.process.poll() is not None and not healthy()
+    assert print_status(database) == 1

@@ -115,16 +115,20 @@ def _caddy_sites() -> dict[str, str]:
     return sites
 
 
-def test_only_the_dashboard_is_published_without_the_proxys_sign_in():
+def test_only_the_dashboard_and_the_api_are_published_without_the_proxys_sign_in():
     """Compose publishes ports only through the proxy; the proxy's public site reaches only the
-    dashboard, and the Prefect and MLflow sites require its sign-in; in Kubernetes the only
-    Ingress without single sign-on routes to the dashboard, and nothing is reachable unless a
+    dashboard and, under /api/ alone (never its /metrics or /docs), the key-checked HTTP API,
+    and the Prefect and MLflow sites require its sign-in; in Kubernetes the only Ingress without
+    single sign-on routes to the dashboard and the API's /api/, and nothing is reachable unless a
     network policy admits it."""
     compose = yaml.safe_load((INFRA / "docker-compose.yml").read_text())["services"]
     assert [name for name, s in compose.items() if s.get("ports")] == ["proxy"]
     sites = _caddy_sites()
     public = sites.pop("{$EMPS_PUBLIC_HOST}")
-    assert re.findall(r"reverse_proxy (\S+)", public) == ["streamlit:8501"]
+    assert re.findall(r"handle (\S*)\s*\{\s*reverse_proxy (\S+)", public) == [
+        ("/api/*", "api:8000"),
+        ("", "streamlit:8501"),
+    ]
     assert {re.findall(r"reverse_proxy (\S+)", body)[0] for body in sites.values()} == {
         "prefect-server:4200",
         "mlflow:5000",
@@ -138,7 +142,14 @@ def test_only_the_dashboard_is_published_without_the_proxys_sign_in():
             for p in rule["http"]["paths"]
         }
         signed = "nginx.ingress.kubernetes.io/auth-url" in ingress["metadata"]["annotations"]
-        assert signed or backends == {"streamlit"}, ingress["metadata"]["name"]
+        api_paths = {
+            p["path"]
+            for rule in ingress["spec"]["rules"]
+            for p in rule["http"]["paths"]
+            if p["backend"]["service"]["name"] == "api"
+        }
+        assert signed or backends <= {"streamlit", "api"}, ingress["metadata"]["name"]
+        assert signed or api_paths <= {"/api/"}, ingress["metadata"]["name"]
     deny = [
         d for d in _k8s_docs() if d["kind"] == "NetworkPolicy" and d["spec"]["podSelector"] == {}
     ]
@@ -195,3 +206,20 @@ def test_prefect_requires_its_auth_string_and_csrf_and_mlflow_its_host_names():
         if command[:2] == ["mlflow", "server"]:
             hosts = command[command.index("--allowed-hosts") + 1]
             assert "*" not in hosts, where
+
+
+def test_the_api_runs_with_its_own_role_and_writes_where_the_workers_ingest():
+    """Everywhere the HTTP API runs: `emps api` with only the API role's database URL, and the
+    landing volume the workers read mounted where it writes its drop files."""
+    compose = yaml.safe_load((INFRA / "docker-compose.yml").read_text())["services"]
+    found = [(w, s) for w, s in containers() if s.get("command", [])[:2] == ["emps", "api"]]
+    assert {w.split(":")[0] for w, _ in found} == {"compose", "emps.yaml"}
+    for where, spec in found:
+        assert {n for n in env_names(where, spec) if n.endswith("_URL")} == {"EMPS_API_URL"}
+    assert compose["api"]["volumes"] == compose["prefect-worker"]["volumes"]
+    k8s = {d["metadata"]["name"]: d for d in _k8s_docs() if d["kind"] == "Deployment"}
+    mounts = [
+        k8s[name]["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        for name in ("api", "prefect-worker")
+    ]
+    assert mounts[0] == mounts[1]
