@@ -382,7 +382,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=60, help="Days of simulated history")
     parser.add_argument("--trees", type=int, default=None, help="Default: the shipped count")
     parser.add_argument(
-        "--predict-batch", type=int, default=100, help="Equipment ids per batch predict request"
+        "--predict-batch", type=int, default=20, help="Equipment ids per batch predict request"
     )
     parser.add_argument("--keep", action="store_true", help="Keep the temporary home")
     parser.add_argument(
