@@ -69,6 +69,19 @@ BENCHES: dict[str, tuple[str, list[tuple[str, float | None, str]]]] = {
             ("rul_mae_naive_days", None, ""),
         ],
     ),
+    "api": (
+        "The HTTP API under 20 client connections, next to a bare endpoint on the same server.",
+        [
+            ("ingest_rps", 1000.0, ">="),
+            ("ingest_p95_ms", 100.0, "<="),
+            ("ingest_batch_readings_s", None, ""),
+            ("predict_p95_ms", 50.0, "<="),
+            ("predict_rps", 500.0, ">="),
+            ("overview_p95_ms", 500.0, "<="),
+            ("bare_rps", None, ""),
+            ("ingest_lost", 0.0, "<="),
+        ],
+    ),
 }
 
 
