@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import beta
+from scipy.stats import beta, chi2
 from sklearn import metrics as skm
 
 from emps.catalog import Catalog, load_catalog
@@ -465,6 +465,14 @@ def clopper_pearson(successes: int, trials: int, level: float = 0.95) -> tuple[f
     return float(low), float(high)
 
 
+def poisson_interval(count: int, level: float = 0.95) -> tuple[float, float]:
+    """The exact (Garwood) interval of a Poisson count: what a count of rare events says, also
+    when it is zero (0 events: 0 to 3.69)."""
+    alpha = 1 - level
+    low = chi2.ppf(alpha / 2, 2 * count) / 2 if count else 0.0
+    return float(low), float(chi2.ppf(1 - alpha / 2, 2 * count + 2) / 2)
+
+
 def _resample_counts(n: int, resamples: int, seed: int) -> np.ndarray:
     """resamples x n multiplicities of n equipment drawn with replacement."""
     rng = np.random.default_rng(seed)
@@ -570,7 +578,8 @@ def event_figures(
       followed by a failure within 3 H, per 100 months of equipment time whose outcome is known;
     - alerts_per_100_equipment_weeks and alerts_per_week (for the fleet's size).
     Intervals of rates come from resampling the equipment (a machine's rows rise and fall
-    together; per-row or per-episode intervals would be far too narrow).
+    together; per-row or per-episode intervals would be far too narrow), widened to at least
+    the exact Poisson interval of the count (a rate of 0 still has an upper end).
     """
     settings = settings or get_settings()
     facts = _collect_events(rows, probability, failures, settings, start, catalog)
@@ -670,6 +679,19 @@ def _event_summary(
                     pooled = np.concatenate(drawn) if drawn else np.array([])
                     medians.append(np.median(pooled) if len(pooled) else np.nan)
                 intervals["median_lead"] = _interval(np.asarray(medians))
+    # Resampling a handful of events (or none) gives a narrow or empty interval: a rate's
+    # interval is at least the exact Poisson interval of its count over the time observed.
+    for key, count, time in (
+        ("false_alert_episodes_per_100_equipment_months", false.sum(), months.sum()),
+        ("alerts_per_100_equipment_weeks", episodes.sum(), weeks.sum()),
+    ):
+        drawn = intervals[key]
+        if time > 0 and not np.isnan(drawn).all():  # too few machines: no interval at all
+            exact = [100 * bound / time for bound in poisson_interval(int(count))]
+            intervals[key] = (
+                float(np.nanmin([drawn[0], exact[0]])),
+                float(np.nanmax([drawn[1], exact[1]])),
+            )
     for key, (low, high) in intervals.items():
         name = key.removesuffix("_boot95")
         suffix = "boot95" if key.endswith("_boot95") else "ci95"

@@ -17,6 +17,7 @@ from ml.evaluate import (
     history_kind,
     kfold_splits,
     paired_comparison,
+    poisson_interval,
     remaining_life_figures,
     split_examples,
 )
@@ -157,6 +158,25 @@ def test_rate_intervals_come_from_resampling_equipment(settings):
     assert low < figures["false_alert_episodes_per_100_equipment_months"] < high
     two = event_figures(pd.concat(machines[:2]), p[: 2 * len(machines[0])], None, settings)
     assert np.isnan(two["false_alert_episodes_per_100_equipment_months_ci95_low"])
+
+
+def test_no_false_alarm_still_has_an_upper_bound(settings):
+    """Three machines with no false alert in 69 judged days each: the rate is 0, and its
+    interval's upper end is the exact Poisson bound of a zero count (3.69 events) over that
+    time, not the empty interval resampling alone gives."""
+    rows = pd.concat([hourly(e, 90) for e in ("A", "B", "C")])
+    figures = event_figures(rows, np.full(len(rows), 0.05), None, settings)
+    months = figures["equipment_months"]
+    assert figures["false_alert_episodes_per_100_equipment_months"] == 0.0
+    assert figures["false_alert_episodes_per_100_equipment_months_ci95_low"] == 0.0
+    assert figures["false_alert_episodes_per_100_equipment_months_ci95_high"] == pytest.approx(
+        100 * 3.689 / months, rel=0.01
+    )
+    assert poisson_interval(0) == (0.0, pytest.approx(3.689, rel=0.001))
+    assert poisson_interval(10) == (
+        pytest.approx(4.795, rel=0.001),
+        pytest.approx(18.39, rel=0.001),
+    )
 
 
 def test_clopper_pearson_is_the_exact_binomial_interval():
