@@ -4,8 +4,9 @@ files devices drop.
 Each device has one open NDJSON file at a time, `incoming/<device>/.api-<time>-<token>.ndjson.part`
 (a name ingest never claims). A request's readings are appended as lines and the request is
 answered only after an fsync covers them: requests arriving within the group-commit window share
-one fsync. Every `interval_s` a file with no request waiting on it is closed and renamed to
-`api-<time>-<token>.ndjson` in the same folder, which the watcher announces and ingest claims.
+one fsync. Every `interval_s` new requests go to a new file, and the old one, once no request
+waits on it, is closed and renamed to `api-<time>-<token>.ndjson` in the same folder, which the
+watcher announces and ingest claims.
 
 The writer holds an exclusive lock (flock) on each file it writes. When the API starts, files of
 a writer that died (unlocked) are finished: a torn last line (never answered, so never
@@ -84,6 +85,9 @@ class DropWriter:
         self.queue_max = queue_max
         self.clock = clock
         self.open: dict[str, _Drop] = {}
+        # Files past their interval that new requests no longer go to, closed once no request
+        # waits on them: under steady load a file would otherwise never have none waiting.
+        self.retiring: list[_Drop] = []
         self.lock = asyncio.Lock()
         self.pending: list[tuple[asyncio.Future, _Drop]] = []
         self.queued_readings = 0
@@ -105,8 +109,10 @@ class DropWriter:
         if self._committer is not None:
             await asyncio.gather(self._committer, return_exceptions=True)
         async with self.lock:
-            for drop in list(self.open.values()):
+            for drop in [*self.open.values(), *self.retiring]:
                 await asyncio.to_thread(self._close, drop)
+            self.open.clear()
+            self.retiring.clear()
 
     # -- appending -----------------------------------------------------------------------
 
@@ -193,9 +199,12 @@ class DropWriter:
         handed = 0
         async with self.lock:
             for device_id, drop in list(self.open.items()):
-                due = force or drop.broken or now - drop.opened_at >= self.interval_s
-                if due and drop.waiting == 0:
+                if force or drop.broken or now - drop.opened_at >= self.interval_s:
                     del self.open[device_id]
+                    self.retiring.append(drop)
+            for drop in list(self.retiring):
+                if drop.waiting == 0:
+                    self.retiring.remove(drop)
                     await asyncio.to_thread(self._close, drop)
                     handed += 1
         return handed
