@@ -441,6 +441,26 @@ class BatchPrediction:
     model_version: str | None
     next_offset: int | None = None  # when a page of the whole fleet was asked for
 
+    def not_scored(self) -> list[dict[str, str]]:
+        """Each equipment not scored: its id, the reason (not_registered, no_features), and
+        what that means in words."""
+        return [
+            {
+                "equipment_id": i,
+                "reason": "not_registered",
+                "detail": f"equipment {i} is not registered",
+            }
+            for i in self.not_registered
+        ] + [
+            {
+                "equipment_id": i,
+                "reason": "no_features",
+                "detail": f"equipment {i} has no feature rows yet: wait for its readings to be "
+                "ingested and the dbt build to run",
+            }
+            for i in self.no_features
+        ]
+
 
 def predict_many(
     equipment_ids: Sequence[str] | None = None,

@@ -207,25 +207,6 @@ request (422): it would be wrong for every equipment.
 """
 
 
-def _not_scored(batch: Any) -> list[dict[str, str]]:
-    return [
-        {
-            "equipment_id": i,
-            "reason": "not_registered",
-            "detail": f"equipment {i} is not registered",
-        }
-        for i in batch.not_registered
-    ] + [
-        {
-            "equipment_id": i,
-            "reason": "no_features",
-            "detail": f"equipment {i} has no feature rows yet: wait for its readings to be "
-            "ingested and the dbt build to run",
-        }
-        for i in batch.no_features
-    ]
-
-
 @router.post(
     "/predictions/predict",
     summary="Predict now for many equipment (or all) from their latest features, 'what if'",
@@ -306,7 +287,7 @@ def predict(body: PredictRequest, request: Request, _user: Reader) -> dict[str, 
         raise ApiError(503, str(exc), {"Retry-After": "30"}) from None
     except ValueError as exc:  # an override that is not a feature of the model
         raise ApiError(422, f"body field 'overrides': {exc}") from None
-    not_scored = _not_scored(batch)
+    not_scored = batch.not_scored()
     if not batch.predictions and not body.all:
         status = 409 if batch.no_features else 404
         reasons = "; ".join(item["detail"] for item in not_scored[:10])
