@@ -522,6 +522,27 @@ class Settings(BaseSettings):
         description="Seconds the API trusts a checked device key before asking the database "
         "again (a revoked key stops working within this time)",
     )
+    api_predict_max: int = Field(
+        500,
+        ge=1,
+        le=10_000,
+        description="Equipment one predict request scores: the most ids it may name, and the "
+        "page size of `all` (the rest: the next page)",
+    )
+    api_base_url: str | None = Field(
+        None,
+        description="Where `emps predict` finds the HTTP API; unset: http://127.0.0.1:<api_port>",
+    )
+    api_token: SecretStr | None = Field(
+        None,
+        description="A user token (`emps user token`) `emps predict` sends to the API; unset: "
+        "the token file",
+    )
+    api_token_file: Path | None = Field(
+        None,
+        description="The user token `emps predict` sends to the API (`emps user token --save` "
+        "writes it, mode 0600); unset: <home>/api-token",
+    )
 
     # Platform services started by `emps up` (all on loopback).
     prefect_port: int = 4200
@@ -596,6 +617,22 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("api_base_url")
+    @classmethod
+    def _token_never_in_clear_text(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+        if parts.scheme == "https" or (parts.scheme == "http" and loopback):
+            return value
+        raise ValueError(
+            f"EMPS_API_BASE_URL {value!r}: use https:// (the user token would cross the "
+            "network in clear text), or http:// only on this machine (127.0.0.1, localhost)"
+        )
+
     @field_validator("timezone")
     @classmethod
     def _known_time_zone(cls, value: str) -> str:
@@ -628,6 +665,15 @@ class Settings(BaseSettings):
     @property
     def run_dir(self) -> Path:
         return self.home / "run"
+
+    @property
+    def api_endpoint(self) -> str:
+        """The HTTP API's base URL, without a trailing slash."""
+        return (self.api_base_url or f"http://127.0.0.1:{self.api_port}").rstrip("/")
+
+    @property
+    def api_token_path(self) -> Path:
+        return self.api_token_file or self.home / "api-token"
 
     @property
     def embedded(self) -> bool:

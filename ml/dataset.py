@@ -9,11 +9,13 @@ from __future__ import annotations
 import io
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
 import pandas as pd
+import psycopg
 from psycopg import sql
 
 from emps.catalog import WINDOW_STATS, Catalog, load_catalog
@@ -97,16 +99,17 @@ def _relation(name: str) -> sql.Identifier:
     return sql.Identifier(*name.split("."))
 
 
-def _read_frame(query: sql.Composable, params: Sequence | None, settings: Settings) -> pd.DataFrame:
-    """Run `query` through COPY (much faster than row fetching for wide frames) into a DataFrame."""
+def _read_frame(
+    query: sql.Composable, params: Sequence | None, settings: Settings, pooled: bool = False
+) -> pd.DataFrame:
+    """Run `query` through COPY (much faster than row fetching for wide frames) into a DataFrame;
+    `pooled` for short reads a long-lived process repeats (a new connection costs more)."""
     buffer = io.BytesIO()
-    with connect(Role.READER, settings) as conn:
-        conn.execute("set time zone 'UTC'")
-        with conn.cursor() as cur:
-            statement = sql.SQL("copy ({}) to stdout with (format csv, header)").format(query)
-            with cur.copy(statement, params) as copy:
-                for chunk in copy:
-                    buffer.write(chunk)
+    with _connection(settings, pooled) as conn, conn.cursor() as cur:
+        statement = sql.SQL("copy ({}) to stdout with (format csv, header)").format(query)
+        with cur.copy(statement, params) as copy:
+            for chunk in copy:
+                buffer.write(chunk)
     buffer.seek(0)
     if buffer.getbuffer().nbytes == 0:
         return pd.DataFrame()
@@ -119,6 +122,18 @@ def _read_frame(query: sql.Composable, params: Sequence | None, settings: Settin
             frame[column] = frame[column].map({"t": True, "f": False, True: True, False: False})
             frame[column] = frame[column].astype(bool)
     return frame
+
+
+@contextmanager
+def _connection(settings: Settings, pooled: bool) -> Iterator[psycopg.Connection]:
+    """A reader connection in UTC: one of the pool's, or a new one closed after use."""
+    if pooled:
+        with _pool(database_url(Role.READER, settings)).connection() as conn:
+            yield conn
+        return
+    with connect(Role.READER, settings) as conn:
+        conn.execute("set time zone 'UTC'")
+        yield conn
 
 
 def read_training_examples(
@@ -173,7 +188,8 @@ def read_latest_features(
     equipment_ids: Sequence[str] | None = None,
     only_unscored: bool = True,
 ) -> pd.DataFrame:
-    """The latest feature row of each equipment (or of `equipment_ids`).
+    """The latest feature row of each registered equipment (or of `equipment_ids`), in
+    equipment id order.
 
     With `only_unscored`, equipment whose latest row is already in ops.predictions is skipped:
     that is "every equipment that got new data since the last scoring run".
@@ -197,7 +213,31 @@ def read_latest_features(
         "select * from {} x where x.equipment_id = e.equipment_id order by x.ts desc limit 1"
         ") f where {} order by f.equipment_id"
     ).format(_relation(settings.ml_features_relation), where)
-    return _read_frame(query, params, settings)
+    # Pooled when ids are named: the API and `emps predict` read a few rows per request.
+    return _read_frame(query, params, settings, pooled=equipment_ids is not None)
+
+
+def registered_equipment(
+    equipment_ids: Sequence[str] | None = None,
+    settings: Settings | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[str]:
+    """The registered ones of `equipment_ids` (or all registered equipment, `limit` of them
+    after skipping `offset`), in equipment id order."""
+    settings = settings or get_settings()
+    with _pool(database_url(Role.READER, settings)).connection() as conn:
+        rows = conn.execute(
+            "select equipment_id from raw.equipment "
+            "where %(ids)s::text[] is null or equipment_id = any(%(ids)s::text[]) "
+            "order by equipment_id limit %(limit)s offset %(offset)s",
+            {
+                "ids": None if equipment_ids is None else list(equipment_ids),
+                "limit": limit,
+                "offset": offset,
+            },
+        ).fetchall()
+    return [row[0] for row in rows]
 
 
 @lru_cache(maxsize=4)

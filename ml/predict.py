@@ -19,7 +19,12 @@ from emps.domain import health_score_for, severity_for
 from emps.settings import Settings, get_settings
 from ml import registry
 from ml.assess import Assessment, assess_matrix
-from ml.dataset import read_latest_feature_row, read_latest_features, with_admin_thresholds
+from ml.dataset import (
+    read_latest_feature_row,
+    read_latest_features,
+    registered_equipment,
+    with_admin_thresholds,
+)
 from ml.explain import score_and_explain
 from ml.model import FailureModel
 
@@ -415,34 +420,149 @@ def predict_equipment(
             f"equipment {equipment_id!r} has no feature rows: check the id, or wait for its "
             "readings to be ingested and the dbt build to run"
         )
-    unknown = sorted(set(overrides or {}) - set(model.feature_names))
+    _check_overrides(overrides, champion)
+    row.update({name: float(value) for name, value in (overrides or {}).items()})
+    # One row needs no DataFrame: building one costs more than the forest walk.
+    types = [row.get("equipment_type")]
+    scored = _predict_matrix(model, model.vector(row), types, settings)
+    return _prediction(
+        row["equipment_id"], row["ts"], types[0], scored, 0, champion, overrides, settings
+    )
+
+
+@dataclass
+class BatchPrediction:
+    """What one call of `predict_many` says: a prediction per equipment it could score, and
+    which it could not."""
+
+    predictions: list[dict[str, Any]]
+    not_registered: list[str]
+    no_features: list[str]
+    model_version: str | None
+    next_offset: int | None = None  # when a page of the whole fleet was asked for
+
+    def not_scored(self) -> list[dict[str, str]]:
+        """Each equipment not scored: its id, the reason (not_registered, no_features), and
+        what that means in words."""
+        return [
+            {
+                "equipment_id": i,
+                "reason": "not_registered",
+                "detail": f"equipment {i} is not registered",
+            }
+            for i in self.not_registered
+        ] + [
+            {
+                "equipment_id": i,
+                "reason": "no_features",
+                "detail": f"equipment {i} has no feature rows yet: wait for its readings to be "
+                "ingested and the dbt build to run",
+            }
+            for i in self.no_features
+        ]
+
+
+def predict_many(
+    equipment_ids: Sequence[str] | None = None,
+    overrides: Mapping[str, float] | None = None,
+    settings: Settings | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> BatchPrediction:
+    """Predictions for many equipment at once (or for `limit` registered equipment after
+    `offset`, in id order, when `equipment_ids` is None), not stored: one read of their latest
+    feature rows, one walk of the forest. Each answer is the one `predict_equipment` gives.
+    Predictions keep the order of `equipment_ids`; a repeated id is answered once."""
+    settings = with_admin_thresholds(settings)
+    if equipment_ids is None:
+        page = registered_equipment(None, settings, None if limit is None else limit + 1, offset)
+        more = limit is not None and len(page) > limit
+        wanted = page[:limit] if more else page
+        not_registered: list[str] = []
+        next_offset = offset + len(wanted) if more else None
+    else:
+        asked = list(dict.fromkeys(equipment_ids))
+        known = set(registered_equipment(asked, settings))
+        wanted = [i for i in asked if i in known]
+        not_registered = [i for i in asked if i not in known]
+        next_offset = None
+    if not wanted:
+        return BatchPrediction([], not_registered, [], None, next_offset)
+    champion = load_champion(settings, max_age_s=settings.ml_alias_max_age_s)
+    _check_overrides(overrides, champion)
+    features = read_latest_features(settings, wanted, only_unscored=False)
+    found = set(features["equipment_id"]) if not features.empty else set()
+    no_features = [i for i in wanted if i not in found]
+    if not found:
+        return BatchPrediction([], not_registered, no_features, champion.version, next_offset)
+    for name, value in (overrides or {}).items():
+        features[name] = float(value)
+    model = champion.model
+    types = (
+        features["equipment_type"].tolist()
+        if "equipment_type" in features
+        else [None] * len(features)
+    )
+    scored = _predict_matrix(model, model.matrix(features), types, settings)
+    position = {equipment_id: i for i, equipment_id in enumerate(features["equipment_id"])}
+    predictions = [
+        _prediction(
+            equipment_id,
+            features["ts"].iloc[position[equipment_id]],
+            types[position[equipment_id]],
+            scored,
+            position[equipment_id],
+            champion,
+            overrides,
+            settings,
+        )
+        for equipment_id in wanted
+        if equipment_id in position
+    ]
+    return BatchPrediction(predictions, not_registered, no_features, champion.version, next_offset)
+
+
+def _check_overrides(overrides: Mapping[str, float] | None, champion: Champion) -> None:
+    """A ValueError naming the overrides that are not features of the champion."""
+    names = champion.model.feature_names
+    unknown = sorted(set(overrides or {}) - set(names))
     if unknown:
-        examples = ", ".join(f"'{name}'" for name in model.feature_names[:2])
+        examples = ", ".join(f"'{name}'" for name in names[:2])
         raise ValueError(
             f"cannot set {', '.join(unknown)}: not features of model version {champion.version} "
             f"(its features are the catalog's sensors' levels and window statistics, e.g. "
             f"{examples})"
         )
-    row.update({name: float(value) for name, value in (overrides or {}).items()})
-    # One row needs no DataFrame: building one costs more than the forest walk.
-    scored = _predict_matrix(model, model.vector(row), [row.get("equipment_type")], settings)
-    p = float(scored.probability[0])
-    assessment = scored.assessments[0]
+
+
+def _prediction(
+    equipment_id: str,
+    ts: Any,
+    equipment_type: str | None,
+    scored: RowPredictions,
+    i: int,
+    champion: Champion,
+    overrides: Mapping[str, float] | None,
+    settings: Settings,
+) -> dict[str, Any]:
+    """Row `i` of scored predictions as the answer of a manual prediction."""
+    p = float(scored.probability[i])
+    assessment = scored.assessments[i]
     return {
-        "equipment_id": row["equipment_id"],
-        "ts": pd.Timestamp(row["ts"]).isoformat(),
+        "equipment_id": equipment_id,
+        "ts": pd.Timestamp(ts).isoformat(),
         "failure_probability": p,
         "health_score": health_score_for(p),
         "severity": severity_for(p, settings).value,
-        "days_until_failure": _optional(float(scored.days[0])),
-        "remaining_life": _optional(float(scored.remaining_life[0])),
-        "life_unit": scored.units[0],
-        "remaining_life_beyond": bool(scored.beyond[0]),
+        "days_until_failure": _optional(float(scored.days[i])),
+        "remaining_life": _optional(float(scored.remaining_life[i])),
+        "life_unit": scored.units[i],
+        "remaining_life_beyond": bool(scored.beyond[i]),
         "assessment": assessment.state,
         "assessment_reason": assessment.reason,
-        "horizon": _horizon_label(row.get("equipment_type"), settings),
+        "horizon": _horizon_label(equipment_type, settings),
         "model_version": champion.version,
-        "explanation": scored.explanation[0],
+        "explanation": scored.explanation[i],
         "what_if": dict(overrides or {}),
         "registry_unreachable": champion.stale,
         "champion_refused": champion.refused,

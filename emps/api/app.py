@@ -64,15 +64,17 @@ class ApiError(Exception):
         message: str,
         headers: dict[str, str] | None = None,
         errors: list[Problem] | None = None,
+        extra: dict[str, Any] | None = None,
     ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
         self.errors = errors or []
+        self.extra = extra or {}
 
     def response(self) -> JSONResponse:
-        body: dict[str, Any] = {"detail": self.message}
+        body: dict[str, Any] = {"detail": self.message, **self.extra}
         if self.errors:
             body["errors"] = [p.as_dict() for p in self.errors[:MAX_PROBLEMS]]
             if len(self.errors) > MAX_PROBLEMS:

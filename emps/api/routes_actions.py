@@ -20,14 +20,12 @@ from emps import actions
 from emps.api.app import ApiError
 from emps.api.people import ACT_RESPONSES, AUTH_RESPONSES, acting_user, current_user, plain
 from emps.api.people import settings_of as _settings
-from emps.api.routes_fleet import registered
 from emps.reports import ReportError, build_report
 from emps.users import User
 
 router = APIRouter(prefix="/api/v1")
 Reader = Annotated[User, Depends(current_user)]
 Actor = Annotated[User, Depends(acting_user)]
-MAX_PREDICT = 500
 Note = Annotated[str | None, Field(max_length=actions.MAX_NOTE_LENGTH)]
 
 
@@ -168,12 +166,25 @@ class PredictRequest(BaseModel):
             "examples": [
                 {"equipment_ids": ["GEN-0001", "GEN-0002"]},
                 {"equipment_ids": ["GEN-0001"], "overrides": {"vibration_now": 4.5}},
+                {"all": True, "limit": 500, "offset": 0},
             ]
         },
     )
-    equipment_ids: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
-        min_length=1, max_length=MAX_PREDICT
+    equipment_ids: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        None,
+        min_length=1,
+        description="The equipment to score (at most EMPS_API_PREDICT_MAX, 500 by default); "
+        "answers keep this order, a repeated id is answered once",
     )
+    all: bool = Field(
+        False, description="Score every registered equipment instead, a page at a time"
+    )
+    limit: int | None = Field(
+        None,
+        ge=1,
+        description="With `all`: equipment per page (default and most: EMPS_API_PREDICT_MAX)",
+    )
+    offset: int = Field(0, ge=0, description="With `all`: equipment skipped (`next_offset`)")
     overrides: dict[str, Annotated[float, Field(allow_inf_nan=False)]] = Field(
         default_factory=dict,
         description="What if: feature values replacing each equipment's latest ones, as the "
@@ -181,9 +192,25 @@ class PredictRequest(BaseModel):
     )
 
 
+PREDICT_DESCRIPTION = """\
+Scores the equipment named in `equipment_ids`, or with `"all": true` every registered
+equipment a page at a time in id order (`limit`, `offset`; the answer's `next_offset` is the
+next page's, null on the last), in one read of their latest feature rows and one model call.
+Nothing is stored. Each prediction is what the dashboard's What if panel shows for it.
+
+An equipment that cannot be scored does not fail the others: it is listed in `not_scored` with
+its reason (`not_registered`, or `no_features`: registered but no readings built into features
+yet), and the answer is 200 as long as one equipment was scored (or `all` was asked). When none
+of the named equipment can be scored the answer is 404 if none is registered, else 409, with
+`not_scored` in the body. A bad override (not a feature of the model) refuses the whole
+request (422): it would be wrong for every equipment.
+"""
+
+
 @router.post(
     "/predictions/predict",
-    summary="Predict now for many equipment from their latest features, optionally 'what if'",
+    summary="Predict now for many equipment (or all) from their latest features, 'what if'",
+    description=PREDICT_DESCRIPTION,
     responses={
         **AUTH_RESPONSES,
         200: {
@@ -193,43 +220,88 @@ class PredictRequest(BaseModel):
                         "predictions": [
                             {
                                 "equipment_id": "GEN-0001",
+                                "ts": "2026-12-06T10:00:00+00:00",
                                 "failure_probability": 0.91,
                                 "severity": "CRITICAL",
                                 "health_score": 9,
                                 "model_version": "3",
+                                "explanation": [
+                                    {"feature": "vibration_now", "label": "vibration level now"}
+                                ],
                                 "what_if": {"vibration_now": 4.5},
                             }
-                        ]
+                        ],
+                        "not_scored": [
+                            {
+                                "equipment_id": "GEN-9",
+                                "reason": "not_registered",
+                                "detail": "equipment GEN-9 is not registered",
+                            }
+                        ],
+                        "model_version": "3",
+                        "next_offset": None,
                     }
                 }
             }
         },
         404: {
             "content": {
-                "application/json": {"example": {"detail": "equipment GEN-9 is not registered"}}
+                "application/json": {
+                    "example": {
+                        "detail": "none of the equipment could be scored: GEN-9 is not registered",
+                        "not_scored": [{"equipment_id": "GEN-9", "reason": "not_registered"}],
+                    }
+                }
             }
         },
-        409: {"description": "No champion model, or an equipment without features yet"},
+        409: {"description": "No champion model, or none of the equipment has features yet"},
+        422: {"description": "A bad body, too many ids, or an override that is not a feature"},
     },
 )
 def predict(body: PredictRequest, request: Request, _user: Reader) -> dict[str, Any]:
-    from ml.predict import NoChampion, RegistryUnavailable, predict_equipment
+    from ml.predict import NoChampion, RegistryUnavailable, predict_many
 
     settings = _settings(request)
-    ids = list(dict.fromkeys(body.equipment_ids))
-    for equipment_id in ids:
-        registered(equipment_id, settings)
-    results = []
-    for equipment_id in ids:
-        try:
-            results.append(predict_equipment(equipment_id, body.overrides, settings))
-        except (NoChampion, LookupError) as exc:
-            raise ApiError(409, str(exc)) from None
-        except RegistryUnavailable as exc:
-            raise ApiError(503, str(exc), {"Retry-After": "30"}) from None
-        except ValueError as exc:  # an override that is not a feature of the model
-            raise ApiError(422, f"body field 'overrides': {exc}") from None
-    return {"predictions": results}
+    most = settings.api_predict_max
+    if body.all == (body.equipment_ids is not None):
+        raise ApiError(422, "body field 'equipment_ids': give equipment ids, or `\"all\": true`")
+    if body.equipment_ids is not None and len(body.equipment_ids) > most:
+        raise ApiError(
+            422,
+            f"body field 'equipment_ids': {len(body.equipment_ids):,} ids; at most {most:,} per "
+            'request (or `"all": true`, a page at a time)',
+        )
+    if not body.all and (body.limit is not None or body.offset):
+        raise ApiError(422, "body field 'limit': `limit` and `offset` page `\"all\": true` only")
+    try:
+        batch = predict_many(
+            body.equipment_ids,
+            body.overrides,
+            settings,
+            limit=min(body.limit or most, most) if body.all else None,
+            offset=body.offset,
+        )
+    except NoChampion as exc:
+        raise ApiError(409, str(exc)) from None
+    except RegistryUnavailable as exc:
+        raise ApiError(503, str(exc), {"Retry-After": "30"}) from None
+    except ValueError as exc:  # an override that is not a feature of the model
+        raise ApiError(422, f"body field 'overrides': {exc}") from None
+    not_scored = batch.not_scored()
+    if not batch.predictions and not body.all:
+        status = 409 if batch.no_features else 404
+        reasons = "; ".join(item["detail"] for item in not_scored[:10])
+        raise ApiError(
+            status,
+            f"none of the equipment could be scored: {reasons}",
+            extra={"not_scored": not_scored},
+        )
+    return {
+        "predictions": batch.predictions,
+        "not_scored": not_scored,
+        "model_version": batch.model_version,
+        "next_offset": batch.next_offset,
+    }
 
 
 class ReportRequest(BaseModel):

@@ -298,57 +298,8 @@ def list_versions() -> None:
 
 
 def register(root: typer.Typer) -> None:
-    """Add `emps model ...` and the top-level `emps predict`."""
+    """Add `emps model ...` and the top-level `emps predict` (emps.commands.predict)."""
+    from emps.commands import predict
+
     root.add_typer(app, name="model")
-
-    @root.command()
-    def predict(
-        equipment: str = typer.Option(..., help="Equipment id, e.g. EQ-0042"),
-        set_: list[str] = typer.Option(
-            None, "--set", help="What if: FEATURE=VALUE, e.g. --set vibration=9.5 (repeatable)"
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print the prediction as JSON"),
-    ) -> None:
-        """Predict one equipment's failure risk now from its latest features (not stored)."""
-        from ml.predict import NoChampion, RegistryUnavailable, predict_equipment
-
-        overrides = {}
-        for item in set_ or []:
-            name, sep, value = item.partition("=")
-            try:
-                overrides[name.strip()] = float(value)
-            except ValueError:
-                sep = ""
-            if not sep:
-                raise _fail(f"--set {item!r}: expected FEATURE=NUMBER, e.g. vibration=9.5")
-        try:
-            result = predict_equipment(equipment, overrides, get_settings())
-        except (LookupError, ValueError, NoChampion, RegistryUnavailable) as error:
-            raise _fail(str(error)) from None
-        if as_json:
-            print(json.dumps(result, default=str))
-            return
-        from emps.domain import assessment_words, remaining_life_words
-
-        life = remaining_life_words(
-            result["remaining_life"], result["life_unit"], result["remaining_life_beyond"]
-        )
-        console.print(
-            f"[bold]{equipment}[/bold] at {result['ts']}: failure probability "
-            f"{result['failure_probability']:.2f} within {result['horizon']}, "
-            f"severity [bold]{result['severity']}[/bold], health {result['health_score']}"
-            + (f", remaining life {life}" if life else "")
-            + f" (model v{result['model_version']})"
-        )
-        if result["assessment"] != "ok":
-            console.print(
-                "[yellow]"
-                + assessment_words(result["assessment"], result["assessment_reason"])
-                + "[/yellow]"
-            )
-        table = Table(title="what pushes the risk up")
-        for column in ("feature", "value", "contribution"):
-            table.add_column(column)
-        for item in result["explanation"]:
-            table.add_row(item["label"], _fmt(item["value"]), f"{item['contribution']:+.3f}")
-        console.print(table)
+    predict.register(root)

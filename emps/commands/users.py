@@ -95,15 +95,33 @@ def token(
     username: str = typer.Argument(..., help="Whose token: it acts with this user's role"),
     label: str = typer.Option("", "--label", help="What it is for (shown by `emps user tokens`)"),
     days: int = typer.Option(90, "--days", min=1, max=3650, help="Days until it stops working"),
+    save: bool = typer.Option(
+        False,
+        "--save",
+        help="Write it to the token file `emps predict` sends to the API (EMPS_API_TOKEN_FILE, "
+        "mode 0600) instead of printing it",
+    ),
 ) -> None:
     """Mint an API token for a script: it acts as the user, with their role read afresh at each
-    use, until it expires or is revoked. It is printed once; only its hash is stored."""
+    use, until it expires or is revoked. It is printed once (or saved); only its hash is
+    stored."""
     try:
         with connect(Role.OWNER, autocommit=True) as conn:
             secret, token_id, expires_at = mint_token(conn, username, label, days, _actor())
     except UserError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
+    if save:
+        from emps.commands.predict import save_token
+        from emps.settings import get_settings
+
+        path = save_token(secret, get_settings())
+        console.print(
+            f"token {token_id} for {username}, valid until {expires_at:%Y-%m-%d %H:%M %Z}, "
+            f"saved to {path} (only you can read it); `emps predict` sends it to the API",
+            highlight=False,
+        )
+        return
     console.print(
         f"token {token_id} for {username}, valid until {expires_at:%Y-%m-%d %H:%M %Z}; "
         "keep it secret, it is not shown again:",

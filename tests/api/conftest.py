@@ -3,6 +3,7 @@ session's PostgreSQL and landing zone; devices with keys; readings built from th
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -21,7 +22,19 @@ from ports import free_port
 from emps.api.devices import add_device
 from emps.catalog import load_catalog
 from emps.db import Role, connect
-from emps.settings import Settings
+from emps.settings import PROJECT_ROOT, Settings
+
+
+def _module(name: str, relative: str):
+    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / relative)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# The ML tests' synthetic features, reused as they are.
+synthetic = _module("ml_synthetic", "tests/ml/synthetic.py")
 
 API_ENV = {
     # Small limits so the refusals are reached with few requests.
@@ -83,6 +96,21 @@ def model_settings(settings: Settings) -> Settings:
             "ml_sample_minutes": 60,
         }
     )
+
+
+@pytest.fixture(scope="session")
+def champion(database: Settings):
+    """A champion trained on synthetic features, in the registry the API reads; the examples."""
+    from ml import registry
+    from ml.train import train_and_register
+
+    settings = model_settings(database)
+    examples, failures = synthetic.training_examples(
+        load_catalog(settings.catalog_path), equipment=30, days=100, step_hours=4
+    )
+    version = train_and_register(settings, examples, failures).version
+    registry.run_gate(version, "tester", settings, examples, failures)
+    return settings, examples
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
-from conftest import model_settings
+from conftest import synthetic
 
 from emps.catalog import load_catalog
 from emps.db import Role, connect
@@ -28,9 +28,8 @@ def _module(name: str, relative: str):
     return module
 
 
-# The dashboard tests' seeded fleet and the ML tests' synthetic features, reused as they are.
+# The dashboard tests' seeded fleet, reused as it is.
 seeded = _module("dashboard_seed", "tests/streamlit_app/conftest.py")
-synthetic = _module("ml_synthetic", "tests/ml/synthetic.py")
 V1 = "/api/v1"
 
 
@@ -241,21 +240,6 @@ def test_reports_are_the_dashboards_pdf_and_csv(api, db, seeded_fleet):
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
     assert unknown.status_code == 404 and "NOPE" in unknown.json()["detail"]
     assert bad.status_code == 422 and "'scope'" in bad.json()["detail"]
-
-
-@pytest.fixture(scope="session")
-def champion(database: Settings) -> tuple[Settings, pd.DataFrame]:
-    """A champion trained on synthetic features, in the registry the API reads; the examples."""
-    from ml import registry
-    from ml.train import train_and_register
-
-    settings = model_settings(database)
-    examples, failures = synthetic.training_examples(
-        load_catalog(settings.catalog_path), equipment=30, days=100, step_hours=4
-    )
-    version = train_and_register(settings, examples, failures).version
-    registry.run_gate(version, "tester", settings, examples, failures)
-    return settings, examples
 
 
 def test_predict_scores_many_equipment_with_what_if_overrides(api, db, marts, champion):

@@ -1,0 +1,145 @@
+"""`emps predict` wall time per call: through a warm HTTP API vs scoring in its own process.
+
+    uv run python bench/predict_cli.py [--equipment 200] [--runs 5]
+
+On a fresh temporary database and MLflow store: a champion trained on synthetic examples, one
+feature row per bench equipment, the API served by uvicorn (`python -m emps.api`) and warmed by
+one request. Then, each `--runs` times as a new process (what a shell user waits for):
+"api" `emps predict ID --json` with a saved user token; "local" `emps predict ID --json --local`
+(imports, model load, prediction in the process); "api_all" `emps predict --all --json`; and
+"bare" `python -c pass`, the floor of any process start. Medians. Last line:
+{"bench": "predict_cli", ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _tempdb import ROOT, free_port, temporary_platform
+
+sys.path.insert(0, str(ROOT / "tests" / "ml"))  # the synthetic feature generator of the ML tests
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--equipment", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    with temporary_platform("predict-cli", {"EMPS_ML_N_ESTIMATORS": "100"}) as platform:
+        run(args, platform.settings)
+
+
+def _timed(command: list[str], env: dict[str, str], runs: int) -> tuple[float, str]:
+    times, out = [], ""
+    for _ in range(runs):
+        started = time.perf_counter()
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        times.append(time.perf_counter() - started)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed: {done.stderr[-2000:]}")
+        out = done.stdout
+    return statistics.median(times), out
+
+
+def run(args: argparse.Namespace, settings) -> None:
+    import httpx
+    import numpy as np
+    import pandas as pd
+    import synthetic
+
+    from emps.catalog import load_catalog
+    from emps.commands.predict import save_token
+    from emps.db import Role, connect
+    from emps.users import add_user, mint_token
+    from ml import registry
+    from ml.train import train_and_register
+
+    catalog = load_catalog(settings.catalog_path)
+    print("training a champion on synthetic examples ...", flush=True)
+    examples, failures = synthetic.training_examples(catalog, equipment=30, days=100, step_hours=4)
+    version = train_and_register(settings, examples, failures).version
+    registry.run_gate(version, "bench", settings, examples, failures)
+    rng = np.random.default_rng(1)
+    rows = examples.iloc[rng.integers(0, len(examples), args.equipment)].copy()
+    rows["equipment_id"] = [f"BEN-{i:05d}" for i in range(args.equipment)]
+    rows["ts"] = pd.Timestamp.now(tz="UTC").floor("min")
+    features = rows.drop(columns=["next_failure_at", "days_until_failure", "fails_within_horizon"])
+    synthetic.load_examples(features, settings, settings.ml_features_relation)
+    with connect(Role.OWNER, settings, autocommit=True) as conn:
+        add_user(conn, "bench", "Viewer", "a long enough password", rounds=4)
+        token = mint_token(conn, "bench", "bench", 1)[0]
+    token_file = Path(settings.home) / "bench-token"
+    save_token(token, settings.model_copy(update={"api_token_file": token_file}))
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "EMPS_API_PORT": str(port),
+        "EMPS_API_TOKEN_FILE": str(token_file),
+    }
+    log = (Path(settings.home) / "api.log").open("ab")
+    api = subprocess.Popen([sys.executable, "-m", "emps.api"], env=env, stdout=log, stderr=log)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or api.poll() is not None:
+                raise RuntimeError("the API did not start")
+            time.sleep(0.2)
+        warm = httpx.post(
+            f"{url}/api/v1/predictions/predict",
+            json={"equipment_ids": ["BEN-00000"]},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=120,
+        )
+        warm.raise_for_status()
+
+        emps = str(Path(sys.executable).with_name("emps"))
+        one = [emps, "predict", "BEN-00000", "--json"]
+        print(f"timing {args.runs} runs of each ...", flush=True)
+        bare, _ = _timed([sys.executable, "-c", "pass"], env, args.runs)
+        through_api, api_out = _timed(one, env, args.runs)
+        local, local_out = _timed([*one, "--local"], env, args.runs)
+        every, every_out = _timed([emps, "predict", "--all", "--json"], env, args.runs)
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
+    same = (
+        json.loads(api_out)["failure_probability"] == json.loads(local_out)["failure_probability"]
+    )
+    assert same, "the API and the local prediction differ"
+    assert len(every_out.splitlines()) == args.equipment
+    print(
+        f"emps predict, median of {args.runs} new processes: through the API {through_api:.3f} s, "
+        f"in-process {local:.3f} s, --all ({args.equipment} equipment) through the API "
+        f"{every:.3f} s; python -c pass {bare:.3f} s"
+    )
+    print(
+        json.dumps(
+            {
+                "bench": "predict_cli",
+                "equipment": args.equipment,
+                "runs": args.runs,
+                "api_s": round(through_api, 3),
+                "local_s": round(local, 3),
+                "api_all_s": round(every, 3),
+                "bare_python_s": round(bare, 3),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
