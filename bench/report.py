@@ -82,6 +82,15 @@ BENCHES: dict[str, tuple[str, list[tuple[str, float | None, str]]]] = {
             ("ingest_lost", 0.0, "<="),
         ],
     ),
+    "predict_cli": (
+        "`emps predict` per call: through a warm API next to scoring in its own process.",
+        [
+            ("api_s", 1.0, "<="),
+            ("local_s", None, ""),
+            ("api_all_s", None, ""),
+            ("bare_python_s", None, ""),
+        ],
+    ),
 }
 
 
