@@ -7,7 +7,7 @@ import signal
 
 import psycopg
 import pytest
-from conftest import start_api, wait_for
+from api_support import start_api, wait_for
 from ports import free_port
 from typer.testing import CliRunner
 

@@ -6,7 +6,7 @@ import json
 import secrets
 from datetime import datetime
 
-from conftest import wait_for
+from api_support import wait_for
 
 from emps.api.devices import revoke, rotate_key
 from emps.db import Role, connect

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
-from conftest import synthetic
+from api_support import synthetic
 
 from emps.catalog import load_catalog
 from emps.db import Role, connect

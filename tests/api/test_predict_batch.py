@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import API_ENV, synthetic
+from api_support import API_ENV, synthetic
 from ports import free_port
 
 from emps.commands.predict import save_token

@@ -1,0 +1,102 @@
+"""Helpers the API tests import: the API served by uvicorn in its own process, the ML tests'
+synthetic features, and polling. A module of its own, not conftest: `from conftest import ...`
+resolves to whichever conftest was imported first when several test folders run together."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from emps.settings import PROJECT_ROOT, Settings
+
+
+def _module(name: str, relative: str):
+    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / relative)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# The ML tests' synthetic features, reused as they are.
+synthetic = _module("ml_synthetic", "tests/ml/synthetic.py")
+
+API_ENV = {
+    # Small limits so the refusals are reached with few requests.
+    "EMPS_API_MAX_BODY_BYTES": "4096",
+    "EMPS_API_RATE_PER_KEY": "2",
+    "EMPS_API_RATE_BURST": "12",
+    # A revoked key is refused at once; drop files are handed to ingest quickly.
+    "EMPS_API_KEY_CACHE_S": "0",
+    "EMPS_API_DROP_INTERVAL_S": "0.2",
+}
+
+
+@dataclass
+class ApiServer:
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    def client(self, key: str | None = None, **kw) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kw)
+
+
+def start_api(settings: Settings, port: int, log: Path) -> ApiServer:
+    env = {**os.environ, **API_ENV, "EMPS_API_PORT": str(port)}
+    handle = log.open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "emps.api"], env=env, stdout=handle, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the API exited: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return ApiServer(url, process, log)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"the API did not answer within 120 s: {log.read_text()[-3000:]}")
+
+
+def model_settings(settings: Settings) -> Settings:
+    """Where the API's predictions find their champion: a registry of this session's own and a
+    feature table the predict tests fill (tests/api/test_people_api.py)."""
+    root = settings.home / "api-mlflow"
+    return settings.model_copy(
+        update={
+            "mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+            "mlflow_artifact_root": root / "artifacts",
+            "model_name": "api-test-model",
+            "ml_features_relation": "api_test.features",
+            "ml_examples_relation": "api_test.features",
+            "ml_n_estimators": 20,
+            "ml_n_jobs": 1,
+            "ml_min_samples_leaf": 20,
+            "ml_sample_minutes": 60,
+        }
+    )
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "it") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{what} did not happen within {timeout} s")
