@@ -77,12 +77,16 @@ def list_(
     """List devices, their equipment and live key prefixes (never the keys)."""
     with connect(Role.OWNER) as conn:
         devices = list_devices(conn, include_revoked=all_)
-    table = Table("device", "equipment", "live keys", "last used", "added", "revoked")
+    table = Table("device", "equipment")
+    # Prefixes are what `revoke --key` takes: one per line, never wrapped in a narrow terminal.
+    table.add_column("live keys", no_wrap=True, min_width=12)
+    for column in ("last used", "added", "revoked"):
+        table.add_column(column)
     for d in devices:
         table.add_row(
             d["device_id"],
             ", ".join(d["equipment_ids"]),
-            ", ".join(d["keys"]) or "-",
+            "\n".join(d["keys"]) or "-",
             shown(d["last_used_at"]),
             shown(d["created_at"]),
             shown(d["revoked_at"]),
