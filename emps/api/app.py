@@ -447,7 +447,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         started = time.perf_counter()
         status = 500
         try:
-            response = await call_next(request)
+            try:
+                response = await call_next(request)
+            except Exception:
+                # A bug, not a refusal: its traceback goes to the log under the request's id,
+                # and the client gets that id to quote rather than a bare 500.
+                log.exception("%s %s failed", request.method, request.url.path)
+                response = JSONResponse(
+                    {
+                        "detail": "internal error: the API's log has it under this request id",
+                        "request_id": request_id,
+                    },
+                    status_code=500,
+                )
             status = response.status_code
             response.headers["X-Request-ID"] = request_id
             return response
