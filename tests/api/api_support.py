@@ -19,7 +19,8 @@ import httpx
 from emps.settings import PROJECT_ROOT, Settings
 
 
-def _module(name: str, relative: str):
+def load_module(name: str, relative: str):
+    """Another test folder's module, loaded by its path under a name of its own."""
     spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / relative)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -28,7 +29,7 @@ def _module(name: str, relative: str):
 
 
 # The ML tests' synthetic features, reused as they are.
-synthetic = _module("ml_synthetic", "tests/ml/synthetic.py")
+synthetic = load_module("ml_synthetic", "tests/ml/synthetic.py")
 
 API_ENV = {
     # Small limits so the refusals are reached with few requests.

@@ -3,33 +3,22 @@ dashboard's figures, audited actions, predictions and reports."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
-from api_support import synthetic
+from api_support import load_module, synthetic
 
 from emps.catalog import load_catalog
 from emps.db import Role, connect
 from emps.reports import build_report
-from emps.settings import PROJECT_ROOT, Settings
+from emps.settings import Settings
 from emps.users import mint_token
 
-
-def _module(name: str, relative: str):
-    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / relative)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 # The dashboard tests' seeded fleet, reused as it is.
-seeded = _module("dashboard_seed", "tests/streamlit_app/conftest.py")
+seeded = load_module("dashboard_seed", "tests/streamlit_app/conftest.py")
 V1 = "/api/v1"
 
 
