@@ -170,10 +170,12 @@ def cleanup_old_alerts() -> dict:
     retention); old sensor and prediction partitions retired, the months ahead created."""
     report = apply_retention()
     get_run_logger().info(
-        "retention: archived %s; %s ledger rows pruned; %s predictions rolled up hourly;"
+        "retention: archived %s; %s ledger rows and %s API ingest requests pruned; %s"
+        " predictions rolled up hourly;"
         " partitions %s: %s; %s month partitions created ahead; files deleted: %s",
         report.archived or "nothing (another cleanup is archiving)",
         report.ledger_pruned,
+        report.api_requests_pruned,
         report.predictions_rolled_up,
         report.mode,
         report.partitions_retired or "none",

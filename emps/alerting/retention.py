@@ -4,7 +4,8 @@
   audit log past `audit_retention_days`, delivered notifications of no alert and resolved
   operations alerts past `notification_retention_days`, quarantined rows past
   `quarantine_retention_days` (never an unresolved conflict or a row waiting for a retry);
-- the ingest ledger past `ingest_ledger_retention_days` and expired sign-in tokens are deleted;
+- the ingest ledger past `ingest_ledger_retention_days` and expired sign-in tokens are deleted,
+  and the HTTP API's ingest requests whose drop file left the ledger;
 - predictions past `prediction_detail_days` are rolled up per equipment and hour;
 - month partitions of readings and predictions past `sensor_retention_days` are detached or
   dropped (`partition_retention_mode`), those of the months ahead created
@@ -40,6 +41,7 @@ class RetentionReport:
     files_deleted: dict[str, int] = field(default_factory=dict)
     ledger_pruned: int = 0
     predictions_rolled_up: int = 0
+    api_requests_pruned: int = 0
 
 
 def archive_cutoffs(settings: Settings, now: datetime) -> dict[str, datetime]:
@@ -61,15 +63,9 @@ def cleanup(settings: Settings | None = None, now: datetime | None = None) -> Re
     retired: list[str] = []
     with connect(Role.ALERTING, settings) as conn:
         ledger_cutoff = now - timedelta(days=settings.ingest_ledger_retention_days)
-        pruned = 0
-        while True:  # in batches: a big fleet's day is more than a million ledger rows
-            with conn.transaction():
-                batch = conn.execute(
-                    "select ops.prune_ingest_ledger(%s, %s)", (ledger_cutoff, LEDGER_BATCH)
-                ).fetchone()[0]
-            pruned += batch
-            if batch < LEDGER_BATCH:
-                break
+        pruned = _in_batches(conn, "ops.prune_ingest_ledger", ledger_cutoff)
+        # After the ledger: a request leaves with its drop file's outcome.
+        requests_pruned = _in_batches(conn, "ops.prune_api_requests", ledger_cutoff)
         with conn.transaction():
             rolled = conn.execute(
                 "select coalesce(sum(rolled_up), 0) from ops.roll_up_predictions(%s, %s)",
@@ -85,7 +81,12 @@ def cleanup(settings: Settings | None = None, now: datetime | None = None) -> Re
                 " null, %s::jsonb)",
                 (
                     json.dumps(
-                        {"archived": archived, "ledger_pruned": pruned, "rolled_up": int(rolled)}
+                        {
+                            "archived": archived,
+                            "ledger_pruned": pruned,
+                            "api_requests_pruned": requests_pruned,
+                            "rolled_up": int(rolled),
+                        }
                     ),
                 ),
             )
@@ -119,7 +120,20 @@ def cleanup(settings: Settings | None = None, now: datetime | None = None) -> Re
         files,
         pruned,
         int(rolled),
+        requests_pruned,
     )
+
+
+def _in_batches(conn, function: str, before: datetime) -> int:
+    """Call a prune function until it takes less than a batch: a big fleet's day is more than
+    a million ledger rows, each batch its own transaction."""
+    total = 0
+    while True:
+        with conn.transaction():
+            batch = conn.execute(f"select {function}(%s, %s)", (before, LEDGER_BATCH)).fetchone()[0]
+        total += batch
+        if batch < LEDGER_BATCH:
+            return total
 
 
 def _dated_folders(root: Path, depth: int) -> list[tuple[date, Path]]:

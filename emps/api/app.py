@@ -34,7 +34,8 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from emps.api.devices import split_key
-from emps.api.drops import DropWriter, Overloaded
+from emps.api.drops import DropWriter, Overloaded, Placement
+from emps.api.ledger import Accepted, AcceptedLedger
 from emps.api.readings import MAX_PROBLEMS, BadBody, Problem, check_readings, ndjson_lines
 from emps.api.readings import parse_body as read_items
 from emps.catalog import load_catalog
@@ -120,6 +121,7 @@ class Service:
             settings.api_drop_interval_s,
             settings.api_queue_max,
         )
+        self.accepted = AcceptedLedger(self.call)
         self.buckets = KeyBuckets(settings.api_rate_per_key, settings.api_rate_burst)
         self.keys: dict[tuple[str, bytes], tuple[Device | None, float]] = {}
         self.idempotency_locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
@@ -248,7 +250,13 @@ async def ingest(service: Service, request: Request) -> JSONResponse:
             f"the body holds {len(items):,} readings; at most {settings.api_max_readings:,} "
             "per request",
         )
-    records, problems = await asyncio.to_thread(check_readings, items, service.catalog, settings)
+    # Plain readings are checked here in well under a millisecond; any other shape is typed
+    # the way ingest types it, with pandas, off the event loop.
+    records, problems = check_readings(items, service.catalog, settings, slow=False)
+    if problems is None:
+        records, problems = await asyncio.to_thread(
+            check_readings, items, service.catalog, settings
+        )
     if problems:
         first = problems[0]
         where = f"row {first.row}" + (f", field {first.field!r}" if first.field else "")
@@ -288,6 +296,13 @@ async def ingest(service: Service, request: Request) -> JSONResponse:
             "nothing was accepted",
         )
     digest = hashlib.sha256(body).digest()
+    if idempotency_key is None:
+        request_id = uuid.uuid4()
+        placement = await _write(service, device, records)
+        await service.accepted.record(
+            Accepted(request_id, device.device_id, digest, len(records), placement)
+        )
+        return _accepted(request_id, len(records))
     async with service.one_at_a_time(device.device_id, idempotency_key):
         rows = await service.call(
             "select request_id, state, body_sha256, created "
@@ -305,22 +320,27 @@ async def ingest(service: Service, request: Request) -> JSONResponse:
             if state == "accepted":
                 return _accepted(request_id, len(records), replayed=True)
             # Begun by a request that never got its answer (the API stopped): write it now.
-        try:
-            placement = await service.writer.append(device.device_id, ndjson_lines(records))
-        except Overloaded:
-            raise ApiError(
-                429, "the API is writing too many readings; retry shortly", {"Retry-After": "1"}
-            ) from None
-        except OSError as exc:
-            log.error("readings of %s not written: %s", device.device_id, exc)
-            raise ApiError(
-                503, "the readings could not be written to disk; retry later", {"Retry-After": "30"}
-            ) from None
+        placement = await _write(service, device, records)
         await service.call(
             "select ops.api_accept_request(%s, %s, %s, %s)",
             (request_id, placement.file_name, placement.first_row, placement.last_row),
         )
     return _accepted(request_id, len(records))
+
+
+async def _write(service: Service, device: Device, records: list[dict[str, Any]]) -> Placement:
+    """The readings appended to the device's drop file and fsynced."""
+    try:
+        return await service.writer.append(device.device_id, ndjson_lines(records))
+    except Overloaded:
+        raise ApiError(
+            429, "the API is writing too many readings; retry shortly", {"Retry-After": "1"}
+        ) from None
+    except OSError as exc:
+        log.error("readings of %s not written: %s", device.device_id, exc)
+        raise ApiError(
+            503, "the readings could not be written to disk; retry later", {"Retry-After": "30"}
+        ) from None
 
 
 def _accepted(request_id: uuid.UUID, readings: int, replayed: bool = False) -> JSONResponse:

@@ -24,11 +24,13 @@ from emps.catalog import Catalog
 from emps.ingest.columns import COUNTER, KEY_COLUMNS, counts_usage, reading_columns
 from emps.ingest.columns import required_columns as file_required_columns
 from emps.ingest.parse import ROW
+from emps.ingest.timestamps import STRICT
 from emps.ingest.validate import EQUIPMENT_ID_PATTERN, FILE, prepare, suite_parameters
 from emps.settings import Settings
 
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 MAX_PROBLEMS = 100  # listed in one answer; the count says how many more
+_PLAIN_ID = re.compile(EQUIPMENT_ID_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -89,9 +91,16 @@ def parse_body(body: bytes, content_type: str) -> list[Any]:
 
 
 def check_readings(
-    items: list[Any], catalog: Catalog, settings: Settings, now: datetime | None = None
-) -> tuple[list[dict[str, Any]], list[Problem]]:
-    """The readings as records (field names trimmed and lower-cased), and every problem."""
+    items: list[Any],
+    catalog: Catalog,
+    settings: Settings,
+    now: datetime | None = None,
+    slow: bool = True,
+) -> tuple[list[dict[str, Any]], list[Problem] | None]:
+    """The readings as records (field names trimmed and lower-cased), and every problem.
+
+    With `slow` False, readings in a shape only ingest's (pandas) typing reads give None
+    for the problems instead: the caller runs the check again where it may take a while."""
     channels = {c.name: c for c in catalog.channels.values()}
     known = [*KEY_COLUMNS, *reading_columns(catalog)]
     required = file_required_columns(catalog)
@@ -120,7 +129,13 @@ def check_readings(
         records.append(record)
     if all(not r for r in records):
         return records, problems
-    problems += _typed_problems(records, channels, catalog, settings, now or datetime.now(UTC))
+    now = now or datetime.now(UTC)
+    typed = _quick_problems(records, channels, catalog, settings, now)
+    if typed is None:
+        if not slow:
+            return records, None
+        typed = _typed_problems(records, channels, catalog, settings, now)
+    problems += typed
     problems.sort(key=lambda p: p.row or 0)
     return records, problems
 
@@ -159,24 +174,8 @@ def _typed_problems(records, channels, catalog, settings, now) -> list[Problem]:
                 found.append(Problem(row, "timestamp", text or "timestamp is unreadable"))
             elif not (counter_clock and records[index].get(COUNTER) is not None):
                 found.append(Problem(row, "timestamp", "timestamp is required but missing"))
-        elif ts > bounds["max_ts"]:
-            found.append(
-                Problem(
-                    row,
-                    "timestamp",
-                    f"timestamp {ts.isoformat()} is more than "
-                    f"{settings.ingest_future_tolerance_min} minutes in the future",
-                )
-            )
-        elif ts < bounds["min_ts"]:
-            found.append(
-                Problem(
-                    row,
-                    "timestamp",
-                    f"timestamp {ts.isoformat()} is older than the "
-                    f"{settings.ingest_max_age_days}-day retention period",
-                )
-            )
+        else:
+            found += _time_problems(row, ts, bounds, settings)
         for name in sensors:
             if name not in records[index] or records[index][name] is None:
                 continue
@@ -197,23 +196,85 @@ def _typed_problems(records, channels, catalog, settings, now) -> list[Problem]:
                 found.append(
                     Problem(row, name, f"{name} value {str(value)[:60]!r} is not a number")
                 )
-            elif name == COUNTER:
-                if number < 0:
-                    found.append(
-                        Problem(row, name, f"{COUNTER} value {number:g} is not a usage count")
-                    )
             else:
-                low, high = channels[name].valid_range
-                if not low <= number <= high:
-                    found.append(
-                        Problem(
-                            row,
-                            name,
-                            f"{name} value {number:g} is outside the valid range "
-                            f"{low:g}..{high:g} {channels[name].unit}",
-                        )
-                    )
+                found += _number_problems(row, name, number, channels)
     return found
+
+
+def _quick_problems(records, channels, catalog, settings, now) -> list[Problem] | None:
+    """The problems of readings in the shape nearly every device sends (a plain id, an
+    ISO-8601 time with its offset, JSON numbers), found without pandas: what a request costs is
+    mostly this check. None when any reading takes another shape (text numbers, epochs, naive
+    times, ...), which `_typed_problems` reads the way ingest does. Both give the same words."""
+    sensors = reading_columns(catalog)
+    bounds = {k: v.to_pydatetime() for k, v in suite_parameters(settings, now).items()}
+    found: list[Problem] = []
+    for row, record in enumerate(records, start=1):
+        if not record:
+            continue
+        ident = record.get("equipment_id")
+        if not isinstance(ident, str) or not _PLAIN_ID.fullmatch(ident):
+            return None
+        text = record.get("timestamp")
+        if text is None:
+            if not (counts_usage(catalog) and record.get(COUNTER) is not None):
+                found.append(Problem(row, "timestamp", "timestamp is required but missing"))
+        else:
+            if not isinstance(text, str) or not STRICT.fullmatch(text):
+                return None
+            try:
+                ts = datetime.fromisoformat(text).astimezone(UTC)
+            except ValueError:
+                return None
+            found += _time_problems(row, ts, bounds, settings)
+        for name in sensors:
+            value = record.get(name)
+            if value is None:
+                continue
+            if type(value) not in (int, float) or not math.isfinite(value):
+                return None
+            found += _number_problems(row, name, float(value), channels)
+    return found
+
+
+def _time_problems(row: int, ts, bounds: dict, settings: Settings) -> list[Problem]:
+    if ts > bounds["max_ts"]:
+        return [
+            Problem(
+                row,
+                "timestamp",
+                f"timestamp {ts.isoformat()} is more than "
+                f"{settings.ingest_future_tolerance_min} minutes in the future",
+            )
+        ]
+    if ts < bounds["min_ts"]:
+        return [
+            Problem(
+                row,
+                "timestamp",
+                f"timestamp {ts.isoformat()} is older than the "
+                f"{settings.ingest_max_age_days}-day retention period",
+            )
+        ]
+    return []
+
+
+def _number_problems(row: int, name: str, number: float, channels: dict) -> list[Problem]:
+    if name == COUNTER:
+        if number < 0:
+            return [Problem(row, name, f"{COUNTER} value {number:g} is not a usage count")]
+        return []
+    low, high = channels[name].valid_range
+    if low <= number <= high:
+        return []
+    return [
+        Problem(
+            row,
+            name,
+            f"{name} value {number:g} is outside the valid range "
+            f"{low:g}..{high:g} {channels[name].unit}",
+        )
+    ]
 
 
 def ndjson_lines(records: list[dict[str, Any]]) -> list[bytes]:

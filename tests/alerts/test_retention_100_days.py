@@ -90,6 +90,17 @@ def _live_one_day(conn, day: datetime, ids: list[str], n: int, home: Path) -> di
         " returning id",
         (n, n, day),
     ).fetchall()
+    # Two HTTP ingest requests a day, one in the file that will hold the day's bad row.
+    if n == 0:
+        conn.execute("insert into ops.devices (device_id, created_by) values ('gateway-1', 'test')")
+    conn.execute(
+        "insert into ops.api_ingest_requests (request_id, device_id, body_sha256, state,"
+        " readings, file_name, first_row, last_row, created_at, accepted_at)"
+        " select gen_random_uuid(), 'gateway-1', sha256(g::text::bytea), 'accepted', 2,"
+        " 'd' || %s || '-' || g || '.csv', 1, 2, %s + g * interval '30 minutes',"
+        " %s + g * interval '30 minutes' from generate_series(0, 1) g",
+        (n, day, day),
+    )
     # A bad row a day; on day 3 a conflict nobody resolves, on day 5 one an admin asks to retry.
     kind = "conflict" if n in (3, 6) else "invalid"
     conn.execute(
@@ -211,6 +222,11 @@ def _assert_within_retention(conn, settings: Settings, now: datetime) -> None:
             " raw.quarantined_rows q where q.ingest_file_id = f.id)",
             "ingest_ledger_retention_days",
         ),
+        "HTTP ingest requests whose file left the ledger": (
+            "select min(created_at) from ops.api_ingest_requests r where not exists (select 1"
+            " from raw.ingest_files f where f.file_name = r.file_name)",
+            "ingest_ledger_retention_days",
+        ),
     }
     for what, (query, setting) in checks.items():
         oldest = _oldest(conn, query)
@@ -287,6 +303,15 @@ def test_a_hundred_days_stay_within_every_retention_and_keep_the_evidence(fleet)
             (start + timedelta(days=20),),
         ).fetchall()
         assert kept == [("d3",), ("d5",)]
+        # The HTTP requests whose readings are in those kept files still say what became of
+        # them; every other request of those days left with its file.
+        requests = conn.execute(
+            "select r.file_name, s.rows_quarantined from ops.api_ingest_requests r,"
+            " ops.api_request_status(r.device_id, r.request_id) s where r.created_at < %s"
+            " order by 1",
+            (start + timedelta(days=20),),
+        ).fetchall()
+        assert requests == [("d3-0.csv", 1), ("d5-0.csv", 1)]
         archived_alerts = conn.execute("select count(*) from ops.archived_alerts").fetchone()[0]
         live_alerts = conn.execute("select count(*) from ops.alerts").fetchone()[0]
         assert archived_alerts > 0
