@@ -441,6 +441,19 @@ class BatchPrediction:
     model_version: str | None
     next_offset: int | None = None  # when a page of the whole fleet was asked for
 
+    def only(self, equipment_ids: Sequence[str]) -> BatchPrediction:
+        """The part of this answer about `equipment_ids`, in their order (a call made for
+        several requests at once, cut back to one request's)."""
+        wanted = list(dict.fromkeys(equipment_ids))
+        by_id = {p["equipment_id"]: p for p in self.predictions}
+        unknown, featureless = set(self.not_registered), set(self.no_features)
+        return BatchPrediction(
+            [by_id[i] for i in wanted if i in by_id],
+            [i for i in wanted if i in unknown],
+            [i for i in wanted if i in featureless],
+            self.model_version,
+        )
+
     def not_scored(self) -> list[dict[str, str]]:
         """Each equipment not scored: its id, the reason (not_registered, no_features), and
         what that means in words."""

@@ -33,6 +33,7 @@ from fastapi.responses import JSONResponse, Response
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from emps.api.batching import PredictBatcher
 from emps.api.devices import split_key
 from emps.api.drops import DropWriter, Overloaded, Placement
 from emps.api.ledger import Accepted, AcceptedLedger
@@ -122,6 +123,9 @@ class Service:
             settings.api_queue_max,
         )
         self.accepted = AcceptedLedger(self.call)
+        self.predictor = PredictBatcher(
+            self._predict_ids, lambda answer, ids: answer.only(ids), settings.api_predict_max
+        )
         self.buckets = KeyBuckets(settings.api_rate_per_key, settings.api_rate_burst)
         self.keys: dict[tuple[str, bytes], tuple[Device | None, float]] = {}
         self.idempotency_locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
@@ -145,6 +149,11 @@ class Service:
                 del self.idempotency_locks[name]
             else:
                 self.idempotency_locks[name] = (lock, users - 1)
+
+    def _predict_ids(self, equipment_ids: list[str]):
+        from ml.predict import predict_many
+
+        return predict_many(equipment_ids, None, self.settings)
 
     async def start(self) -> None:
         await self.pool.open(wait=False)

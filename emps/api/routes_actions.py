@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -258,7 +259,7 @@ request (422): it would be wrong for every equipment.
         422: {"description": "A bad body, too many ids, or an override that is not a feature"},
     },
 )
-def predict(body: PredictRequest, request: Request, _user: Reader) -> dict[str, Any]:
+async def predict(body: PredictRequest, request: Request, _user: Reader) -> dict[str, Any]:
     from ml.predict import NoChampion, RegistryUnavailable, predict_many
 
     settings = _settings(request)
@@ -274,13 +275,18 @@ def predict(body: PredictRequest, request: Request, _user: Reader) -> dict[str, 
     if not body.all and (body.limit is not None or body.offset):
         raise ApiError(422, "body field 'limit': `limit` and `offset` page `\"all\": true` only")
     try:
-        batch = predict_many(
-            body.equipment_ids,
-            body.overrides,
-            settings,
-            limit=min(body.limit or most, most) if body.all else None,
-            offset=body.offset,
-        )
+        if body.equipment_ids is not None and not body.overrides:
+            # Made together with the other requests of the moment (emps.api.batching).
+            batch = await request.app.state.service.predictor.predict(body.equipment_ids)
+        else:
+            batch = await asyncio.to_thread(
+                predict_many,
+                body.equipment_ids,
+                body.overrides,
+                settings,
+                limit=min(body.limit or most, most) if body.all else None,
+                offset=body.offset,
+            )
     except NoChampion as exc:
         raise ApiError(409, str(exc)) from None
     except RegistryUnavailable as exc:

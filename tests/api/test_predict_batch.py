@@ -92,6 +92,45 @@ def test_many_ids_are_scored_in_one_call_as_one_at_a_time(api, scored):
     assert len({p["failure_probability"] for p in body["predictions"]}) > 1
 
 
+def test_requests_arriving_together_each_get_their_own_answer(api, scored):
+    """Many clients asking at once (the server makes their predictions in shared calls) each
+    get the predictions of the ids they asked, in their order, with their own refusals, and
+    the figures a request alone gets."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    asks = [
+        [scored.ids[k % len(scored.ids)], scored.ids[(3 * k + 1) % len(scored.ids)]]
+        for k in range(24)
+    ]
+    asks[5] = [scored.ids[2], "NOPE-5"]
+    asks[9] = ["NOPE-9"]
+
+    def ask(ids: list[str]) -> tuple[int, dict]:
+        with api.client(scored.token) as client:
+            answer = client.post(PREDICT, json={"equipment_ids": ids})
+        return answer.status_code, answer.json()
+
+    with api.client(scored.token) as client:
+        alone = {
+            i: client.post(PREDICT, json={"equipment_ids": [i]}).json()["predictions"][0]
+            for i in scored.ids
+        }
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(ask, asks))
+    for ids, (status, body) in zip(asks, answers, strict=True):
+        if ids == ["NOPE-9"]:
+            assert status == 404 and [n["equipment_id"] for n in body["not_scored"]] == ids
+            continue
+        assert status == 200, body
+        known = [i for i in dict.fromkeys(ids) if i in alone]
+        assert [p["equipment_id"] for p in body["predictions"]] == known
+        assert [n["equipment_id"] for n in body["not_scored"]] == [i for i in ids if i not in alone]
+        for prediction in body["predictions"]:
+            expected = alone[prediction["equipment_id"]]
+            assert prediction["failure_probability"] == expected["failure_probability"]
+            assert prediction["explanation"] == expected["explanation"]
+
+
 def test_all_pages_through_every_registered_equipment(api, scored):
     """`all` scores every registered equipment once, a page of `limit` at a time until
     next_offset is null, and names the one without features."""
