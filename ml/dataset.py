@@ -277,6 +277,34 @@ def read_latest_feature_row(
         return {column.name: value for column, value in zip(cur.description, row, strict=True)}
 
 
+def read_latest_feature_rows(
+    equipment_ids: Sequence[str], settings: Settings | None = None
+) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Of `equipment_ids`: the registered ones (in id order), and the latest feature row of each
+    one that has any as {equipment_id: {column: value}}. One pooled read and no DataFrame: what
+    a prediction for a few equipment costs is mostly this read."""
+    settings = settings or get_settings()
+    query = sql.SQL(
+        "select e.equipment_id as {}, f.* from raw.equipment e left join lateral ("
+        "select * from {} x where x.equipment_id = e.equipment_id order by x.ts desc limit 1"
+        ") f on true where e.equipment_id = any(%s) order by e.equipment_id"
+    ).format(sql.Identifier(_REGISTERED), _relation(settings.ml_features_relation))
+    with _pool(database_url(Role.READER, settings)).connection() as conn:
+        cur = conn.execute(query, (list(equipment_ids),))
+        names = [column.name for column in cur.description]
+        fetched = cur.fetchall()
+    registered, rows = [], {}
+    for values in fetched:
+        row = dict(zip(names[1:], values[1:], strict=True))
+        registered.append(values[0])
+        if row.get("equipment_id") is not None:
+            rows[values[0]] = row
+    return registered, rows
+
+
+_REGISTERED = "_registered_equipment_id"
+
+
 def horizon(settings: Settings | None = None) -> pd.Timedelta:
     """How far ahead labels look: the catalog's longest failure horizon, in (derived) time."""
     settings = settings or get_settings()

@@ -33,7 +33,7 @@ from fastapi.responses import JSONResponse, Response
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from emps.api.batching import PredictBatcher
+from emps.api.batching import PredictBatcher, SharedReads
 from emps.api.devices import split_key
 from emps.api.drops import DropWriter, Overloaded, Placement
 from emps.api.ledger import Accepted, AcceptedLedger
@@ -454,6 +454,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.shared_reads = SharedReads()
 
     from emps.api import people, routes_actions, routes_fleet
 

@@ -11,7 +11,7 @@ once. Requests with overrides (what if) or for the whole fleet run on their own.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 
@@ -71,3 +71,25 @@ class PredictBatcher:
             for asked, done in batch:
                 if not done.done():
                     done.set_result(self.part(answer, asked))
+
+
+class SharedReads:
+    """Identical reads asked while one is running share its answer (single flight).
+
+    Twenty dashboards polling the overview at once make one set of queries, not twenty, and
+    nobody gets an answer older than the read that was running when they asked: nothing is
+    kept once the read is done."""
+
+    def __init__(self) -> None:
+        self.running: dict[Hashable, asyncio.Future] = {}
+
+    async def read(self, key: Hashable, run: Callable[[], Any]) -> Any:
+        """The answer of `run()` (blocking: it runs in a worker thread), shared with the
+        requests asking `key` meanwhile."""
+        shared = self.running.get(key)
+        if shared is None:
+            shared = asyncio.ensure_future(asyncio.to_thread(run))
+            self.running[key] = shared
+            shared.add_done_callback(lambda _done: self.running.pop(key, None))
+        # A client going away cancels its wait, not the read the others wait on.
+        return await asyncio.shield(shared)

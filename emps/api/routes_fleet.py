@@ -212,7 +212,7 @@ def list_alerts(
         }
     ),
 )
-def overview(
+async def overview(
     request: Request,
     _user: Reader,
     site: Annotated[list[str] | None, Query()] = None,
@@ -222,6 +222,13 @@ def overview(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     settings = _settings(request)
+    asked = (site, equipment_type, severity, limit, offset)
+    key = ("overview", *(tuple(a) if isinstance(a, list) else a for a in asked))
+    # The same overview asked while one is being read shares that read (emps.api.batching).
+    return await request.app.state.shared_reads.read(key, lambda: _overview(settings, *asked))
+
+
+def _overview(settings: Settings, site, equipment_type, severity, limit, offset) -> dict[str, Any]:
     limits = queries.thresholds(settings)
     summary = queries.fleet_summary(
         limits["silent_minutes"], site, equipment_type, severity, settings

@@ -1,4 +1,4 @@
-"""Predict requests that arrive while a call runs go together in the next call."""
+"""Requests that arrive together share the work: predictions in one call, identical reads once."""
 
 from __future__ import annotations
 
@@ -53,3 +53,33 @@ def test_a_failing_call_refuses_every_request_it_carried():
     assert isinstance(bad, LookupError)
     assert other == ["A"] or isinstance(other, LookupError)
     assert after == ["B"]
+
+
+def test_identical_reads_asked_while_one_runs_share_it_and_nothing_is_kept():
+    """Reads of one key asked during a running read get its answer; a different key, or the
+    same key after the read ended, reads again."""
+    from emps.api.batching import SharedReads
+
+    reads: list[str] = []
+
+    def run(key: str):
+        def read() -> str:
+            reads.append(key)
+            time.sleep(0.05)
+            return f"{key}#{len(reads)}"
+
+        return read
+
+    async def main():
+        shared = SharedReads()
+        together = await asyncio.gather(
+            *(shared.read("overview", run("overview")) for _ in range(10)),
+            shared.read("alerts", run("alerts")),
+        )
+        later = await shared.read("overview", run("overview"))
+        return together, later
+
+    together, later = asyncio.run(main())
+    assert len(set(together[:10])) == 1 and together[0].startswith("overview#")
+    assert together[10].startswith("alerts#")
+    assert reads.count("overview") == 2 and later != together[0]
