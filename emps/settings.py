@@ -499,10 +499,11 @@ class Settings(BaseSettings):
         200, ge=1, description="Ingest requests one device key may send at once above its rate"
     )
     api_group_commit_ms: float = Field(
-        20.0,
+        0.0,
         ge=0,
         le=1000,
-        description="Ingest requests arriving within this many milliseconds share one fsync",
+        description="Milliseconds an ingest request may wait for others to share its fsync; "
+        "0: the fsync starts at once, and requests arriving while it runs share the next",
     )
     api_drop_interval_s: float = Field(
         1.0,

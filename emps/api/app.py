@@ -425,6 +425,79 @@ def status_body(
 # -- the application ------------------------------------------------------------------------
 
 
+class Observed:
+    """Every HTTP request: an id (the client's X-Request-ID when well-formed, else a new one)
+    on the answer and in the log's correlation id, one JSON log line, and its route's count,
+    latency and errors in the Prometheus metrics. A bug (an exception no handler answered)
+    has its traceback logged under the request's id, and the client gets that id to quote
+    rather than a bare 500. Plain ASGI: Starlette's `@app.middleware` wrapper costs a task
+    group per request, a third of what a small request costs."""
+
+    def __init__(self, app, metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
+        given = given.decode("latin-1")
+        request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state.update(request_id=request_id, device=None, user=None)
+        token = correlation_id.set(request_id)
+        started = time.perf_counter()
+        answered: list[int] = []
+
+        async def send_with_id(message) -> None:
+            if message["type"] == "http.response.start":
+                answered.append(message["status"])
+                message = {
+                    **message,
+                    "headers": [
+                        *message.get("headers", []),
+                        (b"x-request-id", request_id.encode()),
+                    ],
+                }
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("%s %s failed", scope["method"], scope["path"])
+            if answered:
+                raise
+            await JSONResponse(
+                {
+                    "detail": "internal error: the API's log has it under this request id",
+                    "request_id": request_id,
+                },
+                status_code=500,
+            )(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            status = answered[0] if answered else 500
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.observe(path, scope["method"], status, elapsed)
+            log.info(
+                "%s %s %s",
+                scope["method"],
+                path,
+                status,
+                extra={
+                    "event": "api.request",
+                    "method": scope["method"],
+                    "route": path,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "device": state.get("device"),
+                    "user": state.get("user"),
+                },
+            )
+            correlation_id.reset(token)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API as an ASGI application (uvicorn serves it: `emps api`)."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -452,6 +525,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "fleet reads, alerts, maintenance, predictions and reports with a user token "
         "(`emps user token`). Any role reads; Technicians and Admins act.",
         lifespan=lifespan,
+        # Our own Prometheus metrics and JSON logs observe every request (Observed); FastAPI's
+        # OpenTelemetry hooks would only ask, per request, whether a provider was set up.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.service = service
     app.state.shared_reads = SharedReads()
@@ -466,54 +542,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return exc.response()
 
-    @app.middleware("http")
-    async def _observe(request: Request, call_next):
-        given = request.headers.get("x-request-id", "")
-        request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
-        request.state.request_id = request_id
-        request.state.device = None
-        request.state.user = None
-        token = correlation_id.set(request_id)
-        started = time.perf_counter()
-        status = 500
-        try:
-            try:
-                response = await call_next(request)
-            except Exception:
-                # A bug, not a refusal: its traceback goes to the log under the request's id,
-                # and the client gets that id to quote rather than a bare 500.
-                log.exception("%s %s failed", request.method, request.url.path)
-                response = JSONResponse(
-                    {
-                        "detail": "internal error: the API's log has it under this request id",
-                        "request_id": request_id,
-                    },
-                    status_code=500,
-                )
-            status = response.status_code
-            response.headers["X-Request-ID"] = request_id
-            return response
-        finally:
-            elapsed = time.perf_counter() - started
-            route = request.scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            metrics.observe(path, request.method, status, elapsed)
-            log.info(
-                "%s %s %s",
-                request.method,
-                path,
-                status,
-                extra={
-                    "event": "api.request",
-                    "method": request.method,
-                    "route": path,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "device": request.state.device,
-                    "user": request.state.user,
-                },
-            )
-            correlation_id.reset(token)
+    app.add_middleware(Observed, metrics=metrics)
 
     @app.get("/health", summary="Whether the API is up and reaches its database")
     async def health() -> JSONResponse:

@@ -3,8 +3,8 @@ files devices drop.
 
 Each device has one open NDJSON file at a time, `incoming/<device>/.api-<time>-<token>.ndjson.part`
 (a name ingest never claims). A request's readings are appended as lines and the request is
-answered only after an fsync covers them: requests arriving within the group-commit window share
-one fsync. Every `interval_s` new requests go to a new file, and the old one, once no request
+answered only after an fsync covers them: requests arriving while an fsync runs (or within the
+optional group-commit wait) share the next one. Every `interval_s` new requests go to a new file, and the old one, once no request
 waits on it, is closed and renamed to `api-<time>-<token>.ndjson` in the same folder, which the
 watcher announces and ingest claims.
 
@@ -147,7 +147,10 @@ class DropWriter:
         return placement
 
     async def _commit_after_window(self) -> None:
-        await asyncio.sleep(self.group_commit_s)
+        # Requests arriving while an fsync runs wait for the next one: under load each fsync
+        # covers many requests, with no fixed wait when there are few.
+        if self.group_commit_s:
+            await asyncio.sleep(self.group_commit_s)
         while self.pending:
             async with self.lock:
                 batch, self.pending = self.pending, []

@@ -13,9 +13,8 @@ import hashlib
 import json
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -23,6 +22,9 @@ from fastapi.responses import JSONResponse
 from emps.api.app import ApiError, Service
 from emps.settings import Settings
 from emps.users import User, session_user
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TOKEN_HELP = (
     "send `Authorization: Bearer <token>` with a token from `emps user token <user>` "
@@ -136,6 +138,8 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 def plain(values: dict[str, Any]) -> dict[str, Any]:
     """One row (a dict) as a JSON object, as `records` writes rows."""
+    import pandas as pd  # loaded by the read that made the row already
+
     return records(pd.DataFrame([values]))[0]
 
 

@@ -17,15 +17,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 from emps.catalog import Catalog
-from emps.ingest.columns import COUNTER, KEY_COLUMNS, counts_usage, reading_columns
+from emps.ingest.columns import (
+    COUNTER,
+    EQUIPMENT_ID_PATTERN,
+    KEY_COLUMNS,
+    STRICT_TIMESTAMP,
+    counts_usage,
+    reading_columns,
+    reading_time_bounds,
+)
 from emps.ingest.columns import required_columns as file_required_columns
-from emps.ingest.parse import ROW
-from emps.ingest.timestamps import STRICT
-from emps.ingest.validate import EQUIPMENT_ID_PATTERN, FILE, prepare, suite_parameters
 from emps.settings import Settings
 
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
@@ -142,6 +144,13 @@ def check_readings(
 
 def _typed_problems(records, channels, catalog, settings, now) -> list[Problem]:
     """Type the records as ingest does and name what it would quarantine."""
+    # Ingest's pandas typing, loaded at its first use: an API that only ever sees plain
+    # readings (the quick check) never loads pandas, ~80 MB of its memory.
+    import pandas as pd
+
+    from emps.ingest.parse import ROW
+    from emps.ingest.validate import FILE, prepare, suite_parameters
+
     raw = pd.DataFrame.from_records(
         [{**r, FILE: 0, ROW: n} for n, r in enumerate(records, start=1)]
     )
@@ -207,7 +216,7 @@ def _quick_problems(records, channels, catalog, settings, now) -> list[Problem] 
     mostly this check. None when any reading takes another shape (text numbers, epochs, naive
     times, ...), which `_typed_problems` reads the way ingest does. Both give the same words."""
     sensors = reading_columns(catalog)
-    bounds = {k: v.to_pydatetime() for k, v in suite_parameters(settings, now).items()}
+    bounds = reading_time_bounds(settings, now)
     found: list[Problem] = []
     for row, record in enumerate(records, start=1):
         if not record:
@@ -220,7 +229,7 @@ def _quick_problems(records, channels, catalog, settings, now) -> list[Problem] 
             if not (counts_usage(catalog) and record.get(COUNTER) is not None):
                 found.append(Problem(row, "timestamp", "timestamp is required but missing"))
         else:
-            if not isinstance(text, str) or not STRICT.fullmatch(text):
+            if not isinstance(text, str) or not STRICT_TIMESTAMP.fullmatch(text):
                 return None
             try:
                 ts = datetime.fromisoformat(text).astimezone(UTC)
@@ -286,6 +295,6 @@ def ndjson_lines(records: list[dict[str, Any]]) -> list[bytes]:
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
+    if type(value).__module__ == "numpy":  # a numpy scalar
         return value.item()
     raise TypeError(f"{type(value).__name__} is not JSON")

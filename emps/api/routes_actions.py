@@ -21,7 +21,6 @@ from emps import actions
 from emps.api.app import ApiError
 from emps.api.people import ACT_RESPONSES, AUTH_RESPONSES, acting_user, current_user, plain
 from emps.api.people import settings_of as _settings
-from emps.reports import ReportError, build_report
 from emps.users import User
 
 router = APIRouter(prefix="/api/v1")
@@ -353,6 +352,9 @@ class ReportRequest(BaseModel):
     },
 )
 def generate_report(body: ReportRequest, request: Request, _user: Reader) -> Response:
+    # The reports (pandas, matplotlib) load at the first report, not with the API.
+    from emps.reports import ReportError, build_report
+
     until = body.until or datetime.now(UTC)
     since = body.since or until - timedelta(days=7)
     try:

@@ -16,12 +16,20 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from emps import queries
 from emps.api.app import ApiError
 from emps.api.people import AUTH_RESPONSES, MAX_PAGE, current_user, page, plain, records
 from emps.api.people import settings_of as _settings
 from emps.settings import Settings
 from emps.users import User
+
+
+def _queries():
+    """The dashboard's queries, loaded at the first read rather than with the API: they bring
+    pandas (~80 MB), which an API that devices only send readings to never needs."""
+    from emps import queries
+
+    return queries
+
 
 router = APIRouter(prefix="/api/v1", responses=AUTH_RESPONSES)
 Reader = Annotated[User, Depends(current_user)]
@@ -43,7 +51,7 @@ def _example(value: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
 
 def registered(equipment_id: str, settings: Settings) -> dict[str, Any]:
     """The equipment's row of the fleet view (analytics.mart_equipment_health), or 404."""
-    health = queries.equipment_health(equipment_id, settings)
+    health = _queries().equipment_health(equipment_id, settings)
     if health is None:
         raise ApiError(404, f"equipment {equipment_id[:100]} is not registered")
     return health
@@ -90,7 +98,7 @@ def sensors_latest(
 ) -> dict[str, Any]:
     settings = _settings(request)
     registered(equipment_id, settings)
-    rows = queries.latest_readings(equipment_id, limit, settings)
+    rows = _queries().latest_readings(equipment_id, limit, settings)
     return {"equipment_id": equipment_id, "readings": records(rows)}
 
 
@@ -133,14 +141,14 @@ def predictions_latest(
 ) -> dict[str, Any]:
     settings = _settings(request)
     registered(equipment_id, settings)
-    latest = queries.latest_prediction(equipment_id, settings)
+    latest = _queries().latest_prediction(equipment_id, settings)
     body: dict[str, Any] = {
         "equipment_id": equipment_id,
         "prediction": plain(latest) if latest else None,
     }
     if history_days:
         end = datetime.now(UTC)
-        history = queries.prediction_history(
+        history = _queries().prediction_history(
             equipment_id, end - timedelta(days=history_days), end, settings
         )
         body["history"] = records(history)
@@ -184,7 +192,7 @@ def list_alerts(
     for name, value in (("since", since), ("until", until)):
         if value is not None and value.tzinfo is None:
             raise ApiError(422, f"query field {name!r}: give a time zone (e.g. ...T10:00:00Z)")
-    rows = queries.alerts(
+    rows = _queries().alerts(
         statuses=status,
         severities=severity,
         sites=site,
@@ -229,11 +237,11 @@ async def overview(
 
 
 def _overview(settings: Settings, site, equipment_type, severity, limit, offset) -> dict[str, Any]:
-    limits = queries.thresholds(settings)
-    summary = queries.fleet_summary(
+    limits = _queries().thresholds(settings)
+    summary = _queries().fleet_summary(
         limits["silent_minutes"], site, equipment_type, severity, settings
     )
-    fleet = queries.fleet_health(
+    fleet = _queries().fleet_health(
         site, equipment_type, severity, settings, limit=limit + 1, offset=offset
     )
     scored = summary[summary["severity"] != "UNSCORED"]
@@ -251,7 +259,7 @@ def _overview(settings: Settings, site, equipment_type, severity, limit, offset)
         "mean_health_score": (
             round(float(scored["health_sum"].sum()) / scored_count, 1) if scored_count else None
         ),
-        "activity": queries.activity_summary(settings),
+        "activity": _queries().activity_summary(settings),
         "predictions_as_of": _iso(summary["prediction_as_of"].max()),
         "last_readings_as_of": _iso(summary["last_reading_as_of"].max()),
         "fleet": page(fleet, limit, offset),
@@ -297,13 +305,15 @@ def equipment_details(
         "since": start.isoformat(),
         "until": end.isoformat(),
         "health": plain(health),
-        "channels": records(queries.envelopes(health["equipment_type"], settings)),
-        "sensor_trend": records(queries.sensor_trend(equipment_id, start, end, settings)),
+        "channels": records(_queries().envelopes(health["equipment_type"], settings)),
+        "sensor_trend": records(_queries().sensor_trend(equipment_id, start, end, settings)),
         "prediction_history": records(
-            queries.prediction_history(equipment_id, start, end, settings)
+            _queries().prediction_history(equipment_id, start, end, settings)
         ),
-        "alerts": records(queries.alerts(equipment_id=equipment_id, limit=50, settings=settings)),
-        "maintenance": records(queries.maintenance_history(equipment_id, settings)),
+        "alerts": records(
+            _queries().alerts(equipment_id=equipment_id, limit=50, settings=settings)
+        ),
+        "maintenance": records(_queries().maintenance_history(equipment_id, settings)),
     }
 
 
@@ -336,7 +346,7 @@ def alert_statistics(
 ) -> dict[str, Any]:
     settings = _settings(request)
     start, end = _range(since, until, days=30)
-    days = queries.alert_statistics(start, end, settings)
+    days = _queries().alert_statistics(start, end, settings)
     counts = days["alert_count"].astype(int) if not days.empty else days.get("alert_count")
     return {
         "since": start.isoformat(),
@@ -347,7 +357,7 @@ def alert_statistics(
             "by_status": _sums(days, "status"),
         },
         "days": records(days),
-        "failures": records(queries.failures_caught(start, end, settings)),
+        "failures": records(_queries().failures_caught(start, end, settings)),
     }
 
 

@@ -10,10 +10,20 @@ and operating settings), and the usage counter `cycle` of counter-clocked types.
 from __future__ import annotations
 
 import difflib
+import re
+from datetime import datetime, timedelta
 
 from emps.catalog import Catalog, Channel
+from emps.settings import Settings
 
 KEY_COLUMNS = ("equipment_id", "timestamp")
+# What the key columns hold. An id: the same rule as the raw.equipment check constraint
+# (migration 0002). A time as nearly every device sends it, read without taking it apart
+# (emps.ingest.timestamps reads the other shapes).
+EQUIPMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+STRICT_TIMESTAMP = re.compile(
+    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})$"
+)
 # The usage counter (cycles, operating hours) readings of counter-clocked types carry.
 COUNTER = "cycle"
 
@@ -67,3 +77,12 @@ def unknown_columns_warning(columns: list[str], catalog: Catalog) -> str | None:
         described.append(f"{shown} (did you mean {close[0]!r}?)" if close else shown)
     more = f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
     return f"unknown column(s) ignored: {', '.join(described)}{more}"
+
+
+def reading_time_bounds(settings: Settings, now: datetime) -> dict[str, datetime]:
+    """The oldest (`min_ts`, the retention age) and newest (`max_ts`, the future tolerance)
+    reading time ingest accepts at `now`."""
+    return {
+        "min_ts": now - timedelta(days=settings.ingest_max_age_days),
+        "max_ts": now + timedelta(minutes=settings.ingest_future_tolerance_min),
+    }

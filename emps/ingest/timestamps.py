@@ -20,13 +20,13 @@ import re
 
 import pandas as pd
 
+from emps.ingest.columns import STRICT_TIMESTAMP as STRICT
+
 EPOCH = re.compile(r"^([+-]?)0*(\d+)(?:\.(\d*))?$")
 ISO = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?"
     r"(Z|[+-]\d{2}(?::?\d{2})?)?$"
 )
-# What nearly every device sends; read without taking the text apart first.
-STRICT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})$")
 DATE_ONLY = re.compile(r"^\d{4}-?\d{2}-?\d{2}(?:Z|[+-]\d{2}(?::?\d{2})?)?$")
 # Digits of the integer part -> (unit name, microseconds per unit as a power of ten).
 EPOCH_UNITS = [(11, "seconds", 6), (14, "milliseconds", 3), (17, "microseconds", 0)]

@@ -16,7 +16,7 @@ import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,13 @@ import numpy as np
 import pandas as pd
 
 from emps.catalog import Catalog
-from emps.ingest.columns import COUNTER, reading_channels, required_everywhere
+from emps.ingest.columns import (
+    COUNTER,
+    EQUIPMENT_ID_PATTERN,
+    reading_channels,
+    reading_time_bounds,
+    required_everywhere,
+)
 from emps.ingest.parse import KIND, PROBLEM, ROW
 from emps.ingest.timestamps import parse_timestamps
 from emps.settings import PROJECT_ROOT, Settings
@@ -34,8 +40,6 @@ log = logging.getLogger(__name__)
 SUITE_NAME = "sensor_readings"
 SUITE_PATH = PROJECT_ROOT / "expectations" / f"{SUITE_NAME}.json"
 SHIPPED_CATALOG = PROJECT_ROOT / "catalog" / "sensors.yaml"
-# Same rule as the raw.equipment check constraint (migration 0002).
-EQUIPMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 FILE = "ingest_file_id"
 
 
@@ -382,10 +386,7 @@ class SuiteRunner:
 
 
 def suite_parameters(settings: Settings, now: datetime) -> dict[str, Any]:
-    return {
-        "min_ts": pd.Timestamp(now - timedelta(days=settings.ingest_max_age_days)),
-        "max_ts": pd.Timestamp(now + timedelta(minutes=settings.ingest_future_tolerance_min)),
-    }
+    return {k: pd.Timestamp(v) for k, v in reading_time_bounds(settings, now).items()}
 
 
 # -- reasons ---------------------------------------------------------------------------------
