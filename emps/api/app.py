@@ -375,7 +375,12 @@ async def ingest_status(service: Service, request: Request, request_id: str) -> 
         (device.device_id, wanted),
     )
     if not rows or rows[0][1] != "accepted":
-        raise ApiError(404, f"no ingest request {request_id} of device {device.device_id}")
+        raise ApiError(
+            404,
+            f"no ingest request {request_id} of device {device.device_id} (a request is kept "
+            f"{service.settings.ingest_ledger_retention_days} days, as long as its drop file's "
+            "outcome)",
+        )
     return JSONResponse(status_body(*rows[0]))
 
 

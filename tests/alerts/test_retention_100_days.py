@@ -306,12 +306,12 @@ def test_a_hundred_days_stay_within_every_retention_and_keep_the_evidence(fleet)
         # The HTTP requests whose readings are in those kept files still say what became of
         # them; every other request of those days left with its file.
         requests = conn.execute(
-            "select r.file_name, s.rows_quarantined from ops.api_ingest_requests r,"
+            "select r.file_name, s.rows_quarantined, s.rows_conflict from ops.api_ingest_requests r,"
             " ops.api_request_status(r.device_id, r.request_id) s where r.created_at < %s"
             " order by 1",
             (start + timedelta(days=20),),
         ).fetchall()
-        assert requests == [("d3-0.csv", 1), ("d5-0.csv", 1)]
+        assert requests == [("d3-0.csv", 0, 1), ("d5-0.csv", 1, 0)]
         archived_alerts = conn.execute("select count(*) from ops.archived_alerts").fetchone()[0]
         live_alerts = conn.execute("select count(*) from ops.alerts").fetchone()[0]
         assert archived_alerts > 0
