@@ -37,16 +37,19 @@ def feature_rows(
     spans: list[tuple[pd.Timestamp, pd.Timestamp]],
     step: pd.Timedelta = pd.Timedelta(hours=1),
     seed: int = 0,
+    half: list[tuple[pd.Timestamp, pd.Timestamp]] = (),
 ) -> pd.DataFrame:
-    """One equipment's feature rows every `step`: the signal on within each (from, to) span."""
+    """One equipment's feature rows every `step`: the signal on within each (from, to) span
+    of `spans`, at half strength within those of `half`."""
     ts = pd.date_range(start, start + days * DAY, freq=step, inclusive="left")
-    on = np.zeros(len(ts), dtype=bool)
-    for low, high in spans:
-        on |= (ts >= low) & (ts < high)
+    level = np.zeros(len(ts))
+    for strength, windows in ((SIGNAL / 2, half), (SIGNAL, spans)):
+        for low, high in windows:
+            level[(ts >= low) & (ts < high)] = strength
     rng = np.random.default_rng([seed, int(equipment_id.encode().hex(), 16) % 2**32])
     data = {}
     for name in catalog.feature_names():
-        data[name] = np.where(on, SIGNAL, 0.0) + rng.normal(0, 0.01, len(ts))
+        data[name] = level + rng.normal(0, 0.01, len(ts))
     data["since_maintenance"] = np.full(len(ts), LONG_AGO)
     frame = pd.DataFrame(data)
     frame.insert(0, "equipment_id", equipment_id)
@@ -75,23 +78,39 @@ def label(frame: pd.DataFrame, failures: pd.DataFrame, horizon: pd.Timedelta) ->
 
 
 def training_history(
-    catalog: Catalog, horizon: pd.Timedelta, equipment: int = 24, days: int = 90
+    catalog: Catalog,
+    horizon: pd.Timedelta,
+    equipment: int = 24,
+    days: int = 90,
+    graded: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(labelled examples, failures): every other machine fails every 25 days, its signal on
-    for the horizon before each failure (so signal and label agree), every 2 hours."""
+    for the horizon before each failure (so signal and label agree), every 2 hours.
+
+    `graded`: the other machines show the signal at half strength every 25 days, followed by
+    a failure on a third of them: the model reads half strength as a probability near 1/3,
+    between the bands (under the usual HIGH, above a HIGH of 0.2)."""
     start = pd.Timestamp("2026-01-05", tz="UTC")
     frames, failures = [], []
     for index in range(equipment):
         equipment_id = f"TR-{index:03d}"
-        spans = []
-        if index % 2 == 0:
-            failed_at = start + (15 + index % 7) * DAY
+        spans, half = [], []
+        first = start + (15 + index % 7) * DAY
+        if index % 2 == 0 or (graded and index % 6 == 1):
+            failed_at = first
             while failed_at < start + (days - 1) * DAY:
-                spans.append((failed_at - horizon, failed_at))
+                (spans if index % 2 == 0 else half).append((failed_at - horizon, failed_at))
                 failures.append((equipment_id, failed_at, failed_at + pd.Timedelta(hours=6)))
                 failed_at += 25 * DAY
+        elif graded:
+            moment = first
+            while moment < start + (days - 1) * DAY:
+                half.append((moment - horizon, moment))
+                moment += 25 * DAY
         frames.append(
-            feature_rows(catalog, equipment_id, start, days, spans, pd.Timedelta(hours=2))
+            feature_rows(
+                catalog, equipment_id, start, days, spans, pd.Timedelta(hours=2), half=half
+            )
         )
     events = pd.DataFrame(failures, columns=["equipment_id", "failed_at", "repaired_at"])
     return label(pd.concat(frames, ignore_index=True), events, horizon), events
@@ -112,22 +131,29 @@ class ReplayCase:
     failures: pd.DataFrame
 
 
-def replay_case(catalog: Catalog, start: pd.Timestamp | None = None) -> ReplayCase:
-    """The history of ReplayCase: three weeks of context, three replayed, three more after (so
-    an alert with no failure after it is known to be false)."""
+def replay_case(
+    catalog: Catalog,
+    start: pd.Timestamp | None = None,
+    after_days: float = 21,
+    half_blip: bool = False,
+) -> ReplayCase:
+    """The history of ReplayCase: three weeks of context, three replayed, `after_days` more
+    after (three weeks: an alert with no failure after it is known to be false). `half_blip`:
+    the week-1 false alert's signal is at half strength (an alert only under lower bands)."""
     start = start or pd.Timestamp("2026-05-25", tz="UTC")
     first = start - 21 * DAY
     w = start
+    blip = [(w + 8 * DAY, w + 8.5 * DAY)]
     plan = {
-        "BT-01": ([(w, w + 4 * DAY)], [w + 4 * DAY]),  # warned 4 days ahead
-        "BT-02": ([(w + 9 * DAY, w + 10 * DAY)], [w + 10 * DAY]),  # alerted 1 day ahead
-        "BT-03": ([], [w + 16 * DAY]),  # missed
-        "BT-04": ([(w + 2 * DAY, w + 3 * DAY)], []),  # false, week 0
-        "BT-05": ([(w + 8 * DAY, w + 8.5 * DAY)], []),  # false, week 1
+        "BT-01": ([(w, w + 4 * DAY)], [w + 4 * DAY], []),  # warned 4 days ahead
+        "BT-02": ([(w + 9 * DAY, w + 10 * DAY)], [w + 10 * DAY], []),  # alerted 1 day ahead
+        "BT-03": ([], [w + 16 * DAY], []),  # missed
+        "BT-04": ([(w + 2 * DAY, w + 3 * DAY)], [], []),  # false, week 0
+        "BT-05": ([] if half_blip else blip, [], blip if half_blip else []),  # false, week 1
     }
     frames, failures = [], []
-    for equipment_id, (spans, failed) in plan.items():
-        frames.append(feature_rows(catalog, equipment_id, first, 63, spans))
+    for equipment_id, (spans, failed, half) in plan.items():
+        frames.append(feature_rows(catalog, equipment_id, first, 42 + after_days, spans, half=half))
         failures += [(equipment_id, f, f + pd.Timedelta(hours=6)) for f in failed]
     events = pd.DataFrame(failures, columns=["equipment_id", "failed_at", "repaired_at"])
     return ReplayCase(start, start + 21 * DAY, pd.concat(frames, ignore_index=True), events)
