@@ -24,7 +24,7 @@ import pandas as pd
 from emps.catalog import Catalog, load_catalog
 from emps.settings import Settings, get_settings
 from ml.assess import SINCE_SERVICE
-from ml.dataset import THRESHOLD_KEYS, read_failure_events, read_feature_history
+from ml.dataset import THRESHOLD_KEYS, horizon, read_failure_events, read_feature_history
 from ml.evaluate import (
     FALSE_ALERT,
     LOOKBACK_HORIZONS,
@@ -152,13 +152,13 @@ def score_history(
         raise ValueError(f"the backtest ends ({end:%Y-%m-%d}) before it starts ({start:%Y-%m-%d})")
     if rows is None:
         rows = read_feature_history(start, end, settings, lookback_horizons=LOOKBACK_HORIZONS)
-    else:
-        lookback = LOOKBACK_HORIZONS * pd.Timedelta(
-            days=load_catalog(settings.catalog_path).max_horizon_days
-        )
-        rows = rows[(rows["ts"] >= start - lookback) & (rows["ts"] < end)]
+    # Read at the training step, or training examples thinned at theirs.
+    step = int(
+        rows.attrs.get("step_minutes", rows.attrs.get("sample_minutes", settings.ml_sample_minutes))
+    )
+    lookback = LOOKBACK_HORIZONS * horizon(settings)
+    rows = rows[(rows["ts"] >= start - lookback) & (rows["ts"] < end)]
     failures = read_failure_events(settings) if failures is None else failures
-    step = int(rows.attrs.get("step_minutes", settings.ml_sample_minutes))
     probability = score_rows(model, rows, on_progress) if len(rows) else np.empty(0)
     kept = [c for c in KEPT_COLUMNS if c in rows.columns]
     return ScoredHistory(
@@ -393,8 +393,8 @@ def load_model(version: str, settings: Settings | None = None) -> Any:
             version, settings, registry.recorded_digest(version, settings)
         )
     except registry.ModelIntegrityError:
-        raise
-    except Exception as error:
+        raise  # says itself what is wrong with the files
+    except Exception as error:  # no such version, registry unreachable
         raise NoModel(
             f"model '{settings.model_name}' version {version} cannot be loaded "
             f"({type(error).__name__}: {error}); `emps model list` shows the versions"

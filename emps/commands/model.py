@@ -355,6 +355,11 @@ def backtest(
     if as_json:
         print(json.dumps(result.as_dict()))
         return
+    if result.rows == 0:
+        err.print(
+            f"[yellow]no feature rows from {first:%Y-%m-%d} to {last:%Y-%m-%d}:[/yellow] nothing "
+            "to replay; `emps dbt build` builds the features of the readings stored"
+        )
     console.print(_backtest_table(result))
     console.print(f"{result.summary()}; {result.alerts_per_week:.1f} alerts per week")
 

@@ -101,6 +101,9 @@ def _preview() -> None:
     if current_figures is None:
         st.caption(f"No backtest of these bands: {plain(why)}")
         return
+    if current_figures.rows == 0:
+        st.caption(f"No backtest of these bands: no feature rows in the last {weeks} weeks.")
+        return
     cols = st.columns(2)
     cols[0].markdown(f"With the current bands, last {weeks} weeks: **{current_figures.summary()}**")
     if typed == in_force:

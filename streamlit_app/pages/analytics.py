@@ -105,6 +105,8 @@ window = data.backtest_window(start, end)
 replayed, why = data.backtest(*window, data.bands_in_force())
 if replayed is None:
     st.info(f"No backtest: {plain(why)}")
+elif replayed.rows == 0:
+    st.info("No backtest: no feature rows in this range to replay.")
 else:
     total = replayed.total
     lead = f"{replayed.inspection_lead:g} {replayed.life_unit}s"
