@@ -24,7 +24,14 @@ import pandas as pd
 from emps.catalog import Catalog, load_catalog
 from emps.settings import Settings, get_settings
 from ml.assess import SINCE_SERVICE
-from ml.dataset import THRESHOLD_KEYS, horizon, read_failure_events, read_feature_history
+from ml.dataset import (
+    THRESHOLD_KEYS,
+    horizon,
+    read_failure_events,
+    read_feature_history,
+    registered_equipment,
+    sample_step_minutes,
+)
 from ml.evaluate import (
     FALSE_ALERT,
     LOOKBACK_HORIZONS,
@@ -40,7 +47,7 @@ WARNED, LATE, MISSED = "warned", "late", "missed"
 # The columns a replay keeps of the feature rows (the features themselves are only scored).
 KEPT_COLUMNS = ("equipment_id", "ts", "equipment_type", SINCE_SERVICE, "last_observed_at")
 
-# Told (rows scored, rows to score) as scoring goes.
+# Told (done, to do) as scoring goes: equipment read from the mart, or the rows given.
 OnProgress = Callable[[int, int], None]
 
 
@@ -151,7 +158,7 @@ def score_history(
     if end <= start:
         raise ValueError(f"the backtest ends ({end:%Y-%m-%d}) before it starts ({start:%Y-%m-%d})")
     if rows is None:
-        rows = read_feature_history(start, end, settings, lookback_horizons=LOOKBACK_HORIZONS)
+        return _score_stored_history(model, version, start, end, settings, failures, on_progress)
     # Read at the training step, or training examples thinned at theirs.
     step = int(
         rows.attrs.get("step_minutes", rows.attrs.get("sample_minutes", settings.ml_sample_minutes))
@@ -164,6 +171,37 @@ def score_history(
     return ScoredHistory(
         start, end, str(version), rows[kept].reset_index(drop=True), probability, failures, step
     )
+
+
+def _score_stored_history(
+    model: Any,
+    version: str,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    settings: Settings,
+    failures: pd.DataFrame | None,
+    on_progress: OnProgress,
+) -> ScoredHistory:
+    """Read and score the features mart a batch of equipment at a time, keeping only the few
+    columns a replay needs: a long window over a big fleet never sits in memory whole."""
+    step = sample_step_minutes(settings)
+    span = end - start + LOOKBACK_HORIZONS * horizon(settings)
+    per_equipment = max(int(span / pd.Timedelta(minutes=step)), 1)
+    equipment = registered_equipment(None, settings)
+    batch = max(CHUNK_ROWS // per_equipment, 1)
+    kept, scores = [], []
+    on_progress(0, len(equipment))
+    for first in range(0, len(equipment), batch):
+        ids = equipment[first : first + batch]
+        rows = read_feature_history(start, end, settings, step, LOOKBACK_HORIZONS, ids)
+        if len(rows):
+            scores.append(model.failure_probability(model.matrix(rows)))
+            kept.append(rows[[c for c in KEPT_COLUMNS if c in rows.columns]])
+        on_progress(first + len(ids), len(equipment))
+    failures = read_failure_events(settings) if failures is None else failures
+    rows = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=list(KEPT_COLUMNS))
+    probability = np.concatenate(scores) if scores else np.empty(0)
+    return ScoredHistory(start, end, str(version), rows, probability, failures, step)
 
 
 def _utc(value: Any) -> pd.Timestamp:

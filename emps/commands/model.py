@@ -346,7 +346,7 @@ def backtest(
         step = progress.add_task(f"reading the history and the {model} model", total=None)
 
         def on_progress(done: int, total: int) -> None:
-            progress.update(step, description="scoring feature rows", completed=done, total=total)
+            progress.update(step, description="scoring equipment", completed=done, total=total)
 
         try:
             result = run_backtest(first, last, model, tried, settings, on_progress)

@@ -116,7 +116,7 @@ def test_backtest_command_reports_the_hand_computed_weeks(ml_env):
     assert table.exit_code == 0, table.output
     assert f"backtest of version {version}" in table.stdout
     assert "4 alerts, 1 of 3 failures warned ≥ 3 days ahead" in table.stdout
-    assert "scoring feature rows" in table.stderr  # the progress bar
+    assert "scoring equipment" in table.stderr  # the progress bar
 
     nothing = runner.invoke(app, ["model", "backtest", *window, "--model", "challenger"])
     assert nothing.exit_code == 1 and "no 'challenger' version" in nothing.output
