@@ -487,11 +487,14 @@ def alert_statistics(
 def failures_caught(
     start: datetime, end: datetime, settings: Settings | None = None
 ) -> pd.DataFrame:
-    """Each failure in the range, and whether an alert warned about it within the horizon before."""
+    """Each failure in the range, whether it happened before the first champion was promoted
+    (no model could have warned of it), and whether a live alert warned about it within the
+    horizon before."""
     settings = settings or get_settings()
     return frame(
         """
         select f.equipment_id, e.equipment_type, e.site, f.failed_at, f.failure_mode,
+               f.failed_at < coalesce(m.first_model_at, 'infinity') as before_first_model,
                w.first_alert_at,
                w.first_alert_at is not null as caught,
                round((extract(epoch from f.failed_at - w.first_alert_at) / 3600)::numeric, 1)::float8
@@ -511,12 +514,17 @@ def failures_caught(
               and a.created_at > f.failed_at
                   - coalesce(t.horizon_seconds, %(horizon_s)s) * interval '1 second'
         ) w on true
+        cross join (
+            select min(promoted_at) as first_model_at from ops.model_promotions
+            where alias = 'champion' and model_name = %(model)s
+        ) m
         where f.failed_at >= %(start)s and f.failed_at < %(end)s
         order by f.failed_at
         """,
         {
             "start": start,
             "end": end,
+            "model": settings.model_name,
             "horizon_s": load_catalog(settings.catalog_path).max_horizon_days * 86400,
         },
         settings,

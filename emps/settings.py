@@ -477,6 +477,13 @@ class Settings(BaseSettings):
         "with fewer it keeps the champion",
     )
     ml_explain_top: int = Field(5, ge=1, le=50, description="Features kept per explanation")
+    ml_backtest_weeks: int = Field(
+        8,
+        ge=1,
+        le=104,
+        description="Weeks of history replayed by the backtest each trained model carries in "
+        "MLflow (next to the champion's) and by the Admin page's preview of new severity bands",
+    )
     ml_alias_max_age_s: float = Field(
         10.0,
         ge=0,

@@ -183,6 +183,45 @@ def sample_step_minutes(settings: Settings | None = None, sample_minutes: int | 
     return max(base, math.ceil(float(span_s) / 60 / max(room, equipment or 1)))
 
 
+def read_feature_history(
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    settings: Settings | None = None,
+    step_minutes: int | None = None,
+    lookback_horizons: int = 3,
+    equipment_ids: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Feature rows from `lookback_horizons` failure horizons before `start` (the look-back in
+    which a failure's first alert is searched) to `end`, one per equipment per `step_minutes`
+    (the training step by default), each with when its equipment's history is known until
+    (`last_observed_at`): what a backtest scores (of `equipment_ids` only, when given)."""
+    settings = settings or get_settings()
+    step = 60 * (step_minutes or sample_step_minutes(settings))
+    context = start - lookback_horizons * horizon(settings)
+    features = _relation(settings.ml_features_relation)
+    query = sql.SQL(
+        "select distinct on (x.equipment_id, floor(extract(epoch from x.ts) / %(step)s)) x.*, "
+        "o.known_until as _known_until from {features} x join ("
+        " select e.equipment_id, (select max(y.ts) from {features} y"
+        "  where y.equipment_id = e.equipment_id) as known_until from raw.equipment e"
+        ") o on o.equipment_id = x.equipment_id "
+        "where x.ts >= %(context)s and x.ts < %(end)s "
+        "and (%(ids)s::text[] is null or x.equipment_id = any(%(ids)s::text[])) "
+        "order by x.equipment_id, floor(extract(epoch from x.ts) / %(step)s), x.ts"
+    ).format(features=features)
+    params = {
+        "step": step,
+        "context": context.to_pydatetime(),
+        "end": end.to_pydatetime(),
+        "ids": None if equipment_ids is None else list(equipment_ids),
+    }
+    frame = _read_frame(query, params, settings)
+    if not frame.empty:
+        frame["last_observed_at"] = pd.to_datetime(frame.pop("_known_until"), utc=True)
+    frame.attrs["step_minutes"] = step // 60
+    return frame
+
+
 def read_latest_features(
     settings: Settings | None = None,
     equipment_ids: Sequence[str] | None = None,

@@ -50,6 +50,9 @@ DAYS_PER_MONTH = 365.25 / 12
 INTERVAL_RESAMPLES = 400
 INTERVAL_MIN_EQUIPMENT = 3
 CONTINUOUS = "continuous"
+# An alert episode's outcome: a failure followed within the look-back, none did though the
+# history goes on long enough to know, or the history ends too soon to tell.
+TRUE_ALERT, FALSE_ALERT, UNDETERMINED_ALERT = "true", "false", "undetermined"
 RUN_TO_FAILURE = "run_to_failure"
 SPLIT_NAMES = {
     CONTINUOUS: "held-out equipment and a later period",
@@ -363,6 +366,11 @@ class _EquipmentEvents:
     undetermined_episodes: int = 0
     period_s: float = 0.0  # time the rows in the period stand for
     classifiable_s: float = 0.0  # ... of it, when an alert's outcome is known
+    equipment_id: str = ""
+    # When each evaluated failure happened, its lead (life units, 0 = missed) and whether it
+    # was sudden; when each counted alert episode began and its outcome (EPISODE_OUTCOMES).
+    failure_log: list[tuple[np.datetime64, float, bool]] = field(default_factory=list)
+    episode_log: list[tuple[np.datetime64, str]] = field(default_factory=list)
 
 
 def _row_seconds(ts: np.ndarray) -> np.ndarray:
@@ -415,7 +423,9 @@ def _equipment_events(
             if window.any()
             else 0.0
         )
-        if sudden is not None and sudden[i]:
+        is_sudden = sudden is not None and bool(sudden[i])
+        facts.failure_log.append((failed_at, lead, is_sudden))
+        if is_sudden:
             facts.sudden += 1
             facts.sudden_warned += lead >= inspection_units
             continue
@@ -447,11 +457,13 @@ def _equipment_events(
             continue
         facts.episodes += 1
         if known[row]:
-            continue
-        if classifiable[row]:
+            facts.episode_log.append((ts[row], TRUE_ALERT))
+        elif classifiable[row]:
             facts.false_episodes += 1
+            facts.episode_log.append((ts[row], FALSE_ALERT))
         else:
             facts.undetermined_episodes += 1
+            facts.episode_log.append((ts[row], UNDETERMINED_ALERT))
     return facts
 
 
@@ -488,6 +500,19 @@ def _interval(values: np.ndarray) -> tuple[float, float]:
         return float("nan"), float("nan")
     low, high = np.percentile(values, [2.5, 97.5])
     return float(low), float(high)
+
+
+def equipment_events(
+    rows: pd.DataFrame,
+    probability: np.ndarray,
+    failures: pd.DataFrame | None,
+    settings: Settings | None = None,
+    start: pd.Timestamp | pd.Series | None = None,
+    catalog: Catalog | None = None,
+) -> list[_EquipmentEvents]:
+    """Per equipment, the failures, leads and alert episodes event_figures counts, with when
+    each happened (`failure_log`, `episode_log`): what a backtest tells week by week."""
+    return _collect_events(rows, probability, failures, settings or get_settings(), start, catalog)
 
 
 def _collect_events(
@@ -543,6 +568,7 @@ def _collect_events(
                 float(settings.inspection_within_days),
             )
         )
+        facts[-1].equipment_id = str(equipment_id)
     return facts
 
 

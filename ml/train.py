@@ -23,6 +23,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from emps.catalog import Catalog, load_catalog
 from emps.settings import PROJECT_ROOT, Settings, get_settings
 from ml.assess import profile_training_rows
+from ml.backtest import Backtest, tags_for
 from ml.dataset import (
     LABEL,
     feature_columns,
@@ -71,11 +72,11 @@ def _quiet(description: str) -> None:
 
 def training_steps(settings: Settings, kind: str = "continuous") -> int:
     """How many steps train_and_register reports: one forest per calibration fold, the forest,
-    calibration and remaining life, the life forest, evaluation and MLflow, and for a
+    calibration and remaining life, the life forest, evaluation, the backtest and MLflow, and for a
     run-to-failure history one per cross-validation fold (fewer calibration folds when few
     machines failed)."""
     cv = settings.ml_cv_folds if kind == RUN_TO_FAILURE else 0
-    return settings.ml_calibration_folds + 5 + cv
+    return settings.ml_calibration_folds + 6 + cv
 
 
 def rul_cap(etype, settings: Settings) -> float:
@@ -440,6 +441,49 @@ def cross_validate(
     )
 
 
+BACKTEST_TAG = "backtest."
+CHALLENGER_KEY, CHAMPION_KEY, CHAMPION_ERROR = "challenger", "champion", "champion_error"
+
+
+def _champion_tag(backtests: dict[str, Any]) -> list[tuple[str, Backtest]]:
+    if CHAMPION_KEY in backtests:
+        return [(f"{BACKTEST_TAG}champion.", backtests[CHAMPION_KEY])]
+    return []
+
+
+def backtest_with_champion(
+    model: FailureModel,
+    examples: pd.DataFrame,
+    failures: pd.DataFrame,
+    settings: Settings,
+    catalog: Catalog | None = None,
+) -> dict[str, Any]:
+    """The new model's backtest over the last EMPS_ML_BACKTEST_WEEKS of the training examples
+    (already in memory: nothing more is read), and the champion's over the same rows and
+    bands: {"challenger": Backtest, "champion": Backtest} ("champion_error" says why the
+    champion has none, when one exists but cannot score these features)."""
+    from ml import registry
+    from ml.backtest import load_model, replay, score_history, window_before
+
+    start, end = window_before(examples["ts"].max(), settings.ml_backtest_weeks)
+    start = max(start, examples["ts"].min())
+    result: dict[str, Any] = {}
+    scored = score_history(model, "new", start, end, settings, examples, failures)
+    result[CHALLENGER_KEY] = replay(scored, settings, catalog=catalog)
+    version = registry.alias_version(registry.CHAMPION, settings)
+    if version is None:
+        return result
+    try:
+        champion = load_model(version, settings)
+        scored = score_history(champion, version, start, end, settings, examples, failures)
+    except Exception as error:  # a champion of older features, or files that do not verify
+        log.warning("champion v%s has no backtest: %s", version, error)
+        result[CHAMPION_ERROR] = f"{type(error).__name__}: {error}"[:4000]
+        return result
+    result[CHAMPION_KEY] = replay(scored, settings, catalog=catalog)
+    return result
+
+
 def train_and_register(
     settings: Settings | None = None,
     examples: pd.DataFrame | None = None,
@@ -473,6 +517,10 @@ def train_and_register(
         where = f"{len(held.period):,} rows of held-out equipment in a later period"
     on_step(f"evaluating on {where}")
     metrics = evaluate_predictions(held, predictions, failures, settings, catalog, fleet)
+
+    weeks = settings.ml_backtest_weeks
+    on_step(f"backtest over the last {weeks} weeks, next to the champion's")
+    backtests = backtest_with_champion(model, examples, failures, settings, catalog)
 
     on_step("logging metrics, plots and the model to MLflow")
     experiment_id = registry.ensure_experiment(settings)
@@ -541,6 +589,19 @@ def train_and_register(
             mlflow_client.set_model_version_tag(
                 settings.model_name, version, f"metric.{key}", str(value)
             )
+    backtests[CHALLENGER_KEY].model_version = version
+    for prefix, backtest in ((BACKTEST_TAG, backtests[CHALLENGER_KEY]), *_champion_tag(backtests)):
+        for key, value in tags_for(backtest, prefix).items():
+            mlflow_client.set_model_version_tag(settings.model_name, version, key, value)
+    if CHAMPION_ERROR in backtests:
+        mlflow_client.set_model_version_tag(
+            settings.model_name, version, f"{BACKTEST_TAG}champion.error", backtests[CHAMPION_ERROR]
+        )
+    mlflow_client.log_dict(
+        run.info.run_id,
+        {k: b.as_dict() for k, b in backtests.items() if k != CHAMPION_ERROR},
+        "backtest.json",
+    )
     registry.set_challenger(version, settings)
     return TrainResult(version, run.info.run_id, metrics, split.windows, model)
 

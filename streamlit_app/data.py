@@ -1,4 +1,5 @@
-"""The dashboard's cached reads: thin `st.cache_data` wrappers over emps.queries.
+"""The dashboard's cached reads: thin `st.cache_data` wrappers over emps.queries (and the
+champion's backtest, ml.backtest).
 
 TTLs come from settings (overview 5 min, details 2 min, trends 15 min by default); the sidebar's
 refresh button and every write clear them.
@@ -6,7 +7,8 @@ refresh button and every write clear them.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -161,3 +163,48 @@ def landing_ignored() -> pd.DataFrame:
 @st.cache_data(ttl=DETAILS_TTL, show_spinner=False)
 def operations_alerts(open_only: bool = True) -> pd.DataFrame:
     return queries.operations_alerts(open_only)
+
+
+def _hour_floor(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def backtest_window(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """A range widened to whole hours, so the page's reruns within an hour share one replay."""
+    last = _hour_floor(end)
+    return _hour_floor(start), last if last == end else last + timedelta(hours=1)
+
+
+@st.cache_data(ttl=TRENDS_TTL, show_spinner="Replaying the history with the champion…")
+def champion_history(start: datetime, end: datetime) -> tuple[Any, str | None]:
+    """(the champion's scores of the stored history from `start` to `end`, None and why when
+    there is no champion to replay). Band-independent: every band tried reuses it."""
+    from ml.backtest import score_history
+    from ml.predict import load_champion
+
+    try:
+        champion = load_champion()
+        return score_history(champion.model, champion.version, start, end), None
+    except Exception as exc:  # no champion, registry down, features of another catalog
+        return None, str(exc)
+
+
+@st.cache_data(ttl=TRENDS_TTL, show_spinner=False)
+def backtest(
+    start: datetime, end: datetime, bands: tuple[float, float, float]
+) -> tuple[Any, str | None]:
+    """(the champion's backtest from `start` to `end` at `bands` (MEDIUM, HIGH, CRITICAL),
+    None and why when there is none)."""
+    from ml.backtest import replay
+    from ml.dataset import THRESHOLD_KEYS
+
+    history, why = champion_history(start, end)
+    if history is None:
+        return None, why
+    return replay(history, bands=dict(zip(THRESHOLD_KEYS, bands, strict=True))), None
+
+
+def bands_in_force() -> tuple[float, float, float]:
+    """(MEDIUM, HIGH, CRITICAL) as the Admin page last saved them."""
+    values = thresholds()
+    return (values["severity_medium"], values["severity_high"], values["severity_critical"])

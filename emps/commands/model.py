@@ -1,4 +1,4 @@
-"""`emps model train|evaluate|promote|list` and `emps predict`: the failure model from the shell."""
+"""`emps model train|evaluate|backtest|promote|list` and `emps predict`: the failure model from the shell."""
 
 from __future__ import annotations
 
@@ -240,6 +240,128 @@ def promote(
     console.print(("[green]" if decision.promoted else "[yellow]") + decision.reason)
     if not decision.promoted and decision.reason != "already the champion":
         raise typer.Exit(2)
+
+
+def _date(value: str, option: str):
+    import pandas as pd
+
+    try:
+        stamp = pd.Timestamp(value)
+    except ValueError:
+        raise _fail(
+            f"{option} {value!r}: give a date (2026-03-01) or a time with its offset"
+        ) from None
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _backtest_table(backtest) -> Table:
+    """Per week and in total: alerts, failures warned, late, missed, leads, false alerts."""
+    unit = backtest.life_unit
+    lead = f"{backtest.inspection_lead:g}"
+    table = Table(
+        title=f"backtest of version {backtest.model_version}, "
+        f"{backtest.start:%Y-%m-%d} to {backtest.end:%Y-%m-%d}"
+    )
+    for column, justify in (
+        ("week of", "left"),
+        ("alerts", "right"),
+        ("false", "right"),
+        ("too recent", "right"),
+        ("failures", "right"),
+        (f"warned >= {lead} {unit}s", "right"),
+        ("late", "right"),
+        ("missed", "right"),
+        (f"median lead ({unit}s)", "right"),
+    ):
+        table.add_column(column, justify=justify, no_wrap=True)
+
+    def cells(figures) -> list[str]:
+        median = figures.median_lead
+        return [
+            str(figures.alerts),
+            str(figures.false_alerts),
+            str(figures.undetermined_alerts),
+            str(figures.failures),
+            str(figures.warned),
+            str(figures.late),
+            str(figures.missed),
+            "—" if median is None else f"{median:.1f}",
+        ]
+
+    for week in backtest.weeks:
+        table.add_row(f"{week.week_start:%Y-%m-%d}", *cells(week))
+    table.add_section()
+    table.add_row("total", *cells(backtest.total), style="bold")
+    bands = backtest.bands
+    table.caption = (
+        f"bands MEDIUM {bands['severity_medium']:g}, HIGH {bands['severity_high']:g}, "
+        f"CRITICAL {bands['severity_critical']:g}; alerts: episodes at HIGH or above; false: no "
+        f"failure followed within 3 horizons; too recent: the history ends before that is "
+        f"known; late: alerted less than {lead} {unit}s ahead; {backtest.equipment} equipment, "
+        f"one row per {backtest.step_minutes} min. Equipment the model learnt from are "
+        "replayed too: `emps model evaluate` gives held-out figures."
+    )
+    return table
+
+
+@app.command()
+def backtest(
+    start: str = typer.Option(..., "--from", help="First day replayed (UTC), e.g. 2026-03-01"),
+    end: str = typer.Option(None, "--to", help="Day after the last one replayed [default: now]"),
+    model: str = typer.Option("champion", "--model", help="Version number, champion or challenger"),
+    bands: str = typer.Option(
+        None,
+        "--bands",
+        help="Severity bands to try: MEDIUM,HIGH,CRITICAL (0.3,0.5,0.85) or by name (high=0.5) "
+        "[default: the bands in force, set on the Admin page]",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the backtest as JSON"),
+) -> None:
+    """Replay stored history with a model and severity bands: per week, the alerts it would have
+    raised, the failures it would have warned and how early, and the false alerts."""
+    from datetime import UTC, datetime
+
+    from rich.progress import BarColumn, MofNCompleteColumn
+
+    from ml import registry
+    from ml.backtest import NoModel, parse_bands, run_backtest
+
+    settings = get_settings()
+    first = _date(start, "--from")
+    last = _date(end, "--to") if end else _date(datetime.now(UTC).isoformat(), "--to")
+    if last <= first:
+        raise _fail(f"--to ({last:%Y-%m-%d}) must come after --from ({first:%Y-%m-%d})")
+    try:
+        tried = parse_bands(bands) if bands else None
+    except ValueError as error:
+        raise _fail(str(error)) from None
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    ) as progress:
+        step = progress.add_task(f"reading the history and the {model} model", total=None)
+
+        def on_progress(done: int, total: int) -> None:
+            progress.update(step, description="scoring equipment", completed=done, total=total)
+
+        try:
+            result = run_backtest(first, last, model, tried, settings, on_progress)
+        except (NoModel, ValueError, registry.ModelIntegrityError) as error:
+            raise _fail(str(error)) from None
+    if as_json:
+        print(json.dumps(result.as_dict()))
+        return
+    if result.rows == 0:
+        err.print(
+            f"[yellow]no feature rows from {first:%Y-%m-%d} to {last:%Y-%m-%d}:[/yellow] nothing "
+            "to replay; `emps dbt build` builds the features of the readings stored"
+        )
+    console.print(_backtest_table(result))
+    console.print(f"{result.summary()}; {result.alerts_per_week:.1f} alerts per week")
 
 
 @app.command()

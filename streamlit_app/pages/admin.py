@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import streamlit as st
 
 from emps import actions, queries
 from emps.settings import get_settings
 from streamlit_app import data
 from streamlit_app.ui import flash, plain, require_user, show_flash
+
+BAND_KEYS = ("severity_medium", "severity_high", "severity_critical")
 
 user = require_user()
 st.title("Administration")
@@ -71,28 +75,61 @@ st.caption(
     "usually below HIGH: alerting at HIGH trades some recall for fewer false alarms."
 )
 current = queries.thresholds_table()
-with st.form("thresholds"):
-    values = {}
-    cols = st.columns(max(len(current), 1))
-    for col, row in zip(cols, current.itertuples(), strict=False):
-        values[row.key] = col.number_input(
-            row.key.replace("_", " "),
-            value=float(row.value),
-            step=0.05 if row.key.startswith("severity") else 1.0,
-            help=row.description,
-            key=f"th_{row.key}",
-        )
-    if st.form_submit_button("Save thresholds"):
-        changed = {
-            k: v for k, v in values.items() if v != float(current.set_index("key").at[k, "value"])
-        }
+saved = {row.key: float(row.value) for row in current.itertuples()}
+values = {}
+cols = st.columns(max(len(current), 1))
+for col, row in zip(cols, current.itertuples(), strict=False):
+    values[row.key] = col.number_input(
+        row.key.replace("_", " "),
+        value=float(row.value),
+        step=0.05 if row.key.startswith("severity") else 1.0,
+        help=row.description,
+        key=f"th_{row.key}",
+    )
+changed = {k: v for k, v in values.items() if v != saved.get(k)}
 
-        def save() -> None:
-            # Raise the upper bands first so the ordering check holds at every step.
-            for key in sorted(changed, key=lambda k: -changed[k]):
-                actions.set_threshold(user, key, changed[key])
 
-        _run(save, f"{len(changed)} threshold(s) saved.")
+def _preview() -> None:
+    """What the champion would have done over the last weeks with the bands typed in, next to
+    the bands in force (the replay is shared: only the banding differs)."""
+    weeks = get_settings().ml_backtest_weeks
+    now = datetime.now(UTC)
+    window = data.backtest_window(now - timedelta(weeks=weeks), now)
+    in_force = data.bands_in_force()
+    typed = tuple(values.get(key, value) for key, value in zip(BAND_KEYS, in_force, strict=True))
+    current_figures, why = data.backtest(*window, in_force)
+    if current_figures is None:
+        st.caption(f"No backtest of these bands: {plain(why)}")
+        return
+    if current_figures.rows == 0:
+        st.caption(f"No backtest of these bands: no feature rows in the last {weeks} weeks.")
+        return
+    cols = st.columns(2)
+    cols[0].markdown(f"With the current bands, last {weeks} weeks: **{current_figures.summary()}**")
+    if typed == in_force:
+        cols[1].caption("Change a severity band to see what it would have done.")
+        return
+    if not typed[0] < typed[1] < typed[2]:
+        cols[1].warning("Severity bands must rise: medium < high < critical.")
+        return
+    proposed, _ = data.backtest(*window, typed)
+    cols[1].markdown(f"With these bands, last {weeks} weeks: **{proposed.summary()}**")
+
+
+_preview()
+st.caption(
+    "The backtest replays the champion over the stored history with each set of bands; "
+    "an alert is an episode at HIGH or above, warned means the first alert came at least the "
+    "inspection lead ahead."
+)
+if st.button("Save thresholds", key="th_save"):
+
+    def save() -> None:
+        # Raise the upper bands first so the ordering check holds at every step.
+        for key in sorted(changed, key=lambda k: -changed[k]):
+            actions.set_threshold(user, key, changed[key])
+
+    _run(save, f"{len(changed)} threshold(s) saved.")
 
 st.subheader("Audit log")
 st.dataframe(queries.audit_log(), hide_index=True, width="stretch", key="audit_table")

@@ -281,6 +281,26 @@ def signed_in_as(fleet: Fleet) -> Callable[[str], User]:
 
 
 @pytest.fixture
+def replay_champion(fleet: Fleet, monkeypatch: pytest.MonkeyPatch, tmp_path):
+    """A champion in a registry of the test's own and a stored history ending now whose
+    backtest is known (dashboard_backtest.ReplayChampion); the environment points the
+    dashboard (AppTest, or a served one started afterwards) at them."""
+    from dashboard_backtest import ml_environment, seed_replay_champion
+
+    from emps.settings import get_settings
+    from ml.predict import forget_cached_models
+
+    for name, value in ml_environment(tmp_path / "mlflow").items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    forget_cached_models()
+    yield seed_replay_champion(get_settings(), fleet.now)
+    monkeypatch.undo()
+    get_settings.cache_clear()
+    forget_cached_models()
+
+
+@pytest.fixture
 def app(fleet: Fleet) -> Iterator[Callable]:
     """Open the dashboard in AppTest as a signed-in user, on a page: app("tech", "pages/alerts.py")."""
     import streamlit as st

@@ -160,6 +160,41 @@ def test_browser_walkthrough(dashboard, browser_page, fleet):
     _shot(page, "08-reports")
 
 
+def test_browser_shows_the_backtest_chart_and_the_bands_preview(
+    replay_champion, fleet, browser_page, tmp_path
+):
+    """Analytics draws the champion's backtest per week; the Admin page says what lower bands
+    would have done over the last weeks next to the bands in force, before anything is saved."""
+    expected = replay_champion
+    with _serving(tmp_path / "streamlit.log") as url:
+        page = browser_page.new_page()
+        _sign_in(page, url, "/", fleet.password)
+        page.get_by_role("heading", name="Fleet overview").wait_for()
+        _open(page, "Analytics")
+        page.get_by_text("Backtest: the champion replayed over this range").wait_for()
+        page.get_by_text(f"{expected.warned} of {expected.failures}", exact=True).wait_for()
+        for title in ("Alert episodes per week", "Failures per week: warned, late, missed"):
+            page.get_by_test_id("stVegaLiteChart").filter(has_text=title).wait_for()
+        _shot(page, "10-analytics-backtest")
+
+        _open(page, "Admin")
+        current = f"{expected.alerts} alerts, {expected.warned} of {expected.failures} failures"
+        page.get_by_text(f"With the current bands, last 8 weeks: {current}").wait_for()
+        for label, value in (
+            ("severity medium", expected.lower_medium),
+            ("severity high", expected.lower_high),
+        ):
+            field = page.get_by_role("spinbutton", name=label)
+            field.fill(str(value))
+            field.press("Enter")
+        lower = f"{expected.alerts_lower_high} alerts, {expected.warned} of {expected.failures}"
+        page.get_by_text(f"With these bands, last 8 weeks: {lower}").wait_for()
+        _shot(page, "11-admin-bands-preview")
+    with connect(Role.OWNER) as conn:
+        saved = conn.execute("select count(*) from ops.audit_log where action = 'threshold.update'")
+        assert saved.fetchone()[0] == 0
+
+
 def test_browser_deep_link_survives_sign_in(dashboard, browser_page, fleet):
     """A shared link to an equipment asks for sign-in, then opens that equipment."""
     page = browser_page.new_page()

@@ -277,16 +277,73 @@ def test_maintenance_reschedule(fleet, signed_in_as):
 
 
 def test_analytics_page(app):
-    """Analytics shows failures caught vs missed and the response-time figures."""
+    """Analytics shows failures caught vs missed and the response-time figures; with no
+    champion to replay, the backtest says why instead of showing zeros."""
     at = app("viewer", "pages/analytics.py")
     metrics = {m.label: m.value for m in at.metric}
-    assert (metrics["Failures"], metrics["Caught (alert before failure)"], metrics["Missed"]) == (
-        "2",
-        "1",
-        "1",
-    )
+    assert [
+        metrics[k]
+        for k in (
+            "Failures",
+            "Before the first model",
+            "Caught by a live alert",
+            "Missed by the live alerts",
+        )
+    ] == ["2", "0", "1", "1"]
     assert metrics["Mean minutes to acknowledge"] == "21.0"  # (12 + 30) / 2
     assert len(at.get("vega_lite_chart")) >= 4
+    assert any(i.value.startswith("No backtest:") for i in at.info)
+
+
+def test_analytics_shows_the_champions_backtest_and_failures_before_any_model(replay_champion, app):
+    """The champion's replay of the range: the alerts, warned failures and false alerts worked
+    out by hand, per week in charts; a failure before the first model is not counted missed;
+    with no acknowledged alert the mean time to acknowledge is "—", not 0."""
+    with connect(Role.OWNER, autocommit=True) as conn:
+        conn.execute("update ops.alerts set acknowledged_at = null, acknowledged_by = null")
+    at = app("viewer", "pages/analytics.py")
+    metrics = {m.label: m.value for m in at.metric}
+    expected = replay_champion
+    assert metrics["Alerts it would have raised"] == str(expected.alerts)
+    assert metrics["Failures warned ≥ 3 days ahead"] == f"{expected.warned} of {expected.failures}"
+    assert metrics["False alert episodes"] == "1"
+    assert metrics["Median lead (days)"] == "2.5"  # 4 days and 1 day
+    # Live: the first replayed failure came before the first champion (seeded 20 days ago).
+    assert [
+        metrics[k]
+        for k in (
+            "Failures",
+            "Before the first model",
+            "Caught by a live alert",
+            "Missed by the live alerts",
+        )
+    ] == ["5", "1", "1", "3"]
+    assert metrics["Mean minutes to acknowledge"] == "—"
+    titles = [str(chart.proto.spec) for chart in at.get("vega_lite_chart")]
+    assert any("Alert episodes per week" in t for t in titles)
+    assert any("warned, late, missed" in t for t in titles)
+    assert any(f"Model v{expected.version}" in c.value for c in at.caption)
+
+
+def test_admin_sees_what_new_bands_would_have_done_before_saving(replay_champion, app):
+    """Lowering HIGH shows the alerts it would have added over the last weeks next to the
+    bands in force; nothing is saved until the admin saves; bands that do not rise are
+    refused before any replay."""
+    expected = replay_champion
+    at = app("admin", "pages/admin.py")
+    text = " ".join(m.value for m in at.markdown)
+    current = f"{expected.alerts} alerts, {expected.warned} of {expected.failures} failures"
+    assert f"With the current bands, last 8 weeks: **{current} warned ≥ 3 days ahead**" in text
+    at.number_input(key="th_severity_medium").set_value(expected.lower_medium).run()
+    at.number_input(key="th_severity_high").set_value(expected.lower_high).run()
+    assert not at.exception
+    text = " ".join(m.value for m in at.markdown)
+    lower = f"{expected.alerts_lower_high} alerts, {expected.warned} of {expected.failures}"
+    assert f"With these bands, last 8 weeks: **{lower} failures warned ≥ 3 days ahead**" in text
+    assert f"**{current} warned ≥ 3 days ahead**" in text
+    assert _audit("threshold.update") == []
+    at.number_input(key="th_severity_high").set_value(0.9).run()
+    assert any("must rise" in w.value for w in at.warning)
 
 
 def test_data_quality_page(app, fleet):
