@@ -18,6 +18,7 @@ from ports import free_port
 from emps.db import Role, connect
 from emps.settings import PROJECT_ROOT
 
+pytestmark = pytest.mark.browser
 ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "dashboard"
 CHROMIUM_ARGS = [
     "--no-sandbox",
