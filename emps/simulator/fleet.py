@@ -114,21 +114,33 @@ class Realism:
     """The simulator's realism knobs (see the module docstring); all on by default."""
 
     calendar_services: bool = True
-    found_at_service: float = 0.7
+    found_at_service: float = 0.7  # chance at the point of failure; times progress before
     failure_resolution_s: int = 3600
-    threshold_spread: float = 0.25
-    intermittent_share: float = 0.3
-    wobble: float = 0.2
-    primary_share: float = 0.6
-    machine_ambient: float = 1.0
-    sensor_drift: float = 0.1
-    sensor_replacements_per_year: float = 0.5
-    band_offset: float = 0.12
+    threshold_spread: float = 0.25  # sigma of log(damage at failure)
+    intermittent_share: float = 0.3  # share of faults that come and go
+    wobble: float = 0.2  # relative swing of a fault's drift over 2-6 days
+    primary_share: float = 0.6  # of the easy fleet's drift on a fault's main sensor
+    machine_ambient: float = 1.0  # 0: every machine feels exactly its site's weather
+    sensor_drift: float = 0.1  # sd of the calibration wander, half-widths, monthly knots
+    sensor_replacements_per_year: float = 0.5  # per sensor
+    band_offset: float = 0.12  # sd of the bands' shift and log-stretch, half-widths
 
     @classmethod
     def off(cls) -> Realism:
         """The easy fleet of earlier versions: every knob off."""
-        return cls(False, 0.0, 1, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0)
+        return cls(
+            calendar_services=False,
+            found_at_service=0.0,
+            failure_resolution_s=1,
+            threshold_spread=0.0,
+            intermittent_share=0.0,
+            wobble=0.0,
+            primary_share=1.0,
+            machine_ambient=0.0,
+            sensor_drift=0.0,
+            sensor_replacements_per_year=0.0,
+            band_offset=0.0,
+        )
 
 
 def _key(name: str) -> int:
