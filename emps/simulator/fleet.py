@@ -305,7 +305,9 @@ class Equipment:
             if found is not None:
                 episode = replace(episode, found_s=found, repaired_s=found, recorded_s=found)
             self._episodes.append(episode)
-            self._cursor_s = episode.repaired_s
+            # From when it would have been repaired, so a fault found early leaves the rest of
+            # the machine's history as it was (a fleet with and without the knob differ only there).
+            self._cursor_s = failure_s + int(repair_hours * 3600)
         return [e for e in self._episodes if e.degradation_start_s <= until_s]
 
     def _service_finding(self, episode: Episode) -> int | None:
