@@ -6,6 +6,7 @@ failures, over the 100 the figures' intervals need; it runs about an hour on 2 c
 
     uv run python bench/model_quality.py [--equipment 300] [--days 120] [--seeds 42,43,44,45]
                                          [--folds 3] [--trees N] [--keep DIR]
+                                         [--drop-feature NAME ...]
 
 For each seed a fresh temporary database gets `--days` of that seed's fleet history (as
 `emps up` backfills it), dbt builds the features and training examples, and the model is fitted
@@ -17,15 +18,20 @@ rows and predictions are kept in DIR/seed-N/ and a later run with the same sizes
 instead of fitting again (a run stopped after some seeds resumes; a change to the event figures
 is measured on the same predictions). The figures are the ones `emps model
 evaluate` and MLflow report (ml.evaluate: one set of functions), over the pooled predictions.
+`--drop-feature NAME` (repeatable) trains and evaluates without that catalog feature, an
+ablation: `--drop-feature since_maintenance` shows whether the maintenance records tell the model
+more than its sensors do.
 
 The simulator's ground truth (sim.equipment_truth, which the model never reads) says which
 failures gave warning: no sensor model can foresee a failure its sensors never showed, so the
-warned share is over the warned (non-sudden) failures, and sudden ones are counted apart.
+warned share is over the warned (non-sudden) failures, and sudden ones are counted apart. A fault
+a preventive service found counts as a failure (a prevented one) like any recorded elsewhere.
 Nothing here tunes anything: the alerting band is EMPS_SEVERITY_HIGH, the inspection lead
 EMPS_INSPECTION_WITHIN_DAYS, the look-back 3 H, the remaining-life cap the shipped default.
 
 Last line: {"bench": "model_quality", "equipment": N, "days": D, "seeds": [...], "folds": F,
-"trees": T, "heldout_warned_failures": ..., "heldout_sudden_failures": ...,
+"trees": T, "dropped_features": [...], "failures_recorded": ..., "prevented_at_service": ...
+(of them, faults a service found), "heldout_warned_failures": ..., "heldout_sudden_failures": ...,
 "failures_warned_share": ..., "failures_warned_share_ci95": [low, high] (Clopper-Pearson over
 failures), "failures_warned_share_boot95": [low, high] (equipment resampled),
 "median_lead_days": ... (look-back 3 H, missed = 0), "lead_days_p10_p25_p75_p90": [...],
@@ -66,16 +72,25 @@ PREDICTED = ("probability", "remaining_life", "cap", "naive")
 
 
 def failures_with_truth(settings) -> pd.DataFrame:
-    """Recorded failures with the simulator's word on whether each was sudden."""
+    """Recorded failures with the simulator's word on whether each was sudden, or a fault a
+    service found (matched on the time the records hold)."""
     from emps.db import Role, connect
     from ml.dataset import read_failure_events
 
     failures = read_failure_events(settings)
     with connect(Role.INGEST, settings) as conn:
-        truth = conn.execute("select equipment_id, failure_at, sudden from sim.equipment_truth")
-        sudden = {(e, pd.Timestamp(f)): s for e, f, s in truth.fetchall()}
-    keys = zip(failures["equipment_id"], failures["failed_at"], strict=True)
-    return failures.assign(sudden=[bool(sudden.get((e, pd.Timestamp(f)), False)) for e, f in keys])
+        truth = conn.execute(
+            "select equipment_id, coalesce(recorded_failure_at, failure_at), sudden, prevented "
+            "from sim.equipment_truth"
+        )
+        known = {(e, pd.Timestamp(f)): (s, p) for e, f, s, p in truth.fetchall()}
+    facts = [
+        known.get((e, pd.Timestamp(f)), (False, False))
+        for e, f in zip(failures["equipment_id"], failures["failed_at"], strict=True)
+    ]
+    return failures.assign(
+        sudden=[bool(s) for s, _ in facts], prevented_at_service=[bool(p) for _, p in facts]
+    )
 
 
 def one_seed(seed: int, args, console: Console) -> dict:
@@ -111,7 +126,7 @@ def one_seed(seed: int, args, console: Console) -> dict:
                 f"  seed {seed}, fold {fold + 1}/{args.folds}: fitting "
                 f"{settings.ml_n_estimators} trees on {len(split.train):,} rows"
             ):
-                model = fit_model(split.train, settings)
+                model = fit_model(split.train, settings, drop_features=args.drop_feature)
             rows.append(held.rows)
             predictions.append(predict_rows(model, held.rows))
             starts |= dict.fromkeys(held.rows["equipment_id"].unique(), held.start)
@@ -137,7 +152,7 @@ def one_seed(seed: int, args, console: Console) -> dict:
     }
 
 
-KEPT_SIZES = ("equipment", "days", "folds", "trees")
+KEPT_SIZES = ("equipment", "days", "folds", "trees", "drop_feature")
 
 
 def keep_seed(run: dict, folder: Path, args) -> None:
@@ -197,6 +212,13 @@ def main() -> None:
     parser.add_argument(
         "--keep", type=Path, default=None, help="Keep (and reuse) each seed's predictions here"
     )
+    parser.add_argument(
+        "--drop-feature",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="Train and evaluate without this catalog feature (repeatable), e.g. since_maintenance",
+    )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     console = Console()
@@ -247,6 +269,9 @@ def main() -> None:
         "seeds": seeds,
         "folds": args.folds,
         "trees": runs[0]["trees"],
+        "dropped_features": sorted(args.drop_feature),
+        "failures_recorded": int(len(failures)),
+        "prevented_at_service": int(failures.get("prevented_at_service", pd.Series([])).sum()),
         "heldout_warned_failures": int(metrics["failures_evaluated"]),
         "heldout_sudden_failures": int(metrics["failures_sudden"]),
         "heldout_equipment": int(metrics["equipment_evaluated"]),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,13 +190,22 @@ def fit_model(
     settings: Settings | None = None,
     catalog: Catalog | None = None,
     on_step: OnStep = _quiet,
+    drop_features: Sequence[str] = (),
 ) -> FailureModel:
     """Fit the classifier on the training rows; calibrate, and tabulate remaining life, on votes
-    the forest cast on equipment it was not fitted on."""
+    the forest cast on equipment it was not fitted on. `drop_features` leaves catalog features
+    out (an ablation: how much the model leans on them)."""
     settings = settings or get_settings()
     catalog = catalog or load_catalog(settings.catalog_path)
     train = train.train if isinstance(train, Split) else train
     features = feature_columns(list(train.columns), catalog)
+    unknown = sorted(set(drop_features) - set(features))
+    if unknown:
+        raise ValueError(
+            f"cannot drop {', '.join(unknown)}: not among the model's features "
+            f"({', '.join(features)})"
+        )
+    features = [name for name in features if name not in drop_features]
     model = FailureModel(
         feature_names=features,
         feature_labels={name: list(feature_label(name, catalog)) for name in features},

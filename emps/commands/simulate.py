@@ -117,7 +117,7 @@ def backfill(
     console.print(
         f"{report.rows:,} readings in {report.seconds:.1f} s ([bold]{report.rows_per_s:,.0f} "
         f"rows/s[/]); {events.failure_events} failure events, {events.repairs} repairs, "
-        f"{events.preventive} preventive services"
+        f"{events.preventive} preventive services ({events.prevented} found a developing fault)"
     )
 
 

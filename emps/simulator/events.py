@@ -1,4 +1,5 @@
-"""What happened to the fleet besides readings: failures, repairs, preventive services, ground truth.
+"""What happened to the fleet besides readings: failures, repairs, preventive services (some of
+which find a developing fault: a prevented failure), ground truth.
 
 Backfill records a whole window at once; live records each interval as it passes. Both call
 `record_events` for a window, and every write is idempotent, so overlapping windows are harmless.
@@ -11,7 +12,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from emps.simulator.fleet import Fleet
+from emps.simulator.fleet import DAY_S, Fleet
 
 SOURCE = "simulator"
 
@@ -21,12 +22,14 @@ class EventCounts:
     failure_events: int = 0
     repairs: int = 0
     preventive: int = 0
+    prevented: int = 0  # services that found a developing fault
     truth: int = 0
 
     def __iadd__(self, other: EventCounts) -> EventCounts:
         self.failure_events += other.failure_events
         self.repairs += other.repairs
         self.preventive += other.preventive
+        self.prevented += other.prevented
         self.truth += other.truth
         return self
 
@@ -62,8 +65,10 @@ def register_fleet(conn: psycopg.Connection, fleet: Fleet) -> int:
 @dataclass
 class FleetEvents:
     """What happened to a fleet over a window: failures (equipment, failed at, mode, repaired at
-    or None, note), repairs and preventive services (equipment, began, done[, note]), and the
-    simulator's truth about each degradation."""
+    or None, note), repairs (equipment, began, done, note), preventive services (equipment,
+    began, done, found a fault) and the simulator's truth about each degradation. Failure times
+    are as the records hold them (to the hour); a fault a service found is no failure but that
+    service's finding (a prevented failure to the platform)."""
 
     failures: list[tuple] = field(default_factory=list)
     repairs: list[tuple] = field(default_factory=list)
@@ -89,27 +94,32 @@ def fleet_events(fleet: Fleet, start: datetime, end: datetime) -> FleetEvents:
                         ep.amplitude,
                         ep.tau_days,
                         fleet.seed,
+                        ep.prevented,
+                        ep.recorded_at,
                     )
                 )
+            if ep.prevented:
+                continue
             failed_in = start_s <= ep.failure_s < end_s
             repaired_in = start_s <= ep.repaired_s < end_s
             if failed_in or repaired_in:
                 repaired = ep.repaired_at if ep.repaired_s < end_s else None
                 note = f"simulated {ep.mode} failure" + (" (sudden)" if ep.sudden else "")
-                failures.append((ep.equipment_id, ep.failure_at, ep.mode, repaired, note))
+                failures.append((ep.equipment_id, ep.recorded_at, ep.mode, repaired, note))
             if repaired_in:
                 repairs.append(
                     (
                         ep.equipment_id,
-                        ep.failure_at,
+                        ep.recorded_at,
                         ep.repaired_at,
                         f"repair after {ep.mode.replace('_', ' ')} failure",
                     )
                 )
+        # By completion, so a service running across a window's end is recorded in the next.
         services += [
-            (s.equipment_id, s.scheduled_date, s.completed_date)
-            for s in eq.services_between(start_s, end_s)
-            if s.end_s <= end_s
+            (s.equipment_id, s.scheduled_date, s.completed_date, s.found_fault)
+            for s in eq.services_between(start_s - DAY_S, end_s)
+            if start_s <= s.end_s < end_s
         ]
     return FleetEvents(failures, repairs, services, truth)
 
@@ -147,19 +157,25 @@ def record_events(
             "fault_found",
             [(eid, failed, repaired, note) for eid, failed, repaired, note in repairs],
         )
-        counts.preventive = _insert_tasks(
-            cur,
-            "preventive",
-            4,
-            "no_fault_found",
-            [(eid, begin, done, "periodic preventive service") for eid, begin, done in services],
-        )
+        # A service that found a fault records a prevented failure (the labels' trigger).
+        for found, outcome, note in (
+            (False, "no_fault_found", "periodic preventive service"),
+            (True, "fault_found", "periodic preventive service: developing fault found, mended"),
+        ):
+            counts.preventive += _insert_tasks(
+                cur,
+                "preventive",
+                4,
+                outcome,
+                [(eid, begin, done, note) for eid, begin, done, hit in services if hit == found],
+            )
+        counts.prevented = sum(hit for *_, hit in services)
         cur.executemany(
             """
             insert into sim.equipment_truth
                 (equipment_id, failure_at, degradation_mode, degradation_start, repaired_at,
-                 sudden, amplitude, tau_days, seed)
-            values (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+                 sudden, amplitude, tau_days, seed, prevented, recorded_failure_at)
+            values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             on conflict (equipment_id, failure_at) do nothing
             """,
             truth,

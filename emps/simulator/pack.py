@@ -72,8 +72,14 @@ def write_pack(
         [[e, _iso(f), mode, _iso(r), note] for e, f, mode, r, note in events.failures],
     )
     services = [
-        [e, _iso(done), "preventive", "no_fault_found", "periodic preventive service"]
-        for e, _begin, done in events.services
+        [
+            e,
+            _iso(done),
+            "preventive",
+            "fault_found" if found else "no_fault_found",
+            "periodic preventive service" + (": developing fault found, mended" if found else ""),
+        ]
+        for e, _begin, done, found in events.services
     ] + [[e, _iso(done), "repair", "fault_found", note] for e, _f, done, note in events.repairs]
     _write_csv(
         out / "maintenance.csv",

@@ -17,14 +17,19 @@ from emps.simulator.backfill import backfill
 from emps.simulator.fleet import DAY_S, Fleet
 
 
-def _first_episode(fleet: Fleet, after: datetime, mode: str | None = None):
-    """The earliest gradual failure after `after` (of `mode` if given): gives tests a known window."""
+def _first_episode(fleet: Fleet, after: datetime, mode: str | None = None, min_duty: float = 0.0):
+    """The earliest gradual failure after `after` (of `mode` if given, on equipment running at
+    least `min_duty` of the time): gives tests a known window."""
     after_s = int(after.timestamp())
     candidates = [
         ep
         for eq in fleet.equipment
+        if eq.duty >= min_duty
         for ep in eq.episodes_until(after_s + 400 * DAY_S)
-        if ep.failure_s > after_s and not ep.sudden and (mode is None or ep.mode == mode)
+        if ep.failure_s > after_s
+        and not ep.sudden
+        and not ep.prevented
+        and (mode is None or ep.mode == mode)
     ]
     return min(candidates, key=lambda ep: ep.failure_s)
 
@@ -59,13 +64,17 @@ def test_backfill_writes_readings_events_and_maintenance(db: Settings, owner_con
         ep
         for eq in fleet.equipment
         for ep in eq.episodes_until(end_s)
-        if start_s <= ep.failure_s < end_s
+        if start_s <= ep.failure_s < end_s and not ep.prevented
     ]
-    assert planned and counts["raw.failure_events"] == len(planned)
+    recorded = owner_conn.execute(
+        "select count(*) from raw.failure_events where source = 'simulator'"
+    ).fetchone()[0]
+    assert planned and recorded == len(planned)
+    # Recorded at the hour it failed in.
     failure = owner_conn.execute(
         "select failure_mode, source, repaired_at from raw.failure_events "
         "where equipment_id = %s and failed_at = %s",
-        (episode.equipment_id, episode.failure_at),
+        (episode.equipment_id, episode.failure_at.replace(minute=0, second=0)),
     ).fetchone()
     assert failure == (episode.mode, "simulator", episode.repaired_at)
     repair = owner_conn.execute(
@@ -78,7 +87,7 @@ def test_backfill_writes_readings_events_and_maintenance(db: Settings, owner_con
     assert (
         owner_conn.execute(
             "select count(*) from ops.maintenance_tasks where task_type = 'preventive' "
-            "and status = 'completed' and outcome = 'no_fault_found'"
+            "and status = 'completed'"
         ).fetchone()[0]
         == report.events.preventive
     )
@@ -114,7 +123,8 @@ def test_rerun_and_overlapping_window_do_not_duplicate(db: Settings, owner_conn,
 def test_degrading_equipment_drift_before_failure(db: Settings, owner_conn, catalog):
     """Vibration climbs over the weeks before a bearing failure while healthy peers stay level."""
     fleet = Fleet(catalog, 60, 42)
-    episode = _first_episode(fleet, datetime(2026, 2, 1, tzinfo=UTC), "bearing_wear")
+    # On a machine that runs most of the day, so that idle days do not hide the trend.
+    episode = _first_episode(fleet, datetime(2026, 2, 1, tzinfo=UTC), "bearing_wear", 0.5)
     failed = episode.failure_at
     backfill(fleet, failed - timedelta(days=24), failed + timedelta(hours=1), 600, db)
     equipment_type = fleet.by_id[episode.equipment_id].equipment_type
@@ -147,8 +157,9 @@ def test_degrading_equipment_drift_before_failure(db: Settings, owner_conn, cata
     slope = {eid: per_day for eid, per_day, _ in rows}
     rise = {eid: r for eid, _, r in rows}
     low, high = catalog.envelope(equipment_type, "vibration")
-    # Last 3 days vs 3 weeks earlier: the failing one is far above its old level, peers are not.
-    assert rise[episode.equipment_id] > 0.5 * (high - low)
+    # Last 3 days vs 3 weeks earlier: the failing one is far above its old level, peers are not
+    # (a fault's drift is shared with other sensors, so its main one moves by less than a band).
+    assert rise[episode.equipment_id] > 0.3 * (high - low)
     assert max(abs(rise[p]) for p in peers) < rise[episode.equipment_id] / 3
     # And it is still climbing in those last days, faster than a typical healthy peer.
     peer_slopes = sorted(slope[p] for p in peers)
@@ -193,3 +204,50 @@ def test_dashboard_role_cannot_read_the_ground_truth(db: Settings):
 
     with connect(Role.READER, db) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute("select count(*) from sim.equipment_truth")
+
+
+def test_a_fault_a_service_found_is_recorded_as_a_prevented_failure(
+    db: Settings, owner_conn, catalog
+):
+    """A preventive service that found a developing fault is recorded as such; the platform
+    counts a prevented failure at its completion, and the machine's failure never comes."""
+    fleet = Fleet(catalog, 40, 42)
+    after_s = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
+    episode = min(
+        (
+            ep
+            for eq in fleet.equipment
+            for ep in eq.episodes_until(after_s + 400 * DAY_S)
+            if ep.prevented and ep.found_s > after_s
+        ),
+        key=lambda ep: ep.found_s,
+    )
+    found = datetime.fromtimestamp(episode.found_s, UTC)
+    end = datetime.fromtimestamp(episode.failure_s // 600 * 600 + 2 * DAY_S, UTC)
+    backfill(fleet, found - timedelta(days=2), end, 600, db)
+
+    task = owner_conn.execute(
+        "select task_type, status, outcome from ops.maintenance_tasks "
+        "where equipment_id = %s and completed_date = %s",
+        (episode.equipment_id, found),
+    ).fetchone()
+    assert task == ("preventive", "completed", "fault_found")
+    failures = owner_conn.execute(
+        "select failed_at, prevented, failure_mode from raw.failure_events "
+        "where equipment_id = %s order by failed_at",
+        (episode.equipment_id,),
+    ).fetchall()
+    assert failures[0] == (found, True, "fault found at a preventive service")
+    assert all(at > end or at == found for at, *_ in failures)
+    truth = owner_conn.execute(
+        "select prevented, recorded_failure_at from sim.equipment_truth "
+        "where equipment_id = %s and failure_at = %s",
+        (episode.equipment_id, episode.failure_at),
+    ).fetchone()
+    assert truth == (True, found)
+    # Readings go on where it would have failed.
+    readings = owner_conn.execute(
+        "select count(*) from raw.sensor_readings where equipment_id = %s and ts >= %s",
+        (episode.equipment_id, episode.failure_at),
+    ).fetchone()[0]
+    assert readings > 0.9 * (end - episode.failure_at).total_seconds() / 600

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from emps.catalog import Catalog, load_catalog
-from emps.simulator.fleet import DAY_S, Fleet
+from emps.simulator.events import fleet_events
+from emps.simulator.fleet import DAY_S, SIM_EPOCH, Fleet, Realism
 from emps.simulator.live import LiveSimulator
 
 END = datetime(2026, 6, 1, tzinfo=UTC)
@@ -91,17 +92,20 @@ def test_readings_look_like_a_real_fleet(catalog: Catalog):
 
 
 def test_failure_plan_gives_enough_failures_to_learn_from(catalog: Catalog):
-    """200 equipment over 180 days fail 100+ times, ~10% suddenly, each followed by a repair."""
+    """200 equipment over 180 days fail 100+ times, ~10% suddenly, each followed by a repair;
+    services find some faults before they fail."""
     fleet = Fleet(catalog, 200, 42)
     end_s = int(END.timestamp())
     start_s = end_s - 180 * DAY_S
-    episodes = [
+    ended = [
         ep
         for eq in fleet.equipment
         for ep in eq.episodes_until(end_s)
-        if start_s <= ep.failure_s < end_s
+        if start_s <= ep.ended_s < end_s
     ]
+    episodes = [ep for ep in ended if not ep.prevented]
     assert 100 <= len(episodes) <= 260
+    assert 0.01 * len(ended) <= len(ended) - len(episodes) <= 0.3 * len(ended)
     sudden = sum(ep.sudden for ep in episodes) / len(episodes)
     assert 0.03 <= sudden <= 0.2
     assert {ep.mode for ep in episodes} == {
@@ -129,3 +133,269 @@ def test_extra_catalog_sensor_is_simulated(catalog: Catalog, extra_sensor_catalo
     assert np.nanmin(column) >= 0 and np.nanmax(column) <= 5000
     assert np.nanstd(column) > 0
     assert all(np.array_equal(with_extra[k][:-1], plain[k], equal_nan=True) for k in plain)
+
+
+def _events(fleet: Fleet, days: int = 365):
+    end = END
+    return fleet_events(fleet, end - timedelta(days=days), end)
+
+
+def _in_fault(fleet: Fleet, service) -> bool:
+    eq = fleet.by_id[service.equipment_id]
+    return any(
+        ep.degradation_start_s <= service.start_s < ep.ended_s
+        for ep in eq.episodes_until(service.end_s)
+    )
+
+
+def test_services_land_by_the_calendar_in_developing_faults_too(catalog: Catalog):
+    """Preventive services keep their calendar while a fault develops, so a recent service does
+    not promise health; the easy fleet skipped those."""
+    end_s = int(END.timestamp())
+    for realism, expect_some in ((Realism(), True), (Realism.off(), False)):
+        fleet = Fleet(catalog, 150, 42, realism)
+        services = [
+            s for eq in fleet.equipment for s in eq.services_between(end_s - 365 * DAY_S, end_s)
+        ]
+        assert len(services) > 150 * 3
+        in_fault = sum(_in_fault(fleet, s) for s in services)
+        assert (in_fault > 20) is expect_some, in_fault
+    # The calendar is the same either way: the realistic fleet has every service the easy one
+    # had, and more (the ones that met a fault).
+    easy = {
+        (s.equipment_id, s.start_s)
+        for eq in Fleet(catalog, 150, 42, Realism.off()).equipment
+        for s in eq.services_between(end_s - 365 * DAY_S, end_s)
+    }
+    real = {
+        (s.equipment_id, s.start_s)
+        for eq in Fleet(catalog, 150, 42).equipment
+        for s in eq.services_between(end_s - 365 * DAY_S, end_s)
+    }
+    assert easy < real
+
+
+def test_a_service_sometimes_finds_a_developing_fault_and_that_failure_never_happens(
+    catalog: Catalog,
+):
+    """A service in a developing fault finds it (a prevented failure: recorded as a service that
+    found a fault, no failure recorded, the machine never goes down) or misses it (the machine
+    fails later)."""
+    fleet = Fleet(catalog, 150, 42)
+    events = _events(fleet)
+    found = [(e, done) for e, _begin, done, hit in events.services if hit]
+    missed = [
+        s
+        for eq in fleet.equipment
+        for s in eq.services_between(int(END.timestamp()) - 300 * DAY_S, int(END.timestamp()))
+        if _in_fault(fleet, s) and not s.found_fault
+    ]
+    assert len(found) >= 5 and len(missed) >= 5
+    failed = {(e, at) for e, at, *_ in events.failures}
+    for equipment_id, done in found:
+        ep = next(
+            ep
+            for ep in fleet.by_id[equipment_id].episodes_until(int(done.timestamp()))
+            if ep.found_s == int(done.timestamp())
+        )
+        assert ep.prevented and ep.found_s < ep.failure_s
+        assert (equipment_id, ep.recorded_at) not in failed
+        assert not any(
+            e == equipment_id and ep.found_s <= at.timestamp() < ep.failure_s + DAY_S
+            for e, at in failed
+        )
+        # Its readings go on through the day it would have failed: it never went down.
+        day = (ep.failure_s - int(SIM_EPOCH.timestamp())) // DAY_S
+        block = fleet.simulate_day(day, np.array([fleet.by_id[equipment_id].index]))
+        assert block.present.mean() > 0.9
+    # A missed fault goes on to fail: a service that met a fault and found nothing is followed
+    # by that fault's failure.
+    for service in missed[:5]:
+        ep = next(
+            ep
+            for ep in fleet.by_id[service.equipment_id].episodes_until(service.end_s)
+            if ep.degradation_start_s <= service.start_s < ep.ended_s
+        )
+        assert not ep.prevented or ep.found_s > service.end_s
+
+
+def test_failure_times_are_recorded_to_the_hour(catalog: Catalog):
+    """The records hold each failure's hour; the readings stop on the minute it failed."""
+    fleet = Fleet(catalog, 60, 42)
+    events = _events(fleet, 180)
+    assert len(events.failures) > 20
+    assert all(at.minute == 0 and at.second == 0 for _e, at, *_ in events.failures)
+    episodes = [
+        ep
+        for eq in fleet.equipment
+        for ep in eq.episodes_until(int(END.timestamp()))
+        if not ep.prevented
+    ]
+    assert sum(ep.failure_s % 3600 != 0 for ep in episodes) > 0.9 * len(episodes)
+    assert all(0 <= ep.failure_s - ep.recorded_s < 3600 for ep in episodes)
+
+
+def test_machines_fail_at_different_damage(catalog: Catalog):
+    """How far a fault has drifted when the machine fails differs from machine to machine,
+    much more than in the easy fleet."""
+
+    def spread(realism: Realism) -> float:
+        fleet = Fleet(catalog, 150, 42, realism)
+        amplitudes = [
+            ep.amplitude
+            for eq in fleet.equipment
+            for ep in eq.episodes_until(int(END.timestamp()))
+            if not ep.sudden
+        ]
+        low, high = np.percentile(amplitudes, [10, 90])
+        return high / low
+
+    assert spread(Realism.off()) < 1.25
+    assert spread(Realism()) > 1.6
+
+
+def _primary_rise(catalog: Catalog, realism: Realism, mode: str) -> tuple[float, dict]:
+    """The rise of each sensor (envelope half-widths) over the last day before a `mode` failure
+    against the days before its onset, for the first such gradual failure of seed 42."""
+    fleet = Fleet(catalog, 60, 42, realism)
+    ep = min(
+        (
+            ep
+            for eq in fleet.equipment
+            for ep in eq.episodes_until(int(END.timestamp()))
+            if ep.mode == mode and not ep.sudden and not ep.prevented and not ep.flicker_hours
+        ),
+        key=lambda ep: ep.failure_s,
+    )
+    eq = fleet.by_id[ep.equipment_id]
+    epoch = int(SIM_EPOCH.timestamp())
+    last = (ep.failure_s - epoch) // DAY_S - 1
+    before = (ep.degradation_start_s - epoch) // DAY_S - 3
+    rise = {}
+    for col, sensor in enumerate(fleet.sensors):
+        low, high = catalog.envelope(eq.equipment_type, sensor)
+        late = fleet.simulate_day(last, np.array([eq.index])).values[0, col]
+        early = np.concatenate(
+            [
+                fleet.simulate_day(d, np.array([eq.index])).values[0, col]
+                for d in (before, before + 1)
+            ]
+        )
+        rise[sensor] = (np.nanmean(late) - np.nanmean(early)) / ((high - low) / 2)
+    return rise
+
+
+def test_a_fault_shows_on_several_sensors_each_by_less(catalog: Catalog):
+    """A seal leak lowers pressure by less than in the easy fleet, and raises vibration and
+    temperature too."""
+    from dataclasses import replace
+
+    single = replace(Realism(), primary_share=1.0)
+    spread = _primary_rise(catalog, Realism(), "seal_leak")
+    alone = _primary_rise(catalog, single, "seal_leak")
+    assert spread["pressure"] < -0.5 and alone["pressure"] < spread["pressure"] - 0.3
+    assert spread["vibration"] > alone["vibration"] + 0.2
+    assert spread["temperature"] > alone["temperature"] + 0.1
+
+
+def test_intermittent_faults_come_and_go(catalog: Catalog):
+    """An intermittent fault's drift drops back for hours at a time before it settles in."""
+    fleet = Fleet(catalog, 80, 42)
+    ep = min(
+        (
+            ep
+            for eq in fleet.equipment
+            for ep in eq.episodes_until(int(END.timestamp()))
+            if ep.flicker_hours and not ep.sudden and not ep.prevented and ep.mode == "seal_leak"
+        ),
+        key=lambda ep: ep.failure_s,
+    )
+    eq = fleet.by_id[ep.equipment_id]
+    col = fleet.sensors.index("pressure")
+    epoch = int(SIM_EPOCH.timestamp())
+    last = (ep.failure_s - epoch) // DAY_S
+    days = range(last - 8, last - 2)
+    values = np.concatenate(
+        [fleet.simulate_day(d, np.array([eq.index])).values[0, col] for d in days]
+    )
+    hourly = np.nanmean(values.reshape(-1, 60), axis=1)
+    low, high = catalog.envelope(eq.equipment_type, "pressure")
+    drops = np.diff(hourly) / ((high - low) / 2)
+    # The leak lowers pressure; when it comes back it falls, when it goes quiet it recovers.
+    assert drops.max() > 0.4 and drops.min() < -0.4
+
+
+def test_each_machine_has_its_own_weather(catalog: Catalog):
+    """Humidity at machines of one site differs from the site's median day to day (the easy
+    fleet's machines differed by a fixed offset)."""
+
+    def wobble(realism: Realism) -> float:
+        fleet = Fleet(catalog, 120, 42, realism)
+        site = max(range(12), key=lambda s: sum(e.site_index == s for e in fleet.equipment))
+        idx = np.array([e.index for e in fleet.equipment if e.site_index == site])
+        col = fleet.sensors.index("humidity")
+        first = (int(END.timestamp()) - int(SIM_EPOCH.timestamp())) // DAY_S - 20
+        daily = np.array(
+            [
+                np.nanmean(fleet.simulate_day(d, idx).values[:, col], axis=1)
+                for d in range(first, first + 20)
+            ]
+        )  # (days, machines)
+        residual = daily - np.median(daily, axis=1, keepdims=True)
+        return float(np.median(residual.std(axis=0)))
+
+    assert wobble(Realism()) > 3 * wobble(Realism.off())
+
+
+def test_a_replaced_sensor_reads_with_a_new_offset(catalog: Catalog):
+    """The hour after a sensor is replaced reads off the hour before by the new sensor's
+    calibration; sensors also wander from month to month."""
+    from dataclasses import replace
+
+    fleet = Fleet(
+        catalog, 40, 42, replace(Realism.off(), sensor_drift=0.1, sensor_replacements_per_year=2.0)
+    )
+    col = fleet.sensors.index("humidity")
+    epoch = int(SIM_EPOCH.timestamp())
+    jumps = []
+    for eq in fleet.equipment[:20]:
+        block = fleet._calibration_block(eq.index, "humidity", 1)
+        for fitted in block.fitted[np.isfinite(block.fitted)]:
+            fitted = int(fitted) // 60 * 60
+            minute = (fitted - epoch) % DAY_S // 60
+            if not 120 <= minute < 1440 - 120:
+                continue
+            values = fleet.simulate_day((fitted - epoch) // DAY_S, np.array([eq.index])).values[
+                0, col
+            ]
+            low, high = catalog.envelope(eq.equipment_type, "humidity")
+            jumps.append(
+                (
+                    np.nanmean(values[minute : minute + 60])
+                    - np.nanmean(values[minute - 60 : minute])
+                )
+                / ((high - low) / 2)
+            )
+    assert len(jumps) >= 5
+    assert np.median(np.abs(jumps)) > 0.05
+    easy = Fleet(catalog, 40, 42, Realism.off())
+    assert easy._calibration(np.arange(3), np.arange(3) * 60) == 0.0
+
+
+def test_the_bands_that_generate_data_are_not_the_catalogs(catalog: Catalog):
+    """The fleet's healthy medians sit off the catalog bands' midpoints by different amounts per
+    type and sensor."""
+
+    def offsets(realism: Realism) -> np.ndarray:
+        fleet = Fleet(catalog, 150, 42, realism)
+        mid, _half = fleet._mid_half
+        expected = np.array(
+            [
+                [sum(catalog.envelope(e.equipment_type, s)) / 2 for s in fleet.sensors]
+                for e in fleet.equipment
+            ]
+        )
+        return mid - expected
+
+    assert np.abs(offsets(Realism.off())).max() == 0
+    assert np.abs(offsets(Realism())).max() > 0
