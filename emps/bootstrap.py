@@ -196,9 +196,20 @@ def train_first_champion(settings: Settings) -> str:
         result, decision = retrain("emps-up-bootstrap", settings, on_step)
     metrics = result.metrics
     evaluated = int(metrics.get("failures_evaluated", 0))
+    if evaluated:
+        warned = (
+            f"{metrics.get('failures_warned', 0):.0f} of {evaluated} held-out failures warned "
+            f"{settings.inspection_within_days}+ days ahead"
+        )
+    else:  # "0 of 0 warned" would read as a model that warns of nothing
+        warned = (
+            "no failure fell in the held-out part it was judged on "
+            f"({metrics.get('equipment_evaluated', 0):.0f} equipment, "
+            f"{metrics.get('equipment_months', 0):.1f} equipment-months): too little to say "
+            "how early it warns"
+        )
     console.print(
-        f"  model v{result.version}: {metrics.get('failures_warned', 0):.0f} of {evaluated} "
-        f"held-out failures warned {settings.inspection_within_days}+ days ahead, "
+        f"  model v{result.version}: {warned}, "
         f"{metrics.get('false_alert_episodes_per_100_equipment_months', float('nan')):.1f} "
         f"false alerts per 100 equipment-months, PR-AUC "
         f"{metrics.get('pr_auc', float('nan')):.2f} — {decision.reason}"
