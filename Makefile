@@ -35,7 +35,7 @@ format: install
 	$(UV) run ruff check --fix .
 
 # Every bench in turn, each on its own temporary database; figures kept in bench/results and
-# docs/benchmarks.md written from them (say what the machine was doing with NOTE="...").
+# docs/performance.md written from them (say what the machine was doing with NOTE="...").
 bench: install
 	set -o pipefail; for b in $(filter-out bench/_% bench/report.py,$(wildcard bench/*.py)); do \
 		$(UV) run python $$b | $(UV) run python bench/report.py record $$(basename $$b .py) \

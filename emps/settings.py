@@ -74,7 +74,7 @@ class Settings(BaseSettings):
         0.85, gt=0, le=1, description="Probability from which CRITICAL"
     )
 
-    # Ingest flow (issue 3).
+    # Ingest flow.
     ingest_max_files_per_run: int = Field(
         10_000,
         ge=1,
@@ -134,7 +134,7 @@ class Settings(BaseSettings):
         description="Files still waiting this long after the watcher's last event, with no "
         "ingest run alive, are announced again",
     )
-    # Ingest hardening (issue 22).
+    # Ingest of whatever real devices send: limits, conflicts, settling, claims.
     ingest_settle_s: float = Field(
         2.0,
         ge=0,
@@ -233,7 +233,7 @@ class Settings(BaseSettings):
     sim_history_interval_s: int = Field(600, ge=60)
     sim_live_interval_s: int = Field(60, ge=1)
 
-    # Dashboard, users and reports (issue 7).
+    # Dashboard, users and reports.
     operator_url: SecretStr | None = Field(
         None, description="URL of the dashboard's narrow write role (emps_operator)"
     )
@@ -258,7 +258,7 @@ class Settings(BaseSettings):
     gx_docs_url: str | None = Field(None, description="Great Expectations Data Docs link")
     dbt_docs_url: str | None = Field(None, description="dbt docs link")
 
-    # Alerts, maintenance tasks and notifications (issue 6).
+    # Alerts, maintenance tasks and notifications.
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(8025, ge=1, le=65535)
     smtp_username: str | None = None
@@ -391,7 +391,7 @@ class Settings(BaseSettings):
     )
     dashboard_base_url: str = "http://127.0.0.1:8501"
 
-    # ML model, registry and scoring (issue 5).
+    # ML model, registry and scoring.
     mlflow_tracking_uri: str | None = Field(
         None, description="Tracking + registry URI; unset = sqlite:///<home>/mlflow/mlflow.db"
     )

@@ -141,7 +141,7 @@ if archived.empty:
     st.caption(
         "Nothing archived yet. The nightly retention moves resolved alerts with their "
         "notifications, old audit entries and quarantined rows to compressed files under "
-        f"{where} (the README lists every retention)."
+        f"{where} (docs/operations.md lists every retention)."
     )
 else:
     st.caption(
