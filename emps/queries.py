@@ -20,8 +20,9 @@ from emps.catalog import load_catalog
 from emps.db import Role, database_url
 from emps.settings import Settings, get_settings
 
-# The dbt marts the dashboard reads (dbt_project/models/marts): views over staging, the ops
-# tables and two small tables refreshed after every scoring run (selector `dashboard_state`).
+# The dbt marts the dashboard reads (dbt_project/models/marts/dashboard): views over staging,
+# the ops tables and two small tables refreshed after every scoring run (selector
+# `dashboard_state`).
 DASHBOARD_MARTS = (
     "mart_equipment_last_reading",
     "mart_equipment_latest_prediction",

@@ -306,7 +306,7 @@ def build_lock(
 FEATURE_DEFINITION_GLOBS = (
     "models/staging/*.sql",
     "models/intermediate/*.sql",
-    "models/marts/fct_equipment_features.sql",
+    "models/marts/ml/fct_equipment_features.sql",
     "macros/features.sql",
 )
 
