@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from emps import actions, queries
 from emps.settings import get_settings
@@ -35,7 +37,7 @@ def _run(action, done: str) -> None:
 st.subheader("Users")
 st.dataframe(queries.users(), hide_index=True, width="stretch", key="users_table")
 with st.form("save_user"):
-    cols = st.columns(3)
+    cols: Sequence[DeltaGenerator] = st.columns(3)
     username = cols[0].text_input("User name", key="ad_username")
     role = cols[1].selectbox("Role", ["Viewer", "Technician", "Admin"], key="ad_role")
     display_name = cols[2].text_input("Display name", key="ad_display")

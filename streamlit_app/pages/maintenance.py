@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
 
 import altair as alt
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from emps import actions
 from streamlit_app import data
@@ -83,7 +85,7 @@ def _run(action, done: str) -> None:
 
 with create_tab, st.form("create_task"):
     equipment_id = st.selectbox("Equipment", data.equipment_ids(), key="mt_new_eq")
-    cols = st.columns(4)
+    cols: Sequence[DeltaGenerator] = st.columns(4)
     task_type = cols[0].selectbox("Type", actions.TASK_TYPES, key="mt_new_type")
     priority = cols[1].slider("Priority (1 = most urgent)", 1, 5, 3, key="mt_new_priority")
     day = cols[2].date_input("Date", now.date() + timedelta(days=1), key="mt_new_day")
