@@ -98,7 +98,10 @@ def _preview() -> None:
     now = datetime.now(UTC)
     window = data.backtest_window(now - timedelta(weeks=weeks), now)
     in_force = data.bands_in_force()
-    typed = tuple(values.get(key, value) for key, value in zip(BAND_KEYS, in_force, strict=True))
+    medium, high, critical = (
+        values.get(key, value) for key, value in zip(BAND_KEYS, in_force, strict=True)
+    )
+    typed = (medium, high, critical)
     current_figures, why = data.backtest(*window, in_force)
     if current_figures is None:
         st.caption(f"No backtest of these bands: {plain(why)}")

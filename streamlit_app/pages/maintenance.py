@@ -104,7 +104,9 @@ task_labels = {
     for r in schedule.itertuples()
 }
 with reschedule_tab, st.form("reschedule_task"):
-    task_id = st.selectbox("Task", list(task_labels), format_func=task_labels.get, key="mt_rs")
+    task_id = st.selectbox(
+        "Task", list(task_labels), format_func=task_labels.__getitem__, key="mt_rs"
+    )
     cols = st.columns(2)
     day = cols[0].date_input("New date", now.date() + timedelta(days=2), key="mt_rs_day")
     at = cols[1].time_input("Time (UTC)", time(8, 0), key="mt_rs_time")
@@ -117,7 +119,9 @@ with reschedule_tab, st.form("reschedule_task"):
         )
 
 with complete_tab, st.form("complete_task"):
-    task_id = st.selectbox("Task", list(task_labels), format_func=task_labels.get, key="mt_cp")
+    task_id = st.selectbox(
+        "Task", list(task_labels), format_func=task_labels.__getitem__, key="mt_cp"
+    )
     outcome = st.radio("Outcome", actions.OUTCOMES, horizontal=True, key="mt_cp_outcome")
     cols = st.columns(2)
     done_day = cols[0].date_input("Done on", now.date(), max_value=now.date(), key="mt_cp_day")
