@@ -22,6 +22,9 @@ up: install
 lint: install
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
+	$(UV) run deptry emps ml flows streamlit_app
+	$(UV) run deptry tests bench --exclude '\.venv' --ignore DEP001,DEP002,DEP004
+	$(UV) run mypy
 
 # Two workers, a test file each at a time (each worker starts its own PostgreSQL and Prefect
 # server): ~20 % faster on 2 cores than one process. Then the dashboard's browser tests alone:

@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENV_FILE = ".env"  # read from the working directory, as pydantic-settings does
 
 
 class Settings(BaseSettings):
@@ -22,7 +23,7 @@ class Settings(BaseSettings):
     generated into `<home>/secrets.json` (emps.credentials)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="EMPS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="EMPS_", env_file=ENV_FILE, env_file_encoding="utf-8", extra="ignore"
     )
 
     env: str = Field(
@@ -706,7 +707,7 @@ def unknown_variables(
     ignore unknown names, so a typo or a setting that was removed would otherwise change nothing
     without a word."""
     known = {f"EMPS_{name.upper()}" for name in Settings.model_fields}
-    env_file = env_file or Path(Settings.model_config["env_file"])
+    env_file = env_file or Path(ENV_FILE)
     sources = {"the environment": environ if environ is not None else os.environ}
     if env_file.is_file():
         sources[str(env_file)] = {k: v or "" for k, v in dotenv_values(env_file).items()}

@@ -15,11 +15,15 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from emps.catalog import Catalog, load_catalog
 from emps.db import Role, database_url
 from emps.settings import PROJECT_ROOT, Settings, get_settings
+
+if TYPE_CHECKING:
+    from dbt_common.events.base_types import EventMsg
 
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 AFTER_INGEST_SELECTOR = "after_ingest"
@@ -193,7 +197,7 @@ def run_dbt(
     from dbt.cli.main import dbtRunner
 
     settings = settings or get_settings()
-    callbacks = []
+    callbacks: list[Callable[[EventMsg], None]] = []
     if on_log is not None:
 
         def forward(event) -> None:
@@ -289,7 +293,9 @@ def build_lock(
     from emps.db import connect
 
     with connect(Role.WRITER, settings, autocommit=True) as conn:
-        if not conn.execute("select pg_try_advisory_lock(%s)", (BUILD_LOCK_KEY,)).fetchone()[0]:
+        locked = conn.execute("select pg_try_advisory_lock(%s)", (BUILD_LOCK_KEY,)).fetchone()
+        assert locked is not None  # a select without from returns one row
+        if not locked[0]:
             if on_log is not None:
                 on_log("info", "waiting for another dbt build to finish")
             conn.execute("select pg_advisory_lock(%s)", (BUILD_LOCK_KEY,))
@@ -331,10 +337,12 @@ def features_outdated(settings: Settings | None = None) -> str | None:
     from emps.db import connect
 
     with connect(Role.WRITER, settings) as conn:
-        exists, comment = conn.execute(
+        row = conn.execute(
             "select to_regclass(%(t)s) is not null, obj_description(to_regclass(%(t)s), 'pg_class')",
             {"t": FEATURE_TABLE},
         ).fetchone()
+    assert row is not None  # a select without from returns one row
+    exists, comment = row
     settings = settings or get_settings()
     definitions = catalog_vars(load_catalog(settings.catalog_path), settings)
     recorded, current = (comment or "").removeprefix("features "), features_fingerprint(definitions)
@@ -379,6 +387,7 @@ def ledger_mark(settings: Settings | None = None) -> LedgerMark:
 
     with connect(Role.WRITER, settings) as conn:
         newest = conn.execute("select coalesce(max(id), 0) from raw.ingest_files").fetchone()
+        assert newest is not None  # an aggregate returns one row
         claimed = conn.execute("select id from raw.ingest_files where status = 'claimed'")
         return LedgerMark(int(newest[0]), tuple(int(r[0]) for r in claimed.fetchall()))
 
@@ -395,7 +404,7 @@ def loaded_since(mark: LedgerMark, settings: Settings | None = None) -> bool:
             "and (id > %s or id = any(%s)))",
             (mark.newest_id, list(mark.in_flight)),
         ).fetchone()
-    return bool(row[0])
+    return bool(row and row[0])
 
 
 def refresh_dashboard_state(

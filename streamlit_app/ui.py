@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 import altair as alt
 import streamlit as st
@@ -77,7 +78,7 @@ def _utc(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
-def as_of(value: object) -> str:
+def as_of(value: Any) -> str:
     """A refresh time for captions: "27 Nov 14:05 UTC", or "never" before the first refresh."""
     if value is None or value != value:  # None, NaT or NaN
         return "never"

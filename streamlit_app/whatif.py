@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from emps.catalog import load_catalog
 from emps.domain import assessment_words, remaining_life_words
@@ -30,7 +31,7 @@ def render_what_if(equipment_id: str) -> None:
     predictor = manual_predictor()
     catalog = load_catalog()
     with st.form("what_if"):
-        cols = st.columns(len(catalog.sensor_names))
+        cols: Sequence[DeltaGenerator] = st.columns(len(catalog.sensor_names))
         readings = {}
         for col, name in zip(cols, catalog.sensor_names, strict=True):
             sensor = catalog.sensor(name)

@@ -35,7 +35,7 @@ router = APIRouter(prefix="/api/v1", responses=AUTH_RESPONSES)
 Reader = Annotated[User, Depends(current_user)]
 Severity = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
 AlertStatus = Literal["open", "acknowledged", "resolved"]
-NOT_FOUND = {
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {
         "description": "The equipment is not registered",
         "content": {
@@ -266,7 +266,7 @@ def _overview(settings: Settings, site, equipment_type, severity, limit, offset)
     }
 
 
-def _iso(value: object) -> str | None:
+def _iso(value: Any) -> str | None:
     if value is None or value != value:  # None, NaT
         return None
     return value.isoformat()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from emps import actions, queries
 from emps.settings import get_settings
@@ -35,7 +37,7 @@ def _run(action, done: str) -> None:
 st.subheader("Users")
 st.dataframe(queries.users(), hide_index=True, width="stretch", key="users_table")
 with st.form("save_user"):
-    cols = st.columns(3)
+    cols: Sequence[DeltaGenerator] = st.columns(3)
     username = cols[0].text_input("User name", key="ad_username")
     role = cols[1].selectbox("Role", ["Viewer", "Technician", "Admin"], key="ad_role")
     display_name = cols[2].text_input("Display name", key="ad_display")
@@ -96,7 +98,10 @@ def _preview() -> None:
     now = datetime.now(UTC)
     window = data.backtest_window(now - timedelta(weeks=weeks), now)
     in_force = data.bands_in_force()
-    typed = tuple(values.get(key, value) for key, value in zip(BAND_KEYS, in_force, strict=True))
+    medium, high, critical = (
+        values.get(key, value) for key, value in zip(BAND_KEYS, in_force, strict=True)
+    )
+    typed = (medium, high, critical)
     current_figures, why = data.backtest(*window, in_force)
     if current_figures is None:
         st.caption(f"No backtest of these bands: {plain(why)}")

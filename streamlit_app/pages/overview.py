@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import altair as alt
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from emps.domain import SETTLING, assessment_words, remaining_life_words
 from streamlit_app import data
@@ -31,7 +34,7 @@ total = int(summary["equipment"].sum())
 counts = summary.groupby("severity")["equipment"].sum()
 scored = summary[summary["severity"] != "UNSCORED"]
 untrusted = summary.groupby("assessment")["equipment"].sum()
-row = st.columns(7)
+row: Sequence[DeltaGenerator] = st.columns(7)
 row[0].metric("Equipment", total)
 row[1].metric("Critical", int(counts.get("CRITICAL", 0)))
 row[2].metric("High", int(counts.get("HIGH", 0)))
