@@ -93,7 +93,7 @@ def frame(
     return pd.DataFrame(rows, columns=columns)
 
 
-def rows(
+def row_dicts(
     query: str | sql.Composable,
     params: dict[str, Any] | None = None,
     settings: Settings | None = None,
@@ -421,7 +421,7 @@ def alerts(
 
 def open_alerts(settings: Settings | None = None) -> list[dict[str, Any]]:
     """Alerts not resolved, most severe first, oldest first within a band."""
-    return rows(
+    return row_dicts(
         """
         select alert_id, equipment_id, equipment_type, site, severity, status, created_at,
                message
@@ -467,7 +467,7 @@ def maintenance_schedule(
 def tasks_due(until: datetime, settings: Settings | None = None) -> list[dict[str, Any]]:
     """Tasks not completed or cancelled that are due before `until` (overdue ones included),
     soonest first, the most urgent first among those due together."""
-    return rows(
+    return row_dicts(
         """
         select task_id, equipment_id, equipment_type, site, task_type, priority, status,
                scheduled_date, alert_id

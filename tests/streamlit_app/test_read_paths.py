@@ -39,7 +39,7 @@ NOT_YET_A_MART = {
     "emps/alerting/backlog.py:backlog": "ops.notification_deliveries",
 }
 # Frames that only pass a query on: the read is attributed to their caller.
-PASS_THROUGH = {"emps/queries.py:frame", "emps/queries.py:rows", "emps/db.py:*"}
+PASS_THROUGH = {"emps/queries.py:frame", "emps/queries.py:row_dicts", "emps/db.py:*"}
 RELATION = re.compile(r"\b(raw|ops|analytics)\.([a-z_][a-z0-9_]*)\b(?!\s*\()", re.IGNORECASE)
 
 
@@ -156,7 +156,7 @@ def query_calls(fleet, settings: Settings) -> dict[str, Callable[[], object]]:
 
 
 def _public_reads() -> set[str]:
-    helpers = {"frame", "rows", "default_range"}
+    helpers = {"frame", "row_dicts", "default_range"}
     return {
         name
         for name, value in inspect.getmembers(queries, inspect.isfunction)
