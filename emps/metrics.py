@@ -14,6 +14,7 @@ from emps import disk
 from emps.alerting.backlog import oldest_pending_age_s
 from emps.alerting.operations import registered_rules
 from emps.db import Role, connect
+from emps.domain import Severity
 from emps.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -112,8 +113,8 @@ class PlatformCollector(Collector):
             "emps_active_alerts", "Open or acknowledged alerts", labels=["severity"]
         )
         counts = dict(conn.execute(QUERIES["alerts"]).fetchall())
-        for severity in ("LOW", "MEDIUM", "HIGH", "CRITICAL"):
-            alerts.add_metric([severity], float(counts.get(severity, 0)))
+        for severity in Severity:
+            alerts.add_metric([severity.value], float(counts.get(severity.value, 0)))
         yield alerts
 
         backlog = GaugeMetricFamily(

@@ -114,6 +114,7 @@ def dbt_vars(settings: Settings | None = None, catalog: Catalog | None = None) -
     return {
         **definitions,
         "silent_minutes": settings.silent_minutes,
+        "model_name": settings.model_name,
         "feature_lateral_max_slots": settings.dbt_feature_lateral_max_slots,
         "features_fingerprint": features_fingerprint(definitions),
     }

@@ -9,10 +9,11 @@ from typing import Any
 import altair as alt
 import streamlit as st
 
+from emps.domain import Severity
 from emps.users import MIN_PASSWORD_LENGTH, User, UserError, change_password
 
-SEVERITY_ORDER = ["LOW", "MEDIUM", "HIGH", "CRITICAL"]
-SEVERITY_COLORS = ["#4c9a2a", "#e0b000", "#f07818", "#c81e1e"]
+SEVERITY_ORDER = [s.value for s in Severity]
+SEVERITY_COLORS = [s.color for s in Severity]
 SEVERITY_SCALE = alt.Scale(domain=SEVERITY_ORDER, range=SEVERITY_COLORS)
 RANGES = {"Last 24 hours": 1, "Last 7 days": 7, "Last 30 days": 30, "Last 90 days": 90}
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from emps.api.app import ApiError
 from emps.api.people import AUTH_RESPONSES, MAX_PAGE, current_user, page, plain, records
 from emps.api.people import settings_of as _settings
+from emps.domain import UNSCORED, Severity
 from emps.settings import Settings
 from emps.users import User
 
@@ -33,7 +34,6 @@ def _queries():
 
 router = APIRouter(prefix="/api/v1", responses=AUTH_RESPONSES)
 Reader = Annotated[User, Depends(current_user)]
-Severity = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
 AlertStatus = Literal["open", "acknowledged", "resolved"]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {
@@ -244,7 +244,7 @@ def _overview(settings: Settings, site, equipment_type, severity, limit, offset)
     fleet = _queries().fleet_health(
         site, equipment_type, severity, settings, limit=limit + 1, offset=offset
     )
-    scored = summary[summary["severity"] != "UNSCORED"]
+    scored = summary[summary["severity"] != UNSCORED]
     scored_count = int(scored["equipment"].sum())
     return {
         "equipment": int(summary["equipment"].sum()),

@@ -9,11 +9,12 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from emps import actions, queries
+from emps.domain import Severity
 from emps.settings import get_settings
 from streamlit_app import data
 from streamlit_app.ui import flash, plain, require_user, show_flash
 
-BAND_KEYS = ("severity_medium", "severity_high", "severity_critical")
+BAND_KEYS = tuple(band.threshold_key for band in Severity.banded())
 
 user = require_user()
 st.title("Administration")
