@@ -14,15 +14,18 @@ from emps.catalog import load_catalog
 from emps.queries import DASHBOARD_MARTS
 from emps.settings import Settings
 
-# A column listed once for every catalog sensor or feature window (fct_equipment_features.yml).
-PLACEHOLDERS = ("<sensor>", "<k>")
+# A column listed once for every catalog channel, sensor or feature window
+# (mart_sensor_readings.yml, fct_equipment_features.yml).
+PLACEHOLDERS = ("<channel>", "<sensor>", "<k>")
 
 
 def documented(columns: dict, settings: Settings) -> list[tuple[re.Pattern, str]]:
     """(name pattern, description) per column a model's yml lists: exact names, and the names
-    of the installed catalog's sensors and windows for `<sensor>` and `<k>`."""
+    of the installed catalog's channels, sensors and windows for `<channel>`, `<sensor>` and
+    `<k>`."""
     catalog = load_catalog(settings.catalog_path)
     values = {
+        "<channel>": "|".join(re.escape(c) for c in catalog.channel_names),
         "<sensor>": "|".join(re.escape(s) for s in catalog.sensor_names),
         "<k>": "|".join(str(k) for k in range(1, catalog.window_count + 1)),
     }
