@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -308,14 +309,27 @@ def build_lock(
                 conn.execute("select pg_advisory_unlock(%s)", (BUILD_LOCK_KEY,))
 
 
-# What the stored feature history is computed by: a change here (an upgrade that adds a feature
+# What the stored feature history is computed by: a change to it (an upgrade that adds a feature
 # or fixes one) leaves the rows built before it stale, since incremental runs only add rows.
-FEATURE_DEFINITION_GLOBS = (
-    "models/staging/*.sql",
-    "models/intermediate/*.sql",
-    "models/marts/ml/fct_equipment_features.sql",
-    "macros/features.sql",
-)
+FEATURE_MODEL = "fct_equipment_features"
+FEATURE_MACROS = ("macros/features.sql",)
+_REF = re.compile(r"""\bref\(\s*['"]([A-Za-z0-9_]+)['"]\s*\)""")
+
+
+def feature_definition_files() -> list[Path]:
+    """The SQL the feature model is computed from: its own file, every model it reads through
+    `ref` (followed upstream) and the feature macros. Models beside it (the dashboard's views)
+    and where a file sits in the project do not count, so moving or adding one stales nothing."""
+    models = {path.stem: path for path in DBT_PROJECT_DIR.glob("models/**/*.sql")}
+    seen: set[str] = set()
+    pending = [FEATURE_MODEL]
+    while pending:
+        name = pending.pop()
+        if name in seen or name not in models:
+            continue
+        seen.add(name)
+        pending.extend(_REF.findall(models[name].read_text(encoding="utf-8")))
+    return [models[name] for name in sorted(seen)] + [DBT_PROJECT_DIR / m for m in FEATURE_MACROS]
 
 
 def features_fingerprint(definitions: dict | None = None) -> str:
@@ -325,10 +339,9 @@ def features_fingerprint(definitions: dict | None = None) -> str:
         settings = get_settings()
         definitions = catalog_vars(load_catalog(settings.catalog_path), settings)
     digest = hashlib.sha256(json.dumps(definitions, sort_keys=True).encode())
-    for pattern in FEATURE_DEFINITION_GLOBS:
-        for path in sorted(DBT_PROJECT_DIR.glob(pattern)):
-            digest.update(path.relative_to(DBT_PROJECT_DIR).as_posix().encode())
-            digest.update(path.read_bytes())
+    for path in feature_definition_files():
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 

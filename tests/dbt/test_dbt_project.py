@@ -157,20 +157,15 @@ def test_a_start_rebuilds_features_built_by_older_definitions(writer, db):
     assert transform.features_outdated(db) is None
 
 
-def test_the_feature_fingerprint_reads_the_feature_model():
+def test_the_feature_fingerprint_follows_the_feature_models_lineage():
     """The fingerprint that tells `emps up` to rebuild stale feature history covers the feature
-    model's SQL wherever the project keeps it: a model moved without it would go unnoticed."""
-    paths = {
-        path.relative_to(transform.DBT_PROJECT_DIR).as_posix()
-        for pattern in transform.FEATURE_DEFINITION_GLOBS
-        for path in transform.DBT_PROJECT_DIR.glob(pattern)
-    }
-    features = next(transform.DBT_PROJECT_DIR.rglob("fct_equipment_features.sql"))
-    assert features.relative_to(transform.DBT_PROJECT_DIR).as_posix() in paths
-    assert all(
-        any(transform.DBT_PROJECT_DIR.glob(pattern))
-        for pattern in transform.FEATURE_DEFINITION_GLOBS
-    )
+    model and every model upstream of it, wherever the project keeps them, and no dashboard view:
+    changing one of those must not rebuild a fleet's whole feature history."""
+    names = {path.stem for path in transform.feature_definition_files()}
+    assert {"fct_equipment_features", "int_slot_levels", "stg_sensor_readings"} <= names
+    assert "features" in names  # the macros the windows are computed by
+    assert all(path.exists() for path in transform.feature_definition_files())
+    assert not any(name.startswith("mart_") for name in names)
 
 
 def test_sql_passes_sqlfluff(db):
