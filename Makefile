@@ -22,6 +22,7 @@ up: install
 lint: install
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
+	$(UV) run lint-imports --no-cache
 
 # Two workers, a test file each at a time (each worker starts its own PostgreSQL and Prefect
 # server): ~20 % faster on 2 cores than one process. Then the dashboard's browser tests alone:
