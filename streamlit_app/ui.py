@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 
 import altair as alt
 import streamlit as st
 
+from emps import actions
 from emps.users import MIN_PASSWORD_LENGTH, User, UserError, change_password
+from streamlit_app import data
 
 SEVERITY_ORDER = ["LOW", "MEDIUM", "HIGH", "CRITICAL"]
 SEVERITY_COLORS = ["#4c9a2a", "#e0b000", "#f07818", "#c81e1e"]
@@ -96,3 +99,16 @@ def flash(message: str) -> None:
 def show_flash() -> None:
     if message := st.session_state.pop("flash", None):
         st.success(message)
+
+
+def run_action(action: Callable[[], object], done: str) -> None:
+    """Run a dashboard write; on success forget the cached reads and rerun with `done` shown,
+    else say why it was refused."""
+    try:
+        action()
+    except (actions.NotAllowed, actions.ActionFailed) as exc:
+        st.error(plain(exc))
+    else:
+        data.clear()
+        flash(done)
+        st.rerun()
