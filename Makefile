@@ -22,7 +22,7 @@ up: install
 lint: install
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
-	$(UV) run lint-imports --no-cache
+	$(UV) run lint-imports --no-cache && $(UV) run python scripts/check_copies.py
 
 # Two workers, a test file each at a time (each worker starts its own PostgreSQL and Prefect
 # server): ~20 % faster on 2 cores than one process. Then the dashboard's browser tests alone:
