@@ -22,6 +22,9 @@ up: install
 lint: install
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
+	$(UV) run deptry emps ml flows streamlit_app
+	$(UV) run deptry tests bench --exclude '\.venv' --ignore DEP001,DEP002,DEP004
+	$(UV) run mypy
 	$(UV) run lint-imports --no-cache && $(UV) run python scripts/check_copies.py
 
 # Two workers, a test file each at a time (each worker starts its own PostgreSQL and Prefect
@@ -36,7 +39,7 @@ format: install
 	$(UV) run ruff check --fix .
 
 # Every bench in turn, each on its own temporary database; figures kept in bench/results and
-# docs/benchmarks.md written from them (say what the machine was doing with NOTE="...").
+# docs/performance.md written from them (say what the machine was doing with NOTE="...").
 bench: install
 	set -o pipefail; for b in $(filter-out bench/_% bench/report.py,$(wildcard bench/*.py)); do \
 		$(UV) run python $$b | $(UV) run python bench/report.py record $$(basename $$b .py) \

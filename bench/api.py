@@ -38,7 +38,7 @@ second off the history's grid. After the ingest phases the server is stopped (it
 closed and handed on as on any stop) and every drop file line under incoming/ is read back:
 `ingest_lost` counts readings answered 202 that no drop file holds (must be 0).
 
-Targets (the issue's, on a 2-core machine; reported, never tuned for): ingest >= 1,000
+Targets (the product's, on a 2-core machine; reported, never tuned for): ingest >= 1,000
 requests/s with p95 < 100 ms; predict p95 < 50 ms and >= 500/s; overview p95 < 500 ms at 20
 concurrent clients. Last line: {"bench": "api", "ingest_rps": ..., "ingest_p95_ms": ...,
 "ingest_batch_readings_s": ..., "ingest_batch_p95_ms": ..., "predict_p95_ms": ...,

@@ -58,7 +58,7 @@ from _tempdb import temporary_platform
 from rich.console import Console
 from rich.table import Table
 
-# The targets on the simulator (product goals, reported, never tuned for).
+# The product's targets on the simulator (goals, reported, never tuned for).
 TARGETS = {
     "failures_warned_share": 0.85,
     "failures_warned_share_ci95_low": 0.75,

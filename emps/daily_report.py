@@ -17,8 +17,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import psycopg
-from psycopg.rows import dict_row
 
+from emps import queries
 from emps.alerting.outbox import enqueue_email
 from emps.alerting.recipients import RecipientsConfig, load_recipients
 from emps.db import Role, connect
@@ -49,10 +49,6 @@ class DailyReport:
     tasks: int
     open_alerts: int
     fleet_report: bool  # False when emps.reports could not build the PDF (reason logged)
-
-
-def _rows(conn: psycopg.Connection, query: str, params: dict) -> list[dict]:
-    return conn.cursor(row_factory=dict_row).execute(query, params).fetchall()
 
 
 def _csv(rows: list[dict], columns: list[str]) -> bytes:
@@ -121,30 +117,8 @@ def queue_daily_report(
     folder = settings.home / "reports" / "daily" / day
     folder.mkdir(parents=True, exist_ok=True)
 
-    with connect(Role.ALERTING, settings) as conn:
-        tasks = _rows(
-            conn,
-            """
-            select t.id as task_id, t.equipment_id, e.equipment_type, e.site, t.task_type,
-                   t.priority, t.status, t.scheduled_date, t.alert_id
-            from ops.maintenance_tasks t left join raw.equipment e using (equipment_id)
-            where t.status in ('scheduled', 'in_progress') and t.scheduled_date < %(end)s
-            order by t.scheduled_date, t.priority
-            """,
-            {"end": horizon},
-        )
-        alerts = _rows(
-            conn,
-            """
-            select a.id as alert_id, a.equipment_id, e.site, a.severity, a.status, a.created_at,
-                   a.message
-            from ops.alerts a left join raw.equipment e using (equipment_id)
-            where a.status <> 'resolved'
-            order by case a.severity when 'CRITICAL' then 0 when 'HIGH' then 1 else 2 end,
-                     a.created_at
-            """,
-            {},
-        )
+    tasks = queries.tasks_due(horizon, settings)
+    alerts = queries.open_alerts(settings)
     tasks_csv = folder / f"maintenance-tasks-{day}.csv"
     tasks_csv.write_bytes(_csv(tasks, TASK_COLUMNS))
     summary, fleet_files = _fleet_report(settings, now - timedelta(days=1), now, folder)

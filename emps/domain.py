@@ -9,6 +9,9 @@ from emps.settings import Settings, get_settings
 
 
 class Severity(StrEnum):
+    """The severity bands, least severe first: the one place Python spells out their order (the
+    dbt project's is the `severities` macro)."""
+
     LOW = "LOW"
     MEDIUM = "MEDIUM"
     HIGH = "HIGH"
@@ -17,6 +20,33 @@ class Severity(StrEnum):
     @property
     def rank(self) -> int:
         return list(Severity).index(self)
+
+    @property
+    def color(self) -> str:
+        """Its colour in charts and reports: green to red."""
+        return SEVERITY_COLORS[self]
+
+    @property
+    def threshold_key(self) -> str:
+        """The ops.thresholds key (and setting) of the probability the band starts at."""
+        return f"severity_{self.value.lower()}"
+
+    @classmethod
+    def banded(cls) -> tuple[Severity, ...]:
+        """The bands a probability threshold starts (all but LOW), least severe first."""
+        return tuple(s for s in cls if s is not cls.LOW)
+
+
+SEVERITY_COLORS = {
+    Severity.LOW: "#4c9a2a",
+    Severity.MEDIUM: "#e0b000",
+    Severity.HIGH: "#f07818",
+    Severity.CRITICAL: "#c81e1e",
+}
+# Equipment without a current prediction (never scored, or silent): a filter value and a colour
+# beside the bands, never a band.
+UNSCORED = "UNSCORED"
+UNSCORED_COLOR = "#9e9e9e"
 
 
 def severity_for(failure_probability: float, settings: Settings | None = None) -> Severity:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -13,7 +14,11 @@ from emps import disk
 from emps.alerting.backlog import oldest_pending_age_s
 from emps.alerting.operations import registered_rules
 from emps.db import Role, connect
+from emps.domain import Severity
 from emps.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import httpx
 
 QUERIES = {
     # Kept by triggers on the ledger (migration 0141): no scan of raw.ingest_files per scrape,
@@ -53,7 +58,8 @@ class PlatformCollector(Collector):
         self.settings = settings
         self.prefect_api = prefect_api
         self.prefect_auth = prefect_auth
-        self._prefect = None  # one client: its CSRF token is reused between scrapes
+        # One client: its CSRF token is reused between scrapes.
+        self._prefect: httpx.Client | None = None
 
     def collect(self) -> Iterator[Metric]:
         started = time.monotonic()
@@ -107,8 +113,8 @@ class PlatformCollector(Collector):
             "emps_active_alerts", "Open or acknowledged alerts", labels=["severity"]
         )
         counts = dict(conn.execute(QUERIES["alerts"]).fetchall())
-        for severity in ("LOW", "MEDIUM", "HIGH", "CRITICAL"):
-            alerts.add_metric([severity], float(counts.get(severity, 0)))
+        for severity in Severity:
+            alerts.add_metric([severity.value], float(counts.get(severity.value, 0)))
         yield alerts
 
         backlog = GaugeMetricFamily(

@@ -1,7 +1,8 @@
-"""Every read the dashboard and the reports make: small functions returning DataFrames.
+"""Every read the dashboard, the API and the reports make: small functions returning DataFrames.
 
-All of them run as the read-only role over the dbt marts (`analytics.mart_*`) and the ops/raw
-tables, with parameterised SQL only. Filters given as None mean "all".
+All of them run as the read-only role over the dbt marts (`analytics.mart_*`, built from
+dbt_project/models/marts/dashboard), with parameterised SQL only: the marts join and compute,
+these functions filter, order and page. Filters given as None mean "all".
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ from typing import Any
 
 import pandas as pd
 from psycopg import sql
+from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from emps.alerting.backlog import Backlog, backlog
 from emps.catalog import load_catalog
 from emps.db import Role, database_url
+from emps.domain import Severity
 from emps.settings import Settings, get_settings
 
-# The dbt marts the dashboard reads (dbt_project/models/marts): views over staging, the ops
-# tables and two small tables refreshed after every scoring run (selector `dashboard_state`).
+# The dbt marts the dashboard, the API and the reports read (dbt_project/models/marts/dashboard): views
+# over staging and the ops tables (an acknowledgement shows at once), and two small tables
+# refreshed after every scoring run (selector `dashboard_state`).
 DASHBOARD_MARTS = (
     "mart_equipment_last_reading",
     "mart_equipment_latest_prediction",
@@ -30,8 +34,24 @@ DASHBOARD_MARTS = (
     "mart_data_freshness",
     "mart_alert_statistics",
     "mart_maintenance_schedule",
+    "mart_equipment",
+    "mart_alerts",
+    "mart_maintenance_tasks",
+    "mart_fleet_activity",
+    "mart_thresholds",
+    "mart_equipment_type_channels",
+    "mart_sensor_readings",
+    "mart_prediction_history",
+    "mart_failures_caught",
+    "mart_model_promotions",
+    "mart_ingest_files",
+    "mart_quarantined_rows",
+    "mart_landing_ignored",
+    "mart_archived_records",
+    "mart_operations_alerts",
+    "mart_users",
+    "mart_audit_log",
 )
-SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
 ALERT_STATUSES = ("open", "acknowledged", "resolved")
 # Charts need a few hundred points, not 130,000 one-minute readings: longer ranges are averaged.
 MAX_TREND_POINTS = 1500
@@ -73,28 +93,42 @@ def frame(
     return pd.DataFrame(rows, columns=columns)
 
 
+def row_dicts(
+    query: str | sql.Composable,
+    params: dict[str, Any] | None = None,
+    settings: Settings | None = None,
+) -> list[dict[str, Any]]:
+    """Run one read-only query and return its rows as dicts, values as the database gave them
+    (no NaN for null, integers kept): for text, mail and CSV rather than tables and charts."""
+    settings = settings or get_settings()
+    pool = _pool(database_url(Role.READER, settings), settings.query_timeout_ms)
+    with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, params or {})
+        return cur.fetchall()
+
+
 def _list(values: Sequence[str] | None) -> list[str] | None:
     return list(values) if values else None
 
 
 # -- fleet ------------------------------------------------------------------------------------
 def sites(settings: Settings | None = None) -> list[str]:
-    return frame("select distinct site from raw.equipment order by site", settings=settings)[
-        "site"
-    ].tolist()
+    return frame(
+        "select distinct site from analytics.mart_equipment order by site", settings=settings
+    )["site"].tolist()
 
 
 def equipment_types(settings: Settings | None = None) -> list[str]:
     return frame(
-        "select distinct equipment_type from raw.equipment order by equipment_type",
+        "select distinct equipment_type from analytics.mart_equipment order by equipment_type",
         settings=settings,
     )["equipment_type"].tolist()
 
 
 def equipment_ids(settings: Settings | None = None) -> list[str]:
-    return frame("select equipment_id from raw.equipment order by equipment_id", settings=settings)[
-        "equipment_id"
-    ].tolist()
+    return frame(
+        "select equipment_id from analytics.mart_equipment order by equipment_id", settings=settings
+    )["equipment_id"].tolist()
 
 
 def fleet_health(
@@ -184,22 +218,9 @@ def fleet_overview(settings: Settings | None = None) -> pd.DataFrame:
 
 
 def activity_summary(settings: Settings | None = None) -> dict[str, int]:
-    """Active alerts by severity and predictions written in the last hour."""
-    row = frame(
-        """
-        select
-          (select count(*) from ops.predictions
-            where ts > now() - interval '2 hours' and predicted_at > now() - interval '1 hour')
-            as predictions_last_hour,
-          count(*) filter (where severity = 'CRITICAL') as alerts_critical,
-          count(*) filter (where severity = 'HIGH') as alerts_high,
-          count(*) filter (where severity = 'MEDIUM') as alerts_medium,
-          count(*) filter (where severity = 'LOW') as alerts_low,
-          count(*) filter (where status = 'open') as alerts_unacknowledged
-        from ops.alerts where status <> 'resolved'
-        """,
-        settings=settings,
-    ).iloc[0]
+    """Active alerts by severity and predictions written in the last hour
+    (analytics.mart_fleet_activity)."""
+    row = frame("select * from analytics.mart_fleet_activity", settings=settings).iloc[0]
     return {k: int(v) for k, v in row.items()}
 
 
@@ -212,22 +233,20 @@ def data_freshness(settings: Settings | None = None) -> pd.DataFrame:
 
 
 def thresholds(settings: Settings | None = None) -> dict[str, float]:
-    """Severity bands and the silent-equipment limit (ops.thresholds, editable by admins)."""
+    """Severity bands and the silent-equipment limit in force (analytics.mart_thresholds over
+    ops.thresholds, editable by admins; the settings where a key has no row)."""
     settings = settings or get_settings()
-    values = {
-        "severity_medium": settings.severity_medium,
-        "severity_high": settings.severity_high,
-        "severity_critical": settings.severity_critical,
-        "silent_minutes": float(settings.silent_minutes),
-    }
-    rows = frame("select key, value from ops.thresholds", settings=settings)
+    values = {s.threshold_key: getattr(settings, s.threshold_key) for s in Severity.banded()}
+    values["silent_minutes"] = float(settings.silent_minutes)
+    rows = frame("select key, value from analytics.mart_thresholds", settings=settings)
     values.update(dict(zip(rows["key"], rows["value"].astype(float), strict=True)))
     return values
 
 
 def thresholds_table(settings: Settings | None = None) -> pd.DataFrame:
     return frame(
-        "select key, value, description, updated_at, updated_by from ops.thresholds order by key",
+        "select key, value, description, updated_at, updated_by from analytics.mart_thresholds "
+        "order by key",
         settings=settings,
     )
 
@@ -247,14 +266,10 @@ def envelopes(equipment_type: str, settings: Settings | None = None) -> pd.DataF
     one) and valid range; sensors first."""
     return frame(
         """
-        select c.sensor, c.unit, c.description, c.role, v.normal_low, v.normal_high,
-               c.valid_min, c.valid_max
-        from raw.sensor_catalog c
-        join raw.equipment_type_channels t
-          on t.channel = c.sensor and t.equipment_type = %(type)s
-        left join raw.equipment_type_envelopes v
-          on v.sensor = c.sensor and v.equipment_type = %(type)s
-        order by c.role, c.sensor
+        select sensor, unit, description, role, normal_low, normal_high, valid_min, valid_max
+        from analytics.mart_equipment_type_channels
+        where equipment_type = %(type)s
+        order by role, sensor
         """,
         {"type": equipment_type},
         settings,
@@ -278,7 +293,7 @@ def sensor_trend(
     query = sql.SQL(
         """
         select date_bin(make_interval(secs => %(bucket)s), ts, %(start)s) as ts, {averages}
-        from raw.sensor_readings
+        from analytics.mart_sensor_readings
         where equipment_id = %(id)s and ts >= %(start)s and ts < %(end)s
         group by 1 order by 1
         """
@@ -304,15 +319,8 @@ def prediction_history(
                min(health_score) as health_score,
                max(model_version) as model_version,
                sum(predictions)::bigint as predictions
-        from (
-            select ts, failure_probability, health_score, model_version, 1 as predictions
-            from ops.predictions
-            where equipment_id = %(id)s and ts >= %(start)s and ts < %(end)s
-            union all
-            select hour, max_probability, min_health_score, model_version, predictions
-            from ops.predictions_hourly
-            where equipment_id = %(id)s and hour >= %(start)s and hour < %(end)s
-        ) scored
+        from analytics.mart_prediction_history
+        where equipment_id = %(id)s and ts >= %(start)s and ts < %(end)s
         group by 1 order by 1
         """,
         {"id": equipment_id, "start": start, "end": end, "bucket": _bucket_seconds(start, end)},
@@ -330,7 +338,7 @@ def latest_readings(
     query = sql.SQL(
         """
         select ts, {channels}, ingested_at
-        from raw.sensor_readings
+        from analytics.mart_sensor_readings
         where equipment_id = %(id)s
         order by ts desc limit %(limit)s
         """
@@ -358,9 +366,9 @@ def latest_prediction(equipment_id: str, settings: Settings | None = None) -> di
 def maintenance_history(equipment_id: str, settings: Settings | None = None) -> pd.DataFrame:
     return frame(
         """
-        select id as task_id, task_type, priority, status, scheduled_date, completed_date,
+        select task_id, task_type, priority, status, scheduled_date, completed_date,
                outcome, alert_id, created_by, notes
-        from ops.maintenance_tasks where equipment_id = %(id)s
+        from analytics.mart_maintenance_tasks where equipment_id = %(id)s
         order by scheduled_date desc limit 200
         """,
         {"id": equipment_id},
@@ -384,23 +392,17 @@ def alerts(
     `limit` rows after skipping `offset` (a page)."""
     return frame(
         """
-        select a.id as alert_id, a.equipment_id, e.equipment_type, e.site, a.severity, a.status,
-               a.message, a.created_at, a.acknowledged_at, a.acknowledged_by,
-               round((extract(epoch from coalesce(a.acknowledged_at, now()) - a.created_at)
-                      / 60)::numeric, 1)::float8 as minutes_to_acknowledge,
-               a.resolved_at, a.resolved_by,
-               round((extract(epoch from a.resolved_at - a.created_at) / 60)::numeric, 1)::float8
-                 as minutes_to_resolve,
-               a.resolution_note, a.escalation_level
-        from ops.alerts a
-        left join raw.equipment e on e.equipment_id = a.equipment_id
-        where (%(statuses)s::text[] is null or a.status = any(%(statuses)s))
-          and (%(severities)s::text[] is null or a.severity = any(%(severities)s))
-          and (%(sites)s::text[] is null or e.site = any(%(sites)s))
-          and (%(since)s::timestamptz is null or a.created_at >= %(since)s)
-          and (%(until)s::timestamptz is null or a.created_at < %(until)s)
-          and (%(equipment_id)s::text is null or a.equipment_id = %(equipment_id)s)
-        order by a.created_at desc, a.id desc
+        select alert_id, equipment_id, equipment_type, site, severity, status, message,
+               created_at, acknowledged_at, acknowledged_by, minutes_to_acknowledge,
+               resolved_at, resolved_by, minutes_to_resolve, resolution_note, escalation_level
+        from analytics.mart_alerts
+        where (%(statuses)s::text[] is null or status = any(%(statuses)s))
+          and (%(severities)s::text[] is null or severity = any(%(severities)s))
+          and (%(sites)s::text[] is null or site = any(%(sites)s))
+          and (%(since)s::timestamptz is null or created_at >= %(since)s)
+          and (%(until)s::timestamptz is null or created_at < %(until)s)
+          and (%(equipment_id)s::text is null or equipment_id = %(equipment_id)s)
+        order by created_at desc, alert_id desc
         limit %(limit)s offset %(offset)s
         """,
         {
@@ -414,6 +416,20 @@ def alerts(
             "offset": offset,
         },
         settings,
+    )
+
+
+def open_alerts(settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Alerts not resolved, most severe first, oldest first within a band."""
+    return row_dicts(
+        """
+        select alert_id, equipment_id, equipment_type, site, severity, status, created_at,
+               message
+        from analytics.mart_alerts
+        where status <> 'resolved'
+        order by severity_rank desc, created_at, alert_id
+        """,
+        settings=settings,
     )
 
 
@@ -448,20 +464,35 @@ def maintenance_schedule(
     return rows
 
 
+def tasks_due(until: datetime, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Tasks not completed or cancelled that are due before `until` (overdue ones included),
+    soonest first, the most urgent first among those due together."""
+    return row_dicts(
+        """
+        select task_id, equipment_id, equipment_type, site, task_type, priority, status,
+               scheduled_date, alert_id
+        from analytics.mart_maintenance_schedule
+        where scheduled_date < %(until)s
+        order by scheduled_date, priority
+        """,
+        {"until": until},
+        settings,
+    )
+
+
 def tasks(
     start: datetime, end: datetime, sites: Sequence[str] | None = None, settings=None
 ) -> pd.DataFrame:
     """Every task scheduled or completed in [start, end), any status."""
     return frame(
         """
-        select t.id as task_id, t.equipment_id, e.equipment_type, e.site, t.task_type, t.priority,
-               t.status, t.scheduled_date, t.completed_date, t.outcome, t.alert_id
-        from ops.maintenance_tasks t
-        join raw.equipment e on e.equipment_id = t.equipment_id
-        where ((t.scheduled_date >= %(start)s and t.scheduled_date < %(end)s)
-               or (t.completed_date >= %(start)s and t.completed_date < %(end)s))
-          and (%(sites)s::text[] is null or e.site = any(%(sites)s))
-        order by t.scheduled_date
+        select task_id, equipment_id, equipment_type, site, task_type, priority, status,
+               scheduled_date, completed_date, outcome, alert_id
+        from analytics.mart_maintenance_tasks
+        where ((scheduled_date >= %(start)s and scheduled_date < %(end)s)
+               or (completed_date >= %(start)s and completed_date < %(end)s))
+          and (%(sites)s::text[] is null or site = any(%(sites)s))
+        order by scheduled_date
         """,
         {"start": start, "end": end, "sites": _list(sites)},
         settings,
@@ -489,44 +520,16 @@ def failures_caught(
 ) -> pd.DataFrame:
     """Each failure in the range, whether it happened before the first champion was promoted
     (no model could have warned of it), and whether a live alert warned about it within the
-    horizon before."""
-    settings = settings or get_settings()
+    horizon before (analytics.mart_failures_caught)."""
     return frame(
         """
-        select f.equipment_id, e.equipment_type, e.site, f.failed_at, f.failure_mode,
-               f.failed_at < coalesce(m.first_model_at, 'infinity') as before_first_model,
-               w.first_alert_at,
-               w.first_alert_at is not null as caught,
-               round((extract(epoch from f.failed_at - w.first_alert_at) / 3600)::numeric, 1)::float8
-                 as warning_hours
-        from raw.failure_events f
-        join raw.equipment e on e.equipment_id = f.equipment_id
-        left join raw.equipment_types t on t.equipment_type = e.equipment_type
-        left join lateral (
-            select min(a.created_at) as first_alert_at
-            from (
-                select equipment_id, created_at from ops.alerts
-                union all  -- alerts retention archived leave their summary
-                select equipment_id, created_at from ops.archived_alerts
-            ) a
-            where a.equipment_id = f.equipment_id
-              and a.created_at <= f.failed_at
-              and a.created_at > f.failed_at
-                  - coalesce(t.horizon_seconds, %(horizon_s)s) * interval '1 second'
-        ) w on true
-        cross join (
-            select min(promoted_at) as first_model_at from ops.model_promotions
-            where alias = 'champion' and model_name = %(model)s
-        ) m
-        where f.failed_at >= %(start)s and f.failed_at < %(end)s
-        order by f.failed_at
+        select equipment_id, equipment_type, site, failed_at, failure_mode, before_first_model,
+               first_alert_at, caught, warning_hours
+        from analytics.mart_failures_caught
+        where failed_at >= %(start)s and failed_at < %(end)s
+        order by failed_at
         """,
-        {
-            "start": start,
-            "end": end,
-            "model": settings.model_name,
-            "horizon_s": load_catalog(settings.catalog_path).max_horizon_days * 86400,
-        },
+        {"start": start, "end": end},
         settings,
     )
 
@@ -536,7 +539,7 @@ def model_promotions(settings: Settings | None = None) -> pd.DataFrame:
         """
         select promoted_at, model_name, alias, from_version, to_version, promoted_by, reason,
                metrics
-        from ops.model_promotions order by promoted_at
+        from analytics.mart_model_promotions order by promoted_at
         """,
         settings=settings,
     )
@@ -585,10 +588,10 @@ def ingest_files(
 ) -> pd.DataFrame:
     return frame(
         """
-        select id, file_name, status, format, size_bytes, received_at, finished_at, rows_total,
-               rows_loaded, rows_duplicate, rows_quarantined, rows_conflict, attempts, error,
-               array_to_string(warnings, '; ') as warnings
-        from raw.ingest_files
+        select ingest_file_id as id, file_name, status, format, size_bytes, received_at,
+               finished_at, rows_total, rows_loaded, rows_duplicate, rows_quarantined,
+               rows_conflict, attempts, error, warnings
+        from analytics.mart_ingest_files
         where (%(statuses)s::text[] is null or status = any(%(statuses)s))
         order by received_at desc limit %(limit)s
         """,
@@ -606,15 +609,14 @@ def quarantined_rows(
     """Quarantined rows other than conflicts (those have `conflicts`), newest first."""
     return frame(
         """
-        select id, file_name, row_number, equipment_id, kind,
-               array_to_string(reasons, '; ') as reasons, raw_values::text as raw_values,
-               quarantined_at, resolution, resolved_by, retry_requested_by,
+        select quarantined_row_id as id, file_name, row_number, equipment_id, kind, reasons,
+               raw_values, quarantined_at, resolution, resolved_by, retry_requested_by,
                retry_requested_at
-        from raw.quarantined_rows
+        from analytics.mart_quarantined_rows
         where kind <> 'conflict'
           and (%(kinds)s::text[] is null or kind = any(%(kinds)s))
           and (not %(open_only)s or resolution is null)
-        order by quarantined_at desc, id limit %(limit)s
+        order by quarantined_at desc, quarantined_row_id limit %(limit)s
         """,
         {"kinds": _list(kinds), "open_only": open_only, "limit": limit},
         settings,
@@ -627,14 +629,12 @@ def conflicts(
     """Re-sent readings whose values differ from the stored ones: both versions per row."""
     return frame(
         """
-        select id, file_name, row_number, equipment_id,
-               (raw_values ->> 'timestamp')::timestamptz as reading_time,
-               raw_values - 'equipment_id' - 'timestamp' as received,
-               stored_values as stored, quarantined_at, resolution, resolved_by, resolved_at,
-               resolution_note
-        from raw.quarantined_rows
+        select quarantined_row_id as id, file_name, row_number, equipment_id, reading_time,
+               received, stored_values as stored, quarantined_at, resolution, resolved_by,
+               resolved_at, resolution_note
+        from analytics.mart_quarantined_rows
         where kind = 'conflict' and (not %(open_only)s or resolution is null)
-        order by quarantined_at desc, id limit %(limit)s
+        order by quarantined_at desc, quarantined_row_id limit %(limit)s
         """,
         {"open_only": open_only, "limit": limit},
         settings,
@@ -645,19 +645,18 @@ def landing_ignored(settings: Settings | None = None) -> pd.DataFrame:
     """Entries of landing/incoming ingest never claims, old enough to look forgotten."""
     return frame(
         "select path, why, size_bytes, modified_at, first_seen_at "
-        "from raw.landing_ignored order by modified_at",
+        "from analytics.mart_landing_ignored order by modified_at",
         settings=settings,
     )
 
 
 def archived_records(settings: Settings | None = None) -> pd.DataFrame:
-    """Per kind, what retention archived to files under <home>/records/ (ops.archive_files)."""
+    """Per kind, what retention archived to files under <home>/records/
+    (analytics.mart_archived_records)."""
     return frame(
         """
-        select kind, count(*) as files, sum(row_count)::bigint as rows,
-               sum(size_bytes)::bigint as bytes, min(created_at) as first_archived,
-               max(created_at) as last_archived, max(taken_before) as everything_before
-        from ops.archive_files group by kind order by kind
+        select kind, files, rows, bytes, first_archived, last_archived, everything_before
+        from analytics.mart_archived_records order by kind
         """,
         settings=settings,
     )
@@ -666,9 +665,9 @@ def archived_records(settings: Settings | None = None) -> pd.DataFrame:
 def operations_alerts(open_only: bool = True, settings: Settings | None = None) -> pd.DataFrame:
     return frame(
         """
-        select id, rule, subject, status, summary, opened_at, last_seen_at, resolved_at,
-               notifications
-        from ops.operations_alerts
+        select operations_alert_id as id, rule, subject, status, summary, opened_at,
+               last_seen_at, resolved_at, notifications
+        from analytics.mart_operations_alerts
         where not %(open_only)s or status = 'open'
         order by opened_at desc limit 200
         """,
@@ -681,7 +680,7 @@ def operations_alerts(open_only: bool = True, settings: Settings | None = None) 
 def users(settings: Settings | None = None) -> pd.DataFrame:
     return frame(
         "select username, display_name, role, active, created_at, last_sign_in_at "
-        "from ops.users order by username",
+        "from analytics.mart_users order by username",
         settings=settings,
     )
 
@@ -689,8 +688,8 @@ def users(settings: Settings | None = None) -> pd.DataFrame:
 def audit_log(limit: int = 200, settings: Settings | None = None) -> pd.DataFrame:
     return frame(
         """
-        select at, actor, actor_role, action, target_type, target_id, details::text as details
-        from ops.audit_log order by at desc, id desc limit %(limit)s
+        select at, actor, actor_role, action, target_type, target_id, details
+        from analytics.mart_audit_log order by at desc, audit_id desc limit %(limit)s
         """,
         {"limit": limit},
         settings,

@@ -20,16 +20,12 @@ from typing import Literal
 import pandas as pd
 
 from emps import queries
+from emps.domain import UNSCORED, UNSCORED_COLOR, Severity
 from emps.settings import Settings, get_settings
 
 ScopeKind = Literal["fleet", "site", "equipment"]
-SEVERITY_COLORS = {
-    "LOW": "#4c9a2a",
-    "MEDIUM": "#e0b000",
-    "HIGH": "#f07818",
-    "CRITICAL": "#c81e1e",
-    "UNSCORED": "#9e9e9e",
-}
+# Least severe first, then equipment with no current prediction.
+SEVERITY_COLORS = {**{s.value: s.color for s in Severity}, UNSCORED: UNSCORED_COLOR}
 # A cell starting with one of these is a formula to a spreadsheet (OWASP's "CSV injection").
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -122,7 +118,7 @@ class Report:
         return f"emps-{self.scope.slug}-{self.start:%Y%m%d}-{self.end:%Y%m%d}.{extension}"
 
     def summary(self) -> dict[str, float | int]:
-        severities = self.equipment["severity"].fillna("UNSCORED").value_counts()
+        severities = self.equipment["severity"].fillna(UNSCORED).value_counts()
         acked = self.alerts["acknowledged_at"].notna()
         return {
             "equipment": len(self.equipment),
@@ -232,7 +228,7 @@ def _chart_png(draw) -> io.BytesIO:
 
 
 def _severity_chart(report: Report) -> io.BytesIO:
-    counts = report.equipment["severity"].fillna("UNSCORED").value_counts()
+    counts = report.equipment["severity"].fillna(UNSCORED).value_counts()
     labels = [s for s in SEVERITY_COLORS if counts.get(s, 0)]
 
     def draw(ax):
@@ -278,9 +274,8 @@ def _history_chart(report: Report) -> io.BytesIO:
 
     def draw(ax):
         ax.plot(history["ts"], history["failure_probability"], color="#333333", linewidth=1.2)
-        for name in ("MEDIUM", "HIGH", "CRITICAL"):
-            value = bands[f"severity_{name.lower()}"]
-            ax.axhline(value, color=SEVERITY_COLORS[name], linestyle="--", linewidth=0.8)
+        for band in Severity.banded():
+            ax.axhline(bands[band.threshold_key], color=band.color, linestyle="--", linewidth=0.8)
         ax.set_ylim(0, 1)
         ax.set_ylabel("failure probability")
         ax.set_title("Failure probability over the period", fontsize=10)

@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENV_FILE = ".env"  # read from the working directory, as pydantic-settings does
 
 
 class Settings(BaseSettings):
@@ -22,7 +23,7 @@ class Settings(BaseSettings):
     generated into `<home>/secrets.json` (emps.credentials)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="EMPS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="EMPS_", env_file=ENV_FILE, env_file_encoding="utf-8", extra="ignore"
     )
 
     env: str = Field(
@@ -74,7 +75,7 @@ class Settings(BaseSettings):
         0.85, gt=0, le=1, description="Probability from which CRITICAL"
     )
 
-    # Ingest flow (issue 3).
+    # Ingest flow.
     ingest_max_files_per_run: int = Field(
         10_000,
         ge=1,
@@ -134,7 +135,7 @@ class Settings(BaseSettings):
         description="Files still waiting this long after the watcher's last event, with no "
         "ingest run alive, are announced again",
     )
-    # Ingest hardening (issue 22).
+    # Ingest of whatever real devices send: limits, conflicts, settling, claims.
     ingest_settle_s: float = Field(
         2.0,
         ge=0,
@@ -233,7 +234,7 @@ class Settings(BaseSettings):
     sim_history_interval_s: int = Field(600, ge=60)
     sim_live_interval_s: int = Field(60, ge=1)
 
-    # Dashboard, users and reports (issue 7).
+    # Dashboard, users and reports.
     operator_url: SecretStr | None = Field(
         None, description="URL of the dashboard's narrow write role (emps_operator)"
     )
@@ -258,7 +259,7 @@ class Settings(BaseSettings):
     gx_docs_url: str | None = Field(None, description="Great Expectations Data Docs link")
     dbt_docs_url: str | None = Field(None, description="dbt docs link")
 
-    # Alerts, maintenance tasks and notifications (issue 6).
+    # Alerts, maintenance tasks and notifications.
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(8025, ge=1, le=65535)
     smtp_username: str | None = None
@@ -391,7 +392,7 @@ class Settings(BaseSettings):
     )
     dashboard_base_url: str = "http://127.0.0.1:8501"
 
-    # ML model, registry and scoring (issue 5).
+    # ML model, registry and scoring.
     mlflow_tracking_uri: str | None = Field(
         None, description="Tracking + registry URI; unset = sqlite:///<home>/mlflow/mlflow.db"
     )
@@ -706,7 +707,7 @@ def unknown_variables(
     ignore unknown names, so a typo or a setting that was removed would otherwise change nothing
     without a word."""
     known = {f"EMPS_{name.upper()}" for name in Settings.model_fields}
-    env_file = env_file or Path(Settings.model_config["env_file"])
+    env_file = env_file or Path(ENV_FILE)
     sources = {"the environment": environ if environ is not None else os.environ}
     if env_file.is_file():
         sources[str(env_file)] = {k: v or "" for k, v in dotenv_values(env_file).items()}

@@ -15,11 +15,15 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from emps.catalog import Catalog, load_catalog
 from emps.db import Role, connect, database_url
 from emps.settings import PROJECT_ROOT, Settings, get_settings
+
+if TYPE_CHECKING:
+    from dbt_common.events.base_types import EventMsg
 
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 AFTER_INGEST_SELECTOR = "after_ingest"
@@ -110,6 +114,7 @@ def dbt_vars(settings: Settings | None = None, catalog: Catalog | None = None) -
     return {
         **definitions,
         "silent_minutes": settings.silent_minutes,
+        "model_name": settings.model_name,
         "feature_lateral_max_slots": settings.dbt_feature_lateral_max_slots,
         "features_fingerprint": features_fingerprint(definitions),
     }
@@ -193,7 +198,7 @@ def run_dbt(
     from dbt.cli.main import dbtRunner
 
     settings = settings or get_settings()
-    callbacks = []
+    callbacks: list[Callable[[EventMsg], None]] = []
     if on_log is not None:
 
         def forward(event) -> None:
@@ -287,7 +292,9 @@ def build_lock(
     """Hold the platform's dbt build lock (waiting for a build that holds it). A session lock on
     its own connection: a build whose process dies releases it with the connection."""
     with connect(Role.WRITER, settings, autocommit=True) as conn:
-        if not conn.execute("select pg_try_advisory_lock(%s)", (BUILD_LOCK_KEY,)).fetchone()[0]:
+        locked = conn.execute("select pg_try_advisory_lock(%s)", (BUILD_LOCK_KEY,)).fetchone()
+        assert locked is not None  # a select without from returns one row
+        if not locked[0]:
             if on_log is not None:
                 on_log("info", "waiting for another dbt build to finish")
             conn.execute("select pg_advisory_lock(%s)", (BUILD_LOCK_KEY,))
@@ -304,7 +311,7 @@ def build_lock(
 FEATURE_DEFINITION_GLOBS = (
     "models/staging/*.sql",
     "models/intermediate/*.sql",
-    "models/marts/fct_equipment_features.sql",
+    "models/marts/ml/fct_equipment_features.sql",
     "macros/features.sql",
 )
 
@@ -327,10 +334,12 @@ def features_outdated(settings: Settings | None = None) -> str | None:
     """Why the stored feature history predates the current feature definitions, or None when it
     does not (or no feature table exists yet)."""
     with connect(Role.WRITER, settings) as conn:
-        exists, comment = conn.execute(
+        row = conn.execute(
             "select to_regclass(%(t)s) is not null, obj_description(to_regclass(%(t)s), 'pg_class')",
             {"t": FEATURE_TABLE},
         ).fetchone()
+    assert row is not None  # a select without from returns one row
+    exists, comment = row
     settings = settings or get_settings()
     definitions = catalog_vars(load_catalog(settings.catalog_path), settings)
     recorded, current = (comment or "").removeprefix("features "), features_fingerprint(definitions)
@@ -371,6 +380,7 @@ class LedgerMark:
 def ledger_mark(settings: Settings | None = None) -> LedgerMark:
     with connect(Role.WRITER, settings) as conn:
         newest = conn.execute("select coalesce(max(id), 0) from raw.ingest_files").fetchone()
+        assert newest is not None  # an aggregate returns one row
         claimed = conn.execute("select id from raw.ingest_files where status = 'claimed'")
         return LedgerMark(int(newest[0]), tuple(int(r[0]) for r in claimed.fetchall()))
 
@@ -385,7 +395,7 @@ def loaded_since(mark: LedgerMark, settings: Settings | None = None) -> bool:
             "and (id > %s or id = any(%s)))",
             (mark.newest_id, list(mark.in_flight)),
         ).fetchone()
-    return bool(row[0])
+    return bool(row and row[0])
 
 
 def refresh_dashboard_state(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
@@ -47,31 +48,31 @@ def note_champion_change(version: str) -> bool:
 
 
 @task(name="read-latest-features", cache_policy=NONE, retries=2, retry_delay_seconds=5)
-def read_features(equipment_ids: list[str] | None, only_unscored: bool):
+def read_features(equipment_ids: list[str] | None, only_unscored: bool) -> pd.DataFrame:
     """The latest dbt feature row of each equipment to score."""
     return read_latest_features(get_settings(), equipment_ids, only_unscored)
 
 
 @task(name="predict-failures", cache_policy=NONE)
-def predict_failures(champion: predict.Champion, features):
+def predict_failures(champion: predict.Champion, features: pd.DataFrame) -> pd.DataFrame:
     """Failure probability, severity, health score, days until failure and explanation per row."""
     return predict.score_frame(champion.model, champion.version, features, get_settings())
 
 
 @task(name="write-predictions", cache_policy=NONE, retries=2, retry_delay_seconds=5)
-def write_predictions(predictions):
+def write_predictions(predictions: pd.DataFrame) -> pd.DataFrame:
     """Insert the predictions into ops.predictions."""
     return predict.write_predictions(predictions, get_settings())
 
 
 @task(name="find-severity-changes", cache_policy=NONE, retries=2, retry_delay_seconds=5)
-def find_severity_changes(written):
+def find_severity_changes(written: pd.DataFrame) -> pd.DataFrame:
     """The HIGH/CRITICAL predictions whose equipment had another severity before."""
     return predict.severity_changes(written, get_settings())
 
 
 @task(name="raise-alerts", cache_policy=NONE, retries=1, retry_delay_seconds=2)
-def raise_alerts(changed) -> dict:
+def raise_alerts(changed: pd.DataFrame) -> dict:
     """Open or escalate the alerts of this run's new HIGH/CRITICAL predictions and send their
     notifications now, in this run, instead of in the alert flow their events start (a process
     of its own, seconds later); that flow then finds them handled.
@@ -102,7 +103,7 @@ def raise_alerts(changed) -> dict:
 
 
 @task(name="emit-prediction-events", cache_policy=NONE)
-def emit_events(changed, handled: list[int]) -> int:
+def emit_events(changed: pd.DataFrame, handled: list[int]) -> int:
     """One Prefect event per prediction that turned HIGH or CRITICAL, for automations; labelled
     `emps.alert-handled` true when this run raised its alert, false otherwise (the alert flow
     starts on those)."""
@@ -139,9 +140,15 @@ def score_equipment(equipment_ids: list[str] | None = None, only_unscored: bool 
     refresh the dashboard's latest-prediction and last-reading tables (dbt selector
     `dashboard_state`)."""
     champion = load_champion()
-    moved = False if champion.stale else note_champion_change(champion.alias_version)
+    moved = (
+        False
+        if champion.stale
+        else note_champion_change(champion.alias_version or champion.version)
+    )
     features = read_features(equipment_ids, only_unscored)
-    written = write_predictions(predict_failures(champion, features))
+    # pandas has no type information: a task returning a frame types as Any, which Prefect's
+    # Task.__call__ overloads would read as a coroutine.
+    written: pd.DataFrame = write_predictions(predict_failures(champion, features))
     changed = find_severity_changes(written)
     alerts = raise_alerts(changed, return_state=True)
     raised = alerts.result() if alerts.is_completed() else None

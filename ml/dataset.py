@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
@@ -100,7 +100,10 @@ def _relation(name: str) -> sql.Identifier:
 
 
 def _read_frame(
-    query: sql.Composable, params: Sequence | None, settings: Settings, pooled: bool = False
+    query: sql.Composable,
+    params: Sequence | Mapping[str, Any] | None,
+    settings: Settings,
+    pooled: bool = False,
 ) -> pd.DataFrame:
     """Run `query` through COPY (much faster than row fetching for wide frames) into a DataFrame;
     `pooled` for short reads a long-lived process repeats (a new connection costs more)."""

@@ -59,8 +59,8 @@ SPLIT_NAMES = {
     RUN_TO_FAILURE: "held-out whole units, grouped k-fold",
 }
 
-# What `emps model evaluate --json` prints and bench/model_quality.py builds on: the figures of
-# the issue, event-level at the alerting band, then remaining life next to its naive baseline.
+# What `emps model evaluate --json` prints and bench/model_quality.py builds on: the headline
+# figures, event-level at the alerting band, then remaining life next to its naive baseline.
 HEADLINE_KEYS = (
     "failures_warned_share",
     "failures_warned_share_ci95_low",
@@ -942,7 +942,7 @@ def evaluate_predictions(
 
 
 def headline(metrics: dict[str, float]) -> dict[str, float | None]:
-    """The `emps model evaluate --json` line: the issue's figures, NaN as null."""
+    """The `emps model evaluate --json` line: the headline figures, NaN as null."""
     return {
         key: (
             None

@@ -320,7 +320,7 @@ def severity_changes(written: pd.DataFrame, settings: Settings | None = None) ->
     if risky.empty:
         return risky
     with connect(Role.READER, settings or get_settings()) as conn:
-        previous = dict(
+        previous: dict[str, str] = dict(
             conn.execute(
                 "select distinct on (equipment_id) equipment_id, severity from ops.predictions "
                 "where equipment_id = any(%s) and not (id = any(%s)) "

@@ -50,7 +50,7 @@ KNOWN_COPIES = {
         ("dbt_project/macros/dashboard_state.sql", "dbt_project/macros/features.sql"),
         "- interval '{{ var(\"ingest_lookback_minutes\") | int }} minutes'",
     ),
-    (("dbt_project/models/marts/fct_equipment_features.sql",), "where"),
+    (("dbt_project/models/marts/ml/fct_equipment_features.sql",), "where"),
 }
 
 

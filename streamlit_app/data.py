@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from emps import queries
+from emps.domain import Severity
 from emps.settings import get_settings
 
 _settings = get_settings()
@@ -208,4 +209,5 @@ def backtest(
 def bands_in_force() -> tuple[float, float, float]:
     """(MEDIUM, HIGH, CRITICAL) as the Admin page last saved them."""
     values = thresholds()
-    return (values["severity_medium"], values["severity_high"], values["severity_critical"])
+    medium, high, critical = (values[band.threshold_key] for band in Severity.banded())
+    return medium, high, critical

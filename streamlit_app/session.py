@@ -95,6 +95,8 @@ def current_user() -> User | None:
 
 def remember(user: User) -> None:
     """Keep a fresh sign-in for this tab, and have the browser store its cookie."""
+    if user.token is None:
+        raise ValueError(f"{user.username} has no session token: sign them in first")
     st.session_state[TOKEN_KEY] = user.token
     st.session_state[USER_KEY] = user
     st.session_state["cookie_code"] = handoff(user.token)

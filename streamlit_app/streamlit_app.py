@@ -13,7 +13,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import streamlit as st  # noqa: E402
 
-from emps.users import SignInThrottled, sign_in  # noqa: E402
+from emps.users import SignInThrottled, User, sign_in  # noqa: E402
 from streamlit_app import data, session  # noqa: E402
 from streamlit_app.ui import change_password_form, plain  # noqa: E402
 
@@ -92,7 +92,7 @@ def sign_in_form() -> None:
             st.rerun()
 
 
-def first_password() -> None:
+def first_password(user: User) -> None:
     st.title("Choose your password")
     st.info(
         f"{plain(user.display_name or user.username)}, the password you signed in with was set "
@@ -101,7 +101,7 @@ def first_password() -> None:
     change_password_form(user, session.client_address())
 
 
-def sidebar() -> None:
+def sidebar(user: User) -> None:
     with st.sidebar:
         st.caption(f"Signed in as {plain(user.label)}")
         if st.button("↻ Refresh data", help="Cached figures are refreshed every few minutes"):
@@ -116,10 +116,10 @@ session.render_cookie_exchange()
 if user is None:
     sign_in_form()
 elif user.must_change_password:
-    first_password()
+    first_password(user)
 elif page is overview and st.query_params.get("equipment"):
     # `?equipment=ID` on the landing page opens that equipment.
     st.switch_page(equipment, query_params={"equipment": st.query_params["equipment"]})
 else:
-    sidebar()
+    sidebar(user)
     page.run()

@@ -5,16 +5,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 import altair as alt
 import streamlit as st
 
 from emps import actions
+from emps.domain import Severity
 from emps.users import MIN_PASSWORD_LENGTH, User, UserError, change_password
 from streamlit_app import data
 
-SEVERITY_ORDER = ["LOW", "MEDIUM", "HIGH", "CRITICAL"]
-SEVERITY_COLORS = ["#4c9a2a", "#e0b000", "#f07818", "#c81e1e"]
+SEVERITY_ORDER = [s.value for s in Severity]
+SEVERITY_COLORS = [s.color for s in Severity]
 SEVERITY_SCALE = alt.Scale(domain=SEVERITY_ORDER, range=SEVERITY_COLORS)
 RANGES = {"Last 24 hours": 1, "Last 7 days": 7, "Last 30 days": 30, "Last 90 days": 90}
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
@@ -80,7 +82,7 @@ def _utc(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
-def as_of(value: object) -> str:
+def as_of(value: Any) -> str:
     """A refresh time for captions: "27 Nov 14:05 UTC", or "never" before the first refresh."""
     if value is None or value != value:  # None, NaT or NaN
         return "never"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from emps.catalog import load_catalog
 from emps.domain import assessment_words, remaining_life_words
@@ -17,7 +20,7 @@ def render_what_if(equipment_id: str) -> None:
     )
     catalog = load_catalog()
     with st.form("what_if"):
-        cols = st.columns(len(catalog.sensor_names))
+        cols: Sequence[DeltaGenerator] = st.columns(len(catalog.sensor_names))
         readings = {}
         for col, name in zip(cols, catalog.sensor_names, strict=True):
             sensor = catalog.sensor(name)

@@ -108,7 +108,9 @@ def archive(
 def archive_all(cutoffs: dict[str, datetime], settings: Settings, now: datetime) -> dict[str, int]:
     """Archive every kind past its cutoff, one run at a time; rows archived per kind."""
     with connect(Role.ALERTING, settings) as conn:
-        if not conn.execute("select pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]:
+        locked = conn.execute("select pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
+        assert locked is not None  # a select without from returns one row
+        if not locked[0]:
             return {}  # another cleanup is archiving right now
         try:
             finish_interrupted(conn, settings.records_dir)

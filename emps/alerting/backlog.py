@@ -48,7 +48,7 @@ def backlog(
         else "select id, null::text as recipient, null::text as last_error, due_at, status "
         "from ops.notification_deliveries"
     )
-    count, age, oldest_id, recipient, error = cursor.execute(
+    row = cursor.execute(
         """
         with waiting as (
             select id, recipient, last_error, due_at from ("""  # noqa: S608 - fixed text
@@ -65,6 +65,8 @@ def backlog(
         """,
         {"now": now},
     ).fetchone()
+    assert row is not None  # selects from a one-row subquery
+    count, age, oldest_id, recipient, error = row
     return Backlog(int(count), float(age or 0.0), oldest_id, recipient, error)
 
 

@@ -67,10 +67,12 @@ def cleanup(settings: Settings | None = None, now: datetime | None = None) -> Re
         # After the ledger: a request leaves with its drop file's outcome.
         requests_pruned = _in_batches(conn, "ops.prune_api_requests", ledger_cutoff)
         with conn.transaction():
-            rolled = conn.execute(
+            row = conn.execute(
                 "select coalesce(sum(rolled_up), 0) from ops.roll_up_predictions(%s, %s)",
                 (now - timedelta(days=settings.prediction_detail_days), partition_cutoff),
-            ).fetchone()[0]
+            ).fetchone()
+            assert row is not None  # an aggregate returns one row
+            rolled = row[0]
         with conn.transaction():
             conn.execute(
                 "delete from ops.alert_prediction_log where processed_at < %s",

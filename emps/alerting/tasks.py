@@ -97,10 +97,12 @@ def ensure_task_for_alert(
                     )
                     .fetchone()
                 )
+            assert row is not None  # the function returns the task it created
             return row[0], True
         except psycopg.errors.UniqueViolation:
             # Another run created it between our check and insert: use theirs.
             existing = open_task_for_alert(conn, alert_id)
+            assert existing is not None  # the one whose insert beat ours
             return existing[0], False
     task_id, task_type, old_priority, old_when = existing
     if task_type == "inspection" and wanted_type == "corrective":

@@ -43,7 +43,8 @@ class PredictBatcher:
 
     def _next_batch(self) -> list[tuple[list[str], asyncio.Future]]:
         """The waiting requests that fit in one call (always at least one)."""
-        batch, ids = [], set()
+        batch: list[tuple[list[str], asyncio.Future]] = []
+        ids: set[str] = set()
         while self.waiting:
             asked, done = self.waiting[0]
             if batch and len(ids | set(asked)) > self.most_ids:

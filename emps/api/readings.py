@@ -67,14 +67,14 @@ def parse_body(body: bytes, content_type: str) -> list[Any]:
         for number, line in enumerate((ln for ln in text.splitlines() if ln.strip()), start=1):
             try:
                 items.append(json.loads(line))
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
                 problems.append(Problem(number, None, f"line {number} is not JSON ({exc.msg})"))
         if problems:
             raise BadBody(problems)
     else:
         try:
             value = json.loads(text)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise BadBody(
                 [
                     Problem(
@@ -179,8 +179,8 @@ def _typed_problems(records, channels, catalog, settings, now) -> list[Problem]:
         ts = frame.at[index, "ts"]
         if pd.isna(ts):
             if "timestamp" in records[index] and records[index]["timestamp"] is not None:
-                text = prepared.ts_problem.at[index] if prepared.ts_problem is not None else None
-                found.append(Problem(row, "timestamp", text or "timestamp is unreadable"))
+                why = prepared.ts_problem.at[index] if prepared.ts_problem is not None else None
+                found.append(Problem(row, "timestamp", why or "timestamp is unreadable"))
             elif not (counter_clock and records[index].get(COUNTER) is not None):
                 found.append(Problem(row, "timestamp", "timestamp is required but missing"))
         else:

@@ -27,6 +27,7 @@ from emps.api.people import (
 )
 from emps.api.people import settings_of as _settings
 from emps.api.service import ApiError
+from emps.domain import UNSCORED, Severity
 from emps.settings import Settings
 from emps.users import User
 
@@ -41,7 +42,6 @@ def _queries():
 
 router = APIRouter(prefix="/api/v1", responses=AUTH_RESPONSES)
 Reader = Annotated[User, Depends(current_user)]
-Severity = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
 AlertStatus = Literal["open", "acknowledged", "resolved"]
 
 
@@ -244,7 +244,7 @@ def _overview(settings: Settings, site, equipment_type, severity, limit, offset)
     fleet = _queries().fleet_health(
         site, equipment_type, severity, settings, limit=limit + 1, offset=offset
     )
-    scored = summary[summary["severity"] != "UNSCORED"]
+    scored = summary[summary["severity"] != UNSCORED]
     scored_count = int(scored["equipment"].sum())
     return {
         "equipment": int(summary["equipment"].sum()),
@@ -266,7 +266,7 @@ def _overview(settings: Settings, site, equipment_type, severity, limit, offset)
     }
 
 
-def _iso(value: object) -> str | None:
+def _iso(value: Any) -> str | None:
     if value is None or value != value:  # None, NaT
         return None
     return value.isoformat()

@@ -160,7 +160,7 @@ def register(root: typer.Typer) -> None:
             help="Address to listen on; 0.0.0.0 only in a container behind the TLS proxy",
         ),
     ) -> None:
-        """Serve the HTTP API (device ingest; see README). `emps up` runs it on 127.0.0.1."""
+        """Serve the HTTP API (device ingest; see docs/api.md). `emps up` runs it on 127.0.0.1."""
         from emps.api.app import run
 
         run(port=port, host=host)

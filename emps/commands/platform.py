@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start everything (PostgreSQL, orchestration, model registry, dashboard) until Ctrl-C.
 
-        On a real fleet's history: `emps up --fleet PACK` (README: "Bring your own fleet").
+        On a real fleet's history: `emps up --fleet PACK` (docs/fleet-packs.md).
         For real devices and no history: `emps up --no-simulator --no-history`.
         """
         from emps.supervisor import run_platform

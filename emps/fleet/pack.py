@@ -165,7 +165,7 @@ def _read_csv(path: Path, problems: list[PackProblem]) -> tuple[list[str], list[
         problems.append(PackProblem(path.name, None, None, f"cannot read the file ({error})"))
         return [], []
     reader = csv.DictReader(io.StringIO(text))
-    rows = []
+    rows: list[dict[str, str]] = []
     for number, row in enumerate(reader, 2):
         if None in row or None in row.values():
             problems.append(

@@ -1,1 +1,1 @@
-"""Ingest of device drop files: landing zone, parsing, validation, loading (issue 3)."""
+"""Ingest of device drop files: landing zone, parsing, validation, loading."""

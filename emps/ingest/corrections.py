@@ -89,7 +89,7 @@ def features_to_rescore(
     those predictions as (id, ts, ts of the feature row of their slot)."""
     window = feature_window(settings)
     table = sql.Identifier(*settings.ml_features_relation.split("."))
-    found = []
+    found: list[tuple[Correction, pd.DataFrame, list[tuple[int, datetime, datetime]]]] = []
     with connect(Role.READER, settings) as conn:
         conn.execute("set time zone 'UTC'")
         for correction in corrections:

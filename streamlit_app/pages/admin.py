@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from emps import actions, queries
+from emps.domain import Severity
 from emps.settings import get_settings
 from streamlit_app import data
 from streamlit_app.ui import plain, require_user, run_action, show_flash
 
-BAND_KEYS = ("severity_medium", "severity_high", "severity_critical")
+BAND_KEYS = tuple(band.threshold_key for band in Severity.banded())
 
 user = require_user()
 st.title("Administration")
@@ -24,7 +27,7 @@ if not user.role.can_administer:  # the router hides this page too; this is the 
 st.subheader("Users")
 st.dataframe(queries.users(), hide_index=True, width="stretch", key="users_table")
 with st.form("save_user"):
-    cols = st.columns(3)
+    cols: Sequence[DeltaGenerator] = st.columns(3)
     username = cols[0].text_input("User name", key="ad_username")
     role = cols[1].selectbox("Role", ["Viewer", "Technician", "Admin"], key="ad_role")
     display_name = cols[2].text_input("Display name", key="ad_display")
@@ -85,7 +88,10 @@ def _preview() -> None:
     now = datetime.now(UTC)
     window = data.backtest_window(now - timedelta(weeks=weeks), now)
     in_force = data.bands_in_force()
-    typed = tuple(values.get(key, value) for key, value in zip(BAND_KEYS, in_force, strict=True))
+    medium, high, critical = (
+        values.get(key, value) for key, value in zip(BAND_KEYS, in_force, strict=True)
+    )
+    typed = (medium, high, critical)
     current_figures, why = data.backtest(*window, in_force)
     if current_figures is None:
         st.caption(f"No backtest of these bands: {plain(why)}")
@@ -130,7 +136,7 @@ if archived.empty:
     st.caption(
         "Nothing archived yet. The nightly retention moves resolved alerts with their "
         "notifications, old audit entries and quarantined rows to compressed files under "
-        f"{where} (the README lists every retention)."
+        f"{where} (docs/operations.md lists every retention)."
     )
 else:
     st.caption(

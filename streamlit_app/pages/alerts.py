@@ -84,7 +84,7 @@ labels = {
     for r in actionable.itertuples()
 }
 with st.form("alert_action"):
-    alert_id = st.selectbox("Alert", list(labels), format_func=labels.get, key="al_pick")
+    alert_id = st.selectbox("Alert", list(labels), format_func=labels.__getitem__, key="al_pick")
     note = st.text_area("Note", max_chars=actions.MAX_NOTE_LENGTH, key="al_note")
     buttons = st.columns(2)
     acknowledge = buttons[0].form_submit_button("Acknowledge", disabled=not user.role.can_act)

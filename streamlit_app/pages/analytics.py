@@ -3,10 +3,13 @@ backtest), model history, ingest volumes."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from streamlit_app import data
 from streamlit_app.ui import SEVERITY_ORDER, SEVERITY_SCALE, pick_range, plain, require_user
@@ -62,7 +65,7 @@ else:
     daily["to acknowledge"] = daily["ack_x"] / daily["ack_n"].replace(0, pd.NA)
     daily["to resolve"] = daily["res_x"] / daily["res_n"].replace(0, pd.NA)
     response = daily.melt("day", ["to acknowledge", "to resolve"], "measure", "minutes").dropna()
-    cols = st.columns(2)
+    cols: Sequence[DeltaGenerator] = st.columns(2)
     # No acknowledged (or resolved) alert: nothing to average, not a mean of 0.
     for col, label, top, bottom in (
         (cols[0], "Mean minutes to acknowledge", "ack_x", "ack_n"),

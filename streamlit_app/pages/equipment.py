@@ -6,7 +6,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from emps.domain import assessment_words, remaining_life_words
+from emps.domain import Severity, assessment_words, remaining_life_words
 from streamlit_app import data
 from streamlit_app.ui import (
     SEVERITY_ORDER,
@@ -82,12 +82,8 @@ if history.empty:
 else:
     rules = pd.DataFrame(
         {
-            "threshold": ["MEDIUM", "HIGH", "CRITICAL"],
-            "value": [
-                limits["severity_medium"],
-                limits["severity_high"],
-                limits["severity_critical"],
-            ],
+            "threshold": [band.value for band in Severity.banded()],
+            "value": [limits[band.threshold_key] for band in Severity.banded()],
         }
     )
     line = (

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
 
 import altair as alt
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from emps import actions
 from streamlit_app import data
@@ -72,7 +74,7 @@ create_tab, reschedule_tab, complete_tab, failure_tab = st.tabs(
 
 with create_tab, st.form("create_task"):
     equipment_id = st.selectbox("Equipment", data.equipment_ids(), key="mt_new_eq")
-    cols = st.columns(4)
+    cols: Sequence[DeltaGenerator] = st.columns(4)
     task_type = cols[0].selectbox("Type", actions.TASK_TYPES, key="mt_new_type")
     priority = cols[1].slider("Priority (1 = most urgent)", 1, 5, 3, key="mt_new_priority")
     day = cols[2].date_input("Date", now.date() + timedelta(days=1), key="mt_new_day")
@@ -91,7 +93,9 @@ task_labels = {
     for r in schedule.itertuples()
 }
 with reschedule_tab, st.form("reschedule_task"):
-    task_id = st.selectbox("Task", list(task_labels), format_func=task_labels.get, key="mt_rs")
+    task_id = st.selectbox(
+        "Task", list(task_labels), format_func=task_labels.__getitem__, key="mt_rs"
+    )
     cols = st.columns(2)
     day = cols[0].date_input("New date", now.date() + timedelta(days=2), key="mt_rs_day")
     at = cols[1].time_input("Time (UTC)", time(8, 0), key="mt_rs_time")
@@ -104,7 +108,9 @@ with reschedule_tab, st.form("reschedule_task"):
         )
 
 with complete_tab, st.form("complete_task"):
-    task_id = st.selectbox("Task", list(task_labels), format_func=task_labels.get, key="mt_cp")
+    task_id = st.selectbox(
+        "Task", list(task_labels), format_func=task_labels.__getitem__, key="mt_cp"
+    )
     outcome = st.radio("Outcome", actions.OUTCOMES, horizontal=True, key="mt_cp_outcome")
     cols = st.columns(2)
     done_day = cols[0].date_input("Done on", now.date(), max_value=now.date(), key="mt_cp_day")

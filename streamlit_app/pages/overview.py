@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import altair as alt
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
-from emps.domain import SETTLING, assessment_words, remaining_life_words
+from emps.domain import SETTLING, UNSCORED, assessment_words, remaining_life_words
 from streamlit_app import data
 from streamlit_app.ui import SEVERITY_ORDER, SEVERITY_SCALE, as_of, require_user
 
@@ -16,7 +19,7 @@ filters = st.columns(3)
 site_filter = filters[0].multiselect("Site", data.sites(), key="ov_sites")
 type_filter = filters[1].multiselect("Equipment type", data.equipment_types(), key="ov_types")
 severity_filter = filters[2].multiselect(
-    "Severity", [*reversed(SEVERITY_ORDER), "UNSCORED"], key="ov_severities"
+    "Severity", [*reversed(SEVERITY_ORDER), UNSCORED], key="ov_severities"
 )
 
 TABLE_ROWS = 1000  # the table lists the most at risk; the figures and charts count everyone
@@ -29,9 +32,9 @@ fleet = data.fleet_health(*filters_key, limit=TABLE_ROWS)
 
 total = int(summary["equipment"].sum())
 counts = summary.groupby("severity")["equipment"].sum()
-scored = summary[summary["severity"] != "UNSCORED"]
+scored = summary[summary["severity"] != UNSCORED]
 untrusted = summary.groupby("assessment")["equipment"].sum()
-row = st.columns(7)
+row: Sequence[DeltaGenerator] = st.columns(7)
 row[0].metric("Equipment", total)
 row[1].metric("Critical", int(counts.get("CRITICAL", 0)))
 row[2].metric("High", int(counts.get("HIGH", 0)))
@@ -45,7 +48,7 @@ row[5].metric(
     help=f"{int(untrusted.get(SETTLING, 0))} more settling after a service or repair: no alert "
     "opens on them until their longest feature window is past the work",
 )
-row[6].metric("No current prediction", int(counts.get("UNSCORED", 0)))
+row[6].metric("No current prediction", int(counts.get(UNSCORED, 0)))
 row = st.columns(6)
 row[0].metric("Active alerts: critical", activity["alerts_critical"])
 row[1].metric("Active alerts: high", activity["alerts_high"])

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import streamlit as st
 
-from emps.reports import ReportError, ReportScope, build_report
+from emps.reports import ReportError, ReportScope, ScopeKind, build_report
 from streamlit_app import data
 from streamlit_app.ui import pick_range, plain, require_user
+
+SCOPE_KINDS: list[ScopeKind] = ["fleet", "site", "equipment"]
 
 require_user()
 st.title("Reports")
 
 cols = st.columns(2)
-kind = cols[0].radio("Scope", ["fleet", "site", "equipment"], horizontal=True, key="rp_kind")
+kind = cols[0].radio("Scope", SCOPE_KINDS, horizontal=True, key="rp_kind")
 target = None
 if kind == "site":
     target = cols[1].selectbox("Site", data.sites(), key="rp_site")

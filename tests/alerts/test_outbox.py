@@ -1,4 +1,4 @@
-"""The outbox's promise (issue 23), against real aiosmtpd servers and the test PostgreSQL: each
+"""The outbox's promise, against real aiosmtpd servers and the test PostgreSQL: each
 notification delivered once through slow servers, bad rows and long outages, never in clear text
 by accident, and the age of the oldest waiting one visible to operators."""
 

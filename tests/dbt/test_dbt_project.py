@@ -157,6 +157,22 @@ def test_a_start_rebuilds_features_built_by_older_definitions(writer, db):
     assert transform.features_outdated(db) is None
 
 
+def test_the_feature_fingerprint_reads_the_feature_model():
+    """The fingerprint that tells `emps up` to rebuild stale feature history covers the feature
+    model's SQL wherever the project keeps it: a model moved without it would go unnoticed."""
+    paths = {
+        path.relative_to(transform.DBT_PROJECT_DIR).as_posix()
+        for pattern in transform.FEATURE_DEFINITION_GLOBS
+        for path in transform.DBT_PROJECT_DIR.glob(pattern)
+    }
+    features = next(transform.DBT_PROJECT_DIR.rglob("fct_equipment_features.sql"))
+    assert features.relative_to(transform.DBT_PROJECT_DIR).as_posix() in paths
+    assert all(
+        any(transform.DBT_PROJECT_DIR.glob(pattern))
+        for pattern in transform.FEATURE_DEFINITION_GLOBS
+    )
+
+
 def test_sql_passes_sqlfluff(db):
     """Every model passes sqlfluff (postgres dialect, dbt templater, repository .sqlfluff)."""
     env = {**os.environ, **transform.dbt_env(db)}

@@ -1,4 +1,4 @@
-"""Every bad input of issue 3: good readings load once, bad ones land in quarantine with a reason."""
+"""Every bad input a device can drop: good readings load once, bad ones are quarantined with a reason."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ runner = CliRunner()
 
 
 def test_train_evaluate_list_promote_and_predict_from_the_shell(ml_env, synthetic_examples):
-    """Train promotes the first champion; evaluate --json ends with the issue's keys; predict explains."""
+    """Train promotes the first champion; evaluate --json ends with the headline keys; predict explains."""
     examples, _ = synthetic_examples
     synthetic.load_examples(examples, ml_env, ml_env.ml_examples_relation)
 

@@ -13,7 +13,10 @@ final as (
         message,
         created_at,
         acknowledged_at,
+        acknowledged_by,
         resolved_at,
+        resolved_by,
+        resolution_note,
         escalation_level
     from source
 )

@@ -21,10 +21,9 @@ final as (
         health.site,
         health.equipment_type,
         count(*) as equipment_count,
-        count(*) filter (where health.severity = 'LOW') as low_count,
-        count(*) filter (where health.severity = 'MEDIUM') as medium_count,
-        count(*) filter (where health.severity = 'HIGH') as high_count,
-        count(*) filter (where health.severity = 'CRITICAL') as critical_count,
+        {% for band in severities() -%}
+            count(*) filter (where health.severity = '{{ band }}') as {{ band | lower }}_count,
+        {% endfor -%}
         count(*) filter (where health.severity is null) as unscored_count,
         avg(health.health_score)::double precision as avg_health_score,
         coalesce(sum(open_alerts.open_alerts), 0)::bigint as open_alerts,

@@ -39,9 +39,7 @@ open_alerts as (
     where alerts.status <> 'resolved'
     order by
         alerts.equipment_id asc,
-        case alerts.severity
-            when 'CRITICAL' then 4 when 'HIGH' then 3 when 'MEDIUM' then 2 else 1
-        end desc,
+        {{ severity_rank('alerts.severity') }} desc,
         alerts.created_at desc
 ),
 
