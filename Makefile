@@ -25,6 +25,7 @@ lint: install
 	$(UV) run deptry emps ml flows streamlit_app
 	$(UV) run deptry tests bench --exclude '\.venv' --ignore DEP001,DEP002,DEP004
 	$(UV) run mypy
+	$(UV) run lint-imports --no-cache && $(UV) run python scripts/check_copies.py
 
 # Two workers, a test file each at a time (each worker starts its own PostgreSQL and Prefect
 # server): ~20 % faster on 2 cores than one process. Then the dashboard's browser tests alone:

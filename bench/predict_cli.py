@@ -22,9 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-from _tempdb import ROOT, free_port, temporary_platform
-
-sys.path.insert(0, str(ROOT / "tests" / "ml"))  # the synthetic feature generator of the ML tests
+from _champion import champion_and_features
+from _tempdb import free_port, temporary_platform
 
 
 def main() -> None:
@@ -50,28 +49,12 @@ def _timed(command: list[str], env: dict[str, str], runs: int) -> tuple[float, s
 
 def run(args: argparse.Namespace, settings) -> None:
     import httpx
-    import numpy as np
-    import pandas as pd
-    import synthetic
 
-    from emps.catalog import load_catalog
     from emps.commands.predict import save_token
     from emps.db import Role, connect
     from emps.users import add_user, mint_token
-    from ml import registry
-    from ml.train import train_and_register
 
-    catalog = load_catalog(settings.catalog_path)
-    print("training a champion on synthetic examples ...", flush=True)
-    examples, failures = synthetic.training_examples(catalog, equipment=30, days=100, step_hours=4)
-    version = train_and_register(settings, examples, failures).version
-    registry.run_gate(version, "bench", settings, examples, failures)
-    rng = np.random.default_rng(1)
-    rows = examples.iloc[rng.integers(0, len(examples), args.equipment)].copy()
-    rows["equipment_id"] = [f"BEN-{i:05d}" for i in range(args.equipment)]
-    rows["ts"] = pd.Timestamp.now(tz="UTC").floor("min")
-    features = rows.drop(columns=["next_failure_at", "days_until_failure", "fails_within_horizon"])
-    synthetic.load_examples(features, settings, settings.ml_features_relation)
+    champion_and_features(settings, args.equipment, equipment=30, days=100, step_hours=4)
     with connect(Role.OWNER, settings, autocommit=True) as conn:
         add_user(conn, "bench", "Viewer", "a long enough password", rounds=4)
         token = mint_token(conn, "bench", "bench", 1)[0]

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 
-from _tempdb import ROOT, temporary_platform
-
-sys.path.insert(0, str(ROOT / "tests" / "ml"))  # the synthetic feature generator of the ML tests
+from _champion import champion_and_features
+from _tempdb import temporary_platform
 
 
 def main() -> None:
@@ -36,28 +34,11 @@ def main() -> None:
 
 def run(args: argparse.Namespace, settings) -> None:
     import numpy as np
-    import pandas as pd
-    import synthetic
 
-    from emps.catalog import load_catalog
     from ml import predict, registry
     from ml.dataset import read_latest_feature_row, read_latest_features
-    from ml.train import train_and_register
 
-    catalog = load_catalog(settings.catalog_path)
-    print("training a champion on synthetic examples ...", flush=True)
-    examples, failures = synthetic.training_examples(catalog, equipment=60, days=120)
-    version = train_and_register(settings, examples, failures).version
-    registry.run_gate(version, "bench", settings, examples, failures)
-
-    # Each bench equipment gets one real-looking feature row drawn from the examples.
-    rng = np.random.default_rng(1)
-    rows = examples.iloc[rng.integers(0, len(examples), args.equipment)].copy()
-    rows["equipment_id"] = [f"BEN-{i:05d}" for i in range(args.equipment)]
-    rows["ts"] = pd.Timestamp.now(tz="UTC").floor("min")
-    features = rows.drop(columns=["next_failure_at", "days_until_failure", "fails_within_horizon"])
-    print(f"loading {args.equipment:,} feature rows ...", flush=True)
-    synthetic.load_examples(features, settings, settings.ml_features_relation)
+    _, rows = champion_and_features(settings, args.equipment, equipment=60, days=120)
 
     predict.load_champion(settings)  # warm: the model is loaded once per process anyway
     started = time.perf_counter()

@@ -2,7 +2,8 @@
 champion model.
 
 Each step is skipped when its result already exists, so later starts pass through in seconds: a
-fleet pack imported before and unchanged since is not read again.
+fleet pack imported before and unchanged since is not read again. For the same reason each step
+imports what it runs (the simulator, dbt, training, the scoring flow) only when it runs.
 """
 
 from __future__ import annotations

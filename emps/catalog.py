@@ -28,6 +28,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from emps.settings import get_settings
+
 CHANNEL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 # Columns of the pipeline a channel must not shadow, and words that name labels or pipeline
 # state: a channel called `days` or `fails` would read as a label, `site` as the registry's.
@@ -732,8 +734,6 @@ def _load(path: Path, mtime_ns: int) -> Catalog:
 def load_catalog(path: Path | None = None) -> Catalog:
     """Load the catalog at `path` (default: the configured one); cached until the file changes."""
     if path is None:
-        from emps.settings import get_settings
-
         path = get_settings().catalog_path
     path = Path(path).resolve()
     return _load(path, path.stat().st_mtime_ns)

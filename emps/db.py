@@ -14,6 +14,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 
+from emps.credentials import SUPERUSER, load_secrets
 from emps.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -53,8 +54,6 @@ PREFECT_DATABASE = "prefect"
 
 
 def embedded_server(settings: Settings | None = None) -> EmbeddedPostgres:
-    from emps.credentials import SUPERUSER, load_secrets
-
     settings = settings or get_settings()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on import
@@ -95,8 +94,6 @@ def database_url(role: Role = Role.OWNER, settings: Settings | None = None) -> s
 
 
 def _embedded_url(user: str, database: str, settings: Settings) -> str:
-    from emps.credentials import load_secrets
-
     password = quote(load_secrets(settings).password(user), safe="")
     return f"postgresql://{user}:{password}@{settings.pg_host}:{settings.pg_port}/{database}"
 
@@ -170,8 +167,6 @@ def set_role_passwords(
     password (sent as a SCRAM verifier computed here, never in clear); returns the roles set.
     `secrets`: other values than the file's (a rotation about to be written)."""
     from psycopg import sql
-
-    from emps.credentials import load_secrets
 
     secrets = secrets or load_secrets(settings)
     done = []

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from emps.catalog import Catalog, load_catalog
-from emps.db import Role, database_url
+from emps.db import Role, connect, database_url
 from emps.settings import PROJECT_ROOT, Settings, get_settings
 
 if TYPE_CHECKING:
@@ -271,7 +271,7 @@ def fit_missing_regimes(
     readings (emps.regimes); how many types were fitted."""
     if not catalog.setting_names:
         return 0
-    from emps.db import connect
+    # numpy comes with the regimes: loaded only for a catalog with operating settings.
     from emps.regimes import ensure_regimes
 
     with connect(Role.WRITER, settings, autocommit=True) as conn:
@@ -292,8 +292,6 @@ def build_lock(
 ) -> Iterator[None]:
     """Hold the platform's dbt build lock (waiting for a build that holds it). A session lock on
     its own connection: a build whose process dies releases it with the connection."""
-    from emps.db import connect
-
     with connect(Role.WRITER, settings, autocommit=True) as conn:
         locked = conn.execute("select pg_try_advisory_lock(%s)", (BUILD_LOCK_KEY,)).fetchone()
         assert locked is not None  # a select without from returns one row
@@ -348,8 +346,6 @@ def features_fingerprint(definitions: dict | None = None) -> str:
 def features_outdated(settings: Settings | None = None) -> str | None:
     """Why the stored feature history predates the current feature definitions, or None when it
     does not (or no feature table exists yet)."""
-    from emps.db import connect
-
     with connect(Role.WRITER, settings) as conn:
         row = conn.execute(
             "select to_regclass(%(t)s) is not null, obj_description(to_regclass(%(t)s), 'pg_class')",
@@ -370,8 +366,6 @@ def features_outdated(settings: Settings | None = None) -> str | None:
 
 def project_is_built(settings: Settings | None = None) -> bool:
     """Whether the feature table exists (a first build creates every model)."""
-    from emps.db import connect
-
     with connect(Role.WRITER, settings) as conn:
         row = conn.execute("select to_regclass(%s) is not null", (FEATURE_TABLE,)).fetchone()
     return bool(row and row[0])
@@ -397,8 +391,6 @@ class LedgerMark:
 
 
 def ledger_mark(settings: Settings | None = None) -> LedgerMark:
-    from emps.db import connect
-
     with connect(Role.WRITER, settings) as conn:
         newest = conn.execute("select coalesce(max(id), 0) from raw.ingest_files").fetchone()
         assert newest is not None  # an aggregate returns one row
@@ -409,8 +401,6 @@ def ledger_mark(settings: Settings | None = None) -> LedgerMark:
 def loaded_since(mark: LedgerMark, settings: Settings | None = None) -> bool:
     """Did readings load after `mark` (a newer file, or one in flight then), which a build that
     began at the mark may have missed?"""
-    from emps.db import connect
-
     with connect(Role.WRITER, settings) as conn:
         row = conn.execute(
             "select exists (select 1 from raw.ingest_files "
@@ -430,8 +420,6 @@ def refresh_dashboard_state(
     None on a database where the dashboard marts were never built: there is nothing to refresh
     yet, and the first full build (bootstrap or build-features) creates them current.
     """
-    from emps.db import connect
-
     with connect(Role.WRITER, settings) as conn:
         row = conn.execute(
             "select to_regclass(%s) is not null", (DASHBOARD_HEALTH_MART,)

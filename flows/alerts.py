@@ -12,7 +12,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from emps.alerting import backlog, daily_report, operations, outbox, retention, rules
+from emps import daily_report
+from emps.alerting import backlog, operations, outbox, retention, rules
 from emps.settings import get_settings
 
 

@@ -32,7 +32,10 @@ from emps.ingest.pipeline import (
 )
 from emps.ingest.watch import ALIVE_EVENT, RESOURCE_ID, Heartbeat
 from emps.settings import Settings, get_settings
-from flows.transform import build_features, prefect_log_forwarder
+from flows.run_log import prefect_log_forwarder
+from flows.transform import build_features
+from ml import predict
+from ml.dataset import with_admin_thresholds
 
 # Beyond this many ids the loaded event carries only the count; consumers then read
 # raw.sensor_readings by ingest_file_id.
@@ -203,9 +206,6 @@ def run_markdown(report: IngestReport) -> str:
 def apply_reading_corrections() -> dict:
     """Readings an admin corrected (an accepted conflict): rebuild the features of the window each
     feeds with dbt and rescore that window with the champion; earlier predictions keep a note."""
-    from ml import predict
-    from ml.dataset import with_admin_thresholds
-
     settings = get_settings()
     forward = prefect_log_forwarder()
 

@@ -14,7 +14,7 @@ from emps import transform
 from emps.alerting import outbox, rules
 from emps.ingest.landing import files_waiting
 from emps.settings import get_settings
-from flows.transform import prefect_log_forwarder
+from flows.run_log import prefect_log_forwarder
 from ml import predict, registry
 from ml.dataset import read_latest_features
 

@@ -4,7 +4,6 @@ refresh)."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 from prefect import flow, get_run_logger, task
@@ -13,23 +12,8 @@ from prefect.events import emit_event
 
 from emps import transform
 from emps.settings import get_settings
-
-
-def prefect_log_forwarder():
-    """A dbt log callback writing to this task run's Prefect log.
-
-    dbt calls it from its own worker threads, which carry no Prefect run context: the logger is
-    taken here, in the task's thread, and the callback never raises into dbt.
-    """
-    logger = get_run_logger()
-    methods = {"warn": logger.warning, "error": logger.error}
-
-    def forward(level: str, message: str) -> None:
-        # A lost log line must not break the build.
-        with contextlib.suppress(Exception):
-            methods.get(level, logger.info)(message)
-
-    return forward
+from flows.run_log import prefect_log_forwarder
+from flows.score import score_equipment
 
 
 @task(name="dbt-build", cache_policy=NONE, retries=1, retry_delay_seconds=10)
@@ -78,8 +62,6 @@ def build_features(select: list[str] | None = None, full_refresh: bool = False) 
     to EMPS_INGEST_LOOP_MAX_S. Builds take turns (emps.transform.build_lock).
     With a selection or a full refresh: that build only. A failing model or test fails the run;
     a failed scoring run does not (the features are built), and its message is returned."""
-    from flows.score import score_equipment
-
     if select is not None or full_refresh:
         summary = dbt_build(select, full_refresh)
         emit_features_built(summary)

@@ -23,6 +23,7 @@ import pandas as pd
 
 from emps.catalog import Catalog, load_catalog
 from emps.settings import Settings, get_settings
+from ml import registry
 from ml.assess import SINCE_SERVICE
 from ml.dataset import (
     THRESHOLD_KEYS,
@@ -31,6 +32,7 @@ from ml.dataset import (
     read_feature_history,
     registered_equipment,
     sample_step_minutes,
+    with_admin_thresholds,
 )
 from ml.evaluate import (
     FALSE_ALERT,
@@ -405,8 +407,6 @@ def replay(
 
 def resolve_version(reference: str, settings: Settings | None = None) -> str:
     """The registered version `reference` names: 'champion', 'challenger' or a version number."""
-    from ml import registry
-
     settings = settings or get_settings()
     if reference in (registry.CHAMPION, registry.CHALLENGER):
         version = registry.alias_version(reference, settings)
@@ -423,8 +423,6 @@ def resolve_version(reference: str, settings: Settings | None = None) -> str:
 
 def load_model(version: str, settings: Settings | None = None) -> Any:
     """A registered version's model, loaded only if its files are what EMPS recorded."""
-    from ml import registry
-
     settings = settings or get_settings()
     try:
         model, _ = registry.load_version(
@@ -450,8 +448,6 @@ def run_backtest(
 ) -> Backtest:
     """Score the stored history from `start` to `end` with a registered model ('champion',
     'challenger' or a version) and replay it with `bands` (default: the bands in force)."""
-    from ml.dataset import with_admin_thresholds
-
     settings = with_admin_thresholds(settings)
     if bands:
         settings = with_bands(settings, bands)

@@ -510,20 +510,10 @@ def equipment_events(
     start: pd.Timestamp | pd.Series | None = None,
     catalog: Catalog | None = None,
 ) -> list[_EquipmentEvents]:
-    """Per equipment, the failures, leads and alert episodes event_figures counts, with when
-    each happened (`failure_log`, `episode_log`): what a backtest tells week by week."""
-    return _collect_events(rows, probability, failures, settings or get_settings(), start, catalog)
-
-
-def _collect_events(
-    rows: pd.DataFrame,
-    probability: np.ndarray,
-    failures: pd.DataFrame | None,
-    settings: Settings,
-    start: pd.Timestamp | pd.Series | None,
-    catalog: Catalog | None,
-) -> list[_EquipmentEvents]:
-    """Each held-out equipment's failures, leads and alert episodes at the alerting band."""
+    """Per equipment, the failures, leads and alert episodes at the alerting band that
+    event_figures counts, with when each happened (`failure_log`, `episode_log`): what a
+    backtest tells week by week."""
+    settings = settings or get_settings()
     catalog = catalog or load_catalog(settings.catalog_path)
     clocks = _clocks(rows, catalog)
     alerting = np.asarray(probability) >= settings.severity_high
@@ -607,8 +597,7 @@ def event_figures(
     together; per-row or per-episode intervals would be far too narrow), widened to at least
     the exact Poisson interval of the count (a rate of 0 still has an upper end).
     """
-    settings = settings or get_settings()
-    facts = _collect_events(rows, probability, failures, settings, start, catalog)
+    facts = equipment_events(rows, probability, failures, settings, start, catalog)
     return _event_summary(facts, fleet_equipment or len(facts), resamples)
 
 
@@ -621,8 +610,7 @@ def lead_times(
     catalog: Catalog | None = None,
 ) -> np.ndarray:
     """Each evaluated failure's lead in life units (0 = missed), as event_figures counts them."""
-    settings = settings or get_settings()
-    facts = _collect_events(rows, probability, failures, settings, start, catalog)
+    facts = equipment_events(rows, probability, failures, settings, start, catalog)
     return np.asarray([lead for f in facts for lead in f.leads], dtype=float)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from emps.catalog import load_catalog
 from emps.db import Role, connect
 from emps.domain import health_score_for, severity_for
 from emps.settings import Settings, get_settings
@@ -158,8 +159,6 @@ def _predict_matrix(
     model: FailureModel, X: np.ndarray, types: Sequence[str | None], settings: Settings
 ) -> RowPredictions:
     """Probability, remaining life, assessment and explanation per row of the feature matrix."""
-    from emps.catalog import load_catalog
-
     score, explanation = score_and_explain(model, X, settings.ml_explain_top)
     probability = np.round(model.calibrate(score), 6)
     life, beyond = model.remaining_life(score, types, X)
@@ -395,8 +394,6 @@ def score_equipment(
 
 def _horizon_label(equipment_type: str | None, settings: Settings) -> str:
     """The failure horizon of an equipment type in its unit ('7 d', '30 cycles')."""
-    from emps.catalog import load_catalog
-
     catalog = load_catalog(settings.catalog_path)
     etype = catalog.equipment_types.get(equipment_type or "")
     return etype.horizon_label if etype else f"{catalog.max_horizon_days:g} d"

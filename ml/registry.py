@@ -22,6 +22,7 @@ from typing import Any
 
 from emps.db import Role, connect
 from emps.settings import Settings, get_settings
+from ml.dataset import read_failure_events, read_training_examples, with_admin_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -410,7 +411,8 @@ def run_gate(
     resamples of that equipment), the 95 % interval of the improvement above the configured
     margin, with at least EMPS_ML_GATE_MIN_FAILURES failures there. The figures versions report
     come from the report slice, which no gate sees (ml.evaluate)."""
-    from ml.dataset import read_failure_events, read_training_examples, with_admin_thresholds
+    # The gate's statistics (scikit-learn's metrics) load where a gate runs, not where a
+    # model scores.
     from ml.evaluate import paired_comparison, split_examples
 
     settings = with_admin_thresholds(settings)

@@ -22,8 +22,9 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from emps.catalog import Catalog, load_catalog
 from emps.settings import PROJECT_ROOT, Settings, get_settings
+from ml import registry
 from ml.assess import profile_training_rows
-from ml.backtest import Backtest, tags_for
+from ml.backtest import Backtest, load_model, replay, score_history, tags_for, window_before
 from ml.dataset import (
     LABEL,
     feature_columns,
@@ -415,10 +416,8 @@ def _trusted_types(model: FailureModel) -> list[str]:
     (ml.registry.TRUSTED_TYPES), so nothing is registered that scoring would refuse."""
     import skops.io
 
-    from ml.registry import TRUSTED_TYPES
-
     untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-    unexpected = [t for t in untrusted if t not in TRUSTED_TYPES]
+    unexpected = [t for t in untrusted if t not in registry.TRUSTED_TYPES]
     if unexpected:
         raise TypeError(
             f"the model holds types the scorer does not load: {unexpected}; add them to "
@@ -471,8 +470,6 @@ def backtest_with_champion(
     (already in memory: nothing more is read), and the champion's over the same rows and
     bands: {"challenger": Backtest, "champion": Backtest} ("champion_error" says why the
     champion has none, when one exists but cannot score these features)."""
-    from ml import registry
-    from ml.backtest import load_model, replay, score_history, window_before
 
     start, end = window_before(examples["ts"].max(), settings.ml_backtest_weeks)
     start = max(start, examples["ts"].min())
@@ -507,8 +504,6 @@ def train_and_register(
     import mlflow
     import mlflow.sklearn
     from mlflow.models import infer_signature
-
-    from ml import registry
 
     settings = with_admin_thresholds(settings)
     catalog = load_catalog(settings.catalog_path)
@@ -623,8 +618,6 @@ def retrain(
 ):
     """Train a challenger, then (with `promote`) let the gate decide whether it becomes champion:
     (result, decision or None). on_step hears training_steps + 2 steps (reading, gate)."""
-    from ml import registry
-
     settings = with_admin_thresholds(settings)
     on_step("reading training examples from the dbt marts")
     examples = read_training_examples(settings)

@@ -180,6 +180,7 @@ def backtest_window(start: datetime, end: datetime) -> tuple[datetime, datetime]
 def champion_history(start: datetime, end: datetime) -> tuple[Any, str | None]:
     """(the champion's scores of the stored history from `start` to `end`, None and why when
     there is no champion to replay). Band-independent: every band tried reuses it."""
+    # The model's code (scikit-learn) loads on the pages that replay a model, not on every page.
     from ml.backtest import score_history
     from ml.predict import load_champion
 

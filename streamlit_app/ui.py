@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import altair as alt
 import streamlit as st
 
+from emps import actions
 from emps.domain import Severity
 from emps.users import MIN_PASSWORD_LENGTH, User, UserError, change_password
+from streamlit_app import data
 
 SEVERITY_ORDER = [s.value for s in Severity]
 SEVERITY_COLORS = [s.color for s in Severity]
@@ -98,3 +101,16 @@ def flash(message: str) -> None:
 def show_flash() -> None:
     if message := st.session_state.pop("flash", None):
         st.success(message)
+
+
+def run_action(action: Callable[[], object], done: str) -> None:
+    """Run a dashboard write; on success forget the cached reads and rerun with `done` shown,
+    else say why it was refused."""
+    try:
+        action()
+    except (actions.NotAllowed, actions.ActionFailed) as exc:
+        st.error(plain(exc))
+    else:
+        data.clear()
+        flash(done)
+        st.rerun()

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
@@ -13,22 +12,12 @@ from emps.domain import assessment_words, remaining_life_words
 from streamlit_app.ui import plain
 
 
-def manual_predictor() -> Callable | None:
-    """ml.predict.predict_equipment(equipment_id, overrides), when the ML package provides it."""
-    try:
-        module = importlib.import_module("ml.predict")
-    except ImportError:
-        return None
-    return getattr(module, "predict_equipment", None)
-
-
 def render_what_if(equipment_id: str) -> None:
     st.subheader("What if")
     st.caption(
         "Predicts from this equipment's latest features with the readings you enter in place of "
         "the latest ones (nothing is stored). Leave a field blank to keep the latest reading."
     )
-    predictor = manual_predictor()
     catalog = load_catalog()
     with st.form("what_if"):
         cols: Sequence[DeltaGenerator] = st.columns(len(catalog.sensor_names))
@@ -42,18 +31,16 @@ def render_what_if(equipment_id: str) -> None:
                 value=None,
                 key=f"whatif_{name}",
             )
-        submitted = st.form_submit_button("Predict", disabled=predictor is None)
-    if predictor is None:
-        st.info(
-            "Manual prediction is not available: the ML package's prediction function "
-            "(ml.predict.predict_equipment) is not installed."
-        )
-        return
+        submitted = st.form_submit_button("Predict")
     if submitted:
+        # The model's code (scikit-learn, ~70 MB) loads at the first prediction asked for, not
+        # with every equipment page.
+        from ml.predict import predict_equipment
+
         overrides = {k: v for k, v in readings.items() if v is not None}
         try:
             with st.spinner("Scoring with the champion model…"):
-                result = predictor(equipment_id, overrides)
+                result = predict_equipment(equipment_id, overrides)
         except Exception as exc:  # no champion yet, no features yet, unknown feature: say so
             st.error(f"Prediction failed: {plain(exc)}")
             return

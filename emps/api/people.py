@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from emps.api.app import ApiError, Service
+from emps.api.service import ApiError, Service
 from emps.settings import Settings
 from emps.users import User, session_user
 
@@ -36,6 +36,14 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "No token, or a token that is unknown, expired or revoked",
         "content": {"application/json": {"example": {"detail": "a user token is required: ..."}}},
     },
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {
+        "description": "The equipment is not registered",
+        "content": {
+            "application/json": {"example": {"detail": "equipment GEN-9 is not registered"}}
+        },
+    }
 }
 ACT_RESPONSES: dict[int | str, dict[str, Any]] = {
     **AUTH_RESPONSES,

@@ -18,9 +18,16 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from emps import actions
-from emps.api.app import ApiError
-from emps.api.people import ACT_RESPONSES, AUTH_RESPONSES, acting_user, current_user, plain
+from emps.api.people import (
+    ACT_RESPONSES,
+    AUTH_RESPONSES,
+    NOT_FOUND,
+    acting_user,
+    current_user,
+    plain,
+)
 from emps.api.people import settings_of as _settings
+from emps.api.service import ApiError
 from emps.users import User
 
 router = APIRouter(prefix="/api/v1")
@@ -133,11 +140,7 @@ class TaskRequest(BaseModel):
                 }
             }
         },
-        404: {
-            "content": {
-                "application/json": {"example": {"detail": "equipment GEN-9 is not registered"}}
-            }
-        },
+        **NOT_FOUND,
     },
 )
 def schedule(task: TaskRequest, request: Request, user: Actor) -> dict[str, Any]:
@@ -259,6 +262,7 @@ request (422): it would be wrong for every equipment.
     },
 )
 async def predict(body: PredictRequest, request: Request, _user: Reader) -> dict[str, Any]:
+    # The model's code (pandas, scikit-learn) loads at the first prediction, not with the API.
     from ml.predict import NoChampion, RegistryUnavailable, predict_many
 
     settings = _settings(request)
@@ -344,11 +348,7 @@ class ReportRequest(BaseModel):
                 "text/csv": {"example": "equipment_id,equipment_type,site,health_score,...\n"},
             }
         },
-        404: {
-            "content": {
-                "application/json": {"example": {"detail": "equipment GEN-9 is not registered"}}
-            }
-        },
+        **NOT_FOUND,
     },
 )
 def generate_report(body: ReportRequest, request: Request, _user: Reader) -> Response:

@@ -16,9 +16,17 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from emps.api.app import ApiError
-from emps.api.people import AUTH_RESPONSES, MAX_PAGE, current_user, page, plain, records
+from emps.api.people import (
+    AUTH_RESPONSES,
+    MAX_PAGE,
+    NOT_FOUND,
+    current_user,
+    page,
+    plain,
+    records,
+)
 from emps.api.people import settings_of as _settings
+from emps.api.service import ApiError
 from emps.domain import UNSCORED, Severity
 from emps.settings import Settings
 from emps.users import User
@@ -35,14 +43,6 @@ def _queries():
 router = APIRouter(prefix="/api/v1", responses=AUTH_RESPONSES)
 Reader = Annotated[User, Depends(current_user)]
 AlertStatus = Literal["open", "acknowledged", "resolved"]
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {
-        "description": "The equipment is not registered",
-        "content": {
-            "application/json": {"example": {"detail": "equipment GEN-9 is not registered"}}
-        },
-    }
-}
 
 
 def _example(value: dict[str, Any]) -> dict[int | str, dict[str, Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import typer
 from rich.console import Console
@@ -17,6 +18,9 @@ from rich.progress import (
 )
 
 from emps.settings import get_settings
+
+if TYPE_CHECKING:
+    from emps.simulator.fleet import Fleet
 
 app = typer.Typer(
     help="The simulated fleet: history straight into the database, live drop files.",
@@ -35,6 +39,36 @@ def _fleet(equipment: int | None, seed: int | None):
         equipment if equipment is not None else settings.sim_equipment,
         seed if seed is not None else settings.sim_seed,
     )
+
+
+class _History(NamedTuple):
+    fleet: Fleet
+    days: int
+    interval: int
+    start: datetime
+    stop: datetime
+
+    @property
+    def readings(self) -> int:
+        return len(self.fleet) * self.days * 86_400 // self.interval
+
+
+def _history(
+    equipment: int | None, days: int | None, interval: int | None, seed: int | None, end=None
+) -> _History:
+    """The fleet and the window of history a command writes: the options given, else the
+    settings; refuses an interval that is not a whole number of minutes."""
+    from emps.simulator.backfill import history_window
+
+    settings = get_settings()
+    days = days or settings.sim_history_days
+    interval = interval or settings.sim_history_interval_s
+    if interval % 60:
+        raise typer.BadParameter(
+            f"{interval} s: use a whole number of minutes", param_hint="--interval"
+        )
+    start, stop = history_window(days, interval, end)
+    return _History(_fleet(equipment, seed), days, interval, start, stop)
 
 
 def _database_up() -> None:
@@ -73,18 +107,11 @@ def backfill(
     History defaults to one reading every 10 minutes (EMPS_SIM_HISTORY_INTERVAL_S=600). Re-running over a window that already has data does not duplicate anything: overlapping days are merged (existing readings kept), events are upserts. A seed gives the same fleet and the same readings every time, and `emps simulate live` with the same seed continues the history.
     """
     from emps.simulator.backfill import backfill as run_backfill
-    from emps.simulator.backfill import history_window
 
     settings = get_settings()
-    days = days or settings.sim_history_days
-    interval = interval or settings.sim_history_interval_s
-    if interval % 60:
-        raise typer.BadParameter(
-            f"{interval} s: use a whole number of minutes", param_hint="--interval"
-        )
-    fleet = _fleet(equipment, seed)
-    start, stop = history_window(days, interval, end.replace(tzinfo=UTC) if end else None)
-    expected = len(fleet) * days * 86_400 // interval
+    history = _history(equipment, days, interval, seed, end.replace(tzinfo=UTC) if end else None)
+    fleet, days, interval, start, stop = history
+    expected = history.readings
     _database_up()
     console.print(
         f"Backfilling {len(fleet)} equipment, {days} days from {start:%Y-%m-%d %H:%M} to "
@@ -133,21 +160,14 @@ def pack(
 ) -> None:
     """Write the simulated fleet's history as a fleet pack (catalog, equipment, readings as
     drop files, failures, maintenance), for `emps fleet import` like any other fleet's."""
-    from emps.simulator.backfill import history_window
     from emps.simulator.pack import write_pack
 
-    settings = get_settings()
-    days = days or settings.sim_history_days
-    interval = interval or settings.sim_history_interval_s
-    if interval % 60:
-        raise typer.BadParameter(
-            f"{interval} s: use a whole number of minutes", param_hint="--interval"
-        )
     if out.exists() and any(out.iterdir()):
         raise typer.BadParameter(f"{out} is not empty", param_hint="OUT")
-    fleet = _fleet(equipment, seed)
-    start, stop = history_window(days, interval, None)
-    expected = len(fleet) * days * 86_400 // interval
+    settings = get_settings()
+    history = _history(equipment, days, interval, seed)
+    fleet, days, interval, start, stop = history
+    expected = history.readings
     with Progress(
         TextColumn("[bold]readings"),
         BarColumn(),

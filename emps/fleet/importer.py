@@ -29,8 +29,8 @@ from pathlib import Path
 
 import psycopg
 
-from emps.catalog import Catalog
-from emps.db import Role, connect
+from emps.catalog import Catalog, load_catalog
+from emps.db import Role, connect, ensure_database
 from emps.fleet.pack import (
     DROP_SUFFIXES,
     SKIP,
@@ -39,6 +39,7 @@ from emps.fleet.pack import (
     ReadingsSpec,
     read_pack,
 )
+from emps.migrate import migrate
 from emps.settings import Settings, get_settings
 
 ROWS_PER_DROP = 100_000
@@ -124,8 +125,6 @@ def check_catalog_setting(pack: Pack, settings: Settings, target: Path) -> None:
 
 def simulated_equipment(settings: Settings) -> int:
     """Equipment of the simulated fleet in this install's registry (0 before any migration)."""
-    from emps.db import ensure_database
-
     ensure_database(settings)
     with connect(Role.OWNER, settings) as conn:
         if conn.execute("select to_regclass('raw.equipment')").fetchone()[0] is None:
@@ -235,9 +234,6 @@ def record_import(conn: psycopg.Connection, root: Path, digest: str, report: Imp
 
 def install_catalog(pack: Pack, target: Path, settings: Settings) -> list[str]:
     """Make the pack's catalog the platform's and migrate the database to it; the columns added."""
-    from emps.catalog import load_catalog
-    from emps.migrate import migrate
-
     write_catalog(pack, target)
     return migrate(settings, load_catalog(target)).sensor_columns_added
 
@@ -412,6 +408,7 @@ def load_readings(
     report: ImportReport,
 ) -> dict[str, int]:
     """Every readings file through the platform's ingest; totals of its outcomes."""
+    # Great Expectations comes with ingest (~10 s to import): loaded when readings are.
     from emps.ingest.pipeline import ingest_landing, stage_into_incoming
 
     totals: Counter[str] = Counter()

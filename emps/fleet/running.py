@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from emps.db import Role, connect
+from emps.db import Role, connect, ensure_database
+from emps.fleet.importer import (
+    FleetConflict,
+    check_catalog_setting,
+    installed_catalog,
+    refuse_simulated_history,
+    write_catalog,
+)
+from emps.fleet.pack import PackError, read_pack
 from emps.settings import Settings
 
 
@@ -97,16 +105,6 @@ def plan_fleet(
     """Decide what `emps up` runs on, with the database up and before its migrations: a pack
     given now has its catalog installed first, so the migrations make its columns. Raises
     FleetRefused (naming the file, row or field at fault) when it cannot start."""
-    from emps.db import ensure_database
-    from emps.fleet.importer import (
-        FleetConflict,
-        check_catalog_setting,
-        installed_catalog,
-        refuse_simulated_history,
-        write_catalog,
-    )
-    from emps.fleet.pack import PackError, read_pack
-
     ensure_database(settings)  # a first start: the database its migrations will fill
     if pack is not None:
         pack = Path(pack).expanduser().resolve()

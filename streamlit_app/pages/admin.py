@@ -12,7 +12,7 @@ from emps import actions, queries
 from emps.domain import Severity
 from emps.settings import get_settings
 from streamlit_app import data
-from streamlit_app.ui import flash, plain, require_user, show_flash
+from streamlit_app.ui import plain, require_user, run_action, show_flash
 
 BAND_KEYS = tuple(band.threshold_key for band in Severity.banded())
 
@@ -22,17 +22,6 @@ show_flash()
 if not user.role.can_administer:  # the router hides this page too; this is the real check
     st.error("Only Admins can manage users and thresholds.")
     st.stop()
-
-
-def _run(action, done: str) -> None:
-    try:
-        action()
-    except (actions.NotAllowed, actions.ActionFailed) as exc:
-        st.error(plain(exc))
-    else:
-        data.clear()
-        flash(done)
-        st.rerun()
 
 
 st.subheader("Users")
@@ -52,7 +41,7 @@ with st.form("save_user"):
     )
     active = cols[1].checkbox("Active", value=True, key="ad_active")
     if st.form_submit_button("Save user"):
-        _run(
+        run_action(
             lambda: actions.save_user(user, username, role, display_name, password or None, active),
             f"User {username.strip().lower()} saved.",
         )
@@ -63,7 +52,7 @@ with st.form("revoke_sessions"):
         "End every session and API token of", key="ad_revoke", help="A lost laptop, a leaked token"
     )
     if cols[1].form_submit_button("Sign them out"):
-        _run(
+        run_action(
             lambda: actions.revoke_sessions(user, revoke_name),
             f"Sessions and tokens of {revoke_name.strip().lower()} ended.",
         )
@@ -135,7 +124,7 @@ if st.button("Save thresholds", key="th_save"):
         for key in sorted(changed, key=lambda k: -changed[k]):
             actions.set_threshold(user, key, changed[key])
 
-    _run(save, f"{len(changed)} threshold(s) saved.")
+    run_action(save, f"{len(changed)} threshold(s) saved.")
 
 st.subheader("Audit log")
 st.dataframe(queries.audit_log(), hide_index=True, width="stretch", key="audit_table")

@@ -7,7 +7,7 @@ import streamlit as st
 from emps import actions
 from emps.settings import get_settings
 from streamlit_app import data
-from streamlit_app.ui import SEVERITY_ORDER, flash, pick_range, plain, require_user, show_flash
+from streamlit_app.ui import SEVERITY_ORDER, pick_range, plain, require_user, run_action, show_flash
 
 user = require_user()
 st.title("Alerts")
@@ -90,14 +90,8 @@ with st.form("alert_action"):
     acknowledge = buttons[0].form_submit_button("Acknowledge", disabled=not user.role.can_act)
     resolve = buttons[1].form_submit_button("Resolve", disabled=not user.role.can_act)
 if acknowledge or resolve:
-    try:
-        if acknowledge:
-            actions.acknowledge_alert(user, alert_id, note)
-        else:
-            actions.resolve_alert(user, alert_id, note)
-    except (actions.NotAllowed, actions.ActionFailed) as exc:
-        st.error(plain(exc))
-    else:
-        data.clear()
-        flash(f"Alert #{alert_id} {'acknowledged' if acknowledge else 'resolved'}.")
-        st.rerun()
+    act = actions.acknowledge_alert if acknowledge else actions.resolve_alert
+    run_action(
+        lambda: act(user, alert_id, note),
+        f"Alert #{alert_id} {'acknowledged' if acknowledge else 'resolved'}.",
+    )

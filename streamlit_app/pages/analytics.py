@@ -14,6 +14,27 @@ from streamlit.delta_generator import DeltaGenerator
 from streamlit_app import data
 from streamlit_app.ui import SEVERITY_ORDER, SEVERITY_SCALE, pick_range, plain, require_user
 
+
+def _weekly_bars(
+    frame: pd.DataFrame, title: str, fields: tuple[str, str, str], colours: dict[str, str]
+) -> alt.Chart:
+    """Stacked bars per week of `frame` (week_start, kind, value): `fields` names the kind and
+    value columns and the value axis; `colours` each kind's colour, in stacking order."""
+    kind, value, axis = fields
+    return (
+        alt.Chart(frame, title=title)
+        .mark_bar()
+        .encode(
+            x=alt.X("yearmonthdate(week_start):O", title="week of"),
+            y=alt.Y(f"{value}:Q", title=axis),
+            color=alt.Color(
+                f"{kind}:N", scale=alt.Scale(domain=list(colours), range=list(colours.values()))
+            ),
+            tooltip=["yearmonthdate(week_start):T", kind, value],
+        )
+    )
+
+
 require_user()
 st.title("Analytics")
 start, end = pick_range("an", default="Last 30 days")
@@ -128,37 +149,17 @@ else:
         alerts = weeks.melt("week_start", ["true alerts", "false_alerts"], "alert", "episodes")
         alerts["alert"] = alerts["alert"].replace({"false_alerts": "false alerts"})
         outcomes = weeks.melt("week_start", ["warned", "late", "missed"], "failure", "count")
-        week_axis = alt.X("yearmonthdate(week_start):O", title="week of")
-        alert_bars = (
-            alt.Chart(alerts, title="Alert episodes per week")
-            .mark_bar()
-            .encode(
-                x=week_axis,
-                y=alt.Y("episodes:Q", title="alert episodes"),
-                color=alt.Color(
-                    "alert:N",
-                    scale=alt.Scale(
-                        domain=["true alerts", "false alerts"], range=["#e07b00", "#7a7a7a"]
-                    ),
-                ),
-                tooltip=["yearmonthdate(week_start):T", "alert", "episodes"],
-            )
+        alert_bars = _weekly_bars(
+            alerts,
+            "Alert episodes per week",
+            ("alert", "episodes", "alert episodes"),
+            {"true alerts": "#e07b00", "false alerts": "#7a7a7a"},
         )
-        failure_bars = (
-            alt.Chart(outcomes, title="Failures per week: warned, late, missed")
-            .mark_bar()
-            .encode(
-                x=week_axis,
-                y=alt.Y("count:Q", title="failures"),
-                color=alt.Color(
-                    "failure:N",
-                    scale=alt.Scale(
-                        domain=["warned", "late", "missed"],
-                        range=["#4c9a2a", "#e0b000", "#c81e1e"],
-                    ),
-                ),
-                tooltip=["yearmonthdate(week_start):T", "failure", "count"],
-            )
+        failure_bars = _weekly_bars(
+            outcomes,
+            "Failures per week: warned, late, missed",
+            ("failure", "count", "failures"),
+            {"warned": "#4c9a2a", "late": "#e0b000", "missed": "#c81e1e"},
         )
         cols = st.columns(2)
         cols[0].altair_chart(alert_bars, width="stretch")

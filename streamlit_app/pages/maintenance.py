@@ -11,7 +11,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from emps import actions
 from streamlit_app import data
-from streamlit_app.ui import flash, plain, require_user, show_flash
+from streamlit_app.ui import plain, require_user, run_action, show_flash
 
 user = require_user()
 st.title("Maintenance")
@@ -72,17 +72,6 @@ create_tab, reschedule_tab, complete_tab, failure_tab = st.tabs(
 )
 
 
-def _run(action, done: str) -> None:
-    try:
-        action()
-    except (actions.NotAllowed, actions.ActionFailed) as exc:
-        st.error(plain(exc))
-    else:
-        data.clear()
-        flash(done)
-        st.rerun()
-
-
 with create_tab, st.form("create_task"):
     equipment_id = st.selectbox("Equipment", data.equipment_ids(), key="mt_new_eq")
     cols: Sequence[DeltaGenerator] = st.columns(4)
@@ -93,7 +82,7 @@ with create_tab, st.form("create_task"):
     notes = st.text_area("Notes", max_chars=actions.MAX_NOTE_LENGTH, key="mt_new_notes")
     if st.form_submit_button("Create task", disabled=locked):
         when = datetime.combine(day, at, tzinfo=UTC)
-        _run(
+        run_action(
             lambda: actions.create_task(user, equipment_id, task_type, priority, when, notes=notes),
             f"{task_type.capitalize()} task created for {equipment_id}.",
         )
@@ -113,7 +102,7 @@ with reschedule_tab, st.form("reschedule_task"):
     note = st.text_input("Reason", key="mt_rs_note")
     if st.form_submit_button("Reschedule", disabled=locked or not task_labels):
         when = datetime.combine(day, at, tzinfo=UTC)
-        _run(
+        run_action(
             lambda: actions.reschedule_task(user, task_id, when, note),
             f"Task #{task_id} moved to {when:%Y-%m-%d %H:%M} UTC.",
         )
@@ -135,7 +124,7 @@ with complete_tab, st.form("complete_task"):
     )
     if st.form_submit_button("Complete", disabled=locked or not task_labels):
         done = min(datetime.combine(done_day, done_at, tzinfo=UTC), now)
-        _run(
+        run_action(
             lambda: actions.complete_task(user, task_id, outcome, note, completed_at=done),
             f"Task #{task_id} completed ({outcome}).",
         )
@@ -158,7 +147,7 @@ with failure_tab, st.form("record_failure"):
     if st.form_submit_button("Record failure", disabled=locked):
         failed_at = datetime.combine(fail_day, fail_at, tzinfo=UTC)
         repaired_at = datetime.combine(fixed_day, fixed_at, tzinfo=UTC) if repaired else None
-        _run(
+        run_action(
             lambda: actions.record_failure(user, equipment_id, failed_at, mode, note, repaired_at),
             f"Failure of {equipment_id} at {failed_at:%Y-%m-%d %H:%M} UTC recorded.",
         )

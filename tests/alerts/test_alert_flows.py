@@ -74,9 +74,7 @@ def test_prediction_event_twice_gives_one_alert_one_task_one_mail_each(
     add_equipment(flow_env, "GEN-0201")
     payload = write_prediction(flow_env, "GEN-0201", 0.91, "CRITICAL")
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "emps.alerting.serving"], env=env, cwd=PROJECT_ROOT
-    )
+    runner = subprocess.Popen([sys.executable, "-m", "flows.serving"], env=env, cwd=PROJECT_ROOT)
     try:
 
         async def automation_ready():

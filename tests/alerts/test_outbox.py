@@ -31,10 +31,10 @@ from emps.alerting.outbox import (
 )
 from emps.alerting.recipients import Recipient, RecipientsConfig
 from emps.alerting.rules import process_prediction
-from emps.alerting.serving import deployment_spec
 from emps.db import Role, connect
 from emps.settings import Settings
 from emps.supervisor import mail_and_metrics
+from flows.serving import deployment_spec
 
 
 def _queue(settings: Settings, count: int, attachments: dict[int, list[Path]] | None = None):

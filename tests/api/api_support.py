@@ -4,7 +4,6 @@ resolves to whichever conftest was imported first when several test folders run 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -15,18 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sibling_modules import load_module
 
-from emps.settings import PROJECT_ROOT, Settings
-
-
-def load_module(name: str, relative: str):
-    """Another test folder's module, loaded by its path under a name of its own."""
-    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / relative)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
+from emps.settings import Settings
 
 # The ML tests' synthetic features, reused as they are.
 synthetic = load_module("ml_synthetic", "tests/ml/synthetic.py")

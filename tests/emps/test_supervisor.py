@@ -193,16 +193,8 @@ def test_landing_watcher_runs_unless_switched_off(settings, monkeypatch):
     assert landing_watcher(settings, supervisor.env) == []
 
 
-def test_runs_left_in_flight_by_a_stopped_session_are_crashed_and_free_their_slot(
-    prefect_server: str,
-):
-    """A run killed with the last `emps up` still holds its deployment's only slot (CANCEL_NEW):
-    every new run is cancelled until the next start marks the orphan Crashed."""
-    from emps import prefect_api
-    from emps.supervisor import crash_orphaned_runs
-
-    api = prefect_server
-    prefect = prefect_api.client(api)  # the session server's credential, from the environment
+def _poster(prefect):
+    """POST to the Prefect API, answering its JSON."""
 
     def post(path: str, body: dict) -> dict:
         # A loaded Prefect server answers 503 when its database is busy; its own client retries.
@@ -214,11 +206,13 @@ def test_runs_left_in_flight_by_a_stopped_session_are_crashed_and_free_their_slo
         response.raise_for_status()
         return response.json()
 
-    def propose(run_id: str, state_type: str) -> str:
-        result = post(f"/flow_runs/{run_id}/set_state", {"state": {"type": state_type}})
-        return result["state"]["type"]
+    return post
 
-    flow_id = post("/flows/", {"name": "orphan-check"})["id"]
+
+def _one_at_a_time(post, flow_name: str) -> tuple[str, str]:
+    """(flow id, deployment id) of a new flow whose deployment runs one run at a time and
+    cancels the runs that would start meanwhile, as ingest's does."""
+    flow_id = post("/flows/", {"name": flow_name})["id"]
     deployment = post(
         "/deployments/",
         {
@@ -228,6 +222,27 @@ def test_runs_left_in_flight_by_a_stopped_session_are_crashed_and_free_their_slo
             "concurrency_options": {"collision_strategy": "CANCEL_NEW"},
         },
     )["id"]
+    return flow_id, deployment
+
+
+def test_runs_left_in_flight_by_a_stopped_session_are_crashed_and_free_their_slot(
+    prefect_server: str,
+):
+    """A run killed with the last `emps up` still holds its deployment's only slot (CANCEL_NEW):
+    every new run is cancelled until the next start marks the orphan Crashed."""
+    from emps import prefect_api
+    from emps.supervisor import crash_orphaned_runs
+
+    api = prefect_server
+    prefect = prefect_api.client(api)  # the session server's credential, from the environment
+
+    post = _poster(prefect)
+
+    def propose(run_id: str, state_type: str) -> str:
+        result = post(f"/flow_runs/{run_id}/set_state", {"state": {"type": state_type}})
+        return result["state"]["type"]
+
+    _, deployment = _one_at_a_time(post, "orphan-check")
     orphan = post(f"/deployments/{deployment}/create_flow_run", {})["id"]
     assert propose(orphan, "PENDING") == "PENDING"
     assert propose(orphan, "RUNNING") == "RUNNING"
@@ -358,15 +373,7 @@ def test_runs_whose_process_died_are_crashed_and_free_their_slot(prefect_server:
 
     prefect = prefect_api.client(prefect_server)
 
-    def post(path: str, body: dict) -> dict:
-        # A loaded Prefect server answers 503 when its database is busy; its own client retries.
-        for _ in range(5):
-            response = prefect.post(path, json=body)
-            if response.status_code != 503:
-                break
-            time.sleep(1)
-        response.raise_for_status()
-        return response.json()
+    post = _poster(prefect)
 
     def running(run_id: str, pid: int | None) -> None:
         for state_type in ("PENDING", "RUNNING"):
@@ -379,16 +386,7 @@ def test_runs_whose_process_died_are_crashed_and_free_their_slot(prefect_server:
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], **_OUT)
     dead_pid = int(dead.stdout)
-    flow_id = post("/flows/", {"name": "died-with-the-database"})["id"]
-    deployment = post(
-        "/deployments/",
-        {
-            "name": "one-at-a-time",
-            "flow_id": flow_id,
-            "concurrency_limit": 1,
-            "concurrency_options": {"collision_strategy": "CANCEL_NEW"},
-        },
-    )["id"]
+    flow_id, deployment = _one_at_a_time(post, "died-with-the-database")
     orphan = post(f"/deployments/{deployment}/create_flow_run", {})["id"]
     running(orphan, dead_pid)
     task_run = post(

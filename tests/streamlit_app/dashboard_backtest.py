@@ -3,27 +3,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass
 
 import pandas as pd
+from sibling_modules import load_module
 
-from emps.settings import PROJECT_ROOT, Settings
+from emps.settings import Settings
 
-
-def _load(name: str, relative: str):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / relative)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-history = _load("ml_backtest_history", "tests/ml/backtest_history.py")
-synthetic = _load("ml_synthetic", "tests/ml/synthetic.py")
+history = load_module("ml_backtest_history", "tests/ml/backtest_history.py")
+synthetic = load_module("ml_synthetic", "tests/ml/synthetic.py")
 
 FEATURES = "dashboard_test.features"
 

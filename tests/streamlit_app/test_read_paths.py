@@ -179,8 +179,8 @@ def test_every_query_reads_marts_only(fleet, db, captured):
 def test_reports_read_marts_only(fleet, db, captured, tmp_path):
     """The fleet, site and equipment reports (PDF and CSV) and the daily maintenance mail read
     marts only; the daily mail still lists the open alerts and due tasks."""
-    from emps.alerting.daily_report import queue_daily_report
     from emps.alerting.recipients import RecipientsConfig
+    from emps.daily_report import queue_daily_report
     from emps.reports import build_report
 
     start, end = fleet.now - timedelta(days=7), fleet.now + timedelta(minutes=1)

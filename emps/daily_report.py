@@ -22,7 +22,7 @@ from emps import queries
 from emps.alerting.outbox import enqueue_email
 from emps.alerting.recipients import RecipientsConfig, load_recipients
 from emps.db import Role, connect
-from emps.reports import spreadsheet_safe
+from emps.reports import build_report, spreadsheet_safe
 from emps.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,6 @@ def _cell(value) -> str:
 def _fleet_report(settings: Settings, start: datetime, end: datetime, folder: Path):
     """The shared fleet report (PDF + CSV) or None when it cannot be built (e.g. no marts yet)."""
     try:
-        from emps.reports import build_report
-
         report = build_report("fleet", start, end, settings=settings)
         pdf = folder / report.filename("pdf")
         pdf.write_bytes(report.pdf_bytes())

@@ -2,7 +2,7 @@
 
 `emps up` registers prefect.yaml with `prefect deploy --all` and runs a worker; this does the same
 for the one deployment with a Runner, reading its triggers from prefect.yaml so there is only one
-declaration. Run: `python -m emps.alerting.serving` (PREFECT_API_URL must point at a server).
+declaration. Run: `python -m flows.serving` (PREFECT_API_URL must point at a server).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from emps.settings import PROJECT_ROOT
+from flows.alerts import process_prediction_alerts
 
 DEPLOYMENT = "process-prediction-alerts"
 
@@ -40,8 +41,6 @@ def triggers_for(name: str = DEPLOYMENT, path: Path | None = None) -> list:
 
 def serve_alert_deployment(limit: int = 4) -> None:
     """Block serving process-prediction-alerts with its prefect.yaml triggers until interrupted."""
-    from flows.alerts import process_prediction_alerts
-
     process_prediction_alerts.serve(
         name=DEPLOYMENT, triggers=triggers_for(), limit=limit, pause_on_shutdown=False
     )
