@@ -6,7 +6,7 @@ failures, over the 100 the figures' intervals need; it runs about an hour on 2 c
 
     uv run python bench/model_quality.py [--equipment 300] [--days 120] [--seeds 42,43,44,45]
                                          [--folds 3] [--trees N] [--keep DIR]
-                                         [--drop-feature NAME ...]
+                                         [--drop-feature NAME ...] [--easy]
 
 For each seed a fresh temporary database gets `--days` of that seed's fleet history (as
 `emps up` backfills it), dbt builds the features and training examples, and the model is fitted
@@ -20,7 +20,8 @@ is measured on the same predictions). The figures are the ones `emps model
 evaluate` and MLflow report (ml.evaluate: one set of functions), over the pooled predictions.
 `--drop-feature NAME` (repeatable) trains and evaluates without that catalog feature, an
 ablation: `--drop-feature since_maintenance` shows whether the maintenance records tell the model
-more than its sensors do.
+more than its sensors do. `--easy` simulates the easy fleet of earlier versions (every realism
+knob off, EMPS_SIM_REALISM=easy): the same model on both fleets, before and after the knobs.
 
 The simulator's ground truth (sim.equipment_truth, which the model never reads) says which
 failures gave warning: no sensor model can foresee a failure its sensors never showed, so the
@@ -30,7 +31,7 @@ Nothing here tunes anything: the alerting band is EMPS_SEVERITY_HIGH, the inspec
 EMPS_INSPECTION_WITHIN_DAYS, the look-back 3 H, the remaining-life cap the shipped default.
 
 Last line: {"bench": "model_quality", "equipment": N, "days": D, "seeds": [...], "folds": F,
-"trees": T, "dropped_features": [...], "failures_recorded": ..., "prevented_at_service": ...
+"trees": T, "realism": "real" or "easy", "dropped_features": [...], "failures_recorded": ..., "prevented_at_service": ...
 (of them, faults a service found), "heldout_warned_failures": ..., "heldout_sudden_failures": ...,
 "failures_warned_share": ..., "failures_warned_share_ci95": [low, high] (Clopper-Pearson over
 failures), "failures_warned_share_boot95": [low, high] (equipment resampled),
@@ -100,6 +101,7 @@ def one_seed(seed: int, args, console: Console) -> dict:
         "EMPS_SIM_EQUIPMENT": str(args.equipment),
         "EMPS_SIM_HISTORY_DAYS": str(args.days),
         "EMPS_SIM_SEED": str(seed),
+        "EMPS_SIM_REALISM": "easy" if args.easy else "real",
         **({"EMPS_ML_N_ESTIMATORS": str(args.trees)} if args.trees else {}),
     }
     with temporary_platform(f"model_quality_{seed}", env) as platform:
@@ -152,7 +154,7 @@ def one_seed(seed: int, args, console: Console) -> dict:
     }
 
 
-KEPT_SIZES = ("equipment", "days", "folds", "trees", "drop_feature")
+KEPT_SIZES = ("equipment", "days", "folds", "trees", "drop_feature", "easy")
 
 
 def keep_seed(run: dict, folder: Path, args) -> None:
@@ -177,7 +179,8 @@ def kept_seed(folder: Path, args) -> dict | None:
         return None
     meta = json.loads((folder / "meta.json").read_text())
     sizes = {k: getattr(args, k) for k in KEPT_SIZES} | {"trees": meta["trees"]}
-    if meta["sizes"] != sizes or (args.trees and args.trees != meta["trees"]):
+    # Kept before --easy existed: the realistic fleet.
+    if {"easy": False} | meta["sizes"] != sizes or (args.trees and args.trees != meta["trees"]):
         return None
     rows = pd.read_parquet(folder / "rows.parquet")
     from ml.evaluate import Predictions
@@ -218,6 +221,11 @@ def main() -> None:
         default=[],
         metavar="NAME",
         help="Train and evaluate without this catalog feature (repeatable), e.g. since_maintenance",
+    )
+    parser.add_argument(
+        "--easy",
+        action="store_true",
+        help="Simulate the easy fleet of earlier versions (every realism knob off)",
     )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -269,6 +277,7 @@ def main() -> None:
         "seeds": seeds,
         "folds": args.folds,
         "trees": runs[0]["trees"],
+        "realism": "easy" if args.easy else "real",
         "dropped_features": sorted(args.drop_feature),
         "failures_recorded": int(len(failures)),
         "prevented_at_service": int(failures.get("prevented_at_service", pd.Series([])).sum()),

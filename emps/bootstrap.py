@@ -47,9 +47,14 @@ def _has_features(settings: Settings) -> bool:
 def backfill_history(settings: Settings) -> int:
     from emps.catalog import load_catalog
     from emps.simulator.backfill import backfill, history_window
-    from emps.simulator.fleet import Fleet
+    from emps.simulator.fleet import Fleet, Realism
 
-    fleet = Fleet(load_catalog(settings.catalog_path), settings.sim_equipment, settings.sim_seed)
+    fleet = Fleet(
+        load_catalog(settings.catalog_path),
+        settings.sim_equipment,
+        settings.sim_seed,
+        Realism.named(settings.sim_realism),
+    )
     interval = settings.sim_history_interval_s
     start, stop = history_window(settings.sim_history_days, interval, None)
     expected = len(fleet) * settings.sim_history_days * 86_400 // interval

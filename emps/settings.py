@@ -233,6 +233,11 @@ class Settings(BaseSettings):
     )
     sim_history_interval_s: int = Field(600, ge=60)
     sim_live_interval_s: int = Field(60, ge=1)
+    sim_realism: Literal["real", "easy"] = Field(
+        "real",
+        description="How hard the simulated fleet is to read: real (every realism knob on) or "
+        "easy (the earlier simulator's fleet, to compare a model on both)",
+    )
 
     # Dashboard, users and reports.
     operator_url: SecretStr | None = Field(

@@ -31,13 +31,14 @@ console = Console()
 
 def _fleet(equipment: int | None, seed: int | None):
     from emps.catalog import load_catalog
-    from emps.simulator.fleet import Fleet
+    from emps.simulator.fleet import Fleet, Realism
 
     settings = get_settings()
     return Fleet(
         load_catalog(settings.catalog_path),
         equipment if equipment is not None else settings.sim_equipment,
         seed if seed is not None else settings.sim_seed,
+        Realism.named(settings.sim_realism),
     )
 
 

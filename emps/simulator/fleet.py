@@ -10,7 +10,8 @@ envelope is the equipment type's healthy band (z in [-1, 1] is normal).
 
 The fleet is meant to be as hard to read as a real one, so a model that does well on it has
 learnt the sensors, not the simulator. `Realism` holds the knobs, all on by default
-(`Realism.off()` is the easy fleet of earlier versions, for comparison):
+(`Realism.off()`, or EMPS_SIM_REALISM=easy, is the easy fleet of earlier versions, for
+comparison):
 
 - calendar_services: preventive services land by the calendar only, also in a developing fault
   (an earlier simulator skipped those, so "serviced recently" certified health);
@@ -109,6 +110,9 @@ CALIBRATION_BLOCK = 64  # segments drawn at once per sensor
 REPLACEMENT_OFFSET = 0.15  # spread of a fitted sensor's offset, envelope units
 
 
+REALISM_NAMES = ("real", "easy")
+
+
 @dataclass(frozen=True)
 class Realism:
     """The simulator's realism knobs (see the module docstring); all on by default."""
@@ -124,6 +128,14 @@ class Realism:
     sensor_drift: float = 0.1  # sd of the calibration wander, half-widths, monthly knots
     sensor_replacements_per_year: float = 0.5  # per sensor
     band_offset: float = 0.12  # sd of the bands' shift and log-stretch, half-widths
+
+    @classmethod
+    def named(cls, name: str) -> Realism:
+        """The knobs a setting names (EMPS_SIM_REALISM): "real", every knob on, or "easy", the
+        earlier simulator's fleet, to compare a model on both."""
+        if name not in REALISM_NAMES:
+            raise ValueError(f"simulator realism {name!r}: one of {', '.join(REALISM_NAMES)}")
+        return cls.off() if name == "easy" else cls()
 
     @classmethod
     def off(cls) -> Realism:

@@ -6,8 +6,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pydantic
+import pytest
 
 from emps.catalog import Catalog, load_catalog
+from emps.commands.simulate import _fleet
+from emps.settings import Settings, get_settings
 from emps.simulator.events import fleet_events
 from emps.simulator.fleet import DAY_S, SIM_EPOCH, Fleet, Realism
 from emps.simulator.live import LiveSimulator
@@ -399,3 +403,30 @@ def test_the_bands_that_generate_data_are_not_the_catalogs(catalog: Catalog):
 
     assert np.abs(offsets(Realism.off())).max() == 0
     assert np.abs(offsets(Realism())).max() > 0
+
+
+def test_the_realism_setting_picks_the_real_or_the_easy_fleet(monkeypatch):
+    """EMPS_SIM_REALISM=easy gives `emps simulate` and the first start the easy fleet of
+    earlier versions (services skip developing faults), to compare a model on both; the default
+    is the realistic one; anything else is refused, naming the setting."""
+    monkeypatch.setenv("EMPS_SIM_REALISM", "easy")
+    get_settings.cache_clear()
+    try:
+        easy = _fleet(150, 42)
+    finally:
+        monkeypatch.delenv("EMPS_SIM_REALISM")
+        get_settings.cache_clear()
+    real = _fleet(150, 42)
+    assert (easy.realism, real.realism) == (Realism.off(), Realism())
+    end_s = int(END.timestamp())
+
+    def services_in_faults(fleet: Fleet) -> int:
+        return sum(
+            _in_fault(fleet, s)
+            for eq in fleet.equipment
+            for s in eq.services_between(end_s - 365 * DAY_S, end_s)
+        )
+
+    assert services_in_faults(easy) == 0 < services_in_faults(real)
+    with pytest.raises(pydantic.ValidationError, match="sim_realism"):
+        Settings(_env_file=None, sim_realism="hard")
