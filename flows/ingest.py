@@ -34,8 +34,6 @@ from emps.ingest.watch import ALIVE_EVENT, RESOURCE_ID, Heartbeat
 from emps.settings import Settings, get_settings
 from flows.run_log import prefect_log_forwarder
 from flows.transform import build_features
-from ml import predict
-from ml.dataset import with_admin_thresholds
 
 # Beyond this many ids the loaded event carries only the count; consumers then read
 # raw.sensor_readings by ingest_file_id.
@@ -210,6 +208,11 @@ def apply_reading_corrections() -> dict:
     forward = prefect_log_forwarder()
 
     def score(features):
+        # Imported here, not at the top: scikit-learn and MLflow take seconds to load, and every
+        # ingest run is a process of its own that only rarely has a correction to rescore.
+        from ml import predict
+        from ml.dataset import with_admin_thresholds
+
         champion = predict.load_champion(settings)
         scored = predict.score_frame(
             champion.model, champion.version, features, with_admin_thresholds(settings)

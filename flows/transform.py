@@ -13,7 +13,6 @@ from prefect.events import emit_event
 from emps import transform
 from emps.settings import get_settings
 from flows.run_log import prefect_log_forwarder
-from flows.score import score_equipment
 
 
 @task(name="dbt-build", cache_policy=NONE, retries=1, retry_delay_seconds=10)
@@ -74,7 +73,7 @@ def build_features(select: list[str] | None = None, full_refresh: bool = False) 
         emit_features_built(summary)
         # The features are built whatever scoring makes of them (no champion yet, say): its
         # failure is its own run's, and this one goes on building.
-        scoring = score_equipment(return_state=True)
+        scoring = _score_equipment()(return_state=True)
         if scoring.is_completed():
             scored += scoring.result()["scored"]
         else:
@@ -89,6 +88,14 @@ def build_features(select: list[str] | None = None, full_refresh: bool = False) 
         "scored": scored,
         "scoring_failed": scoring_failed,
     }
+
+
+def _score_equipment():
+    # Imported here, not at the top: scoring loads scikit-learn and MLflow, and every run of a
+    # selected build or a full refresh (a process of its own) would pay for it without scoring.
+    from flows.score import score_equipment
+
+    return score_equipment
 
 
 def _report(summary: transform.DbtRunSummary) -> dict:
