@@ -590,7 +590,7 @@ def ingest_files(
         """
         select ingest_file_id as id, file_name, status, format, size_bytes, received_at,
                finished_at, rows_total, rows_loaded, rows_duplicate, rows_quarantined,
-               rows_conflict, attempts, error, warnings
+               rows_conflict, attempts, error, warning_text as warnings
         from analytics.mart_ingest_files
         where (%(statuses)s::text[] is null or status = any(%(statuses)s))
         order by received_at desc limit %(limit)s
