@@ -31,7 +31,6 @@ DASHBOARD_MARTS = (
     "mart_equipment_latest_prediction",
     "mart_equipment_health",
     "mart_fleet_overview",
-    "mart_data_freshness",
     "mart_alert_statistics",
     "mart_maintenance_schedule",
     "mart_equipment",
@@ -171,49 +170,26 @@ def fleet_health(
 
 
 def fleet_summary(
-    silent_minutes: float,
     sites: Sequence[str] | None = None,
     types: Sequence[str] | None = None,
     severities: Sequence[str] | None = None,
     settings: Settings | None = None,
 ) -> pd.DataFrame:
-    """Equipment counts per site, severity, health decile, silent-or-not and assessment (for
-    counts, charts),
-    and when the predictions and last readings they count were refreshed (`prediction_as_of`,
-    `last_reading_as_of`: the latest refresh that changed a row of the group).
-
-    Aggregated in the database: a few hundred rows instead of one per equipment.
-    """
+    """Equipment counts per site, type, severity, health decile, silent-or-not and assessment
+    (analytics.mart_fleet_overview: for counts, charts), and when the predictions and last
+    readings they count were refreshed (`prediction_as_of`, `last_reading_as_of`: the latest
+    refresh that changed a row of the group)."""
     return frame(
         """
-        select site, coalesce(severity, 'UNSCORED') as severity,
-               (floor(health_score / 10.0) * 10)::int as health_bucket,
-               (last_reading_at is null or minutes_since_last_reading > %(silent)s) as silent,
-               coalesce(assessment, 'ok') as assessment,
-               count(*)::int as equipment, coalesce(sum(health_score), 0)::float8 as health_sum,
-               max(prediction_as_of) as prediction_as_of,
-               max(last_reading_as_of) as last_reading_as_of
-        from analytics.mart_equipment_health
+        select site, equipment_type, severity, health_bucket, is_silent as silent, assessment,
+               equipment, health_sum, prediction_as_of, last_reading_as_of
+        from analytics.mart_fleet_overview
         where (%(sites)s::text[] is null or site = any(%(sites)s))
           and (%(types)s::text[] is null or equipment_type = any(%(types)s))
-          and (%(severities)s::text[] is null or coalesce(severity, 'UNSCORED') = any(%(severities)s))
-        group by 1, 2, 3, 4, 5
+          and (%(severities)s::text[] is null or severity = any(%(severities)s))
         """,
-        {
-            "silent": silent_minutes,
-            "sites": _list(sites),
-            "types": _list(types),
-            "severities": _list(severities),
-        },
+        {"sites": _list(sites), "types": _list(types), "severities": _list(severities)},
         settings,
-    )
-
-
-def fleet_overview(settings: Settings | None = None) -> pd.DataFrame:
-    """One row per site and equipment type (analytics.mart_fleet_overview)."""
-    return frame(
-        "select * from analytics.mart_fleet_overview order by site, equipment_type",
-        settings=settings,
     )
 
 
@@ -222,14 +198,6 @@ def activity_summary(settings: Settings | None = None) -> dict[str, int]:
     (analytics.mart_fleet_activity)."""
     row = frame("select * from analytics.mart_fleet_activity", settings=settings).iloc[0]
     return {k: int(v) for k, v in row.items()}
-
-
-def data_freshness(settings: Settings | None = None) -> pd.DataFrame:
-    """One row per equipment: last reading, readings in the last hour, silent or not."""
-    return frame(
-        "select * from analytics.mart_data_freshness order by is_silent desc, equipment_id",
-        settings=settings,
-    )
 
 
 def thresholds(settings: Settings | None = None) -> dict[str, float]:
