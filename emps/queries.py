@@ -17,7 +17,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from emps.alerting.backlog import Backlog, backlog
+from emps.alerting.backlog import Backlog
 from emps.catalog import load_catalog
 from emps.db import Role, database_url
 from emps.domain import Severity
@@ -50,6 +50,8 @@ DASHBOARD_MARTS = (
     "mart_operations_alerts",
     "mart_users",
     "mart_audit_log",
+    "mart_ingest_volume",
+    "mart_notification_backlog",
 )
 ALERT_STATUSES = ("open", "acknowledged", "resolved")
 # Charts need a few hundred points, not 130,000 one-minute readings: longer ranges are averaged.
@@ -403,12 +405,21 @@ def open_alerts(settings: Settings | None = None) -> list[dict[str, Any]]:
 
 # -- maintenance ------------------------------------------------------------------------------
 def notification_backlog(settings: Settings | None = None) -> Backlog:
-    """Notifications due and not yet delivered and how long the oldest has waited (no recipient
-    or error: the read-only role sees delivery states only)."""
-    settings = settings or get_settings()
-    pool = _pool(database_url(Role.READER, settings), settings.query_timeout_ms)
-    with pool.connection() as conn:
-        return backlog(conn, detailed=False)
+    """Notifications due and not yet delivered and how long the oldest has waited
+    (analytics.mart_notification_backlog: no recipient or error, the read-only role sees
+    delivery states only)."""
+    row = row_dicts(
+        "select waiting, oldest_age_s, oldest_notification_id "
+        "from analytics.mart_notification_backlog",
+        settings=settings,
+    )[0]
+    return Backlog(
+        waiting=int(row["waiting"]),
+        oldest_age_s=float(row["oldest_age_s"]),
+        oldest_id=row["oldest_notification_id"],
+        oldest_recipient=None,
+        last_error=None,
+    )
 
 
 def maintenance_schedule(
@@ -514,37 +525,16 @@ def model_promotions(settings: Settings | None = None) -> pd.DataFrame:
 
 
 def ingest_volume(start: datetime, end: datetime, settings: Settings | None = None) -> pd.DataFrame:
-    """Per UTC day: files received, rows loaded / duplicate / quarantined, quarantine rate
-    (the days retention pruned from the ledger from their totals, ops.ingest_daily)."""
+    """Per UTC day from the one holding `start` to `end`: files received, rows loaded /
+    duplicate / quarantined, quarantine rate (analytics.mart_ingest_volume, the days retention
+    pruned from the ledger included)."""
     return frame(
         """
-        select day,
-               sum(files)::bigint as files,
-               sum(files_rejected)::bigint as files_rejected,
-               sum(rows_total)::bigint as rows_total,
-               sum(rows_loaded)::bigint as rows_loaded,
-               sum(rows_duplicate)::bigint as rows_duplicate,
-               sum(rows_quarantined)::bigint as rows_quarantined,
-               coalesce(sum(rows_quarantined)::float8 / nullif(sum(rows_total), 0), 0)
-                 as quarantine_rate
-        from (
-            select date_trunc('day', received_at, 'UTC') as day,
-                   count(*) as files,
-                   count(*) filter (where status in ('quarantined', 'failed')) as files_rejected,
-                   coalesce(sum(rows_total), 0) as rows_total,
-                   coalesce(sum(rows_loaded), 0) as rows_loaded,
-                   coalesce(sum(rows_duplicate), 0) as rows_duplicate,
-                   coalesce(sum(rows_quarantined), 0) as rows_quarantined
-            from raw.ingest_files
-            where received_at >= %(start)s and received_at < %(end)s
-            group by 1
-            union all
-            select day, files, files_rejected, rows_total, rows_loaded, rows_duplicate,
-                   rows_quarantined
-            from ops.ingest_daily
-            where day >= date_trunc('day', %(start)s::timestamptz, 'UTC') and day < %(end)s
-        ) days
-        group by day order by day
+        select day, files, files_rejected, rows_total, rows_loaded, rows_duplicate,
+               rows_quarantined, quarantine_rate
+        from analytics.mart_ingest_volume
+        where day >= date_trunc('day', %(start)s::timestamptz, 'UTC') and day < %(end)s
+        order by day
         """,
         {"start": start, "end": end},
         settings,
