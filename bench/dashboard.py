@@ -262,7 +262,7 @@ def page_queries(now: datetime) -> dict[str, Callable[[], object]]:
             queries.equipment_types,
             queries.activity_summary,
             queries.thresholds,
-            lambda: queries.fleet_summary(15),
+            queries.fleet_summary,
             lambda: queries.fleet_health(limit=1000),
         ),
         "equipment": run(

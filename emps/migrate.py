@@ -21,6 +21,38 @@ PARTITIONED_TABLES = ("raw.sensor_readings", "ops.predictions")
 LOCK_KEY = 7_410_551  # pg_advisory_lock key: one migrate at a time
 
 
+# Comment-only edits of migrations applied before checksums ignored comments: per version, the
+# checksum recorded for the text as first applied. An install that recorded it is upgraded to the
+# comment-insensitive checksum on its next migrate.
+COMMENT_EDITS = {
+    20: "71d5d195dbb118af88b5b8f2c324835b85022cf364eeec9702bc9bc74ded390c",
+    80: "e509e09dfe0ec52e8ab49a89906b16067258e9d2cea5bcc5dbcc2f0c3394754f",
+    90: "9584d3930f91ffc61a7cd2377e7f1c7f684f1f2908acb754c58de7ad883836f2",
+    100: "add9e259b1ea58f405b08681c73b371464b800713468eaf65b78d927fdcf0ac2",
+    101: "101881dfefc96ba1bbd61473bc517fedc3cb7a7d0535711eab4a4905e17e12b5",
+    102: "6b4a50d6f454c68535c6b2e68e4b1bc3b05fcd98e498d8a97c2fb8a0dcb9f585",
+}
+# What a checksum reads: quoted text and dollar-quoted bodies as they are, comments dropped, runs
+# of whitespace as one space. Alternatives in order: a match is never inside an earlier kind.
+SQL_TOKEN = re.compile(
+    r"""(?P<text>(?<!\w)[eE]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|"(?:[^"]|"")*"
+          |(?P<tag>\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$)[\s\S]*?(?P=tag))
+       |(?P<comment>--[^\n]*|/\*[\s\S]*?\*/)
+       |(?P<space>\s+)""",
+    re.VERBOSE,
+)
+
+
+def schema_text(text: str) -> str:
+    """The SQL as the database sees it: no comments, whitespace runs as one space, string
+    literals, quoted names and function bodies untouched."""
+
+    def keep(match: re.Match[str]) -> str:
+        return match["text"] if match["text"] is not None else " "
+
+    return re.sub(r" +", " ", SQL_TOKEN.sub(keep, text)).strip()
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -29,7 +61,15 @@ class Migration:
 
     @property
     def checksum(self) -> str:
-        return hashlib.sha256(self.sql.encode()).hexdigest()
+        """Of the statements, not their comments or layout: editing a comment is no change."""
+        return hashlib.sha256(schema_text(self.sql).encode()).hexdigest()
+
+    @property
+    def legacy_checksums(self) -> set[str]:
+        """What installs recorded before checksums ignored comments: of the text as it is, or
+        as first applied when only its comments were edited since."""
+        legacy = {hashlib.sha256(self.sql.encode()).hexdigest()}
+        return legacy | ({COMMENT_EDITS[self.version]} if self.version in COMMENT_EDITS else set())
 
 
 @dataclass
@@ -73,7 +113,7 @@ def migrate(settings: Settings | None = None, catalog: Catalog | None = None) ->
     return report
 
 
-def _apply_versioned(conn: psycopg.Connection) -> list[str]:
+def _apply_versioned(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
     conn.execute(
         """
         create table if not exists public.schema_migrations (
@@ -91,12 +131,19 @@ def _apply_versioned(conn: psycopg.Connection) -> list[str]:
         )
     }
     done = []
-    for migration in discover_migrations():
+    for migration in discover_migrations(directory):
         if migration.version in applied:
-            if applied[migration.version] != migration.checksum:
+            recorded = applied[migration.version]
+            if recorded in migration.legacy_checksums and recorded != migration.checksum:
+                conn.execute(
+                    "update public.schema_migrations set checksum = %s where version = %s",
+                    (migration.checksum, migration.version),
+                )
+            elif recorded != migration.checksum:
                 raise RuntimeError(
-                    f"migration {migration.version:04d}_{migration.name} was edited after it was "
-                    "applied; add a new migration instead of changing an old one"
+                    f"migration {migration.version:04d}_{migration.name}.sql was changed after "
+                    "this database applied it (its statements differ, not only comments or "
+                    "spacing): restore the file as it was and put the change in a new migration"
                 )
             continue
         with conn.transaction():

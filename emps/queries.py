@@ -17,7 +17,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from emps.alerting.backlog import Backlog, backlog
+from emps.alerting.backlog import Backlog
 from emps.catalog import load_catalog
 from emps.db import Role, database_url
 from emps.domain import Severity
@@ -31,7 +31,6 @@ DASHBOARD_MARTS = (
     "mart_equipment_latest_prediction",
     "mart_equipment_health",
     "mart_fleet_overview",
-    "mart_data_freshness",
     "mart_alert_statistics",
     "mart_maintenance_schedule",
     "mart_equipment",
@@ -51,6 +50,8 @@ DASHBOARD_MARTS = (
     "mart_operations_alerts",
     "mart_users",
     "mart_audit_log",
+    "mart_ingest_volume",
+    "mart_notification_backlog",
 )
 ALERT_STATUSES = ("open", "acknowledged", "resolved")
 # Charts need a few hundred points, not 130,000 one-minute readings: longer ranges are averaged.
@@ -171,49 +172,26 @@ def fleet_health(
 
 
 def fleet_summary(
-    silent_minutes: float,
     sites: Sequence[str] | None = None,
     types: Sequence[str] | None = None,
     severities: Sequence[str] | None = None,
     settings: Settings | None = None,
 ) -> pd.DataFrame:
-    """Equipment counts per site, severity, health decile, silent-or-not and assessment (for
-    counts, charts),
-    and when the predictions and last readings they count were refreshed (`prediction_as_of`,
-    `last_reading_as_of`: the latest refresh that changed a row of the group).
-
-    Aggregated in the database: a few hundred rows instead of one per equipment.
-    """
+    """Equipment counts per site, type, severity, health decile, silent-or-not and assessment
+    (analytics.mart_fleet_overview: for counts, charts), and when the predictions and last
+    readings they count were refreshed (`prediction_as_of`, `last_reading_as_of`: the latest
+    refresh that changed a row of the group)."""
     return frame(
         """
-        select site, coalesce(severity, 'UNSCORED') as severity,
-               (floor(health_score / 10.0) * 10)::int as health_bucket,
-               (last_reading_at is null or minutes_since_last_reading > %(silent)s) as silent,
-               coalesce(assessment, 'ok') as assessment,
-               count(*)::int as equipment, coalesce(sum(health_score), 0)::float8 as health_sum,
-               max(prediction_as_of) as prediction_as_of,
-               max(last_reading_as_of) as last_reading_as_of
-        from analytics.mart_equipment_health
+        select site, equipment_type, severity, health_bucket, is_silent as silent, assessment,
+               equipment, health_sum, prediction_as_of, last_reading_as_of
+        from analytics.mart_fleet_overview
         where (%(sites)s::text[] is null or site = any(%(sites)s))
           and (%(types)s::text[] is null or equipment_type = any(%(types)s))
-          and (%(severities)s::text[] is null or coalesce(severity, 'UNSCORED') = any(%(severities)s))
-        group by 1, 2, 3, 4, 5
+          and (%(severities)s::text[] is null or severity = any(%(severities)s))
         """,
-        {
-            "silent": silent_minutes,
-            "sites": _list(sites),
-            "types": _list(types),
-            "severities": _list(severities),
-        },
+        {"sites": _list(sites), "types": _list(types), "severities": _list(severities)},
         settings,
-    )
-
-
-def fleet_overview(settings: Settings | None = None) -> pd.DataFrame:
-    """One row per site and equipment type (analytics.mart_fleet_overview)."""
-    return frame(
-        "select * from analytics.mart_fleet_overview order by site, equipment_type",
-        settings=settings,
     )
 
 
@@ -222,14 +200,6 @@ def activity_summary(settings: Settings | None = None) -> dict[str, int]:
     (analytics.mart_fleet_activity)."""
     row = frame("select * from analytics.mart_fleet_activity", settings=settings).iloc[0]
     return {k: int(v) for k, v in row.items()}
-
-
-def data_freshness(settings: Settings | None = None) -> pd.DataFrame:
-    """One row per equipment: last reading, readings in the last hour, silent or not."""
-    return frame(
-        "select * from analytics.mart_data_freshness order by is_silent desc, equipment_id",
-        settings=settings,
-    )
 
 
 def thresholds(settings: Settings | None = None) -> dict[str, float]:
@@ -435,12 +405,21 @@ def open_alerts(settings: Settings | None = None) -> list[dict[str, Any]]:
 
 # -- maintenance ------------------------------------------------------------------------------
 def notification_backlog(settings: Settings | None = None) -> Backlog:
-    """Notifications due and not yet delivered and how long the oldest has waited (no recipient
-    or error: the read-only role sees delivery states only)."""
-    settings = settings or get_settings()
-    pool = _pool(database_url(Role.READER, settings), settings.query_timeout_ms)
-    with pool.connection() as conn:
-        return backlog(conn, detailed=False)
+    """Notifications due and not yet delivered and how long the oldest has waited
+    (analytics.mart_notification_backlog: no recipient or error, the read-only role sees
+    delivery states only)."""
+    row = row_dicts(
+        "select waiting, oldest_age_s, oldest_notification_id "
+        "from analytics.mart_notification_backlog",
+        settings=settings,
+    )[0]
+    return Backlog(
+        waiting=int(row["waiting"]),
+        oldest_age_s=float(row["oldest_age_s"]),
+        oldest_id=row["oldest_notification_id"],
+        oldest_recipient=None,
+        last_error=None,
+    )
 
 
 def maintenance_schedule(
@@ -546,37 +525,16 @@ def model_promotions(settings: Settings | None = None) -> pd.DataFrame:
 
 
 def ingest_volume(start: datetime, end: datetime, settings: Settings | None = None) -> pd.DataFrame:
-    """Per UTC day: files received, rows loaded / duplicate / quarantined, quarantine rate
-    (the days retention pruned from the ledger from their totals, ops.ingest_daily)."""
+    """Per UTC day from the one holding `start` to `end`: files received, rows loaded /
+    duplicate / quarantined, quarantine rate (analytics.mart_ingest_volume, the days retention
+    pruned from the ledger included)."""
     return frame(
         """
-        select day,
-               sum(files)::bigint as files,
-               sum(files_rejected)::bigint as files_rejected,
-               sum(rows_total)::bigint as rows_total,
-               sum(rows_loaded)::bigint as rows_loaded,
-               sum(rows_duplicate)::bigint as rows_duplicate,
-               sum(rows_quarantined)::bigint as rows_quarantined,
-               coalesce(sum(rows_quarantined)::float8 / nullif(sum(rows_total), 0), 0)
-                 as quarantine_rate
-        from (
-            select date_trunc('day', received_at, 'UTC') as day,
-                   count(*) as files,
-                   count(*) filter (where status in ('quarantined', 'failed')) as files_rejected,
-                   coalesce(sum(rows_total), 0) as rows_total,
-                   coalesce(sum(rows_loaded), 0) as rows_loaded,
-                   coalesce(sum(rows_duplicate), 0) as rows_duplicate,
-                   coalesce(sum(rows_quarantined), 0) as rows_quarantined
-            from raw.ingest_files
-            where received_at >= %(start)s and received_at < %(end)s
-            group by 1
-            union all
-            select day, files, files_rejected, rows_total, rows_loaded, rows_duplicate,
-                   rows_quarantined
-            from ops.ingest_daily
-            where day >= date_trunc('day', %(start)s::timestamptz, 'UTC') and day < %(end)s
-        ) days
-        group by day order by day
+        select day, files, files_rejected, rows_total, rows_loaded, rows_duplicate,
+               rows_quarantined, quarantine_rate
+        from analytics.mart_ingest_volume
+        where day >= date_trunc('day', %(start)s::timestamptz, 'UTC') and day < %(end)s
+        order by day
         """,
         {"start": start, "end": end},
         settings,
@@ -590,7 +548,7 @@ def ingest_files(
         """
         select ingest_file_id as id, file_name, status, format, size_bytes, received_at,
                finished_at, rows_total, rows_loaded, rows_duplicate, rows_quarantined,
-               rows_conflict, attempts, error, warnings
+               rows_conflict, attempts, error, warning_text as warnings
         from analytics.mart_ingest_files
         where (%(statuses)s::text[] is null or status = any(%(statuses)s))
         order by received_at desc limit %(limit)s

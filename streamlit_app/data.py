@@ -50,23 +50,13 @@ def fleet_health(
 
 
 @st.cache_data(ttl=OVERVIEW_TTL, show_spinner=False)
-def fleet_summary(silent_minutes: float, sites: tuple, types: tuple, severities: tuple):
-    return queries.fleet_summary(silent_minutes, sites, types, severities)
-
-
-@st.cache_data(ttl=OVERVIEW_TTL, show_spinner=False)
-def fleet_overview() -> pd.DataFrame:
-    return queries.fleet_overview()
+def fleet_summary(sites: tuple, types: tuple, severities: tuple) -> pd.DataFrame:
+    return queries.fleet_summary(sites, types, severities)
 
 
 @st.cache_data(ttl=OVERVIEW_TTL, show_spinner=False)
 def activity_summary() -> dict[str, int]:
     return queries.activity_summary()
-
-
-@st.cache_data(ttl=OVERVIEW_TTL, show_spinner=False)
-def data_freshness() -> pd.DataFrame:
-    return queries.data_freshness()
 
 
 @st.cache_data(ttl=OVERVIEW_TTL, show_spinner=False)

@@ -238,9 +238,7 @@ async def overview(
 
 def _overview(settings: Settings, site, equipment_type, severity, limit, offset) -> dict[str, Any]:
     limits = _queries().thresholds(settings)
-    summary = _queries().fleet_summary(
-        limits["silent_minutes"], site, equipment_type, severity, settings
-    )
+    summary = _queries().fleet_summary(site, equipment_type, severity, settings)
     fleet = _queries().fleet_health(
         site, equipment_type, severity, settings, limit=limit + 1, offset=offset
     )

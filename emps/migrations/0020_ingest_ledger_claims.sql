@@ -1,4 +1,4 @@
--- Ingest ledger additions (issue 3).
+-- Ingest ledger additions.
 -- stored_name: the claimed file's name under landing/processing/, so a run that restarts after
 -- a crash can match a file it finds there to its ledger row.
 -- duplicate_of: the ledger row whose identical content was loaded first.

@@ -1,4 +1,4 @@
--- Ingest hardening (issue 22): conflicting re-sends, ledger warnings, claim attempts, and the
+-- Ingest hardening: conflicting re-sends, ledger warnings, claim attempts, and the
 -- admin's review of quarantined rows (accept or dismiss a conflict, retry a row).
 
 -- A file ends 'conflict' when some of its rows re-send a stored (equipment, timestamp) with

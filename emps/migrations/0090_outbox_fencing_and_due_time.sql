@@ -1,4 +1,4 @@
--- Outbox (issue 23): fenced updates and the age of the oldest waiting notification.
+-- Outbox: fenced updates and the age of the oldest waiting notification.
 
 -- Each claim gets its own token; a sender updates a row only while the row still carries its
 -- name and token, so a sender whose lease ran out cannot mark (or send) a row another holds.

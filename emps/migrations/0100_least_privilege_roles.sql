@@ -1,4 +1,4 @@
--- Least privilege (issue 26): one login role per stage, each able to do what its stage does and
+-- Least privilege: one login role per stage, each able to do what its stage does and
 -- nothing else. Until now emps_writer could write every raw and ops table, rewrite the audit log
 -- and the thresholds, act as anyone through the lifecycle functions and retire any table's
 -- partitions.

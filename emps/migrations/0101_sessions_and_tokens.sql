@@ -1,4 +1,4 @@
--- Sign-in, sessions and tokens (issue 26).
+-- Sign-in, sessions and tokens.
 --
 -- Passwords are checked here and nowhere else, and no function returns what is stored. The
 -- embedded PostgreSQL has no pgcrypto, so bcrypt itself runs in the client: it asks

@@ -1,4 +1,4 @@
--- Model integrity (issue 26): the SHA-256 of each model version's artifact (its whole MLflow
+-- Model integrity: the SHA-256 of each model version's artifact (its whole MLflow
 -- model directory), recorded by EMPS when training registers it and at each promotion; the
 -- scorer and the dashboard's what-if load a version only when its files still hash to that.
 alter table ops.model_promotions add column if not exists artifact_sha256 text

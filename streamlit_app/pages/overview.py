@@ -27,7 +27,7 @@ activity = data.activity_summary()
 limits = data.thresholds()
 silent_limit = limits["silent_minutes"]
 filters_key = (tuple(site_filter), tuple(type_filter), tuple(severity_filter))
-summary = data.fleet_summary(silent_limit, *filters_key)
+summary = data.fleet_summary(*filters_key)
 fleet = data.fleet_health(*filters_key, limit=TABLE_ROWS)
 
 total = int(summary["equipment"].sum())

@@ -107,14 +107,17 @@ def test_alert_and_task_changes_show_without_a_refresh(marts, writer, db):
 
 
 def test_silent_limit_an_admin_sets_applies_at_once(marts, admin, db):
-    """Equipment counts as silent after the limit set on the dashboard, without a rebuild."""
-    freshness = "select equipment_id, is_silent from analytics.mart_data_freshness"
+    """Equipment counts as silent after the limit set on the dashboard, without a rebuild, on
+    the health mart and in the fleet overview's counts."""
+    overview = "select severity, is_silent, equipment from analytics.mart_fleet_overview"
     health = read_table(db, HEALTH).set_index("equipment_id")
     assert not health.loc["GEN-1", "is_silent"]  # last reading 5 minutes ago, limit 15
     set_threshold(admin, "silent_minutes", 3, db)
     health = read_table(db, HEALTH).set_index("equipment_id")
     assert health.loc["GEN-1", "is_silent"] and health.loc["GEN-2", "is_silent"]
-    assert read_table(db, freshness).set_index("equipment_id").loc["GEN-1", "is_silent"]
+    counts = read_table(db, overview)
+    assert counts.loc[counts["is_silent"], "equipment"].sum() == 2
+    assert set(counts["severity"]) == {"UNSCORED"}  # a silent equipment's prediction aged out
 
 
 def test_scoring_defers_the_refresh_while_a_backlog_drains(prefect_server, marts, writer, db):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 from pathlib import Path
 
 import psycopg
@@ -12,7 +14,13 @@ from emps.actions import set_threshold
 from emps.catalog import load_catalog
 from emps.db import Role, connect
 from emps.embedded_pg import EmbeddedPostgres
-from emps.migrate import migrate
+from emps.migrate import (
+    MIGRATIONS_DIR,
+    _apply_versioned,
+    discover_migrations,
+    migrate,
+    schema_text,
+)
 
 
 def sensor_columns(conn: psycopg.Connection) -> set[str]:
@@ -174,3 +182,73 @@ def test_embedded_server_settings_reach_an_older_data_directory(tmp_path):
         assert show("shared_buffers", "work_mem") == ["16MB", "32MB"]
     finally:
         server.stop()
+
+
+@pytest.fixture
+def migrations_copy(tmp_path: Path) -> Path:
+    """The migrations folder copied, to edit one as a later checkout would."""
+    copy = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, copy)
+    return copy
+
+
+# Migrations whose first line cited an issue number when installs applied them: (version, the
+# line's title, the number), to put the text back as those installs have it.
+CITED_AN_ISSUE = (
+    (20, "Ingest ledger additions", 3),
+    (80, "Ingest hardening", 22),
+    (90, "Outbox", 23),
+    (100, "Least privilege", 26),
+    (101, "Sign-in, sessions and tokens", 26),
+    (102, "Model integrity", 26),
+)
+
+
+def test_an_install_from_before_comment_edits_migrates_cleanly(db, migrations_copy):
+    """An install that applied the migrations as they were, header comments citing issue
+    numbers and checksums of the whole text, migrates with today's files without complaint and
+    records checksums that ignore comments; from then on an edited comment or indentation is no
+    change either."""
+    for version, title, number in CITED_AN_ISSUE:
+        path = next(migrations_copy.glob(f"{version:04d}_*.sql"))
+        text = path.read_text(encoding="utf-8")
+        assert text.startswith(f"-- {title}")
+        path.write_text(text.replace(title, f"{title} (issue {number})", 1), encoding="utf-8")
+    with connect(Role.OWNER, db, autocommit=True) as conn:
+        for migration in discover_migrations(migrations_copy):
+            conn.execute(
+                "update public.schema_migrations set checksum = %s where version = %s",
+                (hashlib.sha256(migration.sql.encode()).hexdigest(), migration.version),
+            )
+    assert migrate(db).applied == []
+    with connect(Role.OWNER, db, autocommit=True) as conn:
+        recorded = dict(conn.execute("select version, checksum from public.schema_migrations"))
+        assert recorded == {m.version: m.checksum for m in discover_migrations()}
+
+        edited = next(migrations_copy.glob("0020_*.sql"))
+        text = edited.read_text(encoding="utf-8").replace("add column", "add  column")
+        edited.write_text("-- The ledger, as ingest claims files.\n" + text, encoding="utf-8")
+        assert _apply_versioned(conn, migrations_copy) == []
+
+
+def test_a_changed_statement_in_an_applied_migration_stops_migrate(owner_conn, migrations_copy):
+    """Changing what an applied migration does (a column's type) fails with the file named and
+    what to do instead; nothing is applied."""
+    edited = next(migrations_copy.glob("0020_*.sql"))
+    text = edited.read_text(encoding="utf-8")
+    assert "stored_name text" in text
+    edited.write_text(text.replace("stored_name text", "stored_name varchar"), encoding="utf-8")
+    with pytest.raises(RuntimeError, match=r"0020_ingest_ledger_claims\.sql was changed") as e:
+        _apply_versioned(owner_conn, migrations_copy)
+    assert "put the change in a new migration" in str(e.value)
+
+
+def test_checksums_read_statements_not_comments():
+    """Comments and layout drop out of what a checksum reads; quoted text, including a `--` in
+    a table's comment or a function body, does not."""
+    assert schema_text("-- why\ncreate table t (\n    a int  -- the a\n);\n/* more */") == (
+        "create table t ( a int );"
+    )
+    assert "'a -- b'" in schema_text("comment on table t is 'a -- b';")
+    body = "create function f() returns int language sql as $$ select 1 -- one\n $$;"
+    assert "$$ select 1 -- one\n $$" in schema_text(body)

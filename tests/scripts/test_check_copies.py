@@ -87,19 +87,31 @@ def test_sql_copied_in_another_case_and_spacing_fails(tmp_path: Path):
     assert copies(first, second).returncode == 1
 
 
-def test_shorter_runs_and_lists_of_names_pass(tmp_path: Path):
-    """A copy shorter than the minimum passes, and so does the same list of column names in two
-    places (a select written out): it declares, it does not compute."""
+def test_shorter_runs_and_python_lists_of_names_pass(tmp_path: Path):
+    """A copy shorter than the minimum passes, and so does the same list of names in two Python
+    modules (an expected frame written out): it declares, it does not compute."""
     first, second = tmp_path / "a.py", tmp_path / "b.py"
     first.write_text(PYTHON_BLOCK.format(name="one"))
     second.write_text(PYTHON_BLOCK.format(name="two"))
     assert copies(first, second, min_lines=9).returncode == 1  # the 9 lines under `def`
     assert copies(first, second, min_lines=10).returncode == 0
-    columns = "".join(f"    column_{n},\n" for n in range(20))
-    first, second = tmp_path / "a.sql", tmp_path / "b.sql"
-    first.write_text(f"select\n{columns}    last_column\nfrom a\n")
-    second.write_text(f"select\n{columns}    other_column\nfrom b\n")
+    names = "".join(f"    'column_{n}',\n" for n in range(20))
+    first.write_text(f"EXPECTED = [\n{names}    'last_column',\n]\n")
+    second.write_text(f"COLUMNS = (\n{names}    'other_column',\n)\n")
     assert copies(first, second, min_lines=3).returncode == 0
+
+
+def test_a_model_listing_again_the_columns_it_selects_from_fails(tmp_path: Path):
+    """A mart that writes out again the columns of the staging model it reads copies it: it
+    fails, where selecting `*` from that model passes."""
+    columns = "".join(f"    column_{n},\n" for n in range(10))
+    staging, mart = tmp_path / "stg_files.sql", tmp_path / "mart_files.sql"
+    staging.write_text(f"select\n    id as file_id,\n{columns}    warnings\nfrom source\n")
+    mart.write_text(f"select\n    file_id,\n{columns}    array_to_string(warnings)\nfrom files\n")
+    found = copies(staging, mart)
+    assert found.returncode == 1 and "10 lines copied" in found.stdout
+    mart.write_text("select files.*, array_to_string(files.warnings) as text\nfrom files\n")
+    assert copies(staging, mart).returncode == 0
 
 
 def test_dbt_models_of_the_same_inputs_may_open_with_the_same_import_ctes(tmp_path: Path):

@@ -9,17 +9,6 @@ with source as (
         created_at,
         last_sign_in_at
     from {{ source('ops', 'users') }}
-),
-
-final as (
-    select
-        username,
-        display_name,
-        role,
-        active,
-        created_at,
-        last_sign_in_at
-    from source
 )
 
-select * from final
+select * from source

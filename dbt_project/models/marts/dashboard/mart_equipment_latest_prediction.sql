@@ -23,67 +23,25 @@ with predictions as (
     {% endif %}
 ),
 
-candidates as (
-    select
-        prediction_id,
-        equipment_id,
-        ts,
-        predicted_at,
-        failure_probability,
-        health_score,
-        severity,
-        days_until_failure,
-        remaining_life,
-        life_unit,
-        remaining_life_beyond,
-        assessment,
-        assessment_reason,
-        model_version,
-        explanation
+-- A new prediction replaces the kept one only when it scored a newer feature row, or the same
+-- one in a later run: a backlog scored late leaves the row as it is.
+newer as (
+    select predictions.*
     from predictions
     {% if is_incremental() %}
-        union all
-        select
-            prediction_id,
-            equipment_id,
-            ts,
-            predicted_at,
-            failure_probability,
-            health_score,
-            severity,
-            days_until_failure,
-            remaining_life,
-            life_unit,
-            remaining_life_beyond,
-            assessment,
-            assessment_reason,
-            model_version,
-            explanation
-        from {{ this }}
-        where equipment_id in (select predictions.equipment_id from predictions)
+        left join {{ this }} as known on predictions.equipment_id = known.equipment_id
+        where
+            known.equipment_id is null
+            or (predictions.ts, predictions.predicted_at) > (known.ts, known.predicted_at)
     {% endif %}
 ),
 
 final as (
-    select distinct on (equipment_id)
-        prediction_id,
-        equipment_id,
-        ts,
-        predicted_at,
-        failure_probability,
-        health_score,
-        severity,
-        days_until_failure,
-        remaining_life,
-        life_unit,
-        remaining_life_beyond,
-        assessment,
-        assessment_reason,
-        model_version,
-        explanation,
+    select distinct on (newer.equipment_id)
+        newer.*,
         now() as refreshed_at
-    from candidates
-    order by equipment_id asc, ts desc, predicted_at desc
+    from newer
+    order by newer.equipment_id asc, newer.ts desc, newer.predicted_at desc
 )
 
 select * from final

@@ -1,30 +1,26 @@
--- One row per maintenance task not yet completed or cancelled, with where the equipment is.
+-- One row per maintenance task not yet completed or cancelled, with where the equipment is:
+-- mart_maintenance_tasks narrowed to the open ones.
 with tasks as (
-    select * from {{ ref('stg_maintenance_tasks') }}
-),
-
-equipment as (
-    select * from {{ ref('stg_equipment') }}
+    select * from {{ ref('mart_maintenance_tasks') }}
 ),
 
 final as (
     select
-        tasks.task_id,
-        tasks.equipment_id,
-        equipment.equipment_type,
-        equipment.site,
-        tasks.alert_id,
-        tasks.task_type,
-        tasks.priority,
-        tasks.status,
-        tasks.scheduled_date,
-        tasks.notes,
-        tasks.created_by,
-        tasks.created_at,
-        tasks.scheduled_date < now() as is_overdue
+        task_id,
+        equipment_id,
+        equipment_type,
+        site,
+        alert_id,
+        task_type,
+        priority,
+        status,
+        scheduled_date,
+        notes,
+        created_by,
+        created_at,
+        scheduled_date < now() as is_overdue
     from tasks
-    inner join equipment on tasks.equipment_id = equipment.equipment_id
-    where tasks.status not in ('completed', 'cancelled')
+    where status not in ('completed', 'cancelled')
 )
 
 select * from final
