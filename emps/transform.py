@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -134,6 +135,11 @@ def dbt_env(settings: Settings | None = None) -> dict[str, str]:
     }
 
 
+# dbt reads its connection from the environment (profiles.yml's env_var calls) and keeps global
+# state per invocation: one in-process run at a time, so no thread sees another's database.
+_IN_PROCESS_RUN = threading.Lock()
+
+
 @contextmanager
 def _environment(values: dict[str, str]) -> Iterator[None]:
     saved = {key: os.environ.get(key) for key in values}
@@ -211,7 +217,10 @@ def run_dbt(
 
         callbacks.append(forward)
     started = time.perf_counter()
-    with _environment({**dbt_env(settings), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}):
+    with (
+        _IN_PROCESS_RUN,
+        _environment({**dbt_env(settings), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}),
+    ):
         result = dbtRunner(callbacks=callbacks).invoke(list(args))
     summary = DbtRunSummary(
         command=next(str(a) for a in args if not str(a).startswith("-")),
