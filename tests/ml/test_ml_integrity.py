@@ -12,8 +12,8 @@ import pytest
 import skops.io
 
 from emps.db import Role, connect
-from ml import predict, registry
-from ml.train import train_and_register
+from emps.ml import predict, registry
+from emps.ml.train import train_and_register
 
 
 def _champion(settings, examples, failures, actor: str = "tester") -> str:
