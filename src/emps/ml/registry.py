@@ -5,17 +5,22 @@ A model is loaded only as EMPS verified it: the SHA-256 of its whole MLflow mode
 recorded when training registers it (ops.model_artifacts) and at each promotion
 (ops.model_promotions), and every load downloads the files, hashes them and refuses a mismatch
 before reading a byte as a model. The model file is read with skops and a list of trusted types
-fixed here (never the list the model's own files carry); a pickled model is refused.
+fixed here (never the list the model's own files carry); a pickled model is refused. A version
+logged before the code moved into the `emps` package names the model's class by its old path
+(`ml.model.FailureModel`): that one name, once the files' hash has been checked, is read as the
+class's path today.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
 import os
 import tempfile
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,10 @@ CHALLENGER = "challenger"
 # The only types, beyond what skops trusts by default (scikit-learn's estimators, numpy), a model
 # file may hold: ours and the trees of the forests. Training refuses to log anything else.
 TRUSTED_TYPES = ("emps.ml.model.FailureModel", "sklearn.tree._tree.Tree")
+# Types as versions logged before the move into the `emps` package name them, and their names
+# now: only these are renamed, and only in files whose hash was checked (or that the gate reads
+# only with the trusted types, like any other).
+LEGACY_TYPES = {"ml.model.FailureModel": "emps.ml.model.FailureModel"}
 
 
 class ModelIntegrityError(RuntimeError):
@@ -133,12 +142,47 @@ def _read_model(directory: Path, version: str):
     path = directory / name
     if not name or Path(name).name != name or not path.is_file():
         raise ModelIntegrityError(f"model version {version} names no model file of its own")
-    untrusted = sorted(set(skops.io.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+    data = with_current_type_names(path.read_bytes())
+    untrusted = sorted(set(skops.io.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
     if untrusted:
         raise ModelIntegrityError(
             f"model version {version} holds types EMPS does not load: {', '.join(untrusted)}"
         )
-    return skops.io.load(path, trusted=list(TRUSTED_TYPES))
+    return skops.io.loads(data, trusted=list(TRUSTED_TYPES))
+
+
+def with_current_type_names(data: bytes) -> bytes:
+    """A skops file with the types of LEGACY_TYPES named as they are now; any other file as it
+    is. Only the schema's type names change: every other member is copied byte for byte."""
+    with zipfile.ZipFile(io.BytesIO(data)) as source:
+        schema = json.loads(source.read("schema.json"))
+        if not _rename_legacy_types(schema):
+            return data
+        renamed = io.BytesIO()
+        with zipfile.ZipFile(renamed, "w") as target:
+            for member in source.infolist():
+                if member.filename == "schema.json":
+                    target.writestr(member, json.dumps(schema))
+                else:
+                    target.writestr(member, source.read(member))
+    return renamed.getvalue()
+
+
+def _rename_legacy_types(node: Any) -> bool:
+    """Rename, in place, every `__module__`/`__class__` pair of the schema naming a legacy type;
+    whether any was."""
+    renamed = False
+    if isinstance(node, dict):
+        new = LEGACY_TYPES.get(f"{node.get('__module__')}.{node.get('__class__')}")
+        if new is not None:
+            node["__module__"], _, node["__class__"] = new.rpartition(".")
+            renamed = True
+        for value in node.values():
+            renamed |= _rename_legacy_types(value)
+    elif isinstance(node, list):
+        for value in node:
+            renamed |= _rename_legacy_types(value)
+    return renamed
 
 
 def load_version(version: str, settings: Settings | None = None, expected: str | None = None):
