@@ -22,7 +22,7 @@ up: install
 lint: install
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
-	$(UV) run deptry emps ml flows streamlit_app
+	$(UV) run deptry src
 	$(UV) run deptry tests bench --exclude '\.venv' --ignore DEP001,DEP002,DEP004
 	$(UV) run mypy
 	$(UV) run lint-imports --no-cache && $(UV) run python scripts/check_copies.py

@@ -20,7 +20,7 @@ import pstats
 import sys
 import threading
 
-from _tempdb import ROOT  # noqa: F401 - puts the repository on sys.path
+from _tempdb import ROOT  # noqa: F401 - puts the package (src/) on sys.path
 
 
 def main() -> None:

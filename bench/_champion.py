@@ -28,8 +28,8 @@ def champion_and_features(
     import synthetic
 
     from emps.catalog import load_catalog
-    from ml import registry
-    from ml.train import train_and_register
+    from emps.ml import registry
+    from emps.ml.train import train_and_register
 
     catalog = load_catalog(settings.catalog_path)
     print("training a champion on synthetic examples ...", flush=True)

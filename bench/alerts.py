@@ -134,7 +134,9 @@ def run(args: argparse.Namespace, home: Path, smtp_port: int) -> None:
         print("starting a temporary Prefect server ...", flush=True)
         with prefect_test_harness(server_startup_timeout=180):
             env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
-            runner = subprocess.Popen([sys.executable, "-m", "flows.serving"], env=env, cwd=ROOT)
+            runner = subprocess.Popen(
+                [sys.executable, "-m", "emps.flows.serving"], env=env, cwd=ROOT
+            )
 
             async def automation_ready() -> bool:
                 async with get_client() as client:

@@ -7,9 +7,10 @@ server, in one run on a fresh temporary platform.
 The platform: `--equipment` simulated equipment of the catalog's types with `--days` of history
 (the simulator backfill `emps up` runs, emps.bootstrap.backfill_history), the full dbt build
 (emps.bootstrap.build_features), a champion trained and promoted as `emps model train` does
-(ml.train.retrain: EMPS_ML_N_ESTIMATORS trees unless --trees), one scoring round and the dashboard
-marts refreshed after it, one device key bound to every equipment (emps.api.devices.add_device,
-as `emps devices add`) and one Viewer's API token (emps.users.mint_token, as `emps user token`).
+(emps.ml.train.retrain: EMPS_ML_N_ESTIMATORS trees unless --trees), one scoring round and the
+dashboard marts refreshed after it, one device key bound to every equipment
+(emps.api.devices.add_device, as `emps devices add`) and one Viewer's API token
+(emps.users.mint_token, as `emps user token`).
 
 The server is the real API as `emps api` runs it (uvicorn, one process, 127.0.0.1, a free port),
 through bench/_api_server.py, which adds `GET /bench/constant` (a bare FastAPI endpoint returning
@@ -126,9 +127,9 @@ def prepare(settings, console: Console) -> dict:
     from emps.api.devices import add_device
     from emps.bootstrap import backfill_history, build_features, step_progress
     from emps.db import Role, connect
+    from emps.ml import predict
+    from emps.ml.train import retrain, training_steps
     from emps.users import add_user, mint_token
-    from ml import predict
-    from ml.train import retrain, training_steps
 
     timings = {}
     began = time.perf_counter()

@@ -10,9 +10,9 @@ Without PACK, `emps simulate pack` writes the built-in simulator's fleet first (
 import + build + training should take at most 20 minutes on a 2-core machine.
 
 Steps, each timed: `emps fleet import` (the pack's catalog installed, readings through the
-ingest path), a full `dbt build`, `emps model train` (ml.train.retrain: a run-to-failure history
-is judged by a grouped k-fold over all units, a fleet in service by its report slice), the
-evaluation's event-level figures (ml.evaluate, the functions `emps model evaluate` uses).
+ingest path), a full `dbt build`, `emps model train` (emps.ml.train.retrain: a run-to-failure
+history is judged by a grouped k-fold over all units, a fleet in service by its report slice), the
+evaluation's event-level figures (emps.ml.evaluate, the functions `emps model evaluate` uses).
 
 Remaining life, in each type's life unit, capped at --rul-cap (EMPS_ML_RUL_CAP):
 - with test units (a pack's `test/`, cut before failing, their true remaining life in
@@ -154,7 +154,7 @@ def baseline_rmse(
     on `train` rows (known remaining life, or censored past the cap) and scored on `test`."""
     from sklearn.ensemble import RandomForestRegressor
 
-    from ml.evaluate import remaining_life_truth
+    from emps.ml.evaluate import remaining_life_truth
 
     sensors = catalog.sensor_names
     life, censored = remaining_life_truth(train, catalog)
@@ -172,7 +172,7 @@ def baseline_rmse(
 
 
 def cap_per_row(rows: pd.DataFrame, catalog, settings) -> np.ndarray:
-    from ml.train import rul_cap
+    from emps.ml.train import rul_cap
 
     caps = {t: rul_cap(catalog.equipment_types[t], settings) for t in catalog.type_names}
     return rows["equipment_type"].map(caps).to_numpy(dtype=float)
@@ -182,8 +182,8 @@ def test_unit_figures(settings, catalog, model) -> tuple[pd.DataFrame, np.ndarra
     """The test units' last feature rows, the model's remaining life for each (as shown, at
     most the cap) and their true remaining life (test/rul.csv)."""
     from emps.db import Role, connect
-    from ml.dataset import read_latest_features
-    from ml.evaluate import predict_rows
+    from emps.ml.dataset import read_latest_features
+    from emps.ml.evaluate import predict_rows
 
     with connect(Role.OWNER, settings) as conn:
         truth = dict(
@@ -220,8 +220,8 @@ def main() -> None:
         from emps import transform
         from emps.catalog import load_catalog
         from emps.fleet.importer import import_pack
-        from ml.evaluate import RUN_TO_FAILURE, kfold_splits, life_unit, split_examples
-        from ml.train import retrain
+        from emps.ml.evaluate import RUN_TO_FAILURE, kfold_splits, life_unit, split_examples
+        from emps.ml.train import retrain
 
         pack = args.pack or simulated_pack(args, Path(scratch) / "pack", console)
         with Progress(
@@ -254,8 +254,8 @@ def main() -> None:
         train_s = time.perf_counter() - t0
         metrics = result.metrics
 
-        from ml.dataset import read_failure_events, read_training_examples
-        from ml.evaluate import predict_rows, remaining_life_truth
+        from emps.ml.dataset import read_failure_events, read_training_examples
+        from emps.ml.evaluate import predict_rows, remaining_life_truth
 
         examples = read_training_examples(settings)
         failures = read_failure_events(settings)

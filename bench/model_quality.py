@@ -17,7 +17,7 @@ many times the failures one training run is judged on. With --keep DIR each seed
 rows and predictions are kept in DIR/seed-N/ and a later run with the same sizes reads them
 instead of fitting again (a run stopped after some seeds resumes; a change to the event figures
 is measured on the same predictions). The figures are the ones `emps model
-evaluate` and MLflow report (ml.evaluate: one set of functions), over the pooled predictions.
+evaluate` and MLflow report (emps.ml.evaluate: one set of functions), over the pooled predictions.
 `--drop-feature NAME` (repeatable) trains and evaluates without that catalog feature, an
 ablation: `--drop-feature since_maintenance` shows whether the maintenance records tell the model
 more than its sensors do. `--easy` simulates the easy fleet of earlier versions (every realism
@@ -76,7 +76,7 @@ def failures_with_truth(settings) -> pd.DataFrame:
     """Recorded failures with the simulator's word on whether each was sudden, or a fault a
     service found (matched on the time the records hold)."""
     from emps.db import Role, connect
-    from ml.dataset import read_failure_events
+    from emps.ml.dataset import read_failure_events
 
     failures = read_failure_events(settings)
     with connect(Role.INGEST, settings) as conn:
@@ -106,9 +106,9 @@ def one_seed(seed: int, args, console: Console) -> dict:
     }
     with temporary_platform(f"model_quality_{seed}", env) as platform:
         from emps.bootstrap import backfill_history, build_features
-        from ml.dataset import read_training_examples
-        from ml.evaluate import predict_rows, split_examples
-        from ml.train import fit_model
+        from emps.ml.dataset import read_training_examples
+        from emps.ml.evaluate import predict_rows, split_examples
+        from emps.ml.train import fit_model
 
         settings = platform.settings
         if args.folds * settings.ml_test_equipment_fraction > 1:
@@ -183,7 +183,7 @@ def kept_seed(folder: Path, args) -> dict | None:
     if {"easy": False} | meta["sizes"] != sizes or (args.trees and args.trees != meta["trees"]):
         return None
     rows = pd.read_parquet(folder / "rows.parquet")
-    from ml.evaluate import Predictions
+    from emps.ml.evaluate import Predictions
 
     predicted = [f"_predicted_{n}" for n in PREDICTED]
     return {
@@ -244,8 +244,8 @@ def main() -> None:
         runs.append(run)
 
     evaluated = time.perf_counter()
+    from emps.ml.evaluate import HeldOut, Predictions, counted_rows, evaluate_predictions
     from emps.settings import Settings
-    from ml.evaluate import HeldOut, Predictions, counted_rows, evaluate_predictions
 
     settings = Settings(_env_file=None)
     rows = pd.concat([r["rows"] for r in runs], ignore_index=True)

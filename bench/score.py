@@ -2,9 +2,9 @@
 
     uv run python bench/score.py [--equipment 10000] [--trees 200] [--single 200]
 
-"ours" is the scoring path of flows/score.py without Prefect around it: read the champion alias,
-read each equipment's latest feature row, predict probability + days, explain every row, insert
-ops.predictions. "bare" is `predict_proba` of the same forest on the same feature matrix.
+"ours" is the scoring path of emps/flows/score.py without Prefect around it: read the champion
+alias, read each equipment's latest feature row, predict probability + days, explain every row,
+insert ops.predictions. "bare" is `predict_proba` of the same forest on the same feature matrix.
 "single" is `emps predict` for one equipment in a warm process (champion alias, re-read at most
 every EMPS_ML_ALIAS_MAX_AGE_S; feature row read; predict; explain). Both runs are broken down
 step by step, so the ratio and the latency say where their time goes. The feature rows are synthetic, with the dbt contract's columns, in
@@ -35,8 +35,8 @@ def main() -> None:
 def run(args: argparse.Namespace, settings) -> None:
     import numpy as np
 
-    from ml import predict, registry
-    from ml.dataset import read_latest_feature_row, read_latest_features
+    from emps.ml import predict, registry
+    from emps.ml.dataset import read_latest_feature_row, read_latest_features
 
     _, rows = champion_and_features(settings, args.equipment, equipment=60, days=120)
 

@@ -74,7 +74,9 @@ def test_prediction_event_twice_gives_one_alert_one_task_one_mail_each(
     add_equipment(flow_env, "GEN-0201")
     payload = write_prediction(flow_env, "GEN-0201", 0.91, "CRITICAL")
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
-    runner = subprocess.Popen([sys.executable, "-m", "flows.serving"], env=env, cwd=PROJECT_ROOT)
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "emps.flows.serving"], env=env, cwd=PROJECT_ROOT
+    )
     try:
 
         async def automation_ready():
@@ -132,7 +134,7 @@ def test_prediction_event_twice_gives_one_alert_one_task_one_mail_each(
 
 def test_check_critical_alerts_flow_escalates_to_the_supervisor(flow_env, mailbox, prefect_server):
     """An unacknowledged CRITICAL alert older than the delay reaches the supervisor's mailbox."""
-    from flows.alerts import check_critical_alerts, process_prediction_alerts
+    from emps.flows.alerts import check_critical_alerts, process_prediction_alerts
 
     handler, _ = mailbox
     add_equipment(flow_env, "GEN-0202")
@@ -152,7 +154,7 @@ def test_daily_report_mail_has_pdf_and_csv_and_is_sent_once_a_day(
 ):
     """The 08:00 report reaches the supervisor with the fleet PDF and CSVs; a second run the
     same day sends nothing more."""
-    from flows.alerts import process_prediction_alerts, send_daily_maintenance_report
+    from emps.flows.alerts import process_prediction_alerts, send_daily_maintenance_report
 
     handler, _ = mailbox
     add_equipment(flow_env, "GEN-0203")
@@ -204,7 +206,7 @@ def test_send_notifications_run_fails_and_logs_while_a_notification_waits_too_lo
     """A notification stuck retrying for longer than EMPS_NOTIFY_PENDING_ALERT_S fails the
     every-minute send-notifications run with its age, and logs the last error: an outage of the
     mail is seen in the Prefect UI and the logs, not only by mail."""
-    from flows.alerts import send_notifications
+    from emps.flows.alerts import send_notifications
 
     with connect(Role.OWNER, flow_env) as conn:
         conn.execute(
@@ -232,7 +234,7 @@ def raise_in_a_scoring_run(changed) -> dict:
     """The scoring flow's raise-alerts task, run inside a flow as scoring runs it."""
     from prefect import flow
 
-    from flows.score import raise_alerts
+    from emps.flows.score import raise_alerts
 
     return flow(name="scoring-run")(lambda: raise_alerts(changed))()
 
@@ -241,7 +243,7 @@ def test_a_scoring_run_raises_and_mails_its_own_alerts(flow_env, mailbox, prefec
     """A prediction that turns CRITICAL is alerted and mailed by the scoring run itself, not
     seconds later by the alert flow its event starts; that flow then finds it handled and sends
     nothing more."""
-    from flows.alerts import process_prediction_alerts
+    from emps.flows.alerts import process_prediction_alerts
 
     handler, _ = mailbox
     add_equipment(flow_env, "GEN-0301")
@@ -264,7 +266,7 @@ def test_a_scoring_run_leaves_mail_to_the_outbox_while_retries_wait(
     """While a notification waits for its retry (the mail server was down), a scoring run still
     opens its alerts but does not send: ingest must not wait on a mail timeout. The every-minute
     send-notifications flow delivers them."""
-    from flows.alerts import send_notifications
+    from emps.flows.alerts import send_notifications
 
     handler, _ = mailbox
     with connect(Role.OWNER, flow_env) as conn:

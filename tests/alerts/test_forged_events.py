@@ -65,8 +65,8 @@ def test_a_high_prediction_stays_high_whatever_its_events_say(alert_settings, cr
 def test_the_flow_acts_on_the_stored_prediction(alert_settings, crew, prefect_server, monkeypatch):
     """The process-prediction-alerts flow, given a forged payload as its trigger would pass it,
     raises nothing."""
+    from emps.flows.alerts import process_prediction_alerts
     from emps.settings import get_settings
-    from flows.alerts import process_prediction_alerts
 
     add_equipment(alert_settings, "GEN-0405")
     payload = write_prediction(alert_settings, "GEN-0405", 0.1, "LOW")

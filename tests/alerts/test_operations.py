@@ -231,7 +231,7 @@ def ops_env(alert_settings: Settings, mailbox, tmp_path, monkeypatch):
 
 def test_the_five_minute_check_mails_the_admins(ops_env: Settings, mailbox, prefect_server):
     """check-critical-alerts evaluates the operations rules and delivers their mail."""
-    from flows.alerts import check_critical_alerts
+    from emps.flows.alerts import check_critical_alerts
 
     handler, _ = mailbox
     _claim(ops_env, "stuck.csv", timedelta(hours=1))

@@ -32,9 +32,9 @@ from emps.alerting.outbox import (
 from emps.alerting.recipients import Recipient, RecipientsConfig
 from emps.alerting.rules import process_prediction
 from emps.db import Role, connect
+from emps.flows.serving import deployment_spec
 from emps.settings import Settings
 from emps.supervisor import mail_and_metrics
-from flows.serving import deployment_spec
 
 
 def _queue(settings: Settings, count: int, attachments: dict[int, list[Path]] | None = None):

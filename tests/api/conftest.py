@@ -22,8 +22,8 @@ from emps.settings import Settings
 @pytest.fixture(scope="session")
 def champion(database: Settings):
     """A champion trained on synthetic features, in the registry the API reads; the examples."""
-    from ml import registry
-    from ml.train import train_and_register
+    from emps.ml import registry
+    from emps.ml.train import train_and_register
 
     settings = model_settings(database)
     examples, failures = synthetic.training_examples(

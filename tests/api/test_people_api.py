@@ -235,7 +235,7 @@ def test_reports_are_the_dashboards_pdf_and_csv(api, db, seeded_fleet):
 def test_predict_scores_many_equipment_with_what_if_overrides(api, db, marts, champion):
     """Any role predicts several equipment at once from their latest features, as the dashboard's
     what-if does (same figures); unknown equipment is 404 and an unknown feature is named."""
-    from ml.predict import predict_equipment
+    from emps.ml.predict import predict_equipment
 
     settings, examples = champion
     tail = examples[examples["ts"] > examples["ts"].max() - pd.Timedelta(days=1)]

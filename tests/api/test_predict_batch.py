@@ -55,7 +55,7 @@ def scored(api, db, champion) -> Scored:
 
 def _what_if(settings: Settings) -> dict[str, float]:
     """An override of the model's first feature, far from its usual values."""
-    from ml.predict import load_champion
+    from emps.ml.predict import load_champion
 
     return {load_champion(settings).model.feature_names[0]: 1e6}
 
@@ -64,7 +64,7 @@ def test_many_ids_are_scored_in_one_call_as_one_at_a_time(api, scored):
     """One request scores many equipment, in the order asked, each with the figures of a
     one-equipment prediction (what-if included); unknown and feature-less ids are reported
     per id without failing the others."""
-    from ml.predict import predict_equipment
+    from emps.ml.predict import predict_equipment
 
     asked = [*reversed(scored.ids), "NOPE-1", NO_FEATURES, scored.ids[0]]
     what_if = _what_if(scored.settings)
@@ -184,7 +184,7 @@ def test_emps_predict_goes_through_the_api(api, scored, tmp_path):
     """`emps predict` with a saved token asks the API (it works with no model registry of its
     own), prints the in-process figures, pages --all, names unknown ids, never shows the
     token, and refuses a token the API refuses instead of scoring elsewhere."""
-    from ml.predict import predict_many
+    from emps.ml.predict import predict_many
 
     token_file = tmp_path / "token"
     save_token(scored.token, scored.settings.model_copy(update={"api_token_file": token_file}))
@@ -230,7 +230,7 @@ def test_emps_predict_goes_through_the_api(api, scored, tmp_path):
 def test_emps_predict_scores_in_process_when_the_api_does_not_answer(api, scored, tmp_path):
     """With the API down, `emps predict` says so on stderr and gives the same figures from its
     own process; a token file others can read is not used."""
-    from ml.predict import predict_many
+    from emps.ml.predict import predict_many
 
     loose = tmp_path / "token"
     loose.write_text(scored.token)

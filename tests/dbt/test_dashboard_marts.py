@@ -126,7 +126,7 @@ def test_scoring_defers_the_refresh_while_a_backlog_drains(prefect_server, marts
     empty, scoring shows its predictions at once."""
     from prefect import flow
 
-    import flows.score as score
+    import emps.flows.score as score
     from emps.ingest.landing import Landing
 
     @flow

@@ -23,7 +23,7 @@ from emps.settings import PROJECT_ROOT
 def test_flow_fails_when_a_dbt_test_fails(prefect_server, writer, db):
     """The build-features flow passes on good data and its run fails when a dbt test fails
     (an alert for equipment missing from the registry breaks a relationship test)."""
-    from flows.transform import build_features
+    from emps.flows.transform import build_features
 
     insert_equipment(writer, [("GEN-1", first_type(), "alpha")])
     result = build_features(select=["stg_equipment", "stg_alerts"])
@@ -45,9 +45,9 @@ def test_an_ingest_run_builds_what_it_loaded_even_when_no_model_can_score(
     """An ingest run builds the features of the readings it loaded, in the same run (its
     build-features subflow), before any model is promoted too: scoring fails, the features stay
     built and the run says why."""
+    from emps.flows.ingest import ingest_sensor_drops
     from emps.ingest.landing import Landing
     from emps.settings import get_settings
-    from flows.ingest import ingest_sensor_drops
 
     monkeypatch.setenv("EMPS_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/empty-registry.db")
     get_settings.cache_clear()

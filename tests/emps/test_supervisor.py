@@ -257,6 +257,54 @@ def test_runs_left_in_flight_by_a_stopped_session_are_crashed_and_free_their_slo
     assert propose(after, "PENDING") == "PENDING"
 
 
+def test_deployments_registered_before_the_package_move_are_registered_again(
+    settings, prefect_server: str
+):
+    """An install made before the code moved into src/emps registered its deployments with
+    entrypoints like flows/ingest.py: the next start registers each again, in place, with the
+    entrypoint prefect.yaml declares now, a file that exists."""
+    import hashlib
+
+    import yaml
+
+    from emps import prefect_api
+    from emps.settings import PROJECT_ROOT
+    from emps.supervisor import child_env, deploy
+
+    spec_path = PROJECT_ROOT / "prefect.yaml"
+    declared = yaml.safe_load(spec_path.read_text())["deployments"]
+    prefect = prefect_api.client(prefect_server)
+    post = _poster(prefect)
+    before = {}
+    for spec in declared:
+        # As the old install registered them: each deployment under the flow of its name.
+        flow_id = post("/flows/", {"name": spec["name"]})["id"]
+        old = spec["entrypoint"].replace("src/emps/flows/", "flows/")
+        assert old != spec["entrypoint"]
+        body = {"name": spec["name"], "flow_id": flow_id, "entrypoint": old}
+        before[spec["name"]] = post("/deployments/", body)["id"]
+    env = {**child_env(settings), "PREFECT_API_URL": prefect_server}
+    old_spec = spec_path.read_bytes().replace(b"src/emps/flows/", b"flows/")
+    marker = settings.run_dir / "deployed.sha256"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(hashlib.sha256(old_spec + env["EMPS_TIMEZONE"].encode()).hexdigest())
+    try:
+        deploy(settings, env)
+        for spec in declared:
+            found = post("/deployments/filter", {"deployments": {"name": {"any_": [spec["name"]]}}})
+            assert [d["id"] for d in found] == [before[spec["name"]]], spec["name"]
+            assert found[0]["entrypoint"] == spec["entrypoint"]
+            assert (PROJECT_ROOT / spec["entrypoint"].partition(":")[0]).is_file()
+    finally:
+        # Their event triggers would start runs in the other tests of this server's session.
+        ids = set(before.values())
+        for automation in post("/automations/filter", {}):
+            if any(action.get("deployment_id") in ids for action in automation["actions"]):
+                prefect.delete(f"/automations/{automation['id']}")
+        for deployment in ids:
+            prefect.delete(f"/deployments/{deployment}")
+
+
 def test_the_prefect_server_is_told_to_delete_old_flow_runs(settings, monkeypatch):
     """`emps up` starts the Prefect server with its vacuum of flow runs (their task runs, logs
     and artifacts) on, at EMPS_PREFECT_RETENTION_DAYS, as Prefect itself reads the variables:

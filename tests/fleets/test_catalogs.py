@@ -16,7 +16,7 @@ from emps import transform
 from emps.catalog import CatalogError, load_catalog, parse_catalog
 from emps.db import Role, connect
 from emps.migrate import migrate
-from ml.dataset import feature_columns
+from emps.ml.dataset import feature_columns
 
 HERE = Path(__file__).parent
 RTOL, ATOL = 1e-6, 1e-8

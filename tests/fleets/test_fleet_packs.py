@@ -155,8 +155,8 @@ def _train_score_alert(settings, degrading: pd.DataFrame, catalog) -> dict:
     """Build, train and promote, evaluate, then a degrading machine's readings arrive: scored and
     alerted. What each step produced."""
     from emps.alerting.rules import process_pending
-    from ml.predict import score_equipment
-    from ml.train import retrain
+    from emps.ml.predict import score_equipment
+    from emps.ml.train import retrain
 
     transform.build(full_refresh=True, settings=settings, catalog=catalog)
     result, decision = retrain("pack-test", settings)

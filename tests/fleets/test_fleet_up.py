@@ -84,8 +84,8 @@ def test_emps_up_on_a_fleet_pack_trains_on_it_without_the_simulator_and_restarts
     """`emps up --fleet PACK` imports the pack, trains and promotes a first model on its history
     and scores the fleet, with no simulated history and no simulator; its banner names the pack
     and its equipment; a second start with the same pack adds nothing anywhere."""
-    from ml.dataset import read_training_examples
-    from ml.registry import CHAMPION, alias_version
+    from emps.ml.dataset import read_training_examples
+    from emps.ml.registry import CHAMPION, alias_version
 
     catalog_path = HERE / "turbofan.yaml"
     engines = run_to_failure(load_catalog(catalog_path), "turbofan", engines=30, seed=11)

@@ -162,13 +162,13 @@ def test_the_dashboard_runs_for_users_with_read_and_operator_urls_only():
     from emps.supervisor import streamlit_command
 
     local = streamlit_command(8501)[1:]  # after the program
-    local[1] = "streamlit_app/serve.py"
+    local[1] = "src/emps/dashboard/serve.py"
     flags = dict(zip(local[2::2], local[3::2], strict=True))
     for where, spec in containers():
         if "streamlit" not in spec.get("command", []):
             continue
         command = spec["command"]
-        assert command[1:3] == ["run", "streamlit_app/serve.py"], where
+        assert command[1:3] == ["run", "src/emps/dashboard/serve.py"], where
         given = dict(zip(command[3::2], command[4::2], strict=True))
         for flag in ("--client.toolbarMode", "--client.showErrorDetails", "--server.headless"):
             assert given.get(flag) == flags[flag], (where, flag)

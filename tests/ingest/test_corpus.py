@@ -33,7 +33,7 @@ def test_every_file_of_the_corpus_ends_with_its_outcome(
     """Each hostile or real-gateway file gets its expected status, counts and reason in one run
     of the flow; nothing is left claimed, entries ingest never claims are reported, the good
     rows of partial files are stored once, and a second run changes nothing."""
-    from flows.ingest import ingest_sensor_drops
+    from emps.flows.ingest import ingest_sensor_drops
 
     _register(ingest_db)
     settings = get_settings()

@@ -308,7 +308,7 @@ def test_a_flow_run_the_disk_filled_under_ends_failed_and_raises_the_operations_
     """When the disk fills up within a flow run (here archiving answers "no space left", as it
     did for real above), the run ends Failed saying so, which opens the `ingest_run_failed`
     operations alert; the readings are loaded and the next run only moves the file on."""
-    from flows.ingest import ingest_sensor_drops
+    from emps.flows.ingest import ingest_sensor_drops
 
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(landing.archive))

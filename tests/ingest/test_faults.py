@@ -125,7 +125,7 @@ def test_a_poison_file_among_a_hundred_good_ones_does_not_stop_them(
 ):
     """A file that makes ingest itself fail (a fault nobody foresaw) is quarantined with the
     error; the 100 good files dropped with it load in the same run, which completes."""
-    from flows.ingest import ingest_sensor_drops
+    from emps.flows.ingest import ingest_sensor_drops
 
     read_file = pipeline.Ingestor._read_file
 

@@ -34,7 +34,7 @@ def test_flow_loads_publishes_and_emits_events(
     )
     from prefect.events.filters import EventFilter, EventNameFilter
 
-    from flows.ingest import ingest_sensor_drops
+    from emps.flows.ingest import ingest_sensor_drops
 
     drops.csv("gen.csv", [reading("GEN-0001", minute=i) for i in range(3)])
     drops.csv("pmp.csv", [reading("PMP-0002", minute=1), reading("PMP-0002", minute=2, voltage=-5)])
@@ -115,7 +115,7 @@ def test_a_storm_of_bad_files_gets_bounded_events_and_log_lines(
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.events.filters import EventFilter, EventNameFilter
 
-    from flows.ingest import MAX_FILE_EVENTS, ingest_sensor_drops
+    from emps.flows.ingest import MAX_FILE_EVENTS, ingest_sensor_drops
 
     extra = 7
     for i in range(MAX_FILE_EVENTS + extra):
@@ -229,7 +229,7 @@ def test_flow_keeps_ingesting_until_incoming_is_empty(
     """Files beyond one batch (or arriving while a run works) are ingested by the same run, since
     a run their own event would start is cancelled while this one is busy; the loop is bounded
     by ingest_loop_max_s (0 = one batch)."""
-    from flows.ingest import ingest_sensor_drops
+    from emps.flows.ingest import ingest_sensor_drops
 
     for i in range(3):
         drops.csv(f"dev-{i}.csv", [reading("GEN-0001", minute=i)])
@@ -249,7 +249,7 @@ def test_a_run_lingers_for_the_next_drops_then_ends(
 ):
     """Once incoming/ is empty a run waits EMPS_INGEST_LINGER_S for more files and ingests a
     file dropped meanwhile itself (a warm process for the next minute's drops), then ends."""
-    from flows.ingest import ingest_sensor_drops
+    from emps.flows.ingest import ingest_sensor_drops
 
     monkeypatch.setattr(get_settings(), "ingest_linger_s", 5)
     monkeypatch.setattr(get_settings(), "ingest_watch_poll_s", 0.2)
@@ -300,8 +300,8 @@ def test_the_feature_build_notices_readings_that_loaded_while_it_ran(ingest_db, 
 def test_the_run_table_shows_hostile_names_and_errors_as_plain_text():
     """File names and errors with Markdown, HTML, pipes and control characters cannot change the
     run table's layout or add links, styling or markup."""
+    from emps.flows.ingest import run_markdown
     from emps.ingest.pipeline import FileOutcome, IngestReport
-    from flows.ingest import run_markdown
 
     name = "x|y [a](http:evil) <script>alert(1)</script>\n# header\x1b[31m\u202e.csv"
     outcome = FileOutcome(1, name, "s", status="quarantined", error="**bold** | `code`\r\nnext")
@@ -322,7 +322,7 @@ def test_a_paused_run_looks_once_and_ends_leaving_the_drops_waiting(
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from flows.ingest import ingest_sensor_drops
+    from emps.flows.ingest import ingest_sensor_drops
 
     settings = get_settings()
     monkeypatch.setattr(settings, "ingest_min_free_mb", 1 << 40)  # more than any disk has

@@ -186,7 +186,7 @@ def test_retried_rows_load_once_their_cause_is_fixed(
 def _stand_in_score(settings: Settings, column: str):
     """Scores feature rows by one feature (the champion's place, which needs a trained model):
     the rescored probability shows which features it saw."""
-    from ml.predict import write_predictions
+    from emps.ml.predict import write_predictions
 
     def score(features: pd.DataFrame) -> pd.DataFrame:
         low, high = features[column].min() - 1, features[column].max() + 1

@@ -39,7 +39,7 @@ def synthetic_examples(settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
 @pytest.fixture
 def ml_settings(db: Settings, mlflow_store: dict[str, object]) -> Settings:
     """Settings for one test: its own registered model name, small fast forests."""
-    from ml.predict import forget_cached_models
+    from emps.ml.predict import forget_cached_models
 
     forget_cached_models()
     return db.model_copy(

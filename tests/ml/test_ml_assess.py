@@ -12,9 +12,9 @@ import pytest
 from emps import queries, transform
 from emps.catalog import load_catalog
 from emps.db import Role, connect
-from ml import predict, registry
-from ml.assess import INSUFFICIENT_DATA, OK, OUT_OF_DISTRIBUTION, SETTLING, assess_matrix
-from ml.train import train_and_register
+from emps.ml import predict, registry
+from emps.ml.assess import INSUFFICIENT_DATA, OK, OUT_OF_DISTRIBUTION, SETTLING, assess_matrix
+from emps.ml.train import train_and_register
 
 SLOT = timedelta(minutes=10)
 

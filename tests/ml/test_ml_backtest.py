@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from emps.catalog import load_catalog
 from emps.cli import app
-from ml import registry
-from ml.backtest import ScoredHistory, parse_bands, replay
-from ml.train import train_and_register
+from emps.ml import registry
+from emps.ml.backtest import ScoredHistory, parse_bands, replay
+from emps.ml.train import train_and_register
 
 runner = CliRunner()
 DAY = pd.Timedelta(days=1)

@@ -8,8 +8,8 @@ import synthetic
 from typer.testing import CliRunner
 
 from emps.cli import app
-from ml.evaluate import HEADLINE_KEYS
-from ml.train import training_steps
+from emps.ml.evaluate import HEADLINE_KEYS
+from emps.ml.train import training_steps
 
 runner = CliRunner()
 

@@ -10,7 +10,7 @@ import pandas as pd
 from emps import transform
 from emps.catalog import load_catalog
 from emps.db import Role, connect
-from ml.dataset import feature_columns, read_latest_features
+from emps.ml.dataset import feature_columns, read_latest_features
 
 
 def readings(start: datetime, periods: int, vibration: float, seed: int) -> pd.DataFrame:
@@ -81,7 +81,7 @@ def test_features_at_t_ignore_later_readings_and_failures(owner_conn, db):
 def _row_at(settings, ts) -> pd.DataFrame:
     from psycopg import sql
 
-    from ml.dataset import _read_frame
+    from emps.ml.dataset import _read_frame
 
     query = sql.SQL("select * from analytics.fct_equipment_features where ts = %s")
     return _read_frame(query, (ts.to_pydatetime(),), settings)

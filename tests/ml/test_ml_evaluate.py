@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from emps.catalog import load_catalog
-from ml.evaluate import (
+from emps.ml.evaluate import (
     RUN_TO_FAILURE,
     clopper_pearson,
     event_figures,

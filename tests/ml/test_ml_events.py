@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 
 from emps.db import Role, connect
-from ml.predict import severity_changes
+from emps.ml.predict import severity_changes
 
 
 def _store(settings, rows: list[tuple[str, datetime, str]]) -> pd.DataFrame:

@@ -4,16 +4,20 @@ and says why."""
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from pathlib import Path
 
 import mlflow
 import mlflow.sklearn
 import pytest
 import skops.io
+from sklearn.preprocessing import StandardScaler
 
 from emps.db import Role, connect
-from ml import predict, registry
-from ml.train import train_and_register
+from emps.ml import predict, registry
+from emps.ml.train import train_and_register
 
 
 def _champion(settings, examples, failures, actor: str = "tester") -> str:
@@ -99,6 +103,81 @@ def test_a_pickled_model_is_never_loaded(ml_settings, examples_in_db):
     report = predict.score_equipment(ml_settings, emit_events=False)
     assert report.model_version == first
     assert "cloudpickle" in report.champion_refused and "only skops" in report.champion_refused
+
+
+def _with_module_renamed(model_file: Path, old: str, new: str) -> None:
+    """Rewrite a skops file as if its types had been saved from module `old`, not `new`."""
+    with zipfile.ZipFile(io.BytesIO(model_file.read_bytes())) as source:
+        schema = json.loads(source.read("schema.json"))
+        members = {m.filename: source.read(m) for m in source.infolist()}
+
+    def rename(node):
+        if isinstance(node, dict):
+            if node.get("__module__") == new:
+                node["__module__"] = old
+            for value in node.values():
+                rename(value)
+        elif isinstance(node, list):
+            for value in node:
+                rename(value)
+
+    rename(schema)
+    members["schema.json"] = json.dumps(schema).encode()
+    with zipfile.ZipFile(model_file, "w") as target:
+        for name, content in members.items():
+            target.writestr(name, content)
+
+
+def _record_as_promoted(settings, version: str) -> None:
+    """Record a version's files as they are now, as EMPS did when it promoted them."""
+    digest = registry.version_digest(version, settings)
+    with connect(Role.OWNER, settings) as conn:
+        conn.execute(
+            "update ops.model_promotions set artifact_sha256 = %s "
+            "where model_name = %s and to_version = %s",
+            (digest, settings.model_name, version),
+        )
+        conn.execute(
+            "update ops.model_artifacts set artifact_sha256 = %s "
+            "where model_name = %s and version = %s",
+            (digest, settings.model_name, version),
+        )
+
+
+def test_a_champion_logged_before_the_package_move_still_scores(ml_settings, examples_in_db):
+    """A champion whose model file names its class by the pre-move path (ml.model, before the
+    code moved into emps) is verified against its recorded hash and scores as before; the same
+    file changed after it was recorded is still refused."""
+    examples, failures = examples_in_db
+    old = _champion(ml_settings, examples, failures)
+    legacy = _champion(ml_settings, examples, failures)
+    model_file = _model_file(ml_settings, legacy)
+    _with_module_renamed(model_file, "ml.model", "emps.ml.model")
+    assert "ml.model.FailureModel" in skops.io.get_untrusted_types(file=model_file)
+    _record_as_promoted(ml_settings, legacy)
+    predict.forget_cached_models()
+    report = predict.score_equipment(ml_settings, only_unscored=False, emit_events=False)
+    assert report.model_version == legacy and report.champion_refused is None
+    assert report.scored > 0
+    assert predict.predict_equipment("EQ-0006", settings=ml_settings)["model_version"] == legacy
+
+    with model_file.open("ab") as handle:
+        handle.write(b"\0")
+    predict.forget_cached_models()
+    report = predict.score_equipment(ml_settings, only_unscored=False, emit_events=False)
+    assert report.model_version == old and "files changed" in report.champion_refused
+
+
+def test_only_the_models_own_pre_move_name_is_read_as_its_new_one(tmp_path):
+    """Renaming reaches the model's own class only: another type under the old `ml` package
+    stays an untrusted type, and the file is refused."""
+    (tmp_path / "MLmodel").write_text(
+        "flavors:\n  sklearn:\n    pickled_model: model.skops\n    serialization_format: skops\n"
+    )
+    skops.io.dump(StandardScaler(), tmp_path / "model.skops")
+    _with_module_renamed(tmp_path / "model.skops", "ml.model", "sklearn.preprocessing._data")
+    with pytest.raises(registry.ModelIntegrityError, match="ml.model.StandardScaler"):
+        registry._read_model(tmp_path, "9")
 
 
 def test_a_model_file_with_untrusted_types_is_refused(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import synthetic
 
 from emps.catalog import load_catalog
-from ml.dataset import (
+from emps.ml.dataset import (
     LABEL,
     FeaturesMissing,
     feature_columns,
@@ -16,7 +16,7 @@ from ml.dataset import (
     horizon,
     read_training_examples,
 )
-from ml.evaluate import (
+from emps.ml.evaluate import (
     HEADLINE_KEYS,
     NotEnoughData,
     evaluate_model,
@@ -24,8 +24,8 @@ from ml.evaluate import (
     predict_rows,
     split_examples,
 )
-from ml.explain import contributions, explain_rows, score_and_explain
-from ml.train import fit_calibration, fit_model
+from emps.ml.explain import contributions, explain_rows, score_and_explain
+from emps.ml.train import fit_calibration, fit_model
 from tests.ml.conftest import TEST_RELATION
 
 

@@ -8,9 +8,9 @@ import synthetic
 
 from emps.catalog import load_catalog
 from emps.db import Role, connect
-from ml import registry
-from ml.dataset import LABEL
-from ml.train import train_and_register, training_steps
+from emps.ml import registry
+from emps.ml.dataset import LABEL
+from emps.ml.train import train_and_register, training_steps
 
 
 def promotions(settings) -> list[tuple]:

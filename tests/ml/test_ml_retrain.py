@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import synthetic
 
-from ml import registry
+from emps.ml import registry
 
 
 def test_weekly_retrain_keeps_the_champion_while_the_gate_slice_is_thin_and_says_why(
@@ -15,7 +15,7 @@ def test_weekly_retrain_keeps_the_champion_while_the_gate_slice_is_thin_and_says
     than a comparison needs (10): the flow's result gives the count and the way to override.
     The default fleet (200 machines, 60 days) is in the same position: about two failures in
     its gate slice."""
-    from flows.train import retrain_failure_model
+    from emps.flows.train import retrain_failure_model
 
     examples, _ = synthetic_examples
     synthetic.load_examples(examples, ml_env, ml_env.ml_examples_relation)

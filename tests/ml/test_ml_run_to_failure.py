@@ -13,9 +13,9 @@ import pytest
 from emps import transform
 from emps.catalog import load_catalog
 from emps.db import Role, connect
-from ml import predict, registry
-from ml.dataset import read_failure_events, read_training_examples
-from ml.train import train_and_register
+from emps.ml import predict, registry
+from emps.ml.dataset import read_failure_events, read_training_examples
+from emps.ml.train import train_and_register
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "fleets"))
 from generator import run_to_failure, with_derived_time  # noqa: E402

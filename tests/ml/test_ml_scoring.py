@@ -14,8 +14,8 @@ from ports import free_port
 from emps.actions import set_threshold
 from emps.db import Role, connect
 from emps.domain import health_score_for, severity_for
-from ml import predict, registry
-from ml.train import train_and_register
+from emps.ml import predict, registry
+from emps.ml.train import train_and_register
 
 
 def champion_version(settings, examples, failures) -> str:
@@ -187,7 +187,7 @@ def test_flow_emits_events_for_high_and_critical_predictions(
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter
 
-    from flows.score import score_equipment
+    from emps.flows.score import score_equipment
 
     examples, failures = examples_in_db
     champion_version(ml_env, examples, failures)

@@ -15,7 +15,7 @@ from emps.db import Role, connect
 from emps.settings import PROJECT_ROOT, Settings
 from emps.users import User, add_user, sign_in
 
-APP = PROJECT_ROOT / "streamlit_app" / "streamlit_app.py"
+APP = PROJECT_ROOT / "src" / "emps" / "dashboard" / "streamlit_app.py"
 PASSWORD = "correct-horse-battery"
 SCRIPT_MESSAGE = "<script>alert('pwned')</script> bearing temperature high"
 HTML_NOTE = '<img src=x onerror="alert(1)"><b id="xss">bold</b>'
@@ -287,8 +287,8 @@ def replay_champion(fleet: Fleet, monkeypatch: pytest.MonkeyPatch, tmp_path):
     dashboard (AppTest, or a served one started afterwards) at them."""
     from dashboard_backtest import ml_environment, seed_replay_champion
 
+    from emps.ml.predict import forget_cached_models
     from emps.settings import get_settings
-    from ml.predict import forget_cached_models
 
     for name, value in ml_environment(tmp_path / "mlflow").items():
         monkeypatch.setenv(name, value)

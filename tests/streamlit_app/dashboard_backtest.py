@@ -50,8 +50,8 @@ def seed_replay_champion(settings: Settings, now) -> ReplayChampion:
     three replayed weeks begin four weeks ago, and its failures."""
     from emps.catalog import load_catalog
     from emps.db import Role, connect
-    from ml import registry
-    from ml.train import train_and_register
+    from emps.ml import registry
+    from emps.ml.train import train_and_register
 
     # The registry is new: what an earlier test recorded for its version 1 does not hold.
     with connect(Role.OWNER, settings) as conn:

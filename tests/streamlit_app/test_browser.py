@@ -32,8 +32,8 @@ CHROMIUM_ARGS = [
 
 @contextmanager
 def _serving(log_path: Path, **env: str) -> Iterator[str]:
-    """The dashboard as `emps up` serves it (streamlit_app/serve.py, viewer mode) on a free port,
-    against the seeded test database; yields its URL."""
+    """The dashboard as `emps up` serves it (src/emps/dashboard/serve.py, viewer mode) on a free
+    port, against the seeded test database; yields its URL."""
     from emps.supervisor import streamlit_command
 
     port = free_port()

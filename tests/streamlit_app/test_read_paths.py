@@ -10,7 +10,6 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -27,7 +26,7 @@ WRITE_PATHS = {
     "emps/api/people.py": "API token checks",
     "emps/api/app.py": "the API's own service (device keys, ingest requests)",
     "emps/alerting/outbox.py": "queues the daily report's mail",
-    "streamlit_app/session.py": "the dashboard's sign-in gate",
+    "emps/dashboard/session.py": "the dashboard's sign-in gate",
 }
 # Frames that only pass a query on: the read is attributed to their caller.
 PASS_THROUGH = {"emps/queries.py:frame", "emps/queries.py:row_dicts", "emps/db.py:*"}
@@ -72,7 +71,7 @@ def _caller() -> str | None:
     while frame is not None:
         filename = frame.f_code.co_filename
         if filename.startswith(root) and "/.venv/" not in filename:
-            path = filename[len(root) :]
+            path = filename[len(root) :].removeprefix("src/")  # src/emps/x.py as emps/x.py
             name = f"{path}:{frame.f_code.co_name}"
             if path.startswith("tests/"):
                 return None
@@ -231,7 +230,7 @@ def test_api_read_routes_read_marts_only(fleet, db, captured):
     assert captured.marts() <= exposed("http_api")
 
 
-PAGES = sorted(p.name for p in (Path(PROJECT_ROOT) / "streamlit_app" / "pages").glob("*.py"))
+PAGES = sorted(p.name for p in (PROJECT_ROOT / "src" / "emps" / "dashboard" / "pages").glob("*.py"))
 
 
 @pytest.mark.parametrize("page", PAGES)

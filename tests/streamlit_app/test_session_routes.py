@@ -7,8 +7,8 @@ import time
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from streamlit_app import session
-from streamlit_app.session_routes import routes
+from emps.dashboard import session
+from emps.dashboard.session_routes import routes
 
 SAME_SITE = {"Sec-Fetch-Site": "same-origin"}
 

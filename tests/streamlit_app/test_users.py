@@ -29,7 +29,7 @@ from emps.users import (
 
 # Not imported from conftest: with tests/dbt collected in the same run, `conftest` may name
 # another directory's module.
-APP = PROJECT_ROOT / "streamlit_app" / "streamlit_app.py"
+APP = PROJECT_ROOT / "src" / "emps" / "dashboard" / "streamlit_app.py"
 
 
 def _audit_actions(username: str) -> list[str]:
