@@ -145,7 +145,7 @@ def query_calls(fleet, settings: Settings) -> dict[str, Callable[[], object]]:
 
 def exposed(*consumers: str) -> set[str]:
     """The marts dbt's exposures (models/marts/__exposures.yml) say these consumers read."""
-    path = Path(PROJECT_ROOT) / "dbt_project" / "models" / "marts" / "__exposures.yml"
+    path = PROJECT_ROOT / "dbt_project" / "models" / "marts" / "__exposures.yml"
     exposures = {e["name"]: e for e in yaml.safe_load(path.read_text("utf-8"))["exposures"]}
     refs = (
         re.fullmatch(r"ref\('(\w+)'\)", d) for c in consumers for d in exposures[c]["depends_on"]
