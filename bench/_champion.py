@@ -18,11 +18,12 @@ if TYPE_CHECKING:
 
 
 def champion_and_features(
-    settings: Settings, equipment: int, **training: Any
+    settings: Settings, bench_equipment: int, **training: Any
 ) -> tuple[str, pd.DataFrame]:
     """(the champion's version, the bench equipment's feature rows): a model trained on
-    synthetic examples (`training`: their size) and promoted by the gate, then `equipment`
-    feature rows, ids BEN-00000 on, each drawn from the examples and stamped now."""
+    synthetic examples (`training`: their size) and promoted by the gate, then
+    `bench_equipment` feature rows, ids BEN-00000 on, each drawn from the examples and stamped
+    now."""
     import numpy as np
     import pandas as pd
     import synthetic
@@ -37,10 +38,10 @@ def champion_and_features(
     version = train_and_register(settings, examples, failures).version
     registry.run_gate(version, "bench", settings, examples, failures)
     rng = np.random.default_rng(1)
-    rows = examples.iloc[rng.integers(0, len(examples), equipment)].copy()
-    rows["equipment_id"] = [f"BEN-{i:05d}" for i in range(equipment)]
+    rows = examples.iloc[rng.integers(0, len(examples), bench_equipment)].copy()
+    rows["equipment_id"] = [f"BEN-{i:05d}" for i in range(bench_equipment)]
     rows["ts"] = pd.Timestamp.now(tz="UTC").floor("min")
     features = rows.drop(columns=["next_failure_at", "days_until_failure", "fails_within_horizon"])
-    print(f"loading {equipment:,} feature rows ...", flush=True)
+    print(f"loading {bench_equipment:,} feature rows ...", flush=True)
     synthetic.load_examples(features, settings, settings.ml_features_relation)
     return version, features
