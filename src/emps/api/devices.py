@@ -235,7 +235,10 @@ def revoke(
 
 
 def list_devices(conn: psycopg.Connection, include_revoked: bool = False) -> list[dict[str, Any]]:
-    """Every device with its equipment and its live keys (prefixes and last use only)."""
+    """Every device with its equipment and its live keys (prefixes and last use only).
+
+    Read from the tables, not a dbt mart: they hold the API's credentials and only the owner
+    may read them; a mart would be readable by every dashboard user."""
     cur = conn.execute(
         "select d.device_id, d.equipment_ids, d.description, d.created_at, d.revoked_at, "
         "coalesce(array_agg(k.prefix order by k.id) filter (where k.id is not null), '{}') "
