@@ -20,8 +20,6 @@ import pstats
 import sys
 import threading
 
-from _tempdb import ROOT  # noqa: F401 - puts the package (src/) on sys.path
-
 
 def main() -> None:
     from fastapi.responses import JSONResponse

@@ -2,18 +2,7 @@
     {#- The last refresh of an incremental dashboard table less the ingest lookback margin, as a
         literal: a literal lets the planner use the BRIN index on the source's write-time
         column, where a subquery's unknown value makes it scan every partition. -#}
-    {%- if execute -%}
-        {%- set query -%}
-            select (
-                coalesce(max(refreshed_at), '-infinity'::timestamptz)
-                - interval '{{ var("ingest_lookback_minutes") | int }} minutes'
-            )::text
-            from {{ relation }}
-        {%- endset -%}
-        '{{ run_query(query).columns[0].values()[0] }}'::timestamptz
-    {%- else -%}
-        '-infinity'::timestamptz
-    {%- endif -%}
+    {{- watermark(relation, 'refreshed_at') -}}
 {%- endmacro %}
 
 {% macro silent_limit() -%}

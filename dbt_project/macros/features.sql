@@ -183,6 +183,24 @@
     {%- endif -%}
 {%- endmacro %}
 
+{% macro not_built_yet(rows, matches=none) -%}
+    {#- A condition on `rows` (a CTE or alias with `ingested_at`): the rows this incremental
+        model has not yet been built from, those written after its watermark and not already
+        behind a row of its own written as late (after a bulk load, every row is within the
+        look-back margin of the newest). `matches`: this model's key columns, each with the
+        expression it is matched on; by default equipment_id and slot of `rows`. -#}
+    {%- set matches = matches or {'equipment_id': rows ~ '.equipment_id', 'slot': rows ~ '.slot'} -%}
+    {{ rows }}.ingested_at > {{ watermark(this) }}
+    and not exists (
+        select 1 from {{ this }} as known
+        where
+            {% for column, expression in matches.items() -%}
+                known.{{ column }} = {{ expression }}
+                and {% endfor -%}
+            known.ingested_at >= {{ rows }}.ingested_at
+    )
+{%- endmacro %}
+
 {% macro watermark(relation, column='ingested_at') -%}
     {#- The newest `column` of an incremental relation less the ingest lookback margin, as a
         literal (a literal lets the planner use the BRIN index on raw.sensor_readings). -#}

@@ -170,6 +170,8 @@ def queue_daily_report(
     queued = 0
     with connect(Role.ALERTING, settings) as conn, conn.transaction():
         for person in recipients.for_daily_report():
+            if person.email is None:  # for_daily_report lists people with an address only
+                continue
             queued += enqueue_email(
                 conn,
                 to=person.email,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 # Fixed role names: migrations grant to them (production sets their passwords out of band).
 WRITER_ROLE = "emps_writer"
 READER_ROLE = "emps_reader"
+Row = TypeVar("Row")
 
 
 class Role(StrEnum):
@@ -128,6 +129,15 @@ def connect(
     kwargs.setdefault("connect_timeout", 10)
     kwargs.setdefault("application_name", f"emps-{role.value}")
     return psycopg.connect(database_url(role, settings), **kwargs)
+
+
+def one(cursor: psycopg.Cursor[Row]) -> Row:
+    """The row of a query that always returns one: an aggregate, a function's result, an
+    upsert's `returning`."""
+    row = cursor.fetchone()
+    if row is None:
+        raise LookupError("the query returned no row where one was expected")
+    return row
 
 
 @contextmanager

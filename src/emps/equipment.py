@@ -11,6 +11,7 @@ from pathlib import Path
 import psycopg
 
 from emps.catalog import Catalog
+from emps.db import one
 
 # Same rule as the raw.equipment check constraint, so the database never has the last word.
 EQUIPMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
@@ -148,7 +149,7 @@ def upsert_equipment(
                     source,
                 ),
             )
-            if cur.fetchone()[0]:
+            if one(cur)[0]:
                 inserted += 1
             else:
                 updated += 1

@@ -80,7 +80,7 @@ def _pool(url: str, timeout_ms: int) -> ConnectionPool:
 
 
 def frame(
-    query: str | sql.Composable,
+    query: str | sql.SQL | sql.Composed,
     params: dict[str, Any] | None = None,
     settings: Settings | None = None,
 ) -> pd.DataFrame:
@@ -89,13 +89,13 @@ def frame(
     pool = _pool(database_url(Role.READER, settings), settings.query_timeout_ms)
     with pool.connection() as conn, conn.cursor() as cur:
         cur.execute(query, params or {})
-        columns = [d.name for d in cur.description]
+        columns = [d.name for d in cur.description or ()]
         rows = cur.fetchall()
     return pd.DataFrame(rows, columns=columns)
 
 
 def row_dicts(
-    query: str | sql.Composable,
+    query: str | sql.SQL | sql.Composed,
     params: dict[str, Any] | None = None,
     settings: Settings | None = None,
 ) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from emps.catalog import Catalog
+from emps.db import one
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def fit_regimes(
             score = float(silhouette_score(check, model.predict(check)))
             if silhouette is None or score > silhouette:
                 best, silhouette = model, score
-        if best is None or silhouette < MIN_SILHOUETTE:
+        if best is None or silhouette is None or silhouette < MIN_SILHOUETTE:
             best = None
     elif int(requested) > 1:
         best = cluster(min(int(requested), distinct))
@@ -97,13 +98,16 @@ def _sample(conn: psycopg.Connection, equipment_type: str, settings: list[str]) 
     present = sql.SQL(" and ").join(
         sql.SQL("{} is not null").format(sql.Identifier("r", s)) for s in settings
     )
-    total = conn.execute(
-        sql.SQL(
-            "select count(*) from raw.sensor_readings r join raw.equipment e using (equipment_id) "
-            "where e.equipment_type = %s and {}"
-        ).format(present),
-        (equipment_type,),
-    ).fetchone()[0]
+    (total,) = one(
+        conn.execute(
+            sql.SQL(
+                "select count(*) from raw.sensor_readings r "
+                "join raw.equipment e using (equipment_id) "
+                "where e.equipment_type = %s and {}"
+            ).format(present),
+            (equipment_type,),
+        )
+    )
     if total < MIN_READINGS:
         return np.empty((total, len(settings)))
     share = min(1.0, SAMPLE_READINGS / total)

@@ -124,7 +124,7 @@ def cli_env(alert_settings, mailbox, tmp_path, monkeypatch):
     get_settings.cache_clear()
 
 
-def test_cli_acknowledge_complete_and_mail_list(cli_env, crew, mailbox):
+def test_cli_acknowledge_complete_and_mail_list(dashboard_marts, cli_env, crew, mailbox):
     """From the shell: list an alert, acknowledge it (twice is refused clearly), complete its
     task with an outcome, see the notifications waiting, send the outbox and see the mails in
     the local mailbox."""

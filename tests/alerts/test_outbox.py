@@ -454,6 +454,45 @@ def test_the_oldest_waiting_notification_is_measured_from_when_it_became_due(ale
     assert oldest_pending_age_s(alert_settings, now=clock.now()) == 0
 
 
+def test_the_dashboard_metrics_and_operations_alert_agree_on_what_waits(
+    alert_settings, dashboard_marts
+):
+    """A notification waits when it is due and neither sent nor given up: the Alerts page's
+    warning, /metrics and the operations alert count the same ones and the same oldest, so the
+    page never says all is well while the alert fires."""
+    from emps import queries
+    from emps.metrics import PlatformCollector
+
+    states = [  # (status, due this many minutes ago)
+        ("pending", 30),  # the one waiting longest
+        ("failed", 20),
+        ("sending", 10),
+        ("pending", -60),  # held back by quiet hours
+        ("sent", 40),
+        ("dead", 50),
+    ]
+    keys = _queue(alert_settings, len(states))
+    with connect(Role.OWNER, alert_settings, autocommit=True) as conn:
+        for key, (status, minutes) in zip(keys, states, strict=True):
+            conn.execute(
+                "update ops.notifications set status = %s,"
+                " due_at = now() - make_interval(mins => %s) where dedupe_key = %s",
+                (status, minutes, key),
+            )
+        [oldest_id] = conn.execute(
+            "select id from ops.notifications where dedupe_key = %s", (keys[0],)
+        ).fetchone()
+    page = queries.notification_backlog(alert_settings)
+    with connect(Role.ALERTING, alert_settings) as conn:
+        alert = backlog(conn)
+    families = {f.name: f for f in PlatformCollector(alert_settings).collect()}
+    (metric,) = families["emps_notification_oldest_pending_seconds"].samples
+    assert (page.waiting, page.oldest_id) == (alert.waiting, alert.oldest_id) == (3, oldest_id)
+    assert alert.oldest_recipient == "crew0@crews.example"
+    for age in (page.oldest_age_s, alert.oldest_age_s, metric.value):
+        assert 30 * 60 <= age < 32 * 60
+
+
 def test_metrics_show_the_age_of_the_oldest_waiting_notification(alert_settings):
     """/metrics exposes how long the oldest due notification has waited and the age that
     should alert, so an outage is heard without mail."""

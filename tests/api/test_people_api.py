@@ -18,7 +18,7 @@ from emps.settings import Settings
 from emps.users import mint_token
 
 # The dashboard tests' seeded fleet, reused as it is.
-seeded = load_module("dashboard_seed", "tests/streamlit_app/conftest.py")
+seeded = load_module("dashboard_seed", "tests/dashboard/conftest.py")
 V1 = "/api/v1"
 
 

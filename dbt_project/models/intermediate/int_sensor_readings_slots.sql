@@ -1,14 +1,3 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key=['equipment_id', 'slot'],
-        indexes=[
-            {'columns': ['equipment_id', 'slot'], 'unique': True},
-            {'columns': ['ingested_at']},
-        ],
-    )
-}}
 -- One row per equipment per slot of its type's grid holding a reading: each channel's last value
 -- in the slot (sensors and settings), the slot's last reading time `ts`, how many readings it
 -- holds, and its operating regime (the nearest regime centre of its settings; 0 for types
@@ -16,7 +5,8 @@
 -- The last value, not the mean: a device reading every minute and a backfill reading every ten
 -- minutes then give slot values with the same noise, so features do not depend on the cadence.
 -- Incremental: the slots that received readings since the last run are recomputed from all
--- their readings (late readings included), one index range scan each.
+-- their readings (late readings included), one index range scan each. Materialisation, key and
+-- indexes: dbt_project.yml (shared with int_slot_levels).
 with readings as not materialized (
     select * from {{ ref('stg_sensor_readings') }}
 ),
@@ -40,19 +30,10 @@ equipment as (
             {{ slot_of('equipment.axis', 'equipment.slot_width', 'readings.ts', 'readings.cycle') }} as slot
         from readings
         inner join equipment on readings.equipment_id = equipment.equipment_id
-        where
-            readings.ingested_at > {{ watermark(this) }}
-            -- Not a reading its slot's row already holds (after a bulk load, every reading
-            -- is within the look-back margin of the newest).
-            and not exists (
-                select 1 from {{ this }} as known
-                where
-                    known.equipment_id = readings.equipment_id
-                    and known.slot = {{ slot_of(
-                        'equipment.axis', 'equipment.slot_width', 'readings.ts', 'readings.cycle'
-                    ) }}
-                    and known.ingested_at >= readings.ingested_at
-            )
+        where {{ not_built_yet('readings', {
+            'equipment_id': 'readings.equipment_id',
+            'slot': slot_of('equipment.axis', 'equipment.slot_width', 'readings.ts', 'readings.cycle')
+        }) }}
     ),
 
     {%- set axes = equipment_types() | map(attribute='axis') | unique | list %}
@@ -60,7 +41,10 @@ equipment as (
     slot_readings as (
         -- Lateral, so each slot is an index range scan of its equipment's readings: on time for
         -- wall-time types, on the counter for counter-clocked ones.
-        {% if 'time' in axes %}
+        {% for axis in ['time', 'counter'] if axis in axes %}
+            {%- set position = 'readings.ts' if axis == 'time' else 'readings.cycle' -%}
+            {%- set at = 'to_timestamp' if axis == 'time' else '' -%}
+            {% if not loop.first %}union all{% endif %}
             select
                 in_slot.*,
                 touched.slot
@@ -71,32 +55,14 @@ equipment as (
                     from readings
                     where
                         readings.equipment_id = touched.equipment_id
-                        and readings.ts >= to_timestamp(touched.slot * touched.slot_width)
-                        and readings.ts < to_timestamp((touched.slot + 1) * touched.slot_width)
+                        and {{ position }} >= {{ at }}(touched.slot * touched.slot_width)
+                        and {{ position }} < {{ at }}((touched.slot + 1) * touched.slot_width)
                     -- Keeps the subquery a per-slot index scan: flattened into a join, the
                     -- planner matched every new slot against every reading of its equipment.
                     offset 0  -- noqa: AM09
                 ) as in_slot
-            where touched.axis = 'time' and touched.slot is not null
-        {%- endif %}
-        {% if axes | length > 1 %}union all{% endif %}
-        {% if 'counter' in axes %}
-            select
-                in_slot.*,
-                touched.slot
-            from touched
-            cross join
-                lateral (  -- noqa: ST05
-                    select readings.*
-                    from readings
-                    where
-                        readings.equipment_id = touched.equipment_id
-                        and readings.cycle >= touched.slot * touched.slot_width
-                        and readings.cycle < (touched.slot + 1) * touched.slot_width
-                    offset 0  -- noqa: AM09
-                ) as in_slot
-            where touched.axis = 'counter' and touched.slot is not null
-        {%- endif %}
+            where touched.axis = '{{ axis }}' and touched.slot is not null
+        {%- endfor %}
     ),
 {% else %}
     slot_readings as (

@@ -33,16 +33,9 @@ equipment as (
             levels.slot
         from levels
         inner join equipment on levels.equipment_id = equipment.equipment_id
-        where
-            levels.ingested_at > {{ watermark(this) }}
-            and not exists (
-                select 1 from {{ this }} as known
-                where
-                    known.site = equipment.site
-                    and known.slot_width = equipment.slot_width
-                    and known.slot = levels.slot
-                    and known.ingested_at >= levels.ingested_at
-            )
+        where {{ not_built_yet('levels', {
+            'site': 'equipment.site', 'slot_width': 'equipment.slot_width', 'slot': 'levels.slot'
+        }) }}
     ),
 
     site_slots as (

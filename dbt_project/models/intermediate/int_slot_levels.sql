@@ -1,20 +1,10 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key=['equipment_id', 'slot'],
-        indexes=[
-            {'columns': ['equipment_id', 'slot'], 'unique': True},
-            {'columns': ['ingested_at']},
-        ],
-    )
-}}
 -- One row per equipment per slot holding a reading: each sensor's slot value as a level, in its
 -- type's norm standard deviations from the norm's mean for the slot's operating regime
 -- (`<s>_level`; int_regime_norms). Levels of machines of different types, and of one machine in
 -- different regimes, are on one scale: what every feature is computed from.
 -- Null while the type or regime has no norm yet. Incremental: the slots recomputed since the last
--- run are recomputed here.
+-- run are recomputed here. Materialisation, key and indexes: dbt_project.yml (shared with
+-- int_sensor_readings_slots).
 with slots as not materialized (
     select * from {{ ref('int_sensor_readings_slots') }}
 ),
@@ -26,15 +16,7 @@ norms as (
 changed as (
     select * from slots
     {% if is_incremental() %}
-        where
-            ingested_at > {{ watermark(this) }}
-            and not exists (
-                select 1 from {{ this }} as known
-                where
-                    known.equipment_id = slots.equipment_id
-                    and known.slot = slots.slot
-                    and known.ingested_at >= slots.ingested_at
-            )
+        where {{ not_built_yet('slots') }}
     {% endif %}
 ),
 

@@ -34,40 +34,32 @@ class Backlog:
         return text + (f"; last error: {self.last_error}" if self.last_error else "")
 
 
+# Which notifications wait is ops.notification_backlog's rule (migration 0190), the one the
+# dashboard's mart reads too; the recipient and error of the oldest only the outbox's own roles
+# (alerting, the owner) may read.
+SUMMARY = """
+    select waiting, oldest_age_s, oldest_notification_id, null::text, null::text
+    from ops.notification_backlog(coalesce(%(now)s::timestamptz, now()))
+"""
+DETAILED = """
+    select b.waiting, b.oldest_age_s, b.oldest_notification_id, n.recipient, n.last_error
+    from ops.notification_backlog(coalesce(%(now)s::timestamptz, now())) b
+    left join ops.notifications n on n.id = b.oldest_notification_id
+"""
+
+
 def backlog(
     conn: psycopg.Connection, now: datetime | None = None, detailed: bool = True
 ) -> Backlog:
     """The waiting notifications as of `now` (the database's time when None). A notification
     held back by quiet hours is not waiting until its time comes. `detailed`: with the oldest's
-    recipient and last error (the alerting role and the owner); without, through the view the
-    dashboard's read-only role sees."""
+    recipient and last error (the alerting role and the owner); without, as the dashboard's
+    read-only role may see it."""
     cursor = conn.cursor(row_factory=tuple_row)
-    source = (
-        "select id, recipient, last_error, due_at, status from ops.notifications"
-        if detailed
-        else "select id, null::text as recipient, null::text as last_error, due_at, status "
-        "from ops.notification_deliveries"
-    )
-    row = cursor.execute(
-        """
-        with waiting as (
-            select id, recipient, last_error, due_at from ("""  # noqa: S608 - fixed text
-        + source
-        + """) n
-            where status in ('pending', 'failed', 'sending')
-              and due_at <= coalesce(%(now)s::timestamptz, now())
-        )
-        select (select count(*) from waiting),
-               greatest(extract(epoch from coalesce(%(now)s::timestamptz, now()) - w.due_at), 0)::float8,
-               w.id, w.recipient, w.last_error
-        from (select 1) one
-        left join (select * from waiting order by due_at, id limit 1) w on true
-        """,
-        {"now": now},
-    ).fetchone()
-    assert row is not None  # selects from a one-row subquery
+    row = cursor.execute(DETAILED if detailed else SUMMARY, {"now": now}).fetchone()
+    assert row is not None  # the function returns one row
     count, age, oldest_id, recipient, error = row
-    return Backlog(int(count), float(age or 0.0), oldest_id, recipient, error)
+    return Backlog(int(count), float(age), oldest_id, recipient, error)
 
 
 def read_backlog(settings: Settings | None = None, *, now: datetime | None = None) -> Backlog:
@@ -85,8 +77,8 @@ def oldest_pending_age_s(
     """Seconds the oldest due notification not yet sent (nor dead) has waited; 0 when none.
 
     What the operations alert on the outbox reads (above EMPS_NOTIFY_PENDING_ALERT_S: mail is
-    not going out). Uses `conn` when given (any role that can read ops.notifications); `now`
-    defaults to the database's time."""
+    not going out). Uses `conn` when given (the reader's role will do); `now` defaults to the
+    database's time."""
     if conn is not None:
         return backlog(conn, now, detailed=False).oldest_age_s
     return read_backlog(settings, now=now).oldest_age_s

@@ -19,7 +19,10 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+
+from emps.db import one
 
 KEY_PREFIX = "emps_dev_"
 KEY_PATTERN = re.compile(r"^emps_dev_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
@@ -79,11 +82,13 @@ def _audit(conn: psycopg.Connection, actor: str, action: str, device_id: str, de
 
 def _insert_key(conn: psycopg.Connection, device_id: str, actor: str) -> NewKey:
     key, prefix, digest = make_key()
-    (key_id,) = conn.execute(
-        "insert into ops.device_keys (device_id, prefix, key_sha256, created_by) "
-        "values (%s, %s, %s, %s) returning id",
-        (device_id, prefix, digest, actor),
-    ).fetchone()
+    (key_id,) = one(
+        conn.execute(
+            "insert into ops.device_keys (device_id, prefix, key_sha256, created_by) "
+            "values (%s, %s, %s, %s) returning id",
+            (device_id, prefix, digest, actor),
+        )
+    )
     return NewKey(device_id, key_id, prefix, key)
 
 
@@ -235,8 +240,11 @@ def revoke(
 
 
 def list_devices(conn: psycopg.Connection, include_revoked: bool = False) -> list[dict[str, Any]]:
-    """Every device with its equipment and its live keys (prefixes and last use only)."""
-    cur = conn.execute(
+    """Every device with its equipment and its live keys (prefixes and last use only).
+
+    Read from the tables, not a dbt mart: they hold the API's credentials and only the owner
+    may read them; a mart would be readable by every dashboard user."""
+    cur = conn.cursor(row_factory=dict_row).execute(
         "select d.device_id, d.equipment_ids, d.description, d.created_at, d.revoked_at, "
         "coalesce(array_agg(k.prefix order by k.id) filter (where k.id is not null), '{}') "
         "as keys, max(k.last_used_at) as last_used_at "
@@ -245,8 +253,7 @@ def list_devices(conn: psycopg.Connection, include_revoked: bool = False) -> lis
         "where %s or d.revoked_at is null group by d.device_id order by d.device_id",
         (include_revoked,),
     )
-    names = [d.name for d in cur.description]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    return cur.fetchall()
 
 
 def shown(value: datetime | None) -> str:

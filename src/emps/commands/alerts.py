@@ -57,11 +57,11 @@ def _when(value: str) -> datetime:
 def _call(sql: str, params: tuple) -> tuple:
     import psycopg
 
-    from emps.db import Role, connect
+    from emps.db import Role, connect, one
 
     try:
         with connect(Role.OWNER, get_settings()) as conn:
-            return conn.execute(sql, params).fetchone()
+            return one(conn.execute(sql, params))
     except psycopg.Error as exc:
         raise _fail(exc) from exc
 
@@ -299,8 +299,9 @@ def mail_list(
     if show is not None:
         if not 1 <= show <= len(mails):
             raise typer.BadParameter(f"the mailbox has {len(mails)} messages")
-        msg = read_mail(mails[show - 1].path)
-        console.print(msg.get_body(("plain",)).get_content(), highlight=False, markup=False)
+        body = read_mail(mails[show - 1].path).get_body(("plain",))
+        text = body.get_content() if body is not None else "(no text part)"
+        console.print(text, highlight=False, markup=False)
         return
     table = Table("#", "date", "to", "subject")
     first = max(len(mails) - limit, 0)

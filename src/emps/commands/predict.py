@@ -13,6 +13,7 @@ import math
 import os
 import stat
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,7 +139,7 @@ def predict_through_api(
     registered equipment page after page."""
     answer = Answer()
     if equipment_ids is None:
-        bodies = iter(())  # pages follow next_offset
+        bodies: Iterator[dict[str, Any]] = iter(())  # pages follow next_offset
         offset: int | None = 0
     else:
         step = settings.api_predict_max
@@ -149,9 +150,10 @@ def predict_through_api(
         if offset is not None:
             body: dict[str, Any] = {"all": True, "offset": offset, "overrides": overrides}
         else:
-            body = next(bodies, None)
-            if body is None:
+            page = next(bodies, None)
+            if page is None:
                 return answer
+            body = page
         status, payload = _post(settings, token, body)
         if status == 401:
             raise Refused(

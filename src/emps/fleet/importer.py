@@ -30,7 +30,7 @@ from pathlib import Path
 import psycopg
 
 from emps.catalog import Catalog, load_catalog
-from emps.db import Role, connect, ensure_database
+from emps.db import Role, connect, ensure_database, one
 from emps.fleet.pack import (
     DROP_SUFFIXES,
     SKIP,
@@ -127,11 +127,9 @@ def simulated_equipment(settings: Settings) -> int:
     """Equipment of the simulated fleet in this install's registry (0 before any migration)."""
     ensure_database(settings)
     with connect(Role.OWNER, settings) as conn:
-        if conn.execute("select to_regclass('raw.equipment')").fetchone()[0] is None:
+        if one(conn.execute("select to_regclass('raw.equipment')"))[0] is None:
             return 0
-        row = conn.execute(
-            "select count(*) from raw.equipment where source = 'simulator'"
-        ).fetchone()
+        row = one(conn.execute("select count(*) from raw.equipment where source = 'simulator'"))
     return int(row[0])
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from emps.db import Role, connect, ensure_database
+from emps.db import Role, connect, ensure_database, one
 from emps.fleet.importer import (
     FleetConflict,
     check_catalog_setting,
@@ -68,7 +68,7 @@ class FleetPlan:
 def last_import(settings: Settings, digest: str | None = None) -> FleetImportRecord | None:
     """The latest import of a fleet pack into this install (of a pack with `digest`), if any."""
     with connect(Role.OWNER, settings) as conn:
-        if conn.execute("select to_regclass('raw.fleet_imports')").fetchone()[0] is None:
+        if one(conn.execute("select to_regclass('raw.fleet_imports')"))[0] is None:
             return None  # an install older than fleet imports: none was recorded
         row = conn.execute(
             "select pack, digest, equipment, readings_loaded, problems, imported_at "
@@ -82,7 +82,7 @@ def last_import(settings: Settings, digest: str | None = None) -> FleetImportRec
 def imports_without_features(settings: Settings) -> list[int]:
     """Imports whose readings no feature build has seen yet (ids)."""
     with connect(Role.OWNER, settings) as conn:
-        if conn.execute("select to_regclass('raw.fleet_imports')").fetchone()[0] is None:
+        if one(conn.execute("select to_regclass('raw.fleet_imports')"))[0] is None:
             return []
         rows = conn.execute(
             "select id from raw.fleet_imports "
@@ -161,9 +161,9 @@ def plan_fleet(
 def fleet_banner(plan: FleetPlan) -> str:
     """The line `emps up` prints once up: which fleet runs, and how many equipment it has."""
     with connect(Role.OWNER, plan.settings) as conn:
-        total, held_out = conn.execute(
-            "select count(*), count(*) filter (where holdout) from raw.equipment"
-        ).fetchone()
+        total, held_out = one(
+            conn.execute("select count(*), count(*) filter (where holdout) from raw.equipment")
+        )
     if plan.real:
         held = f", {held_out} of them held-out test units" if held_out else ""
         return f"Fleet: {plan.source} ({total} equipment{held}); no simulator."

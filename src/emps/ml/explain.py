@@ -46,6 +46,7 @@ def _explanations(
     model: FailureModel, X: np.ndarray, contrib: np.ndarray, top: int
 ) -> list[list[dict[str, Any]]]:
     labels = model.feature_labels or {}
+    names = model.feature_names or []
     explanations = []
     # One sort for all rows: per-row argsort calls dominated explaining 10,000 rows.
     orders = np.argsort(-contrib, axis=1, kind="stable")[:, :top]
@@ -53,7 +54,7 @@ def _explanations(
         row = contrib[row_index]
         items = []
         for j in order:
-            name = model.feature_names[j]
+            name = names[j]
             label, sensor = (labels.get(name) or [name, None])[:2]
             value = X[row_index, j]
             items.append(

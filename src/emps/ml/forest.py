@@ -9,7 +9,7 @@ per-feature contributions that explain the prediction. Results equal scikit-lear
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -52,6 +52,16 @@ class PackedForest:
         self.is_leaf = self.left < 0
         self.roots = np.asarray(roots, dtype=np.intp)
         self.base = float(self.value[self.roots].mean())
+
+    @overload
+    def walk(
+        self, X: np.ndarray, contributions: Literal[False] = False, chunk: int = 1024
+    ) -> tuple[np.ndarray, None]: ...
+
+    @overload
+    def walk(
+        self, X: np.ndarray, contributions: Literal[True], chunk: int = 1024
+    ) -> tuple[np.ndarray, np.ndarray]: ...
 
     def walk(
         self, X: np.ndarray, contributions: bool = False, chunk: int = 1024

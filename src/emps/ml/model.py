@@ -111,7 +111,7 @@ class FailureModel(BaseEstimator):
     def calibrate(self, score: np.ndarray) -> np.ndarray:
         """Map forest votes to probabilities that mean what they say (the calibration table
         fitted on out-of-fold votes, interpolated)."""
-        if self.calibration_x is None or len(self.calibration_x) == 0:
+        if self.calibration_x is None or self.calibration_y is None or len(self.calibration_x) == 0:
             return np.clip(score, 0.0, 1.0)
         return np.clip(np.interp(score, self.calibration_x, self.calibration_y), 0.0, 1.0)
 
@@ -147,7 +147,7 @@ class FailureModel(BaseEstimator):
         the forest votes of rows of equipment `types` (one type name or one per row)."""
         score = np.asarray(score, dtype=float)
         cap = self.per_type(types, "cap", len(score))
-        if self.life_x is None or len(self.life_x) == 0:
+        if self.life_x is None or self.life_y is None or len(self.life_x) == 0:
             return self._regressor_days(X, score, cap)
         horizons = np.interp(score, self.life_x, self.life_y)
         horizon = self.per_type(types, "horizon", len(score))

@@ -517,7 +517,13 @@ class Fleet:
         shift = self.realism.band_offset
         for row, eq in enumerate(self.equipment):
             for col, sensor in enumerate(self.sensors):
-                low, high = self.catalog.envelope(eq.equipment_type, sensor)
+                band = self.catalog.envelope(eq.equipment_type, sensor)
+                if band is None:
+                    raise ValueError(
+                        f"the simulator draws {sensor} on {eq.equipment_type} from its healthy "
+                        "band: declare one in the catalog"
+                    )
+                low, high = band
                 move, stretch = _rng(
                     self.seed, _BANDS, _key(eq.equipment_type), _key(sensor)
                 ).standard_normal(2)

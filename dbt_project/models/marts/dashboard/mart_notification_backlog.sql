@@ -1,43 +1,19 @@
 -- One row: the notifications due and not yet delivered (not sent, not dead) and how long the
--- one waiting longest has been due. A notification held back by quiet hours is not waiting
--- until its time comes. A view over the outbox, counted when read.
-with notifications as (
-    select * from {{ ref('stg_notification_deliveries') }}
-),
-
-waiting as (
-    select
-        notifications.notification_id,
-        notifications.due_at
-    from notifications
-    where
-        notifications.status in ('pending', 'failed', 'sending')
-        and notifications.due_at <= now()
-),
-
-oldest as (
-    select
-        waiting.notification_id,
-        waiting.due_at
-    from waiting
-    order by waiting.due_at asc, waiting.notification_id asc
-    limit 1
-),
-
-counted as (
-    select count(*) as waiting from waiting
+-- one waiting longest has been due. Which notifications wait is ops.notification_backlog's rule
+-- (migration 0190), the one the operations alert and /metrics read too; the outbox it reads:
+-- depends_on: {{ ref('stg_notification_deliveries') }}
+-- A view, counted when read.
+with backlog as (
+    select * from ops.notification_backlog(now())
 ),
 
 final as (
     select
-        oldest.notification_id as oldest_notification_id,
-        oldest.due_at as oldest_due_at,
-        counted.waiting,
-        coalesce(
-            greatest(date_part('epoch', now() - oldest.due_at), 0), 0
-        )::float8 as oldest_age_s
-    from counted
-    left join oldest on true
+        backlog.oldest_notification_id,
+        backlog.oldest_due_at,
+        backlog.waiting,
+        backlog.oldest_age_s
+    from backlog
 )
 
 select * from final

@@ -25,15 +25,7 @@
 {%- if is_incremental() and execute -%}
     {%- set pending_query -%}
         select count(*) from {{ ref('int_slot_levels') }} as levels
-        where
-            ingested_at > {{ watermark(this) }}
-            and not exists (
-                select 1 from {{ this }} as known
-                where
-                    known.equipment_id = levels.equipment_id
-                    and known.slot = levels.slot
-                    and known.ingested_at >= levels.ingested_at
-            )
+        where {{ not_built_yet('levels') }}
     {%- endset -%}
     {%- if run_query(pending_query).columns[0].values()[0] <= var('feature_lateral_max_slots') | int -%}
         {%- set path = 'lateral' -%}
@@ -127,15 +119,7 @@ state as not materialized (  -- noqa: ST03
         from levels
         inner join equipment on levels.equipment_id = equipment.equipment_id
         {{ last_service_join('levels') }}
-        where
-            levels.ingested_at > {{ watermark(this) }}
-            and not exists (
-                select 1 from {{ this }} as known
-                where
-                    known.equipment_id = levels.equipment_id
-                    and known.slot = levels.slot
-                    and known.ingested_at >= levels.ingested_at
-            )
+        where {{ not_built_yet('levels') }}
     ),
 
     newest as (
@@ -228,15 +212,7 @@ state as not materialized (  -- noqa: ST03
                 equipment_id,
                 min(slot) as from_slot
             from levels
-            where
-                ingested_at > {{ watermark(this) }}
-                and not exists (
-                    select 1 from {{ this }} as known
-                    where
-                        known.equipment_id = levels.equipment_id
-                        and known.slot = levels.slot
-                        and known.ingested_at >= levels.ingested_at
-                )
+            where {{ not_built_yet('levels') }}
             group by equipment_id
         ),
     {% endif %}

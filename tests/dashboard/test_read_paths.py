@@ -25,6 +25,9 @@ WRITE_PATHS = {
     "emps/users.py": "sign-in and session checks",
     "emps/api/people.py": "API token checks",
     "emps/api/app.py": "the API's own service (device keys, ingest requests)",
+    # No mart can serve it: the tables hold the API's credentials, and no role that builds or
+    # reads marts may read them (test_the_device_registry_is_read_by_the_owner_only).
+    "emps/api/devices.py": "the device and key registry, the owner's `emps devices` (CLI only)",
     "emps/alerting/outbox.py": "queues the daily report's mail",
     "emps/dashboard/session.py": "the dashboard's sign-in gate",
 }
@@ -174,14 +177,30 @@ def test_every_query_reads_marts_only(fleet, db, captured):
 
 def test_the_capture_catches_a_raw_or_ops_read(db, captured):
     """A read of an ops table from outside the write paths shows as a violation (the check can
-    fail): the notification outbox read straight, as the alerting code does."""
+    fail): the notification outbox read straight, as the alerting code does for the recipient
+    of the oldest waiting notification."""
     from emps.alerting.backlog import backlog
 
-    with connect(Role.READER, db) as conn:
-        backlog(conn, detailed=False)
-    assert captured.violations() == {
-        "emps/alerting/backlog.py:backlog": {"ops.notification_deliveries"}
-    }
+    with connect(Role.ALERTING, db) as conn:
+        backlog(conn, detailed=True)
+    assert captured.violations() == {"emps/alerting/backlog.py:backlog": {"ops.notifications"}}
+
+
+def test_the_device_registry_is_read_by_the_owner_only(db, captured):
+    """`emps devices list` reads the device and key tables themselves, as the owner: neither the
+    role dbt builds marts as nor the dashboard's reader may read them, so no mart could list
+    the devices without handing their key prefixes to every dashboard user."""
+    from emps.api.devices import add_device, list_devices
+
+    with connect(Role.OWNER, db, autocommit=True) as conn:
+        new = add_device(conn, "gateway-1", ["GEN-0001"], "test")
+        listed = list_devices(conn)
+    assert [(d["device_id"], d["keys"]) for d in listed] == [("gateway-1", [new.prefix])]
+    assert captured.reads["emps/api/devices.py:list_devices"] == {"ops.devices", "ops.device_keys"}
+    assert captured.violations() == {}
+    for role in (Role.WRITER, Role.READER):
+        with connect(role, db) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select 1 from ops.devices")
 
 
 def test_reports_read_marts_only(fleet, db, captured, tmp_path):
