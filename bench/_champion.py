@@ -43,5 +43,5 @@ def champion_and_features(
     rows["ts"] = pd.Timestamp.now(tz="UTC").floor("min")
     features = rows.drop(columns=["next_failure_at", "days_until_failure", "fails_within_horizon"])
     print(f"loading {bench_equipment:,} feature rows ...", flush=True)
-    synthetic.load_examples(features, settings, settings.ml_features_relation)
+    synthetic.load_examples(features, settings, settings.ml.features_relation)
     return version, features

@@ -232,7 +232,7 @@ def run(args: argparse.Namespace, home: Path, smtp_port: int) -> None:
             began = time.perf_counter()
             for i in range(args.messages):
                 msg = EmailMessage()
-                msg["From"] = settings.mail_from
+                msg["From"] = settings.notifications.mail_from
                 msg["To"] = f"crew{i % 10}@bench.example"
                 msg["Subject"] = f"raw {i}"
                 msg["Message-ID"] = f"<raw-{i}@bench>"

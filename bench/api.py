@@ -566,7 +566,7 @@ def run(args: argparse.Namespace, settings, home: Path) -> dict:
         },
         "equipment": len(equipment),
         "days": args.days,
-        "trees": settings.ml_n_estimators,
+        "trees": settings.ml.n_estimators,
         "cores": os.cpu_count(),
         "load_avg_1m_at_start": round(load_at_start, 2),
         "profiled": bool(args.profile),

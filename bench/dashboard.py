@@ -396,7 +396,7 @@ def run(args: argparse.Namespace, settings) -> dict:
         if args.detail:
             for name, samples in sorted(CALL_MS.items()):
                 print(f"    {name:<24} {statistics.median(samples):8.1f} ms", flush=True)
-        timeout_ms = settings.query_timeout_ms
+        timeout_ms = settings.database.query_timeout_ms
         for name, ms in pages.items():
             if ms is None:
                 print(f"  {name:<22} timed out (> {timeout_ms} ms per query)", flush=True)

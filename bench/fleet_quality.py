@@ -164,7 +164,7 @@ def baseline_rmse(
     y_train = np.minimum(life[known], train_cap[known])
     x_test = window_means(settings, catalog, test).reindex(columns=sensors)
     forest = RandomForestRegressor(
-        n_estimators=trees, min_samples_leaf=5, n_jobs=settings.ml_n_jobs, random_state=0
+        n_estimators=trees, min_samples_leaf=5, n_jobs=settings.ml.n_jobs, random_state=0
     )
     forest.fit(x_train.fillna(x_train.mean()).fillna(0.0), y_train)
     estimate = np.minimum(forest.predict(x_test.fillna(x_train.mean()).fillna(0.0)), cap)
@@ -259,7 +259,7 @@ def main() -> None:
 
         examples = read_training_examples(settings)
         failures = read_failure_events(settings)
-        trees = settings.ml_n_estimators
+        trees = settings.ml.n_estimators
         test_rows, predicted, truth = test_unit_figures(settings, catalog, result.model)
         if len(test_rows):
             cap = cap_per_row(test_rows, catalog, settings)
@@ -273,7 +273,7 @@ def main() -> None:
             # Held-out units at every row: the same units the model was judged on.
             split = split_examples(examples, settings)
             if split.kind == RUN_TO_FAILURE:
-                folds = kfold_splits(examples, settings.ml_cv_folds, settings)
+                folds = kfold_splits(examples, settings.ml.cv_folds, settings)
             else:
                 folds = [(split.train, split.report)]
             errors, floor = [], []

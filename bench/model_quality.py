@@ -111,7 +111,7 @@ def one_seed(seed: int, args, console: Console) -> dict:
         from emps.ml.train import fit_model
 
         settings = platform.settings
-        if args.folds * settings.ml_test_equipment_fraction > 1:
+        if args.folds * settings.ml.test_equipment_fraction > 1:
             raise SystemExit("--folds x EMPS_ML_TEST_EQUIPMENT_FRACTION must not exceed 1")
         began = time.perf_counter()
         backfill_history(settings)
@@ -126,7 +126,7 @@ def one_seed(seed: int, args, console: Console) -> dict:
             held = split.held_out
             with console.status(
                 f"  seed {seed}, fold {fold + 1}/{args.folds}: fitting "
-                f"{settings.ml_n_estimators} trees on {len(split.train):,} rows"
+                f"{settings.ml.n_estimators} trees on {len(split.train):,} rows"
             ):
                 model = fit_model(split.train, settings, drop_features=args.drop_feature)
             rows.append(held.rows)
@@ -137,7 +137,7 @@ def one_seed(seed: int, args, console: Console) -> dict:
                 f"calibration {model.calibration_method}"
             )
         fitted = time.perf_counter()
-        trees = settings.ml_n_estimators
+        trees = settings.ml.n_estimators
     prefix = f"s{seed}/"
     pooled = pd.concat(rows, ignore_index=True)
     pooled["equipment_id"] = prefix + pooled["equipment_id"]

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace, settings) -> None:
         add_user(conn, "bench", "Viewer", "a long enough password", rounds=4)
         token = mint_token(conn, "bench", "bench", 1)[0]
     token_file = Path(settings.home) / "bench-token"
-    save_token(token, settings.model_copy(update={"api_token_file": token_file}))
+    save_token(token, settings.replace(api={"token_file": token_file}))
 
     port = free_port()
     env = {

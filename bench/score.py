@@ -101,7 +101,7 @@ def run(args: argparse.Namespace, settings) -> None:
         print(f"  {key:18s} {value:8.3f}")
     print(
         "where a single prediction's time goes (p50 ms; the alias is read at most every "
-        f"{settings.ml_alias_max_age_s:g} s by emps predict):"
+        f"{settings.ml.alias_max_age_s:g} s by emps predict):"
     )
     for key, value in single.items():
         print(f"  {key:18s} {np.percentile(value, 50) * 1000:8.2f}")

@@ -51,13 +51,13 @@ def backfill_history(settings: Settings) -> int:
 
     fleet = Fleet(
         load_catalog(settings.catalog_path),
-        settings.sim_equipment,
-        settings.sim_seed,
-        Realism.named(settings.sim_realism),
+        settings.simulator.equipment,
+        settings.simulator.seed,
+        Realism.named(settings.simulator.realism),
     )
-    interval = settings.sim_history_interval_s
-    start, stop = history_window(settings.sim_history_days, interval, None)
-    expected = len(fleet) * settings.sim_history_days * 86_400 // interval
+    interval = settings.simulator.history_interval_s
+    start, stop = history_window(settings.simulator.history_days, interval, None)
+    expected = len(fleet) * settings.simulator.history_days * 86_400 // interval
     with Progress(
         TextColumn("  simulated history"),
         BarColumn(),
@@ -71,7 +71,7 @@ def backfill_history(settings: Settings) -> int:
         )
     console.print(
         f"  {report.rows:,} readings for {len(fleet)} equipment over "
-        f"{settings.sim_history_days} days ({report.rows_per_s:,.0f} rows/s)"
+        f"{settings.simulator.history_days} days ({report.rows_per_s:,.0f} rows/s)"
     )
     return report.rows
 
@@ -205,7 +205,7 @@ def train_first_champion(settings: Settings) -> str:
     if evaluated:
         warned = (
             f"{metrics.get('failures_warned', 0):.0f} of {evaluated} held-out failures warned "
-            f"{settings.inspection_within_days}+ days ahead"
+            f"{settings.alerting.inspection_within_days}+ days ahead"
         )
     else:  # "0 of 0 warned" would read as a model that warns of nothing
         warned = (

@@ -52,7 +52,7 @@ def _prefect_credential() -> None:
         return
     from emps.settings import get_settings
 
-    port = get_settings().prefect_port
+    port = get_settings().services.prefect_port
     if url in {f"http://{host}:{port}/api" for host in ("127.0.0.1", "localhost")}:
         from emps.credentials import load_secrets
 

@@ -154,7 +154,7 @@ def queue_daily_report(
                 for a in alerts
             ],
             "",
-            f"Dashboard: {settings.dashboard_base_url.rstrip('/')}/maintenance",
+            f"Dashboard: {settings.dashboard.base_url.rstrip('/')}/maintenance",
             "",
         ]
     )
@@ -164,7 +164,7 @@ def queue_daily_report(
         f"<p>Fleet health (last 24 h): {escape(health)}</p>"
         f"<h3>Tasks due in the next 24 h or overdue ({len(tasks)})</h3>{_html_table(tasks, TASK_COLUMNS)}"
         f"<h3>Open alerts ({len(alerts)})</h3>{_html_table(alerts, ALERT_COLUMNS)}"
-        f'<p><a href="{escape(settings.dashboard_base_url.rstrip("/"))}/maintenance">'
+        f'<p><a href="{escape(settings.dashboard.base_url.rstrip("/"))}/maintenance">'
         "Open the maintenance page</a></p></body></html>"
     )
     queued = 0

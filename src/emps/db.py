@@ -62,22 +62,22 @@ def embedded_server(settings: Settings | None = None) -> EmbeddedPostgres:
 
     return EmbeddedPostgres(
         settings.pg_dir / "data",
-        host=settings.pg_host,
-        port=settings.pg_port,
+        host=settings.database.pg_host,
+        port=settings.database.pg_port,
         superuser_password=load_secrets(settings).password(SUPERUSER),
     )
 
 
 def _own_url(role: Role, settings: Settings):
     return {
-        Role.OWNER: settings.database_url,
-        Role.WRITER: settings.writer_url,
-        Role.READER: settings.reader_url,
-        Role.OPERATOR: settings.operator_url,
-        Role.INGEST: settings.ingest_url,
-        Role.SCORING: settings.scoring_url,
-        Role.ALERTING: settings.alerting_url,
-        Role.API: settings.api_url,
+        Role.OWNER: settings.database.url,
+        Role.WRITER: settings.database.writer_url,
+        Role.READER: settings.database.reader_url,
+        Role.OPERATOR: settings.database.operator_url,
+        Role.INGEST: settings.database.ingest_url,
+        Role.SCORING: settings.database.scoring_url,
+        Role.ALERTING: settings.database.alerting_url,
+        Role.API: settings.database.api_url,
     }[role]
 
 
@@ -87,16 +87,16 @@ def database_url(role: Role = Role.OWNER, settings: Settings | None = None) -> s
     own = _own_url(role, settings)
     if own is not None:
         return own.get_secret_value()
-    if settings.database_url is not None:
+    if settings.database.url is not None:
         # Same server as the owner URL but logging in as the narrower role (password via PGPASSWORD
         # or .pgpass in production).
-        return _with_user(settings.database_url.get_secret_value(), ROLE_NAMES[role])
-    return _embedded_url(ROLE_NAMES[role], settings.pg_database, settings)
+        return _with_user(settings.database.url.get_secret_value(), ROLE_NAMES[role])
+    return _embedded_url(ROLE_NAMES[role], settings.database.pg_database, settings)
 
 
 def _embedded_url(user: str, database: str, settings: Settings) -> str:
     password = quote(load_secrets(settings).password(user), safe="")
-    return f"postgresql://{user}:{password}@{settings.pg_host}:{settings.pg_port}/{database}"
+    return f"postgresql://{user}:{password}@{settings.database.pg_host}:{settings.database.pg_port}/{database}"
 
 
 def prefect_database_url(settings: Settings | None = None) -> str:
@@ -154,18 +154,18 @@ def ensure_database(settings: Settings | None = None) -> None:
     the secrets file (created when missing; set again at each call, so a rotation or an upgrade
     from password-less roles takes effect)."""
     settings = settings or get_settings()
-    if not settings.embedded:
+    if not settings.database.embedded:
         return
     admin = embedded_server(settings).admin_url("postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
         set_role_passwords(conn, settings)
         exists = conn.execute(
-            "select 1 from pg_database where datname = %s", (settings.pg_database,)
+            "select 1 from pg_database where datname = %s", (settings.database.pg_database,)
         ).fetchone()
         if not exists:
             conn.execute(
                 psycopg.sql.SQL("create database {}").format(
-                    psycopg.sql.Identifier(settings.pg_database)
+                    psycopg.sql.Identifier(settings.database.pg_database)
                 )
             )
 

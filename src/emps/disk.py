@@ -30,7 +30,7 @@ class Space:
 def watched_paths(settings: Settings) -> list[Path]:
     """The folders whose file systems must not fill up."""
     paths = [settings.home, settings.landing_dir]
-    if settings.embedded:
+    if settings.database.embedded:
         paths.append(settings.pg_dir)
     return paths
 

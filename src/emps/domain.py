@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from emps.settings import Settings, get_settings
+from emps.settings import ThresholdSettings, get_settings
 
 
 class Severity(StrEnum):
@@ -49,16 +49,18 @@ UNSCORED = "UNSCORED"
 UNSCORED_COLOR = "#9e9e9e"
 
 
-def severity_for(failure_probability: float, settings: Settings | None = None) -> Severity:
-    """LOW < medium ≤ MEDIUM < high ≤ HIGH < critical ≤ CRITICAL (thresholds from settings)."""
+def severity_for(
+    failure_probability: float, thresholds: ThresholdSettings | None = None
+) -> Severity:
+    """LOW < medium ≤ MEDIUM < high ≤ HIGH < critical ≤ CRITICAL (the bands of `thresholds`)."""
     if not 0.0 <= failure_probability <= 1.0:
         raise ValueError(f"failure probability must be within [0, 1], got {failure_probability}")
-    settings = settings or get_settings()
-    if failure_probability >= settings.severity_critical:
+    thresholds = thresholds or get_settings().thresholds
+    if failure_probability >= thresholds.severity_critical:
         return Severity.CRITICAL
-    if failure_probability >= settings.severity_high:
+    if failure_probability >= thresholds.severity_high:
         return Severity.HIGH
-    if failure_probability >= settings.severity_medium:
+    if failure_probability >= thresholds.severity_medium:
         return Severity.MEDIUM
     return Severity.LOW
 

@@ -135,7 +135,7 @@ class PlatformCollector(Collector):
             "emps_notification_pending_alert_seconds",
             "EMPS_NOTIFY_PENDING_ALERT_S: the oldest pending notification's age that should alert",
         )
-        threshold.add_metric([], self.settings.notify_pending_alert_s)
+        threshold.add_metric([], self.settings.notifications.pending_alert_s)
         yield threshold
 
         free = GaugeMetricFamily(
@@ -218,7 +218,9 @@ def start(
     settings = settings or get_settings()
     registry = CollectorRegistry()
     registry.register(PlatformCollector(settings, prefect_api, prefect_auth))
-    server, _ = start_http_server(settings.metrics_port, addr="127.0.0.1", registry=registry)
+    server, _ = start_http_server(
+        settings.services.metrics_port, addr="127.0.0.1", registry=registry
+    )
     return server
 
 

@@ -161,10 +161,10 @@ def seed_thresholds(conn: psycopg.Connection, settings: Settings) -> list[str]:
     EMPS_SEVERITY_* and EMPS_SILENT_MINUTES; an admin's value always wins. Returns the keys changed.
     Left alone when the result would not rise (an admin's HIGH below the configured MEDIUM)."""
     configured = {
-        "severity_medium": settings.severity_medium,
-        "severity_high": settings.severity_high,
-        "severity_critical": settings.severity_critical,
-        "silent_minutes": float(settings.silent_minutes),
+        "severity_medium": settings.thresholds.severity_medium,
+        "severity_high": settings.thresholds.severity_high,
+        "severity_critical": settings.thresholds.severity_critical,
+        "silent_minutes": float(settings.thresholds.silent_minutes),
     }
     current = dict(conn.execute("select key, value from ops.thresholds for update").fetchall())
     unset = {
@@ -267,7 +267,7 @@ def ensure_partitions(
     settings = settings or get_settings()
     now = datetime.now(UTC)
     start = start or (now.replace(day=1) - timedelta(days=1))
-    end = end or (now + timedelta(days=31 * settings.partitions_months_ahead))
+    end = end or (now + timedelta(days=31 * settings.database.partitions_months_ahead))
     created = 0
     for table in PARTITIONED_TABLES:
         row = conn.execute(

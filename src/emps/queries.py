@@ -86,7 +86,7 @@ def frame(
 ) -> pd.DataFrame:
     """Run one read-only query and return its rows as a DataFrame (columns even when empty)."""
     settings = settings or get_settings()
-    pool = _pool(database_url(Role.READER, settings), settings.query_timeout_ms)
+    pool = _pool(database_url(Role.READER, settings), settings.database.query_timeout_ms)
     with pool.connection() as conn, conn.cursor() as cur:
         cur.execute(query, params or {})
         columns = [d.name for d in cur.description or ()]
@@ -102,7 +102,7 @@ def row_dicts(
     """Run one read-only query and return its rows as dicts, values as the database gave them
     (no NaN for null, integers kept): for text, mail and CSV rather than tables and charts."""
     settings = settings or get_settings()
-    pool = _pool(database_url(Role.READER, settings), settings.query_timeout_ms)
+    pool = _pool(database_url(Role.READER, settings), settings.database.query_timeout_ms)
     with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query, params or {})
         return cur.fetchall()
@@ -206,8 +206,10 @@ def thresholds(settings: Settings | None = None) -> dict[str, float]:
     """Severity bands and the silent-equipment limit in force (analytics.mart_thresholds over
     ops.thresholds, editable by admins; the settings where a key has no row)."""
     settings = settings or get_settings()
-    values = {s.threshold_key: getattr(settings, s.threshold_key) for s in Severity.banded()}
-    values["silent_minutes"] = float(settings.silent_minutes)
+    values = {
+        s.threshold_key: getattr(settings.thresholds, s.threshold_key) for s in Severity.banded()
+    }
+    values["silent_minutes"] = float(settings.thresholds.silent_minutes)
     rows = frame("select key, value from analytics.mart_thresholds", settings=settings)
     values.update(dict(zip(rows["key"], rows["value"].astype(float), strict=True)))
     return values

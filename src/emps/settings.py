@@ -1,52 +1,64 @@
-"""The one settings object: every knob comes from `EMPS_*` environment variables or `.env`."""
+"""The one settings object: every knob comes from `EMPS_*` environment variables or `.env`.
+
+`Settings` holds the install (home, catalog, time zone) and one model per area (`settings.ml`,
+`settings.ingest`, ...). Each field keeps the variable it always had: its area's prefix and its
+name in capitals (`EMPS_ML_` + `n_estimators`), or the name its `validation_alias` gives
+(`EMPS_DATABASE_URL` for `database.url`). `variables()` lists them all."""
 
 from __future__ import annotations
 
 import difflib
 import os
 from collections.abc import Mapping
-from functools import lru_cache
+from dataclasses import dataclass
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout: src/emps/settings.py
 ENV_FILE = ".env"  # read from the working directory, as pydantic-settings does
 
 
-class Settings(BaseSettings):
-    """Platform configuration. Defaults run everything locally under `var/`, with credentials
-    generated into `<home>/secrets.json` (emps.credentials)."""
+class _Area(BaseModel):
+    """The settings of one area. A field's variable is `env_prefix` and its name in capitals,
+    unless its `validation_alias` names another: the flat names users' environments and .env
+    files have always carried."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="EMPS_", env_file=ENV_FILE, env_file_encoding="utf-8", extra="ignore"
+    # validate_default as BaseSettings does: a float field's default 600 reads as 600.0.
+    model_config = ConfigDict(
+        extra="forbid", validate_by_name=True, validate_by_alias=True, validate_default=True
     )
+    env_prefix: ClassVar[str] = "EMPS_"
 
-    env: str = Field(
-        "local", description="local | ci | prod: picks nothing by itself, shown in logs"
-    )
-    home: Path = Field(PROJECT_ROOT / "var", description="Root of all runtime state")
-    secrets_path: Path | None = Field(
-        None,
-        description="The generated passwords and credentials (mode 0600); unset = "
-        "<home>/secrets.json",
-    )
-    catalog_path: Path = Field(
-        PROJECT_ROOT / "catalog" / "sensors.yaml",
-        description="The fleet's catalog; unset: the one an imported fleet pack installed "
-        "(<home>/catalog.yaml), else the shipped catalog/sensors.yaml",
-    )
-    fleet_pack: Path | None = Field(
-        None,
-        description="A fleet pack `emps up` imports and runs on instead of the simulated fleet",
-    )
 
-    # Database. When database_url is unset an embedded PostgreSQL runs under home/pg.
-    database_url: SecretStr | None = Field(None, description="Owner URL used for migrations")
+class DatabaseSettings(_Area):
+    """Where the data lives: the roles' URLs. With `EMPS_DATABASE_URL` unset an embedded
+    PostgreSQL runs under <home>/pg."""
+
+    url: SecretStr | None = Field(
+        None, description="Owner URL used for migrations", validation_alias="EMPS_DATABASE_URL"
+    )
     writer_url: SecretStr | None = Field(None, description="URL of the flows' writer role")
     reader_url: SecretStr | None = Field(None, description="URL of the dashboard's read-only role")
     ingest_url: SecretStr | None = Field(None, description="URL of the ingest role (emps_ingest)")
@@ -57,135 +69,151 @@ class Settings(BaseSettings):
         None, description="URL of the alerting role (emps_alerting)"
     )
     api_url: SecretStr | None = Field(None, description="URL of the HTTP API's role (emps_api)")
+    operator_url: SecretStr | None = Field(
+        None, description="URL of the dashboard's narrow write role (emps_operator)"
+    )
     pg_host: str = "127.0.0.1"
     pg_port: int = 55432
     pg_database: str = "emps"
     partitions_months_ahead: int = Field(3, ge=1, le=24)
+    query_timeout_ms: int = Field(10_000, ge=100)
 
-    timezone: str = Field(
-        "UTC",
-        description="IANA time zone of reports, quiet hours and the deployments' cron schedules",
-    )
+    @property
+    def embedded(self) -> bool:
+        """No EMPS_DATABASE_URL: the platform runs its own PostgreSQL under <home>/pg."""
+        return self.url is None
 
-    # Domain rules (DESIGN.md: severity bands). The bands in force live in ops.thresholds, which
-    # admins edit on the dashboard; these seed it (each band until an admin first sets it).
+
+class ThresholdSettings(_Area):
+    """Domain rules (DESIGN.md: severity bands). The values in force live in ops.thresholds,
+    which admins edit on the dashboard; these seed it (each until an admin first sets it)."""
+
     severity_medium: float = Field(0.30, gt=0, lt=1, description="Probability from which MEDIUM")
     severity_high: float = Field(0.60, gt=0, lt=1, description="Probability from which HIGH")
     severity_critical: float = Field(
         0.85, gt=0, le=1, description="Probability from which CRITICAL"
     )
+    silent_minutes: int = Field(
+        15, ge=1, description="Seeds ops.thresholds until an admin sets it on the dashboard"
+    )
 
-    # Ingest flow.
-    ingest_max_files_per_run: int = Field(
+    @model_validator(mode="after")
+    def _bands_rise(self) -> ThresholdSettings:
+        if not self.severity_medium < self.severity_high < self.severity_critical:
+            raise ValueError(
+                "severity bands must rise: EMPS_SEVERITY_MEDIUM "
+                f"({self.severity_medium}) < EMPS_SEVERITY_HIGH ({self.severity_high}) < "
+                f"EMPS_SEVERITY_CRITICAL ({self.severity_critical})"
+            )
+        return self
+
+
+class IngestSettings(_Area):
+    """The ingest flow and the landing watcher: batches, limits, conflicts, settling, claims."""
+
+    env_prefix: ClassVar[str] = "EMPS_INGEST_"
+
+    max_files_per_run: int = Field(
         10_000,
         ge=1,
         description="Files claimed per batch (loaded, then built and scored together; memory is "
         "bounded by EMPS_INGEST_GROUP_BYTES); the rest wait for the next batch",
     )
-    ingest_group_bytes: int = Field(
+    group_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="Bytes of files validated and loaded per transaction"
     )
-    ingest_chunk_rows: int = Field(
+    chunk_rows: int = Field(
         100_000, ge=100, description="Rows parsed and validated at a time (bounds memory)"
     )
-    ingest_claim_timeout_s: int = Field(
+    claim_timeout_s: int = Field(
         600, ge=10, description="A claim older than this, left by a killed run, is taken back"
     )
-    ingest_future_tolerance_min: int = Field(
+    future_tolerance_min: int = Field(
         5, ge=0, description="Readings further than this in the future are quarantined"
     )
-    ingest_max_age_days: int = Field(
+    max_age_days: int = Field(
         730, ge=1, description="Readings older than this (retention) are quarantined"
     )
-    ingest_naive_timestamps_utc: bool = Field(
+    naive_timestamps_utc: bool = Field(
         False, description="Take timestamps without a UTC offset as UTC instead of quarantining"
     )
-    ingest_unknown_equipment: Literal["quarantine", "register"] = Field(
+    unknown_equipment: Literal["quarantine", "register"] = Field(
         "quarantine", description="Rows of equipment not in raw.equipment: quarantine or register"
     )
-    ingest_keep_validations: int = Field(
+    keep_validations: int = Field(
         200, ge=1, description="Validation results kept under <home>/gx for `emps quality docs`"
     )
-    ingest_loop_max_s: float = Field(
+    loop_max_s: float = Field(
         600,
         ge=0,
         description="A run keeps ingesting files that arrive while it works (or lingers), for "
         "up to this long; 0 = one pass",
     )
-    ingest_linger_s: float = Field(
+    linger_s: float = Field(
         90,
         ge=0,
         description="Once incoming/ is empty, a run waits this long for more files before it "
         "ends, so the next minute's drops meet a warm process (no start, no imports); 0 = end",
     )
-    ingest_watch: bool = Field(
+    watch: bool = Field(
         True,
         description="`emps up` runs the landing watcher: a dropped file starts an ingest run "
         "within seconds (the one-minute schedule stays as the safety net)",
     )
-    ingest_watch_poll_s: float = Field(
+    watch_poll_s: float = Field(
         1.0, gt=0, le=60, description="The watcher looks at incoming/ at least this often"
     )
-    ingest_watch_min_interval_s: float = Field(
+    watch_min_interval_s: float = Field(
         2.0, ge=0, description="At most one emps.file.arrived event this often (bursts coalesce)"
     )
-    ingest_watch_rearm_s: float = Field(
+    watch_rearm_s: float = Field(
         30.0,
         gt=0,
         description="Files still waiting this long after the watcher's last event, with no "
         "ingest run alive, are announced again",
     )
-    # Ingest of whatever real devices send: limits, conflicts, settling, claims.
-    ingest_settle_s: float = Field(
+    settle_s: float = Field(
         2.0,
         ge=0,
         le=60,
         description="A file found by the scan (not announced by the kernel as closed or renamed "
         "into place) is claimed once its size and modification time have not changed this long",
     )
-    ingest_max_attempts: int = Field(
+    max_attempts: int = Field(
         3,
         ge=1,
         description="Claims of one file by runs that died before finishing it; then it is "
         "quarantined unread so it cannot hold up others",
     )
-    ingest_max_file_bytes: int = Field(
+    max_file_bytes: int = Field(
         1 << 30, ge=1024, description="Decompressed bytes of one file; beyond it, quarantined"
     )
-    ingest_max_file_rows: int = Field(
+    max_file_rows: int = Field(
         5_000_000, ge=1, description="Rows of one file; beyond it, quarantined"
     )
-    ingest_max_file_seconds: float = Field(
+    max_file_seconds: float = Field(
         300, gt=0, description="Seconds reading one file may take; beyond it, quarantined"
     )
-    ingest_min_free_mb: int = Field(
+    min_free_mb: int = Field(
         1024,
         ge=0,
         description="Below this much free disk under the home, the landing zone or the "
         "database's data, ingest claims no new file: drops wait in incoming/, nothing lost, "
         "until space returns",
     )
-    disk_warn_free_mb: int = Field(
-        10 * 1024, ge=0, description="Free disk below which an operations alert warns"
-    )
-    disk_critical_free_mb: int = Field(
-        4 * 1024,
-        ge=0,
-        description="Free disk below which the operations alert is critical (mailed again)",
-    )
-    ingest_big_file_bytes: int = Field(
+    big_file_bytes: int = Field(
         8 * 1024 * 1024,
         ge=1024,
         description="Files of more decompressed bytes load in their own transaction, after the "
         "small files of the run",
     )
-    ingest_ignored_warn_s: float = Field(
+    ignored_warn_s: float = Field(
         300,
         ge=0,
         description="Entries of incoming/ ingest never claims (dot files, *.part, links) are "
         "reported on the Data quality page once this old",
     )
-    ingest_heartbeat_s: float = Field(
+    heartbeat_s: float = Field(
         15,
         gt=0,
         le=30,
@@ -193,78 +221,150 @@ class Settings(BaseSettings):
         "deployment's safety-net trigger starts a run after a minute without one",
     )
 
-    # Operations alerts (emps.alerting.operations).
-    quarantine_alert_share: float = Field(
-        0.05,
-        gt=0,
-        le=1,
-        description="Operations alert when more than this share of the rows of the last 15 "
-        "minutes was quarantined",
-    )
-    quarantine_alert_min_rows: int = Field(
-        20,
-        ge=1,
-        description="The quarantined-rows alert needs at least this many rows in those 15 minutes",
-    )
-    ops_alert_renotify_hours: float = Field(
-        24, ge=0, description="An operations alert still open is mailed again this often; 0 = once"
-    )
 
-    # dbt features. The feature grid (slot, windows, baseline, horizon) is per equipment type in
-    # the catalog.
-    dbt_norm_min_slots: int = Field(
+class FeatureSettings(_Area):
+    """dbt features. The feature grid (slot, windows, baseline, horizon) is per equipment type
+    in the catalog."""
+
+    env_prefix: ClassVar[str] = "EMPS_DBT_"
+
+    norm_min_slots: int = Field(
         50,
         ge=2,
         description="Slots of a type (per operating regime) before its sensor norms are learnt "
         "from data, for sensors without a healthy band in the catalog",
     )
-    dbt_feature_lateral_max_slots: int = Field(
+    lateral_max_slots: int = Field(
         50_000,
         ge=0,
         description="An incremental feature build with more new slots than this (a large "
         "import) runs the moving-window path over the affected equipment",
+        validation_alias="EMPS_DBT_FEATURE_LATERAL_MAX_SLOTS",
     )
 
-    # Fleet simulator.
-    sim_equipment: int = Field(200, ge=1)
-    sim_seed: int = 42
-    sim_history_days: int = Field(
-        60, ge=1, description="Days of simulated history `emps up` backfills on an empty database"
-    )
-    sim_history_interval_s: int = Field(600, ge=60)
-    sim_live_interval_s: int = Field(60, ge=1)
-    sim_realism: Literal["real", "easy"] = Field(
-        "real",
-        description="How hard the simulated fleet is to read: real (every realism knob on) or "
-        "easy (the earlier simulator's fleet, to compare a model on both)",
-    )
 
-    # Dashboard, users and reports.
-    operator_url: SecretStr | None = Field(
-        None, description="URL of the dashboard's narrow write role (emps_operator)"
-    )
-    admin_password: SecretStr | None = Field(
+class MLSettings(_Area):
+    """The model: MLflow tracking and registry, training, the promotion gate and scoring."""
+
+    env_prefix: ClassVar[str] = "EMPS_ML_"
+
+    mlflow_tracking_uri: str | None = Field(
         None,
-        description="Password of the first admin; unset = generated into <home>/first-admin.txt "
-        "(0600) and changed at the first sign-in",
+        description="Tracking + registry URI; unset = sqlite:///<home>/mlflow/mlflow.db",
+        validation_alias="EMPS_MLFLOW_TRACKING_URI",
     )
-    session_idle_s: int = Field(
-        1800, ge=5, description="A dashboard session unused this long is signed out"
+    mlflow_artifact_root: Path | None = Field(
+        None,
+        description="Artifact store of new experiments; unset = <home>/mlflow/artifacts",
+        validation_alias="EMPS_MLFLOW_ARTIFACT_ROOT",
     )
-    session_max_s: int = Field(
-        12 * 3600, ge=60, description="A dashboard session ends this long after its sign-in"
+    mlflow_experiment: str = Field("equipment-failure", validation_alias="EMPS_MLFLOW_EXPERIMENT")
+    model_name: str = Field("equipment-failure", validation_alias="EMPS_MODEL_NAME")
+    features_relation: str = Field(
+        "analytics.fct_equipment_features", description="dbt feature table the scorer reads"
     )
-    cache_ttl_overview_s: int = Field(300, ge=0)
-    cache_ttl_details_s: int = Field(120, ge=0)
-    cache_ttl_trends_s: int = Field(900, ge=0)
-    silent_minutes: int = Field(
-        15, ge=1, description="Seeds ops.thresholds until an admin sets it on the dashboard"
+    examples_relation: str = Field(
+        "analytics.mart_training_examples", description="dbt labelled examples training reads"
     )
-    query_timeout_ms: int = Field(10_000, ge=100)
-    gx_docs_url: str | None = Field(None, description="Great Expectations Data Docs link")
-    dbt_docs_url: str | None = Field(None, description="dbt docs link")
+    sample_minutes: int = Field(
+        60, ge=1, description="Training examples read at one row per equipment per N minutes"
+    )
+    max_training_rows: int = Field(
+        100_000,
+        ge=1_000,
+        description="At most about this many training examples are read: a longer history or a "
+        "bigger fleet is read at a wider step than EMPS_ML_SAMPLE_MINUTES (every equipment, "
+        "evenly in time, so failures keep their share), which keeps training time bounded; "
+        "raise it on a bigger machine",
+    )
+    n_estimators: int = Field(200, ge=1)
+    min_samples_leaf: int = Field(10, ge=1)
+    max_samples: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="Share of the training rows each classifier tree draws (1 = a full bootstrap): "
+        "0.3 fitted 2.5 times faster with the same held-out quality at 200 equipment x 120 days",
+    )
+    n_jobs: int = Field(2, ge=1)
+    seed: int = 7
+    test_equipment_fraction: float = Field(
+        0.3,
+        gt=0,
+        lt=1,
+        description="Equipment held out of training entirely: the first half is the gate slice "
+        "(the promotion gate compares models there), the second the report slice (the figures "
+        "versions report; no gate sees it)",
+    )
+    test_time_fraction: float = Field(
+        0.3, gt=0, lt=1, description="Latest share of the time span used only for evaluation"
+    )
+    calibration_folds: int = Field(
+        3,
+        ge=2,
+        le=10,
+        description="Groups of training equipment whose out-of-fold forest votes calibrate the "
+        "probabilities",
+    )
+    cv_folds: int = Field(
+        5,
+        ge=2,
+        le=20,
+        description="Run-to-failure histories: the grouped k-fold over all units whose held-out "
+        "predictions give a training run's figures",
+    )
+    rul_cap: float | None = Field(
+        None,
+        gt=0,
+        description="Remaining life is estimated up to this many of a type's life units (days "
+        "for wall-time clocks, the counter's unit such as cycles otherwise) and shown as 'more "
+        "than' beyond, where history gives no support; unset: 125 for counter clocks, three "
+        "failure horizons for wall-time clocks",
+    )
+    gate_metric: Literal["pr_auc", "roc_auc", "brier"] = Field(
+        "pr_auc", description="What the promotion gate compares on the gate slice"
+    )
+    gate_min_improvement: float = Field(
+        0.0,
+        ge=0,
+        description="The lower end of the 95 % interval of the challenger's improvement over "
+        "the champion (equipment resampled, paired) must exceed this",
+    )
+    gate_min_failures: int = Field(
+        10,
+        ge=1,
+        description="Failures the gate slice must hold before the gate compares two models; "
+        "with fewer it keeps the champion",
+    )
+    explain_top: int = Field(5, ge=1, le=50, description="Features kept per explanation")
+    backtest_weeks: int = Field(
+        8,
+        ge=1,
+        le=104,
+        description="Weeks of history replayed by the backtest each trained model carries in "
+        "MLflow (next to the champion's) and by the Admin page's preview of new severity bands",
+    )
+    alias_max_age_s: float = Field(
+        10.0,
+        ge=0,
+        description="One-equipment predictions (emps predict, what-if) reuse the champion alias "
+        "read this many seconds ago; scoring runs always read it afresh",
+    )
 
-    # Alerts, maintenance tasks and notifications.
+
+class AlertingSettings(_Area):
+    """Alerts and the maintenance tasks they open."""
+
+    escalation_delay_min: float = Field(
+        15, gt=0, description="Minutes a CRITICAL alert may stay unacknowledged before escalating"
+    )
+    inspection_within_days: int = Field(3, ge=1)
+    auto_resolve_healthy_hours: int = Field(24, ge=0, description="0 disables auto-resolve")
+
+
+class NotificationSettings(_Area):
+    """Notifications: the SMTP server, the SMS gateway, recipients and the outbox's retries."""
+
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(8025, ge=1, le=65535)
     smtp_username: str | None = None
@@ -302,44 +402,142 @@ class Settings(BaseSettings):
         description="Accept an http:// EMPS_SMS_GATEWAY_URL (the token and texts in clear text): "
         "only for a gateway on a network you trust",
     )
-    notify_ca_file: Path | None = Field(
+    ca_file: Path | None = Field(
         None,
         description="CA certificates (PEM) trusted besides the system's, for the SMTP server "
         "and the SMS gateway (a private CA)",
+        validation_alias="EMPS_NOTIFY_CA_FILE",
     )
     recipients_path: Path = Field(PROJECT_ROOT / "config" / "recipients.yaml")
     quiet_hours: str = Field("", description="HH:MM-HH:MM in `timezone`; never delays CRITICAL")
-    escalation_delay_min: float = Field(
-        15, gt=0, description="Minutes a CRITICAL alert may stay unacknowledged before escalating"
+    max_attempts: int = Field(
+        8,
+        ge=1,
+        description="Tries of a notification the server refuses for a reason of its own",
+        validation_alias="EMPS_NOTIFY_MAX_ATTEMPTS",
     )
-    inspection_within_days: int = Field(3, ge=1)
-    auto_resolve_healthy_hours: int = Field(24, ge=0, description="0 disables auto-resolve")
-    alert_retention_days: int = Field(
+    backoff_s: float = Field(
+        30.0,
+        ge=0,
+        description="Wait before the second try of such a notification; doubles",
+        validation_alias="EMPS_NOTIFY_BACKOFF_S",
+    )
+    backoff_max_s: float = Field(
+        900.0,
+        ge=0,
+        description="Longest wait between two tries of one notification",
+        validation_alias="EMPS_NOTIFY_BACKOFF_MAX_S",
+    )
+    outage_retry_s: float = Field(
+        30.0,
+        ge=0,
+        description="While the SMTP server or SMS gateway cannot take any message (down, login "
+        "or TLS refused), notifications wait this long between tries, using up no attempt",
+        validation_alias="EMPS_NOTIFY_OUTAGE_RETRY_S",
+    )
+    lease_s: float = Field(
+        120.0,
+        gt=0,
+        description="A sender's hold on the notifications it claimed, renewed while it sends; at "
+        "least twice EMPS_SMTP_TIMEOUT_S",
+        validation_alias="EMPS_NOTIFY_LEASE_S",
+    )
+    pending_alert_s: float = Field(
+        600.0,
+        gt=0,
+        description="Operations alert when a due notification has waited longer than this "
+        "(metric emps_notification_oldest_pending_seconds)",
+        validation_alias="EMPS_NOTIFY_PENDING_ALERT_S",
+    )
+
+    @model_validator(mode="after")
+    def _notifications_safe(self) -> NotificationSettings:
+        if self.lease_s < 2 * self.smtp_timeout_s:
+            raise ValueError(
+                f"EMPS_NOTIFY_LEASE_S ({self.lease_s:g}) must be at least twice "
+                f"EMPS_SMTP_TIMEOUT_S ({self.smtp_timeout_s:g}): a sender must finish a message "
+                "well within its hold on it, or another sender sends it too"
+            )
+        if (
+            self.sms_gateway_url
+            and not self.sms_gateway_url.lower().startswith("https://")
+            and not self.sms_allow_http
+        ):
+            raise ValueError(
+                "EMPS_SMS_GATEWAY_URL must start with https:// (the bearer token and the texts "
+                "would cross the network in clear text); set EMPS_SMS_ALLOW_HTTP=true only for a "
+                "gateway on a network you trust"
+            )
+        return self
+
+
+class OperationsSettings(_Area):
+    """Operations alerts (emps.alerting.operations): the platform's own health."""
+
+    disk_warn_free_mb: int = Field(
+        10 * 1024, ge=0, description="Free disk below which an operations alert warns"
+    )
+    disk_critical_free_mb: int = Field(
+        4 * 1024,
+        ge=0,
+        description="Free disk below which the operations alert is critical (mailed again)",
+    )
+    quarantine_alert_share: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="Operations alert when more than this share of the rows of the last 15 "
+        "minutes was quarantined",
+    )
+    quarantine_alert_min_rows: int = Field(
+        20,
+        ge=1,
+        description="The quarantined-rows alert needs at least this many rows in those 15 minutes",
+    )
+    renotify_hours: float = Field(
+        24,
+        ge=0,
+        description="An operations alert still open is mailed again this often; 0 = once",
+        validation_alias="EMPS_OPS_ALERT_RENOTIFY_HOURS",
+    )
+
+
+class RetentionSettings(_Area):
+    """How long each kind of record stays before it is archived under <home>/records/ or deleted."""
+
+    alert_days: int = Field(
         90,
         ge=2,
         description="Days a resolved alert stays in the database; then it is archived with its "
         "notifications under <home>/records/ (a summary stays for the Analytics counts)",
+        validation_alias="EMPS_ALERT_RETENTION_DAYS",
     )
-    audit_retention_days: int = Field(
-        365, ge=2, description="Days the audit log keeps an entry before archiving it"
+    audit_days: int = Field(
+        365,
+        ge=2,
+        description="Days the audit log keeps an entry before archiving it",
+        validation_alias="EMPS_AUDIT_RETENTION_DAYS",
     )
-    notification_retention_days: int = Field(
+    notification_days: int = Field(
         90,
         ge=2,
         description="Days a delivered (or given up) notification of no alert, an operations "
         "alert's or a report's, stays before archiving; resolved operations alerts likewise",
+        validation_alias="EMPS_NOTIFICATION_RETENTION_DAYS",
     )
-    quarantine_retention_days: int = Field(
+    quarantine_days: int = Field(
         90,
         ge=2,
         description="Days a quarantined row stays for review before archiving (an unresolved "
         "conflict or a row waiting for its retry stays until resolved)",
+        validation_alias="EMPS_QUARANTINE_RETENTION_DAYS",
     )
-    ingest_ledger_retention_days: int = Field(
+    ingest_ledger_days: int = Field(
         30,
         ge=2,
         description="Days each drop file's outcome stays in raw.ingest_files (files with "
         "quarantined rows still kept stay with them); expired sign-in tokens go likewise",
+        validation_alias="EMPS_INGEST_LEDGER_RETENTION_DAYS",
     )
     prediction_detail_days: int = Field(
         35,
@@ -347,218 +545,173 @@ class Settings(BaseSettings):
         description="Days predictions stay one per scoring; older months are rolled up to one "
         "row per equipment and hour (ops.predictions_hourly), kept EMPS_SENSOR_RETENTION_DAYS",
     )
-    sensor_retention_days: int = Field(730, ge=30)
-    archive_retention_days: int = Field(
+    sensor_days: int = Field(730, ge=30, validation_alias="EMPS_SENSOR_RETENTION_DAYS")
+    archive_days: int = Field(
         30,
         ge=1,
         description="Days drop files stay in landing/archive/ as received, after their readings "
         "loaded (readings and the ledger stay)",
+        validation_alias="EMPS_ARCHIVE_RETENTION_DAYS",
     )
-    reports_retention_days: int = Field(
-        90, ge=1, description="Days the daily report files stay in <home>/reports/daily/"
+    reports_days: int = Field(
+        90,
+        ge=1,
+        description="Days the daily report files stay in <home>/reports/daily/",
+        validation_alias="EMPS_REPORTS_RETENTION_DAYS",
     )
-    mailbox_retention_days: int = Field(
-        30, ge=1, description="Days the local SMTP sink keeps its mail in <home>/mailbox/"
+    mailbox_days: int = Field(
+        30,
+        ge=1,
+        description="Days the local SMTP sink keeps its mail in <home>/mailbox/",
+        validation_alias="EMPS_MAILBOX_RETENTION_DAYS",
     )
-    prefect_retention_days: float = Field(
+    prefect_days: float = Field(
         14,
         ge=1,
         description="Flow runs ended longer ago than this are deleted by the Prefect server, "
         "with their task runs, logs and artifacts (each file's outcome stays in "
         "raw.ingest_files)",
+        validation_alias="EMPS_PREFECT_RETENTION_DAYS",
     )
-    partition_retention_mode: str = Field("detach", pattern="^(detach|drop)$")
-    notify_max_attempts: int = Field(
-        8, ge=1, description="Tries of a notification the server refuses for a reason of its own"
+    partition_mode: str = Field(
+        "detach", pattern="^(detach|drop)$", validation_alias="EMPS_PARTITION_RETENTION_MODE"
     )
-    notify_backoff_s: float = Field(
-        30.0, ge=0, description="Wait before the second try of such a notification; doubles"
-    )
-    notify_backoff_max_s: float = Field(
-        900.0, ge=0, description="Longest wait between two tries of one notification"
-    )
-    notify_outage_retry_s: float = Field(
-        30.0,
-        ge=0,
-        description="While the SMTP server or SMS gateway cannot take any message (down, login "
-        "or TLS refused), notifications wait this long between tries, using up no attempt",
-    )
-    notify_lease_s: float = Field(
-        120.0,
-        gt=0,
-        description="A sender's hold on the notifications it claimed, renewed while it sends; at "
-        "least twice EMPS_SMTP_TIMEOUT_S",
-    )
-    notify_pending_alert_s: float = Field(
-        600.0,
-        gt=0,
-        description="Operations alert when a due notification has waited longer than this "
-        "(metric emps_notification_oldest_pending_seconds)",
-    )
-    dashboard_base_url: str = "http://127.0.0.1:8501"
 
-    # ML model, registry and scoring.
-    mlflow_tracking_uri: str | None = Field(
-        None, description="Tracking + registry URI; unset = sqlite:///<home>/mlflow/mlflow.db"
-    )
-    mlflow_artifact_root: Path | None = Field(
-        None, description="Artifact store of new experiments; unset = <home>/mlflow/artifacts"
-    )
-    mlflow_experiment: str = "equipment-failure"
-    model_name: str = "equipment-failure"
-    ml_features_relation: str = Field(
-        "analytics.fct_equipment_features", description="dbt feature table the scorer reads"
-    )
-    ml_examples_relation: str = Field(
-        "analytics.mart_training_examples", description="dbt labelled examples training reads"
-    )
-    ml_sample_minutes: int = Field(
-        60, ge=1, description="Training examples read at one row per equipment per N minutes"
-    )
-    ml_max_training_rows: int = Field(
-        100_000,
-        ge=1_000,
-        description="At most about this many training examples are read: a longer history or a "
-        "bigger fleet is read at a wider step than EMPS_ML_SAMPLE_MINUTES (every equipment, "
-        "evenly in time, so failures keep their share), which keeps training time bounded; "
-        "raise it on a bigger machine",
-    )
-    ml_n_estimators: int = Field(200, ge=1)
-    ml_min_samples_leaf: int = Field(10, ge=1)
-    ml_max_samples: float = Field(
-        0.3,
-        gt=0,
-        le=1,
-        description="Share of the training rows each classifier tree draws (1 = a full bootstrap): "
-        "0.3 fitted 2.5 times faster with the same held-out quality at 200 equipment x 120 days",
-    )
-    ml_n_jobs: int = Field(2, ge=1)
-    ml_seed: int = 7
-    ml_test_equipment_fraction: float = Field(
-        0.3,
-        gt=0,
-        lt=1,
-        description="Equipment held out of training entirely: the first half is the gate slice "
-        "(the promotion gate compares models there), the second the report slice (the figures "
-        "versions report; no gate sees it)",
-    )
-    ml_test_time_fraction: float = Field(
-        0.3, gt=0, lt=1, description="Latest share of the time span used only for evaluation"
-    )
-    ml_calibration_folds: int = Field(
-        3,
-        ge=2,
-        le=10,
-        description="Groups of training equipment whose out-of-fold forest votes calibrate the "
-        "probabilities",
-    )
-    ml_cv_folds: int = Field(
-        5,
-        ge=2,
-        le=20,
-        description="Run-to-failure histories: the grouped k-fold over all units whose held-out "
-        "predictions give a training run's figures",
-    )
-    ml_rul_cap: float | None = Field(
+
+class DashboardSettings(_Area):
+    """The dashboard: its address, caches and documentation links."""
+
+    base_url: str = Field("http://127.0.0.1:8501", validation_alias="EMPS_DASHBOARD_BASE_URL")
+    cache_ttl_overview_s: int = Field(300, ge=0)
+    cache_ttl_details_s: int = Field(120, ge=0)
+    cache_ttl_trends_s: int = Field(900, ge=0)
+    gx_docs_url: str | None = Field(None, description="Great Expectations Data Docs link")
+    dbt_docs_url: str | None = Field(None, description="dbt docs link")
+
+
+class AuthSettings(_Area):
+    """Users: the first admin and dashboard sessions."""
+
+    admin_password: SecretStr | None = Field(
         None,
-        gt=0,
-        description="Remaining life is estimated up to this many of a type's life units (days "
-        "for wall-time clocks, the counter's unit such as cycles otherwise) and shown as 'more "
-        "than' beyond, where history gives no support; unset: 125 for counter clocks, three "
-        "failure horizons for wall-time clocks",
+        description="Password of the first admin; unset = generated into <home>/first-admin.txt "
+        "(0600) and changed at the first sign-in",
     )
-    ml_gate_metric: Literal["pr_auc", "roc_auc", "brier"] = Field(
-        "pr_auc", description="What the promotion gate compares on the gate slice"
+    session_idle_s: int = Field(
+        1800, ge=5, description="A dashboard session unused this long is signed out"
     )
-    ml_gate_min_improvement: float = Field(
-        0.0,
-        ge=0,
-        description="The lower end of the 95 % interval of the challenger's improvement over "
-        "the champion (equipment resampled, paired) must exceed this",
-    )
-    ml_gate_min_failures: int = Field(
-        10,
-        ge=1,
-        description="Failures the gate slice must hold before the gate compares two models; "
-        "with fewer it keeps the champion",
-    )
-    ml_explain_top: int = Field(5, ge=1, le=50, description="Features kept per explanation")
-    ml_backtest_weeks: int = Field(
-        8,
-        ge=1,
-        le=104,
-        description="Weeks of history replayed by the backtest each trained model carries in "
-        "MLflow (next to the champion's) and by the Admin page's preview of new severity bands",
-    )
-    ml_alias_max_age_s: float = Field(
-        10.0,
-        ge=0,
-        description="One-equipment predictions (emps predict, what-if) reuse the champion alias "
-        "read this many seconds ago; scoring runs always read it afresh",
+    session_max_s: int = Field(
+        12 * 3600, ge=60, description="A dashboard session ends this long after its sign-in"
     )
 
-    # The HTTP API: device ingest with per-device keys.
-    api_port: int = Field(8000, ge=1, le=65535, description="Port of the HTTP API on 127.0.0.1")
-    api_max_body_bytes: int = Field(
+
+class APISettings(_Area):
+    """The HTTP API: device ingest with per-device keys, and how `emps predict` reaches it."""
+
+    env_prefix: ClassVar[str] = "EMPS_API_"
+
+    port: int = Field(8000, ge=1, le=65535, description="Port of the HTTP API on 127.0.0.1")
+    max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest ingest request body accepted (larger: 413)"
     )
-    api_max_readings: int = Field(
+    max_readings: int = Field(
         10_000, ge=1, description="Most readings one ingest request may carry (more: 413)"
     )
-    api_rate_per_key: float = Field(
+    rate_per_key: float = Field(
         100.0, gt=0, description="Ingest requests per second one device key may send (then 429)"
     )
-    api_rate_burst: int = Field(
+    rate_burst: int = Field(
         200, ge=1, description="Ingest requests one device key may send at once above its rate"
     )
-    api_group_commit_ms: float = Field(
+    group_commit_ms: float = Field(
         0.0,
         ge=0,
         le=1000,
         description="Milliseconds an ingest request may wait for others to share its fsync; "
         "0: the fsync starts at once, and requests arriving while it runs share the next",
     )
-    api_drop_interval_s: float = Field(
+    drop_interval_s: float = Field(
         1.0,
         gt=0,
         le=60,
         description="How long the API appends to one drop file before it is renamed into "
         "incoming/<device>/ for ingest to pick up",
     )
-    api_queue_max: int = Field(
+    queue_max: int = Field(
         100_000,
         ge=1,
         description="Readings waiting for their fsync beyond which ingest requests get 429",
     )
-    api_key_cache_s: float = Field(
+    key_cache_s: float = Field(
         5.0,
         ge=0,
         description="Seconds the API trusts a checked device key before asking the database "
         "again (a revoked key stops working within this time)",
     )
-    api_predict_max: int = Field(
+    predict_max: int = Field(
         500,
         ge=1,
         le=10_000,
         description="Equipment one predict request scores: the most ids it may name, and the "
         "page size of `all` (the rest: the next page)",
     )
-    api_base_url: str | None = Field(
+    base_url: str | None = Field(
         None,
         description="Where `emps predict` finds the HTTP API; unset: http://127.0.0.1:<api_port>",
     )
-    api_token: SecretStr | None = Field(
+    token: SecretStr | None = Field(
         None,
         description="A user token (`emps user token`) `emps predict` sends to the API; unset: "
         "the token file",
     )
-    api_token_file: Path | None = Field(
+    token_file: Path | None = Field(
         None,
         description="The user token `emps predict` sends to the API (`emps user token --save` "
         "writes it, mode 0600); unset: <home>/api-token",
     )
 
-    # Platform services started by `emps up` (all on loopback).
+    @field_validator("base_url")
+    @classmethod
+    def _token_never_in_clear_text(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+        if parts.scheme == "https" or (parts.scheme == "http" and loopback):
+            return value
+        raise ValueError(
+            f"EMPS_API_BASE_URL {value!r}: use https:// (the user token would cross the "
+            "network in clear text), or http:// only on this machine (127.0.0.1, localhost)"
+        )
+
+    @property
+    def endpoint(self) -> str:
+        """The HTTP API's base URL, without a trailing slash."""
+        return (self.base_url or f"http://127.0.0.1:{self.port}").rstrip("/")
+
+
+class SimulatorSettings(_Area):
+    """The fleet simulator."""
+
+    env_prefix: ClassVar[str] = "EMPS_SIM_"
+
+    equipment: int = Field(200, ge=1)
+    seed: int = 42
+    history_days: int = Field(
+        60, ge=1, description="Days of simulated history `emps up` backfills on an empty database"
+    )
+    history_interval_s: int = Field(600, ge=60)
+    live_interval_s: int = Field(60, ge=1)
+    realism: Literal["real", "easy"] = Field(
+        "real",
+        description="How hard the simulated fleet is to read: real (every realism knob on) or "
+        "easy (the earlier simulator's fleet, to compare a model on both)",
+    )
+
+
+class ServiceSettings(_Area):
+    """Platform services started by `emps up` (all on loopback), and how they are kept running."""
+
     prefect_port: int = 4200
     mlflow_port: int = 5000
     streamlit_port: int = 8501
@@ -588,9 +741,76 @@ class Settings(BaseSettings):
     )
     log_keep: int = Field(5, ge=1, description="Rotated logs kept per service log")
 
-    @property
-    def pg_dir(self) -> Path:
-        return self.home / "pg"
+
+class Settings(BaseSettings):
+    """Platform configuration. Defaults run everything locally under `var/`, with credentials
+    generated into `<home>/secrets.json` (emps.credentials)."""
+
+    # extra="forbid" checks keyword arguments only (a flat name such as ml_seed=1 fails): the
+    # sources below read the known variables alone, by their EMPS_* names. An error names the
+    # variable but never echoes the input: an area's cross-field check would print passwords.
+    model_config = SettingsConfigDict(
+        env_file=ENV_FILE, env_file_encoding="utf-8", extra="forbid", hide_input_in_errors=True
+    )
+
+    env: str = Field(
+        "local", description="local | ci | prod: picks nothing by itself, shown in logs"
+    )
+    home: Path = Field(PROJECT_ROOT / "var", description="Root of all runtime state")
+    secrets_path: Path | None = Field(
+        None,
+        description="The generated passwords and credentials (mode 0600); unset = "
+        "<home>/secrets.json",
+    )
+    catalog_path: Path = Field(
+        PROJECT_ROOT / "catalog" / "sensors.yaml",
+        description="The fleet's catalog; unset: the one an imported fleet pack installed "
+        "(<home>/catalog.yaml), else the shipped catalog/sensors.yaml",
+    )
+    fleet_pack: Path | None = Field(
+        None,
+        description="A fleet pack `emps up` imports and runs on instead of the simulated fleet",
+    )
+    timezone: str = Field(
+        "UTC",
+        description="IANA time zone of reports, quiet hours and the deployments' cron schedules",
+    )
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    thresholds: ThresholdSettings = Field(default_factory=ThresholdSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    ml: MLSettings = Field(default_factory=MLSettings)
+    alerting: AlertingSettings = Field(default_factory=AlertingSettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    operations: OperationsSettings = Field(default_factory=OperationsSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    api: APISettings = Field(default_factory=APISettings)
+    simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
+    services: ServiceSettings = Field(default_factory=ServiceSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword arguments, then the environment, then .env (the file `_env_file` names, if
+        given), each read by its flat EMPS_* names and placed into the areas."""
+        env_file = getattr(dotenv_settings, "env_file", ENV_FILE)
+        encoding = getattr(dotenv_settings, "env_file_encoding", "utf-8")
+        flat = _flat_variables()
+        return (
+            init_settings,
+            _Nested(settings_cls, EnvSettingsSource(flat)),
+            _Nested(settings_cls, DotEnvSettingsSource(flat, env_file, encoding)),
+            file_secret_settings,
+        )
 
     @model_validator(mode="after")
     def _installed_catalog(self) -> Settings:
@@ -600,52 +820,6 @@ class Settings(BaseSettings):
         if "catalog_path" not in self.model_fields_set and installed.is_file():
             self.catalog_path = installed
         return self
-
-    @model_validator(mode="after")
-    def _bands_rise(self) -> Settings:
-        if not self.severity_medium < self.severity_high < self.severity_critical:
-            raise ValueError(
-                "severity bands must rise: EMPS_SEVERITY_MEDIUM "
-                f"({self.severity_medium}) < EMPS_SEVERITY_HIGH ({self.severity_high}) < "
-                f"EMPS_SEVERITY_CRITICAL ({self.severity_critical})"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _notifications_safe(self) -> Settings:
-        if self.notify_lease_s < 2 * self.smtp_timeout_s:
-            raise ValueError(
-                f"EMPS_NOTIFY_LEASE_S ({self.notify_lease_s:g}) must be at least twice "
-                f"EMPS_SMTP_TIMEOUT_S ({self.smtp_timeout_s:g}): a sender must finish a message "
-                "well within its hold on it, or another sender sends it too"
-            )
-        if (
-            self.sms_gateway_url
-            and not self.sms_gateway_url.lower().startswith("https://")
-            and not self.sms_allow_http
-        ):
-            raise ValueError(
-                "EMPS_SMS_GATEWAY_URL must start with https:// (the bearer token and the texts "
-                "would cross the network in clear text); set EMPS_SMS_ALLOW_HTTP=true only for a "
-                "gateway on a network you trust"
-            )
-        return self
-
-    @field_validator("api_base_url")
-    @classmethod
-    def _token_never_in_clear_text(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(value)
-        loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
-        if parts.scheme == "https" or (parts.scheme == "http" and loopback):
-            return value
-        raise ValueError(
-            f"EMPS_API_BASE_URL {value!r}: use https:// (the user token would cross the "
-            "network in clear text), or http:// only on this machine (127.0.0.1, localhost)"
-        )
 
     @field_validator("timezone")
     @classmethod
@@ -657,6 +831,27 @@ class Settings(BaseSettings):
                 f"unknown time zone {value!r}: use an IANA name such as UTC or Europe/London"
             ) from None
         return value
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some values changed, unvalidated like `model_copy`: top-level fields by
+        name, an area's fields as a mapping (`settings.replace(home=path, ml={"seed": 8})`).
+        A name no field has is a TypeError, so a changed setting cannot go silently unused."""
+        update: dict[str, Any] = {}
+        for name, value in changes.items():
+            if name not in type(self).model_fields:
+                raise TypeError(f"Settings has no field {name!r}")
+            area = getattr(self, name)
+            if isinstance(area, _Area) and isinstance(value, Mapping):
+                unknown = set(value) - set(type(area).model_fields)
+                if unknown:
+                    raise TypeError(f"settings.{name} has no field {', '.join(sorted(unknown))}")
+                value = area.model_copy(update=dict(value))
+            update[name] = value
+        return self.model_copy(update=update)
+
+    @property
+    def pg_dir(self) -> Path:
+        return self.home / "pg"
 
     @property
     def landing_dir(self) -> Path:
@@ -681,23 +876,86 @@ class Settings(BaseSettings):
         return self.home / "run"
 
     @property
-    def api_endpoint(self) -> str:
-        """The HTTP API's base URL, without a trailing slash."""
-        return (self.api_base_url or f"http://127.0.0.1:{self.api_port}").rstrip("/")
-
-    @property
     def api_token_path(self) -> Path:
-        return self.api_token_file or self.home / "api-token"
-
-    @property
-    def embedded(self) -> bool:
-        return self.database_url is None
+        return self.api.token_file or self.home / "api-token"
 
 
 @lru_cache
 def get_settings() -> Settings:
     """The process-wide settings, read on first use (never at import)."""
     return Settings()
+
+
+AREAS: dict[str, type[_Area]] = {
+    name: field.annotation
+    for name, field in Settings.model_fields.items()
+    if isinstance(field.annotation, type) and issubclass(field.annotation, _Area)
+}
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One setting: its EMPS_* variable and where it lands (`area` None: on Settings itself)."""
+
+    name: str
+    area: str | None
+    field: str
+    info: FieldInfo
+
+    def value(self, settings: Settings) -> Any:
+        return getattr(getattr(settings, self.area) if self.area else settings, self.field)
+
+
+@cache
+def variables() -> tuple[Variable, ...]:
+    """Every setting, the top-level ones first, then area by area in declaration order."""
+    found = [
+        Variable(f"EMPS_{name.upper()}", None, name, info)
+        for name, info in Settings.model_fields.items()
+        if name not in AREAS
+    ]
+    for area, model in AREAS.items():
+        for name, info in model.model_fields.items():
+            alias = info.validation_alias
+            variable = alias if isinstance(alias, str) else model.env_prefix + name.upper()
+            found.append(Variable(variable, area, name, info))
+    return tuple(found)
+
+
+class _FlatBase(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EMPS_", extra="ignore")
+
+
+@cache
+def _flat_variables() -> type[BaseSettings]:
+    """A settings class with one field per variable, named as before the areas (ml_seed): what
+    pydantic-settings' own environment and .env sources read, with their parsing unchanged.
+    Never instantiated."""
+    fields: dict[str, Any] = {
+        v.name.removeprefix("EMPS_").lower(): (v.info.annotation, None) for v in variables()
+    }
+    return create_model("_FlatVariables", __base__=_FlatBase, **fields)
+
+
+class _Nested(PydanticBaseSettingsSource):
+    """Places what a flat source read (ml_seed) where the field lives (ml.seed)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], flat: PydanticBaseSettingsSource):
+        super().__init__(settings_cls)
+        self.flat = flat
+        self.places = {v.name.removeprefix("EMPS_").lower(): (v.area, v.field) for v in variables()}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ reads every field at once
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for key, value in self.flat().items():
+            if key not in self.places:
+                continue  # an unknown EMPS_* name in .env: unknown_variables() warns of it
+            area, field = self.places[key]
+            (values.setdefault(area, {}) if area else values)[field] = value
+        return values
 
 
 # EMPS_* variables the platform sets for its own children (prefect.yaml, dbt's profiles.yml),
@@ -711,7 +969,7 @@ def unknown_variables(
     """A warning per EMPS_* variable in the environment or .env that no setting reads: settings
     ignore unknown names, so a typo or a setting that was removed would otherwise change nothing
     without a word."""
-    known = {f"EMPS_{name.upper()}" for name in Settings.model_fields}
+    known = {variable.name for variable in variables()}
     env_file = env_file or Path(ENV_FILE)
     sources = {"the environment": environ if environ is not None else os.environ}
     if env_file.is_file():

@@ -117,15 +117,15 @@ def child_env(settings: Settings) -> dict[str, str]:
     env.update(
         {
             "EMPS_HOME": str(settings.home),
-            "EMPS_PG_PORT": str(settings.pg_port),
+            "EMPS_PG_PORT": str(settings.database.pg_port),
             "EMPS_PROJECT_ROOT": str(PROJECT_ROOT),
             # prefect.yaml's cron schedules read it (settings may come from .env instead).
             "EMPS_TIMEZONE": settings.timezone,
-            "PREFECT_API_URL": f"http://127.0.0.1:{settings.prefect_port}/api",
+            "PREFECT_API_URL": f"http://127.0.0.1:{settings.services.prefect_port}/api",
             "PREFECT_API_AUTH_STRING": load_secrets(settings).prefect_auth,
             "PREFECT_HOME": str(settings.home / "prefect"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_UI_URL": f"http://127.0.0.1:{settings.prefect_port}",
+            "PREFECT_UI_URL": f"http://127.0.0.1:{settings.services.prefect_port}",
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             "DO_NOT_TRACK": "1",
@@ -142,7 +142,7 @@ def _bin(name: str) -> str:
 
 
 def prefect_database_url(settings: Settings) -> str:
-    if settings.prefect_database == "sqlite" or not settings.embedded:
+    if settings.services.prefect_database == "sqlite" or not settings.database.embedded:
         return f"sqlite+aiosqlite:///{settings.home / 'prefect' / 'prefect.db'}"
     from emps.db import prefect_database_url as on_embedded_server
 
@@ -155,7 +155,9 @@ def prefect_server_env(settings: Settings) -> dict[str, str]:
     UI's origin."""
     from emps.credentials import load_secrets
 
-    origins = [f"http://{host}:{settings.prefect_port}" for host in ("127.0.0.1", "localhost")]
+    origins = [
+        f"http://{host}:{settings.services.prefect_port}" for host in ("127.0.0.1", "localhost")
+    ]
     return {
         "PREFECT_SERVER_API_AUTH_STRING": load_secrets(settings).prefect_auth,
         "PREFECT_SERVER_CSRF_PROTECTION_ENABLED": "true",
@@ -169,7 +171,7 @@ def prefect_retention_env(settings: Settings) -> dict[str, str]:
     return {
         "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
         "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": str(
-            round(settings.prefect_retention_days * 86400)
+            round(settings.retention.prefect_days * 86400)
         ),
     }
 
@@ -180,7 +182,7 @@ def server_services(settings: Settings) -> list[Service]:
         **prefect_server_env(settings),
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": prefect_database_url(settings),
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
-        "PREFECT_SERVER_API_PORT": str(settings.prefect_port),
+        "PREFECT_SERVER_API_PORT": str(settings.services.prefect_port),
         # Two connections kept per pool and five more at a burst (defaults: five and ten): each
         # PostgreSQL backend holds 15-60 MB resident of caches for Prefect's tables, and a
         # restart's burst opened fourteen.
@@ -200,19 +202,19 @@ def server_services(settings: Settings) -> list[Service]:
                 "--host",
                 "127.0.0.1",
                 "--port",
-                str(settings.prefect_port),
+                str(settings.services.prefect_port),
                 "--analytics-off",
             ],
-            url=f"http://127.0.0.1:{settings.prefect_port}",
-            health_url=f"http://127.0.0.1:{settings.prefect_port}/api/health",
+            url=f"http://127.0.0.1:{settings.services.prefect_port}",
+            health_url=f"http://127.0.0.1:{settings.services.prefect_port}/api/health",
             env=prefect_env,
         ),
         Service(
             "mlflow",
             # MLflow's app in one process (`mlflow server` would add a second one).
-            [_bin("emps"), "model", "server", "--port", str(settings.mlflow_port)],
-            url=f"http://127.0.0.1:{settings.mlflow_port}",
-            health_url=f"http://127.0.0.1:{settings.mlflow_port}/health",
+            [_bin("emps"), "model", "server", "--port", str(settings.services.mlflow_port)],
+            url=f"http://127.0.0.1:{settings.services.mlflow_port}",
+            health_url=f"http://127.0.0.1:{settings.services.mlflow_port}/health",
         ),
     ]
 
@@ -220,10 +222,10 @@ def server_services(settings: Settings) -> list[Service]:
 def api_service(settings: Settings) -> Service:
     """The HTTP API (device ingest, OpenAPI at /docs). Ready once /health says its database
     answers (a 503 until then)."""
-    url = f"http://127.0.0.1:{settings.api_port}"
+    url = f"http://127.0.0.1:{settings.api.port}"
     return Service(
         "api",
-        [_bin("emps"), "api", "--port", str(settings.api_port)],
+        [_bin("emps"), "api", "--port", str(settings.api.port)],
         url=url,
         health_url=f"{url}/health",
         docs_url=f"{url}/docs",
@@ -245,7 +247,7 @@ def app_services(settings: Settings, with_simulator: bool) -> list[Service]:
                 "PREFECT_LOGGING_EXTRA_LOGGERS": "emps",
                 # Every hop of drop -> ingest -> features -> score -> alert is a triggered run
                 # that waits for the worker's next poll (Prefect's default: 10 s).
-                "PREFECT_WORKER_QUERY_SECONDS": str(settings.worker_poll_s),
+                "PREFECT_WORKER_QUERY_SECONDS": str(settings.services.worker_poll_s),
             },
             argv=[
                 _bin("prefect"),
@@ -264,9 +266,9 @@ def app_services(settings: Settings, with_simulator: bool) -> list[Service]:
         api_service(settings),
         Service(
             "streamlit",
-            streamlit_command(settings.streamlit_port),
-            url=f"http://127.0.0.1:{settings.streamlit_port}",
-            health_url=f"http://127.0.0.1:{settings.streamlit_port}/_stcore/health",
+            streamlit_command(settings.services.streamlit_port),
+            url=f"http://127.0.0.1:{settings.services.streamlit_port}",
+            health_url=f"http://127.0.0.1:{settings.services.streamlit_port}/_stcore/health",
         ),
     ]
     if with_simulator:
@@ -278,9 +280,9 @@ def app_services(settings: Settings, with_simulator: bool) -> list[Service]:
                     "simulate",
                     "live",
                     "--equipment",
-                    str(settings.sim_equipment),
+                    str(settings.simulator.equipment),
                     "--interval",
-                    str(settings.sim_live_interval_s),
+                    str(settings.simulator.live_interval_s),
                 ],
             )
         )
@@ -317,9 +319,9 @@ def mail_and_metrics(settings: Settings, env: dict[str, str]) -> list[Hosted]:
     from emps.alerting.mailbox import SINK_HOST, sink_port
 
     port = sink_port(settings)
-    if port is None and settings.smtp_sink:
+    if port is None and settings.notifications.smtp_sink:
         console.print(
-            f"Mail goes to {settings.smtp_host}:{settings.smtp_port} (EMPS_SMTP_HOST): no local "
+            f"Mail goes to {settings.notifications.smtp_host}:{settings.notifications.smtp_port} (EMPS_SMTP_HOST): no local "
             "SMTP sink started."
         )
 
@@ -342,14 +344,16 @@ def mail_and_metrics(settings: Settings, env: dict[str, str]) -> list[Hosted]:
     sink = Hosted("smtp-sink", smtp_sink, url=f"smtp://{SINK_HOST}:{port}", loggers=("mail.log",))
     return [
         *([sink] if port is not None else []),
-        Hosted("metrics", metrics, url=f"http://127.0.0.1:{settings.metrics_port}/metrics"),
+        Hosted(
+            "metrics", metrics, url=f"http://127.0.0.1:{settings.services.metrics_port}/metrics"
+        ),
     ]
 
 
 def landing_watcher(settings: Settings, env: dict[str, str]) -> list[Hosted]:
     """Hosted after the bootstrap (the ingest deployment's trigger exists by then): files
     arriving start ingest within seconds (prefect.yaml's emps.file.arrived trigger)."""
-    if not settings.ingest_watch:
+    if not settings.ingest.watch:
         return []
 
     def watcher() -> Callable[[], None]:
@@ -583,7 +587,7 @@ class Supervisor:
     def _ran_long_enough(self, unit: Service | Database) -> None:
         """Give a unit running for EMPS_RESTART_RESET_S since its last start its budget back."""
         running_s = time.monotonic() - unit.started_at
-        if unit.restarts and running_s >= self.settings.restart_reset_s:
+        if unit.restarts and running_s >= self.settings.services.restart_reset_s:
             unit.restarts = 0
             self.write_state()
 
@@ -592,7 +596,7 @@ class Supervisor:
     ) -> bool:
         """Count one more restart of a unit that is down, and say so; or, its budget spent,
         give up on it (`emps status` and the service_given_up operations rule report it)."""
-        if unit.restarts >= self.settings.restart_limit:
+        if unit.restarts >= self.settings.services.restart_limit:
             unit.given_up = True
             console.print(
                 f"[red]{unit.name} keeps crashing; gave up after {unit.restarts} restarts. "
@@ -603,7 +607,7 @@ class Supervisor:
         unit.restarts += 1
         console.print(
             f"[yellow]{unit.name} {why}; restarting ({unit.restarts}/"
-            f"{self.settings.restart_limit}), log: {unit.log_path(self.settings)}[/]"
+            f"{self.settings.services.restart_limit}), log: {unit.log_path(self.settings)}[/]"
         )
         return True
 
@@ -621,7 +625,9 @@ class Supervisor:
         return [
             log
             for log in logs
-            if rotate_log(log, self.settings.log_max_bytes, self.settings.log_keep)
+            if rotate_log(
+                log, self.settings.services.log_max_bytes, self.settings.services.log_keep
+            )
         ]
 
     def write_state(self) -> None:
@@ -724,7 +730,7 @@ def run_platform(
     from emps.db import embedded_server
     from emps.migrate import migrate
 
-    server = embedded_server(settings) if settings.embedded else None
+    server = embedded_server(settings) if settings.database.embedded else None
     pg_was_running = bool(server and server.status().running)
     started_at = time.monotonic()
     try:
@@ -841,7 +847,7 @@ def _start_and_wait(supervisor: Supervisor, service: Service) -> None:
 
 
 def _ensure_prefect_database(settings: Settings) -> None:
-    if settings.prefect_database != "postgres":
+    if settings.services.prefect_database != "postgres":
         return
     from emps.db import ensure_prefect_database
 

@@ -104,7 +104,7 @@ def catalog_vars(catalog: Catalog, settings: Settings) -> dict:
         "settings": catalog.setting_names,
         "window_count": catalog.window_count,
         "equipment_types": types,
-        "norm_min_slots": settings.dbt_norm_min_slots,
+        "norm_min_slots": settings.features.norm_min_slots,
     }
 
 
@@ -115,9 +115,9 @@ def dbt_vars(settings: Settings | None = None, catalog: Catalog | None = None) -
     definitions = catalog_vars(catalog, settings)
     return {
         **definitions,
-        "silent_minutes": settings.silent_minutes,
-        "model_name": settings.model_name,
-        "feature_lateral_max_slots": settings.dbt_feature_lateral_max_slots,
+        "silent_minutes": settings.thresholds.silent_minutes,
+        "model_name": settings.ml.model_name,
+        "feature_lateral_max_slots": settings.features.lateral_max_slots,
         "features_fingerprint": features_fingerprint(definitions),
     }
 
@@ -127,11 +127,11 @@ def dbt_env(settings: Settings | None = None) -> dict[str, str]:
     settings = settings or get_settings()
     url = urlsplit(database_url(Role.WRITER, settings))
     return {
-        "EMPS_DBT_HOST": url.hostname or settings.pg_host,
+        "EMPS_DBT_HOST": url.hostname or settings.database.pg_host,
         "EMPS_DBT_PORT": str(url.port or 5432),
         "EMPS_DBT_USER": unquote(url.username or "emps_writer"),
         "EMPS_DBT_PASSWORD": unquote(url.password or ""),
-        "EMPS_DBT_DBNAME": url.path.lstrip("/") or settings.pg_database,
+        "EMPS_DBT_DBNAME": url.path.lstrip("/") or settings.database.pg_database,
     }
 
 
@@ -284,7 +284,7 @@ def fit_missing_regimes(
     from emps.regimes import ensure_regimes
 
     with connect(Role.WRITER, settings, autocommit=True) as conn:
-        fits = ensure_regimes(conn, catalog, seed=settings.ml_seed)
+        fits = ensure_regimes(conn, catalog, seed=settings.ml.seed)
     for fit in fits:
         if on_log is not None:
             on_log(

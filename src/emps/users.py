@@ -184,8 +184,8 @@ def sign_in(
                     _bcrypt_with(password, salt),
                     client,
                     token_hash(token),
-                    settings.session_idle_s,
-                    settings.session_max_s,
+                    settings.auth.session_idle_s,
+                    settings.auth.session_max_s,
                 ),
             ).fetchone()
         except psycopg.errors.ConfigurationLimitExceeded as exc:
@@ -399,12 +399,12 @@ def ensure_first_admin(settings: Settings | None = None) -> FirstAdmin | None:
                 return FirstAdmin(admin[0], path, created=False)
             path.unlink(missing_ok=True)
             return None
-        generated = settings.admin_password is None
+        generated = settings.auth.admin_password is None
         if generated:
             password = secrets.token_urlsafe(12)
             _write_private(path, _first_admin_text(password, settings))
         else:
-            password = settings.admin_password.get_secret_value()
+            password = settings.auth.admin_password.get_secret_value()
         if conn.execute("select 1 from ops.users where username = %s", (FIRST_ADMIN,)).fetchone():
             with conn.transaction():
                 conn.execute(
@@ -432,9 +432,9 @@ def ensure_first_admin(settings: Settings | None = None) -> FirstAdmin | None:
 
 def _first_admin_text(password: str, settings: Settings) -> str:
     url = (
-        settings.dashboard_base_url
-        if "dashboard_base_url" in settings.model_fields_set
-        else f"http://127.0.0.1:{settings.streamlit_port}"
+        settings.dashboard.base_url
+        if "base_url" in settings.dashboard.model_fields_set
+        else f"http://127.0.0.1:{settings.services.streamlit_port}"
     )
     return (
         "EMPS dashboard: the first administrator\n"

@@ -155,14 +155,10 @@ def clock() -> ManualClock:
 def alert_settings(db: Settings, mailbox, tmp_path: Path) -> Settings:
     """The test database's settings with SMTP at the sink and no wait between retries."""
     _, port = mailbox
-    return db.model_copy(
-        update={
-            "smtp_port": port,
-            "notify_backoff_s": 0.0,
-            "notify_outage_retry_s": 0.0,
-            "home": tmp_path,
-            "dashboard_base_url": "http://dash.test",
-        }
+    return db.replace(
+        home=tmp_path,
+        notifications={"smtp_port": port, "backoff_s": 0.0, "outage_retry_s": 0.0},
+        dashboard={"base_url": "http://dash.test"},
     )
 
 

@@ -80,7 +80,7 @@ def test_smtp_down_then_back_delivers_each_message_exactly_once(alert_settings, 
     handler, port = mailbox
     _open_alert(alert_settings, crew, "GEN-0103")
     _open_alert(alert_settings, crew, "GEN-0104")
-    down = alert_settings.model_copy(update={"smtp_port": free_port()})
+    down = alert_settings.replace(notifications={"smtp_port": free_port()})
     for _ in range(3):
         report = send_notifications(down)
         assert report.sent == 0
@@ -126,14 +126,14 @@ def test_wrong_smtp_password_gives_clear_error_without_retry_storm(
     no notification: once the password is right they are all delivered."""
     handler, port = auth_mailbox
     _open_alert(alert_settings, crew)
-    wrong = alert_settings.model_copy(
-        update={
+    wrong = alert_settings.replace(
+        notifications={
             "smtp_port": port,
             "smtp_username": "emps",
             "smtp_password": SecretStr("s3cret-wrong"),
-            "notify_ca_file": ca_file,
-            "notify_outage_retry_s": 600.0,
-            "notify_max_attempts": 2,
+            "ca_file": ca_file,
+            "outage_retry_s": 600.0,
+            "max_attempts": 2,
         }
     )
     report = send_notifications(wrong)
@@ -150,7 +150,7 @@ def test_wrong_smtp_password_gives_clear_error_without_retry_storm(
             conn.execute("update ops.notifications set next_attempt_at = now()")
         assert send_notifications(wrong).dead == 0
     assert len(handler.logins) == 4 * per_run
-    right = wrong.model_copy(update={"smtp_password": SecretStr("right")})
+    right = wrong.replace(notifications={"smtp_password": SecretStr("right")})
     with connect(Role.OWNER, alert_settings) as conn:
         conn.execute("update ops.notifications set next_attempt_at = now()")
     assert send_notifications(right).sent == 2
@@ -216,7 +216,7 @@ def test_sender_killed_mid_batch_loses_nothing_and_mailbox_has_each_once(alert_s
                 " where status = 'sending' and lease_expires_at >= now()"
             ).fetchone()[0]:
                 time.sleep(0.2)
-        finish = alert_settings.model_copy(update={"smtp_port": port})
+        finish = alert_settings.replace(notifications={"smtp_port": port})
         send_notifications(finish)
         assert _statuses(alert_settings) == {"sent": 10}
         assert handler.stored == 10
@@ -231,8 +231,8 @@ def test_sms_goes_through_the_gateway_with_token_and_retries(alert_settings, sms
     """A CRITICAL alert texts the on-call phone through the gateway with the bearer token; a
     gateway error is retried and the text is delivered once."""
     url = f"http://127.0.0.1:{sms_gateway.server_port}/send?to={{to}}"
-    settings = alert_settings.model_copy(
-        update={
+    settings = alert_settings.replace(
+        notifications={
             "sms_gateway_url": url,
             "sms_gateway_token": SecretStr("tok-123"),
             "sms_allow_http": True,

@@ -188,12 +188,12 @@ def test_smtp_password_from_a_prefect_secret_block(
     process_prediction(
         write_prediction(alert_settings, "GEN-0204", 0.9, "CRITICAL"), alert_settings, crew
     )
-    settings = alert_settings.model_copy(
-        update={
+    settings = alert_settings.replace(
+        notifications={
             "smtp_port": port,
             "smtp_username": "emps",
             "smtp_password_block": "emps-smtp-password-test",
-            "notify_ca_file": ca_file,
+            "ca_file": ca_file,
         }
     )
     assert send_notifications(settings).sent == 2

@@ -89,8 +89,8 @@ def test_retention_archives_old_resolved_alerts_keeps_tasks_and_retires_old_part
 
 def test_quiet_hours_delay_high_but_never_critical(alert_settings):
     """During quiet hours a HIGH notification waits for the morning; a CRITICAL one goes now."""
-    settings = alert_settings.model_copy(
-        update={"quiet_hours": "22:00-06:00", "timezone": "Europe/Paris"}
+    settings = alert_settings.replace(
+        timezone="Europe/Paris", notifications={"quiet_hours": "22:00-06:00"}
     )
     night = datetime(2026, 1, 15, 23, 30, tzinfo=UTC)  # 00:30 in Paris
     assert deliver_after("CRITICAL", night, settings) == night
@@ -165,7 +165,7 @@ def test_the_daily_cleanup_creates_the_months_ahead_of_its_clock(alert_settings)
     month partitions: the daily cleanup creates EMPS_PARTITIONS_MONTHS_AHEAD months ahead of its
     clock (here four months on), and a reading of that far month lands in its own partition."""
     later = datetime.now(UTC) + timedelta(days=120)
-    ahead = later + timedelta(days=31 * alert_settings.partitions_months_ahead - 1)
+    ahead = later + timedelta(days=31 * alert_settings.database.partitions_months_ahead - 1)
     name = f"sensor_readings_y{ahead:%Y}m{ahead:%m}"
     with connect(Role.OWNER, alert_settings) as conn:
         assert conn.execute("select to_regclass(%s)", (f"raw.{name}",)).fetchone()[0] is None

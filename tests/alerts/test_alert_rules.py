@@ -129,7 +129,7 @@ def test_unacknowledged_critical_escalates_and_acknowledging_stops_it(alert_sett
     add_equipment(alert_settings, "GEN-0005")
     payload = write_prediction(alert_settings, "GEN-0005", 0.9, "CRITICAL")
     alert_id = process_prediction(payload, alert_settings, crew).alert_id
-    delay = timedelta(minutes=alert_settings.escalation_delay_min + 1)
+    delay = timedelta(minutes=alert_settings.alerting.escalation_delay_min + 1)
     now = datetime.now(UTC)
     assert escalate_unacknowledged(alert_settings, crew, now=now).escalated == []
     first = escalate_unacknowledged(alert_settings, crew, now=now + delay)
@@ -171,7 +171,7 @@ def test_completed_task_resolves_its_alert(alert_settings, crew):
 def test_equipment_healthy_for_the_period_resolves_its_alert(alert_settings, crew):
     """An alert whose equipment had only LOW predictions for the healthy period is resolved."""
     add_equipment(alert_settings, "GEN-0007")
-    hours = alert_settings.auto_resolve_healthy_hours
+    hours = alert_settings.alerting.auto_resolve_healthy_hours
     then = datetime.now(UTC) - timedelta(hours=hours + 2)
     payload = write_prediction(alert_settings, "GEN-0007", 0.7, "HIGH", ts=then)
     outcome = process_prediction(payload, alert_settings, crew, now=then)

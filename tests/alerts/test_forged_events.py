@@ -70,7 +70,7 @@ def test_the_flow_acts_on_the_stored_prediction(alert_settings, crew, prefect_se
 
     add_equipment(alert_settings, "GEN-0405")
     payload = write_prediction(alert_settings, "GEN-0405", 0.1, "LOW")
-    monkeypatch.setenv("EMPS_RECIPIENTS_PATH", str(alert_settings.recipients_path))
+    monkeypatch.setenv("EMPS_RECIPIENTS_PATH", str(alert_settings.notifications.recipients_path))
     get_settings.cache_clear()
     try:
         result = process_prediction_alerts({**payload, "severity": "CRITICAL"}, "forged-1")

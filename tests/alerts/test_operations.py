@@ -159,7 +159,7 @@ def test_notifications_stuck_in_the_outbox_alert_until_they_go_out(alert_setting
         ).fetchone()
     rule = [operations.RULES["notifications_backlog"]]
     now = datetime.now(UTC)
-    fresh = alert_settings.model_copy(update={"notify_pending_alert_s": 3 * 3600.0})
+    fresh = alert_settings.replace(notifications={"pending_alert_s": 3 * 3600.0})
     assert operations.evaluate(fresh, now=now, recipients=OPS, rules=rule).opened == []
     report = operations.evaluate(alert_settings, now=now, recipients=OPS, rules=rule)
     assert report.opened == [("notifications_backlog", "notifications")]
@@ -306,9 +306,9 @@ def test_low_disk_warns_then_is_critical_and_the_metric_shows_it(alert_settings:
     bytes."""
     rule = [operations.RULES["disk_low"]]
     huge = 1 << 40  # MB: more than any disk has free
-    low = alert_settings.model_copy(update={"disk_warn_free_mb": huge, "disk_critical_free_mb": 0})
+    low = alert_settings.replace(operations={"disk_warn_free_mb": huge, "disk_critical_free_mb": 0})
     assert operations.evaluate(low, recipients=OPS, rules=rule).opened == [("disk_low", "warning")]
-    lower = low.model_copy(update={"disk_critical_free_mb": huge})
+    lower = low.replace(operations={"disk_critical_free_mb": huge})
     report = operations.evaluate(lower, recipients=OPS, rules=rule)
     assert report.opened == [("disk_low", "critical")]
     assert report.resolved == [("disk_low", "warning")]

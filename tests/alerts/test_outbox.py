@@ -33,7 +33,7 @@ from emps.alerting.recipients import Recipient, RecipientsConfig
 from emps.alerting.rules import process_prediction
 from emps.db import Role, connect
 from emps.flows.serving import deployment_spec
-from emps.settings import Settings
+from emps.settings import NotificationSettings, Settings
 from emps.supervisor import mail_and_metrics
 
 
@@ -98,8 +98,8 @@ def test_two_senders_and_a_server_taking_5_s_per_message_deliver_each_once(alert
     controller.start()
     # A 12 s lease (the least a 6 s send allows) against three 5 s messages: the batch needs
     # 15 s, so without renewal the third message is taken over while it is being sent.
-    settings = alert_settings.model_copy(
-        update={"smtp_port": port, "smtp_timeout_s": 6.0, "notify_lease_s": 12.0}
+    settings = alert_settings.replace(
+        notifications={"smtp_port": port, "smtp_timeout_s": 6.0, "lease_s": 12.0}
     )
     _queue(settings, 3)
     failures: list[BaseException] = []
@@ -230,14 +230,14 @@ def test_smtp_down_for_two_hours_kills_nothing_and_all_arrive_within_a_minute_of
     running: no notification dies, and each arrives exactly once at the first run after the
     server is back, within a minute."""
     interval = deployment_spec("send-notifications")["schedules"][0]["interval"]
-    defaults = Settings.model_fields
+    defaults = NotificationSettings.model_fields
     port = free_port()  # nothing listens here until the server "returns"
-    settings = alert_settings.model_copy(
-        update={
+    settings = alert_settings.replace(
+        notifications={
             "smtp_port": port,
-            "notify_backoff_s": defaults["notify_backoff_s"].default,
-            "notify_outage_retry_s": defaults["notify_outage_retry_s"].default,
-            "notify_max_attempts": defaults["notify_max_attempts"].default,
+            "backoff_s": defaults["backoff_s"].default,
+            "outage_retry_s": defaults["outage_retry_s"].default,
+            "max_attempts": defaults["max_attempts"].default,
         }
     )
     _queue(settings, 20)
@@ -282,7 +282,7 @@ def test_a_sender_whose_lease_ran_out_cannot_send_or_mark_a_row_another_sender_t
         conn.row_factory = dict_row
         stale = claim_due(conn, worker="stalled", limit=10, settings=alert_settings, clock=clock)
         (row,) = stale.rows
-        clock.advance(alert_settings.notify_lease_s + 1)
+        clock.advance(alert_settings.notifications.lease_s + 1)
         taken = claim_due(conn, worker="healthy", limit=10, settings=alert_settings, clock=clock)
         assert [r["id"] for r in taken.rows] == [row["id"]]
         assert not stale.keep(row)  # so the stalled sender does not send it
@@ -294,7 +294,7 @@ def test_a_sender_whose_lease_ran_out_cannot_send_or_mark_a_row_another_sender_t
             "select status, claimed_by from ops.notifications where id = %s", (row["id"],)
         ).fetchone()
         assert (status["status"], status["claimed_by"]) == ("sending", "healthy")
-    clock.advance(alert_settings.notify_lease_s + 1)
+    clock.advance(alert_settings.notifications.lease_s + 1)
     assert send_notifications(alert_settings, clock=clock).sent == 1
     assert handler.accepted == 1
 
@@ -307,8 +307,8 @@ def test_username_set_and_server_without_starttls_refuses_to_log_in_and_says_why
     says why and what to set, and keeps the notifications; explicitly allowed, it logs in."""
     handler, port = clear_auth_mailbox
     _queue(alert_settings, 2)
-    settings = alert_settings.model_copy(
-        update={
+    settings = alert_settings.replace(
+        notifications={
             "smtp_port": port,
             "smtp_username": "emps",
             "smtp_password": SecretStr("right"),
@@ -323,7 +323,7 @@ def test_username_set_and_server_without_starttls_refuses_to_log_in_and_says_why
     assert handler.logins == [] and handler.accepted == 0
     assert {(row[1], row[2]) for row in _rows(settings)} == {("failed", 0)}
 
-    allowed = settings.model_copy(update={"smtp_allow_plain_login": True})
+    allowed = settings.replace(notifications={"smtp_allow_plain_login": True})
     assert send_notifications(allowed).sent == 2
     assert handler.logins[-1] == b"emps" and handler.over_tls == [False, False]
 
@@ -334,10 +334,10 @@ def test_mail_goes_over_starttls_whenever_the_server_offers_it(
     """With default settings and no login, a server offering STARTTLS gets the mail encrypted."""
     handler, port = auth_mailbox
     handler.logins.clear()
-    settings = alert_settings.model_copy(
-        update={
+    settings = alert_settings.replace(
+        notifications={
             "smtp_port": port,
-            "notify_ca_file": ca_file,
+            "ca_file": ca_file,
             "smtp_username": "emps",
             "smtp_password": SecretStr("right"),
         }
@@ -357,7 +357,7 @@ def test_a_certificate_that_cannot_be_verified_stops_sending_instead_of_falling_
     controller = Controller(handler, hostname="127.0.0.1", port=port, tls_context=server_tls)
     controller.start()
     try:
-        settings = alert_settings.model_copy(update={"smtp_port": port})
+        settings = alert_settings.replace(notifications={"smtp_port": port})
         _queue(settings, 1)
         result = send_notifications(settings)
     finally:
@@ -375,12 +375,12 @@ def test_implicit_tls_server_on_its_own_port_gets_the_mail(alert_settings, serve
     controller = Controller(handler, hostname="127.0.0.1", port=port, ssl_context=server_tls)
     controller.start()
     try:
-        settings = alert_settings.model_copy(
-            update={"smtp_port": port, "smtp_tls": "tls", "notify_ca_file": ca_file}
+        settings = alert_settings.replace(
+            notifications={"smtp_port": port, "smtp_tls": "tls", "ca_file": ca_file}
         )
         _queue(settings, 1)
         assert send_notifications(settings).sent == 1
-        plain = settings.model_copy(update={"smtp_tls": "auto"})
+        plain = settings.replace(notifications={"smtp_tls": "auto"})
         _queue_one_more(plain)
         assert send_notifications(plain).sent == 0  # a clear-text client cannot talk to it
     finally:
@@ -408,11 +408,11 @@ def test_sms_goes_over_https_and_an_http_gateway_is_refused_unless_allowed(
     """Texts go to an https gateway with the bearer token; an http:// gateway gets nothing
     (the token would travel in clear) until EMPS_SMS_ALLOW_HTTP is set."""
     token = SecretStr("tok-123")
-    https = alert_settings.model_copy(
-        update={
+    https = alert_settings.replace(
+        notifications={
             "sms_gateway_url": f"https://127.0.0.1:{https_sms_gateway.server_port}/send?to={{to}}",
             "sms_gateway_token": token,
-            "notify_ca_file": ca_file,
+            "ca_file": ca_file,
         }
     )
     crew = RecipientsConfig(
@@ -422,15 +422,17 @@ def test_sms_goes_over_https_and_an_http_gateway_is_refused_unless_allowed(
     assert send_notifications(https).sent == 1
     assert https_sms_gateway.requests[0]["auth"] == "Bearer tok-123"
 
-    http = https.model_copy(
-        update={"sms_gateway_url": f"http://127.0.0.1:{sms_gateway.server_port}/send?to={{to}}"}
+    http = https.replace(
+        notifications={
+            "sms_gateway_url": f"http://127.0.0.1:{sms_gateway.server_port}/send?to={{to}}"
+        }
     )
     _open_alert(http, crew, "GEN-0302")
     refused = send_notifications(http)
     assert (refused.sent, refused.dead, refused.retrying) == (0, 0, 1)
     assert "not https://" in refused.errors[0] and "EMPS_SMS_ALLOW_HTTP" in refused.errors[0]
     assert sms_gateway.requests == []
-    allowed = http.model_copy(update={"sms_allow_http": True})
+    allowed = http.replace(notifications={"sms_allow_http": True})
     assert send_notifications(allowed).sent == 1
     assert len(sms_gateway.requests) == 1
 
@@ -505,17 +507,19 @@ def test_metrics_show_the_age_of_the_oldest_waiting_notification(alert_settings)
     (age,) = families["emps_notification_oldest_pending_seconds"].samples
     assert 1200 <= age.value < 1300
     (threshold,) = families["emps_notification_pending_alert_seconds"].samples
-    assert threshold.value == alert_settings.notify_pending_alert_s
+    assert threshold.value == alert_settings.notifications.pending_alert_s
 
 
 def test_settings_refuse_a_lease_shorter_than_two_sends_and_an_http_sms_gateway():
     """Settings that would allow a double send or a token in clear text are refused at start,
     naming the variables to change."""
     with pytest.raises(ValidationError, match="EMPS_NOTIFY_LEASE_S"):
-        Settings(notify_lease_s=15, smtp_timeout_s=10)
+        Settings(notifications={"lease_s": 15, "smtp_timeout_s": 10})
     with pytest.raises(ValidationError, match="EMPS_SMS_ALLOW_HTTP"):
-        Settings(sms_gateway_url="http://gateway.example/send?to={to}")
-    assert Settings(sms_gateway_url="http://gw.example/{to}", sms_allow_http=True).sms_allow_http
+        Settings(notifications={"sms_gateway_url": "http://gateway.example/send?to={to}"})
+    assert Settings(
+        notifications={"sms_gateway_url": "http://gw.example/{to}", "sms_allow_http": True}
+    ).notifications.sms_allow_http
 
 
 def test_emps_up_runs_its_smtp_sink_only_for_a_local_smtp_host_and_only_on_loopback(settings):
@@ -523,7 +527,7 @@ def test_emps_up_runs_its_smtp_sink_only_for_a_local_smtp_host_and_only_on_loopb
     at a relay, or EMPS_SMTP_SINK=false, starts none (the relay's mail is never captured)."""
     env = {"PREFECT_API_URL": "http://127.0.0.1:9/api"}
     port = free_port()
-    local = settings.model_copy(update={"smtp_port": port, "home": Path(os.environ["EMPS_HOME"])})
+    local = settings.replace(home=Path(os.environ["EMPS_HOME"]), notifications={"smtp_port": port})
     (sink,) = [h for h in mail_and_metrics(local, env) if h.name == "smtp-sink"]
     assert sink.url == f"smtp://127.0.0.1:{port}"
     stop = sink.start()
@@ -532,7 +536,7 @@ def test_emps_up_runs_its_smtp_sink_only_for_a_local_smtp_host_and_only_on_loopb
             assert conn.recv(100).startswith(b"220")
     finally:
         stop()
-    relay = local.model_copy(update={"smtp_host": "relay.crews.example"})
-    off = local.model_copy(update={"smtp_sink": False})
+    relay = local.replace(notifications={"smtp_host": "relay.crews.example"})
+    off = local.replace(notifications={"smtp_sink": False})
     for other in (relay, off):
         assert [h.name for h in mail_and_metrics(other, env)] == ["metrics"]

@@ -25,23 +25,24 @@ DAYS = 100
 EQUIPMENT = 50
 PER_HOUR = 4  # predictions and readings per equipment and hour
 RETENTION = {
-    "alert_retention_days": 30,
-    "audit_retention_days": 45,
-    "notification_retention_days": 20,
-    "quarantine_retention_days": 25,
-    "ingest_ledger_retention_days": 10,
+    "alert_days": 30,
+    "audit_days": 45,
+    "notification_days": 20,
+    "quarantine_days": 25,
+    "ingest_ledger_days": 10,
     "prediction_detail_days": 35,
-    "archive_retention_days": 7,
-    "reports_retention_days": 14,
-    "mailbox_retention_days": 7,
-    "partitions_months_ahead": 1,
+    "archive_days": 7,
+    "reports_days": 14,
+    "mailbox_days": 7,
 }
 
 
 @pytest.fixture
 def fleet(db: Settings, tmp_path: Path) -> tuple[Settings, list[str]]:
     """Fifty machines of the catalog's first type; the clock's months only, none ahead yet."""
-    settings = db.model_copy(update={"home": tmp_path, **RETENTION})
+    settings = db.replace(
+        home=tmp_path, retention=RETENTION, database={"partitions_months_ahead": 1}
+    )
     kind = next(iter(load_catalog(settings.catalog_path).equipment_types))
     ids = [f"R{n:03d}" for n in range(EQUIPMENT)]
     with connect(Role.OWNER, settings) as conn:
@@ -194,46 +195,46 @@ def _assert_within_retention(conn, settings: Settings, now: datetime) -> None:
         return now - timedelta(days=days + 1)
 
     checks = {
-        "resolved alerts": ("select min(resolved_at) from ops.alerts", "alert_retention_days"),
+        "resolved alerts": ("select min(resolved_at) from ops.alerts", "alert_days"),
         "audit log": (
             "select min(at) from ops.audit_log where actor <> 'emps-retention'",
-            "audit_retention_days",
+            "audit_days",
         ),
         "notifications of no alert": (
             "select min(created_at) from ops.notifications where alert_id is null",
-            "notification_retention_days",
+            "notification_days",
         ),
         "alert notifications": (
             "select min(a.resolved_at) from ops.notifications n join ops.alerts a"
             " on a.id = n.alert_id",
-            "alert_retention_days",
+            "alert_days",
         ),
         "operations alerts": (
             "select min(resolved_at) from ops.operations_alerts",
-            "notification_retention_days",
+            "notification_days",
         ),
         "quarantined rows": (
             "select min(quarantined_at) from raw.quarantined_rows where not (resolution is null"
             " and (kind = 'conflict' or retry_requested_at is not null))",
-            "quarantine_retention_days",
+            "quarantine_days",
         ),
         "ingest ledger": (
             "select min(finished_at) from raw.ingest_files f where not exists (select 1 from"
             " raw.quarantined_rows q where q.ingest_file_id = f.id)",
-            "ingest_ledger_retention_days",
+            "ingest_ledger_days",
         ),
         "HTTP ingest requests whose file left the ledger": (
             "select min(created_at) from ops.api_ingest_requests r where not exists (select 1"
             " from raw.ingest_files f where f.file_name = r.file_name)",
-            "ingest_ledger_retention_days",
+            "ingest_ledger_days",
         ),
     }
     for what, (query, setting) in checks.items():
         oldest = _oldest(conn, query)
-        limit = cutoff(getattr(settings, setting))
+        limit = cutoff(getattr(settings.retention, setting))
         assert oldest is None or oldest >= limit, f"{what}: {oldest} older than {limit}"
     # Detailed predictions: whole months past the detail window are rolled up.
-    detail = now - timedelta(days=settings.prediction_detail_days)
+    detail = now - timedelta(days=settings.retention.prediction_detail_days)
     month = datetime(detail.year, detail.month, 1, tzinfo=UTC) - timedelta(days=1)
     first_kept = datetime(month.year, month.month, 1, tzinfo=UTC)
     oldest = _oldest(conn, "select min(ts) from ops.predictions")
@@ -251,12 +252,12 @@ def _default_rows(conn) -> int:
 def _assert_folders_within_retention(home: Path, settings: Settings, now: datetime) -> None:
     days = sorted(home.glob("landing/archive/*/*/*"))
     oldest = datetime.strptime("/".join(days[0].parts[-3:]), "%Y/%m/%d").replace(tzinfo=UTC)
-    assert oldest >= now - timedelta(days=settings.archive_retention_days + 1)
+    assert oldest >= now - timedelta(days=settings.retention.archive_days + 1)
     reports = sorted(home.glob("reports/daily/*"))
     oldest = datetime.strptime(reports[0].name, "%Y-%m-%d").replace(tzinfo=UTC)
-    assert oldest >= now - timedelta(days=settings.reports_retention_days + 1)
+    assert oldest >= now - timedelta(days=settings.retention.reports_days + 1)
     mail = min(p.stat().st_mtime for p in home.glob("mailbox/*.eml"))
-    assert mail >= (now - timedelta(days=settings.mailbox_retention_days + 1)).timestamp()
+    assert mail >= (now - timedelta(days=settings.retention.mailbox_days + 1)).timestamp()
 
 
 def test_a_hundred_days_stay_within_every_retention_and_keep_the_evidence(fleet):
@@ -345,7 +346,7 @@ def test_a_hundred_days_stay_within_every_retention_and_keep_the_evidence(fleet)
         rows_in_files[kind] = rows_in_files.get(kind, 0) + len(archive.read(path))
     assert rows_in_files == records
     assert records["alerts"] == archived_alerts
-    assert records["audit_log"] >= (DAYS - settings.audit_retention_days - 1) * 10
+    assert records["audit_log"] >= (DAYS - settings.retention.audit_days - 1) * 10
     with gzip.open(next(p for p in files if "/alerts/" in str(p)), "rt") as handle:
         first = json.loads(handle.readline())
     assert first["notifications"][0]["status"] == "sent"

@@ -71,17 +71,17 @@ def model_settings(settings: Settings) -> Settings:
     """Where the API's predictions find their champion: a registry of this session's own and a
     feature table the predict tests fill (tests/api/test_people_api.py)."""
     root = settings.home / "api-mlflow"
-    return settings.model_copy(
-        update={
+    return settings.replace(
+        ml={
             "mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
             "mlflow_artifact_root": root / "artifacts",
             "model_name": "api-test-model",
-            "ml_features_relation": "api_test.features",
-            "ml_examples_relation": "api_test.features",
-            "ml_n_estimators": 20,
-            "ml_n_jobs": 1,
-            "ml_min_samples_leaf": 20,
-            "ml_sample_minutes": 60,
+            "features_relation": "api_test.features",
+            "examples_relation": "api_test.features",
+            "n_estimators": 20,
+            "n_jobs": 1,
+            "min_samples_leaf": 20,
+            "sample_minutes": 60,
         }
     )
 

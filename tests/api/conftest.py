@@ -16,7 +16,7 @@ from ports import free_port
 from emps.api.devices import add_device
 from emps.catalog import load_catalog
 from emps.db import Role, connect
-from emps.settings import Settings
+from emps.settings import Settings, variables
 
 
 @pytest.fixture(scope="session")
@@ -37,13 +37,10 @@ def champion(database: Settings):
 @pytest.fixture(scope="session")
 def api(database: Settings) -> Iterator[ApiServer]:
     ml = model_settings(database)
-    for name in (
-        "mlflow_tracking_uri",
-        "mlflow_artifact_root",
-        "model_name",
-        "ml_features_relation",
-    ):
-        API_ENV[f"EMPS_{name.upper()}"] = str(getattr(ml, name))
+    fields = ("mlflow_tracking_uri", "mlflow_artifact_root", "model_name", "features_relation")
+    for variable in variables():
+        if variable.area == "ml" and variable.field in fields:
+            API_ENV[variable.name] = str(variable.value(ml))
     server = start_api(database, free_port(), database.home / "api-test.log")
     yield server
     server.process.terminate()

@@ -239,7 +239,7 @@ def test_predict_scores_many_equipment_with_what_if_overrides(api, db, marts, ch
 
     settings, examples = champion
     tail = examples[examples["ts"] > examples["ts"].max() - pd.Timedelta(days=1)]
-    synthetic.load_examples(tail, settings, settings.ml_features_relation)
+    synthetic.load_examples(tail, settings, settings.ml.features_relation)
     with connect(Role.OWNER, db, autocommit=True) as conn:
         token = mint_token(conn, _viewer(conn), "api test", 1)[0]
     ids = ["EQ-0006", "EQ-0001"]

@@ -39,7 +39,7 @@ def scored(api, db, champion) -> Scored:
     registered equipment without any, and a Viewer's token."""
     settings, examples = champion
     tail = examples[examples["ts"] > examples["ts"].max() - pd.Timedelta(days=1)]
-    synthetic.load_examples(tail, settings, settings.ml_features_relation)
+    synthetic.load_examples(tail, settings, settings.ml.features_relation)
     with connect(Role.OWNER, db, autocommit=True) as conn:
         conn.execute(
             "insert into raw.equipment (equipment_id, equipment_type, site) "
@@ -187,7 +187,7 @@ def test_emps_predict_goes_through_the_api(api, scored, tmp_path):
     from emps.ml.predict import predict_many
 
     token_file = tmp_path / "token"
-    save_token(scored.token, scored.settings.model_copy(update={"api_token_file": token_file}))
+    save_token(scored.token, scored.settings.replace(api={"token_file": token_file}))
     assert token_file.stat().st_mode & 0o777 == 0o600
     env = {
         "EMPS_API_BASE_URL": api.url,

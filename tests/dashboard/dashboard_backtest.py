@@ -56,7 +56,7 @@ def seed_replay_champion(settings: Settings, now) -> ReplayChampion:
     # The registry is new: what an earlier test recorded for its version 1 does not hold.
     with connect(Role.OWNER, settings) as conn:
         conn.execute(
-            "delete from ops.model_artifacts where model_name = %s", (settings.model_name,)
+            "delete from ops.model_artifacts where model_name = %s", (settings.ml.model_name,)
         )
     catalog = load_catalog(settings.catalog_path)
     horizon = pd.Timedelta(days=catalog.max_horizon_days)

@@ -292,7 +292,7 @@ def test_first_admin(fleet, settings, from_env):
     with connect(Role.OWNER, autocommit=True) as conn:
         conn.execute("delete from ops.users")
     secret = SecretStr("from-the-environment") if from_env else None
-    first = ensure_first_admin(settings.model_copy(update={"admin_password": secret}))
+    first = ensure_first_admin(settings.replace(auth={"admin_password": secret}))
     assert first.username == "admin" and first.created
     if from_env:
         assert first.password_file is None

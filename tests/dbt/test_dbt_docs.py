@@ -103,8 +103,8 @@ def test_exposures_list_the_dashboard_the_api_and_the_model(db):
     def reads(exposure: str) -> set[str]:
         return {node.split(".")[-1] for node in exposures[exposure]["depends_on"]["nodes"]}
 
-    features = db.ml_features_relation.split(".")[-1]
-    examples = db.ml_examples_relation.split(".")[-1]
+    features = db.ml.features_relation.split(".")[-1]
+    examples = db.ml.examples_relation.split(".")[-1]
     assert {"mart_equipment_health", "mart_maintenance_schedule"} <= reads("dashboard")
     assert {"mart_equipment_health", "mart_equipment_latest_prediction"} <= reads("http_api")
     assert {features, examples} <= reads("failure_model")

@@ -49,13 +49,13 @@ def test_a_connection_without_the_password_is_refused(database, user):
     TCP or the Unix socket; a wrong password is refused too."""
     settings = database
     server = embedded_server(settings)
-    for host in (settings.pg_host, str(server.pgdata)):
+    for host in (settings.database.pg_host, str(server.pgdata)):
         with pytest.raises(psycopg.OperationalError, match="password"):
-            psycopg.connect(host=host, port=settings.pg_port, user=user, dbname="postgres")
+            psycopg.connect(host=host, port=settings.database.pg_port, user=user, dbname="postgres")
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(
-            host=settings.pg_host,
-            port=settings.pg_port,
+            host=settings.database.pg_host,
+            port=settings.database.pg_port,
             user=user,
             dbname="postgres",
             password="not-the-password",
@@ -213,7 +213,7 @@ def test_prefect_has_its_own_database_and_role(database):
         assert not conn.execute(
             "select rolsuper from pg_roles where rolname = current_user"
         ).fetchone()[0]
-    platform = url.rsplit("/", 1)[0] + f"/{database.pg_database}"
+    platform = url.rsplit("/", 1)[0] + f"/{database.database.pg_database}"
     with pytest.raises(psycopg.OperationalError, match="permission denied"):
         psycopg.connect(platform)
     reader = database_url(Role.READER, database).rsplit("/", 1)[0] + f"/{PREFECT_DATABASE}"
@@ -314,6 +314,6 @@ def test_emps_commands_talking_to_the_local_prefect_send_its_credential(settings
     monkeypatch.setenv("PREFECT_API_URL", "http://prefect.elsewhere.example/api")
     assert CliRunner().invoke(app, ["config", "show"]).exit_code == 0
     assert "PREFECT_API_AUTH_STRING" not in os.environ
-    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{settings.prefect_port}/api")
+    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{settings.services.prefect_port}/api")
     assert CliRunner().invoke(app, ["config", "show"]).exit_code == 0
     assert os.environ["PREFECT_API_AUTH_STRING"] == load_secrets(settings).prefect_auth

@@ -55,17 +55,17 @@ def bands(settings) -> dict[str, tuple[float, str]]:
 
 def test_configured_bands_hold_until_an_admin_sets_one(db, admin):
     """EMPS_SEVERITY_* set the bands in force at each migrate, except one an admin has set."""
-    migrate(db.model_copy(update={"severity_high": 0.7, "severity_critical": 0.9}))
+    migrate(db.replace(thresholds={"severity_high": 0.7, "severity_critical": 0.9}))
     assert bands(db)["severity_high"] == (0.7, "migration")
     assert bands(db)["severity_critical"] == (0.9, "migration")
     set_threshold(admin, "severity_high", 0.65, db)
-    migrate(db.model_copy(update={"severity_high": 0.75}))
+    migrate(db.replace(thresholds={"severity_high": 0.75}))
     assert bands(db)["severity_high"] == (0.65, admin.username)
-    assert bands(db)["severity_critical"] == (db.severity_critical, "migration")
+    assert bands(db)["severity_critical"] == (db.thresholds.severity_critical, "migration")
     # A configured MEDIUM above the admin's HIGH would break the order: nothing changes.
-    migrate(db.model_copy(update={"severity_medium": 0.66, "severity_critical": 0.95}))
-    assert bands(db)["severity_medium"] == (db.severity_medium, "migration")
-    assert bands(db)["severity_critical"] == (db.severity_critical, "migration")
+    migrate(db.replace(thresholds={"severity_medium": 0.66, "severity_critical": 0.95}))
+    assert bands(db)["severity_medium"] == (db.thresholds.severity_medium, "migration")
+    assert bands(db)["severity_critical"] == (db.thresholds.severity_critical, "migration")
 
 
 def test_extra_catalog_sensor_becomes_a_column(

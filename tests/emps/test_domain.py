@@ -20,13 +20,13 @@ from emps.domain import Severity, health_score_for, severity_for
 )
 def test_severity_bands_follow_the_thresholds(settings, probability, expected):
     """Each threshold belongs to the band above it."""
-    assert severity_for(probability, settings) is expected
+    assert severity_for(probability, settings.thresholds) is expected
 
 
 def test_probability_outside_unit_interval_is_refused(settings):
     """A probability of 1.2 is a bug upstream, not a CRITICAL alert."""
     with pytest.raises(ValueError, match="within \\[0, 1\\]"):
-        severity_for(1.2, settings)
+        severity_for(1.2, settings.thresholds)
 
 
 def test_health_score_is_the_complement_of_probability():

@@ -40,7 +40,7 @@ def _watch_until(supervisor: Supervisor, done, timeout_s: float = 60) -> None:
 
 def test_crashed_service_is_restarted_then_given_up(settings, monkeypatch):
     """A child that keeps dying is restarted up to the limit, then reported, not lost silently."""
-    monkeypatch.setattr(settings, "restart_limit", 2)
+    monkeypatch.setattr(settings.services, "restart_limit", 2)
     supervisor = Supervisor(settings)
     flaky = Service("flaky", [sys.executable, "-c", "import sys; sys.exit(3)"])
     supervisor.start(flaky)
@@ -54,8 +54,8 @@ def test_a_service_that_ran_long_enough_gets_its_restart_budget_back(
 ):
     """A child that crashes now and then, after running longer than EMPS_RESTART_RESET_S each
     time, is restarted every time: the limit is for crash loops, not for a year of uptime."""
-    monkeypatch.setattr(settings, "restart_limit", 2)
-    monkeypatch.setattr(settings, "restart_reset_s", 0.5)
+    monkeypatch.setattr(settings.services, "restart_limit", 2)
+    monkeypatch.setattr(settings.services, "restart_reset_s", 0.5)
     starts = tmp_path / "starts"
     code = f"import pathlib, sys, time; pathlib.Path({str(starts)!r}).open('a').write('x'); "
     code += "time.sleep(1); sys.exit(3)"
@@ -74,8 +74,8 @@ def test_logs_past_their_size_are_rotated_and_the_service_writes_on(settings, mo
     the service goes on writing into it; at most EMPS_LOG_KEEP rotated files stay."""
     import gzip
 
-    monkeypatch.setattr(settings, "log_max_bytes", 4096)
-    monkeypatch.setattr(settings, "log_keep", 2)
+    monkeypatch.setattr(settings.services, "log_max_bytes", 4096)
+    monkeypatch.setattr(settings.services, "log_keep", 2)
     code = "import sys, time\nfor i in range(100000):\n"
     code += "    print(f'line {i:06d} ' + 'x' * 60, flush=True); time.sleep(0.002)"
     supervisor = Supervisor(settings)
@@ -106,7 +106,7 @@ def test_the_embedded_databases_log_is_rotated_too(settings, monkeypatch, tmp_pa
     from emps.embedded_pg import EmbeddedPostgres
     from emps.supervisor import Database
 
-    monkeypatch.setattr(settings, "log_max_bytes", 1024)
+    monkeypatch.setattr(settings.services, "log_max_bytes", 1024)
     server = EmbeddedPostgres(tmp_path / "pg", port=1, superuser_password="pw-" * 8)
     server.logfile.parent.mkdir(parents=True, exist_ok=True)
     server.logfile.write_text("LOG:  checkpoint complete\n" * 100)
@@ -187,9 +187,9 @@ def test_landing_watcher_runs_unless_switched_off(settings, monkeypatch):
 
     workers = {s.name: s for s in app_services(settings, with_simulator=False)}
     assert workers["prefect-worker"].env["PREFECT_WORKER_QUERY_SECONDS"] == str(
-        settings.worker_poll_s
+        settings.services.worker_poll_s
     )
-    monkeypatch.setattr(settings, "ingest_watch", False)
+    monkeypatch.setattr(settings.ingest, "watch", False)
     assert landing_watcher(settings, supervisor.env) == []
 
 
@@ -314,7 +314,7 @@ def test_the_prefect_server_is_told_to_delete_old_flow_runs(settings, monkeypatc
 
     from emps.supervisor import prefect_retention_env
 
-    monkeypatch.setattr(settings, "prefect_retention_days", 3)
+    monkeypatch.setattr(settings.retention, "prefect_days", 3)
     code = (
         "import json; from prefect.settings import get_current_settings; "
         "v = get_current_settings().server.services.db_vacuum; "
@@ -350,7 +350,7 @@ def test_a_killed_or_hung_database_is_restarted_with_its_data(settings, monkeypa
     from emps.embedded_pg import EmbeddedPostgres
     from emps.supervisor import Database
 
-    monkeypatch.setattr(settings, "restart_limit", 2)
+    monkeypatch.setattr(settings.services, "restart_limit", 2)
     # Not under pytest's tmp dir, which another session may make 0700 again at its start,
     # locking out the system user PostgreSQL runs as.
     home = Path(tempfile.mkdtemp(prefix="emps-pg-restart-"))
@@ -477,7 +477,7 @@ def test_the_api_runs_under_emps_up_is_listed_and_comes_back_after_a_crash(
 
     from emps.supervisor import app_services, print_status, print_urls
 
-    monkeypatch.setattr(database, "api_port", free_port())
+    monkeypatch.setattr(database.api, "port", free_port())
     supervisor = Supervisor(database)
     (api,) = [s for s in app_services(database, with_simulator=False) if s.name == "api"]
 

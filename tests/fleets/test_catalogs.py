@@ -25,8 +25,8 @@ RTOL, ATOL = 1e-6, 1e-8
 def fleet_database(settings, name: str):
     """Settings for a database of its own on the session's server, migrated for the catalog."""
     catalog_path = HERE / f"{name}.yaml"
-    fleet_settings = settings.model_copy(
-        update={"pg_database": f"emps_fleet_{name}", "catalog_path": catalog_path}
+    fleet_settings = settings.replace(
+        catalog_path=catalog_path, database={"pg_database": f"emps_fleet_{name}"}
     )
     migrate(fleet_settings, load_catalog(catalog_path))
     with connect(Role.OWNER, fleet_settings, autocommit=True) as conn:

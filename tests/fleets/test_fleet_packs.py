@@ -26,26 +26,26 @@ def fleet_settings(database, tmp_path):
     registry of its own and small forests."""
 
     def make(name: str):
-        settings = database.model_copy(
-            update={
-                "pg_database": f"emps_pack_{name}",
-                "catalog_path": tmp_path / "catalog.yaml",
+        settings = database.replace(
+            catalog_path=tmp_path / "catalog.yaml",
+            database={"pg_database": f"emps_pack_{name}"},
+            ml={
                 "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
                 "mlflow_artifact_root": tmp_path / "artifacts",
                 "model_name": f"pack-{name}",
-                "ml_n_estimators": 30,
-                "ml_n_jobs": 1,
-                "ml_min_samples_leaf": 5,
-            }
+                "n_estimators": 30,
+                "n_jobs": 1,
+                "min_samples_leaf": 5,
+            },
         )
         from emps.db import ensure_database
 
         ensure_database(settings)
         with connect(
-            Role.OWNER, settings.model_copy(update={"pg_database": "postgres"}), autocommit=True
+            Role.OWNER, settings.replace(database={"pg_database": "postgres"}), autocommit=True
         ) as conn:
-            conn.execute(f'drop database if exists "{settings.pg_database}" with (force)')
-            conn.execute(f'create database "{settings.pg_database}"')
+            conn.execute(f'drop database if exists "{settings.database.pg_database}" with (force)')
+            conn.execute(f'create database "{settings.database.pg_database}"')
         return settings
 
     return make

@@ -41,7 +41,7 @@ def fleet_install(database, tmp_path, monkeypatch):
     }.items():
         monkeypatch.setenv(name, value)
     with connect(
-        Role.OWNER, database.model_copy(update={"pg_database": "postgres"}), autocommit=True
+        Role.OWNER, database.replace(database={"pg_database": "postgres"}), autocommit=True
     ) as conn:
         conn.execute(f'drop database if exists "{DATABASE}" with (force)')
     get_settings.cache_clear()

@@ -9,7 +9,7 @@ import yaml
 from typer.main import get_command
 
 from emps.cli import app
-from emps.settings import PROJECT_ROOT, Settings
+from emps.settings import PROJECT_ROOT, variables
 
 INFRA = PROJECT_ROOT / "infra"
 OUR_IMAGE = "emps:latest"
@@ -69,7 +69,7 @@ def test_commands_exist(where: str, spec: dict):
 
 def test_every_emps_variable_is_a_setting():
     """An EMPS_* variable in the manifests maps to a field of Settings (no typo goes unnoticed)."""
-    fields = {f"EMPS_{name.upper()}" for name in Settings.model_fields}
+    fields = {variable.name for variable in variables()}
     used = set()
     for where, spec in containers():
         used |= {name for name in env_names(where, spec) if name.startswith("EMPS_")}

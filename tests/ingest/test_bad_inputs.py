@@ -278,7 +278,7 @@ def test_naive_timestamps_follow_the_setting(
     [(_, reasons, _)] = quarantined(query)
     assert "has no UTC offset" in reasons[0]
     drops.csv("naive-again.csv", [reading(minute=1, timestamp=naive)])
-    ingest_landing(ingest_db.model_copy(update={"ingest_naive_timestamps_utc": True}))
+    ingest_landing(ingest_db.replace(ingest={"naive_timestamps_utc": True}))
     assert query("select ts from raw.sensor_readings") == [(BASE_TS,)]
 
 
@@ -291,7 +291,7 @@ def test_unknown_equipment_follows_the_setting(
     [(_, reasons, _)] = quarantined(query)
     assert "'RAD-0042' is not registered" in reasons[0]
     drops.csv("new-again.csv", [reading("RAD-0042", minute=1)])
-    report = ingest_landing(ingest_db.model_copy(update={"ingest_unknown_equipment": "register"}))
+    report = ingest_landing(ingest_db.replace(ingest={"unknown_equipment": "register"}))
     assert report.registered_equipment == ["RAD-0042"]
     assert query(
         "select equipment_type, source from raw.equipment where equipment_id = 'RAD-0042'"
@@ -302,7 +302,7 @@ def test_unknown_equipment_follows_the_setting(
 def test_invalid_equipment_ids_are_quarantined(drops: Drops, landing: Landing, ingest_db, query):
     """An equipment id with characters outside the allowed set is quarantined, never registered."""
     drops.csv("ids.csv", [reading("GEN 0001; drop table"), reading(equipment_id=None)])
-    ingest_landing(ingest_db.model_copy(update={"ingest_unknown_equipment": "register"}))
+    ingest_landing(ingest_db.replace(ingest={"unknown_equipment": "register"}))
     reasons = [r[1] for r in quarantined(query)]
     assert any("is not a valid id" in r for r in reasons[0])
     assert any("equipment_id is missing" in r for r in reasons[1])
@@ -371,7 +371,7 @@ def test_many_small_files_are_validated_as_one_batch(
     before = len(list(results.glob("*.json"))) if results.exists() else 0
     for i in range(300):
         drops.csv(f"dev-{i:04d}.csv", [reading(f"GEN-{i % 5 + 1:04d}", minute=i)])
-    report = ingest_landing(ingest_db.model_copy(update={"ingest_keep_validations": 10_000}))
+    report = ingest_landing(ingest_db.replace(ingest={"keep_validations": 10_000}))
     assert report.total("rows_loaded") == 300
     assert len(list(results.glob("*.json"))) == before + 1
 

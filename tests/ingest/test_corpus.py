@@ -37,9 +37,9 @@ def test_every_file_of_the_corpus_ends_with_its_outcome(
 
     _register(ingest_db)
     settings = get_settings()
-    monkeypatch.setattr(settings, "ingest_max_file_rows", MAX_ROWS)
-    monkeypatch.setattr(settings, "ingest_max_file_bytes", MAX_BYTES)
-    monkeypatch.setattr(settings, "ingest_ignored_warn_s", 0)
+    monkeypatch.setattr(settings.ingest, "max_file_rows", MAX_ROWS)
+    monkeypatch.setattr(settings.ingest, "max_file_bytes", MAX_BYTES)
+    monkeypatch.setattr(settings.ingest, "ignored_warn_s", 0)
     base = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=20)
     cases = build_corpus(load_catalog(settings.catalog_path), base, EQUIPMENT)
     assert len({c.name for c in cases}) == len(cases)

@@ -98,7 +98,7 @@ def test_unknown_equipment_in_a_device_folder_is_not_registered_on_its_say_so(
 ):
     """With EMPS_INGEST_UNKNOWN_EQUIPMENT=register, an id the device is not bound to is refused
     for its binding, not added to the registry."""
-    registering = ingest_db.model_copy(update={"ingest_unknown_equipment": "register"})
+    registering = ingest_db.replace(ingest={"unknown_equipment": "register"})
     _drop(landing, f"{device}/drop.csv", fleet.csv([fleet.row(0, equipment_id="unit-stray")]))
     [outcome] = ingest_landing(registering).files
     assert outcome.status == "quarantined"

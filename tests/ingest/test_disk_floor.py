@@ -91,13 +91,10 @@ def test_ingest_pauses_at_the_floor_of_a_small_landing_disk_alerts_and_resumes_l
     EMPS_INGEST_MIN_FREE_MB, ingest claims nothing, the drop files wait in incoming/, the
     free-disk metric shows the shortage and `disk_low` opens critical; with the space back the
     next run loads every reading once, archives every file and the alert resolves."""
-    settings = ingest_db.model_copy(
-        update={
-            "home": tmp_path / "home",
-            "ingest_min_free_mb": FLOOR_MB,
-            "disk_critical_free_mb": FLOOR_MB + 2,
-            "disk_warn_free_mb": FLOOR_MB + 6,
-        }
+    settings = ingest_db.replace(
+        home=tmp_path / "home",
+        ingest={"min_free_mb": FLOOR_MB},
+        operations={"disk_critical_free_mb": FLOOR_MB + 2, "disk_warn_free_mb": FLOOR_MB + 6},
     )
     landing = Landing(settings.landing_dir)
 
@@ -147,8 +144,8 @@ def test_a_disk_filling_up_within_a_run_loses_no_file_and_loads_each_reading_onc
     blamed on a file, an unreadable file whose quarantine note cannot be written stays whole in
     processing/ with no half-written file left anywhere, and the next run with space
     quarantines it with its reason, loading nothing twice."""
-    settings = ingest_db.model_copy(
-        update={"home": tmp_path / "home", "ingest_min_free_mb": 0, "ingest_group_bytes": 1024}
+    settings = ingest_db.replace(
+        home=tmp_path / "home", ingest={"min_free_mb": 0, "group_bytes": 1024}
     )
     landing = Landing(settings.landing_dir)
 
@@ -157,7 +154,7 @@ def test_a_disk_filling_up_within_a_run_loses_no_file_and_loads_each_reading_onc
         # The first file fills a load group of its own (EMPS_INGEST_GROUP_BYTES); the rest,
         # the unreadable one last, load in the next group, once the disk is full.
         big = fleet.csv([fleet.row(minute) for minute in range(40)])
-        assert len(big) >= settings.ingest_group_bytes
+        assert len(big) >= settings.ingest.group_bytes
         dropped = {"first.csv": put(landing, "first.csv", big, age_s=300)}
         dropped |= drop(landing, fleet, files=2, first_minute=100)
         unreadable = put(landing, "unreadable.csv", b"no readings here\n1\n", age_s=1)
@@ -286,7 +283,7 @@ def test_a_database_disk_filling_up_mid_load_gives_the_claims_back_and_loses_not
         ("claimed", None, 1),
         ("claimed", None, 1),
     ]
-    later = datetime.now(UTC) + timedelta(seconds=10 * ingest_db.ingest_claim_timeout_s)
+    later = datetime.now(UTC) + timedelta(seconds=10 * ingest_db.ingest.claim_timeout_s)
     stale = operations.evaluate(
         ingest_db, now=later, recipients=OPS, rules=[operations.RULES["ingest_claim_stale"]]
     )

@@ -100,7 +100,7 @@ def test_killed_after_copy_before_commit_leaves_nothing_half_loaded(
 
     # Within the claim timeout nobody touches the files: the killed run might be alive.
     assert ingest_landing(ingest_db).files == []
-    report = ingest_landing(ingest_db.model_copy(update={"ingest_claim_timeout_s": 0}))
+    report = ingest_landing(ingest_db.replace(ingest={"claim_timeout_s": 0}))
     assert report.recovered == 2
     assert_settled(landing, query)
 
@@ -165,9 +165,7 @@ def _die_on_poison() -> None:
 
     pipeline.Ingestor._read_file = killing
     pipeline.ingest_landing(
-        pipeline.get_settings().model_copy(
-            update={"ingest_claim_timeout_s": 0, "ingest_max_attempts": 2}
-        )
+        pipeline.get_settings().replace(ingest={"claim_timeout_s": 0, "max_attempts": 2})
     )
 
 
@@ -178,7 +176,7 @@ def test_a_file_that_kills_its_run_is_retaken_alone_then_quarantined(
     new files, so those load; once claimed EMPS_INGEST_MAX_ATTEMPTS times it is quarantined
     unread and stops holding anything up."""
     pipeline.suite_runner(load_catalog())._build_once()
-    settings = ingest_db.model_copy(update={"ingest_claim_timeout_s": 0, "ingest_max_attempts": 2})
+    settings = ingest_db.replace(ingest={"claim_timeout_s": 0, "max_attempts": 2})
     drops.csv("killer.csv", [reading("GEN-0001", minute=1)])
     for attempt in range(2):
         child = multiprocessing.get_context("fork").Process(target=_die_on_poison)
@@ -207,7 +205,7 @@ def test_ingest_pauses_below_the_free_disk_floor_and_resumes_losing_nothing(
     """With less free disk than EMPS_INGEST_MIN_FREE_MB, ingest claims nothing and says so once:
     the drop files wait in incoming/. Once space returns (here: the floor lowered) the next run
     loads every reading, once."""
-    full = ingest_db.model_copy(update={"ingest_min_free_mb": 1 << 40})  # more than any disk
+    full = ingest_db.replace(ingest={"min_free_mb": 1 << 40})  # more than any disk
     drop_batch(drops)
     for _ in range(2):
         assert ingest_landing(full).files == []

@@ -237,7 +237,7 @@ def test_flow_keeps_ingesting_until_incoming_is_empty(
     assert result["files"] == 3 and result["rows_loaded"] == 3
 
     # The flow reads the process-wide settings, which an earlier test may have rebuilt.
-    monkeypatch.setattr(get_settings(), "ingest_loop_max_s", 0)
+    monkeypatch.setattr(get_settings().ingest, "loop_max_s", 0)
     for i in range(3, 5):
         drops.csv(f"dev-{i}.csv", [reading("GEN-0001", minute=i)])
     assert ingest_sensor_drops(limit=1, build=False)["files"] == 1
@@ -251,8 +251,8 @@ def test_a_run_lingers_for_the_next_drops_then_ends(
     file dropped meanwhile itself (a warm process for the next minute's drops), then ends."""
     from emps.flows.ingest import ingest_sensor_drops
 
-    monkeypatch.setattr(get_settings(), "ingest_linger_s", 5)
-    monkeypatch.setattr(get_settings(), "ingest_watch_poll_s", 0.2)
+    monkeypatch.setattr(get_settings().ingest, "linger_s", 5)
+    monkeypatch.setattr(get_settings().ingest, "watch_poll_s", 0.2)
     drops.csv("first.csv", [reading("GEN-0001", minute=1)])
 
     def drop_after_first_loaded() -> None:
@@ -325,9 +325,9 @@ def test_a_paused_run_looks_once_and_ends_leaving_the_drops_waiting(
     from emps.flows.ingest import ingest_sensor_drops
 
     settings = get_settings()
-    monkeypatch.setattr(settings, "ingest_min_free_mb", 1 << 40)  # more than any disk has
-    monkeypatch.setattr(settings, "ingest_loop_max_s", 30)
-    monkeypatch.setattr(settings, "ingest_watch_poll_s", 0.2)
+    monkeypatch.setattr(settings.ingest, "min_free_mb", 1 << 40)  # more than any disk has
+    monkeypatch.setattr(settings.ingest, "loop_max_s", 30)
+    monkeypatch.setattr(settings.ingest, "watch_poll_s", 0.2)
     drops.put("waiting.csv", b"never read while the disk is full\n")
     state = ingest_sensor_drops(build=False, return_state=True)
     result = state.result()
@@ -353,7 +353,7 @@ def test_cli_says_ingest_is_paused_and_exits_1(
 ):
     """`emps ingest` below EMPS_INGEST_MIN_FREE_MB says ingest is paused and that the files
     wait, and exits 1, instead of "nothing to ingest"."""
-    monkeypatch.setattr(get_settings(), "ingest_min_free_mb", 1 << 40)
+    monkeypatch.setattr(get_settings().ingest, "min_free_mb", 1 << 40)
     drops.put("waiting.csv", b"never read while the disk is full\n")
     done = runner.invoke(app, ["ingest"])
     said = " ".join(done.output.split())

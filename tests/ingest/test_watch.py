@@ -95,7 +95,7 @@ def test_watcher_coalesces_real_file_drops(landing: Landing, ingest_db: Settings
     burst of 1,000 in a few events (with no run to take them, the rest once the re-arm delay
     passed)."""
     events: list[tuple[float, Arrival]] = []
-    settings = ingest_db.model_copy(update={"ingest_watch_rearm_s": 3.0})
+    settings = ingest_db.replace(ingest={"watch_rearm_s": 3.0})
     watcher = LandingWatcher(settings, emit=lambda a: events.append((time.time(), a)))
     thread = threading.Thread(target=watcher.run, daemon=True)
     thread.start()
@@ -237,7 +237,7 @@ def test_an_event_the_server_cannot_take_is_logged_and_the_watcher_goes_on(
         first = watcher.check()
     assert first is not None and first.new == 1
     assert "emps.file.arrived not sent" in caplog.text
-    again = watcher.check(now=time.time() + ingest_db.ingest_watch_rearm_s + 1)
+    again = watcher.check(now=time.time() + ingest_db.ingest.watch_rearm_s + 1)
     assert again is not None and again.rearmed and again.waiting == 1
 
 

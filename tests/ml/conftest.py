@@ -12,7 +12,7 @@ import pytest
 import synthetic
 
 from emps.catalog import load_catalog
-from emps.settings import Settings, get_settings
+from emps.settings import Settings, get_settings, variables
 
 TEST_RELATION = "ml_test.examples"
 
@@ -42,34 +42,36 @@ def ml_settings(db: Settings, mlflow_store: dict[str, object]) -> Settings:
     from emps.ml.predict import forget_cached_models
 
     forget_cached_models()
-    return db.model_copy(
-        update={
-            **mlflow_store,
+    return db.replace(
+        ml={
             "model_name": f"equipment-failure-{uuid.uuid4().hex[:8]}",
-            "ml_n_estimators": 20,
-            "ml_n_jobs": 1,
-            "ml_min_samples_leaf": 20,
-            "ml_sample_minutes": 60,
-            "ml_features_relation": TEST_RELATION,
-            "ml_examples_relation": TEST_RELATION,
-        }
+            "n_estimators": 20,
+            "n_jobs": 1,
+            "min_samples_leaf": 20,
+            "sample_minutes": 60,
+            "features_relation": TEST_RELATION,
+            "examples_relation": TEST_RELATION,
+            **mlflow_store,
+        },
     )
 
 
 @pytest.fixture
 def ml_env(ml_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """The same settings through EMPS_* variables, for code that calls get_settings() (flows, CLI)."""
-    for name in (
+    fields = (
         "mlflow_tracking_uri",
         "mlflow_artifact_root",
         "model_name",
-        "ml_n_estimators",
-        "ml_n_jobs",
-        "ml_sample_minutes",
-        "ml_features_relation",
-        "ml_examples_relation",
-    ):
-        monkeypatch.setenv(f"EMPS_{name.upper()}", str(getattr(ml_settings, name)))
+        "n_estimators",
+        "n_jobs",
+        "sample_minutes",
+        "features_relation",
+        "examples_relation",
+    )
+    for variable in variables():
+        if variable.area == "ml" and variable.field in fields:
+            monkeypatch.setenv(variable.name, str(variable.value(ml_settings)))
     get_settings.cache_clear()
     yield get_settings()
     monkeypatch.undo()

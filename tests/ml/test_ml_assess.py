@@ -52,9 +52,7 @@ def scoring(ml_settings, synthetic_examples, owner_conn):
         "('GEN-OK', 'generator', 'alpha'), ('GEN-STUCK', 'generator', 'alpha'), "
         "('GEN-MUTE', 'generator', 'alpha'), ('GEN-QUIET', 'generator', 'alpha')"
     )
-    return ml_settings.model_copy(
-        update={"ml_features_relation": "analytics.fct_equipment_features"}
-    )
+    return ml_settings.replace(ml={"features_relation": "analytics.fct_equipment_features"})
 
 
 def build_and_score(settings, equipment: list[str]) -> pd.DataFrame:

@@ -90,7 +90,7 @@ def test_backtest_command_reports_the_hand_computed_weeks(ml_env):
     settings = ml_env
     version = _champion_on_the_signal(settings)
     case = backtest_history.replay_case(load_catalog(settings.catalog_path))
-    synthetic.load_examples(case.rows, settings, settings.ml_features_relation)
+    synthetic.load_examples(case.rows, settings, settings.ml.features_relation)
     backtest_history.store_failures(case.failures, settings)
     window = ["--from", f"{case.start:%Y-%m-%d}", "--to", f"{case.end:%Y-%m-%d}"]
 
@@ -128,7 +128,7 @@ def test_backtest_command_reports_the_hand_computed_weeks(ml_env):
         catalog, pd.Timedelta(days=catalog.max_horizon_days)
     )
     challenger = train_and_register(settings, examples, failures).version
-    tags = registry.client(settings).get_model_version(settings.model_name, challenger).tags
+    tags = registry.client(settings).get_model_version(settings.ml.model_name, challenger).tags
     last = examples["ts"].max()
     window_failures = int(
         ((failures["failed_at"] >= last - 8 * 7 * DAY) & (failures["failed_at"] < last)).sum()

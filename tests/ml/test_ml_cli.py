@@ -17,7 +17,7 @@ runner = CliRunner()
 def test_train_evaluate_list_promote_and_predict_from_the_shell(ml_env, synthetic_examples):
     """Train promotes the first champion; evaluate --json ends with the headline keys; predict explains."""
     examples, _ = synthetic_examples
-    synthetic.load_examples(examples, ml_env, ml_env.ml_examples_relation)
+    synthetic.load_examples(examples, ml_env, ml_env.ml.examples_relation)
 
     trained = runner.invoke(app, ["model", "train", "--actor", "tester"])
     assert trained.exit_code == 0, trained.output

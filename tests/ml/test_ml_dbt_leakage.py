@@ -48,7 +48,7 @@ def test_features_at_t_ignore_later_readings_and_failures(owner_conn, db):
     past = readings(start, 2 * 144, vibration=3.0, seed=1)
     insert(owner_conn, past)
     transform.build(select=["+fct_equipment_features"], full_refresh=True, settings=db)
-    settings = db.model_copy(update={"ml_features_relation": "analytics.fct_equipment_features"})
+    settings = db.replace(ml={"features_relation": "analytics.fct_equipment_features"})
     before = read_latest_features(settings, only_unscored=False)
 
     future_start = past["ts"].max().to_pydatetime() + timedelta(minutes=10)

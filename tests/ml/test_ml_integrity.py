@@ -28,7 +28,7 @@ def _champion(settings, examples, failures, actor: str = "tester") -> str:
 
 def _model_file(settings, version: str) -> Path:
     """Where a version's model file lives in the artifact store (what an intruder would edit)."""
-    uri = registry.client(settings).get_model_version_download_uri(settings.model_name, version)
+    uri = registry.client(settings).get_model_version_download_uri(settings.ml.model_name, version)
     return Path(uri.removeprefix("file://")) / "model.skops"
 
 
@@ -40,7 +40,7 @@ def test_promotion_records_the_files_hash_and_scoring_checks_it(ml_settings, exa
         recorded = conn.execute(
             "select artifact_sha256 from ops.model_promotions where model_name = %s "
             "and to_version = %s",
-            (ml_settings.model_name, version),
+            (ml_settings.ml.model_name, version),
         ).fetchone()[0]
     assert recorded == registry.version_digest(version, ml_settings)
     report = predict.score_equipment(ml_settings, emit_events=False)
@@ -94,7 +94,7 @@ def test_a_pickled_model_is_never_loaded(ml_settings, examples_in_db):
             name="model",
             serialization_format="cloudpickle",
             pip_requirements=["scikit-learn"],
-            registered_model_name=ml_settings.model_name,
+            registered_model_name=ml_settings.ml.model_name,
         )
     pickled = str(info.registered_model_version)
     registry.run_gate(pickled, "someone", ml_settings, force=True)
@@ -135,12 +135,12 @@ def _record_as_promoted(settings, version: str) -> None:
         conn.execute(
             "update ops.model_promotions set artifact_sha256 = %s "
             "where model_name = %s and to_version = %s",
-            (digest, settings.model_name, version),
+            (digest, settings.ml.model_name, version),
         )
         conn.execute(
             "update ops.model_artifacts set artifact_sha256 = %s "
             "where model_name = %s and version = %s",
-            (digest, settings.model_name, version),
+            (digest, settings.ml.model_name, version),
         )
 
 
@@ -207,11 +207,11 @@ def test_a_champion_moved_in_the_ui_to_a_version_emps_never_saw_is_refused(
             serialization_format="skops",
             skops_trusted_types=list(registry.TRUSTED_TYPES),
             pip_requirements=["scikit-learn"],
-            registered_model_name=ml_settings.model_name,
+            registered_model_name=ml_settings.ml.model_name,
         )
     outside = str(info.registered_model_version)
     registry.client(ml_settings).set_registered_model_alias(
-        ml_settings.model_name, registry.CHAMPION, outside
+        ml_settings.ml.model_name, registry.CHAMPION, outside
     )
     predict.forget_cached_models()
     report = predict.score_equipment(ml_settings, emit_events=False)

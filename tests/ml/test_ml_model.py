@@ -31,9 +31,7 @@ from tests.ml.conftest import TEST_RELATION
 
 @pytest.fixture
 def fast(settings):
-    return settings.model_copy(
-        update={"ml_n_estimators": 20, "ml_n_jobs": 1, "ml_min_samples_leaf": 20}
-    )
+    return settings.replace(ml={"n_estimators": 20, "n_jobs": 1, "min_samples_leaf": 20})
 
 
 def test_features_are_named_for_a_technician(settings, extra_sensor_catalog):
@@ -130,8 +128,8 @@ def test_a_machine_about_to_fail_is_critical_and_a_healthy_one_low(fast, synthet
     test = split.held_out.period
     probability = pd.Series(model.failure_probability(model.matrix(test)), test.index)
     days = test["days_until_failure"]
-    assert probability[days < 0.5].median() >= fast.severity_critical
-    assert probability[days.isna()].quantile(0.95) < fast.severity_medium
+    assert probability[days < 0.5].median() >= fast.thresholds.severity_critical
+    assert probability[days.isna()].quantile(0.95) < fast.thresholds.severity_medium
 
 
 def test_calibration_needs_two_failing_training_machines(fast, synthetic_examples):
@@ -254,7 +252,7 @@ def test_remaining_life_never_rises_with_the_probability_and_is_shown_at_every_s
                 assert predictions.probability[near].min() >= beyond - 1e-12, etype
     predictions = predict_rows(model, rows)
     assert not np.isnan(predictions.remaining_life).any()
-    low = predictions.probability < fast.severity_medium
+    low = predictions.probability < fast.thresholds.severity_medium
     assert low.any() and (~low).any()
     score = model.forest_score(model.matrix(rows))
     life, beyond = model.remaining_life(score, rows["equipment_type"].to_numpy())
@@ -323,7 +321,7 @@ def test_a_long_history_is_read_at_a_wider_step_within_the_row_bound(
     assert len(whole) == len(examples) and whole.attrs["sample_minutes"] == 60
 
     bound = 1_000
-    thinned = read_training_examples(ml_settings.model_copy(update={"ml_max_training_rows": bound}))
+    thinned = read_training_examples(ml_settings.replace(ml={"max_training_rows": bound}))
     assert whole.attrs["sample_minutes"] < thinned.attrs["sample_minutes"]
     assert 0.8 * bound <= len(thinned) <= 1.05 * bound
     assert set(thinned["equipment_id"]) == set(examples["equipment_id"])

@@ -18,7 +18,7 @@ def promotions(settings) -> list[tuple]:
         return conn.execute(
             "select from_version, to_version, promoted_by, reason from ops.model_promotions "
             "where model_name = %s order by id",
-            (settings.model_name,),
+            (settings.ml.model_name,),
         ).fetchall()
 
 
@@ -34,9 +34,7 @@ def gate_examples(settings):
 @pytest.fixture
 def gate_settings(ml_settings):
     """Half the fleet held out, so the gate slice holds a quarter of it."""
-    return ml_settings.model_copy(
-        update={"ml_test_equipment_fraction": 0.5, "ml_gate_min_failures": 5}
-    )
+    return ml_settings.replace(ml={"test_equipment_fraction": 0.5, "gate_min_failures": 5})
 
 
 def shuffled(examples, seed: int = 5):
@@ -52,7 +50,7 @@ def test_training_logs_a_complete_run_and_registers_a_challenger(ml_settings, sy
     steps = []
     result = train_and_register(ml_settings, examples, failures, steps.append)
     assert len(steps) == training_steps(ml_settings)
-    folds = ml_settings.ml_calibration_folds
+    folds = ml_settings.ml.calibration_folds
     assert [s for s in steps if "out-of-fold" in s][-1].endswith(f"forest {folds} of {folds}")
     client = registry.client(ml_settings)
     run = client.get_run(result.run_id)
@@ -122,7 +120,7 @@ def test_gate_refuses_a_challenger_better_only_within_noise(gate_settings, gate_
     examples, failures = gate_examples
     champion = train_and_register(gate_settings, examples, failures).version
     registry.run_gate(champion, "tester", gate_settings, examples, failures)
-    reseeded = gate_settings.model_copy(update={"ml_seed": gate_settings.ml_seed + 1})
+    reseeded = gate_settings.replace(ml={"seed": gate_settings.ml.seed + 1})
     challenger = train_and_register(reseeded, examples, failures).version
     decision = registry.run_gate(challenger, "tester", gate_settings, examples, failures)
     assert not decision.promoted
@@ -142,14 +140,14 @@ def test_gate_promotes_a_challenger_better_beyond_noise_given_enough_failures(
     weak = train_and_register(gate_settings, shuffled(examples), failures).version
     registry.run_gate(weak, "tester", gate_settings, examples, failures)
     strong = train_and_register(gate_settings, examples, failures).version
-    strict = gate_settings.model_copy(update={"ml_gate_min_failures": 10_000})
+    strict = gate_settings.replace(ml={"gate_min_failures": 10_000})
     refused = registry.run_gate(strong, "tester", strict, examples, failures)
     assert not refused.promoted
     assert "EMPS_ML_GATE_MIN_FAILURES" in refused.reason and "--force" in refused.reason
     assert registry.alias_version(registry.CHAMPION, gate_settings) == weak
     decision = registry.run_gate(strong, "tester", gate_settings, examples, failures)
     assert decision.promoted and decision.comparison["low"] > 0
-    assert decision.comparison["failures"] >= gate_settings.ml_gate_min_failures
+    assert decision.comparison["failures"] >= gate_settings.ml.gate_min_failures
     assert registry.alias_version(registry.CHAMPION, gate_settings) == strong
     assert promotions(gate_settings)[-1][:3] == (weak, strong, "tester")
     assert "better beyond noise" in promotions(gate_settings)[-1][3]

@@ -18,13 +18,13 @@ def test_weekly_retrain_keeps_the_champion_while_the_gate_slice_is_thin_and_says
     from emps.flows.train import retrain_failure_model
 
     examples, _ = synthetic_examples
-    synthetic.load_examples(examples, ml_env, ml_env.ml_examples_relation)
+    synthetic.load_examples(examples, ml_env, ml_env.ml.examples_relation)
     first = retrain_failure_model(actor="weekly")
     assert first["gate"]["promoted"] and first["gate"]["reason"].startswith("first champion")
     second = retrain_failure_model(actor="weekly")
     gate = second["gate"]
     assert not gate["promoted"]
-    assert gate["comparison"]["failures"] < ml_env.ml_gate_min_failures == 10
+    assert gate["comparison"]["failures"] < ml_env.ml.gate_min_failures == 10
     assert f"holds {gate['comparison']['failures']} held-out failures" in gate["reason"]
     assert "fewer than the 10" in gate["reason"] and "--force" in gate["reason"]
     assert registry.alias_version(registry.CHAMPION, ml_env) == first["version"]

@@ -26,10 +26,10 @@ from test_catalogs import fleet_database, load  # noqa: E402
 def engines(ml_settings):
     """40 engines flown until they fail, through the platform's own dbt build, with settings
     that train on that database's marts."""
-    settings = fleet_database(ml_settings, "turbofan").model_copy(
-        update={
-            "ml_features_relation": "analytics.fct_equipment_features",
-            "ml_examples_relation": "analytics.mart_training_examples",
+    settings = fleet_database(ml_settings, "turbofan").replace(
+        ml={
+            "features_relation": "analytics.fct_equipment_features",
+            "examples_relation": "analytics.mart_training_examples",
         }
     )
     catalog = load_catalog(settings.catalog_path)

@@ -62,7 +62,7 @@ def test_scoring_writes_one_prediction_per_equipment_with_domain_rules(ml_settin
     assert report.model_version == version and report.scored == len(latest) == len(stored)
     assert dict(zip(stored["equipment_id"], stored["ts"], strict=True)) == latest.to_dict()
     for row in stored.itertuples():
-        assert row.severity == severity_for(row.failure_probability, ml_settings).value
+        assert row.severity == severity_for(row.failure_probability, ml_settings.thresholds).value
         assert row.health_score == health_score_for(row.failure_probability)
         assert row.model_version == version
         # Remaining life at every severity, in the type's unit, and an assessment on each.
@@ -91,7 +91,7 @@ def test_bands_an_admin_sets_reach_the_next_scoring_run(ml_settings, examples_in
     before = stored_predictions(ml_settings)
     below_critical = before[
         (before["failure_probability"] > 0)
-        & (before["failure_probability"] < ml_settings.severity_critical)
+        & (before["failure_probability"] < ml_settings.thresholds.severity_critical)
     ]
     assert not below_critical.empty
     top = below_critical.loc[below_critical["failure_probability"].idxmax()]
@@ -106,15 +106,15 @@ def test_bands_an_admin_sets_reach_the_next_scoring_run(ml_settings, examples_in
     after = stored_predictions(ml_settings).iloc[len(before) :]
     severity = dict(zip(after["equipment_id"], after["severity"], strict=True))
     assert severity[top.equipment_id] == "CRITICAL" != top.severity
-    live = ml_settings.model_copy(
-        update={
+    live = ml_settings.replace(
+        thresholds={
             "severity_medium": top.failure_probability / 4,
             "severity_high": top.failure_probability / 2,
             "severity_critical": top.failure_probability,
         }
     )
     for row in after.itertuples():
-        assert row.severity == severity_for(row.failure_probability, live).value
+        assert row.severity == severity_for(row.failure_probability, live.thresholds).value
     one = predict.predict_equipment(top.equipment_id, settings=ml_settings)
     assert one["severity"] == "CRITICAL"
 
@@ -126,7 +126,7 @@ def test_moving_the_alias_changes_the_model_of_the_next_run(ml_settings, example
     second = train_and_register(ml_settings, examples, failures).version
     assert predict.score_equipment(ml_settings, emit_events=False).model_version == first
     registry.client(ml_settings).set_registered_model_alias(
-        ml_settings.model_name, registry.CHAMPION, second
+        ml_settings.ml.model_name, registry.CHAMPION, second
     )
     report = predict.score_equipment(ml_settings, only_unscored=False, emit_events=False)
     assert report.model_version == second and report.champion_moved_in_ui
@@ -144,7 +144,7 @@ def test_registry_outage_keeps_scoring_with_the_cached_champion(ml_settings, exa
     examples, failures = examples_in_db
     version = champion_version(ml_settings, examples, failures)
     predict.score_equipment(ml_settings, emit_events=False)
-    down = ml_settings.model_copy(update={"mlflow_tracking_uri": f"http://127.0.0.1:{free_port()}"})
+    down = ml_settings.replace(ml={"mlflow_tracking_uri": f"http://127.0.0.1:{free_port()}"})
     report = predict.score_equipment(down, only_unscored=False, emit_events=False)
     assert report.registry_unreachable and report.model_version == version
     assert report.scored == examples["equipment_id"].nunique()
@@ -196,7 +196,7 @@ def test_flow_emits_events_for_high_and_critical_predictions(
     failing = failing.assign(ts=examples["ts"].max() + pd.Timedelta(hours=1))
     recent = examples[examples["ts"] > examples["ts"].max() - pd.Timedelta(days=1)]
     synthetic.load_examples(
-        pd.concat([recent, failing], ignore_index=True), ml_env, ml_env.ml_features_relation
+        pd.concat([recent, failing], ignore_index=True), ml_env, ml_env.ml.features_relation
     )
     # Other tests share this Prefect server and reuse prediction ids: only count this run's events.
     started = datetime.now(UTC)

@@ -15,9 +15,9 @@ def {name}(rows, settings):
     """Each row's severity."""  # docstrings and comments do not make code different
     total = 0
     for row in rows:
-        if row.probability >= settings.severity_high:
+        if row.probability >= settings.thresholds.severity_high:
             total += 2
-        elif row.probability >= settings.severity_medium:
+        elif row.probability >= settings.thresholds.severity_medium:
             total += 1
         else:
             total -= 1

@@ -428,5 +428,5 @@ def test_the_realism_setting_picks_the_real_or_the_easy_fleet(monkeypatch):
         )
 
     assert services_in_faults(easy) == 0 < services_in_faults(real)
-    with pytest.raises(pydantic.ValidationError, match="sim_realism"):
-        Settings(_env_file=None, sim_realism="hard")
+    with pytest.raises(pydantic.ValidationError, match=r"simulator\.realism"):
+        Settings(_env_file=None, simulator={"realism": "hard"})

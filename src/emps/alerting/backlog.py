@@ -29,7 +29,7 @@ class Backlog:
         text = (
             f"{self.waiting} notifications waiting to be sent, the oldest (#{self.oldest_id} to "
             f"{self.oldest_recipient}) for {minutes:.0f} min (EMPS_NOTIFY_PENDING_ALERT_S="
-            f"{settings.notify_pending_alert_s:g})"
+            f"{settings.notifications.pending_alert_s:g})"
         )
         return text + (f"; last error: {self.last_error}" if self.last_error else "")
 

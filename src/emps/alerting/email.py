@@ -19,7 +19,7 @@ from email.utils import formatdate
 
 import aiosmtplib
 
-from emps.settings import Settings, get_settings
+from emps.settings import NotificationSettings, Settings, get_settings
 
 
 class DeliveryError(Exception):
@@ -69,7 +69,7 @@ def build_message(
     without a subtype)."""
     settings = settings or get_settings()
     msg = EmailMessage()
-    msg["From"] = settings.mail_from
+    msg["From"] = settings.notifications.mail_from
     msg["To"] = to
     msg["Subject"] = subject
     msg["Date"] = formatdate(localtime=False, usegmt=True)
@@ -87,29 +87,29 @@ def build_message(
 
 
 def _where(settings: Settings) -> str:
-    return f"SMTP server {settings.smtp_host}:{settings.smtp_port}"
+    return f"SMTP server {settings.notifications.smtp_host}:{settings.notifications.smtp_port}"
 
 
 def tls_options(settings: Settings) -> dict:
     """aiosmtplib's TLS arguments for EMPS_SMTP_TLS (auto on port 465 means implicit TLS)."""
-    mode = settings.smtp_tls
-    if mode == "auto" and settings.smtp_port == 465:
+    mode = settings.notifications.smtp_tls
+    if mode == "auto" and settings.notifications.smtp_port == 465:
         mode = "tls"
     options: dict = {
         "use_tls": mode == "tls",
         # None: STARTTLS when the server offers it. False: never.
         "start_tls": {"auto": None, "starttls": True, "tls": False, "none": False}[mode],
     }
-    if settings.notify_ca_file:
-        options["tls_context"] = tls_context(settings)
+    if settings.notifications.ca_file:
+        options["tls_context"] = tls_context(settings.notifications)
     return options
 
 
-def tls_context(settings: Settings) -> ssl.SSLContext:
+def tls_context(notifications: NotificationSettings) -> ssl.SSLContext:
     """The system's trusted CAs, plus EMPS_NOTIFY_CA_FILE when set."""
     context = ssl.create_default_context()
-    if settings.notify_ca_file:
-        context.load_verify_locations(cafile=str(settings.notify_ca_file))
+    if notifications.ca_file:
+        context.load_verify_locations(cafile=str(notifications.ca_file))
     return context
 
 
@@ -119,12 +119,12 @@ def is_encrypted(smtp: aiosmtplib.SMTP) -> bool:
 
 async def smtp_password(settings: Settings) -> str:
     """EMPS_SMTP_PASSWORD, else the Prefect Secret block named by EMPS_SMTP_PASSWORD_BLOCK."""
-    if settings.smtp_password is not None:
-        return settings.smtp_password.get_secret_value()
-    if settings.smtp_password_block:
+    if settings.notifications.smtp_password is not None:
+        return settings.notifications.smtp_password.get_secret_value()
+    if settings.notifications.smtp_password_block:
         from prefect.blocks.system import Secret
 
-        block = await Secret.aload(settings.smtp_password_block)
+        block = await Secret.aload(settings.notifications.smtp_password_block)
         return str(block.get())
     return ""
 
@@ -157,9 +157,9 @@ async def open_smtp(settings: Settings | None = None) -> aiosmtplib.SMTP:
     (always `service`: nothing can be sent until it is fixed)."""
     settings = settings or get_settings()
     smtp = aiosmtplib.SMTP(
-        hostname=settings.smtp_host,
-        port=settings.smtp_port,
-        timeout=settings.smtp_timeout_s,
+        hostname=settings.notifications.smtp_host,
+        port=settings.notifications.smtp_port,
+        timeout=settings.notifications.smtp_timeout_s,
         **tls_options(settings),
     )
     try:
@@ -167,17 +167,17 @@ async def open_smtp(settings: Settings | None = None) -> aiosmtplib.SMTP:
     except (aiosmtplib.SMTPException, OSError) as exc:
         smtp.close()
         raise _connect_error(settings, exc) from exc
-    if not settings.smtp_username:
+    if not settings.notifications.smtp_username:
         return smtp
-    if not is_encrypted(smtp) and not settings.smtp_allow_plain_login:
+    if not is_encrypted(smtp) and not settings.notifications.smtp_allow_plain_login:
         smtp.close()
         why = (
             "EMPS_SMTP_TLS=none turns encryption off"
-            if settings.smtp_tls == "none"
+            if settings.notifications.smtp_tls == "none"
             else "the server does not offer STARTTLS"
         )
         raise DeliveryError(
-            f"{_where(settings)}: not logging in as {settings.smtp_username!r} on a connection "
+            f"{_where(settings)}: not logging in as {settings.notifications.smtp_username!r} on a connection "
             f"without TLS ({why}): the password and every alert would cross the network in "
             "clear text. Use a server or port with TLS (EMPS_SMTP_TLS=starttls, or tls on port "
             "465), or set EMPS_SMTP_ALLOW_PLAIN_LOGIN=true if the relay is on a network you trust",
@@ -189,16 +189,16 @@ async def open_smtp(settings: Settings | None = None) -> aiosmtplib.SMTP:
         smtp.close()
         raise DeliveryError(
             f"the SMTP password could not be read from Prefect Secret block "
-            f"{settings.smtp_password_block!r}: {exc}",
+            f"{settings.notifications.smtp_password_block!r}: {exc}",
             service=True,
         ) from exc
     try:
-        await smtp.login(settings.smtp_username, password)
+        await smtp.login(settings.notifications.smtp_username, password)
     except aiosmtplib.SMTPAuthenticationError as exc:
         smtp.close()
         # The server's reply is safe to show; the password never is.
         raise DeliveryError(
-            f"{_where(settings)} refused the login of user {settings.smtp_username!r} "
+            f"{_where(settings)} refused the login of user {settings.notifications.smtp_username!r} "
             f"({exc.code} {exc.message}): check EMPS_SMTP_USERNAME and EMPS_SMTP_PASSWORD",
             service=True,
         ) from exc
@@ -213,7 +213,7 @@ async def send_one(smtp: aiosmtplib.SMTP, msg: EmailMessage, settings: Settings)
     into DeliveryError (whose fault: see DeliveryError)."""
     where = _where(settings)
     try:
-        async with asyncio.timeout(settings.smtp_timeout_s):
+        async with asyncio.timeout(settings.notifications.smtp_timeout_s):
             await smtp.send_message(msg)
     except aiosmtplib.SMTPRecipientsRefused as exc:
         refusals = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)

@@ -80,9 +80,12 @@ def sink_port(settings: Settings) -> int | None:
     """The port `emps up` runs its SMTP sink on (always on 127.0.0.1), or None for no sink:
     EMPS_SMTP_SINK is off, or EMPS_SMTP_HOST is not 127.0.0.1 / localhost (a real relay, whose
     mail a local sink must never capture)."""
-    if not settings.smtp_sink or settings.smtp_host.lower() not in (SINK_HOST, "localhost"):
+    if not settings.notifications.smtp_sink or settings.notifications.smtp_host.lower() not in (
+        SINK_HOST,
+        "localhost",
+    ):
         return None
-    return settings.smtp_port
+    return settings.notifications.smtp_port
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ class AlertNotice:
 def equipment_link(equipment_id: str, settings: Settings | None = None) -> str:
     """The dashboard page of an equipment (the Streamlit page reads ?equipment=)."""
     settings = settings or get_settings()
-    base = settings.dashboard_base_url.rstrip("/")
+    base = settings.dashboard.base_url.rstrip("/")
     return f"{base}/equipment?equipment={quote(equipment_id, safe='')}"
 
 

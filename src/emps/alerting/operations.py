@@ -174,7 +174,7 @@ def _apply(
             (rule.name,),
         ).fetchall()
     }
-    renotify = timedelta(hours=settings.ops_alert_renotify_hours)
+    renotify = timedelta(hours=settings.operations.renotify_hours)
     seen: set[str] = set()
     for finding in findings:
         if finding.subject in seen:
@@ -270,7 +270,7 @@ def render(
     """(subject, text body, HTML body) of an operations alert mail; data is escaped in HTML."""
     prefix = "Still open: " if reminder else ""
     subject = _clean(f"[EMPS ops] {prefix}{rule.title}: {alert['summary']}", 200)
-    link = f"{settings.dashboard_base_url.rstrip('/')}/data_quality"
+    link = f"{settings.dashboard.base_url.rstrip('/')}/data_quality"
     opened = alert["opened_at"].astimezone(UTC)
     facts = [
         ("What", rule.title),
@@ -279,7 +279,7 @@ def render(
         ("Open since", f"{opened:%Y-%m-%d %H:%M} UTC"),
         *((str(k), _clean(str(v), 300)) for k, v in (alert["details"] or {}).items()),
     ]
-    hours = settings.ops_alert_renotify_hours
+    hours = settings.operations.renotify_hours
     policy = (
         f"You are reminded every {hours:g} hours while it lasts."
         if hours > 0
@@ -338,7 +338,7 @@ def ingest_claim_stale(ctx: RuleContext) -> list[Finding]:
     """Files claimed longer ago than EMPS_INGEST_CLAIM_TIMEOUT_S: the run holding them died.
     Claims a run gave back when the disk filled are waiting for space, not stuck (`disk_low`
     says so)."""
-    timeout = ctx.settings.ingest_claim_timeout_s
+    timeout = ctx.settings.ingest.claim_timeout_s
     count, oldest, names = ctx.conn.execute(
         "select count(*), min(claimed_at), "
         "(array_agg(file_name order by claimed_at))[1:5] from raw.ingest_files "
@@ -366,8 +366,8 @@ def quarantine_share(ctx: RuleContext) -> list[Finding]:
         "from raw.ingest_files where finished_at > %s and rows_total is not null",
         (ctx.now - QUARANTINE_WINDOW,),
     ).fetchone()
-    share = ctx.settings.quarantine_alert_share
-    if total < ctx.settings.quarantine_alert_min_rows or quarantined <= share * total:
+    share = ctx.settings.operations.quarantine_alert_share
+    if total < ctx.settings.operations.quarantine_alert_min_rows or quarantined <= share * total:
         return []
     reasons = ctx.conn.execute(
         "select left(reasons[1], 120) as reason, count(*) from raw.quarantined_rows "
@@ -396,7 +396,7 @@ def notifications_backlog(ctx: RuleContext) -> list[Finding]:
     """A notification due longer ago than EMPS_NOTIFY_PENDING_ALERT_S is still not sent (the
     SMTP server or SMS gateway refuses or is down): crews are not hearing about alerts."""
     waiting = backlog(ctx.conn, ctx.now)
-    if waiting.oldest_age_s <= ctx.settings.notify_pending_alert_s:
+    if waiting.oldest_age_s <= ctx.settings.notifications.pending_alert_s:
         return []
     return [
         Finding(
@@ -460,8 +460,8 @@ def disk_low(ctx: RuleContext) -> list[Finding]:
     PostgreSQL."""
     space = disk.lowest(ctx.settings)
     levels = (
-        ("critical", ctx.settings.disk_critical_free_mb),
-        ("warning", ctx.settings.disk_warn_free_mb),
+        ("critical", ctx.settings.operations.disk_critical_free_mb),
+        ("warning", ctx.settings.operations.disk_warn_free_mb),
     )
     for level, limit_mb in levels:
         if space.free < limit_mb * disk.MB:
@@ -469,7 +469,7 @@ def disk_low(ctx: RuleContext) -> list[Finding]:
                 Finding(
                     level,
                     f"{space.describe()}, below {limit_mb:,} MB; ingest pauses below "
-                    f"{ctx.settings.ingest_min_free_mb:,} MB (drop files then wait in incoming/)",
+                    f"{ctx.settings.ingest.min_free_mb:,} MB (drop files then wait in incoming/)",
                     {
                         "free (MB)": space.free // disk.MB,
                         "limit (MB)": limit_mb,

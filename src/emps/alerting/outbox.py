@@ -96,7 +96,7 @@ def enqueue_alert_notifications(
             address = person.address(channel)
             if not address:
                 continue
-            if channel == "sms" and not settings.sms_gateway_url:
+            if channel == "sms" and not settings.notifications.sms_gateway_url:
                 continue
             row = conn.execute(
                 """
@@ -256,7 +256,7 @@ class Claim:
         of every row still held when it is not."""
         now = self.clock.now()
         # Margin for the database round trips and other senders' clocks.
-        needed = timedelta(seconds=1.5 * self.settings.smtp_timeout_s)
+        needed = timedelta(seconds=1.5 * self.settings.notifications.smtp_timeout_s)
         if self.lease_until - now < needed:
             renewed = self.conn.execute(
                 """
@@ -265,10 +265,10 @@ class Claim:
                 where claimed_by = %(worker)s and claim_token = %(token)s and status = 'sending'
                 returning id
                 """,
-                {**self._fence(), "now": now, "lease": self.settings.notify_lease_s},
+                {**self._fence(), "now": now, "lease": self.settings.notifications.lease_s},
             ).fetchall()
             self.held &= {r["id"] for r in renewed}
-            self.lease_until = now + timedelta(seconds=self.settings.notify_lease_s)
+            self.lease_until = now + timedelta(seconds=self.settings.notifications.lease_s)
         return row["id"] in self.held
 
     def _mark(self, row: dict, assignments: LiteralString, params: dict) -> bool:
@@ -306,8 +306,11 @@ class Claim:
         after a backoff doubling per attempt up to EMPS_NOTIFY_BACKOFF_MAX_S."""
         settings = self.settings
         attempts = row["attempts"] + 1
-        dead = error.permanent or attempts >= settings.notify_max_attempts
-        delay = min(settings.notify_backoff_s * 2 ** (attempts - 1), settings.notify_backoff_max_s)
+        dead = error.permanent or attempts >= settings.notifications.max_attempts
+        delay = min(
+            settings.notifications.backoff_s * 2 ** (attempts - 1),
+            settings.notifications.backoff_max_s,
+        )
         reason = f"notification #{row['id']} to {row['recipient']}: {error}"
         done = self._mark(
             row,
@@ -347,7 +350,7 @@ class Claim:
                 "ids": ids,
                 "error": str(error)[:2000],
                 "now": self.clock.now(),
-                "delay": self.settings.notify_outage_retry_s,
+                "delay": self.settings.notifications.outage_retry_s,
             },
         ).rowcount
         self.held -= set(ids)
@@ -400,7 +403,7 @@ def claim_due(
                 "limit": limit,
                 "worker": worker,
                 "token": token,
-                "lease": settings.notify_lease_s,
+                "lease": settings.notifications.lease_s,
             },
         ).fetchall()
     rows.sort(key=lambda r: (r["next_attempt_at"], r["id"]))
@@ -409,7 +412,7 @@ def claim_due(
         rows,
         worker=worker,
         token=token,
-        lease_until=now + timedelta(seconds=settings.notify_lease_s),
+        lease_until=now + timedelta(seconds=settings.notifications.lease_s),
         settings=settings,
         clock=clock,
     )
@@ -485,13 +488,13 @@ async def _deliver_emails(claim: Claim, rows: list[dict], report: SendReport) ->
 
 async def _deliver_sms(claim: Claim, rows: list[dict], report: SendReport) -> bool:
     """Send the rows through the gateway. False when it could take nothing."""
-    settings = claim.settings
+    notifications = claim.settings.notifications
     try:
-        check_gateway(settings)
+        check_gateway(notifications)
     except DeliveryError as exc:
         claim.release(rows, exc, report)
         return False
-    async with sms_client(settings) as client:
+    async with sms_client(notifications) as client:
         for index, row in enumerate(rows):
             if not claim.keep(row):
                 report.lost += 1
@@ -502,7 +505,7 @@ async def _deliver_sms(claim: Claim, rows: list[dict], report: SendReport) -> bo
                     to=row["recipient"],
                     text=row["body_text"],
                     dedupe_key=row["dedupe_key"],
-                    settings=settings,
+                    notifications=notifications,
                 )
             except DeliveryError as exc:
                 if exc.service:

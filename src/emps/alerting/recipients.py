@@ -58,7 +58,7 @@ class RecipientsConfig:
 def load_recipients(path: Path | None = None, settings: Settings | None = None) -> RecipientsConfig:
     """Read and check the recipients file; errors name the file and the entry at fault."""
     settings = settings or get_settings()
-    path = Path(path or settings.recipients_path)
+    path = Path(path or settings.notifications.recipients_path)
     if not path.exists():
         raise FileNotFoundError(
             f"recipients file {path} does not exist: copy config/recipients.yaml there "
@@ -112,7 +112,7 @@ def deliver_after(
 ) -> datetime:
     """When a notification may go out: now, or the end of quiet hours (never delays CRITICAL)."""
     settings = settings or get_settings()
-    window = parse_quiet_hours(settings.quiet_hours)
+    window = parse_quiet_hours(settings.notifications.quiet_hours)
     if window is None or Severity(severity) is Severity.CRITICAL:
         return now
     tz = ZoneInfo(settings.timezone)

@@ -46,11 +46,11 @@ class RetentionReport:
 
 def archive_cutoffs(settings: Settings, now: datetime) -> dict[str, datetime]:
     days = {
-        "alerts": settings.alert_retention_days,
-        "notifications": settings.notification_retention_days,
-        "operations_alerts": settings.notification_retention_days,
-        "audit_log": settings.audit_retention_days,
-        "quarantined_rows": settings.quarantine_retention_days,
+        "alerts": settings.retention.alert_days,
+        "notifications": settings.retention.notification_days,
+        "operations_alerts": settings.retention.notification_days,
+        "audit_log": settings.retention.audit_days,
+        "quarantined_rows": settings.retention.quarantine_days,
     }
     return {kind: now - timedelta(days=n) for kind, n in days.items()}
 
@@ -58,25 +58,25 @@ def archive_cutoffs(settings: Settings, now: datetime) -> dict[str, datetime]:
 def cleanup(settings: Settings | None = None, now: datetime | None = None) -> RetentionReport:
     settings = settings or get_settings()
     now = now or datetime.now(UTC)
-    partition_cutoff = now - timedelta(days=settings.sensor_retention_days)
+    partition_cutoff = now - timedelta(days=settings.retention.sensor_days)
     archived = archive.archive_all(archive_cutoffs(settings, now), settings, now)
     retired: list[str] = []
     with connect(Role.ALERTING, settings) as conn:
-        ledger_cutoff = now - timedelta(days=settings.ingest_ledger_retention_days)
+        ledger_cutoff = now - timedelta(days=settings.retention.ingest_ledger_days)
         pruned = _in_batches(conn, "ops.prune_ingest_ledger", ledger_cutoff)
         # After the ledger: a request leaves with its drop file's outcome.
         requests_pruned = _in_batches(conn, "ops.prune_api_requests", ledger_cutoff)
         with conn.transaction():
             row = conn.execute(
                 "select coalesce(sum(rolled_up), 0) from ops.roll_up_predictions(%s, %s)",
-                (now - timedelta(days=settings.prediction_detail_days), partition_cutoff),
+                (now - timedelta(days=settings.retention.prediction_detail_days), partition_cutoff),
             ).fetchone()
             assert row is not None  # an aggregate returns one row
             rolled = row[0]
         with conn.transaction():
             conn.execute(
                 "delete from ops.alert_prediction_log where processed_at < %s",
-                (now - timedelta(days=settings.alert_retention_days),),
+                (now - timedelta(days=settings.retention.alert_days),),
             )
             conn.execute(
                 "select ops.record_audit('emps-retention', 'retention.cleanup', 'retention',"
@@ -102,7 +102,7 @@ def cleanup(settings: Settings | None = None, now: datetime | None = None) -> Re
             for table in PARTITIONED:
                 rows = conn.execute(
                     "select ops.retire_month_partitions(%s::regclass, %s, %s)",
-                    (table, partition_cutoff, settings.partition_retention_mode),
+                    (table, partition_cutoff, settings.retention.partition_mode),
                 ).fetchall()
                 retired += [r[0] for r in rows]
             # The months ahead of this clock: a platform up for longer than the months `emps
@@ -111,13 +111,13 @@ def cleanup(settings: Settings | None = None, now: datetime | None = None) -> Re
                 conn,
                 settings,
                 start=now,
-                end=now + timedelta(days=31 * settings.partitions_months_ahead),
+                end=now + timedelta(days=31 * settings.database.partitions_months_ahead),
             )
     files = prune_folders(settings, now)
     return RetentionReport(
         archived,
         retired,
-        settings.partition_retention_mode,
+        settings.retention.partition_mode,
         created,
         files,
         pruned,
@@ -178,8 +178,8 @@ def prune_folders(settings: Settings, now: datetime) -> dict[str, int]:
     retention; how many files went from each."""
     deleted: dict[str, int] = {}
     dated = {
-        "archive": (settings.landing_dir / "archive", 3, settings.archive_retention_days),
-        "reports": (settings.reports_dir / "daily", 1, settings.reports_retention_days),
+        "archive": (settings.landing_dir / "archive", 3, settings.retention.archive_days),
+        "reports": (settings.reports_dir / "daily", 1, settings.retention.reports_days),
     }
     for name, (root, depth, days) in dated.items():
         cutoff = (now - timedelta(days=days)).date()
@@ -190,7 +190,7 @@ def prune_folders(settings: Settings, now: datetime) -> dict[str, int]:
                 for parent in list(folder.relative_to(root).parents)[:-1]:  # MM, then YYYY
                     with contextlib.suppress(OSError):  # not empty: another day is kept
                         (root / parent).rmdir()
-    cutoff_s = (now - timedelta(days=settings.mailbox_retention_days)).timestamp()
+    cutoff_s = (now - timedelta(days=settings.retention.mailbox_days)).timestamp()
     mail = [p for p in (settings.home / "mailbox").glob("*.eml") if p.stat().st_mtime < cutoff_s]
     for path in mail:
         path.unlink(missing_ok=True)

@@ -395,7 +395,7 @@ def escalate_unacknowledged(
     settings = settings or get_settings()
     recipients = recipients or load_recipients(settings=settings)
     now = now or datetime.now(UTC)
-    cutoff = now - timedelta(minutes=settings.escalation_delay_min)
+    cutoff = now - timedelta(minutes=settings.alerting.escalation_delay_min)
     escalated: list[int] = []
     written = 0
     with connect(Role.ALERTING, settings) as conn, conn.transaction():
@@ -478,7 +478,7 @@ def auto_resolve(settings: Settings | None = None, now: datetime | None = None) 
                 ),
             )
             resolved.append(alert_id)
-        hours = settings.auto_resolve_healthy_hours
+        hours = settings.alerting.auto_resolve_healthy_hours
         if hours > 0:
             since = now - timedelta(hours=hours)
             healthy = conn.execute(

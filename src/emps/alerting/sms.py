@@ -9,21 +9,21 @@ from urllib.parse import quote
 import httpx
 
 from emps.alerting.email import DeliveryError, tls_context
-from emps.settings import Settings, get_settings
+from emps.settings import NotificationSettings, get_settings
 
 
-def gateway_url(to: str, text: str, settings: Settings) -> str:
-    template = settings.sms_gateway_url or ""
+def gateway_url(to: str, text: str, notifications: NotificationSettings) -> str:
+    template = notifications.sms_gateway_url or ""
     return template.format(to=quote(to, safe=""), text=quote(text, safe=""))
 
 
-def check_gateway(settings: Settings) -> None:
+def check_gateway(notifications: NotificationSettings) -> None:
     """Raise DeliveryError (service) when the gateway is missing or would get the token in clear."""
-    url = settings.sms_gateway_url
+    url = notifications.sms_gateway_url
     if not url:
         raise DeliveryError("no SMS gateway configured (EMPS_SMS_GATEWAY_URL)", service=True)
     parsed = httpx.URL(url.replace("{", "").replace("}", ""))
-    if parsed.scheme != "https" and not (parsed.scheme == "http" and settings.sms_allow_http):
+    if parsed.scheme != "https" and not (parsed.scheme == "http" and notifications.sms_allow_http):
         raise DeliveryError(
             f"EMPS_SMS_GATEWAY_URL is {parsed.scheme}:// ({parsed.host}), not https://: the "
             "bearer token and the texts would cross the network in clear text. Use the "
@@ -33,25 +33,32 @@ def check_gateway(settings: Settings) -> None:
         )
 
 
-def sms_client(settings: Settings) -> httpx.AsyncClient:
+def sms_client(notifications: NotificationSettings) -> httpx.AsyncClient:
     """One client per batch; trusts EMPS_NOTIFY_CA_FILE besides the system's CAs."""
-    return httpx.AsyncClient(timeout=settings.smtp_timeout_s, verify=tls_context(settings))
+    return httpx.AsyncClient(
+        timeout=notifications.smtp_timeout_s, verify=tls_context(notifications)
+    )
 
 
 async def send_sms(
-    client: httpx.AsyncClient, *, to: str, text: str, dedupe_key: str, settings: Settings | None
+    client: httpx.AsyncClient,
+    *,
+    to: str,
+    text: str,
+    dedupe_key: str,
+    notifications: NotificationSettings | None,
 ) -> None:
     """One SMS; the gateway gets the dedupe key as Idempotency-Key. Raises DeliveryError."""
-    settings = settings or get_settings()
-    check_gateway(settings)
+    notifications = notifications or get_settings().notifications
+    check_gateway(notifications)
     headers = {"Idempotency-Key": dedupe_key}
-    if settings.sms_gateway_token:
-        headers["Authorization"] = f"Bearer {settings.sms_gateway_token.get_secret_value()}"
-    url = gateway_url(to, text, settings)
+    if notifications.sms_gateway_token:
+        headers["Authorization"] = f"Bearer {notifications.sms_gateway_token.get_secret_value()}"
+    url = gateway_url(to, text, notifications)
     # The URL may embed the token as a query parameter: report only the host.
     host = httpx.URL(url).host
     try:
-        async with asyncio.timeout(settings.smtp_timeout_s):
+        async with asyncio.timeout(notifications.smtp_timeout_s):
             response = await client.post(
                 url, json={"to": to, "text": text, "id": dedupe_key}, headers=headers
             )

@@ -43,7 +43,7 @@ def scheduled_date_for(
     if Severity(severity) is Severity.CRITICAL:
         lead = timedelta(days=1) if half_way is None else min(half_way, CORRECTIVE_MAX_LEAD)
     else:
-        lead = timedelta(days=settings.inspection_within_days)
+        lead = timedelta(days=settings.alerting.inspection_within_days)
         if half_way is not None:
             lead = min(lead, half_way)
     return now + lead

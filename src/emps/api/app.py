@@ -69,7 +69,7 @@ async def ingest(service: Service, request: Request) -> JSONResponse:
     if wait:
         raise ApiError(
             429,
-            f"more than {settings.api_rate_per_key:g} requests a second with this key; "
+            f"more than {settings.api.rate_per_key:g} requests a second with this key; "
             "slow down or batch readings",
             {"Retry-After": str(max(1, math.ceil(wait)))},
         )
@@ -78,15 +78,15 @@ async def ingest(service: Service, request: Request) -> JSONResponse:
         raise ApiError(
             422, "Idempotency-Key must be 1-200 printable ASCII characters without spaces"
         )
-    body = await _read_body(request, settings.api_max_body_bytes)
+    body = await _read_body(request, settings.api.max_body_bytes)
     try:
         items = read_items(body, request.headers.get("content-type", "application/json"))
     except BadBody as exc:
         raise ApiError(422, exc.problems[0].message, errors=exc.problems) from None
-    if len(items) > settings.api_max_readings:
+    if len(items) > settings.api.max_readings:
         raise ApiError(
             413,
-            f"the body holds {len(items):,} readings; at most {settings.api_max_readings:,} "
+            f"the body holds {len(items):,} readings; at most {settings.api.max_readings:,} "
             "per request",
         )
     # Plain readings are checked here in well under a millisecond; any other shape is typed
@@ -208,7 +208,7 @@ async def ingest_status(service: Service, request: Request, request_id: str) -> 
         raise ApiError(
             404,
             f"no ingest request {request_id} of device {device.device_id} (a request is kept "
-            f"{service.settings.ingest_ledger_retention_days} days, as long as its drop file's "
+            f"{service.settings.retention.ingest_ledger_days} days, as long as its drop file's "
             "outcome)",
         )
     return JSONResponse(status_body(*rows[0]))
@@ -434,7 +434,7 @@ def run(settings: Settings | None = None, port: int | None = None, host: str = "
     uvicorn.run(
         create_app(settings),
         host=host,
-        port=port or settings.api_port,
+        port=port or settings.api.port,
         log_config=None,
         access_log=False,
         server_header=False,

@@ -66,7 +66,7 @@ class Sessions:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.ttl = settings.api_key_cache_s
+        self.ttl = settings.api.key_cache_s
         self.known: dict[bytes, tuple[User | None, float]] = {}
         self.lock = threading.Lock()
 

@@ -155,7 +155,7 @@ def _typed_problems(records, channels, catalog, settings, now) -> list[Problem]:
         [{**r, FILE: 0, ROW: n} for n, r in enumerate(records, start=1)]
     )
     sensors = reading_columns(catalog)
-    prepared = prepare(raw, sensors, settings.ingest_naive_timestamps_utc)
+    prepared = prepare(raw, sensors, settings.ingest.naive_timestamps_utc)
     frame = prepared.frame
     bounds = suite_parameters(settings, now)
     counter_clock = counts_usage(catalog)
@@ -253,7 +253,7 @@ def _time_problems(row: int, ts, bounds: dict, settings: Settings) -> list[Probl
                 row,
                 "timestamp",
                 f"timestamp {ts.isoformat()} is more than "
-                f"{settings.ingest_future_tolerance_min} minutes in the future",
+                f"{settings.ingest.future_tolerance_min} minutes in the future",
             )
         ]
     if ts < bounds["min_ts"]:
@@ -262,7 +262,7 @@ def _time_problems(row: int, ts, bounds: dict, settings: Settings) -> list[Probl
                 row,
                 "timestamp",
                 f"timestamp {ts.isoformat()} is older than the "
-                f"{settings.ingest_max_age_days}-day retention period",
+                f"{settings.ingest.max_age_days}-day retention period",
             )
         ]
     return []

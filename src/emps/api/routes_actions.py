@@ -266,7 +266,7 @@ async def predict(body: PredictRequest, request: Request, _user: Reader) -> dict
     from emps.ml.predict import NoChampion, RegistryUnavailable, predict_many
 
     settings = _settings(request)
-    most = settings.api_predict_max
+    most = settings.api.predict_max
     if body.all == (body.equipment_ids is not None):
         raise ApiError(422, "body field 'equipment_ids': give equipment ids, or `\"all\": true`")
     if body.equipment_ids is not None and len(body.equipment_ids) > most:

@@ -95,15 +95,15 @@ class Service:
         )
         self.writer = DropWriter(
             settings.landing_dir,
-            settings.api_group_commit_ms / 1000,
-            settings.api_drop_interval_s,
-            settings.api_queue_max,
+            settings.api.group_commit_ms / 1000,
+            settings.api.drop_interval_s,
+            settings.api.queue_max,
         )
         self.accepted = AcceptedLedger(self.call)
         self.predictor = PredictBatcher(
-            self._predict_ids, lambda answer, ids: answer.only(ids), settings.api_predict_max
+            self._predict_ids, lambda answer, ids: answer.only(ids), settings.api.predict_max
         )
-        self.buckets = KeyBuckets(settings.api_rate_per_key, settings.api_rate_burst)
+        self.buckets = KeyBuckets(settings.api.rate_per_key, settings.api.rate_burst)
         self.keys: dict[tuple[str, bytes], tuple[Device | None, float]] = {}
         self.idempotency_locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
 
@@ -176,7 +176,7 @@ class Service:
             device = Device(rows[0][0], frozenset(rows[0][1]), rows[0][2]) if rows else None
             if len(self.keys) > 10_000:
                 self.keys.clear()
-            self.keys[found] = (device, now + self.settings.api_key_cache_s)
+            self.keys[found] = (device, now + self.settings.api.key_cache_s)
         if device is None:
             raise ApiError(
                 401, "the device key is not valid or was revoked", {"WWW-Authenticate": "Bearer"}

@@ -253,7 +253,7 @@ def notify_status() -> None:
         waiting = backlog(conn)
     console.print(", ".join(f"{s}: {n}" for s, n in counts) or "outbox empty")
     if waiting.waiting:
-        late = waiting.oldest_age_s > settings.notify_pending_alert_s
+        late = waiting.oldest_age_s > settings.notifications.pending_alert_s
         console.print(
             waiting.describe(settings), style="red" if late else None, highlight=False, markup=False
         )
@@ -277,8 +277,10 @@ def mail_serve(
 
     settings = get_settings()
     directory = settings.home / "mailbox"
-    controller, _ = start_sink(directory, host=host, port=port or settings.smtp_port)
-    console.print(f"SMTP sink on {host}:{port or settings.smtp_port}, mailbox {directory}")
+    controller, _ = start_sink(directory, host=host, port=port or settings.notifications.smtp_port)
+    console.print(
+        f"SMTP sink on {host}:{port or settings.notifications.smtp_port}, mailbox {directory}"
+    )
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

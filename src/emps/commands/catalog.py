@@ -152,7 +152,7 @@ def regimes(
     catalog = _load(None)
     with connect(Role.WRITER, settings, autocommit=True) as conn:
         if refit:
-            fits = ensure_regimes(conn, catalog, refit=True, seed=settings.ml_seed)
+            fits = ensure_regimes(conn, catalog, refit=True, seed=settings.ml.seed)
             for fit in fits:
                 console.print(
                     f"{fit.equipment_type}: {fit.regimes} regime(s) from {fit.readings:,} readings",

@@ -15,7 +15,7 @@ console = Console()
 
 
 def _require_embedded(action: str) -> None:
-    if not get_settings().embedded:
+    if not get_settings().database.embedded:
         console.print(
             f"[yellow]EMPS_DATABASE_URL is set: the database is external, nothing to {action}.[/]"
         )
@@ -45,7 +45,7 @@ def stop() -> None:
 def status() -> None:
     """Say whether the database runs and where."""
     settings = get_settings()
-    if not settings.embedded:
+    if not settings.database.embedded:
         console.print(f"external database: {redact(database_url(Role.OWNER))}")
         return
     state = embedded_server().status()
@@ -68,7 +68,7 @@ def migrate() -> None:
     from emps.migrate import migrate as run_migrate
 
     settings = get_settings()
-    if settings.embedded:
+    if settings.database.embedded:
         embedded_server(settings).start()
     report = run_migrate(settings)
     applied = ", ".join(report.applied) or "none pending"

@@ -31,7 +31,7 @@ def import_(
     from emps.fleet.pack import PackError
 
     settings = get_settings()
-    if settings.embedded and not dry_run:
+    if settings.database.embedded and not dry_run:
         embedded_server(settings).start()
     with import_progress(console) as on_progress:
         try:

@@ -75,7 +75,7 @@ def _metrics_table(
 
     settings = settings or get_settings()
     words = {
-        "lead": settings.inspection_within_days,
+        "lead": settings.alerting.inspection_within_days,
         "unit": life_unit(load_catalog(settings.catalog_path)),
         "fleet": f"{metrics.get('equipment_evaluated', float('nan')):.0f} held out",
     }
@@ -168,7 +168,7 @@ def evaluate(
     version = version or registry.alias_version(alias, settings)
     if version is None:
         raise _fail(
-            f"no '{alias}' version of model '{settings.model_name}': train one with `emps model "
+            f"no '{alias}' version of model '{settings.ml.model_name}': train one with `emps model "
             "train` or give --version"
         )
     with _stages() as progress:
@@ -205,7 +205,7 @@ def evaluate(
     console.print(
         f"report slice: {split.windows['report_equipment']} equipment never trained on and "
         f"never used by the promotion gate{period}; alerts at the HIGH band "
-        f"({settings.severity_high:g})"
+        f"({settings.thresholds.severity_high:g})"
     )
     if as_json:
         print(json.dumps(headline(metrics)))
@@ -382,7 +382,7 @@ def server(
 
     settings = get_settings()
     hosts = [h.strip() for h in allowed_hosts.split(",") if h.strip()] if allowed_hosts else None
-    serve(host, port or settings.mlflow_port, settings, allowed_hosts=hosts)
+    serve(host, port or settings.services.mlflow_port, settings, allowed_hosts=hosts)
 
 
 @app.command("list")
@@ -393,7 +393,7 @@ def list_versions() -> None:
     from emps.ml import registry
 
     settings = get_settings()
-    table = Table(title=f"model '{settings.model_name}'")
+    table = Table(title=f"model '{settings.ml.model_name}'")
     columns = {
         "failures_warned_share": "warned",
         "false_alert_episodes_per_100_equipment_months": "false /100 mo",

@@ -55,8 +55,8 @@ def _note(message: str) -> None:
 def read_token(settings: Settings) -> str | None:
     """The user token for the API: EMPS_API_TOKEN, else the token file when only its owner can
     read it (a token others could read is not used, as ssh treats keys), else None."""
-    if settings.api_token is not None:
-        return settings.api_token.get_secret_value().strip() or None
+    if settings.api.token is not None:
+        return settings.api.token.get_secret_value().strip() or None
     path = settings.api_token_path
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
@@ -100,7 +100,7 @@ def _post(settings: Settings, token: str, body: dict[str, Any]) -> tuple[int, di
     import urllib.request
 
     request = urllib.request.Request(
-        settings.api_endpoint + PREDICT_ROUTE,
+        settings.api.endpoint + PREDICT_ROUTE,
         data=json.dumps(body).encode(),
         headers={
             "Authorization": f"Bearer {token}",
@@ -124,9 +124,9 @@ def _post(settings: Settings, token: str, body: dict[str, Any]) -> tuple[int, di
             answer.close()
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise Unreachable(f"{settings.api_endpoint} did not answer ({reason})") from None
+        raise Unreachable(f"{settings.api.endpoint} did not answer ({reason})") from None
     except ValueError as exc:  # an answer that is not JSON: not this API
-        raise Unreachable(f"{settings.api_endpoint} is not the EMPS API ({exc})") from None
+        raise Unreachable(f"{settings.api.endpoint} is not the EMPS API ({exc})") from None
 
 
 def predict_through_api(
@@ -142,7 +142,7 @@ def predict_through_api(
         bodies: Iterator[dict[str, Any]] = iter(())  # pages follow next_offset
         offset: int | None = 0
     else:
-        step = settings.api_predict_max
+        step = settings.api.predict_max
         pages = [equipment_ids[i : i + step] for i in range(0, len(equipment_ids), step)]
         bodies = iter({"equipment_ids": page, "overrides": overrides} for page in pages)
         offset = None
@@ -157,7 +157,7 @@ def predict_through_api(
         status, payload = _post(settings, token, body)
         if status == 401:
             raise Refused(
-                f"the API at {settings.api_endpoint} refused the token (unknown, expired or "
+                f"the API at {settings.api.endpoint} refused the token (unknown, expired or "
                 f"revoked); {TOKEN_HINT}, or score here with --local"
             )
         if status in (404, 409) and "not_scored" in payload:

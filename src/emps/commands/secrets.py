@@ -28,19 +28,21 @@ def show(
     table = Table("for", "where", "credential")
     table.add_row(
         "Prefect UI and API",
-        f"http://127.0.0.1:{settings.prefect_port}",
+        f"http://127.0.0.1:{settings.services.prefect_port}",
         f"{secrets.prefect_auth} (the whole string; PREFECT_API_AUTH_STRING for clients)",
     )
     user, password = secrets.mlflow_auth.split(":", 1)
     table.add_row(
         "MLflow UI and API",
-        f"http://127.0.0.1:{settings.mlflow_port}",
+        f"http://127.0.0.1:{settings.services.mlflow_port}",
         f"user {user}, password {password}",
     )
     if database:
         for role, password in secrets.database.items():
             table.add_row(
-                f"database role {role}", f"{settings.pg_host}:{settings.pg_port}", password
+                f"database role {role}",
+                f"{settings.database.pg_host}:{settings.database.pg_port}",
+                password,
             )
     console.print(table, soft_wrap=True)
 
@@ -71,7 +73,7 @@ def rotate(
         new = rotated(current, parts)
         path = secrets_path(settings)
         if "database" in parts:
-            if not settings.embedded:
+            if not settings.database.embedded:
                 console.print(
                     "[yellow]EMPS_DATABASE_URL is set: the database's passwords are yours to "
                     "rotate (SECURITY.md); the file's database entries are left as they are.[/]"

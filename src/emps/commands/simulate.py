@@ -36,9 +36,9 @@ def _fleet(equipment: int | None, seed: int | None):
     settings = get_settings()
     return Fleet(
         load_catalog(settings.catalog_path),
-        equipment if equipment is not None else settings.sim_equipment,
-        seed if seed is not None else settings.sim_seed,
-        Realism.named(settings.sim_realism),
+        equipment if equipment is not None else settings.simulator.equipment,
+        seed if seed is not None else settings.simulator.seed,
+        Realism.named(settings.simulator.realism),
     )
 
 
@@ -62,8 +62,8 @@ def _history(
     from emps.simulator.backfill import history_window
 
     settings = get_settings()
-    days = days or settings.sim_history_days
-    interval = interval or settings.sim_history_interval_s
+    days = days or settings.simulator.history_days
+    interval = interval or settings.simulator.history_interval_s
     if interval % 60:
         raise typer.BadParameter(
             f"{interval} s: use a whole number of minutes", param_hint="--interval"
@@ -76,7 +76,7 @@ def _database_up() -> None:
     from emps.db import embedded_server
 
     settings = get_settings()
-    if settings.embedded:
+    if settings.database.embedded:
         embedded_server(settings).start()
 
 
@@ -220,7 +220,7 @@ def live(
     from emps.simulator.live import LiveSimulator, LiveTick, incoming_dir
 
     settings = get_settings()
-    interval = interval or settings.sim_live_interval_s
+    interval = interval or settings.simulator.live_interval_s
     fleet = _fleet(equipment, seed)
     try:
         simulator = LiveSimulator(

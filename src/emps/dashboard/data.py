@@ -18,9 +18,9 @@ from emps.domain import Severity
 from emps.settings import get_settings
 
 _settings = get_settings()
-OVERVIEW_TTL = _settings.cache_ttl_overview_s
-DETAILS_TTL = _settings.cache_ttl_details_s
-TRENDS_TTL = _settings.cache_ttl_trends_s
+OVERVIEW_TTL = _settings.dashboard.cache_ttl_overview_s
+DETAILS_TTL = _settings.dashboard.cache_ttl_details_s
+TRENDS_TTL = _settings.dashboard.cache_ttl_trends_s
 
 
 def clear() -> None:

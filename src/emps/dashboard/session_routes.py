@@ -42,7 +42,7 @@ def routes(path: str = "/", max_age_s: int | None = None) -> list[Route]:
         if max_age_s is None:
             from emps.settings import get_settings
 
-            age = get_settings().session_max_s
+            age = get_settings().auth.session_max_s
         else:
             age = max_age_s
         response = Response(status_code=204, headers=NO_STORE)

@@ -152,7 +152,7 @@ def plan_fleet(
         return FleetPlan(settings, None, recorded, False, False, description)
 
     with_simulator = True if simulator is None else simulator
-    description = f"the simulated fleet ({settings.sim_equipment} equipment)" + (
+    description = f"the simulated fleet ({settings.simulator.equipment} equipment)" + (
         "" if with_simulator else ", simulator off: real devices only"
     )
     return FleetPlan(settings, None, None, with_simulator, history, description)
@@ -170,7 +170,7 @@ def fleet_banner(plan: FleetPlan) -> str:
     if plan.with_simulator:
         return (
             f"Fleet: simulated, {total} equipment; the simulator drops "
-            f"{plan.settings.sim_equipment} devices' readings every "
-            f"{plan.settings.sim_live_interval_s} s."
+            f"{plan.settings.simulator.equipment} devices' readings every "
+            f"{plan.settings.simulator.live_interval_s} s."
         )
     return f"Fleet: {total} equipment registered; no simulator (real devices only)."

@@ -41,7 +41,7 @@ def deliver_notifications(alert_ids: list[int] | None = None, limit: int = 500) 
         logger.error(error)
     logger.info("notifications: %s", report)
     waiting = backlog.read_backlog(settings)
-    overdue = waiting.oldest_age_s > settings.notify_pending_alert_s
+    overdue = waiting.oldest_age_s > settings.notifications.pending_alert_s
     if overdue:
         logger.error("notifications are not going out: %s", waiting.describe(settings))
     return {**asdict(report), "oldest_pending_s": waiting.oldest_age_s, "overdue": overdue}
@@ -121,7 +121,7 @@ def send_notifications(limit: int = 500) -> dict:
         minutes = report["oldest_pending_s"] / 60
         raise RuntimeError(
             f"a notification has waited {minutes:.0f} min to be sent"
-            f" (EMPS_NOTIFY_PENDING_ALERT_S={get_settings().notify_pending_alert_s:g});"
+            f" (EMPS_NOTIFY_PENDING_ALERT_S={get_settings().notifications.pending_alert_s:g});"
             " `emps notify status` shows the errors"
         )
     return report

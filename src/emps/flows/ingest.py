@@ -254,7 +254,7 @@ def ingest_sensor_drops(
     settings = get_settings()
     names = stage_files(paths) if paths else None
     began = time.monotonic()
-    deadline = began + settings.ingest_loop_max_s
+    deadline = began + settings.ingest.loop_max_s
     report: IngestReport | None = None
     builds: list[dict] = []
     run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
@@ -262,7 +262,7 @@ def ingest_sensor_drops(
     arrivals = watch_arrivals(settings)
     timed_out = False
     try:
-        with Heartbeat(landing, run_id, settings.ingest_heartbeat_s, announce_alive(run_id)):
+        with Heartbeat(landing, run_id, settings.ingest.heartbeat_s, announce_alive(run_id)):
             while True:
                 batch = ingest_drop_files(names, limit)
                 if batch.files:  # a look that found only files still settling tells nothing
@@ -289,7 +289,7 @@ def ingest_sensor_drops(
                     break
                 release_freed_memory()
                 if not batch.files:  # nothing claimable although files waited: let them settle
-                    arrivals.wait(settings.ingest_watch_poll_s)
+                    arrivals.wait(settings.ingest.watch_poll_s)
                     arrivals.poll()
                 if not wait_for_files(settings, deadline, arrivals):
                     timed_out = time.monotonic() >= deadline
@@ -363,13 +363,13 @@ def wait_for_files(settings: Settings, deadline: float, arrivals: ArrivalLog | N
     """Whether a drop file waits in incoming/ now or arrives within EMPS_INGEST_LINGER_S
     (and before `deadline`, monotonic seconds): woken by the kernel's arrival events, looking
     at least every EMPS_INGEST_WATCH_POLL_S."""
-    until = min(deadline, time.monotonic() + settings.ingest_linger_s)
+    until = min(deadline, time.monotonic() + settings.ingest.linger_s)
     while time.monotonic() < deadline:
         if files_waiting(settings):
             return True
         if time.monotonic() >= until:
             return False
-        timeout = min(settings.ingest_watch_poll_s, max(until - time.monotonic(), 0.0))
+        timeout = min(settings.ingest.watch_poll_s, max(until - time.monotonic(), 0.0))
         if arrivals is not None and arrivals.active:
             arrivals.wait(timeout)
             arrivals.poll()

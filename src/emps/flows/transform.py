@@ -80,7 +80,7 @@ def build_features(select: list[str] | None = None, full_refresh: bool = False) 
             scoring_failed = scoring.message or scoring.name
             get_run_logger().error("scoring failed, features built: %s", scoring_failed)
         rounds += 1
-        if time.monotonic() - began >= settings.ingest_loop_max_s or not new_readings_since(mark):
+        if time.monotonic() - began >= settings.ingest.loop_max_s or not new_readings_since(mark):
             break
     return {
         **_report(summary),

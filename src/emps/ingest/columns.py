@@ -83,6 +83,6 @@ def reading_time_bounds(settings: Settings, now: datetime) -> dict[str, datetime
     """The oldest (`min_ts`, the retention age) and newest (`max_ts`, the future tolerance)
     reading time ingest accepts at `now`."""
     return {
-        "min_ts": now - timedelta(days=settings.ingest_max_age_days),
-        "max_ts": now + timedelta(minutes=settings.ingest_future_tolerance_min),
+        "min_ts": now - timedelta(days=settings.ingest.max_age_days),
+        "max_ts": now + timedelta(minutes=settings.ingest.future_tolerance_min),
     }

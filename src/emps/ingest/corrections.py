@@ -88,7 +88,7 @@ def features_to_rescore(
     """Per correction: the rebuilt feature rows of the slots its window had predictions in, and
     those predictions as (id, ts, ts of the feature row of their slot)."""
     window = feature_window(settings)
-    table = sql.Identifier(*settings.ml_features_relation.split("."))
+    table = sql.Identifier(*settings.ml.features_relation.split("."))
     found: list[tuple[Correction, pd.DataFrame, list[tuple[int, datetime, datetime]]]] = []
     with connect(Role.READER, settings) as conn:
         conn.execute("set time zone 'UTC'")

@@ -277,9 +277,9 @@ class Ingestor:
         self.claimer = f"{socket.gethostname()}:{os.getpid()}"
         self.results_dir = self.settings.home / "gx" / "results"
         self.settle = _settle_clocks.setdefault(
-            self.landing.root, zone.SettleClock(self.settings.ingest_settle_s)
+            self.landing.root, zone.SettleClock(self.settings.ingest.settle_s)
         )
-        self.settle.settle_s = self.settings.ingest_settle_s
+        self.settle.settle_s = self.settings.ingest.settle_s
         self.arrivals = _arrival_logs.get(self.landing.root)
         self.headers: dict[int, list[str]] = {}  # CSV header per file, kept with unreadable rows
         self.paused: str | None = None  # set once the disk is too full to go on (see _pause)
@@ -295,7 +295,7 @@ class Ingestor:
     def run(self, names: list[str] | None = None, limit: int | None = None) -> IngestReport:
         """Ingest what waits in incoming/ (or only `names` there), plus claims left by dead runs."""
         report = IngestReport(run_id=self.flow_run_id or uuid.uuid4().hex[:12])
-        budget = limit or self.settings.ingest_max_files_per_run
+        budget = limit or self.settings.ingest.max_files_per_run
         conn = self._connect()
         try:
             try:
@@ -338,7 +338,7 @@ class Ingestor:
         """Whether free disk is under EMPS_INGEST_MIN_FREE_MB (then `paused` says so); logs
         when ingest pauses and when it resumes (once each, not at every look)."""
         space = disk.lowest(self.settings)
-        floor_mb = self.settings.ingest_min_free_mb
+        floor_mb = self.settings.ingest.min_free_mb
         paused = space.free < floor_mb * disk.MB
         self.paused = (
             f"{space.describe()}, under EMPS_INGEST_MIN_FREE_MB ({floor_mb:,} MB)"
@@ -424,8 +424,8 @@ class Ingestor:
         self, conn: psycopg.Connection, work: list[zone.ClaimedFile], report: IngestReport
     ) -> tuple[psycopg.Connection, list[zone.ClaimedFile]]:
         """Load newly claimed files in groups; returns the files too large for a group."""
-        large = [f for f in work if f.size_bytes > self.settings.ingest_big_file_bytes]
-        work = [f for f in work if f.size_bytes <= self.settings.ingest_big_file_bytes]
+        large = [f for f in work if f.size_bytes > self.settings.ingest.big_file_bytes]
+        work = [f for f in work if f.size_bytes <= self.settings.ingest.big_file_bytes]
         # A repeat of a file claimed in this same run waits until the first copy is done:
         # it is a duplicate only if that copy actually loaded.
         while work:
@@ -443,7 +443,7 @@ class Ingestor:
         self, conn: psycopg.Connection, claimed: zone.ClaimedFile, report: IngestReport
     ) -> psycopg.Connection:
         """One file in its own transaction (a large one, or one a dead run left claimed)."""
-        if claimed.attempts > self.settings.ingest_max_attempts:
+        if claimed.attempts > self.settings.ingest.max_attempts:
             return self._fail_file(
                 conn,
                 claimed,
@@ -572,7 +572,7 @@ class Ingestor:
         if not paths:
             return [], []
         ledger = load.ledger_by_stored_name(conn, [p.name for p in paths])
-        timeout = self.settings.ingest_claim_timeout_s
+        timeout = self.settings.ingest.claim_timeout_s
         retaken: list[zone.ClaimedFile] = []
         returned: list[zone.ClaimedFile] = []
         for path in paths:
@@ -645,7 +645,7 @@ class Ingestor:
     def _note_ignored(self, conn: psycopg.Connection, ignored: list[zone.Ignored]) -> None:
         """Record entries ingest never claims once they are old enough to look forgotten; forget
         those that went away."""
-        cutoff = datetime.now(UTC) - timedelta(seconds=self.settings.ingest_ignored_warn_s)
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.settings.ingest.ignored_warn_s)
         old = [i for i in ignored if i.modified_at <= cutoff]
         rows = conn.execute(
             """
@@ -716,7 +716,7 @@ class Ingestor:
         for claimed in work:
             group.append(claimed)
             size += claimed.size_bytes
-            if size >= self.settings.ingest_group_bytes:
+            if size >= self.settings.ingest.group_bytes:
                 yield group
                 group, size = [], 0
         if group:
@@ -738,7 +738,7 @@ class Ingestor:
         by_id = {f.ledger_id: f for f in group}
         rejected: dict[int, FileRejected] = {}
         deferred: list[zone.ClaimedFile] = []
-        chunk_rows = self.settings.ingest_chunk_rows
+        chunk_rows = self.settings.ingest.chunk_rows
         for claimed in group:  # left by an attempt of this group that rolled back
             self.unbound.pop(claimed.ledger_id, None)
         with conn.transaction():
@@ -832,10 +832,10 @@ class Ingestor:
     def _limits(self, alone: bool) -> Limits:
         settings = self.settings
         return Limits(
-            max_bytes=settings.ingest_max_file_bytes,
-            max_rows=settings.ingest_max_file_rows,
-            max_seconds=settings.ingest_max_file_seconds,
-            group_bytes=None if alone else settings.ingest_big_file_bytes,
+            max_bytes=settings.ingest.max_file_bytes,
+            max_rows=settings.ingest.max_file_rows,
+            max_seconds=settings.ingest.max_file_seconds,
+            group_bytes=None if alone else settings.ingest.big_file_bytes,
         )
 
     def _read_file(
@@ -862,7 +862,7 @@ class Ingestor:
 
             chunks = read_records(
                 handle,
-                chunk_rows=self.settings.ingest_chunk_rows,
+                chunk_rows=self.settings.ingest.chunk_rows,
                 numeric=frozenset(self.readings),
                 limits=self._limits(alone),
                 notes=notes,
@@ -927,7 +927,7 @@ class Ingestor:
         """Type a batch, refuse rows of device folders for equipment their device is not bound
         to, and look up its equipment: (raw, prepared, rows for the suite, their index in the
         typed frame, the unbound rows). `sources`: each ledger id's path in incoming/."""
-        prepared = prepare(raw, self.readings, self.settings.ingest_naive_timestamps_utc)
+        prepared = prepare(raw, self.readings, self.settings.ingest.naive_timestamps_utc)
         frame = prepared.frame
         unbound = bindings.unbound_rows(
             frame, sources, bindings.Bindings.load(conn), skip=set(prepared.problems)
@@ -935,7 +935,7 @@ class Ingestor:
         for index, item in unbound.items():
             prepared.problems[index] = [item.reason]
         types = load.equipment_types(conn)
-        if self.settings.ingest_unknown_equipment == "register":
+        if self.settings.ingest.unknown_equipment == "register":
             # Equipment a device folder may not report is not registered on its say-so either.
             bound = frame.loc[~frame.index.isin(list(unbound)), "equipment_id"]
             unknown = set(bound.dropna().unique()) - set(types)
@@ -1207,7 +1207,7 @@ class Ingestor:
         if not self.results_dir.exists():
             return
         kept = sorted(self.results_dir.glob("*.json"))
-        for old in kept[: -self.settings.ingest_keep_validations]:
+        for old in kept[: -self.settings.ingest.keep_validations]:
             old.unlink(missing_ok=True)
 
 

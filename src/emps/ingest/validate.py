@@ -453,11 +453,11 @@ def _reason(
         if value > parameters["max_ts"]:
             return (
                 f"timestamp {value.isoformat()} is more than "
-                f"{settings.ingest_future_tolerance_min} minutes in the future"
+                f"{settings.ingest.future_tolerance_min} minutes in the future"
             )
         return (
             f"timestamp {value.isoformat()} is older than the "
-            f"{settings.ingest_max_age_days}-day retention period"
+            f"{settings.ingest.max_age_days}-day retention period"
         )
     if kind == "expect_compound_columns_to_be_unique":
         return (

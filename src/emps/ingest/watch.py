@@ -233,7 +233,7 @@ class LandingWatcher:
         self.settings = settings or get_settings()
         self.landing = Landing(self.settings.landing_dir).ensure()
         self.coalescer = Coalescer(
-            self.settings.ingest_watch_min_interval_s, self.settings.ingest_watch_rearm_s
+            self.settings.ingest.watch_min_interval_s, self.settings.ingest.watch_rearm_s
         )
         self.emit = emit
         self.changed = threading.Event()
@@ -272,7 +272,7 @@ class LandingWatcher:
                     break
                 # Woken early by inotify; then wait a moment so a device's burst is seen whole
                 # by one look, not file by file.
-                if self.changed.wait(self.settings.ingest_watch_poll_s):
+                if self.changed.wait(self.settings.ingest.watch_poll_s):
                     self.changed.clear()
                     self.stopped.wait(0.05)
         finally:

@@ -67,7 +67,7 @@ class NoModel(LookupError):
 def bands_of(settings: Settings) -> dict[str, float]:
     """The severity bands a settings object carries: {severity_medium: .., severity_high: ..,
     severity_critical: ..}."""
-    return {key: float(getattr(settings, key)) for key in THRESHOLD_KEYS}
+    return {key: float(getattr(settings.thresholds, key)) for key in THRESHOLD_KEYS}
 
 
 def with_bands(settings: Settings, bands: dict[str, float]) -> Settings:
@@ -79,7 +79,7 @@ def with_bands(settings: Settings, bands: dict[str, float]) -> Settings:
             f"severity bands must rise: MEDIUM {merged['severity_medium']:g} < HIGH "
             f"{merged['severity_high']:g} < CRITICAL {merged['severity_critical']:g}"
         )
-    return settings.model_copy(update=merged)
+    return settings.replace(thresholds=merged)
 
 
 _BAND_NAMES = {
@@ -163,7 +163,7 @@ def score_history(
         return _score_stored_history(model, version, start, end, settings, failures, on_progress)
     # Read at the training step, or training examples thinned at theirs.
     step = int(
-        rows.attrs.get("step_minutes", rows.attrs.get("sample_minutes", settings.ml_sample_minutes))
+        rows.attrs.get("step_minutes", rows.attrs.get("sample_minutes", settings.ml.sample_minutes))
     )
     lookback = LOOKBACK_HORIZONS * horizon(settings)
     rows = rows[(rows["ts"] >= start - lookback) & (rows["ts"] < end)]
@@ -346,7 +346,7 @@ def replay(
     weeks = [Week(week_start=start + i * WEEK) for i in range(count)]
     total = Figures()
     outcomes: list[FailureOutcome] = []
-    inspection = float(settings.inspection_within_days)
+    inspection = float(settings.alerting.inspection_within_days)
 
     def week_of(moment: np.datetime64) -> Week | None:
         stamp = pd.Timestamp(moment).tz_localize("UTC")
@@ -412,7 +412,7 @@ def resolve_version(reference: str, settings: Settings | None = None) -> str:
         version = registry.alias_version(reference, settings)
         if version is None:
             raise NoModel(
-                f"no '{reference}' version of model '{settings.model_name}': train one with "
+                f"no '{reference}' version of model '{settings.ml.model_name}': train one with "
                 "`emps model train`, or give a version number"
             )
         return version
@@ -432,7 +432,7 @@ def load_model(version: str, settings: Settings | None = None) -> Any:
         raise  # says itself what is wrong with the files
     except Exception as error:  # no such version, registry unreachable
         raise NoModel(
-            f"model '{settings.model_name}' version {version} cannot be loaded "
+            f"model '{settings.ml.model_name}' version {version} cannot be loaded "
             f"({type(error).__name__}: {error}); `emps model list` shows the versions"
         ) from error
     return model

@@ -157,8 +157,8 @@ def read_training_examples(
         "from {features} order by equipment_id, floor(extract(epoch from ts) / %s), ts"
         ") order by x.equipment_id, x.ts"
     ).format(
-        examples=_relation(settings.ml_examples_relation),
-        features=_relation(settings.ml_features_relation),
+        examples=_relation(settings.ml.examples_relation),
+        features=_relation(settings.ml.features_relation),
     )
     frame = _read_frame(query, (step, step), settings)
     frame.attrs["sample_minutes"] = minutes
@@ -170,17 +170,17 @@ def sample_step_minutes(settings: Settings | None = None, sample_minutes: int | 
     wider when that would read more than EMPS_ML_MAX_TRAINING_ROWS rows (the sum of each
     equipment's feature time span, one row per step, plus its first row)."""
     settings = settings or get_settings()
-    base = sample_minutes or settings.ml_sample_minutes
+    base = sample_minutes or settings.ml.sample_minutes
     query = sql.SQL(
         "select count(*), coalesce(sum(extract(epoch from s.last - s.first)), 0) "
         "from raw.equipment e cross join lateral ("
         "select (select min(ts) from {f} x where x.equipment_id = e.equipment_id) as first, "
         "(select max(ts) from {f} x where x.equipment_id = e.equipment_id) as last"
         ") s where s.first is not null"
-    ).format(f=_relation(settings.ml_features_relation))
+    ).format(f=_relation(settings.ml.features_relation))
     with connect(Role.READER, settings) as conn:
         equipment, span_s = conn.execute(query).fetchone()
-    room = settings.ml_max_training_rows - int(equipment)
+    room = settings.ml.max_training_rows - int(equipment)
     if float(span_s) <= 0 or (room > 0 and float(span_s) / (60 * base) <= room):
         return base
     return max(base, math.ceil(float(span_s) / 60 / max(room, equipment or 1)))
@@ -201,7 +201,7 @@ def read_feature_history(
     settings = settings or get_settings()
     step = 60 * (step_minutes or sample_step_minutes(settings))
     context = start - lookback_horizons * horizon(settings)
-    features = _relation(settings.ml_features_relation)
+    features = _relation(settings.ml.features_relation)
     query = sql.SQL(
         "select distinct on (x.equipment_id, floor(extract(epoch from x.ts) / %(step)s)) x.*, "
         "o.known_until as _known_until from {features} x join ("
@@ -254,7 +254,7 @@ def read_latest_features(
         "select f.* from raw.equipment e cross join lateral ("
         "select * from {} x where x.equipment_id = e.equipment_id order by x.ts desc limit 1"
         ") f where {} order by f.equipment_id"
-    ).format(_relation(settings.ml_features_relation), where)
+    ).format(_relation(settings.ml.features_relation), where)
     # Pooled when ids are named: the API and `emps predict` read a few rows per request.
     return _read_frame(query, params, settings, pooled=equipment_ids is not None)
 
@@ -309,7 +309,7 @@ def read_latest_feature_row(
     """The latest feature row of one equipment as {column: value}, None when it has none."""
     settings = settings or get_settings()
     query = sql.SQL("select * from {} where equipment_id = %s order by ts desc limit 1").format(
-        _relation(settings.ml_features_relation)
+        _relation(settings.ml.features_relation)
     )
     with _pool(database_url(Role.READER, settings)).connection() as conn:
         cur = conn.execute(query, (equipment_id,))
@@ -330,7 +330,7 @@ def read_latest_feature_rows(
         "select e.equipment_id as {}, f.* from raw.equipment e left join lateral ("
         "select * from {} x where x.equipment_id = e.equipment_id order by x.ts desc limit 1"
         ") f on true where e.equipment_id = any(%s) order by e.equipment_id"
-    ).format(sql.Identifier(_REGISTERED), _relation(settings.ml_features_relation))
+    ).format(sql.Identifier(_REGISTERED), _relation(settings.ml.features_relation))
     with _pool(database_url(Role.READER, settings)).connection() as conn:
         cur = conn.execute(query, (list(equipment_ids),))
         names = [column.name for column in cur.description]
@@ -371,9 +371,9 @@ def with_admin_thresholds(settings: Settings | None = None) -> Settings:
             "select key, value from ops.thresholds where key = any(%s)", (list(THRESHOLD_KEYS),)
         ).fetchall()
     bands = {key: float(value) for key, value in rows}
-    if all(getattr(settings, key) == value for key, value in bands.items()):
+    if all(getattr(settings.thresholds, key) == value for key, value in bands.items()):
         return settings
-    return settings.model_copy(update=bands)
+    return settings.replace(thresholds=bands)
 
 
 def read_failure_events(settings: Settings | None = None) -> pd.DataFrame:

@@ -213,7 +213,7 @@ def split_examples(
         )
     kind = kind or history_kind(frame)
     frame = _final_rows(frame, kind)
-    fraction = settings.ml_test_equipment_fraction
+    fraction = settings.ml.test_equipment_fraction
     ids = frame["equipment_id"].drop_duplicates()
     slices = pd.Series({i: slice_of(i, fraction, fold) for i in ids})
     where = frame["equipment_id"].map(slices)
@@ -237,7 +237,7 @@ def split_examples(
     else:
         gap = horizon(settings)
         span = end - start
-        test_start = end - span * settings.ml_test_time_fraction
+        test_start = end - span * settings.ml.test_time_fraction
         train_end = test_start - gap
         if train_end - start < gap:
             raise NotEnoughData(
@@ -516,7 +516,7 @@ def equipment_events(
     settings = settings or get_settings()
     catalog = catalog or load_catalog(settings.catalog_path)
     clocks = _clocks(rows, catalog)
-    alerting = np.asarray(probability) >= settings.severity_high
+    alerting = np.asarray(probability) >= settings.thresholds.severity_high
     if SINCE_SERVICE in rows and "equipment_type" in rows:
         # As the alert rules do: nothing alerts while a service or repair settles (emps.ml.assess).
         alerting &= ~settling_rows(
@@ -554,8 +554,8 @@ def equipment_events(
                 clocks.get(group["_type"].iloc[0], clocks[""]),
                 _start_of(start, equipment_id),
                 np.datetime64(observed[equipment_id].tz_convert(None), "ns"),
-                settings.auto_resolve_healthy_hours * 3600.0,
-                float(settings.inspection_within_days),
+                settings.alerting.auto_resolve_healthy_hours * 3600.0,
+                float(settings.alerting.inspection_within_days),
             )
         )
         facts[-1].equipment_id = str(equipment_id)
@@ -936,8 +936,8 @@ def evaluate_predictions(
         catalog,
         resamples,
     )
-    result["alert_band"] = float(settings.severity_high)
-    result["inspection_lead"] = float(settings.inspection_within_days)
+    result["alert_band"] = float(settings.thresholds.severity_high)
+    result["inspection_lead"] = float(settings.alerting.inspection_within_days)
     return result
 
 

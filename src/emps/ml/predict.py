@@ -73,14 +73,14 @@ def load_champion(settings: Settings | None = None, max_age_s: float = 0.0) -> C
     """
     settings = settings or get_settings()
     uri = registry.tracking_uri(settings)
-    cached = _last_champion.get(settings.model_name)
-    read_at = _alias_read_at.get((uri, settings.model_name))
+    cached = _last_champion.get(settings.ml.model_name)
+    read_at = _alias_read_at.get((uri, settings.ml.model_name))
     if cached and read_at is not None and time.monotonic() - read_at < max_age_s:
         return Champion(cached[0], cached[1])
     try:
         version = registry.alias_version(registry.CHAMPION, settings)
     except Exception as error:
-        cached = _last_champion.get(settings.model_name)
+        cached = _last_champion.get(settings.ml.model_name)
         if cached is None:
             raise RegistryUnavailable(
                 f"the model registry at {uri} cannot be reached ({type(error).__name__}: "
@@ -95,15 +95,15 @@ def load_champion(settings: Settings | None = None, max_age_s: float = 0.0) -> C
         return Champion(cached[0], cached[1], stale=True)
     if version is None:
         raise NoChampion(
-            f"no '{registry.CHAMPION}' alias on registered model '{settings.model_name}' at {uri}: "
+            f"no '{registry.CHAMPION}' alias on registered model '{settings.ml.model_name}' at {uri}: "
             "train and promote one with `emps model train`, or set the alias in the MLflow UI"
         )
     try:
         model = _verified(version, settings)
     except registry.ModelIntegrityError as refusal:
         return _last_verified(version, str(refusal), settings)
-    _last_champion[settings.model_name] = (version, model)
-    _alias_read_at[(uri, settings.model_name)] = time.monotonic()
+    _last_champion[settings.ml.model_name] = (version, model)
+    _alias_read_at[(uri, settings.ml.model_name)] = time.monotonic()
     return Champion(version, model)
 
 
@@ -115,7 +115,7 @@ def _verified(version: str, settings: Settings) -> FailureModel:
             f"champion v{version} was neither trained nor promoted through EMPS, so nothing vouches "
             f"for its files: promote it with `emps model promote --version {version}` to use it"
         )
-    key = (registry.tracking_uri(settings), settings.model_name, version, expected)
+    key = (registry.tracking_uri(settings), settings.ml.model_name, version, expected)
     if key not in _models:
         _models[key], _ = registry.load_version(version, settings, expected)
     return _models[key]
@@ -159,7 +159,7 @@ def _predict_matrix(
     model: FailureModel, X: np.ndarray, types: Sequence[str | None], settings: Settings
 ) -> RowPredictions:
     """Probability, remaining life, assessment and explanation per row of the feature matrix."""
-    score, explanation = score_and_explain(model, X, settings.ml_explain_top)
+    score, explanation = score_and_explain(model, X, settings.ml.explain_top)
     probability = np.round(model.calibrate(score), 6)
     life, beyond = model.remaining_life(score, types, X)
     days = model.days_until_failure(score, types, X)
@@ -218,7 +218,7 @@ def score_frame(
             "ts": features["ts"].to_numpy(),
             "failure_probability": scored.probability,
             "health_score": [health_score_for(p) for p in scored.probability],
-            "severity": [severity_for(p, settings).value for p in scored.probability],
+            "severity": [severity_for(p, settings.thresholds).value for p in scored.probability],
             "days_until_failure": scored.days,
             "remaining_life": scored.remaining_life,
             "life_unit": scored.units,
@@ -410,7 +410,7 @@ def predict_equipment(
     "vibration_slope_w3": 0.4}) replacing the latest ones before predicting.
     """
     settings = with_admin_thresholds(settings)
-    champion = load_champion(settings, max_age_s=settings.ml_alias_max_age_s)
+    champion = load_champion(settings, max_age_s=settings.ml.alias_max_age_s)
     model = champion.model
     row = read_latest_feature_row(equipment_id, settings)
     if row is None:
@@ -499,7 +499,7 @@ def predict_many(
     not_registered = [i for i in asked if i not in known]
     if not wanted:
         return BatchPrediction([], not_registered, [], None, next_offset)
-    champion = load_champion(settings, max_age_s=settings.ml_alias_max_age_s)
+    champion = load_champion(settings, max_age_s=settings.ml.alias_max_age_s)
     _check_overrides(overrides, champion)
     no_features = [i for i in wanted if i not in rows]
     found = [rows[i] for i in wanted if i in rows]
@@ -552,7 +552,7 @@ def _prediction(
         "ts": pd.Timestamp(ts).isoformat(),
         "failure_probability": p,
         "health_score": health_score_for(p),
-        "severity": severity_for(p, settings).value,
+        "severity": severity_for(p, settings.thresholds).value,
         "days_until_failure": _optional(float(scored.days[i])),
         "remaining_life": _optional(float(scored.remaining_life[i])),
         "life_unit": scored.units[i],

@@ -58,14 +58,14 @@ def artifact_digest(directory: Path) -> str:
 
 def tracking_uri(settings: Settings | None = None) -> str:
     settings = settings or get_settings()
-    if settings.mlflow_tracking_uri:
-        return settings.mlflow_tracking_uri
+    if settings.ml.mlflow_tracking_uri:
+        return settings.ml.mlflow_tracking_uri
     return f"sqlite:///{(settings.home / 'mlflow' / 'mlflow.db').resolve()}"
 
 
 def artifact_root(settings: Settings | None = None) -> Path:
     settings = settings or get_settings()
-    return (settings.mlflow_artifact_root or settings.home / "mlflow" / "artifacts").resolve()
+    return (settings.ml.mlflow_artifact_root or settings.home / "mlflow" / "artifacts").resolve()
 
 
 def client(settings: Settings | None = None):
@@ -92,13 +92,13 @@ def ensure_experiment(settings: Settings | None = None) -> str:
     """The experiment id, creating it with its artifacts under the configured root."""
     settings = settings or get_settings()
     mlflow_client = client(settings)
-    experiment = mlflow_client.get_experiment_by_name(settings.mlflow_experiment)
+    experiment = mlflow_client.get_experiment_by_name(settings.ml.mlflow_experiment)
     if experiment is not None:
         return experiment.experiment_id
     root = artifact_root(settings)
     root.mkdir(parents=True, exist_ok=True)
     return mlflow_client.create_experiment(
-        settings.mlflow_experiment, artifact_location=root.as_uri()
+        settings.ml.mlflow_experiment, artifact_location=root.as_uri()
     )
 
 
@@ -108,7 +108,9 @@ def alias_version(alias: str, settings: Settings | None = None) -> str | None:
 
     settings = settings or get_settings()
     try:
-        return str(client(settings).get_model_version_by_alias(settings.model_name, alias).version)
+        return str(
+            client(settings).get_model_version_by_alias(settings.ml.model_name, alias).version
+        )
     except MlflowException as error:
         if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
@@ -121,7 +123,7 @@ def _download(version: str, settings: Settings, into: Path) -> Path:
     client(settings)
     return Path(
         mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{settings.model_name}/{version}", dst_path=str(into)
+            artifact_uri=f"models:/{settings.ml.model_name}/{version}", dst_path=str(into)
         )
     )
 
@@ -220,7 +222,7 @@ def recorded_digest(version: str, settings: Settings | None = None) -> str | Non
             "  and to_version = %(v)s and artifact_sha256 is not null order by id desc limit 1),"
             " (select artifact_sha256 from ops.model_artifacts"
             "  where model_name = %(m)s and version = %(v)s))",
-            {"m": settings.model_name, "v": version},
+            {"m": settings.ml.model_name, "v": version},
         ).fetchone()
     return row[0] if row else None
 
@@ -234,7 +236,7 @@ def record_registration(
         conn.execute(
             "insert into ops.model_artifacts (model_name, version, artifact_sha256, recorded_by) "
             "values (%s, %s, %s, %s) on conflict do nothing",
-            (settings.model_name, version, digest, recorded_by),
+            (settings.ml.model_name, version, digest, recorded_by),
         )
 
 
@@ -248,7 +250,7 @@ def verified_champions(settings: Settings | None = None) -> list[tuple[str, str]
             " from ops.model_promotions where model_name = %s and alias = %s"
             " and artifact_sha256 is not null order by to_version, id desc) latest "
             "order by id desc",
-            (settings.model_name, CHAMPION),
+            (settings.ml.model_name, CHAMPION),
         ).fetchall()
     return [(version, digest) for version, digest in rows]
 
@@ -270,7 +272,7 @@ def adopt_unrecorded_champions(settings: Settings | None = None) -> list[str]:
                 " p.model_name and q.to_version = p.to_version and q.artifact_sha256 is not null) "
                 "and not exists (select 1 from ops.model_artifacts a where a.model_name = "
                 " p.model_name and a.version = p.to_version)",
-                (settings.model_name, CHAMPION),
+                (settings.ml.model_name, CHAMPION),
             )
         ]
     adopted = []
@@ -285,7 +287,7 @@ def adopt_unrecorded_champions(settings: Settings | None = None) -> list[str]:
                 "insert into ops.model_artifacts (model_name, version, artifact_sha256, "
                 "recorded_by) values (%s, %s, %s, 'emps up: adopted at upgrade') "
                 "on conflict do nothing",
-                (settings.model_name, version, digest),
+                (settings.ml.model_name, version, digest),
             )
         adopted.append(version)
     return adopted
@@ -294,7 +296,7 @@ def adopt_unrecorded_champions(settings: Settings | None = None) -> list[str]:
 def version_metrics(version: str, settings: Settings | None = None) -> dict[str, float]:
     """The evaluation metrics recorded with a version (tags `metric.<name>`)."""
     settings = settings or get_settings()
-    details = client(settings).get_model_version(settings.model_name, version)
+    details = client(settings).get_model_version(settings.ml.model_name, version)
     return {
         key.removeprefix("metric."): float(value)
         for key, value in details.tags.items()
@@ -307,13 +309,13 @@ def list_versions(settings: Settings | None = None) -> list[dict[str, Any]]:
     settings = settings or get_settings()
     mlflow_client = client(settings)
     try:
-        registered = mlflow_client.get_registered_model(settings.model_name)
+        registered = mlflow_client.get_registered_model(settings.ml.model_name)
     except Exception:
         return []
     aliases: dict[str, list[str]] = {}
     for alias, version in (registered.aliases or {}).items():
         aliases.setdefault(str(version), []).append(alias)
-    versions = mlflow_client.search_model_versions(f"name='{settings.model_name}'")
+    versions = mlflow_client.search_model_versions(f"name='{settings.ml.model_name}'")
     rows = []
     for version in sorted(versions, key=lambda v: int(v.version), reverse=True):
         rows.append(
@@ -350,7 +352,7 @@ def record_promotion(
             "promoted_by, reason, metrics, artifact_sha256) "
             "values (%s, %s, %s, %s, %s, %s, %s::jsonb, %s)",
             (
-                settings.model_name,
+                settings.ml.model_name,
                 alias,
                 from_version,
                 to_version,
@@ -369,7 +371,7 @@ def last_recorded_champion(settings: Settings | None = None) -> str | None:
         row = conn.execute(
             "select to_version from ops.model_promotions where model_name = %s and alias = %s "
             "order by promoted_at desc, id desc limit 1",
-            (settings.model_name, CHAMPION),
+            (settings.ml.model_name, CHAMPION),
         ).fetchone()
     return row[0] if row else None
 
@@ -396,7 +398,7 @@ def note_champion_moves(current: str, settings: Settings | None = None) -> bool:
 
 def set_challenger(version: str, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
-    client(settings).set_registered_model_alias(settings.model_name, CHALLENGER, version)
+    client(settings).set_registered_model_alias(settings.ml.model_name, CHALLENGER, version)
 
 
 def promote(
@@ -415,9 +417,9 @@ def promote(
         artifact_sha256 = recorded_digest(version, settings) or version_digest(version, settings)
     mlflow_client = client(settings)
     previous = alias_version(CHAMPION, settings)
-    mlflow_client.set_registered_model_alias(settings.model_name, CHAMPION, version)
+    mlflow_client.set_registered_model_alias(settings.ml.model_name, CHAMPION, version)
     if alias_version(CHALLENGER, settings) == version:
-        mlflow_client.delete_registered_model_alias(settings.model_name, CHALLENGER)
+        mlflow_client.delete_registered_model_alias(settings.ml.model_name, CHALLENGER)
     record_promotion(
         version,
         previous,
@@ -460,7 +462,7 @@ def run_gate(
     from emps.ml.evaluate import paired_comparison, split_examples
 
     settings = with_admin_thresholds(settings)
-    metric = settings.ml_gate_metric
+    metric = settings.ml.gate_metric
     champion = alias_version(CHAMPION, settings)
     if champion == challenger and recorded_digest(challenger, settings) is not None:
         return GateDecision(challenger, champion, False, "already the champion", metric)
@@ -502,17 +504,17 @@ def run_gate(
         f"on the gate slice ({comparison.equipment} held-out equipment, "
         f"{comparison.failures} failures)"
     )
-    if comparison.failures < settings.ml_gate_min_failures:
+    if comparison.failures < settings.ml.gate_min_failures:
         reason = (
             f"gate refused: the gate slice holds {comparison.failures} held-out failures, fewer "
-            f"than the {settings.ml_gate_min_failures} a comparison needs "
+            f"than the {settings.ml.gate_min_failures} a comparison needs "
             "(EMPS_ML_GATE_MIN_FAILURES); champion "
             f"v{champion} stays (`emps model promote --force` overrides)"
         )
         return GateDecision(
             challenger, champion, False, reason, metric, **reported, comparison=facts
         )
-    margin = settings.ml_gate_min_improvement
+    margin = settings.ml.gate_min_improvement
     won = not _is_nan(comparison.low) and comparison.low > margin
     verdict = (
         f"better beyond noise (lower bound above {margin:g})"

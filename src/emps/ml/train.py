@@ -76,15 +76,15 @@ def training_steps(settings: Settings, kind: str = "continuous") -> int:
     calibration and remaining life, the life forest, evaluation, the backtest and MLflow, and for a
     run-to-failure history one per cross-validation fold (fewer calibration folds when few
     machines failed)."""
-    cv = settings.ml_cv_folds if kind == RUN_TO_FAILURE else 0
-    return settings.ml_calibration_folds + 6 + cv
+    cv = settings.ml.cv_folds if kind == RUN_TO_FAILURE else 0
+    return settings.ml.calibration_folds + 6 + cv
 
 
 def rul_cap(etype, settings: Settings) -> float:
     """How far a type's remaining life is estimated, in its life unit (EMPS_ML_RUL_CAP, else
     125 for counter clocks and three failure horizons for wall-time clocks)."""
-    if settings.ml_rul_cap is not None:
-        return float(settings.ml_rul_cap)
+    if settings.ml.rul_cap is not None:
+        return float(settings.ml.rul_cap)
     if etype.clock.kind == "counter":
         return COUNTER_RUL_CAP
     return LOOKBACK_HORIZONS * etype.horizon_seconds / etype.clock.life_unit_seconds
@@ -167,21 +167,21 @@ def fit_life_forest(
     types = frame["equipment_type"].to_numpy(dtype=object)
     cap = model.per_type(types, "cap", len(frame))
     known = ~censored | (truth >= cap)
-    if known.sum() < 2 * settings.ml_min_samples_leaf:
+    if known.sum() < 2 * settings.ml.min_samples_leaf:
         return None
     forest = RandomForestRegressor(
-        n_estimators=max(10, settings.ml_n_estimators // 2),
+        n_estimators=max(10, settings.ml.n_estimators // 2),
         min_samples_leaf=max(
-            settings.ml_min_samples_leaf, min(int(known.sum()), LIFE_FOREST_MAX_ROWS) // 5000
+            settings.ml.min_samples_leaf, min(int(known.sum()), LIFE_FOREST_MAX_ROWS) // 5000
         ),
         max_features=0.5,
-        max_samples=settings.ml_max_samples if settings.ml_max_samples < 1 else None,
-        n_jobs=settings.ml_n_jobs,
-        random_state=settings.ml_seed,
+        max_samples=settings.ml.max_samples if settings.ml.max_samples < 1 else None,
+        n_jobs=settings.ml.n_jobs,
+        random_state=settings.ml.seed,
     )
     rows = np.flatnonzero(known)
     if len(rows) > LIFE_FOREST_MAX_ROWS:  # a long history: a seeded sample tells wear as well
-        rng = np.random.default_rng(settings.ml_seed)
+        rng = np.random.default_rng(settings.ml.seed)
         rows = np.sort(rng.choice(rows, LIFE_FOREST_MAX_ROWS, replace=False))
     return forest.fit(X[rows], (np.minimum(truth, cap) / cap)[rows])
 
@@ -211,20 +211,20 @@ def fit_model(
         feature_names=features,
         feature_labels={name: list(feature_label(name, catalog)) for name in features},
         horizon_days=horizon_days(settings),
-        threshold=settings.severity_high,
+        threshold=settings.thresholds.severity_high,
     )
     X = model.matrix(train)
     y = train[LABEL].to_numpy(dtype=bool)
     forest = RandomForestClassifier(
-        n_estimators=settings.ml_n_estimators,
-        min_samples_leaf=settings.ml_min_samples_leaf,
+        n_estimators=settings.ml.n_estimators,
+        min_samples_leaf=settings.ml.min_samples_leaf,
         max_features="sqrt",
-        max_samples=settings.ml_max_samples if settings.ml_max_samples < 1 else None,
-        n_jobs=settings.ml_n_jobs,
-        random_state=settings.ml_seed,
+        max_samples=settings.ml.max_samples if settings.ml.max_samples < 1 else None,
+        n_jobs=settings.ml.n_jobs,
+        random_state=settings.ml.seed,
     )
     votes = out_of_fold_votes(forest, X, y, train["equipment_id"], settings, on_step)
-    on_step(f"fitting {settings.ml_n_estimators} trees on {len(y):,} training rows")
+    on_step(f"fitting {settings.ml.n_estimators} trees on {len(y):,} training rows")
     model.classifier = clone(forest).fit(X, y)
     on_step("calibrating probabilities and tabulating remaining life")
     calibration = fit_calibration(votes, y, train["equipment_id"], settings)
@@ -253,14 +253,14 @@ def out_of_fold_votes(
     forest more than it deserves.
     """
     failing = equipment[y].nunique()
-    folds = min(settings.ml_calibration_folds, failing)
+    folds = min(settings.ml.calibration_folds, failing)
     if folds < 2:
         raise NotEnoughData(
             f"{failing} training equipment failed in the training period; calibrating needs at "
             "least two: import more equipment or a longer history, or record the failures that "
             "happened (`emps failures record|import`)"
         )
-    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=settings.ml_seed)
+    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=settings.ml.seed)
     votes = np.zeros(len(y))
     for fold, (fit_rows, vote_rows) in enumerate(cv.split(X, y, groups=equipment), 1):
         on_step(f"out-of-fold votes: forest {fold} of {folds}")
@@ -310,8 +310,8 @@ def fit_calibration(
     a runaway failure below CRITICAL. Platt's sigmoid has two parameters and no such step; it
     tends to win when failures are few, isotonic when there are enough to shape the curve.
     """
-    folds = min(settings.ml_calibration_folds, int(equipment[y].nunique()))
-    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=settings.ml_seed)
+    folds = min(settings.ml.calibration_folds, int(equipment[y].nunique()))
+    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=settings.ml.seed)
     squared, checked = dict.fromkeys(CALIBRATORS, 0.0), 0
     for fit_rows, check_rows in cv.split(votes.reshape(-1, 1), y, groups=equipment):
         if y[fit_rows].all() or not y[fit_rows].any():
@@ -394,7 +394,7 @@ def _log_plots(
     leads = lead_times(rows, predictions.probability, failures, settings, held.start, catalog)
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.hist(leads, bins=30)
-    ax.axvline(settings.inspection_within_days, color="k", linestyle="--")
+    ax.axvline(settings.alerting.inspection_within_days, color="k", linestyle="--")
     ax.set_xlabel(f"{unit}s between the first alert and the failure (0 = missed)")
     ax.set_title(f"Lead time on held-out failures (look-back {LOOKBACK_HORIZONS} H)")
     mlflow.log_figure(fig, "plots/lead_time_histogram.png")
@@ -437,7 +437,7 @@ def cross_validate(
     unit's rows predicted by a model fitted without it; the held-out rows and predictions of
     every fold together."""
     catalog = catalog or load_catalog(settings.catalog_path)
-    folds = kfold_splits(examples, settings.ml_cv_folds, settings)
+    folds = kfold_splits(examples, settings.ml.cv_folds, settings)
     rows, parts = [], []
     for k, (train, held) in enumerate(folds, 1):
         on_step(f"cross-validation: fold {k} of {len(folds)}, {held.equipment} units held out")
@@ -471,7 +471,7 @@ def backtest_with_champion(
     bands: {"challenger": Backtest, "champion": Backtest} ("champion_error" says why the
     champion has none, when one exists but cannot score these features)."""
 
-    start, end = window_before(examples["ts"].max(), settings.ml_backtest_weeks)
+    start, end = window_before(examples["ts"].max(), settings.ml.backtest_weeks)
     start = max(start, examples["ts"].min())
     result: dict[str, Any] = {}
     scored = score_history(model, "new", start, end, settings, examples, failures)
@@ -522,7 +522,7 @@ def train_and_register(
     on_step(f"evaluating on {where}")
     metrics = evaluate_predictions(held, predictions, failures, settings, catalog, fleet)
 
-    weeks = settings.ml_backtest_weeks
+    weeks = settings.ml.backtest_weeks
     on_step(f"backtest over the last {weeks} weeks, next to the champion's")
     backtests = backtest_with_champion(model, examples, failures, settings, catalog)
 
@@ -531,23 +531,23 @@ def train_and_register(
     with mlflow.start_run(experiment_id=experiment_id, run_name="retrain-failure-model") as run:
         mlflow.log_params(
             {
-                "n_estimators": settings.ml_n_estimators,
-                "min_samples_leaf": settings.ml_min_samples_leaf,
-                "max_samples": settings.ml_max_samples,
+                "n_estimators": settings.ml.n_estimators,
+                "min_samples_leaf": settings.ml.min_samples_leaf,
+                "max_samples": settings.ml.max_samples,
                 "horizon_days": horizon_days(settings),
-                "sample_minutes": examples.attrs.get("sample_minutes", settings.ml_sample_minutes),
+                "sample_minutes": examples.attrs.get("sample_minutes", settings.ml.sample_minutes),
                 "calibration": f"{model.calibration_method} on "
-                f"{settings.ml_calibration_folds}-fold out-of-fold votes, folds by equipment",
+                f"{settings.ml.calibration_folds}-fold out-of-fold votes, folds by equipment",
                 "split": split.kind,
                 "evaluation": SPLIT_NAMES[split.kind]
-                + (f" ({settings.ml_cv_folds} folds)" if split.kind == RUN_TO_FAILURE else ""),
-                "alert_band": settings.severity_high,
-                "inspection_within": settings.inspection_within_days,
+                + (f" ({settings.ml.cv_folds} folds)" if split.kind == RUN_TO_FAILURE else ""),
+                "alert_band": settings.thresholds.severity_high,
+                "inspection_within": settings.alerting.inspection_within_days,
                 "lookback_horizons": LOOKBACK_HORIZONS,
                 "life_unit": life_unit(catalog),
                 "rul_cap": ", ".join(f"{t} {c['cap']:g}" for t, c in model.clocks.items()),
                 "n_features": len(model.feature_names),
-                "test_equipment_fraction": settings.ml_test_equipment_fraction,
+                "test_equipment_fraction": settings.ml.test_equipment_fraction,
             }
         )
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
@@ -580,7 +580,7 @@ def train_and_register(
             ],
             serialization_format="skops",
             skops_trusted_types=_trusted_types(model),
-            registered_model_name=settings.model_name,
+            registered_model_name=settings.ml.model_name,
         )
         version = str(info.registered_model_version)
     # What was logged, hashed now: every later load of this version checks its files against it.
@@ -591,15 +591,18 @@ def train_and_register(
     for key, value in metrics.items():
         if np.isfinite(value):
             mlflow_client.set_model_version_tag(
-                settings.model_name, version, f"metric.{key}", str(value)
+                settings.ml.model_name, version, f"metric.{key}", str(value)
             )
     backtests[CHALLENGER_KEY].model_version = version
     for prefix, backtest in ((BACKTEST_TAG, backtests[CHALLENGER_KEY]), *_champion_tag(backtests)):
         for key, value in tags_for(backtest, prefix).items():
-            mlflow_client.set_model_version_tag(settings.model_name, version, key, value)
+            mlflow_client.set_model_version_tag(settings.ml.model_name, version, key, value)
     if CHAMPION_ERROR in backtests:
         mlflow_client.set_model_version_tag(
-            settings.model_name, version, f"{BACKTEST_TAG}champion.error", backtests[CHAMPION_ERROR]
+            settings.ml.model_name,
+            version,
+            f"{BACKTEST_TAG}champion.error",
+            backtests[CHAMPION_ERROR],
         )
     mlflow_client.log_dict(
         run.info.run_id,
@@ -621,13 +624,13 @@ def retrain(
     settings = with_admin_thresholds(settings)
     on_step("reading training examples from the dbt marts")
     examples = read_training_examples(settings)
-    step = examples.attrs.get("sample_minutes", settings.ml_sample_minutes)
+    step = examples.attrs.get("sample_minutes", settings.ml.sample_minutes)
     on_step(
         f"{len(examples):,} training examples, one per equipment per {step} minutes"
         + (
-            f" (widened from {settings.ml_sample_minutes} to stay near "
-            f"EMPS_ML_MAX_TRAINING_ROWS={settings.ml_max_training_rows:,})"
-            if step > settings.ml_sample_minutes
+            f" (widened from {settings.ml.sample_minutes} to stay near "
+            f"EMPS_ML_MAX_TRAINING_ROWS={settings.ml.max_training_rows:,})"
+            if step > settings.ml.sample_minutes
             else ""
         )
     )

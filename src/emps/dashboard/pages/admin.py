@@ -84,7 +84,7 @@ changed = {k: v for k, v in values.items() if v != saved.get(k)}
 def _preview() -> None:
     """What the champion would have done over the last weeks with the bands typed in, next to
     the bands in force (the replay is shared: only the banding differs)."""
-    weeks = get_settings().ml_backtest_weeks
+    weeks = get_settings().ml.backtest_weeks
     now = datetime.now(UTC)
     window = data.backtest_window(now - timedelta(weeks=weeks), now)
     in_force = data.bands_in_force()

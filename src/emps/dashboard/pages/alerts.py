@@ -22,7 +22,7 @@ show_flash()
 
 # Mail that cannot go out cannot announce itself by mail: whoever watches this page is told.
 waiting = data.notification_backlog()
-if waiting.oldest_age_s > get_settings().notify_pending_alert_s:
+if waiting.oldest_age_s > get_settings().notifications.pending_alert_s:
     st.warning(
         f"Crews may not be getting alert notifications: {waiting.waiting} waiting to be sent, "
         f"the oldest for {waiting.oldest_age_s / 60:.0f} min. `emps notify status` on the server "

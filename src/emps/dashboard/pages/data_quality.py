@@ -141,14 +141,14 @@ settings = get_settings()
 gx_index = settings.home / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
 dbt_index = settings.home.parent / "dbt_project" / "target" / "index.html"
 links = st.columns(2)
-if settings.gx_docs_url:
-    links[0].link_button("Great Expectations Data Docs", settings.gx_docs_url)
+if settings.dashboard.gx_docs_url:
+    links[0].link_button("Great Expectations Data Docs", settings.dashboard.gx_docs_url)
 elif gx_index.exists():
     links[0].caption(f"Great Expectations Data Docs: {gx_index}")
 else:
     links[0].caption("Great Expectations Data Docs have not been built yet.")
-if settings.dbt_docs_url:
-    links[1].link_button("dbt docs", settings.dbt_docs_url)
+if settings.dashboard.dbt_docs_url:
+    links[1].link_button("dbt docs", settings.dashboard.dbt_docs_url)
 elif dbt_index.exists():
     links[1].caption(f"dbt docs: {dbt_index} (serve with `dbt docs serve`)")
 else:
