@@ -129,6 +129,13 @@ def features(
             ts = rows["ts"].iloc[i]
             result = {"equipment_id": equipment_id, "slot": int(s), "ts": ts}
             longest = grid.windows[-1]
+            # The baseline: the first span while the machine is young, then the span ending
+            # baseline_lag slots before this one (the two meet where the trailing one starts).
+            if s >= first + grid.baseline + grid.baseline_lag - 1:
+                end = s - grid.baseline_lag
+                reference = (slots > end - grid.baseline) & (slots <= end)
+            else:
+                reference = in_baseline
             for sensor in sensors:
                 own = rows[f"{sensor}_level"].to_numpy(dtype=float)
                 result[f"{sensor}_now"] = own[i]
@@ -145,22 +152,24 @@ def features(
                     result[f"{sensor}_outside_w{k}"] = (
                         (np.abs(present) > OUTSIDE_SIGMAS).mean() if n else np.nan
                     )
-                base = own[in_baseline]
+                base = own[reference]
                 base = base[~np.isnan(base)]
                 after = complete and s >= baseline_end
                 enough = len(base) >= grid.baseline_min_slots
                 b_mean = base.mean() if enough else np.nan
                 b_std = base.std(ddof=1) if enough else np.nan
-                result[f"{sensor}_dev_baseline"] = (
+                result[f"{sensor}_dev_lag"] = (
                     (means[1] - b_mean) / b_std if after and b_std else np.nan
                 )
-                result[f"{sensor}_drift"] = means[len(grid.windows)] - b_mean if after else np.nan
+                result[f"{sensor}_drift_lag"] = (
+                    means[len(grid.windows)] - b_mean if after else np.nan
+                )
                 before = (slots > s - longest) & (slots < s)
                 rel = relative[sensor][before]
                 rel = rel[~np.isnan(rel)]
-                site_base = relative[sensor][in_baseline]
+                site_base = relative[sensor][reference]
                 site_base = site_base[~np.isnan(site_base)]
-                result[f"{sensor}_site_drift"] = (
+                result[f"{sensor}_site_drift_lag"] = (
                     rel.mean() - site_base.mean()
                     if after and len(rel) and len(site_base)
                     else np.nan

@@ -40,7 +40,7 @@
 {% macro equipment_types() %}
     {#- Per type: name, axis (time | counter), slot (seconds or counter units), slot_units (the
         slot in the clock's unit: hours or counter units), unit_seconds, windows (in slots),
-        baseline and baseline_min_slots (in slots), horizon_seconds, life_unit_seconds (a day
+        baseline, baseline_lag and baseline_min_slots (in slots), horizon_seconds, life_unit_seconds (a day
         for wall time, the counter's unit otherwise), has_settings and
         bands_complete (every sensor of the type has a band and it has no settings). -#}
     {%- set types = var('equipment_types') -%}
@@ -57,14 +57,32 @@
 {% endmacro %}
 
 {% macro window_groups() %}
-    {#- The distinct window tuples of the types: window frames are constants in SQL, so the
-        feature model's window path runs one branch per tuple. -#}
+    {#- The distinct frames of the types, each its windows followed by its baseline and
+        baseline_lag (all in slots): window frames are constants in SQL, so the feature model's
+        window path runs one branch per tuple. -#}
     {%- set groups = [] -%}
     {%- for t in var('equipment_types') -%}
-        {%- if t.windows not in groups -%}{%- do groups.append(t.windows) -%}{%- endif -%}
+        {%- set group = (t.windows | list) + [t.baseline | int, t.baseline_lag | int] -%}
+        {%- if group not in groups -%}{%- do groups.append(group) -%}{%- endif -%}
     {%- endfor -%}
     {{ return(groups) }}
 {% endmacro %}
+
+{% macro reference_sums(sensor, z, site_z, agg, filter=none, over=none) -%}
+    {#- The sums a sensor's baseline needs over its span (slot - baseline_lag - baseline,
+        slot - baseline_lag]: count, sum and sum of squares of its levels `z`, and count and
+        sum of its levels against its site's `site_z`. `agg`, `filter` and `over` as in
+        window_sums. -#}
+    {%- set tail -%}
+        {%- if filter is not none %} filter (where {{ filter }}){% endif -%}
+        {%- if over is not none %} over {{ over }}{% endif -%}
+    {%- endset -%}
+    count({{ z }}){{ tail }} as {{ sensor }}_ref_n,
+    {{ agg }}({{ z }}){{ tail }} as {{ sensor }}_ref_sz,
+    {{ agg }}({{ z }} * {{ z }}){{ tail }} as {{ sensor }}_ref_szz,
+    count({{ site_z }}){{ tail }} as {{ sensor }}_site_ref_n,
+    {{ agg }}({{ site_z }}){{ tail }} as {{ sensor }}_site_ref_sum
+{%- endmacro %}
 
 {% macro type_grid() -%}
     {#- The per-type grid as a relation (join it on equipment_type). -#}
@@ -79,6 +97,7 @@
                 {{ t.unit_seconds }}::float8,
                 {% for w in t.windows -%}{{ w | int }}::bigint, {% endfor -%}
                 {{ t.baseline | int }}::bigint,
+                {{ t.baseline_lag | int }}::bigint,
                 {{ t.baseline_min_slots | int }}::bigint,
                 {{ t.horizon_seconds }}::float8,
                 {{ t.life_unit_seconds }}::float8,
@@ -89,7 +108,7 @@
     ) as grid (
         equipment_type, axis, slot_width, slot_units, unit_seconds,
         {% for k in range(1, window_count() + 1) -%}w{{ k }}, {% endfor -%}
-        baseline_slots, baseline_min_slots, horizon_seconds, life_unit_seconds, has_settings,
+        baseline_slots, baseline_lag_slots, baseline_min_slots, horizon_seconds, life_unit_seconds, has_settings,
         bands_complete
     )
 {%- endmacro %}

@@ -12,7 +12,7 @@ from dbt_testdata import first_type, insert_equipment, insert_readings, read_tab
 from feature_reference import reference_features
 
 from emps import transform
-from emps.catalog import load_catalog
+from emps.catalog import Catalog, load_catalog
 
 # Float64 running sums (dbt) against two-pass / least squares (numpy): agree to ~1e-10.
 RTOL, ATOL = 1e-6, 1e-8
@@ -51,6 +51,24 @@ def assert_features_equal(actual: pd.DataFrame, expected: pd.DataFrame, columns=
         np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=column)
 
 
+def with_baseline_lag(catalog: Catalog, hours: float) -> Catalog:
+    """The catalog with every type's baseline ending `hours` before each slot: the default lag
+    (a failure horizon) is longer than these tests' histories."""
+    types = {}
+    for name, etype in catalog.equipment_types.items():
+        lag = round(hours * 3600 / etype.slot_seconds)
+        features = etype.features.model_copy(update={"baseline_lag": lag})
+        types[name] = etype.model_copy(update={"features": features})
+    return catalog.model_copy(update={"equipment_types": types})
+
+
+def trailing(rows: pd.DataFrame, catalog: Catalog) -> pd.Series:
+    """Whether each feature row's baseline is the trailing span (not the machine's first)."""
+    grid = catalog.equipment_types[first_type(catalog)].features
+    first = rows.groupby("equipment_id")["slot"].transform("min")
+    return rows["slot"] >= first + grid.baseline + grid.baseline_lag - 1
+
+
 def registry(rows) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["equipment_id", "equipment_type", "site"])
 
@@ -69,19 +87,21 @@ def two_gappy_machines(writer, db):
 
 def test_features_match_an_independent_pandas_computation(two_gappy_machines, db):
     """Every window statistic, deviation, missing rate and time since service equals pandas on
-    gappy series, one row per occupied slot."""
-    transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db)
+    gappy series, one row per occupied slot, against the first baseline and the trailing one."""
+    catalog = with_baseline_lag(load_catalog(db.catalog_path), hours=6)
+    transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db, catalog=catalog)
     readings, equipment = two_gappy_machines
-    expected = reference_features(readings, equipment, load_catalog(db.catalog_path))
+    expected = reference_features(readings, equipment, catalog)
     actual = dbt_features(db)
+    assert trailing(actual, catalog).any() and not trailing(actual, catalog).all()
     assert actual.columns[:5].tolist() == ["equipment_id", "slot", "ts", "equipment_type", "site"]
     assert_features_equal(actual, expected)
     # Both warm alike, as a site's weather would warm them: a drift from their own baselines,
     # and none against their site.
     first = load_catalog().sensor_names[0]
-    later = actual[actual[f"{first}_drift"].notna()]
-    assert later[f"{first}_drift"].max() > 0.5
-    assert later[f"{first}_site_drift"].abs().max() < 0.3
+    later = actual[actual[f"{first}_drift_lag"].notna()]
+    assert later[f"{first}_drift_lag"].max() > 0.5
+    assert later[f"{first}_site_drift_lag"].abs().max() < 0.3
 
 
 @pytest.mark.parametrize("path", ["lateral", "window"])
@@ -89,7 +109,8 @@ def test_incremental_runs_match_a_full_rebuild(two_gappy_machines, writer, db, p
     """Runs after new readings, whichever path they take (a few slots read by index, or a large
     import's moving windows), leave the table a full rebuild would build; the slot still
     filling is rebuilt when more readings land in it."""
-    transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db)
+    catalog = with_baseline_lag(load_catalog(db.catalog_path), hours=6)
+    transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db, catalog=catalog)
     before = dbt_features(db)
     readings, _ = two_gappy_machines
     last = readings["ts"].max()
@@ -99,15 +120,21 @@ def test_incremental_runs_match_a_full_rebuild(two_gappy_machines, writer, db, p
             [series(e, start, periods=periods, minutes=1, seed=9) for e in ("M-1", "M-2")]
         )
         insert_readings(writer, extra)
-        transform.build(selector=transform.AFTER_INGEST_SELECTOR, settings=db, extra_vars=forced)
+        transform.build(
+            selector=transform.AFTER_INGEST_SELECTOR,
+            settings=db,
+            catalog=catalog,
+            extra_vars=forced,
+        )
     after = dbt_features(db)
     assert len(after) > len(before)
+    assert trailing(after, catalog).any()
     # Slots that were over are not touched: no later reading leaks into them.
     last_slot = before["equipment_id"].map(before.groupby("equipment_id")["slot"].max())
     settled = before[before["slot"] < last_slot].reset_index(drop=True)
     kept = after.merge(settled[["equipment_id", "slot"]], on=["equipment_id", "slot"])
     pd.testing.assert_frame_equal(kept, settled)
-    transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db)
+    transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db, catalog=catalog)
     assert_features_equal(after, dbt_features(db))
 
 

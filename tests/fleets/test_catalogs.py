@@ -118,12 +118,12 @@ def test_run_to_failure_engines_on_a_cycle_clock(database):
     assert len(regimes) == 6  # the generator flies six regimes
     actual = assert_matches_reference(settings, readings, fleet.equipment)
     assert len(actual) == len(readings)  # one slot per cycle
-    assert actual["fan_inlet_temp_site_drift"].isna().all()  # no sites
+    assert actual["fan_inlet_temp_site_drift_lag"].isna().all()  # no sites
     # Levels are normalised per regime: the regimes' effect is gone from the sensors.
     assert actual["hpc_outlet_temp_now"].abs().median() < 2
     # Wear shows: the last cycles drift from the engine's baseline.
     last = actual.sort_values("slot").groupby("equipment_id").tail(1)
-    assert (last[[f"{s}_drift" for s in catalog.sensor_names]].abs().max(axis=1) > 1).all()
+    assert (last[[f"{s}_drift_lag" for s in catalog.sensor_names]].abs().max(axis=1) > 1).all()
     assert feature_columns(actual.columns, catalog) == catalog.feature_names()
     assert not {"cycle", "altitude", "mach", "throttle"} & set(catalog.feature_names())
 
@@ -140,8 +140,8 @@ def test_hourly_fleet_with_two_types_and_some_sites(database):
 
     actual = assert_matches_reference(settings, fleet.readings, fleet.equipment)
     sited = actual["site"].notna()
-    assert actual.loc[~sited, "coolant_temp_site_drift"].isna().all()
-    assert actual.loc[sited, "coolant_temp_site_drift"].notna().any()
+    assert actual.loc[~sited, "coolant_temp_site_drift_lag"].isna().all()
+    assert actual.loc[sited, "coolant_temp_site_drift_lag"].notna().any()
     # Each type only has its own sensors.
     pumps = actual["equipment_type"] == "feeder_pump"
     assert actual.loc[pumps, "motor_current_now"].isna().all()
@@ -171,3 +171,29 @@ def test_a_bad_grid_is_refused_with_its_line_and_field():
     line = next(i for i, row in enumerate(lines[pump:], pump + 1) if "windows:" in row)
     assert str(refused.value).startswith(f"fleet.yaml line {line}: ")
     assert "equipment_types.feeder_pump.features.windows[0]: '6 h'" in str(refused.value)
+
+
+def test_the_baseline_lag_defaults_to_the_horizon_and_may_be_set():
+    """Without a baseline_lag a type's baseline trails its slots by one failure horizon; a
+    declared lag is used in slots, one that is not a whole number of slots is refused with its
+    line and field."""
+    text = (HERE / "hourly.yaml").read_text()
+    catalog = parse_catalog(text, Path("fleet.yaml"))
+    assert catalog.equipment_types["feeder_pump"].features.baseline_lag == 60  # 5 d of 2 h slots
+    declared = parse_catalog(
+        text.replace(
+            "      baseline: 48 h\n      baseline_min_slots: 12",
+            "      baseline: 48 h\n      baseline_lag: 12 h\n      baseline_min_slots: 12",
+        ),
+        Path("fleet.yaml"),
+    )
+    assert declared.equipment_types["feeder_pump"].features.baseline_lag == 6
+    with pytest.raises(CatalogError) as refused:
+        parse_catalog(
+            text.replace(
+                "      baseline: 48 h\n      baseline_min_slots: 12",
+                "      baseline: 48 h\n      baseline_lag: 3 h\n      baseline_min_slots: 12",
+            ),
+            Path("fleet.yaml"),
+        )
+    assert "equipment_types.feeder_pump.features.baseline_lag: '3 h'" in str(refused.value)

@@ -10,7 +10,8 @@
 {%- set longest = 'w' ~ window_count() -%}
 -- One row per equipment with slots: for its newest slot `slot`, the window sums over the slots
 -- before it, (slot - w, slot - 1] for each window w (x in slots relative to `slot`), the site
--- sums of the longest window, and how many of those slots hold a reading.
+-- sums of the longest window, how many of those slots hold a reading, and the sums of its
+-- baseline span (slot - baseline_lag - baseline, slot - baseline_lag] (macro reference_sums).
 -- The feature table adds the newest slot's own values to these: a slot's readings arrive over
 -- several minutes and each recomputes its features, but the slots before it change only when
 -- the equipment moves on to a new slot, or a late reading lands in one of them. Recomputing
@@ -66,6 +67,7 @@ site_levels as not materialized (
 final as (
     select
         before_slot.*,
+        reference.*,
         candidates.equipment_id,
         candidates.slot,
         candidates.ingested_at
@@ -96,6 +98,26 @@ final as (
             and context.slot > candidates.slot - equipment.{{ longest }}
             and context.slot < candidates.slot
     ) as before_slot
+    cross join lateral (  -- noqa: ST05
+        select
+            {% for sensor in sensors() -%}
+                {{ reference_sums(
+                    sensor, 'context.' ~ sensor ~ '_level',
+                    'context.' ~ sensor ~ '_level - site.' ~ sensor ~ '_site_level', 'sum'
+                ) }}{% if not loop.last %},{% endif %}
+            {% endfor -%}
+        from levels as context
+        left join site_levels as site
+            on
+                equipment.axis = 'time'
+                and equipment.site = site.site
+                and equipment.slot_width = site.slot_width
+                and context.slot = site.slot
+        where
+            context.equipment_id = candidates.equipment_id
+            and context.slot > candidates.slot - equipment.baseline_lag_slots - equipment.baseline_slots
+            and context.slot <= candidates.slot - equipment.baseline_lag_slots
+    ) as reference
 )
 
 select * from final

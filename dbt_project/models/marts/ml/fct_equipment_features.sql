@@ -44,11 +44,15 @@
 --   per sensor s, from its slot levels (int_slot_levels: norm standard deviations from its
 --   type's and regime's norm): `s_now` (this slot), per window k over the slots (slot - w_k,
 --   slot]: `s_mean_wk`, `s_std_wk` (n - 1), `s_slope_wk` (per clock unit: hour or counter
---   unit), `s_outside_wk` (share of slots beyond var outside_sigmas); `s_dev_baseline` (the
+--   unit), `s_outside_wk` (share of slots beyond var outside_sigmas); `s_dev_lag` (the
 --   shortest window's mean against the machine's baseline, in baseline standard deviations),
---   `s_drift` (the longest window's mean minus the baseline mean), `s_site_drift` (the
+--   `s_drift_lag` (the longest window's mean minus the baseline mean), `s_site_drift_lag` (the
 --   longest window's mean level against its site's median machine, before this slot, minus the
---   same over the baseline: wall-time equipment with a site);
+--   same over the baseline: wall-time equipment with a site). The baseline trails the machine:
+--   its levels over the `baseline` slots ending `baseline_lag` slots before the row's,
+--   (slot - lag - baseline, slot - lag], and its first `baseline` slots (int_equipment_baselines)
+--   until it is old enough for that span; so sensor wander and a replaced sensor's offset fade
+--   out of these features after a lag instead of adding up over the machine's life;
 --   `missing_rate` (share of the longest window's slots without a reading, counted from the
 --   first slot) and `since_maintenance` (clock units since the last service, commissioning or
 --   first reading).
@@ -161,7 +165,14 @@ state as not materialized (  -- noqa: ST03
                 state.{{ sensor }}_site_n,
                 state.{{ sensor }}_site_sum,
             {% endfor -%}
-            state.filled_slots + 1 as filled_slots
+            state.filled_slots + 1 as filled_slots,
+            {% for sensor in sensors() -%}
+                state.{{ sensor }}_ref_n,
+                state.{{ sensor }}_ref_sz,
+                state.{{ sensor }}_ref_szz,
+                state.{{ sensor }}_site_ref_n,
+                state.{{ sensor }}_site_ref_sum{% if not loop.last %},{% endif %}
+            {% endfor -%}
         from targets
         inner join state
             on
@@ -175,7 +186,8 @@ state as not materialized (  -- noqa: ST03
         -- filtered out of it.
         select
             targets.*,
-            window_rows.*
+            window_rows.*,
+            reference.*
         from targets
         cross join
             lateral (  -- noqa: ST05
@@ -207,6 +219,27 @@ state as not materialized (  -- noqa: ST03
                     and context.slot > targets.slot - targets.{{ longest }}
                     and context.slot <= targets.slot
             ) as window_rows
+        cross join
+            lateral (  -- noqa: ST05
+                select
+                    {% for sensor in sensors() -%}
+                        {{ reference_sums(
+                            sensor, 'context.' ~ sensor ~ '_level',
+                            'context.' ~ sensor ~ '_level - site.' ~ sensor ~ '_site_level', 'sum'
+                        ) }}{% if not loop.last %},{% endif %}
+                    {% endfor -%}
+                from levels as context
+                left join site_levels as site
+                    on
+                        targets.axis = 'time'
+                        and targets.site = site.site
+                        and targets.slot_width = site.slot_width
+                        and context.slot = site.slot
+                where
+                    context.equipment_id = targets.equipment_id
+                    and context.slot > targets.slot - targets.baseline_lag_slots - targets.baseline_slots
+                    and context.slot <= targets.slot - targets.baseline_lag_slots
+            ) as reference
         where not exists (
             select 1 from state
             where
@@ -262,7 +295,10 @@ state as not materialized (  -- noqa: ST03
             inner join pending
                 on
                     levels.equipment_id = pending.equipment_id
-                    and levels.slot > pending.from_slot - equipment.{{ longest }}
+                    and levels.slot > pending.from_slot - greatest(
+                        equipment.{{ longest }},
+                        equipment.baseline_lag_slots + equipment.baseline_slots
+                    )
         {% endif -%}
         left join site_levels as site
             on
@@ -278,14 +314,17 @@ state as not materialized (  -- noqa: ST03
                 or levels.slot > floor(
                     date_part('epoch', '{{ var("features_since") }}'::timestamptz)
                     / equipment.slot_width
-                ) - equipment.{{ longest }}
+                ) - greatest(
+                    equipment.{{ longest }}, equipment.baseline_lag_slots + equipment.baseline_slots
+                )
         {%- endif %}
     ),
 
     {% for group in window_groups() %}
         {%- set group_index = loop.index %}
         sums_{{ group_index }} as (
-            -- The types whose windows are {{ group | join(', ') }} slots.
+            -- The types whose windows are {{ group[:-2] | join(', ') }} slots, baseline
+            -- {{ group[-2] }} and lag {{ group[-1] }}.
             select
                 source.*,
                 {% for sensor in sensors() -%}
@@ -302,19 +341,32 @@ state as not materialized (  -- noqa: ST03
                     {{ target.schema }}.emps_msum(source.{{ sensor }}_site_relative) over {{ longest }}
                     - coalesce(source.{{ sensor }}_site_relative, 0) as {{ sensor }}_site_sum,
                 {% endfor -%}
-                count(*) over {{ longest }} as filled_slots
+                count(*) over {{ longest }} as filled_slots,
+                {% for sensor in sensors() -%}
+                    {{ reference_sums(
+                        sensor, 'source.' ~ sensor ~ '_level', 'source.' ~ sensor ~ '_site_relative',
+                        target.schema ~ '.emps_msum', over='reference'
+                    ) }}{% if not loop.last %},{% endif %}
+                {% endfor -%}
             from source
             where
                 {% for k in windows -%}
-                    source.w{{ k }} = {{ group[k - 1] }}{% if not loop.last %} and {% endif %}
-                {%- endfor %}
+                    source.w{{ k }} = {{ group[k - 1] }} and
+                {% endfor -%}
+                source.baseline_slots = {{ group[-2] }}
+                and source.baseline_lag_slots = {{ group[-1] }}
             window
                 {% for k in windows -%}
                     w{{ k }} as (
                         partition by source.equipment_id order by source.slot
                         range between {{ group[k - 1] - 1 }} preceding and current row
-                    ){% if not loop.last %},{% endif %}
+                    ),
                 {% endfor -%}
+                reference as (
+                    partition by source.equipment_id order by source.slot
+                    range between {{ group[-1] + group[-2] - 1 }} preceding
+                    and {{ group[-1] }} preceding
+                )
         ),
     {% endfor %}
 
@@ -346,9 +398,35 @@ stats as (
         sums.last_serviced_at,
         sums.{{ longest }} as longest_slots,
         {% for sensor in sensors() -%}
-            sums.{{ sensor }}_baseline_mean,
-            sums.{{ sensor }}_baseline_std,
-            sums.{{ sensor }}_site_baseline,
+            {%- set n = 'sums.' ~ sensor ~ '_ref_n' -%}
+            {%- set sz = 'sums.' ~ sensor ~ '_ref_sz' -%}
+            {%- set squares = 'sums.' ~ sensor ~ '_ref_szz - ' ~ sz ~ ' * ' ~ sz ~ ' / ' ~ n -%}
+            {%- set trailing = 'sums.slot >= sums.first_slot + sums.baseline_slots + sums.baseline_lag_slots - 1' -%}
+            case
+                when {{ trailing }}
+                    then case when {{ n }} >= sums.baseline_min_slots then {{ sz }} / {{ n }} end
+                else sums.{{ sensor }}_baseline_mean
+            end as {{ sensor }}_baseline_mean,
+            case
+                when {{ trailing }}
+                    then case
+                        -- A stuck sensor's levels have no spread: running sums leave a
+                        -- rounding residue, read as none.
+                        when {{ n }} >= sums.baseline_min_slots and {{ squares }} <= 1e-10 * sums.{{ sensor }}_ref_szz
+                            then 0.0
+                        when {{ n }} >= sums.baseline_min_slots
+                            then sqrt(({{ squares }}) / ({{ n }} - 1))
+                    end
+                else sums.{{ sensor }}_baseline_std
+            end as {{ sensor }}_baseline_std,
+            case
+                when {{ trailing }}
+                    then case
+                        when sums.{{ sensor }}_site_ref_n > 0
+                            then sums.{{ sensor }}_site_ref_sum / sums.{{ sensor }}_site_ref_n
+                    end
+                else sums.{{ sensor }}_site_baseline
+            end as {{ sensor }}_site_baseline,
             sums.{{ sensor }}_level as {{ sensor }}_now,
             {% for k in windows -%}
                 {{ window_stats('sums', sensor, k, 'sums.slot_units') }},
@@ -382,15 +460,15 @@ final as (
                     then
                         (stats.{{ sensor }}_mean_w1 - stats.{{ sensor }}_baseline_mean)
                         / nullif(stats.{{ sensor }}_baseline_std, 0)
-            end as {{ sensor }}_dev_baseline,
+            end as {{ sensor }}_dev_lag,
             case
                 when stats.slot >= stats.baseline_end_slot
                     then stats.{{ sensor }}_mean_{{ longest }} - stats.{{ sensor }}_baseline_mean
-            end as {{ sensor }}_drift,
+            end as {{ sensor }}_drift_lag,
             case
                 when stats.slot >= stats.baseline_end_slot
                     then stats.{{ sensor }}_site_relative - stats.{{ sensor }}_site_baseline
-            end as {{ sensor }}_site_drift,
+            end as {{ sensor }}_site_drift_lag,
         {% endfor %}
         greatest(
             0.0,
