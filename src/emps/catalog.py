@@ -113,9 +113,11 @@ DEFAULT_TIME_FEATURES = {
     "baseline_min_slots": 6,
     "horizon": "7 d",
 }
-# The baseline's lag when a type declares none, in failure horizons: a change that develops
-# within a horizon stands out, while sensor wander and recalibration over months do not pile up.
-BASELINE_LAG_HORIZONS = 1.0
+# The baseline's lag when a type declares none, in failure horizons: the baseline predates a
+# fault that shows up to a horizon before its failure, with days to spare for the warning, while
+# sensor wander and recalibration over months do not pile up. Measured against one horizon on
+# the realistic simulated fleet: as few false alerts, no fewer failures warned.
+BASELINE_LAG_HORIZONS = 2.0
 DEFAULT_INTERVAL = "1 min"
 DEFAULT_COUNTER_START = "2000-01-01T00:00:00+00:00"
 

@@ -142,7 +142,8 @@ def test_a_late_reading_updates_its_own_slot_and_the_newest(two_gappy_machines, 
     """A reading that arrives late, for a slot before the newest, recomputes that slot's row,
     and the next reading in the newest slot sees it in its windows: both rows equal a full
     rebuild's (rows in between keep their values until a full build)."""
-    transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db)
+    catalog = with_baseline_lag(load_catalog(db.catalog_path), hours=6)
+    transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db, catalog=catalog)
     readings, _ = two_gappy_machines
     own = readings.loc[readings["equipment_id"] == "M-1", "ts"]
     last = own.max()
@@ -152,11 +153,11 @@ def test_a_late_reading_updates_its_own_slot_and_the_newest(two_gappy_machines, 
     late = series("M-1", late_at, periods=1, seed=21)
     late.iloc[:, 2:] = late.iloc[:, 2:] * 1.05
     insert_readings(writer, late)
-    transform.build_after_ingest(db)
+    transform.build(selector=transform.AFTER_INGEST_SELECTOR, settings=db, catalog=catalog)
     insert_readings(writer, series("M-1", last + timedelta(seconds=30), periods=1, seed=22))
-    transform.build_after_ingest(db)
+    transform.build(selector=transform.AFTER_INGEST_SELECTOR, settings=db, catalog=catalog)
     live = dbt_features(db)
-    transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db)
+    transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db, catalog=catalog)
     rebuilt = dbt_features(db)
     width = load_catalog().equipment_types[first_type()].features.slot
     touched = {
@@ -167,6 +168,7 @@ def test_a_late_reading_updates_its_own_slot_and_the_newest(two_gappy_machines, 
         return frame[(frame["equipment_id"] == "M-1") & frame["slot"].isin(touched)]
 
     assert len(pick(live)) == 2
+    assert trailing(live, catalog)[pick(live).index].all()
     assert_features_equal(pick(live), pick(rebuilt))
 
 
