@@ -73,51 +73,53 @@ final as (
         candidates.ingested_at
     from candidates
     inner join equipment on candidates.equipment_id = equipment.equipment_id
-    cross join lateral (  -- noqa: ST05
-        select
-            {% for sensor in sensors() -%}
-                {% for k in windows -%}
-                    {{ window_sums(
-                        sensor, k, 'context.' ~ sensor ~ '_level', '(context.slot - candidates.slot)',
-                        'sum', filter='context.slot > candidates.slot - equipment.w' ~ k
-                    ) }},
+    cross join
+        lateral (  -- noqa: ST05
+            select
+                {% for sensor in sensors() -%}
+                    {% for k in windows -%}
+                        {{ window_sums(
+                            sensor, k, 'context.' ~ sensor ~ '_level', '(context.slot - candidates.slot)',
+                            'sum', filter='context.slot > candidates.slot - equipment.w' ~ k
+                        ) }},
+                    {% endfor -%}
+                    count(context.{{ sensor }}_level - site.{{ sensor }}_site_level) as {{ sensor }}_site_n,
+                    sum(context.{{ sensor }}_level - site.{{ sensor }}_site_level) as {{ sensor }}_site_sum,
                 {% endfor -%}
-                count(context.{{ sensor }}_level - site.{{ sensor }}_site_level) as {{ sensor }}_site_n,
-                sum(context.{{ sensor }}_level - site.{{ sensor }}_site_level) as {{ sensor }}_site_sum,
-            {% endfor -%}
-            count(*) as filled_slots
-        from levels as context
-        left join site_levels as site
-            on
-                equipment.axis = 'time'
-                and equipment.site = site.site
-                and equipment.slot_width = site.slot_width
-                and context.slot = site.slot
-        where
-            context.equipment_id = candidates.equipment_id
-            and context.slot > candidates.slot - equipment.{{ longest }}
-            and context.slot < candidates.slot
-    ) as before_slot
-    cross join lateral (  -- noqa: ST05
-        select
-            {% for sensor in sensors() -%}
-                {{ reference_sums(
-                    sensor, 'context.' ~ sensor ~ '_level',
-                    'context.' ~ sensor ~ '_level - site.' ~ sensor ~ '_site_level', 'sum'
-                ) }}{% if not loop.last %},{% endif %}
-            {% endfor -%}
-        from levels as context
-        left join site_levels as site
-            on
-                equipment.axis = 'time'
-                and equipment.site = site.site
-                and equipment.slot_width = site.slot_width
-                and context.slot = site.slot
-        where
-            context.equipment_id = candidates.equipment_id
-            and context.slot > candidates.slot - equipment.baseline_lag_slots - equipment.baseline_slots
-            and context.slot <= candidates.slot - equipment.baseline_lag_slots
-    ) as reference
+                count(*) as filled_slots
+            from levels as context
+            left join site_levels as site
+                on
+                    equipment.axis = 'time'
+                    and equipment.site = site.site
+                    and equipment.slot_width = site.slot_width
+                    and context.slot = site.slot
+            where
+                context.equipment_id = candidates.equipment_id
+                and context.slot > candidates.slot - equipment.{{ longest }}
+                and context.slot < candidates.slot
+        ) as before_slot
+    cross join
+        lateral (  -- noqa: ST05
+            select
+                {% for sensor in sensors() -%}
+                    {{ reference_sums(
+                        sensor, 'context.' ~ sensor ~ '_level',
+                        'context.' ~ sensor ~ '_level - site.' ~ sensor ~ '_site_level', 'sum'
+                    ) }}{% if not loop.last %},{% endif %}
+                {% endfor -%}
+            from levels as context
+            left join site_levels as site
+                on
+                    equipment.axis = 'time'
+                    and equipment.site = site.site
+                    and equipment.slot_width = site.slot_width
+                    and context.slot = site.slot
+            where
+                context.equipment_id = candidates.equipment_id
+                and context.slot > candidates.slot - equipment.baseline_lag_slots - equipment.baseline_slots
+                and context.slot <= candidates.slot - equipment.baseline_lag_slots
+        ) as reference
 )
 
 select * from final

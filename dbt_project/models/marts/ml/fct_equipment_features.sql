@@ -350,11 +350,11 @@ state as not materialized (  -- noqa: ST03
                 {% endfor -%}
             from source
             where
-                {% for k in windows -%}
-                    source.w{{ k }} = {{ group[k - 1] }} and
-                {% endfor -%}
                 source.baseline_slots = {{ group[-2] }}
                 and source.baseline_lag_slots = {{ group[-1] }}
+                {% for k in windows -%}
+                    and source.w{{ k }} = {{ group[k - 1] }}
+                {% endfor %}
             window
                 {% for k in windows -%}
                     w{{ k }} as (
