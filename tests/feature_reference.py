@@ -129,11 +129,15 @@ def features(
             ts = rows["ts"].iloc[i]
             result = {"equipment_id": equipment_id, "slot": int(s), "ts": ts}
             longest = grid.windows[-1]
-            # The baseline: the first span while the machine is young, then the span ending
-            # baseline_lag slots before this one (the two meet where the trailing one starts).
-            if s >= first + grid.baseline + grid.baseline_lag - 1:
-                end = s - grid.baseline_lag
-                reference = (slots > end - grid.baseline) & (slots <= end)
+            # The baseline: the first span while the machine is young, then the last whole
+            # period of `baseline` slots (counted from slot 0) that ends baseline_lag slots or
+            # more before this one, once that period starts at or after the first slot. A type
+            # without a lag keeps its first span.
+            period = trailing_period(int(s), grid)
+            if period is not None and period * grid.baseline >= first:
+                reference = (slots >= period * grid.baseline) & (
+                    slots < (period + 1) * grid.baseline
+                )
             else:
                 reference = in_baseline
             for sensor in sensors:
@@ -189,6 +193,14 @@ def features(
             )
             out.append(result)
     return pd.DataFrame(out)
+
+
+def trailing_period(slot: int, grid) -> int | None:
+    """The baseline period (slots period x baseline .. (period + 1) x baseline - 1) a slot's
+    trailing baseline is, or None for a type that keeps its first span."""
+    if grid.baseline_lag is None:
+        return None
+    return (slot - grid.baseline_lag + 1) // grid.baseline - 1
 
 
 def _last_service(rows: pd.DataFrame, services: pd.DataFrame | None) -> pd.Series | None:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from dbt_testdata import first_type, insert_equipment, insert_readings, read_table, series
-from feature_reference import reference_features
+from feature_reference import reference_features, trailing_period
 
 from emps import transform
 from emps.catalog import Catalog, load_catalog
@@ -51,22 +51,25 @@ def assert_features_equal(actual: pd.DataFrame, expected: pd.DataFrame, columns=
         np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=column)
 
 
-def with_baseline_lag(catalog: Catalog, hours: float) -> Catalog:
-    """The catalog with every type's baseline ending `hours` before each slot: the default lag
-    (a failure horizon) is longer than these tests' histories."""
+def with_trailing_baseline(catalog: Catalog, lag_hours: float = 6, hours: float = 3) -> Catalog:
+    """The catalog with every type's baseline periods `hours` long, each slot compared with the
+    last one ending `lag_hours` or more before it: the default (a day, two failure horizons
+    back) is longer than these tests' histories."""
     types = {}
     for name, etype in catalog.equipment_types.items():
-        lag = round(hours * 3600 / etype.slot_seconds)
-        features = etype.features.model_copy(update={"baseline_lag": lag})
+        lag = round(lag_hours * 3600 / etype.slot_seconds)
+        baseline = round(hours * 3600 / etype.slot_seconds)
+        features = etype.features.model_copy(update={"baseline_lag": lag, "baseline": baseline})
         types[name] = etype.model_copy(update={"features": features})
     return catalog.model_copy(update={"equipment_types": types})
 
 
 def trailing(rows: pd.DataFrame, catalog: Catalog) -> pd.Series:
-    """Whether each feature row's baseline is the trailing span (not the machine's first)."""
+    """Whether each feature row's baseline is a trailing period (not the machine's first)."""
     grid = catalog.equipment_types[first_type(catalog)].features
     first = rows.groupby("equipment_id")["slot"].transform("min")
-    return rows["slot"] >= first + grid.baseline + grid.baseline_lag - 1
+    period = rows["slot"].map(lambda slot: trailing_period(slot, grid))
+    return period * grid.baseline >= first
 
 
 def registry(rows) -> pd.DataFrame:
@@ -88,7 +91,7 @@ def two_gappy_machines(writer, db):
 def test_features_match_an_independent_pandas_computation(two_gappy_machines, db):
     """Every window statistic, deviation, missing rate and time since service equals pandas on
     gappy series, one row per occupied slot, against the first baseline and the trailing one."""
-    catalog = with_baseline_lag(load_catalog(db.catalog_path), hours=6)
+    catalog = with_trailing_baseline(load_catalog(db.catalog_path))
     transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db, catalog=catalog)
     readings, equipment = two_gappy_machines
     expected = reference_features(readings, equipment, catalog)
@@ -96,11 +99,11 @@ def test_features_match_an_independent_pandas_computation(two_gappy_machines, db
     assert trailing(actual, catalog).any() and not trailing(actual, catalog).all()
     assert actual.columns[:5].tolist() == ["equipment_id", "slot", "ts", "equipment_type", "site"]
     assert_features_equal(actual, expected)
-    # Both warm alike, as a site's weather would warm them: a drift from their own baselines,
-    # and none against their site.
+    # Both warm alike, as a site's weather would warm them: standard deviations away from their
+    # own baselines hours back, and no drift against their site.
     first = load_catalog().sensor_names[0]
-    later = actual[actual[f"{first}_drift_lag"].notna()]
-    assert later[f"{first}_drift_lag"].max() > 0.5
+    later = actual[trailing(actual, catalog)]
+    assert later[f"{first}_dev_lag"].abs().max() > 2
     assert later[f"{first}_site_drift_lag"].abs().max() < 0.3
 
 
@@ -109,7 +112,7 @@ def test_incremental_runs_match_a_full_rebuild(two_gappy_machines, writer, db, p
     """Runs after new readings, whichever path they take (a few slots read by index, or a large
     import's moving windows), leave the table a full rebuild would build; the slot still
     filling is rebuilt when more readings land in it."""
-    catalog = with_baseline_lag(load_catalog(db.catalog_path), hours=6)
+    catalog = with_trailing_baseline(load_catalog(db.catalog_path))
     transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db, catalog=catalog)
     before = dbt_features(db)
     readings, _ = two_gappy_machines
@@ -139,19 +142,28 @@ def test_incremental_runs_match_a_full_rebuild(two_gappy_machines, writer, db, p
 
 
 def test_a_late_reading_updates_its_own_slot_and_the_newest(two_gappy_machines, writer, db):
-    """A reading that arrives late, for a slot before the newest, recomputes that slot's row,
-    and the next reading in the newest slot sees it in its windows: both rows equal a full
-    rebuild's (rows in between keep their values until a full build)."""
-    catalog = with_baseline_lag(load_catalog(db.catalog_path), hours=6)
+    """Readings that arrive late, for slots before the newest, recompute those slots' rows, and
+    the next reading in the newest slot sees them in its windows and in its baseline period:
+    those rows equal a full rebuild's (rows in between keep their values until a full build)."""
+    catalog = with_trailing_baseline(load_catalog(db.catalog_path))
     transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db, catalog=catalog)
     readings, _ = two_gappy_machines
     own = readings.loc[readings["equipment_id"] == "M-1", "ts"]
     last = own.max()
-    # The last reading of a ten-minute slot five hours back (its 10-minute readings come at the
-    # start of their slots): the slot's values change.
-    late_at = (last - timedelta(hours=5)).floor("10min") + timedelta(minutes=9, seconds=30)
-    late = series("M-1", late_at, periods=1, seed=21)
-    late.iloc[:, 2:] = late.iloc[:, 2:] * 1.05
+    width = load_catalog().equipment_types[first_type()].features.slot
+    grid = catalog.equipment_types[first_type()].features
+    newest_period = trailing_period(int(last.timestamp() // width), grid)
+    # The last reading of a ten-minute slot five hours back, and of one in the newest slot's
+    # baseline period (10-minute readings come at the start of their slots): their slots'
+    # values change.
+    late = []
+    for hours in (5, 10):
+        at = (last - timedelta(hours=hours)).floor("10min") + timedelta(minutes=9, seconds=30)
+        reading = series("M-1", at, periods=1, seed=20 + hours)
+        reading.iloc[:, 2:] = reading.iloc[:, 2:] * 1.05
+        late.append(reading)
+    late = pd.concat(late, ignore_index=True)
+    assert int(late["ts"].iloc[1].timestamp() // width) // grid.baseline == newest_period
     insert_readings(writer, late)
     transform.build(selector=transform.AFTER_INGEST_SELECTOR, settings=db, catalog=catalog)
     insert_readings(writer, series("M-1", last + timedelta(seconds=30), periods=1, seed=22))
@@ -159,15 +171,12 @@ def test_a_late_reading_updates_its_own_slot_and_the_newest(two_gappy_machines, 
     live = dbt_features(db)
     transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db, catalog=catalog)
     rebuilt = dbt_features(db)
-    width = load_catalog().equipment_types[first_type()].features.slot
-    touched = {
-        int(t.timestamp() // width) for t in (late["ts"].iloc[0], last + timedelta(seconds=30))
-    }
+    touched = {int(t.timestamp() // width) for t in [*late["ts"], last + timedelta(seconds=30)]}
 
     def pick(frame: pd.DataFrame) -> pd.DataFrame:
         return frame[(frame["equipment_id"] == "M-1") & frame["slot"].isin(touched)]
 
-    assert len(pick(live)) == 2
+    assert len(pick(live)) == 3
     assert trailing(live, catalog)[pick(live).index].all()
     assert_features_equal(pick(live), pick(rebuilt))
 

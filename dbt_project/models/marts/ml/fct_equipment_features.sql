@@ -48,19 +48,23 @@
 --   shortest window's mean against the machine's baseline, in baseline standard deviations),
 --   `s_drift_lag` (the longest window's mean minus the baseline mean), `s_site_drift_lag` (the
 --   longest window's mean level against its site's median machine, before this slot, minus the
---   same over the baseline: wall-time equipment with a site). The baseline trails the machine:
---   its levels over the `baseline` slots ending `baseline_lag` slots before the row's,
---   (slot - lag - baseline, slot - lag], and its first `baseline` slots (int_equipment_baselines)
---   until it is old enough for that span; so sensor wander and a replaced sensor's offset fade
---   out of these features after a lag instead of adding up over the machine's life;
+--   same over the baseline: wall-time equipment with a site). The baseline trails the machine
+--   where its type has a `baseline_lag`: its levels over the last whole baseline period (slots
+--   counted in periods of `baseline` slots from slot 0) that ends `baseline_lag` or more slots
+--   before the row's (macro baseline_period), and its first `baseline` slots
+--   (int_equipment_baselines) until that period starts after its first slot; so sensor wander
+--   and a replaced sensor's offset fade out of these features after a lag instead of adding up
+--   over the machine's life. A type without a lag keeps its first span;
 --   `missing_rate` (share of the longest window's slots without a reading, counted from the
 --   first slot) and `since_maintenance` (clock units since the last service, commissioning or
 --   first reading).
 -- Only slots at or before the row's are used; baseline features only once the baseline is over.
 -- Cost: in the lateral path, a new reading in an equipment's newest slot adds that slot's values
 -- to the sums over the slots before it (int_equipment_window_state, recomputed when the
--- equipment moves to a new slot): one lookup; any other slot reads its window's slot rows (one
--- index range scan). The window path sorts the slots once and keeps running sums per frame.
+-- equipment moves to a new slot, with its baseline period's statistics): one lookup; any other
+-- slot reads its window's slot rows and its baseline period's (two index range scans). The
+-- window path sorts the slots once and keeps running sums per frame, and groups the slots of
+-- the baseline periods its rows are compared with (never more than the newest one's).
 with levels as not materialized (
     select * from {{ ref('int_slot_levels') }}
 ),
@@ -112,8 +116,7 @@ service_spans as (
     from maintenance_events
 ),
 
--- Only the lateral path reads it (the window path, a first build, lints it as unused).
-state as not materialized (  -- noqa: ST03
+state as not materialized (
     select * from {{ ref('int_equipment_window_state') }}
 ),
 
@@ -167,11 +170,9 @@ state as not materialized (  -- noqa: ST03
             {% endfor -%}
             state.filled_slots + 1 as filled_slots,
             {% for sensor in sensors() -%}
-                state.{{ sensor }}_ref_n,
-                state.{{ sensor }}_ref_sz,
-                state.{{ sensor }}_ref_szz,
-                state.{{ sensor }}_site_ref_n,
-                state.{{ sensor }}_site_ref_sum{% if not loop.last %},{% endif %}
+                state.{{ sensor }}_trailing_mean,
+                state.{{ sensor }}_trailing_std,
+                state.{{ sensor }}_site_trailing{% if not loop.last %},{% endif %}
             {% endfor -%}
         from targets
         inner join state
@@ -223,9 +224,10 @@ state as not materialized (  -- noqa: ST03
             lateral (  -- noqa: ST05
                 select
                     {% for sensor in sensors() -%}
-                        {{ reference_sums(
+                        {{ baseline_stats(
                             sensor, 'context.' ~ sensor ~ '_level',
-                            'context.' ~ sensor ~ '_level - site.' ~ sensor ~ '_site_level', 'sum'
+                            'context.' ~ sensor ~ '_level - site.' ~ sensor ~ '_site_level',
+                            'targets.baseline_min_slots', name='trailing'
                         ) }}{% if not loop.last %},{% endif %}
                     {% endfor -%}
                 from levels as context
@@ -237,8 +239,8 @@ state as not materialized (  -- noqa: ST03
                         and context.slot = site.slot
                 where
                     context.equipment_id = targets.equipment_id
-                    and context.slot > targets.slot - targets.baseline_lag_slots - targets.baseline_slots
-                    and context.slot <= targets.slot - targets.baseline_lag_slots
+                    and context.slot >= {{ baseline_period('targets.slot', 'targets') }} * targets.baseline_slots
+                    and context.slot < ({{ baseline_period('targets.slot', 'targets') }} + 1) * targets.baseline_slots
             ) as reference
         where not exists (
             select 1 from state
@@ -295,10 +297,7 @@ state as not materialized (  -- noqa: ST03
             inner join pending
                 on
                     levels.equipment_id = pending.equipment_id
-                    and levels.slot > pending.from_slot - greatest(
-                        equipment.{{ longest }},
-                        equipment.baseline_lag_slots + equipment.baseline_slots
-                    )
+                    and levels.slot > pending.from_slot - equipment.{{ longest }}
         {% endif -%}
         left join site_levels as site
             on
@@ -311,20 +310,14 @@ state as not materialized (  -- noqa: ST03
             -- A partial rebuild: rows from features_since on, and the slots their windows read.
             where
                 equipment.axis != 'time'
-                or levels.slot > floor(
-                    date_part('epoch', '{{ var("features_since") }}'::timestamptz)
-                    / equipment.slot_width
-                ) - greatest(
-                    equipment.{{ longest }}, equipment.baseline_lag_slots + equipment.baseline_slots
-                )
+                or levels.slot > {{ since_slot('equipment') }} - equipment.{{ longest }}
         {%- endif %}
     ),
 
     {% for group in window_groups() %}
         {%- set group_index = loop.index %}
         sums_{{ group_index }} as (
-            -- The types whose windows are {{ group[:-2] | join(', ') }} slots, baseline
-            -- {{ group[-2] }} and lag {{ group[-1] }}.
+            -- The types whose windows are {{ group | join(', ') }} slots.
             select
                 source.*,
                 {% for sensor in sensors() -%}
@@ -341,36 +334,23 @@ state as not materialized (  -- noqa: ST03
                     {{ target.schema }}.emps_msum(source.{{ sensor }}_site_relative) over {{ longest }}
                     - coalesce(source.{{ sensor }}_site_relative, 0) as {{ sensor }}_site_sum,
                 {% endfor -%}
-                count(*) over {{ longest }} as filled_slots,
-                {% for sensor in sensors() -%}
-                    {{ reference_sums(
-                        sensor, 'source.' ~ sensor ~ '_level', 'source.' ~ sensor ~ '_site_relative',
-                        target.schema ~ '.emps_msum', over='reference'
-                    ) }}{% if not loop.last %},{% endif %}
-                {% endfor -%}
+                count(*) over {{ longest }} as filled_slots
             from source
             where
-                source.baseline_slots = {{ group[-2] }}
-                and source.baseline_lag_slots = {{ group[-1] }}
                 {% for k in windows -%}
-                    and source.w{{ k }} = {{ group[k - 1] }}
-                {% endfor %}
+                    source.w{{ k }} = {{ group[k - 1] }}{% if not loop.last %} and {% endif %}
+                {%- endfor %}
             window
                 {% for k in windows -%}
                     w{{ k }} as (
                         partition by source.equipment_id order by source.slot
                         range between {{ group[k - 1] - 1 }} preceding and current row
-                    ),
+                    ){% if not loop.last %},{% endif %}
                 {% endfor -%}
-                reference as (
-                    partition by source.equipment_id order by source.slot
-                    range between {{ group[-1] + group[-2] - 1 }} preceding
-                    and {{ group[-1] }} preceding
-                )
         ),
     {% endfor %}
 
-    sums as (
+    frames as (
         {% for group in window_groups() -%}
             select * from sums_{{ loop.index }}
             {% if is_incremental() -%}
@@ -380,6 +360,62 @@ state as not materialized (  -- noqa: ST03
             {% endif -%}
             {% if not loop.last %}union all{% endif %}
         {% endfor -%}
+    ),
+
+    periods as (
+        -- The baseline periods the rows above are compared with, from the first one's to the
+        -- equipment's newest slot's (int_equipment_window_state): their slots, grouped.
+        select
+            levels.equipment_id,
+            floor(levels.slot::float8 / equipment.baseline_slots)::bigint as period,
+            {% for sensor in sensors() -%}
+                {{ baseline_stats(
+                    sensor, 'levels.' ~ sensor ~ '_level',
+                    'levels.' ~ sensor ~ '_level - site.' ~ sensor ~ '_site_level',
+                    'min(equipment.baseline_min_slots)', name='trailing'
+                ) }}{% if not loop.last %},{% endif %}
+            {% endfor -%}
+        from levels
+        inner join equipment on levels.equipment_id = equipment.equipment_id
+        inner join state
+            on
+                levels.equipment_id = state.equipment_id
+                and levels.slot < (state.reference_period + 1) * equipment.baseline_slots
+        {% if is_incremental() -%}
+            inner join pending
+                on
+                    levels.equipment_id = pending.equipment_id
+                    and levels.slot >= {{ baseline_period('pending.from_slot', 'equipment') }}
+                    * equipment.baseline_slots
+        {% endif -%}
+        left join site_levels as site
+            on
+                equipment.axis = 'time'
+                and equipment.site = site.site
+                and equipment.slot_width = site.slot_width
+                and levels.slot = site.slot
+        {% if not is_incremental() and var("features_since", none) -%}
+            where
+                equipment.axis != 'time'
+                or levels.slot >= {{ baseline_period(since_slot('equipment'), 'equipment') }}
+                * equipment.baseline_slots
+        {%- endif %}
+        group by levels.equipment_id, period
+    ),
+
+    sums as (
+        select
+            frames.*,
+            {% for sensor in sensors() -%}
+                periods.{{ sensor }}_trailing_mean,
+                periods.{{ sensor }}_trailing_std,
+                periods.{{ sensor }}_site_trailing{% if not loop.last %},{% endif %}
+            {% endfor -%}
+        from frames
+        left join periods
+            on
+                frames.equipment_id = periods.equipment_id
+                and {{ baseline_period('frames.slot', 'frames') }} = periods.period
     ),
 {% endif %}
 
@@ -398,35 +434,13 @@ stats as (
         sums.last_serviced_at,
         sums.{{ longest }} as longest_slots,
         {% for sensor in sensors() -%}
-            {%- set n = 'sums.' ~ sensor ~ '_ref_n' -%}
-            {%- set sz = 'sums.' ~ sensor ~ '_ref_sz' -%}
-            {%- set squares = 'sums.' ~ sensor ~ '_ref_szz - ' ~ sz ~ ' * ' ~ sz ~ ' / ' ~ n -%}
-            {%- set trailing = 'sums.slot >= sums.first_slot + sums.baseline_slots + sums.baseline_lag_slots - 1' -%}
-            case
-                when {{ trailing }}
-                    then case when {{ n }} >= sums.baseline_min_slots then {{ sz }} / {{ n }} end
-                else sums.{{ sensor }}_baseline_mean
-            end as {{ sensor }}_baseline_mean,
-            case
-                when {{ trailing }}
-                    then case
-                        -- A stuck sensor's levels have no spread: running sums leave a
-                        -- rounding residue, read as none.
-                        when {{ n }} >= sums.baseline_min_slots and {{ squares }} <= 1e-10 * sums.{{ sensor }}_ref_szz
-                            then 0.0
-                        when {{ n }} >= sums.baseline_min_slots
-                            then sqrt(({{ squares }}) / ({{ n }} - 1))
-                    end
-                else sums.{{ sensor }}_baseline_std
-            end as {{ sensor }}_baseline_std,
-            case
-                when {{ trailing }}
-                    then case
-                        when sums.{{ sensor }}_site_ref_n > 0
-                            then sums.{{ sensor }}_site_ref_sum / sums.{{ sensor }}_site_ref_n
-                    end
-                else sums.{{ sensor }}_site_baseline
-            end as {{ sensor }}_site_baseline,
+            {%- set trailing = is_trailing('sums.slot', 'sums') -%}
+            {% for stat in ['_baseline_mean', '_baseline_std', '_site_baseline'] -%}
+                case
+                    when {{ trailing }} then sums.{{ sensor ~ stat | replace('baseline', 'trailing') }}
+                    else sums.{{ sensor ~ stat }}
+                end as {{ sensor ~ stat }},
+            {% endfor -%}
             sums.{{ sensor }}_level as {{ sensor }}_now,
             {% for k in windows -%}
                 {{ window_stats('sums', sensor, k, 'sums.slot_units') }},
