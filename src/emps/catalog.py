@@ -113,11 +113,15 @@ DEFAULT_TIME_FEATURES = {
     "baseline_min_slots": 6,
     "horizon": "7 d",
 }
-# The baseline's lag when a type declares none, in failure horizons: the baseline predates a
-# fault that shows up to a horizon before its failure, with days to spare for the warning, while
-# sensor wander and recalibration over months do not pile up. Measured against one horizon on
-# the realistic simulated fleet: as few false alerts, no fewer failures warned.
+# The baseline's lag when a wall-time type declares none, in failure horizons: the baseline
+# predates a fault that shows up to a horizon before its failure, with days to spare for the
+# warning, while sensor wander and recalibration over months do not pile up. Measured against
+# one horizon on the realistic simulated fleet: as few false alerts, no fewer failures warned.
+# A counter-clocked type declaring none keeps its first span (BASELINE_FIRST): its clock counts
+# use, not days, so its history is a record of wear since new or overhaul (engines run from
+# overhaul to failure), and the wear since then is its signal, not a sensor's calendar wander.
 BASELINE_LAG_HORIZONS = 2.0
+BASELINE_FIRST = "first"
 DEFAULT_INTERVAL = "1 min"
 DEFAULT_COUNTER_START = "2000-01-01T00:00:00+00:00"
 
@@ -235,8 +239,9 @@ class FeatureGrid(BaseModel):
     windows: tuple[int, ...]  # in slots, shortest first
     baseline: int  # in slots
     baseline_min_slots: int
-    # Slots between a slot and the end of the baseline span it is compared with (at least 1).
-    baseline_lag: int
+    # The least number of slots between a slot and the end of the baseline span it is compared
+    # with (at least 1; see fct_equipment_features), or None: always the machine's first span.
+    baseline_lag: int | None
     horizon: float  # in clock base units
     regimes: int | Literal["auto"] = "auto"
 
@@ -273,6 +278,14 @@ class EquipmentType(BaseModel):
     def horizon_label(self) -> str:
         """The failure horizon in the type's unit: '7 d', '30 cycles'."""
         return self.span_label(self.features.horizon / self.features.slot)
+
+    @property
+    def baseline_label(self) -> str:
+        """What a machine's drift is measured from: 'first 24 h', '24 h ending 14 d back'."""
+        span = self.span_label(self.features.baseline)
+        if self.features.baseline_lag is None:
+            return f"first {span}"
+        return f"{span} ending {self.span_label(self.features.baseline_lag)} back"
 
     def window_label(self, k: int) -> str:
         """The k-th window (1-based) in the type's unit: '24 h', '30 cycles'."""
@@ -548,10 +561,15 @@ def _grid(spec: dict, clock: Clock, where: str) -> FeatureGrid:
     if isinstance(min_slots, bool) or not isinstance(min_slots, int) or min_slots < 2:
         raise ValueError(f"{where}.features.baseline_min_slots: a whole number of at least 2")
     horizon = amount(spec["horizon"], "horizon")
-    if "baseline_lag" in spec:
+    baseline_lag: int | None
+    if spec.get("baseline_lag") == BASELINE_FIRST:
+        baseline_lag = None
+    elif "baseline_lag" in spec:
         baseline_lag = slots(spec["baseline_lag"], "baseline_lag")
-    else:
+    elif timed:
         baseline_lag = max(1, round(BASELINE_LAG_HORIZONS * horizon / slot))
+    else:
+        baseline_lag = None
     regimes = spec.get("regimes", "auto")
     if regimes != "auto" and (
         isinstance(regimes, bool) or not isinstance(regimes, int) or not 1 <= regimes <= 20
@@ -792,7 +810,9 @@ def catalog_yaml(catalog: Catalog) -> str:
             "slot": unit(grid.slot),
             "windows": [unit(w * grid.slot) for w in grid.windows],
             "baseline": unit(grid.baseline * grid.slot),
-            "baseline_lag": unit(grid.baseline_lag * grid.slot),
+            "baseline_lag": (
+                BASELINE_FIRST if grid.baseline_lag is None else unit(grid.baseline_lag * grid.slot)
+            ),
             "baseline_min_slots": grid.baseline_min_slots,
             "horizon": unit(grid.horizon),
             "regimes": grid.regimes,
