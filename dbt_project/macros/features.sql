@@ -95,6 +95,43 @@
     avg({{ site_z }}) as {{ sensor }}_site_{{ name }}
 {%- endmacro %}
 
+{% macro trailing_stats() -%}
+    {#- Every sensor's baseline_stats over the rows of a trailing baseline period, for the
+        `targets` row the lateral subquery belongs to. -#}
+    {% for sensor in sensors() -%}
+        {{ baseline_stats(
+            sensor, 'context.' ~ sensor ~ '_level',
+            'context.' ~ sensor ~ '_level - site.' ~ sensor ~ '_site_level',
+            'targets.baseline_min_slots', name='trailing'
+        ) }}{% if not loop.last %},{% endif %}
+    {% endfor -%}
+{%- endmacro %}
+
+{% macro slot_window_sums(sensor) -%}
+    {#- A sensor's window_sums over each window ending at the `targets` row's slot, from the
+        `context` rows of its equipment; each ends with a comma. -#}
+    {% for k in range(1, window_count() + 1) -%}
+        {{ window_sums(
+            sensor, k, 'context.' ~ sensor ~ '_level', '(context.slot - targets.slot)',
+            'sum', filter='context.slot > targets.slot - targets.w' ~ k
+        ) }},
+    {% endfor -%}
+{%- endmacro %}
+
+{% macro equipment_slots() -%}
+    {#- The slot levels of the `targets` row's equipment (context), each with its site's level in
+        that slot (site; wall-time axes only); the caller adds its own slot range with `and`. -#}
+    from levels as context
+    left join site_levels as site
+        on
+            targets.axis = 'time'
+            and targets.site = site.site
+            and targets.slot_width = site.slot_width
+            and context.slot = site.slot
+    where
+        context.equipment_id = targets.equipment_id
+{%- endmacro %}
+
 {% macro since_slot(grid) -%}
     {#- The wall-time slot holding var features_since (a partial rebuild's first row) on a
         type's grid (`grid`.slot_width). -#}

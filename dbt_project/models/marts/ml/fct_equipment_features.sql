@@ -178,12 +178,7 @@ state as not materialized (
             lateral (  -- noqa: ST05
                 select
                     {% for sensor in sensors() -%}
-                        {% for k in windows -%}
-                            {{ window_sums(
-                                sensor, k, 'context.' ~ sensor ~ '_level', '(context.slot - targets.slot)',
-                                'sum', filter='context.slot > targets.slot - targets.w' ~ k
-                            ) }},
-                        {% endfor -%}
+                        {{ slot_window_sums(sensor) }}
                         count(context.{{ sensor }}_level - site.{{ sensor }}_site_level) filter (
                             where context.slot < targets.slot
                         ) as {{ sensor }}_site_n,
@@ -192,37 +187,15 @@ state as not materialized (
                         ) as {{ sensor }}_site_sum,
                     {% endfor -%}
                     count(*) as filled_slots
-                from levels as context
-                left join site_levels as site
-                    on
-                        targets.axis = 'time'
-                        and targets.site = site.site
-                        and targets.slot_width = site.slot_width
-                        and context.slot = site.slot
-                where
-                    context.equipment_id = targets.equipment_id
+                {{ equipment_slots() }}
                     and context.slot > targets.slot - targets.{{ longest }}
                     and context.slot <= targets.slot
             ) as window_rows
         cross join
             lateral (  -- noqa: ST05
                 select
-                    {% for sensor in sensors() -%}
-                        {{ baseline_stats(
-                            sensor, 'context.' ~ sensor ~ '_level',
-                            'context.' ~ sensor ~ '_level - site.' ~ sensor ~ '_site_level',
-                            'targets.baseline_min_slots', name='trailing'
-                        ) }}{% if not loop.last %},{% endif %}
-                    {% endfor -%}
-                from levels as context
-                left join site_levels as site
-                    on
-                        targets.axis = 'time'
-                        and targets.site = site.site
-                        and targets.slot_width = site.slot_width
-                        and context.slot = site.slot
-                where
-                    context.equipment_id = targets.equipment_id
+                    {{ trailing_stats() }}
+                {{ equipment_slots() }}
                     and context.slot >= {{ baseline_period('targets.slot', 'targets') }} * targets.baseline_slots
                     and context.slot < ({{ baseline_period('targets.slot', 'targets') }} + 1) * targets.baseline_slots
             ) as reference
