@@ -118,9 +118,10 @@
     {% endfor -%}
 {%- endmacro %}
 
-{% macro equipment_slots() -%}
-    {#- The slot levels of the `targets` row's equipment (context), each with its site's level in
-        that slot (site; wall-time axes only); the caller adds its own slot range with `and`. -#}
+{% macro levels_with_site() -%}
+    {#- Slot levels (context), each with its site's level in that slot (site; wall-time axes
+        only) for the `targets` row the lateral subquery belongs to; the caller picks the rows
+        of its equipment and slot range. -#}
     from levels as context
     left join site_levels as site
         on
@@ -128,8 +129,6 @@
             and targets.site = site.site
             and targets.slot_width = site.slot_width
             and context.slot = site.slot
-    where
-        context.equipment_id = targets.equipment_id
 {%- endmacro %}
 
 {% macro since_slot(grid) -%}

@@ -63,9 +63,9 @@ site_levels as not materialized (
     candidates as (
         select
             equipment_id,
+            null::bigint as changed_from,
             max(slot) as slot,
-            max(ingested_at) as ingested_at,
-            null::bigint as changed_from
+            max(ingested_at) as ingested_at
         from levels
         group by equipment_id
     ),
@@ -94,9 +94,10 @@ final as (
             {% for stat in [sensor ~ '_trailing_mean', sensor ~ '_trailing_std', sensor ~ '_site_trailing'] -%}
                 {% if is_incremental() -%}
                     case when carried.equipment_id is null then reference.{{ stat }} else carried.{{ stat }} end
-                {%- else -%}
-                    reference.{{ stat }}
-                {%- endif %} as {{ stat }},
+                        as {{ stat }},
+                {% else -%}
+                    reference.{{ stat }},
+                {% endif -%}
             {% endfor -%}
         {% endfor -%}
         targets.reference_period,
@@ -113,7 +114,9 @@ final as (
                     sum(context.{{ sensor }}_level - site.{{ sensor }}_site_level) as {{ sensor }}_site_sum,
                 {% endfor -%}
                 count(*) as filled_slots
-            {{ equipment_slots() }}
+            {{ levels_with_site() }}
+            where
+                context.equipment_id = targets.equipment_id
                 and context.slot > targets.slot - targets.{{ longest }}
                 and context.slot < targets.slot
         ) as before_slot
@@ -131,12 +134,14 @@ final as (
             -- Otherwise the period's slots: one index range scan.
             select
                 {{ trailing_stats() }}
-            {{ equipment_slots() }}
+            {{ levels_with_site() }}
+            where
+                context.equipment_id = targets.equipment_id
                 and context.slot >= targets.reference_period * targets.baseline_slots
-                and context.slot < (targets.reference_period + 1) * targets.baseline_slots
-                {% if is_incremental() -%}
+                and context.slot < (targets.reference_period + 1) * targets.baseline_slots  -- noqa: LT02
+                {%- if is_incremental() %}
                     and carried.equipment_id is null
-                {% endif -%}
+                {%- endif %}
         ) as reference
 )
 

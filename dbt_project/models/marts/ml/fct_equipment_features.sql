@@ -187,7 +187,9 @@ state as not materialized (
                         ) as {{ sensor }}_site_sum,
                     {% endfor -%}
                     count(*) as filled_slots
-                {{ equipment_slots() }}
+                {{ levels_with_site() }}
+                where
+                    context.equipment_id = targets.equipment_id
                     and context.slot > targets.slot - targets.{{ longest }}
                     and context.slot <= targets.slot
             ) as window_rows
@@ -195,7 +197,9 @@ state as not materialized (
             lateral (  -- noqa: ST05
                 select
                     {{ trailing_stats() }}
-                {{ equipment_slots() }}
+                {{ levels_with_site() }}
+                where
+                    context.equipment_id = targets.equipment_id
                     and context.slot >= {{ baseline_period('targets.slot', 'targets') }} * targets.baseline_slots
                     and context.slot < ({{ baseline_period('targets.slot', 'targets') }} + 1) * targets.baseline_slots
             ) as reference
