@@ -25,6 +25,7 @@ from emps.db import Role, connect, database_url
 from emps.settings import PROJECT_ROOT, Settings, get_settings
 
 if TYPE_CHECKING:
+    from dbt.contracts.graph.manifest import Manifest
     from dbt_common.events.base_types import EventMsg
 
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
@@ -140,6 +141,68 @@ def dbt_env(settings: Settings | None = None) -> dict[str, str]:
 # state per invocation: one in-process run at a time, so no thread sees another's database.
 _IN_PROCESS_RUN = threading.Lock()
 
+# Parsing the project takes seconds, and dbt's partial parsing starts over whenever the vars or
+# the target directory change (a catalog, a setting, another EMPS_HOME). A process that runs many
+# builds (the flows' runner, a test worker) parses each project, vars and database once and
+# hands dbt the parsed manifest: what dbt's programmatic API offers for repeated invocations.
+# The database is in the key because the parsed nodes name it.
+_PARSED_COMMANDS = frozenset({"build", "run", "test"})
+_PARSE_OPTIONS = frozenset(
+    {"--project-dir", "--profiles-dir", "--target-path", "--log-path", "--vars"}
+)
+_MANIFESTS: dict[str, Manifest] = {}
+_MANIFESTS_KEPT = 8
+
+
+def _project_digest() -> str:
+    """A hash of the dbt project's files (not dbt's own output beside them)."""
+    digest = hashlib.sha256()
+    for folder, subfolders, files in os.walk(DBT_PROJECT_DIR):
+        if folder == str(DBT_PROJECT_DIR):
+            subfolders[:] = [d for d in subfolders if d not in {"target", "logs", "dbt_packages"}]
+        subfolders.sort()
+        for name in sorted(files):
+            path = Path(folder, name)
+            digest.update(str(path.relative_to(DBT_PROJECT_DIR)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _parse_args(args: Sequence[str]) -> list[str]:
+    """The `dbt parse` command line for a run's `args`: its project, paths and vars."""
+    parse = ["--quiet", "parse"]
+    for option, value in zip(args, args[1:], strict=False):
+        if option in _PARSE_OPTIONS:
+            parse += [option, value]
+    return parse
+
+
+def _parsed_manifest(args: Sequence[str], database: str) -> Manifest | None:
+    """The manifest for `args`, parsed now if this process has none for its project, vars and
+    database yet; None when dbt cannot parse the project (the run then parses it again and
+    reports why)."""
+    from dbt.cli.main import dbtRunner
+
+    parse = _parse_args(args)
+    key = hashlib.sha256(
+        json.dumps([_project_digest(), database, parse], sort_keys=True).encode()
+    ).hexdigest()
+    if key not in _MANIFESTS:
+        result = dbtRunner().invoke(parse)
+        if not result.success or result.result is None:
+            return None
+        while len(_MANIFESTS) >= _MANIFESTS_KEPT:
+            del _MANIFESTS[next(iter(_MANIFESTS))]
+        _MANIFESTS[key] = result.result
+    manifest = _MANIFESTS[key]
+    # A run compiles into the nodes: leave them as parsed, so that the next run renders every
+    # node again and injects its ephemeral models' CTEs again.
+    for node in manifest.nodes.values():
+        if hasattr(node, "extra_ctes_injected"):
+            node.compiled, node.compiled_code = False, None
+            node.extra_ctes_injected, node.extra_ctes = False, []
+    return manifest
+
 
 @contextmanager
 def _environment(values: dict[str, str]) -> Iterator[None]:
@@ -218,13 +281,15 @@ def run_dbt(
 
         callbacks.append(forward)
     started = time.perf_counter()
-    with (
-        _IN_PROCESS_RUN,
-        _environment({**dbt_env(settings), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}),
-    ):
-        result = dbtRunner(callbacks=callbacks).invoke(list(args))
+    environment = {**dbt_env(settings), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    command = next(str(a) for a in args if not str(a).startswith("-"))
+    with _IN_PROCESS_RUN, _environment(environment):
+        manifest = None
+        if command in _PARSED_COMMANDS:
+            manifest = _parsed_manifest([str(a) for a in args], environment["EMPS_DBT_DBNAME"])
+        result = dbtRunner(manifest=manifest, callbacks=callbacks).invoke(list(args))
     summary = DbtRunSummary(
-        command=next(str(a) for a in args if not str(a).startswith("-")),
+        command=command,
         success=bool(result.success),
         seconds=time.perf_counter() - started,
     )

@@ -10,6 +10,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
+import pytest
 from dbt_testdata import first_type, insert_equipment, insert_readings, read_table, series
 from typer.testing import CliRunner
 
@@ -168,6 +169,7 @@ def test_the_feature_fingerprint_follows_the_feature_models_lineage():
     assert not any(name.startswith("mart_") for name in names)
 
 
+@pytest.mark.sqlfluff
 def test_sql_passes_sqlfluff(db):
     """Every model passes sqlfluff (postgres dialect, dbt templater, repository .sqlfluff)."""
     env = {**os.environ, **transform.dbt_env(db)}
