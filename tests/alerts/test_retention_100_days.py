@@ -38,7 +38,7 @@ RETENTION = {
 
 
 @pytest.fixture
-def fleet(db: Settings, tmp_path: Path) -> tuple[Settings, list[str]]:
+def fleet(db: Settings, dashboard_marts: Settings, tmp_path: Path) -> tuple[Settings, list[str]]:
     """Fifty machines of the catalog's first type; the clock's months only, none ahead yet."""
     settings = db.replace(
         home=tmp_path, retention=RETENTION, database={"partitions_months_ahead": 1}
