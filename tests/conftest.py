@@ -71,7 +71,6 @@ def database(settings: Settings) -> Iterator[Settings]:
 
 RESET_TABLES = (
     "ops.archive_files",
-    "ops.devices",
     "ops.archived_alerts",
     "ops.ingest_daily",
     "ops.predictions_hourly",

@@ -93,7 +93,11 @@ def _live_one_day(conn, day: datetime, ids: list[str], n: int, home: Path) -> di
     ).fetchall()
     # Two HTTP ingest requests a day, one in the file that will hold the day's bad row.
     if n == 0:
-        conn.execute("insert into ops.devices (device_id, created_by) values ('gateway-1', 'test')")
+        # (another test of the worker's session database may have added it already)
+        conn.execute(
+            "insert into ops.devices (device_id, created_by) values ('gateway-1', 'test')"
+            " on conflict do nothing"
+        )
     conn.execute(
         "insert into ops.api_ingest_requests (request_id, device_id, body_sha256, state,"
         " readings, file_name, first_row, last_row, created_at, accepted_at)"
