@@ -129,6 +129,17 @@ def features(
             ts = rows["ts"].iloc[i]
             result = {"equipment_id": equipment_id, "slot": int(s), "ts": ts}
             longest = grid.windows[-1]
+            # The baseline: the first span while the machine is young, then the last whole
+            # period of `baseline` slots (counted from slot 0) that ends baseline_lag slots or
+            # more before this one, once that period starts at or after the first slot. A type
+            # without a lag keeps its first span.
+            period = trailing_period(int(s), grid)
+            if period is not None and period * grid.baseline >= first:
+                reference = (slots >= period * grid.baseline) & (
+                    slots < (period + 1) * grid.baseline
+                )
+            else:
+                reference = in_baseline
             for sensor in sensors:
                 own = rows[f"{sensor}_level"].to_numpy(dtype=float)
                 result[f"{sensor}_now"] = own[i]
@@ -145,22 +156,24 @@ def features(
                     result[f"{sensor}_outside_w{k}"] = (
                         (np.abs(present) > OUTSIDE_SIGMAS).mean() if n else np.nan
                     )
-                base = own[in_baseline]
+                base = own[reference]
                 base = base[~np.isnan(base)]
                 after = complete and s >= baseline_end
                 enough = len(base) >= grid.baseline_min_slots
                 b_mean = base.mean() if enough else np.nan
                 b_std = base.std(ddof=1) if enough else np.nan
-                result[f"{sensor}_dev_baseline"] = (
+                result[f"{sensor}_dev_lag"] = (
                     (means[1] - b_mean) / b_std if after and b_std else np.nan
                 )
-                result[f"{sensor}_drift"] = means[len(grid.windows)] - b_mean if after else np.nan
+                result[f"{sensor}_drift_lag"] = (
+                    means[len(grid.windows)] - b_mean if after else np.nan
+                )
                 before = (slots > s - longest) & (slots < s)
                 rel = relative[sensor][before]
                 rel = rel[~np.isnan(rel)]
-                site_base = relative[sensor][in_baseline]
+                site_base = relative[sensor][reference]
                 site_base = site_base[~np.isnan(site_base)]
-                result[f"{sensor}_site_drift"] = (
+                result[f"{sensor}_site_drift_lag"] = (
                     rel.mean() - site_base.mean()
                     if after and len(rel) and len(site_base)
                     else np.nan
@@ -180,6 +193,14 @@ def features(
             )
             out.append(result)
     return pd.DataFrame(out)
+
+
+def trailing_period(slot: int, grid) -> int | None:
+    """The baseline period (slots period x baseline .. (period + 1) x baseline - 1) a slot's
+    trailing baseline is, or None for a type that keeps its first span."""
+    if grid.baseline_lag is None:
+        return None
+    return (slot - grid.baseline_lag + 1) // grid.baseline - 1
 
 
 def _last_service(rows: pd.DataFrame, services: pd.DataFrame | None) -> pd.Series | None:

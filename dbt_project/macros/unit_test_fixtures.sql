@@ -4,7 +4,9 @@
   slots), so they pass whatever catalog is installed.
 #}
 
-{% macro probe_grid(equipment_id, site='null', windows=[1, 3, 24], axis='time', width=3600) -%}
+{% macro probe_grid(
+    equipment_id, site='null', windows=[1, 3, 24], axis='time', width=3600, baseline_lag=168
+) -%}
     {#- One int_equipment_grids row: a `probe_type` equipment on one-hour slots. -#}
     select
         '{{ equipment_id }}'::text as equipment_id,
@@ -19,6 +21,7 @@
             {{ w }}::bigint as w{{ loop.index }},
         {% endfor -%}
         3::bigint as baseline_slots,
+        {{ baseline_lag }}::bigint as baseline_lag_slots,
         2::bigint as baseline_min_slots,
         604800.0::float8 as horizon_seconds,
         86400.0::float8 as life_unit_seconds,

@@ -81,11 +81,11 @@ def feature_label(column: str, catalog: Catalog | None = None) -> tuple[str, str
     name = sensor.replace("_", " ")
     if rest == "now":
         return f"{name} level now", sensor
-    if rest == "dev_baseline":
+    if rest == "dev_lag":
         return f"{name} against its own baseline", sensor
-    if rest == "drift":
+    if rest == "drift_lag":
         return f"{name} drift from its baseline over {longest}", sensor
-    if rest == "site_drift":
+    if rest == "site_drift_lag":
         return f"{name} drift against the machines at its site", sensor
     match = _WINDOW_STAT.match(rest)
     if match:

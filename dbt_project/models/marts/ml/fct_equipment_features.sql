@@ -36,19 +36,27 @@
 --   per sensor s, from its slot levels (int_slot_levels: norm standard deviations from its
 --   type's and regime's norm): `s_now` (this slot), per window k over the slots (slot - w_k,
 --   slot]: `s_mean_wk`, `s_std_wk` (n - 1), `s_slope_wk` (per clock unit: hour or counter
---   unit), `s_outside_wk` (share of slots beyond var outside_sigmas); `s_dev_baseline` (the
+--   unit), `s_outside_wk` (share of slots beyond var outside_sigmas); `s_dev_lag` (the
 --   shortest window's mean against the machine's baseline, in baseline standard deviations),
---   `s_drift` (the longest window's mean minus the baseline mean), `s_site_drift` (the
+--   `s_drift_lag` (the longest window's mean minus the baseline mean), `s_site_drift_lag` (the
 --   longest window's mean level against its site's median machine, before this slot, minus the
---   same over the baseline: wall-time equipment with a site);
+--   same over the baseline: wall-time equipment with a site). The baseline trails the machine
+--   where its type has a `baseline_lag`: its levels over the last whole baseline period (slots
+--   counted in periods of `baseline` slots from slot 0) that ends `baseline_lag` or more slots
+--   before the row's (macro baseline_period), and its first `baseline` slots
+--   (int_equipment_baselines) until that period starts after its first slot; so sensor wander
+--   and a replaced sensor's offset fade out of these features after a lag instead of adding up
+--   over the machine's life. A type without a lag keeps its first span;
 --   `missing_rate` (share of the longest window's slots without a reading, counted from the
 --   first slot) and `since_maintenance` (clock units since the last service, commissioning or
 --   first reading).
 -- Only slots at or before the row's are used; baseline features only once the baseline is over.
 -- Cost: in the lateral path, a new reading in an equipment's newest slot adds that slot's values
 -- to the sums over the slots before it (int_equipment_window_state, recomputed when the
--- equipment moves to a new slot): one lookup; any other slot reads its window's slot rows (one
--- index range scan). The window path sorts the slots once and keeps running sums per frame.
+-- equipment moves to a new slot, with its baseline period's statistics): one lookup; any other
+-- slot reads its window's slot rows and its baseline period's (two index range scans). The
+-- window path sorts the slots once and keeps running sums per frame, and groups the slots of
+-- the baseline periods its rows are compared with (never more than the newest one's).
 with levels as not materialized (
     select * from {{ ref('int_slot_levels') }}
 ),
@@ -100,8 +108,7 @@ service_spans as (
     from maintenance_events
 ),
 
--- Only the lateral path reads it (the window path, a first build, lints it as unused).
-state as not materialized (  -- noqa: ST03
+state as not materialized (
     select * from {{ ref('int_equipment_window_state') }}
 ),
 
@@ -145,7 +152,12 @@ state as not materialized (  -- noqa: ST03
                 state.{{ sensor }}_site_n,
                 state.{{ sensor }}_site_sum,
             {% endfor -%}
-            state.filled_slots + 1 as filled_slots
+            state.filled_slots + 1 as filled_slots,
+            {% for sensor in sensors() -%}
+                state.{{ sensor }}_trailing_mean,
+                state.{{ sensor }}_trailing_std,
+                state.{{ sensor }}_site_trailing{% if not loop.last %},{% endif %}
+            {% endfor -%}
         from targets
         inner join state
             on
@@ -159,18 +171,14 @@ state as not materialized (  -- noqa: ST03
         -- filtered out of it.
         select
             targets.*,
-            window_rows.*
+            window_rows.*,
+            reference.*
         from targets
         cross join
             lateral (  -- noqa: ST05
                 select
                     {% for sensor in sensors() -%}
-                        {% for k in windows -%}
-                            {{ window_sums(
-                                sensor, k, 'context.' ~ sensor ~ '_level', '(context.slot - targets.slot)',
-                                'sum', filter='context.slot > targets.slot - targets.w' ~ k
-                            ) }},
-                        {% endfor -%}
+                        {{ slot_window_sums(sensor) }}
                         count(context.{{ sensor }}_level - site.{{ sensor }}_site_level) filter (
                             where context.slot < targets.slot
                         ) as {{ sensor }}_site_n,
@@ -179,18 +187,22 @@ state as not materialized (  -- noqa: ST03
                         ) as {{ sensor }}_site_sum,
                     {% endfor -%}
                     count(*) as filled_slots
-                from levels as context
-                left join site_levels as site
-                    on
-                        targets.axis = 'time'
-                        and targets.site = site.site
-                        and targets.slot_width = site.slot_width
-                        and context.slot = site.slot
+                {{ levels_with_site() }}
                 where
                     context.equipment_id = targets.equipment_id
                     and context.slot > targets.slot - targets.{{ longest }}
                     and context.slot <= targets.slot
             ) as window_rows
+        cross join
+            lateral (  -- noqa: ST05
+                select
+                    {{ trailing_stats() }}
+                {{ levels_with_site() }}
+                where
+                    context.equipment_id = targets.equipment_id
+                    and context.slot >= {{ baseline_period('targets.slot', 'targets') }} * targets.baseline_slots
+                    and context.slot < ({{ baseline_period('targets.slot', 'targets') }} + 1) * targets.baseline_slots
+            ) as reference
         where not exists (
             select 1 from state
             where
@@ -251,10 +263,7 @@ state as not materialized (  -- noqa: ST03
             -- A partial rebuild: rows from features_since on, and the slots their windows read.
             where
                 equipment.axis != 'time'
-                or levels.slot > floor(
-                    date_part('epoch', '{{ var("features_since") }}'::timestamptz)
-                    / equipment.slot_width
-                ) - equipment.{{ longest }}
+                or levels.slot > {{ since_slot('equipment') }} - equipment.{{ longest }}
         {%- endif %}
     ),
 
@@ -294,7 +303,7 @@ state as not materialized (  -- noqa: ST03
         ),
     {% endfor %}
 
-    sums as (
+    frames as (
         {% for group in window_groups() -%}
             select * from sums_{{ loop.index }}
             {% if is_incremental() -%}
@@ -304,6 +313,62 @@ state as not materialized (  -- noqa: ST03
             {% endif -%}
             {% if not loop.last %}union all{% endif %}
         {% endfor -%}
+    ),
+
+    periods as (
+        -- The baseline periods the rows above are compared with, from the first one's to the
+        -- equipment's newest slot's (int_equipment_window_state): their slots, grouped.
+        select
+            levels.equipment_id,
+            floor(levels.slot::float8 / equipment.baseline_slots)::bigint as period,
+            {% for sensor in sensors() -%}
+                {{ baseline_stats(
+                    sensor, 'levels.' ~ sensor ~ '_level',
+                    'levels.' ~ sensor ~ '_level - site.' ~ sensor ~ '_site_level',
+                    'min(equipment.baseline_min_slots)', name='trailing'
+                ) }}{% if not loop.last %},{% endif %}
+            {% endfor -%}
+        from levels
+        inner join equipment on levels.equipment_id = equipment.equipment_id
+        inner join state
+            on
+                levels.equipment_id = state.equipment_id
+                and levels.slot < (state.reference_period + 1) * equipment.baseline_slots
+        {% if is_incremental() -%}
+            inner join pending
+                on
+                    levels.equipment_id = pending.equipment_id
+                    and levels.slot >= {{ baseline_period('pending.from_slot', 'equipment') }}
+                    * equipment.baseline_slots
+        {% endif -%}
+        left join site_levels as site
+            on
+                equipment.axis = 'time'
+                and equipment.site = site.site
+                and equipment.slot_width = site.slot_width
+                and levels.slot = site.slot
+        {% if not is_incremental() and var("features_since", none) -%}
+            where
+                equipment.axis != 'time'
+                or levels.slot >= {{ baseline_period(since_slot('equipment'), 'equipment') }}
+                * equipment.baseline_slots
+        {%- endif %}
+        group by levels.equipment_id, period
+    ),
+
+    sums as (
+        select
+            frames.*,
+            {% for sensor in sensors() -%}
+                periods.{{ sensor }}_trailing_mean,
+                periods.{{ sensor }}_trailing_std,
+                periods.{{ sensor }}_site_trailing{% if not loop.last %},{% endif %}
+            {% endfor -%}
+        from frames
+        left join periods
+            on
+                frames.equipment_id = periods.equipment_id
+                and {{ baseline_period('frames.slot', 'frames') }} = periods.period
     ),
 {% endif %}
 
@@ -322,9 +387,13 @@ stats as (
         sums.last_serviced_at,
         sums.{{ longest }} as longest_slots,
         {% for sensor in sensors() -%}
-            sums.{{ sensor }}_baseline_mean,
-            sums.{{ sensor }}_baseline_std,
-            sums.{{ sensor }}_site_baseline,
+            {%- set trailing = is_trailing('sums.slot', 'sums') -%}
+            {% for stat in ['_baseline_mean', '_baseline_std', '_site_baseline'] -%}
+                case
+                    when {{ trailing }} then sums.{{ sensor ~ stat | replace('baseline', 'trailing') }}
+                    else sums.{{ sensor ~ stat }}
+                end as {{ sensor ~ stat }},
+            {% endfor -%}
             sums.{{ sensor }}_level as {{ sensor }}_now,
             {% for k in windows -%}
                 {{ window_stats('sums', sensor, k, 'sums.slot_units') }},
@@ -358,15 +427,15 @@ final as (
                     then
                         (stats.{{ sensor }}_mean_w1 - stats.{{ sensor }}_baseline_mean)
                         / nullif(stats.{{ sensor }}_baseline_std, 0)
-            end as {{ sensor }}_dev_baseline,
+            end as {{ sensor }}_dev_lag,
             case
                 when stats.slot >= stats.baseline_end_slot
                     then stats.{{ sensor }}_mean_{{ longest }} - stats.{{ sensor }}_baseline_mean
-            end as {{ sensor }}_drift,
+            end as {{ sensor }}_drift_lag,
             case
                 when stats.slot >= stats.baseline_end_slot
                     then stats.{{ sensor }}_site_relative - stats.{{ sensor }}_site_baseline
-            end as {{ sensor }}_site_drift,
+            end as {{ sensor }}_site_drift_lag,
         {% endfor %}
         greatest(
             0.0,
