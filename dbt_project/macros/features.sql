@@ -77,12 +77,27 @@
     )::bigint - 1)
 {%- endmacro %}
 
-{% macro is_trailing(slot, grid) -%}
-    {#- Whether a slot's baseline is its trailing period (else the machine's first span): the
-        period starts at or after the machine's first slot (`grid`.first_slot). -#}
-    coalesce(
-        {{ baseline_period(slot, grid) }} * {{ grid }}.baseline_slots >= {{ grid }}.first_slot, false
-    )
+{% macro skip_join(slot, grid, equipment_id, alias='skip') -%}
+    {#- The skipped baseline period (int_equipment_baseline_skips, a CTE `skips`) a slot's
+        period is, if it is one: pair with reference_period(). A hash join on the few
+        skipped periods, not a lookup per row. -#}
+    left join skips as {{ alias }}
+        on
+            {{ equipment_id }} = {{ alias }}.equipment_id
+            and {{ baseline_period(slot, grid) }} = {{ alias }}.period
+{%- endmacro %}
+
+{% macro reference_period(slot, grid, alias='skip') -%}
+    {#- The baseline period a slot is compared with: its period (baseline_period), or the one
+        before the run of skipped periods it is in (skip_join `alias`). -#}
+    coalesce({{ alias }}.reference_period, {{ baseline_period(slot, grid) }})
+{%- endmacro %}
+
+{% macro is_trailing(period, grid) -%}
+    {#- Whether a slot's trailing baseline period `period` holds the machine's data: it starts
+        at or after its first slot (`grid`.first_slot). Until then a type with a lag has no
+        baseline features; one without compares with its first span. -#}
+    coalesce({{ period }} * {{ grid }}.baseline_slots >= {{ grid }}.first_slot, false)
 {%- endmacro %}
 
 {% macro baseline_stats(sensor, z, site_z, min_slots, name='baseline') -%}
@@ -105,6 +120,14 @@
             'targets.baseline_min_slots', name='trailing'
         ) }}{% if not loop.last %},{% endif %}
     {% endfor -%}
+{%- endmacro %}
+
+{% macro in_reference_period() -%}
+    {#- Whether a `context` row (levels_with_site) is in the baseline period of the `targets`
+        row the lateral subquery belongs to (its `reference_period`). -#}
+    context.equipment_id = targets.equipment_id
+    and context.slot >= targets.reference_period * targets.baseline_slots
+    and context.slot < (targets.reference_period + 1) * targets.baseline_slots
 {%- endmacro %}
 
 {% macro slot_window_sums(sensor) -%}

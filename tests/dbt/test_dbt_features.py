@@ -78,6 +78,7 @@ def registry(rows) -> pd.DataFrame:
 
 @pytest.fixture
 def two_gappy_machines(writer, db):
+    """Two machines, M-2 failing 30 h in and repaired an hour later."""
     start = datetime(2026, 3, 1, tzinfo=UTC)
     kind = first_type()
     # One site: each one's level against the site's is against the other's.
@@ -85,20 +86,38 @@ def two_gappy_machines(writer, db):
     insert_equipment(writer, rows)
     readings = pd.concat([gappy_series("M-1", start, 1), gappy_series("M-2", start, 2)])
     insert_readings(writer, readings)
-    return readings, registry(rows)
+    failures = pd.DataFrame(
+        {
+            "equipment_id": ["M-2"],
+            "failed_at": [start + timedelta(hours=30)],
+            "repaired_at": [start + timedelta(hours=31)],
+        }
+    )
+    writer.cursor().executemany(
+        "insert into raw.failure_events (equipment_id, failed_at, repaired_at) values (%s, %s, %s)",
+        list(failures.itertuples(index=False)),
+    )
+    return readings, registry(rows), failures
 
 
 def test_features_match_an_independent_pandas_computation(two_gappy_machines, db):
     """Every window statistic, deviation, missing rate and time since service equals pandas on
-    gappy series, one row per occupied slot, against the first baseline and the trailing one."""
+    gappy series, one row per occupied slot, against the first baseline and the trailing one,
+    and after a failure against the last period before it (the ones up to the repair skipped)."""
     catalog = with_trailing_baseline(load_catalog(db.catalog_path))
     transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db, catalog=catalog)
-    readings, equipment = two_gappy_machines
-    expected = reference_features(readings, equipment, catalog)
+    readings, equipment, failures = two_gappy_machines
+    expected = reference_features(readings, equipment, catalog, failures=failures)
     actual = dbt_features(db)
     assert trailing(actual, catalog).any() and not trailing(actual, catalog).all()
     assert actual.columns[:5].tolist() == ["equipment_id", "slot", "ts", "equipment_type", "site"]
     assert_features_equal(actual, expected)
+    # The failure moved the baselines of M-2's rows after it, and of no other row.
+    unskipped = reference_features(readings, equipment, catalog)
+    name = f"{load_catalog().sensor_names[0]}_drift_lag"
+    moved = expected[~np.isclose(expected[name], unskipped[name], equal_nan=True)]
+    assert len(moved) > 0 and set(moved["equipment_id"]) == {"M-2"}
+    assert moved["ts"].min() >= failures["failed_at"].iloc[0]
     # Both warm alike, as a site's weather would warm them: standard deviations away from their
     # own baselines hours back, and no drift against their site.
     first = load_catalog().sensor_names[0]
@@ -115,7 +134,7 @@ def test_incremental_runs_match_a_full_rebuild(two_gappy_machines, writer, db, p
     catalog = with_trailing_baseline(load_catalog(db.catalog_path))
     transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db, catalog=catalog)
     before = dbt_features(db)
-    readings, _ = two_gappy_machines
+    readings, _, _ = two_gappy_machines
     last = readings["ts"].max()
     forced = {"feature_lateral_max_slots": 0} if path == "window" else {}
     for start, periods in ((last + timedelta(minutes=1), 3), (last + timedelta(minutes=4), 15)):
@@ -147,7 +166,7 @@ def test_a_late_reading_updates_its_own_slot_and_the_newest(two_gappy_machines, 
     those rows equal a full rebuild's (rows in between keep their values until a full build)."""
     catalog = with_trailing_baseline(load_catalog(db.catalog_path))
     transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db, catalog=catalog)
-    readings, _ = two_gappy_machines
+    readings, _, _ = two_gappy_machines
     own = readings.loc[readings["equipment_id"] == "M-1", "ts"]
     last = own.max()
     width = load_catalog().equipment_types[first_type()].features.slot

@@ -11,9 +11,9 @@
 -- One row per equipment with slots: for its newest slot `slot`, the window sums over the slots
 -- before it, (slot - w, slot - 1] for each window w (x in slots relative to `slot`), the site
 -- sums of the longest window, how many of those slots hold a reading, and its trailing
--- baseline: the baseline period `reference_period` that slot is compared with (macro
--- baseline_period) and each sensor's statistics over it (`<s>_trailing_mean|std`,
--- `<s>_site_trailing`; macro baseline_stats).
+-- baseline: the baseline period `reference_period` that slot is compared with (macros
+-- baseline_period and reference_period: a period near a failure is skipped) and each sensor's
+-- statistics over it (`<s>_trailing_mean|std`, `<s>_site_trailing`; macro baseline_stats).
 -- The feature table adds the newest slot's own values to these: a slot's readings arrive over
 -- several minutes and each recomputes its features, but the slots before it change only when
 -- the equipment moves on to a new slot, or a late reading lands in one of them. Recomputing
@@ -31,6 +31,10 @@ equipment as (
 
 site_levels as not materialized (
     select * from {{ ref('int_site_slot_levels') }}
+),
+
+skips as (
+    select * from {{ ref('int_equipment_baseline_skips') }}
 ),
 
 {% if is_incremental() %}
@@ -82,9 +86,10 @@ targets as (
         {% for k in windows -%}
             equipment.w{{ k }},
         {% endfor -%}
-        {{ baseline_period('candidates.slot', 'equipment') }} as reference_period
+        {{ reference_period('candidates.slot', 'equipment') }} as reference_period
     from candidates
     inner join equipment on candidates.equipment_id = equipment.equipment_id
+    {{ skip_join('candidates.slot', 'equipment', 'candidates.equipment_id') }}
 ),
 
 final as (
@@ -136,9 +141,7 @@ final as (
                 {{ trailing_stats() }}
             {{ levels_with_site() }}
             where
-                context.equipment_id = targets.equipment_id
-                and context.slot >= targets.reference_period * targets.baseline_slots
-                and context.slot < (targets.reference_period + 1) * targets.baseline_slots  -- noqa: LT02
+                {{ in_reference_period() }}
                 {%- if is_incremental() %}
                     and carried.equipment_id is null
                 {%- endif %}

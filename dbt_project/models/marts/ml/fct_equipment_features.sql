@@ -43,10 +43,13 @@
 --   same over the baseline: wall-time equipment with a site). The baseline trails the machine
 --   where its type has a `baseline_lag`: its levels over the last whole baseline period (slots
 --   counted in periods of `baseline` slots from slot 0) that ends `baseline_lag` or more slots
---   before the row's (macro baseline_period), and its first `baseline` slots
---   (int_equipment_baselines) until that period starts after its first slot; so sensor wander
---   and a replaced sensor's offset fade out of these features after a lag instead of adding up
---   over the machine's life. A type without a lag keeps its first span;
+--   before the row's (macro baseline_period) and that no failure's horizon or repair touches
+--   (int_equipment_baseline_skips: else the period before those); null until that period
+--   starts at or after its first slot, rather than against another reference the model could
+--   not tell apart. So sensor wander and a replaced sensor's offset fade out of these features
+--   after a lag instead of adding up over the machine's life, and a fault before an earlier
+--   failure is not taken for the healthy level. A type without a lag compares with its first
+--   `baseline` slots (int_equipment_baselines);
 --   `missing_rate` (share of the longest window's slots without a reading, counted from the
 --   first slot) and `since_maintenance` (clock units since the last service, commissioning or
 --   first reading).
@@ -112,6 +115,10 @@ state as not materialized (
     select * from {{ ref('int_equipment_window_state') }}
 ),
 
+skips as (
+    select * from {{ ref('int_equipment_baseline_skips') }}
+),
+
 {% if path == 'lateral' %}
     targets as materialized (
         select
@@ -122,10 +129,12 @@ state as not materialized (
                 levels.{{ sensor }}_level,
             {% endfor -%}
             levels.ingested_at,
-            last_service.serviced_at as last_serviced_at
+            last_service.serviced_at as last_serviced_at,
+            {{ reference_period('levels.slot', 'equipment') }} as reference_period
         from levels
         inner join equipment on levels.equipment_id = equipment.equipment_id
         {{ last_service_join('levels') }}
+        {{ skip_join('levels.slot', 'equipment', 'levels.equipment_id') }}
         where {{ not_built_yet('levels') }}
     ),
 
@@ -198,10 +207,7 @@ state as not materialized (
                 select
                     {{ trailing_stats() }}
                 {{ levels_with_site() }}
-                where
-                    context.equipment_id = targets.equipment_id
-                    and context.slot >= {{ baseline_period('targets.slot', 'targets') }} * targets.baseline_slots
-                    and context.slot < ({{ baseline_period('targets.slot', 'targets') }} + 1) * targets.baseline_slots
+                where {{ in_reference_period() }}
             ) as reference
         where not exists (
             select 1 from state
@@ -218,7 +224,7 @@ state as not materialized (
     ),
 {% else %}
     {% if is_incremental() %}
-        pending as (
+        pending_slots as (
             -- After a large import: each equipment's slots from its earliest new one are rebuilt.
             select
                 equipment_id,
@@ -226,6 +232,16 @@ state as not materialized (
             from levels
             where {{ not_built_yet('levels') }}
             group by equipment_id
+        ),
+
+        pending as (
+            -- With the first baseline period those rows are compared with.
+            select
+                pending_slots.*,
+                {{ reference_period('pending_slots.from_slot', 'equipment') }} as from_period
+            from pending_slots
+            inner join equipment on pending_slots.equipment_id = equipment.equipment_id
+            {{ skip_join('pending_slots.from_slot', 'equipment', 'pending_slots.equipment_id') }}
         ),
     {% endif %}
 
@@ -338,8 +354,7 @@ state as not materialized (
             inner join pending
                 on
                     levels.equipment_id = pending.equipment_id
-                    and levels.slot >= {{ baseline_period('pending.from_slot', 'equipment') }}
-                    * equipment.baseline_slots
+                    and levels.slot >= pending.from_period * equipment.baseline_slots
         {% endif -%}
         left join site_levels as site
             on
@@ -348,9 +363,10 @@ state as not materialized (
                 and equipment.slot_width = site.slot_width
                 and levels.slot = site.slot
         {% if not is_incremental() and var("features_since", none) -%}
+            {{ skip_join(since_slot('equipment'), 'equipment', 'levels.equipment_id', 'since_skip') }}
             where
                 equipment.axis != 'time'
-                or levels.slot >= {{ baseline_period(since_slot('equipment'), 'equipment') }}
+                or levels.slot >= {{ reference_period(since_slot('equipment'), 'equipment', 'since_skip') }}
                 * equipment.baseline_slots
         {%- endif %}
         group by levels.equipment_id, period
@@ -362,13 +378,15 @@ state as not materialized (
             {% for sensor in sensors() -%}
                 periods.{{ sensor }}_trailing_mean,
                 periods.{{ sensor }}_trailing_std,
-                periods.{{ sensor }}_site_trailing{% if not loop.last %},{% endif %}
+                periods.{{ sensor }}_site_trailing,
             {% endfor -%}
+            {{ reference_period('frames.slot', 'frames') }} as reference_period
         from frames
+        {{ skip_join('frames.slot', 'frames', 'frames.equipment_id') }}
         left join periods
             on
                 frames.equipment_id = periods.equipment_id
-                and {{ baseline_period('frames.slot', 'frames') }} = periods.period
+                and {{ reference_period('frames.slot', 'frames') }} = periods.period
     ),
 {% endif %}
 
@@ -387,11 +405,11 @@ stats as (
         sums.last_serviced_at,
         sums.{{ longest }} as longest_slots,
         {% for sensor in sensors() -%}
-            {%- set trailing = is_trailing('sums.slot', 'sums') -%}
+            {%- set trailing = is_trailing('sums.reference_period', 'sums') -%}
             {% for stat in ['_baseline_mean', '_baseline_std', '_site_baseline'] -%}
                 case
                     when {{ trailing }} then sums.{{ sensor ~ stat | replace('baseline', 'trailing') }}
-                    else sums.{{ sensor ~ stat }}
+                    when sums.baseline_lag_slots is null then sums.{{ sensor ~ stat }}
                 end as {{ sensor ~ stat }},
             {% endfor -%}
             sums.{{ sensor }}_level as {{ sensor }}_now,
