@@ -141,7 +141,7 @@ final as (
                 {{ trailing_stats() }}
             {{ levels_with_site() }}
             where
-                {{ in_reference_period() }}
+                {{ in_reference_period() }}  -- noqa: LT02
                 {%- if is_incremental() %}
                     and carried.equipment_id is null
                 {%- endif %}
