@@ -34,7 +34,7 @@ def gate_examples(settings):
 
 
 @pytest.fixture(scope="module")
-def gate_models(database, mlflow_store, gate_examples):
+def gate_models(database, small_forests, gate_examples):
     """Three versions of one registered model, trained once for the gate tests with half the
     fleet held out (so the gate slice holds a quarter of it): `good` learnt the failures,
     `shuffled` learnt labels shuffled across the rows, `reseeded` is good's training with
@@ -45,13 +45,9 @@ def gate_models(database, mlflow_store, gate_examples):
     settings = database.replace(
         ml={
             "model_name": f"equipment-failure-gate-{uuid.uuid4().hex[:8]}",
-            "n_estimators": 20,
-            "n_jobs": 1,
-            "min_samples_leaf": 20,
-            "sample_minutes": 60,
             "test_equipment_fraction": 0.5,
             "gate_min_failures": 5,
-            **mlflow_store,
+            **small_forests,
         }
     )
     examples, failures = gate_examples
