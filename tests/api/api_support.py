@@ -1,5 +1,5 @@
-"""Helpers the API tests import: the API served by uvicorn in its own process, the ML tests'
-synthetic features, and polling. A module of its own, not conftest: `from conftest import ...`
+"""Helpers the API tests import: the API served by uvicorn in its own process, the settings of
+its model registry, and polling. A module of its own, not conftest: `from conftest import ...`
 resolves to whichever conftest was imported first when several test folders run together."""
 
 from __future__ import annotations
@@ -14,12 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sibling_modules import load_module
 
 from emps.settings import Settings
-
-# The ML tests' synthetic features, reused as they are.
-synthetic = load_module("ml_synthetic", "tests/ml/synthetic.py")
 
 API_ENV = {
     # Small limits so the refusals are reached with few requests; a token every 5 s, so the
