@@ -27,6 +27,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from emps import processes
 from emps.embedded_pg import EmbeddedPostgres
 from emps.settings import PROJECT_ROOT, Settings, get_settings
 
@@ -415,19 +416,13 @@ class Supervisor:
 
     # -- children ------------------------------------------------------------------------------
     def start(self, service: Service) -> None:
-        log = service.log_path(self.settings)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        handle = log.open("ab")
-        service.process = subprocess.Popen(
+        service.process = processes.start(
             service.argv,
-            env={**self.env, **service.env},
+            service.log_path(self.settings),
+            {**self.env, **service.env},
             cwd=PROJECT_ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: Ctrl-C reaches us, we stop it in order
+            new_session=True,  # Ctrl-C reaches us, and we stop the services in order
         )
-        handle.close()
         service.started_at = time.monotonic()
         if service not in self.services:
             self.services.append(service)
@@ -450,26 +445,21 @@ class Supervisor:
         self.write_state()
 
     def wait_ready(self, service: Service) -> None:
+        if service.process is None:
+            raise RuntimeError(f"{service.name} was never started")
         if service.health_url is None:
             time.sleep(0.5)
-            if service.process and service.process.poll() is not None:
+            if service.process.poll() is not None:
                 raise RuntimeError(self._crash_message(service))
             return
-        deadline = time.monotonic() + service.ready_timeout_s
-        while time.monotonic() < deadline and not self.stopping:
-            if service.process and service.process.poll() is not None:
-                raise RuntimeError(self._crash_message(service))
-            try:
-                if httpx.get(service.health_url, timeout=2).status_code < 500:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        if not self.stopping:
-            raise RuntimeError(
-                f"{service.name} did not answer {service.health_url} within "
-                f"{service.ready_timeout_s:.0f} s; see {service.log_path(self.settings)}"
-            )
+        processes.wait_until_answers(
+            service.name,
+            service.process,
+            service.health_url,
+            service.log_path(self.settings),
+            service.ready_timeout_s,
+            stopping=lambda: self.stopping,
+        )
 
     def _crash_message(self, service: Service) -> str:
         code = service.process.returncode if service.process else "?"
@@ -612,9 +602,7 @@ class Supervisor:
         return True
 
     def _log_tail(self, unit: Service | Database) -> str:
-        log = unit.log_path(self.settings)
-        tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
-        return f"Last lines of {log}:\n" + "\n".join(tail)
+        return processes.log_tail(unit.log_path(self.settings))
 
     def rotate_logs(self) -> list[Path]:
         """Rotate every log under <home>/log, and the embedded PostgreSQL's, past

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from emps.processes import ServerDidNotStart, start, stop, wait_until_answers
 from emps.settings import Settings
 
 API_ENV = {
@@ -43,24 +44,16 @@ class ApiServer:
 
 
 def start_api(settings: Settings, port: int, log: Path) -> ApiServer:
+    """The API as `emps api` serves it, on `port`, once /health answers; the caller stops it."""
     env = {**os.environ, **API_ENV, "EMPS_API_PORT": str(port)}
-    handle = log.open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "emps.api"], env=env, stdout=handle, stderr=subprocess.STDOUT
-    )
+    process = start([sys.executable, "-m", "emps.api"], log, env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the API exited: {log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return ApiServer(url, process, log)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"the API did not answer within 120 s: {log.read_text()[-3000:]}")
+    try:
+        wait_until_answers("the API", process, f"{url}/health", log, timeout_s=120)
+    except ServerDidNotStart:
+        stop(process)
+        raise
+    return ApiServer(url, process, log)
 
 
 def model_settings(settings: Settings) -> Settings:
