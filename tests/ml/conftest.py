@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import synthetic
 
 from emps.catalog import load_catalog
+from emps.ml import synthetic
 from emps.settings import Settings, get_settings, variables
 
 TEST_RELATION = "ml_test.examples"

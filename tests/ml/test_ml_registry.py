@@ -6,11 +6,10 @@ import uuid
 
 import numpy as np
 import pytest
-import synthetic
 
 from emps.catalog import load_catalog
 from emps.db import Role, connect
-from emps.ml import registry
+from emps.ml import registry, synthetic
 from emps.ml.dataset import LABEL
 from emps.ml.train import train_and_register, training_steps
 

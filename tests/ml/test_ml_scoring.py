@@ -9,14 +9,13 @@ from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
-import synthetic
-from ports import free_port
 
 from emps.actions import set_threshold
 from emps.db import Role, connect
 from emps.domain import health_score_for, severity_for
-from emps.ml import predict, registry
+from emps.ml import predict, registry, synthetic
 from emps.ml.train import train_and_register
+from emps.processes import free_port
 from emps.settings import Settings
 
 
