@@ -1,15 +1,10 @@
-"""A champion trained on the ML tests' synthetic examples, and one feature row per bench
+"""A champion trained on synthetic examples (emps.ml.synthetic), and one feature row per bench
 equipment, on a bench's temporary platform: the rows have the dbt contract's columns, in
 EMPS_ML_FEATURES_RELATION (no dbt run)."""
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any
-
-from _tempdb import ROOT
-
-sys.path.insert(0, str(ROOT / "tests" / "ml"))  # the synthetic feature generator of the ML tests
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,10 +21,9 @@ def champion_and_features(
     now."""
     import numpy as np
     import pandas as pd
-    import synthetic
 
     from emps.catalog import load_catalog
-    from emps.ml import registry
+    from emps.ml import registry, synthetic
     from emps.ml.train import train_and_register
 
     catalog = load_catalog(settings.catalog_path)

@@ -28,7 +28,9 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
-from _tempdb import ROOT, free_port, temporary_platform
+from _tempdb import ROOT, temporary_platform
+
+from emps.processes import free_port
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -62,10 +62,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from _tempdb import ROOT, free_port, temporary_platform
+from _tempdb import ROOT, temporary_platform
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from emps import processes
 
 console = Console()
 INGEST = "/api/v1/sensors/ingest"
@@ -176,34 +178,18 @@ def prepare(settings, console: Console) -> dict:
     }
 
 
-def start_server(port: int, log: Path, profile: Path | None) -> subprocess.Popen:
-    import httpx
-
-    handle = log.open("ab")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "_api_server.py"),
-            str(port),
-            *([str(profile)] if profile else []),
-        ],
-        env={**os.environ, "EMPS_API_PORT": str(port)},
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the API exited at start; its log:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit(f"the API did not answer within 120 s; its log:\n{log.read_text()[-3000:]}")
+def start_server(port: int, log: Path, profile: Path | None) -> subprocess.Popen[bytes]:
+    """bench/_api_server.py on `port`, once /health answers; the caller stops it."""
+    argv = [sys.executable, str(ROOT / "bench" / "_api_server.py"), str(port)]
+    env = {**os.environ, "EMPS_API_PORT": str(port)}
+    process = processes.start([*argv, *([str(profile)] if profile else [])], log, env, cwd=ROOT)
+    health = f"http://127.0.0.1:{port}/health"
+    try:
+        processes.wait_until_answers("the API", process, health, log, timeout_s=120)
+    except processes.ServerDidNotStart:
+        processes.stop(process)
+        raise
+    return process
 
 
 def postgres_cpu(settings) -> Callable[[], float]:
@@ -421,7 +407,7 @@ def run(args: argparse.Namespace, settings, home: Path) -> dict:
     start = datetime.now(UTC).replace(microsecond=500_000) - timedelta(days=args.days)
     readings = Readings(catalog, equipment, start)
 
-    port = free_port()
+    port = processes.free_port()
     profile = home / "api-server.prof" if args.profile else None
     server = start_server(port, home / "api-bench.log", profile)
     url = f"http://127.0.0.1:{port}"
@@ -482,12 +468,7 @@ def run(args: argparse.Namespace, settings, home: Path) -> dict:
 
             httpx.post(f"{url}/bench/profile", timeout=120).raise_for_status()
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        processes.stop(server, grace_s=60)
 
     if profile is not None and profile.exists():
         import pstats

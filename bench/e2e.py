@@ -52,11 +52,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
-from _tempdb import free_port
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from emps.processes import free_port
 from emps.simulator.drops import runaway_wear_rows
 
 ROOT = Path(__file__).resolve().parent.parent

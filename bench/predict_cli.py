@@ -23,7 +23,9 @@ import time
 from pathlib import Path
 
 from _champion import champion_and_features
-from _tempdb import free_port, temporary_platform
+from _tempdb import temporary_platform
+
+from emps import processes
 
 
 def main() -> None:
@@ -61,28 +63,23 @@ def run(args: argparse.Namespace, settings) -> None:
     token_file = Path(settings.home) / "bench-token"
     save_token(token, settings.replace(api={"token_file": token_file}))
 
-    port = free_port()
+    port = processes.free_port()
     env = {
         **os.environ,
         "EMPS_API_PORT": str(port),
         "EMPS_API_TOKEN_FILE": str(token_file),
     }
-    log = (Path(settings.home) / "api.log").open("ab")
-    api = subprocess.Popen([sys.executable, "-m", "emps.api"], env=env, stdout=log, stderr=log)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or api.poll() is not None:
-                raise RuntimeError("the API did not start")
-            time.sleep(0.2)
+    with processes.serving(
+        "the API",
+        [sys.executable, "-m", "emps.api"],
+        port,
+        "/health",
+        Path(settings.home) / "api.log",
+        env,
+        grace_s=30,
+    ) as api:
         warm = httpx.post(
-            f"{url}/api/v1/predictions/predict",
+            f"{api.url}/api/v1/predictions/predict",
             json={"equipment_ids": ["BEN-00000"]},
             headers={"Authorization": f"Bearer {token}"},
             timeout=120,
@@ -96,9 +93,6 @@ def run(args: argparse.Namespace, settings) -> None:
         through_api, api_out = _timed(one, env, args.runs)
         local, local_out = _timed([*one, "--local"], env, args.runs)
         every, every_out = _timed([emps, "predict", "--all", "--json"], env, args.runs)
-    finally:
-        api.terminate()
-        api.wait(timeout=30)
     same = (
         json.loads(api_out)["failure_probability"] == json.loads(local_out)["failure_probability"]
     )

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from ports import free_port
 
+from emps.processes import free_port
 from emps.settings import PROJECT_ROOT, Settings, get_settings
 
 

@@ -13,7 +13,9 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 
+from emps.db import one
 from emps.settings import Settings
 from emps.users import User, UserError, connect_operator, hash_password, parse_role
 from emps.users import validate_username as _validate_username
@@ -65,14 +67,11 @@ def _note(note: str | None) -> str | None:
     return note or None
 
 
-def _call(sql: str, params: tuple, settings: Settings | None) -> dict[str, Any] | None:
+def _call(sql: str, params: tuple, settings: Settings | None) -> dict[str, Any]:
+    """The row of an ops.* function (each returns one, or raises), by column name."""
     try:
         with connect_operator(settings) as conn:
-            cur = conn.execute(sql, params)
-            row = cur.fetchone()
-            if row is None or cur.description is None:
-                return None
-            return dict(zip([d.name for d in cur.description], row, strict=True))
+            return one(conn.cursor(row_factory=dict_row).execute(sql, params))
     except psycopg.errors.RaiseException as exc:
         raise ActionFailed(exc.diag.message_primary or str(exc)) from None
     except psycopg.errors.NoDataFound as exc:
@@ -93,7 +92,7 @@ def _call(sql: str, params: tuple, settings: Settings | None) -> dict[str, Any] 
 
 def acknowledge_alert(
     user: User, alert_id: int, note: str | None = None, settings: Settings | None = None
-) -> dict:
+) -> dict[str, Any]:
     _require_actor(user)
     return _call(
         "select * from ops.user_acknowledge_alert(%s, %s, %s)",
@@ -104,7 +103,7 @@ def acknowledge_alert(
 
 def resolve_alert(
     user: User, alert_id: int, note: str | None = None, settings: Settings | None = None
-) -> dict:
+) -> dict[str, Any]:
     _require_actor(user)
     return _call(
         "select * from ops.user_resolve_alert(%s, %s, %s)",
@@ -122,7 +121,7 @@ def create_task(
     alert_id: int | None = None,
     notes: str | None = None,
     settings: Settings | None = None,
-) -> dict:
+) -> dict[str, Any]:
     _require_actor(user)
     if task_type not in TASK_TYPES:
         raise ActionFailed(f"task type {task_type!r} is not one of {', '.join(TASK_TYPES)}")
@@ -149,7 +148,7 @@ def reschedule_task(
     scheduled_date: datetime,
     note: str | None = None,
     settings: Settings | None = None,
-) -> dict:
+) -> dict[str, Any]:
     _require_actor(user)
     if scheduled_date.tzinfo is None:
         raise ActionFailed("the new date needs a time zone")
@@ -167,7 +166,7 @@ def complete_task(
     note: str | None = None,
     settings: Settings | None = None,
     completed_at: datetime | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Complete a task, at the time the work was done (default now): failed_before_service
     records the failure it found, fault_found a prevented failure."""
     _require_actor(user)
@@ -188,7 +187,7 @@ def record_failure(
     note: str | None = None,
     repaired_at: datetime | None = None,
     settings: Settings | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Record a failure as it happened (Technicians and Admins, audited): the hours before it
     become positive examples at the model's next training."""
     _require_actor(user)

@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from emps.db import Role, connect
+from emps.db import Role, connect, one
 from emps.settings import Settings, get_settings
 
 console = Console()
@@ -31,17 +31,16 @@ class BootstrapReport:
 
 def _has_readings(settings: Settings) -> bool:
     with connect(Role.READER, settings) as conn:
-        return conn.execute("select exists (select 1 from raw.sensor_readings)").fetchone()[0]
+        return one(conn.execute("select exists (select 1 from raw.sensor_readings)"))[0]
 
 
 def _has_features(settings: Settings) -> bool:
     with connect(Role.READER, settings) as conn:
-        table = conn.execute("select to_regclass('analytics.fct_equipment_features')").fetchone()[0]
+        table = one(conn.execute("select to_regclass('analytics.fct_equipment_features')"))[0]
         if table is None:
             return False
-        return conn.execute(
-            "select exists (select 1 from analytics.fct_equipment_features)"
-        ).fetchone()[0]
+        found = one(conn.execute("select exists (select 1 from analytics.fct_equipment_features)"))
+        return found[0]
 
 
 def backfill_history(settings: Settings) -> int:
@@ -121,8 +120,8 @@ def import_fleet(settings: Settings, root: Path) -> Settings:
                 print_import_report(report, Console(file=handle, width=120), problems_shown=None)
             console.print(f"  every refusal is listed in {log_path}", highlight=False)
     with connect(Role.READER, settings) as conn:
-        equipment = conn.execute("select count(*) from raw.equipment").fetchone()[0]
-        readings = conn.execute("select exists (select 1 from raw.sensor_readings)").fetchone()[0]
+        equipment = one(conn.execute("select count(*) from raw.equipment"))[0]
+        readings = one(conn.execute("select exists (select 1 from raw.sensor_readings)"))[0]
     if not equipment or not readings:
         missing = "equipment" if not equipment else "readings"
         listed = "".join(f"\n  {p}" for p in problems[:10])
@@ -318,7 +317,7 @@ def _features_the_champion_lacks(version: str, settings: Settings) -> list[str]:
 
 def _has_unscored(settings: Settings) -> bool:
     with connect(Role.READER, settings) as conn:
-        return not conn.execute("select exists (select 1 from ops.predictions)").fetchone()[0]
+        return not one(conn.execute("select exists (select 1 from ops.predictions)"))[0]
 
 
 def score_fleet() -> None:

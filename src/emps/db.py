@@ -9,10 +9,11 @@ from __future__ import annotations
 import warnings
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
+from psycopg.rows import RowFactory, TupleRow
 
 from emps.credentials import SUPERUSER, load_secrets
 from emps.settings import Settings, get_settings
@@ -122,10 +123,23 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+@overload
 def connect(
-    role: Role = Role.READER, settings: Settings | None = None, **kwargs
-) -> psycopg.Connection:
-    """A new connection for `role`; the caller closes it (use it as a context manager)."""
+    role: Role = ...,
+    settings: Settings | None = ...,
+    *,
+    row_factory: RowFactory[Row],
+    **kwargs: Any,
+) -> psycopg.Connection[Row]: ...
+@overload
+def connect(
+    role: Role = ..., settings: Settings | None = ..., **kwargs: Any
+) -> psycopg.Connection[TupleRow]: ...
+def connect(
+    role: Role = Role.READER, settings: Settings | None = None, **kwargs: Any
+) -> psycopg.Connection[Any]:
+    """A new connection for `role`; the caller closes it (use it as a context manager). Rows are
+    tuples, or what `row_factory` makes of them (psycopg.rows.dict_row: dicts by column)."""
     kwargs.setdefault("connect_timeout", 10)
     kwargs.setdefault("application_name", f"emps-{role.value}")
     return psycopg.connect(database_url(role, settings), **kwargs)

@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 
 from emps.catalog import Catalog, load_catalog
-from emps.db import Role, connect, ensure_database
+from emps.db import Role, connect, ensure_database, one
 from emps.settings import Settings, get_settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -166,15 +166,21 @@ def seed_thresholds(conn: psycopg.Connection, settings: Settings) -> list[str]:
         "severity_critical": settings.thresholds.severity_critical,
         "silent_minutes": float(settings.thresholds.silent_minutes),
     }
-    current = dict(conn.execute("select key, value from ops.thresholds for update").fetchall())
+    current: dict[str, float] = dict(
+        conn.execute("select key, value from ops.thresholds for update").fetchall()
+    )
     unset = {
         key
         for (key,) in conn.execute("select key from ops.thresholds where updated_by = 'migration'")
     }
     changed = [k for k, v in configured.items() if k in unset and current.get(k) != v]
     merged = {**current, **{k: configured[k] for k in changed}}
-    bands = [merged.get(k) for k in ("severity_medium", "severity_high", "severity_critical")]
-    if not changed or None in bands or not bands[0] < bands[1] < bands[2]:
+    medium, high, critical = (
+        merged.get(k) for k in ("severity_medium", "severity_high", "severity_critical")
+    )
+    if not changed or medium is None or high is None or critical is None:
+        return []
+    if not medium < high < critical:
         return []
     for key in changed:
         conn.execute(
@@ -270,8 +276,10 @@ def ensure_partitions(
     end = end or (now + timedelta(days=31 * settings.database.partitions_months_ahead))
     created = 0
     for table in PARTITIONED_TABLES:
-        row = conn.execute(
-            "select ops.ensure_month_partitions(%s::regclass, %s, %s)", (table, start, end)
-        ).fetchone()
+        row = one(
+            conn.execute(
+                "select ops.ensure_month_partitions(%s::regclass, %s, %s)", (table, start, end)
+            )
+        )
         created += row[0]
     return created

@@ -160,7 +160,7 @@ def build_report(
         raise ReportError("report start and end need a time zone")
     if start >= end:
         raise ReportError(f"report start {start:%Y-%m-%d} must be before its end {end:%Y-%m-%d}")
-    sites = [scope.target] if scope.kind == "site" else None
+    sites = [scope.target] if scope.kind == "site" and scope.target is not None else None
     equipment = queries.fleet_health(sites=sites, settings=settings)
     if scope.kind == "equipment":
         equipment = equipment[equipment["equipment_id"] == scope.target]
@@ -184,7 +184,7 @@ def build_report(
     equipment = equipment.astype({"alerts_in_period": int, "tasks_in_period": int})
     history = (
         queries.prediction_history(scope.target, start, end, settings=settings)
-        if scope.kind == "equipment"
+        if scope.kind == "equipment" and scope.target is not None
         else pd.DataFrame()
     )
     return Report(

@@ -21,16 +21,20 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 from rich.console import Console
 from rich.table import Table
 
+from emps import processes
 from emps.embedded_pg import EmbeddedPostgres
 from emps.settings import PROJECT_ROOT, Settings, get_settings
 
 console = Console()
+T = TypeVar("T")
 STATE_FILE = "services.json"
 
 
@@ -325,12 +329,6 @@ def mail_and_metrics(settings: Settings, env: dict[str, str]) -> list[Hosted]:
             "SMTP sink started."
         )
 
-    def smtp_sink() -> Callable[[], None]:
-        from emps.alerting.mailbox import start_sink
-
-        controller, _ = start_sink(settings.home / "mailbox", host=SINK_HOST, port=port)
-        return controller.stop
-
     def metrics() -> Callable[[], None]:
         from emps.metrics import start
 
@@ -341,13 +339,20 @@ def mail_and_metrics(settings: Settings, env: dict[str, str]) -> list[Hosted]:
         )
         return server.shutdown
 
-    sink = Hosted("smtp-sink", smtp_sink, url=f"smtp://{SINK_HOST}:{port}", loggers=("mail.log",))
-    return [
-        *([sink] if port is not None else []),
-        Hosted(
-            "metrics", metrics, url=f"http://127.0.0.1:{settings.services.metrics_port}/metrics"
-        ),
+    hosted = [
+        Hosted("metrics", metrics, url=f"http://127.0.0.1:{settings.services.metrics_port}/metrics")
     ]
+    if port is not None:
+
+        def smtp_sink() -> Callable[[], None]:
+            from emps.alerting.mailbox import start_sink
+
+            controller, _ = start_sink(settings.home / "mailbox", host=SINK_HOST, port=port)
+            return controller.stop
+
+        url = f"smtp://{SINK_HOST}:{port}"
+        hosted.insert(0, Hosted("smtp-sink", smtp_sink, url=url, loggers=("mail.log",)))
+    return hosted
 
 
 def landing_watcher(settings: Settings, env: dict[str, str]) -> list[Hosted]:
@@ -415,19 +420,13 @@ class Supervisor:
 
     # -- children ------------------------------------------------------------------------------
     def start(self, service: Service) -> None:
-        log = service.log_path(self.settings)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        handle = log.open("ab")
-        service.process = subprocess.Popen(
+        service.process = processes.start(
             service.argv,
-            env={**self.env, **service.env},
+            service.log_path(self.settings),
+            {**self.env, **service.env},
             cwd=PROJECT_ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: Ctrl-C reaches us, we stop it in order
+            new_session=True,  # Ctrl-C reaches us, and we stop the services in order
         )
-        handle.close()
         service.started_at = time.monotonic()
         if service not in self.services:
             self.services.append(service)
@@ -450,26 +449,21 @@ class Supervisor:
         self.write_state()
 
     def wait_ready(self, service: Service) -> None:
+        if service.process is None:
+            raise RuntimeError(f"{service.name} was never started")
         if service.health_url is None:
             time.sleep(0.5)
-            if service.process and service.process.poll() is not None:
+            if service.process.poll() is not None:
                 raise RuntimeError(self._crash_message(service))
             return
-        deadline = time.monotonic() + service.ready_timeout_s
-        while time.monotonic() < deadline and not self.stopping:
-            if service.process and service.process.poll() is not None:
-                raise RuntimeError(self._crash_message(service))
-            try:
-                if httpx.get(service.health_url, timeout=2).status_code < 500:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        if not self.stopping:
-            raise RuntimeError(
-                f"{service.name} did not answer {service.health_url} within "
-                f"{service.ready_timeout_s:.0f} s; see {service.log_path(self.settings)}"
-            )
+        processes.wait_until_answers(
+            service.name,
+            service.process,
+            service.health_url,
+            service.log_path(self.settings),
+            service.ready_timeout_s,
+            stopping=lambda: self.stopping,
+        )
 
     def _crash_message(self, service: Service) -> str:
         code = service.process.returncode if service.process else "?"
@@ -520,7 +514,7 @@ class Supervisor:
                     self._ran_long_enough(service)
                     continue
                 why = f"exited (code {proc.returncode})"
-                if self._may_restart(service, why, lambda s=service: self._crash_message(s)):
+                if self._may_restart(service, why, partial(self._crash_message, service)):
                     self.start(service)
             time.sleep(1)
 
@@ -536,6 +530,7 @@ class Supervisor:
                 console.print(f"[green]{db.name} runs again (pid {status.pid}); watching it[/]")
                 self.write_state()
             return
+        why: str | None
         if not status.running:
             why = f"stopped (pid {status.pid} is gone)" if status.pid else "stopped"
         elif (why := self._unanswered(db, now)) is None:
@@ -612,9 +607,7 @@ class Supervisor:
         return True
 
     def _log_tail(self, unit: Service | Database) -> str:
-        log = unit.log_path(self.settings)
-        tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
-        return f"Last lines of {log}:\n" + "\n".join(tail)
+        return processes.log_tail(unit.log_path(self.settings))
 
     def rotate_logs(self) -> list[Path]:
         """Rotate every log under <home>/log, and the embedded PostgreSQL's, past
@@ -675,7 +668,7 @@ class Supervisor:
         tmp.replace(path)
 
 
-def _phase(name: str, action: Callable[[], object]) -> object:
+def _phase(name: str, action: Callable[[], T]) -> T:
     started = time.monotonic()
     console.print(f"[bold]…[/] {name}")
     result = action()
@@ -740,11 +733,11 @@ def run_platform(
             # `emps up` started it).
             supervisor.database = Database(server, started_at=time.monotonic())
             supervisor.write_state()
-            _phase("create the Prefect database", lambda: _ensure_prefect_database(settings))
+            _phase("create the Prefect database", partial(_ensure_prefect_database, settings))
         plan = _phase(
             "fleet",
-            lambda: plan_fleet(
-                settings, fleet or settings.fleet_pack, with_simulator, with_history
+            partial(
+                plan_fleet, settings, fleet or settings.fleet_pack, with_simulator, with_history
             ),
         )
         console.print(f"  {plan.description}", highlight=False, markup=False)
@@ -757,8 +750,9 @@ def run_platform(
         # The servers start side by side (each spends most of its start importing and migrating).
         servers = server_services(settings)
         hosted = mail_and_metrics(settings, supervisor.env)
+        names = [s.name for s in servers] + [h.name for h in hosted]
         _phase(
-            "start " + ", ".join(s.name for s in [*servers, *hosted]),
+            "start " + ", ".join(names),
             lambda: _start_all_and_wait(supervisor, servers, hosted),
         )
         _phase(
@@ -776,11 +770,11 @@ def run_platform(
         )
         supervisor.fleet = fleet_banner(plan)
         for service in app_services(settings, plan.with_simulator):
-            _phase(f"start {service.name}", lambda s=service: _start_and_wait(supervisor, s))
+            _phase(f"start {service.name}", partial(_start_and_wait, supervisor, service))
             if supervisor.stopping:
                 return 130
-        for hosted in landing_watcher(settings, supervisor.env):
-            _phase(f"start {hosted.name}", lambda h=hosted: supervisor.host(h))
+        for watcher in landing_watcher(settings, supervisor.env):
+            _phase(f"start {watcher.name}", partial(supervisor.host, watcher))
         console.print(f"\nEMPS is up in {time.monotonic() - started_at:.0f} s.")
         console.print(supervisor.fleet, highlight=False, markup=False)
         print_urls(supervisor, admin_note)
@@ -1016,8 +1010,10 @@ def print_urls(supervisor: Supervisor, admin_note: str | None) -> None:
     table.add_column("service")
     table.add_column("address")
     table.add_column("log")
-    database = [supervisor.database] if supervisor.database is not None else []
-    for service in [*database, *supervisor.services, *supervisor.hosted]:
+    units: list[Database | Service | Hosted] = [*supervisor.services, *supervisor.hosted]
+    if supervisor.database is not None:
+        units.insert(0, supervisor.database)
+    for service in units:
         table.add_row(service.name, service.url or "—", str(service.log_path(supervisor.settings)))
     console.print(table)
     for service in supervisor.services:

@@ -17,12 +17,14 @@ import secrets
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from emps.db import Role, connect, database_url
+from emps.db import Role, connect, database_url, one
 from emps.settings import Settings, get_settings
 
 OPERATOR_ROLE = "emps_operator"
@@ -152,7 +154,7 @@ def _bcrypt_with(password: str, salt: str) -> str:
 
 def _salt(conn: psycopg.Connection, username: str, client: str) -> str:
     try:
-        return conn.execute("select ops.sign_in_salt(%s, %s)", (username, client)).fetchone()[0]
+        return one(conn.execute("select ops.sign_in_salt(%s, %s)", (username, client)))[0]
     except psycopg.errors.ConfigurationLimitExceeded as exc:
         raise SignInThrottled(exc.diag.message_primary or str(exc)) from None
 
@@ -226,10 +228,12 @@ def change_password(
     with connect_operator(settings) as conn:
         salt = _salt(conn, user.username, client)
         try:
-            changed = conn.execute(
-                "select ops.change_password(%s, %s, %s, %s)",
-                (user.token, _bcrypt_with(current, salt), new_hash, client),
-            ).fetchone()[0]
+            changed = one(
+                conn.execute(
+                    "select ops.change_password(%s, %s, %s, %s)",
+                    (user.token, _bcrypt_with(current, salt), new_hash, client),
+                )
+            )[0]
         except psycopg.errors.InsufficientPrivilege as exc:
             raise UserError(exc.diag.message_primary or str(exc)) from None
         except psycopg.errors.ConfigurationLimitExceeded as exc:
@@ -308,13 +312,12 @@ def set_password(
         _audit(conn, actor, "user.password", username, {})
 
 
-def list_users(conn: psycopg.Connection) -> list[dict]:
-    cur = conn.execute(
+def list_users(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    cur = conn.cursor(row_factory=dict_row).execute(
         "select username, role, display_name, active, must_change_password, created_at, "
         "last_sign_in_at from ops.users order by username"
     )
-    names = [d.name for d in cur.description]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    return cur.fetchall()
 
 
 def mint_token(
@@ -325,17 +328,19 @@ def mint_token(
     token = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
     try:
         with conn.transaction():
-            token_id, expires_at = conn.execute(
-                "select * from ops.mint_api_token(%s, %s, %s, %s, %s)",
-                (validate_username(username), token_hash(token), label, days, actor),
-            ).fetchone()
+            token_id, expires_at = one(
+                conn.execute(
+                    "select * from ops.mint_api_token(%s, %s, %s, %s, %s)",
+                    (validate_username(username), token_hash(token), label, days, actor),
+                )
+            )
     except (psycopg.errors.NoDataFound, psycopg.errors.CheckViolation) as exc:
         raise UserError(exc.diag.message_primary or str(exc)) from None
     return token, token_id, expires_at
 
 
-def list_tokens(conn: psycopg.Connection, username: str | None = None) -> list[dict]:
-    cur = conn.execute(
+def list_tokens(conn: psycopg.Connection, username: str | None = None) -> list[dict[str, Any]]:
+    cur = conn.cursor(row_factory=dict_row).execute(
         "select t.id, u.username, t.kind, t.label, t.client, t.created_at, t.last_used_at, "
         "t.expires_at, t.revoked_at, t.revoked_reason from ops.auth_tokens t "
         "join ops.users u on u.id = t.user_id "
@@ -343,8 +348,7 @@ def list_tokens(conn: psycopg.Connection, username: str | None = None) -> list[d
         "and (t.revoked_at is null and t.expires_at > now()) order by t.id",
         {"u": username},
     )
-    names = [d.name for d in cur.description]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    return cur.fetchall()
 
 
 def revoke_tokens(
@@ -399,12 +403,13 @@ def ensure_first_admin(settings: Settings | None = None) -> FirstAdmin | None:
                 return FirstAdmin(admin[0], path, created=False)
             path.unlink(missing_ok=True)
             return None
-        generated = settings.auth.admin_password is None
-        if generated:
+        configured = settings.auth.admin_password
+        generated = configured is None
+        if configured is None:
             password = secrets.token_urlsafe(12)
             _write_private(path, _first_admin_text(password, settings))
         else:
-            password = settings.auth.admin_password.get_secret_value()
+            password = configured.get_secret_value()
         if conn.execute("select 1 from ops.users where username = %s", (FIRST_ADMIN,)).fetchone():
             with conn.transaction():
                 conn.execute(

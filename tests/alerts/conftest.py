@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import trustme
-from ports import free_port
 
 from emps.alerting.mailbox import MailboxHandler, start_sink
 from emps.alerting.recipients import Recipient, RecipientsConfig
+from emps.processes import free_port
 from emps.settings import Settings
 
 

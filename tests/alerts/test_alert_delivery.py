@@ -12,7 +12,6 @@ import time
 import psycopg
 from aiosmtpd.controller import Controller
 from alert_testdata import add_equipment, write_prediction
-from ports import free_port
 from pydantic import SecretStr
 
 from emps.alerting.mailbox import MailboxHandler, list_mailbox, read_mail
@@ -20,6 +19,7 @@ from emps.alerting.outbox import send_notifications
 from emps.alerting.recipients import Recipient, RecipientsConfig
 from emps.alerting.rules import process_prediction
 from emps.db import Role, connect
+from emps.processes import free_port
 
 
 def _statuses(settings):

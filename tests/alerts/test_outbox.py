@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 from alert_testdata import add_equipment, write_prediction
-from ports import free_port
 from psycopg.rows import dict_row
 from pydantic import SecretStr, ValidationError
 
@@ -33,6 +32,7 @@ from emps.alerting.recipients import Recipient, RecipientsConfig
 from emps.alerting.rules import process_prediction
 from emps.db import Role, connect
 from emps.flows.serving import deployment_spec
+from emps.processes import free_port
 from emps.settings import NotificationSettings, Settings
 from emps.supervisor import mail_and_metrics
 

@@ -1,5 +1,5 @@
-"""Helpers the API tests import: the API served by uvicorn in its own process, the ML tests'
-synthetic features, and polling. A module of its own, not conftest: `from conftest import ...`
+"""Helpers the API tests import: the API served by uvicorn in its own process, the settings of
+its model registry, and polling. A module of its own, not conftest: `from conftest import ...`
 resolves to whichever conftest was imported first when several test folders run together."""
 
 from __future__ import annotations
@@ -14,12 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sibling_modules import load_module
 
+from emps.processes import ServerDidNotStart, start, stop, wait_until_answers
 from emps.settings import Settings
-
-# The ML tests' synthetic features, reused as they are.
-synthetic = load_module("ml_synthetic", "tests/ml/synthetic.py")
 
 API_ENV = {
     # Small limits so the refusals are reached with few requests; a token every 5 s, so the
@@ -47,24 +44,16 @@ class ApiServer:
 
 
 def start_api(settings: Settings, port: int, log: Path) -> ApiServer:
+    """The API as `emps api` serves it, on `port`, once /health answers; the caller stops it."""
     env = {**os.environ, **API_ENV, "EMPS_API_PORT": str(port)}
-    handle = log.open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "emps.api"], env=env, stdout=handle, stderr=subprocess.STDOUT
-    )
+    process = start([sys.executable, "-m", "emps.api"], log, env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the API exited: {log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return ApiServer(url, process, log)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"the API did not answer within 120 s: {log.read_text()[-3000:]}")
+    try:
+        wait_until_answers("the API", process, f"{url}/health", log, timeout_s=120)
+    except ServerDidNotStart:
+        stop(process)
+        raise
+    return ApiServer(url, process, log)
 
 
 def model_settings(settings: Settings) -> Settings:

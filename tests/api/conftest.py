@@ -10,12 +10,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from api_support import API_ENV, ApiServer, model_settings, start_api, synthetic
-from ports import free_port
+from api_support import API_ENV, ApiServer, model_settings, start_api
 
 from emps.api.devices import add_device
 from emps.catalog import load_catalog
 from emps.db import Role, connect
+from emps.ml import synthetic
+from emps.processes import free_port
 from emps.settings import Settings, variables
 
 

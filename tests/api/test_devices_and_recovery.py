@@ -8,13 +8,13 @@ import signal
 import psycopg
 import pytest
 from api_support import start_api, wait_for
-from ports import free_port
 from typer.testing import CliRunner
 
 from emps.api.drops import recover
 from emps.cli import app
 from emps.db import Role, connect
 from emps.ingest.landing import Landing
+from emps.processes import free_port
 
 INGEST = "/api/v1/sensors/ingest"
 

@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
-from api_support import load_module, synthetic
+from sibling_modules import load_module
 
 from emps.catalog import load_catalog
 from emps.db import Role, connect
+from emps.ml import synthetic
 from emps.reports import build_report
 from emps.settings import Settings
 from emps.users import mint_token
@@ -243,7 +244,7 @@ def test_predict_scores_many_equipment_with_what_if_overrides(api, db, marts, ch
     with connect(Role.OWNER, db, autocommit=True) as conn:
         token = mint_token(conn, _viewer(conn), "api test", 1)[0]
     ids = ["EQ-0006", "EQ-0001"]
-    # EQ-0006 fails, drifting on one sensor before it does (tests/ml/synthetic.py): its values
+    # EQ-0006 fails, drifting on one sensor before it does (emps/ml/synthetic.py): its values
     # just before a failure are the what-if.
     sensors = load_catalog(settings.catalog_path).sensor_names
     driver = sensors[6 % len(sensors)]

@@ -14,10 +14,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from api_support import API_ENV, synthetic
-from ports import free_port
 
 from emps.commands.predict import save_token
 from emps.db import Role, connect
+from emps.processes import free_port
 from emps.settings import Settings
 from emps.users import add_user, mint_token
 

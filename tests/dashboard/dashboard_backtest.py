@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import pandas as pd
 from sibling_modules import load_module
 
+from emps.ml import synthetic
 from emps.settings import Settings
 
 history = load_module("ml_backtest_history", "tests/ml/backtest_history.py")
-synthetic = load_module("ml_synthetic", "tests/ml/synthetic.py")
 
 FEATURES = "dashboard_test.features"
 

@@ -5,17 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
-from ports import free_port
 
 from emps.db import Role, connect
+from emps.processes import free_port, serving
 from emps.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.browser
@@ -38,35 +36,17 @@ def _serving(log_path: Path, **env: str) -> Iterator[str]:
     from emps.supervisor import streamlit_command
 
     port = free_port()
-    log = log_path.open("w")
-    process = subprocess.Popen(
+    with serving(
+        "streamlit",
         streamlit_command(port),
-        # EMPS_* point at the test database.
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        port,
+        "/_stcore/health",
+        log_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},  # EMPS_*: the test database
+        timeout_s=90,
         cwd=PROJECT_ROOT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/_stcore/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, "streamlit did not start within 90 s"
-            time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+    ) as server:
+        yield server.url
 
 
 @pytest.fixture

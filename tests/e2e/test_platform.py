@@ -142,10 +142,13 @@ def platform() -> Iterator[Platform]:
             "EMPS_ADMIN_PASSWORD": ADMIN_PASSWORD,
             # The commanders' time zone: the cron schedules must follow it.
             "EMPS_TIMEZONE": "Europe/Paris",
-            # Test-sized: enough history for a model to learn degradation, small enough for CI.
+            # Test-sized: enough history for a model to learn degradation (30 equipment x 30
+            # days held no failure to train on; 60 x 60 holds 10 to 15), small enough for CI.
+            # The model's quality is not what this tests: 20 or 30 trees scored the runaway wear
+            # 0.89 to 0.99 (60 trees: 0.83 to 1.0) in two-thirds of the training time.
             "EMPS_SIM_EQUIPMENT": "60",
             "EMPS_SIM_HISTORY_DAYS": "60",
-            "EMPS_ML_N_ESTIMATORS": "60",
+            "EMPS_ML_N_ESTIMATORS": "30",
             # Escalation within the test's patience; the check itself is run on demand.
             "EMPS_ESCALATION_DELAY_MIN": str(ESCALATION_DELAY_S / 60),
             "PYTHONUNBUFFERED": "1",
@@ -286,7 +289,8 @@ def test_a_degrading_generator_reaches_the_crew_and_the_dashboard(platform: Plat
     )[0]
     # The test-sized model (60 equipment x 60 days) is calibrated on a handful of failures: the
     # most it gives any equipment is the share of failing rows among its surest votes, which was
-    # 0.83 to 1.0 across runs. HIGH and CRITICAL both alert; only CRITICAL escalates.
+    # 0.83 to 1.0 across runs with 60 trees, 0.89 to 0.99 in trials with 20 or 30. HIGH and
+    # CRITICAL both alert; only CRITICAL escalates.
     severity = prediction[0]
     assert severity in ("HIGH", "CRITICAL"), f"a runaway bearing wear: {prediction}"
     assert prediction[1] == str(champion)

@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from ports import free_port
 from psycopg.types.json import Jsonb
 
 from emps.credentials import SecretsError, load_secrets, secrets_path
 from emps.db import PREFECT_ROLE, Role, connect, database_url, embedded_server
 from emps.embedded_pg import HBA, EmbeddedPostgres
+from emps.processes import free_port
 
 PIPELINE = (Role.WRITER, Role.INGEST, Role.SCORING, Role.ALERTING)
 

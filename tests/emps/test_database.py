@@ -8,7 +8,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from ports import free_port
 
 from emps.actions import set_threshold
 from emps.catalog import load_catalog
@@ -21,6 +20,7 @@ from emps.migrate import (
     migrate,
     schema_text,
 )
+from emps.processes import free_port
 
 
 def sensor_columns(conn: psycopg.Connection) -> set[str]:

@@ -345,9 +345,9 @@ def test_a_killed_or_hung_database_is_restarted_with_its_data(settings, monkeypa
     from pathlib import Path
 
     import psycopg
-    from ports import free_port
 
     from emps.embedded_pg import EmbeddedPostgres
+    from emps.processes import free_port
     from emps.supervisor import Database
 
     monkeypatch.setattr(settings.services, "restart_limit", 2)
@@ -473,8 +473,8 @@ def test_the_api_runs_under_emps_up_is_listed_and_comes_back_after_a_crash(
     import json
 
     import httpx
-    from ports import free_port
 
+    from emps.processes import free_port
     from emps.supervisor import app_services, print_status, print_urls
 
     monkeypatch.setattr(database.api, "port", free_port())

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from ports import free_port
 
 from emps.ingest.landing import Landing
 from emps.ingest.watch import (
@@ -24,6 +23,7 @@ from emps.ingest.watch import (
     run_alive,
     waiting_names,
 )
+from emps.processes import free_port
 from emps.settings import PROJECT_ROOT, Settings
 from tests.ingest.conftest import Drops, csv_bytes, reading
 

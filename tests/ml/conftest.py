@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import synthetic
 
 from emps.catalog import load_catalog
+from emps.ml import synthetic
 from emps.settings import Settings, get_settings, variables
 
 TEST_RELATION = "ml_test.examples"
@@ -36,23 +36,29 @@ def synthetic_examples(settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
     )
 
 
+@pytest.fixture(scope="session")
+def small_forests(mlflow_store: dict[str, object]) -> dict[str, object]:
+    """The model settings of these tests but its name: small fast forests, the synthetic
+    examples' table, this session's MLflow store."""
+    return {
+        "n_estimators": 20,
+        "n_jobs": 1,
+        "min_samples_leaf": 20,
+        "sample_minutes": 60,
+        "features_relation": TEST_RELATION,
+        "examples_relation": TEST_RELATION,
+        **mlflow_store,
+    }
+
+
 @pytest.fixture
-def ml_settings(db: Settings, mlflow_store: dict[str, object]) -> Settings:
+def ml_settings(db: Settings, small_forests: dict[str, object]) -> Settings:
     """Settings for one test: its own registered model name, small fast forests."""
     from emps.ml.predict import forget_cached_models
 
     forget_cached_models()
     return db.replace(
-        ml={
-            "model_name": f"equipment-failure-{uuid.uuid4().hex[:8]}",
-            "n_estimators": 20,
-            "n_jobs": 1,
-            "min_samples_leaf": 20,
-            "sample_minutes": 60,
-            "features_relation": TEST_RELATION,
-            "examples_relation": TEST_RELATION,
-            **mlflow_store,
-        },
+        ml={"model_name": f"equipment-failure-{uuid.uuid4().hex[:8]}", **small_forests}
     )
 
 

@@ -3,6 +3,7 @@ machine gone quiet, never reads as a healthy LOW."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -40,19 +41,37 @@ def insert(conn, frame: pd.DataFrame) -> None:
             copy.write_row([None if isinstance(v, float) and np.isnan(v) else v for v in row])
 
 
-@pytest.fixture
-def scoring(ml_settings, synthetic_examples, owner_conn):
-    """A champion, four generators with two days of readings ending now, and settings that
-    score the real feature table."""
+@pytest.fixture(scope="module")
+def champion(database, small_forests, synthetic_examples):
+    """A champion trained once for the module's scoring tests (they read, never retrain)."""
+    settings = database.replace(
+        ml={
+            "model_name": f"equipment-failure-assess-{uuid.uuid4().hex[:8]}",
+            **small_forests,
+        }
+    )
     examples, failures = synthetic_examples
-    version = train_and_register(ml_settings, examples, failures).version
-    registry.run_gate(version, "tester", ml_settings, examples, failures)
+    version = train_and_register(settings, examples, failures).version
+    registry.run_gate(version, "tester", settings, examples, failures)
+    return settings, version
+
+
+@pytest.fixture
+def scoring(champion, owner_conn):
+    """The champion, four generators with two days of readings ending now, and settings that
+    score the real feature table."""
+    settings, version = champion
+    predict.forget_cached_models()
+    # Each test starts from an empty promotion history: the champion's promotion is on it again.
+    registry.promote(
+        version, "tester", "first champion: no model was in production", settings=settings
+    )
     owner_conn.execute(
         "insert into raw.equipment (equipment_id, equipment_type, site) values "
         "('GEN-OK', 'generator', 'alpha'), ('GEN-STUCK', 'generator', 'alpha'), "
         "('GEN-MUTE', 'generator', 'alpha'), ('GEN-QUIET', 'generator', 'alpha')"
     )
-    return ml_settings.replace(ml={"features_relation": "analytics.fct_equipment_features"})
+    return settings.replace(ml={"features_relation": "analytics.fct_equipment_features"})
 
 
 def build_and_score(settings, equipment: list[str]) -> pd.DataFrame:

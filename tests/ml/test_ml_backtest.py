@@ -9,12 +9,11 @@ import backtest_history
 import numpy as np
 import pandas as pd
 import pytest
-import synthetic
 from typer.testing import CliRunner
 
 from emps.catalog import load_catalog
 from emps.cli import app
-from emps.ml import registry
+from emps.ml import registry, synthetic
 from emps.ml.backtest import ScoredHistory, parse_bands, replay
 from emps.ml.train import train_and_register
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-import synthetic
 from typer.testing import CliRunner
 
 from emps.cli import app
+from emps.ml import synthetic
 from emps.ml.evaluate import HEADLINE_KEYS
 from emps.ml.train import training_steps
 

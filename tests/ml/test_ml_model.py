@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import synthetic
 
 from emps.catalog import load_catalog
+from emps.ml import synthetic
 from emps.ml.dataset import (
     LABEL,
     FeaturesMissing,

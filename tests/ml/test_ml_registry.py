@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 import pytest
-import synthetic
 
 from emps.catalog import load_catalog
 from emps.db import Role, connect
-from emps.ml import registry
+from emps.ml import registry, synthetic
 from emps.ml.dataset import LABEL
 from emps.ml.train import train_and_register, training_steps
 
@@ -31,10 +32,45 @@ def gate_examples(settings):
     )
 
 
+@pytest.fixture(scope="module")
+def gate_models(database, small_forests, gate_examples):
+    """Three versions of one registered model, trained once for the gate tests with half the
+    fleet held out (so the gate slice holds a quarter of it): `good` learnt the failures,
+    `shuffled` learnt labels shuffled across the rows, `reseeded` is good's training with
+    another seed. Each test sets the aliases it starts from."""
+    from emps.ml.predict import forget_cached_models
+
+    forget_cached_models()
+    settings = database.replace(
+        ml={
+            "model_name": f"equipment-failure-gate-{uuid.uuid4().hex[:8]}",
+            "test_equipment_fraction": 0.5,
+            "gate_min_failures": 5,
+            **small_forests,
+        }
+    )
+    examples, failures = gate_examples
+    reseeded = settings.replace(ml={"seed": settings.ml.seed + 1})
+    versions = {
+        "good": train_and_register(settings, examples, failures).version,
+        "shuffled": train_and_register(settings, shuffled(examples), failures).version,
+        "reseeded": train_and_register(reseeded, examples, failures).version,
+    }
+    return settings, versions
+
+
 @pytest.fixture
-def gate_settings(ml_settings):
-    """Half the fleet held out, so the gate slice holds a quarter of it."""
-    return ml_settings.replace(ml={"test_equipment_fraction": 0.5, "gate_min_failures": 5})
+def gate(gate_models, db):
+    """The gate models with no champion and no challenger yet, and no promotion history."""
+    from emps.ml.predict import forget_cached_models
+
+    settings, versions = gate_models
+    mlflow = registry.client(settings)
+    for alias in (registry.CHAMPION, registry.CHALLENGER):
+        if registry.alias_version(alias, settings) is not None:
+            mlflow.delete_registered_model_alias(settings.ml.model_name, alias)
+    forget_cached_models()
+    return settings, versions
 
 
 def shuffled(examples, seed: int = 5):
@@ -97,60 +133,58 @@ def test_first_model_becomes_champion_and_is_recorded(ml_settings, synthetic_exa
     assert promotions(ml_settings) == [(None, version, "tester", decision.reason)]
 
 
-def test_gate_refuses_a_worse_challenger(gate_settings, gate_examples):
+def test_gate_refuses_a_worse_challenger(gate, gate_examples):
     """A challenger trained on shuffled labels stays challenger; the champion and history are
     unchanged, and the reason gives the improvement's interval."""
+    settings, versions = gate
     examples, failures = gate_examples
-    good = train_and_register(gate_settings, examples, failures).version
-    registry.run_gate(good, "tester", gate_settings, examples, failures)
-    bad = train_and_register(gate_settings, shuffled(examples), failures).version
-    decision = registry.run_gate(bad, "tester", gate_settings, examples, failures)
+    good, bad = versions["good"], versions["shuffled"]
+    registry.run_gate(good, "tester", settings, examples, failures)
+    registry.set_challenger(bad, settings)  # as its training left it
+    decision = registry.run_gate(bad, "tester", settings, examples, failures)
     assert not decision.promoted
     assert decision.reason.startswith("gate refused") and "95 % interval" in decision.reason
     assert decision.comparison["high"] < 0
-    assert registry.alias_version(registry.CHAMPION, gate_settings) == good
-    assert registry.alias_version(registry.CHALLENGER, gate_settings) == bad
-    assert len(promotions(gate_settings)) == 1
+    assert registry.alias_version(registry.CHAMPION, settings) == good
+    assert registry.alias_version(registry.CHALLENGER, settings) == bad
+    assert len(promotions(settings)) == 1
 
 
-def test_gate_refuses_a_challenger_better_only_within_noise(gate_settings, gate_examples):
+def test_gate_refuses_a_challenger_better_only_within_noise(gate, gate_examples):
     """The same training with another seed differs from the champion only by chance: the
     interval of its improvement over the held-out equipment reaches zero, so it stays
     challenger."""
+    settings, versions = gate
     examples, failures = gate_examples
-    champion = train_and_register(gate_settings, examples, failures).version
-    registry.run_gate(champion, "tester", gate_settings, examples, failures)
-    reseeded = gate_settings.replace(ml={"seed": gate_settings.ml.seed + 1})
-    challenger = train_and_register(reseeded, examples, failures).version
-    decision = registry.run_gate(challenger, "tester", gate_settings, examples, failures)
+    champion, challenger = versions["good"], versions["reseeded"]
+    registry.run_gate(champion, "tester", settings, examples, failures)
+    decision = registry.run_gate(challenger, "tester", settings, examples, failures)
     assert not decision.promoted
     assert decision.comparison["low"] <= 0 <= decision.comparison["high"]
     assert "not better" in decision.reason
-    assert registry.alias_version(registry.CHAMPION, gate_settings) == champion
+    assert registry.alias_version(registry.CHAMPION, settings) == champion
 
 
-def test_gate_promotes_a_challenger_better_beyond_noise_given_enough_failures(
-    gate_settings, gate_examples
-):
+def test_gate_promotes_a_challenger_better_beyond_noise_given_enough_failures(gate, gate_examples):
     """A champion that learnt from shuffled labels gives way to one that learnt the failures:
     the lower end of the improvement's interval is above zero, and the history says so. With
     fewer held-out failures than a comparison needs, the same challenger is not promoted, and
     the reason names the count, the setting and how to override."""
+    settings, versions = gate
     examples, failures = gate_examples
-    weak = train_and_register(gate_settings, shuffled(examples), failures).version
-    registry.run_gate(weak, "tester", gate_settings, examples, failures)
-    strong = train_and_register(gate_settings, examples, failures).version
-    strict = gate_settings.replace(ml={"gate_min_failures": 10_000})
+    weak, strong = versions["shuffled"], versions["good"]
+    registry.run_gate(weak, "tester", settings, examples, failures)
+    strict = settings.replace(ml={"gate_min_failures": 10_000})
     refused = registry.run_gate(strong, "tester", strict, examples, failures)
     assert not refused.promoted
     assert "EMPS_ML_GATE_MIN_FAILURES" in refused.reason and "--force" in refused.reason
-    assert registry.alias_version(registry.CHAMPION, gate_settings) == weak
-    decision = registry.run_gate(strong, "tester", gate_settings, examples, failures)
+    assert registry.alias_version(registry.CHAMPION, settings) == weak
+    decision = registry.run_gate(strong, "tester", settings, examples, failures)
     assert decision.promoted and decision.comparison["low"] > 0
-    assert decision.comparison["failures"] >= gate_settings.ml.gate_min_failures
-    assert registry.alias_version(registry.CHAMPION, gate_settings) == strong
-    assert promotions(gate_settings)[-1][:3] == (weak, strong, "tester")
-    assert "better beyond noise" in promotions(gate_settings)[-1][3]
+    assert decision.comparison["failures"] >= settings.ml.gate_min_failures
+    assert registry.alias_version(registry.CHAMPION, settings) == strong
+    assert promotions(settings)[-1][:3] == (weak, strong, "tester")
+    assert "better beyond noise" in promotions(settings)[-1][3]
 
 
 def test_forced_promotion_is_recorded_as_forced(ml_settings, synthetic_examples):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import synthetic
-
-from emps.ml import registry
+from emps.ml import registry, synthetic
 
 
 def test_weekly_retrain_keeps_the_champion_while_the_gate_slice_is_thin_and_says_why(

@@ -4,24 +4,57 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
-import synthetic
-from ports import free_port
 
 from emps.actions import set_threshold
 from emps.db import Role, connect
 from emps.domain import health_score_for, severity_for
-from emps.ml import predict, registry
+from emps.ml import predict, registry, synthetic
 from emps.ml.train import train_and_register
+from emps.processes import free_port
+from emps.settings import Settings
 
 
 def champion_version(settings, examples, failures) -> str:
     version = train_and_register(settings, examples, failures).version
     registry.run_gate(version, "tester", settings, examples, failures)
     return version
+
+
+@pytest.fixture(scope="module")
+def trained(database, small_forests, synthetic_examples) -> tuple[str, str, str]:
+    """Two versions of one registered model, trained once for the module's tests that only
+    promote, move or read aliases: (model name, first version, second version)."""
+    settings = database.replace(
+        ml={"model_name": f"equipment-failure-scoring-{uuid.uuid4().hex[:8]}", **small_forests}
+    )
+    examples, failures = synthetic_examples
+    first = train_and_register(settings, examples, failures).version
+    second = train_and_register(settings, examples, failures).version
+    return settings.ml.model_name, first, second
+
+
+@pytest.fixture
+def models(trained, ml_settings) -> tuple[Settings, str, str]:
+    """This test's settings on the module's registered model, which has no alias yet:
+    (settings, first version, second version)."""
+    name, first, second = trained
+    settings = ml_settings.replace(ml={"model_name": name})
+    for alias in (registry.CHAMPION, registry.CHALLENGER):
+        if registry.alias_version(alias, settings) is not None:
+            registry.client(settings).delete_registered_model_alias(name, alias)
+    return settings, first, second
+
+
+def promoted(models, examples, failures) -> tuple[Settings, str]:
+    """The module's first version made champion by the gate, as after a first training."""
+    settings, first, _ = models
+    registry.run_gate(first, "tester", settings, examples, failures)
+    return settings, first
 
 
 def stored_predictions(settings) -> pd.DataFrame:
@@ -50,12 +83,12 @@ def stored_predictions(settings) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def test_scoring_writes_one_prediction_per_equipment_with_domain_rules(ml_settings, examples_in_db):
+def test_scoring_writes_one_prediction_per_equipment_with_domain_rules(models, examples_in_db):
     """Each equipment's latest row gets a prediction whose severity and health follow DESIGN.md,
     with a remaining life and an assessment at every severity; scoring unchanged features again
     writes the same figures."""
     examples, failures = examples_in_db
-    version = champion_version(ml_settings, examples, failures)
+    ml_settings, version = promoted(models, examples, failures)
     report = predict.score_equipment(ml_settings, emit_events=False)
     stored = stored_predictions(ml_settings)
     latest = examples.groupby("equipment_id")["ts"].max()
@@ -83,10 +116,10 @@ def test_scoring_writes_one_prediction_per_equipment_with_domain_rules(ml_settin
     )
 
 
-def test_bands_an_admin_sets_reach_the_next_scoring_run(ml_settings, examples_in_db, admin):
+def test_bands_an_admin_sets_reach_the_next_scoring_run(models, examples_in_db, admin):
     """Severity follows the dashboard's thresholds (ops.thresholds), not only EMPS_SEVERITY_*."""
     examples, failures = examples_in_db
-    champion_version(ml_settings, examples, failures)
+    ml_settings, _ = promoted(models, examples, failures)
     predict.score_equipment(ml_settings, emit_events=False)
     before = stored_predictions(ml_settings)
     below_critical = before[
@@ -119,11 +152,11 @@ def test_bands_an_admin_sets_reach_the_next_scoring_run(ml_settings, examples_in
     assert one["severity"] == "CRITICAL"
 
 
-def test_moving_the_alias_changes_the_model_of_the_next_run(ml_settings, examples_in_db):
+def test_moving_the_alias_changes_the_model_of_the_next_run(models, examples_in_db):
     """An ML engineer moving `champion` in MLflow switches scoring at once and the move is recorded."""
     examples, failures = examples_in_db
-    first = champion_version(ml_settings, examples, failures)
-    second = train_and_register(ml_settings, examples, failures).version
+    ml_settings, first = promoted(models, examples, failures)
+    second = models[2]
     assert predict.score_equipment(ml_settings, emit_events=False).model_version == first
     registry.client(ml_settings).set_registered_model_alias(
         ml_settings.ml.model_name, registry.CHAMPION, second
@@ -139,10 +172,10 @@ def test_moving_the_alias_changes_the_model_of_the_next_run(ml_settings, example
     assert last == (first, second, "mlflow-ui")
 
 
-def test_registry_outage_keeps_scoring_with_the_cached_champion(ml_settings, examples_in_db):
+def test_registry_outage_keeps_scoring_with_the_cached_champion(models, examples_in_db):
     """With the registry unreachable, scoring goes on with the champion it had, and says so."""
     examples, failures = examples_in_db
-    version = champion_version(ml_settings, examples, failures)
+    ml_settings, version = promoted(models, examples, failures)
     predict.score_equipment(ml_settings, emit_events=False)
     down = ml_settings.replace(ml={"mlflow_tracking_uri": f"http://127.0.0.1:{free_port()}"})
     report = predict.score_equipment(down, only_unscored=False, emit_events=False)
@@ -159,10 +192,10 @@ def test_no_champion_fails_with_what_to_do(ml_settings, examples_in_db):
         predict.score_equipment(ml_settings, emit_events=False)
 
 
-def test_what_if_prediction_reacts_to_the_readings(ml_settings, examples_in_db):
+def test_what_if_prediction_reacts_to_the_readings(models, examples_in_db):
     """The dashboard's what-if: pushing a drifting sensor's features up raises the risk."""
     examples, failures = examples_in_db
-    champion_version(ml_settings, examples, failures)
+    ml_settings, _ = promoted(models, examples, failures)
     healthy = examples[~examples["fails_within_horizon"]]
     equipment = "EQ-0006"  # fails, and its drifting sensor is vibration (6 % 5 sensors = 1)
     worst = examples[examples["equipment_id"] == equipment]

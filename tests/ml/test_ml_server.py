@@ -4,51 +4,34 @@ its own host names."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from ports import free_port
 
 from emps.credentials import basic_auth_header, load_secrets
+from emps.processes import free_port, serving
 from emps.settings import PROJECT_ROOT
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(test_home, mlflow_store) -> Iterator[str]:
     port = free_port()
-    log = (test_home / f"mlflow-server-{port}.log").open("w")
-    process = subprocess.Popen(
+    with serving(
+        "the MLflow server",
         [sys.executable, "-m", "emps.cli", "model", "server", "--port", str(port)],
+        port,
+        "/health",
+        test_home / f"mlflow-server-{port}.log",
         env={
             **os.environ,
             "EMPS_MLFLOW_TRACKING_URI": str(mlflow_store["mlflow_tracking_uri"]),
             "EMPS_MLFLOW_ARTIFACT_ROOT": str(mlflow_store["mlflow_artifact_root"]),
         },
         cwd=PROJECT_ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, (test_home / f"mlflow-server-{port}.log").read_text()
-            assert time.monotonic() < deadline, "the MLflow server did not start within 120 s"
-            time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+    ) as server:
+        yield server.url
 
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"

@@ -124,7 +124,7 @@ async def smtp_password(settings: Settings) -> str:
     if settings.notifications.smtp_password_block:
         from prefect.blocks.system import Secret
 
-        block = await Secret.aload(settings.notifications.smtp_password_block)
+        block: Secret[str] = await Secret.aload(settings.notifications.smtp_password_block)
         return str(block.get())
     return ""
 

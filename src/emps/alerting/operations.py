@@ -48,7 +48,7 @@ from psycopg.types.json import Jsonb
 from emps import disk, prefect_api
 from emps.alerting.backlog import backlog
 from emps.alerting.recipients import RecipientsConfig, load_recipients
-from emps.db import Role, connect
+from emps.db import Role, connect, one
 from emps.settings import Settings, get_settings
 
 log = logging.getLogger("emps.alerting.operations")
@@ -182,26 +182,30 @@ def _apply(
         seen.add(finding.subject)
         alert = open_alerts.get(finding.subject)
         if alert is None:
-            alert = cur.execute(
-                "insert into ops.operations_alerts (rule, subject, summary, details, opened_at, "
-                "last_seen_at) values (%s, %s, %s, %s, %s, %s) returning *",
-                (
-                    rule.name,
-                    finding.subject,
-                    _clean(finding.summary),
-                    Jsonb(finding.details),
-                    now,
-                    now,
-                ),
-            ).fetchone()
+            alert = one(
+                cur.execute(
+                    "insert into ops.operations_alerts (rule, subject, summary, details, opened_at, "
+                    "last_seen_at) values (%s, %s, %s, %s, %s, %s) returning *",
+                    (
+                        rule.name,
+                        finding.subject,
+                        _clean(finding.summary),
+                        Jsonb(finding.details),
+                        now,
+                        now,
+                    ),
+                )
+            )
             report.opened.append((rule.name, finding.subject))
             report.notifications += _notify(cur, rule, alert, recipients, settings, now)
             continue
-        alert = cur.execute(
-            "update ops.operations_alerts set summary = %s, details = %s, last_seen_at = %s "
-            "where id = %s returning *",
-            (_clean(finding.summary), Jsonb(finding.details), now, alert["id"]),
-        ).fetchone()
+        alert = one(
+            cur.execute(
+                "update ops.operations_alerts set summary = %s, details = %s, last_seen_at = %s "
+                "where id = %s returning *",
+                (_clean(finding.summary), Jsonb(finding.details), now, alert["id"]),
+            )
+        )
         report.still_open.append((rule.name, finding.subject))
         last = alert["last_notified_at"] or alert["opened_at"]
         if renotify > timedelta(0) and now - last >= renotify:
@@ -222,7 +226,7 @@ def _clean(text: str, limit: int = 500) -> str:
 
 
 def _notify(
-    cur: psycopg.Cursor,
+    cur: psycopg.Cursor[dict[str, Any]],
     rule: Rule,
     alert: dict[str, Any],
     recipients: RecipientsConfig,
@@ -339,12 +343,14 @@ def ingest_claim_stale(ctx: RuleContext) -> list[Finding]:
     Claims a run gave back when the disk filled are waiting for space, not stuck (`disk_low`
     says so)."""
     timeout = ctx.settings.ingest.claim_timeout_s
-    count, oldest, names = ctx.conn.execute(
-        "select count(*), min(claimed_at), "
-        "(array_agg(file_name order by claimed_at))[1:5] from raw.ingest_files "
-        "where status = 'claimed' and claimed_by is not null and claimed_at < %s",
-        (ctx.now - timedelta(seconds=timeout),),
-    ).fetchone()
+    count, oldest, names = one(
+        ctx.conn.execute(
+            "select count(*), min(claimed_at), "
+            "(array_agg(file_name order by claimed_at))[1:5] from raw.ingest_files "
+            "where status = 'claimed' and claimed_by is not null and claimed_at < %s",
+            (ctx.now - timedelta(seconds=timeout),),
+        )
+    )
     if not count:
         return []
     return [
@@ -361,11 +367,13 @@ def ingest_claim_stale(ctx: RuleContext) -> list[Finding]:
 def quarantine_share(ctx: RuleContext) -> list[Finding]:
     """More than EMPS_QUARANTINE_ALERT_SHARE of the rows of the files finished in the last
     15 minutes were quarantined (with at least EMPS_QUARANTINE_ALERT_MIN_ROWS rows)."""
-    total, quarantined = ctx.conn.execute(
-        "select coalesce(sum(rows_total), 0), coalesce(sum(rows_quarantined), 0) "
-        "from raw.ingest_files where finished_at > %s and rows_total is not null",
-        (ctx.now - QUARANTINE_WINDOW,),
-    ).fetchone()
+    total, quarantined = one(
+        ctx.conn.execute(
+            "select coalesce(sum(rows_total), 0), coalesce(sum(rows_quarantined), 0) "
+            "from raw.ingest_files where finished_at > %s and rows_total is not null",
+            (ctx.now - QUARANTINE_WINDOW,),
+        )
+    )
     share = ctx.settings.operations.quarantine_alert_share
     if total < ctx.settings.operations.quarantine_alert_min_rows or quarantined <= share * total:
         return []

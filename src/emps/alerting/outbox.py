@@ -36,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import LiteralString, Protocol
+from typing import Any, LiteralString, Protocol
 
 import psycopg
 from psycopg import sql
@@ -72,12 +72,12 @@ class SystemClock:
 SYSTEM_CLOCK = SystemClock()
 
 
-def dedupe_key(alert_id: int, event: str, level: int, channel: str, address: str) -> str:
+def dedupe_key(alert_id: int, event: str, level: str, channel: str, address: str) -> str:
     return f"alert-{alert_id}/{event}/{level}/{channel}/{address.lower()}"
 
 
 def enqueue_alert_notifications(
-    conn: psycopg.Connection,
+    conn: psycopg.Connection[Any],
     notice: AlertNotice,
     recipients: Iterable[Recipient],
     now: datetime,
@@ -231,7 +231,7 @@ class Claim:
     def __init__(
         self,
         conn: psycopg.Connection,
-        rows: list[dict],
+        rows: list[dict[str, Any]],
         *,
         worker: str,
         token: uuid.UUID,
@@ -258,15 +258,19 @@ class Claim:
         # Margin for the database round trips and other senders' clocks.
         needed = timedelta(seconds=1.5 * self.settings.notifications.smtp_timeout_s)
         if self.lease_until - now < needed:
-            renewed = self.conn.execute(
-                """
+            renewed = (
+                self.conn.cursor(row_factory=dict_row)
+                .execute(
+                    """
                 update ops.notifications
                 set lease_expires_at = %(now)s + make_interval(secs => %(lease)s)
                 where claimed_by = %(worker)s and claim_token = %(token)s and status = 'sending'
                 returning id
                 """,
-                {**self._fence(), "now": now, "lease": self.settings.notifications.lease_s},
-            ).fetchall()
+                    {**self._fence(), "now": now, "lease": self.settings.notifications.lease_s},
+                )
+                .fetchall()
+            )
             self.held &= {r["id"] for r in renewed}
             self.lease_until = now + timedelta(seconds=self.settings.notifications.lease_s)
         return row["id"] in self.held
@@ -375,8 +379,10 @@ def claim_due(
     now = clock.now()
     token = uuid.uuid4()
     with conn.transaction():
-        rows = conn.execute(
-            """
+        rows = (
+            conn.cursor(row_factory=dict_row)
+            .execute(
+                """
             with due as (
                 select id from ops.notifications
                 where ((status in ('pending', 'failed') and next_attempt_at <= %(now)s)
@@ -394,18 +400,20 @@ def claim_due(
             from due where n.id = due.id
             returning n.*
             """,
-            {
-                "now": now,
-                "any_alert": not alert_ids,
-                "alert_ids": list(alert_ids or []),
-                "exclude": list(exclude_ids),
-                "channels": list(channels),
-                "limit": limit,
-                "worker": worker,
-                "token": token,
-                "lease": settings.notifications.lease_s,
-            },
-        ).fetchall()
+                {
+                    "now": now,
+                    "any_alert": not alert_ids,
+                    "alert_ids": list(alert_ids or []),
+                    "exclude": list(exclude_ids),
+                    "channels": list(channels),
+                    "limit": limit,
+                    "worker": worker,
+                    "token": token,
+                    "lease": settings.notifications.lease_s,
+                },
+            )
+            .fetchall()
+        )
     rows.sort(key=lambda r: (r["next_attempt_at"], r["id"]))
     return Claim(
         conn,
@@ -539,7 +547,6 @@ async def deliver_due(
     tried: list[int] = []
     channels = {"email", "sms"}
     with connect(Role.ALERTING, settings, autocommit=True) as conn:
-        conn.row_factory = dict_row
         while report.claimed < limit and channels:
             claim = claim_due(
                 conn,

@@ -13,14 +13,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 
 from emps.alerting.messages import AlertNotice
 from emps.alerting.outbox import enqueue_alert_notifications
 from emps.alerting.recipients import RecipientsConfig, load_recipients
 from emps.alerting.tasks import ACTOR, ensure_task_for_alert
-from emps.db import Role, connect
+from emps.db import Role, connect, one
 from emps.domain import SETTLING, Severity, assessment_words, remaining_life_words
 from emps.settings import Settings, get_settings
 
@@ -129,14 +129,16 @@ def _prediction_facts(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _equipment(conn: psycopg.Connection, equipment_id: str) -> tuple[str, str] | None:
+def _equipment(conn: psycopg.Connection[DictRow], equipment_id: str) -> tuple[str, str] | None:
     row = conn.execute(
         "select equipment_type, site from raw.equipment where equipment_id = %s", (equipment_id,)
     ).fetchone()
     return (row["equipment_type"], row["site"]) if row else None
 
 
-def _audit(conn, action: str, alert_id: int, details: dict) -> None:
+def _audit(
+    conn: psycopg.Connection[Any], action: str, alert_id: int, details: dict[str, Any]
+) -> None:
     conn.execute(
         "select ops.record_audit(%s, %s, 'alert', %s, %s)",
         (ACTOR, action, str(alert_id), Jsonb(details)),
@@ -159,8 +161,7 @@ def process_prediction(
     key = PredictionKey.from_payload(payload)
     recipients = recipients or load_recipients(settings=settings)
     now = now or datetime.now(UTC)
-    with connect(Role.ALERTING, settings) as conn, conn.transaction():
-        conn.row_factory = dict_row
+    with connect(Role.ALERTING, settings, row_factory=dict_row) as conn, conn.transaction():
         row = conn.execute(PREDICTION, (key.prediction_id, key.prediction_ts)).fetchone()
         if row is None:
             log.warning(
@@ -210,7 +211,7 @@ def process_prediction(
 
 
 def _apply_prediction(
-    conn: psycopg.Connection,
+    conn: psycopg.Connection[DictRow],
     signal: PredictionSignal,
     settings: Settings,
     recipients: RecipientsConfig,
@@ -243,43 +244,47 @@ def _apply_prediction(
         # the machine before the work, so nothing opens or rises on them.
         return AlertOutcome("settling", alert["id"] if alert else None)
     if alert is None:
-        alert = conn.execute(
-            """
-            insert into ops.alerts (equipment_id, prediction_id, prediction_ts, severity,
-                failure_mode, message, created_at, updated_at, last_notified_at)
-            values (%s, %s, %s, %s, %s, %s, %s, %s, %s) returning *
-            """,
-            (
-                signal.equipment_id,
-                signal.prediction_id,
-                signal.prediction_ts,
-                signal.severity.value,
-                signal.failure_mode,
-                message,
-                now,
-                now,
-                now,
-            ),
-        ).fetchone()
+        alert = one(
+            conn.execute(
+                """
+                insert into ops.alerts (equipment_id, prediction_id, prediction_ts, severity,
+                    failure_mode, message, created_at, updated_at, last_notified_at)
+                values (%s, %s, %s, %s, %s, %s, %s, %s, %s) returning *
+                """,
+                (
+                    signal.equipment_id,
+                    signal.prediction_id,
+                    signal.prediction_ts,
+                    signal.severity.value,
+                    signal.failure_mode,
+                    message,
+                    now,
+                    now,
+                    now,
+                ),
+            )
+        )
         _audit(conn, "alert.open", alert["id"], {"severity": signal.severity.value})
         action, event = "opened", "alert.opened"
     elif Severity(alert["severity"]).rank < signal.severity.rank:
-        alert = conn.execute(
-            """
-            update ops.alerts set severity = %s, message = %s, prediction_id = %s,
-                prediction_ts = %s, updated_at = %s, last_notified_at = %s
-            where id = %s returning *
-            """,
-            (
-                signal.severity.value,
-                message,
-                signal.prediction_id,
-                signal.prediction_ts,
-                now,
-                now,
-                alert["id"],
-            ),
-        ).fetchone()
+        alert = one(
+            conn.execute(
+                """
+                update ops.alerts set severity = %s, message = %s, prediction_id = %s,
+                    prediction_ts = %s, updated_at = %s, last_notified_at = %s
+                where id = %s returning *
+                """,
+                (
+                    signal.severity.value,
+                    message,
+                    signal.prediction_id,
+                    signal.prediction_ts,
+                    now,
+                    now,
+                    alert["id"],
+                ),
+            )
+        )
         _audit(
             conn,
             "alert.escalate_severity",
@@ -348,8 +353,7 @@ def process_pending(
     started yet. Oldest first, so a HIGH then CRITICAL sequence escalates as it happened."""
     settings = settings or get_settings()
     recipients = recipients or load_recipients(settings=settings)
-    with connect(Role.ALERTING, settings) as conn:
-        conn.row_factory = dict_row
+    with connect(Role.ALERTING, settings, row_factory=dict_row) as conn:
         pending = conn.execute(
             """
             select p.id as prediction_id, p.ts as prediction_ts, p.equipment_id,
@@ -366,13 +370,16 @@ def process_pending(
     return [process_prediction(dict(row), settings, recipients) for row in pending]
 
 
-def _task_line(conn, task_id: int | None) -> str | None:
+def _task_line(conn: psycopg.Connection[DictRow], task_id: int | None) -> str | None:
     if task_id is None:
         return None
-    row = conn.execute(
-        "select id, task_type, priority, scheduled_date from ops.maintenance_tasks where id = %s",
-        (task_id,),
-    ).fetchone()
+    row = one(
+        conn.execute(
+            "select id, task_type, priority, scheduled_date from ops.maintenance_tasks "
+            "where id = %s",
+            (task_id,),
+        )
+    )
     return (
         f"#{row['id']} {row['task_type']}, priority {row['priority']}, "
         f"scheduled {row['scheduled_date']:%Y-%m-%d %H:%M %Z}"
@@ -398,8 +405,7 @@ def escalate_unacknowledged(
     cutoff = now - timedelta(minutes=settings.alerting.escalation_delay_min)
     escalated: list[int] = []
     written = 0
-    with connect(Role.ALERTING, settings) as conn, conn.transaction():
-        conn.row_factory = dict_row
+    with connect(Role.ALERTING, settings, row_factory=dict_row) as conn, conn.transaction():
         due = conn.execute(
             """
             select a.*, p.failure_probability, p.days_until_failure, p.explanation,

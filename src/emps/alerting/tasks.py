@@ -4,6 +4,7 @@ inspection within N days, at most one open task per alert (ops.maintenance_tasks
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import psycopg
 from psycopg.rows import tuple_row
@@ -53,7 +54,7 @@ def task_type_for(severity: Severity | str) -> str:
     return "corrective" if Severity(severity) is Severity.CRITICAL else "inspection"
 
 
-def open_task_for_alert(conn: psycopg.Connection, alert_id: int) -> tuple | None:
+def open_task_for_alert(conn: psycopg.Connection[Any], alert_id: int) -> tuple | None:
     return (
         conn.cursor(row_factory=tuple_row)
         .execute(
@@ -66,7 +67,7 @@ def open_task_for_alert(conn: psycopg.Connection, alert_id: int) -> tuple | None
 
 
 def ensure_task_for_alert(
-    conn: psycopg.Connection,
+    conn: psycopg.Connection[Any],  # of any row type: its queries ask for tuples
     *,
     alert_id: int,
     equipment_id: str,

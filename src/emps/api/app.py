@@ -106,7 +106,7 @@ async def ingest(service: Service, request: Request) -> JSONResponse:
         )
     foreign = sorted({str(r["equipment_id"]) for r in records} - device.equipment_ids)
     if foreign:
-        rows = [n for n, r in enumerate(records, start=1) if r["equipment_id"] in foreign]
+        refused = [n for n, r in enumerate(records, start=1) if r["equipment_id"] in foreign]
         await service.call(
             "select ops.api_record_refusal(%s, %s, %s)",
             (
@@ -116,7 +116,7 @@ async def ingest(service: Service, request: Request) -> JSONResponse:
                     {
                         "reason": "equipment not bound to the device",
                         "equipment_ids": foreign[:50],
-                        "rows": rows[:50],
+                        "rows": refused[:50],
                         "key_id": device.key_id,
                         "request_id": request.state.request_id,
                     }
@@ -131,7 +131,7 @@ async def ingest(service: Service, request: Request) -> JSONResponse:
         raise ApiError(
             403,
             f"device {device.device_id} may not report equipment {', '.join(foreign[:10])}"
-            f"{' and more' if len(foreign) > 10 else ''} (rows {', '.join(map(str, rows[:10]))}); "
+            f"{' and more' if len(foreign) > 10 else ''} (rows {', '.join(map(str, refused[:10]))}); "
             "nothing was accepted",
         )
     digest = hashlib.sha256(body).digest()

@@ -95,7 +95,7 @@ def _metrics_table(
         cells = [label.format(**words), _fmt(metrics[key])]
         if intervals:
             low, high = metrics.get(f"{key}_ci95_low"), metrics.get(f"{key}_ci95_high")
-            if low is None:
+            if low is None or high is None:
                 cells.append("")
             elif math.isnan(low):
                 cells.append("too few to tell")
@@ -152,7 +152,7 @@ def train(
 
 @app.command()
 def evaluate(
-    version: str = typer.Option(None, help="Model version [default: the champion]"),
+    version: str | None = typer.Option(None, help="Model version [default: the champion]"),
     alias: str = typer.Option("champion", help="Alias to evaluate when no version is given"),
     as_json: bool = typer.Option(False, "--json", help="Last line: the headline figures as JSON"),
 ) -> None:
@@ -213,7 +213,7 @@ def evaluate(
 
 @app.command()
 def promote(
-    version: str = typer.Option(None, help="Version to promote [default: the challenger]"),
+    version: str | None = typer.Option(None, help="Version to promote [default: the challenger]"),
     force: bool = typer.Option(False, help="Skip the gate (recorded as forced)"),
     actor: str = typer.Option(None, help="Recorded as promoter [default: your user name]"),
 ) -> None:
@@ -262,18 +262,18 @@ def _backtest_table(backtest) -> Table:
         title=f"backtest of version {backtest.model_version}, "
         f"{backtest.start:%Y-%m-%d} to {backtest.end:%Y-%m-%d}"
     )
-    for column, justify in (
-        ("week of", "left"),
-        ("alerts", "right"),
-        ("false", "right"),
-        ("too recent", "right"),
-        ("failures", "right"),
-        (f"warned >= {lead} {unit}s", "right"),
-        ("late", "right"),
-        ("missed", "right"),
-        (f"median lead ({unit}s)", "right"),
+    table.add_column("week of", no_wrap=True)
+    for column in (
+        "alerts",
+        "false",
+        "too recent",
+        "failures",
+        f"warned >= {lead} {unit}s",
+        "late",
+        "missed",
+        f"median lead ({unit}s)",
     ):
-        table.add_column(column, justify=justify, no_wrap=True)
+        table.add_column(column, justify="right", no_wrap=True)
 
     def cells(figures) -> list[str]:
         median = figures.median_lead

@@ -104,6 +104,13 @@ class ClaimedFile:
     def stored_name(self) -> str:
         return self.path.name
 
+    @property
+    def ledger_row_id(self) -> int:
+        """Its row in raw.ingest_files: every file past its claim has one."""
+        if self.ledger_id is None:
+            raise ValueError(f"{self.original_name} has no ingest ledger row yet")
+        return self.ledger_id
+
 
 @dataclass(frozen=True)
 class Entry:

@@ -119,7 +119,7 @@ class _Source:
         head = handle.read(2)
         handle.seek(0)
         self.gzipped = head == GZIP_MAGIC
-        self.stream: IO[bytes] = (
+        self.stream: IO[bytes] | gzip.GzipFile = (
             gzip.GzipFile(fileobj=handle, mode="rb") if self.gzipped else handle
         )
 
@@ -512,7 +512,10 @@ class _CsvBody:
         if not tail.strip():
             return out
         self.ordinal += 1
-        verdict, value = ("bad", None) if _not_utf8(tail) else self._classify(tail)
+        if not _not_utf8(tail):
+            verdict, value = self._classify(tail)
+        else:
+            verdict, value = "bad", None
         if settled and verdict == "fast":
             out.fast.append(tail)
             out.fast_rows.append(self.ordinal)
@@ -627,8 +630,8 @@ def _csv_dicts(
     rows: list[tuple[int, list[str]]] = []
     plain = [i for i, line in enumerate(split.fast) if b'"' not in line]
     text = b"\n".join(split.fast[i] for i in plain).decode("utf-8")
-    for i, line in zip(plain, text.split("\n") if plain else [], strict=True):
-        rows.append((split.fast_rows[i], line.split(body.delimiter)))
+    for i, decoded in zip(plain, text.split("\n") if plain else [], strict=True):
+        rows.append((split.fast_rows[i], decoded.split(body.delimiter)))
     for i, line in enumerate(split.fast):
         if b'"' in line:
             rows.append((split.fast_rows[i], csv_fields(line, body.delimiter)))
@@ -703,7 +706,12 @@ def _pairs(pairs: list[tuple[str, Any]]) -> _Object:
     obj = _Object(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()
-        obj.repeated = tuple(k for k, _ in pairs if k in seen or seen.add(k))
+        repeated = []
+        for key, _ in pairs:
+            if key in seen:
+                repeated.append(key)
+            seen.add(key)
+        obj.repeated = tuple(repeated)
     return obj
 
 
@@ -745,10 +753,10 @@ def _record(obj: Any, row: int, what: str, text: bytes | str, mapping: dict) -> 
     known = mapping.get(keys)
     if known is None:
         names = normalise_columns(list(keys))
-        clashing = {n for n in names if names.count(n) > 1}
+        clashes = {n for n in names if names.count(n) > 1}
         known = mapping[keys] = (
             names,
-            tuple(k for k, n in zip(keys, names, strict=True) if n in clashing),
+            tuple(k for k, n in zip(keys, names, strict=True) if n in clashes),
         )
     names, clashing = known
     repeated = (*getattr(obj, "repeated", ()), *clashing)
@@ -949,6 +957,7 @@ def _json_array(
                 continue
             notes.warn(f"element {row} of the JSON array is not followed by ',' (read anyway)")
         start = pos
+        end: int | None  # None: the file ends inside this element
         while True:
             try:
                 obj, end = DECODER.raw_decode(buf, pos)

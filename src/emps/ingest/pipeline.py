@@ -687,8 +687,8 @@ class Ingestor:
         deferred: list[zone.ClaimedFile] = []
         in_batch: set[str] = set()
         for claimed in work:
-            if claimed.sha256 in first and first[claimed.sha256] != claimed.ledger_id:
-                duplicates[claimed.ledger_id] = first[claimed.sha256]
+            if claimed.sha256 in first and first[claimed.sha256] != claimed.ledger_row_id:
+                duplicates[claimed.ledger_row_id] = first[claimed.sha256]
             elif claimed.sha256 in in_batch:
                 deferred.append(claimed)
             else:
@@ -696,16 +696,16 @@ class Ingestor:
                 keep.append(claimed)
         load.mark_duplicates(conn, duplicates)
         for claimed in work:
-            if claimed.ledger_id in duplicates:
+            if claimed.ledger_row_id in duplicates:
                 self._move_on(claimed)
                 self._emit(
                     report,
                     FileOutcome(
-                        claimed.ledger_id,
+                        claimed.ledger_row_id,
                         claimed.original_name,
                         claimed.stored_name,
                         status="duplicate",
-                        error=f"same content as ingest file {duplicates[claimed.ledger_id]}",
+                        error=f"same content as ingest file {duplicates[claimed.ledger_row_id]}",
                     ),
                 )
         return keep, deferred
@@ -733,21 +733,22 @@ class Ingestor:
     ) -> list[zone.ClaimedFile]:
         """Load a group in one transaction; returns the files that left it for being large."""
         outcomes = {
-            f.ledger_id: FileOutcome(f.ledger_id, f.original_name, f.stored_name) for f in group
+            f.ledger_row_id: FileOutcome(f.ledger_row_id, f.original_name, f.stored_name)
+            for f in group
         }
-        by_id = {f.ledger_id: f for f in group}
+        by_id = {f.ledger_row_id: f for f in group}
         rejected: dict[int, FileRejected] = {}
         deferred: list[zone.ClaimedFile] = []
         chunk_rows = self.settings.ingest.chunk_rows
         for claimed in group:  # left by an attempt of this group that rolled back
-            self.unbound.pop(claimed.ledger_id, None)
+            self.unbound.pop(claimed.ledger_row_id, None)
         with conn.transaction():
             batch = load.LoadGroup(conn, self.catalog)
             pending: list[tuple[int, pd.DataFrame | list[dict]]] = []
             pending_rows = 0
             flushed: set[int] = set()
             for claimed in group:
-                outcome = outcomes[claimed.ledger_id]
+                outcome = outcomes[claimed.ledger_row_id]
                 started = time.perf_counter()
                 try:
                     for part in self._read_file(claimed, outcome, alone):
@@ -756,11 +757,11 @@ class Ingestor:
                             # staged, not copied directly (it may still turn out unreadable).
                             report.timings["parse_s"] += time.perf_counter() - started
                             flushed |= self._flush(
-                                conn, batch, pending, outcomes, by_id, report, claimed.ledger_id
+                                conn, batch, pending, outcomes, by_id, report, claimed.ledger_row_id
                             )
                             started = time.perf_counter()
                             pending, pending_rows = [], 0
-                        pending.append((claimed.ledger_id, part))
+                        pending.append((claimed.ledger_row_id, part))
                         pending_rows += len(part)
                     if pending_rows >= chunk_rows:
                         report.timings["parse_s"] += time.perf_counter() - started
@@ -768,15 +769,15 @@ class Ingestor:
                         started = time.perf_counter()
                         pending, pending_rows = [], 0
                 except (FileRejected, TooBigForGroup) as exc:
-                    pending = [(i, part) for i, part in pending if i != claimed.ledger_id]
+                    pending = [(i, part) for i, part in pending if i != claimed.ledger_row_id]
                     pending_rows = sum(len(part) for _, part in pending)
-                    if claimed.ledger_id in flushed:
-                        batch.discard(claimed.ledger_id)
+                    if claimed.ledger_row_id in flushed:
+                        batch.discard(claimed.ledger_row_id)
                     if isinstance(exc, TooBigForGroup):
                         deferred.append(claimed)
-                        del outcomes[claimed.ledger_id]
+                        del outcomes[claimed.ledger_row_id]
                     else:
-                        rejected[claimed.ledger_id] = exc
+                        rejected[claimed.ledger_row_id] = exc
                         outcome.status, outcome.error = "quarantined", exc.reason
                         outcome.rows_total = outcome.rows_duplicate = 0
                         outcome.rows_quarantined = outcome.rows_conflict = 0
@@ -875,12 +876,12 @@ class Ingestor:
                     self._require_columns(notes.columns, chunk)
                     checked = True
                     if notes.format.startswith("csv"):
-                        self.headers[claimed.ledger_id] = list(notes.columns)
+                        self.headers[claimed.ledger_row_id] = list(notes.columns)
                 if isinstance(chunk, list):
                     for record in chunk:
-                        record[FILE] = claimed.ledger_id
+                        record[FILE] = claimed.ledger_row_id
                 else:
-                    chunk[FILE] = claimed.ledger_id
+                    chunk[FILE] = claimed.ledger_row_id
                 outcome.rows_total += len(chunk)
                 yield chunk
         outcome.format = notes.format

@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,9 @@ from emps.ingest.columns import (
 from emps.ingest.parse import KIND, PROBLEM, ROW
 from emps.ingest.timestamps import parse_timestamps
 from emps.settings import PROJECT_ROOT, Settings
+
+if TYPE_CHECKING:
+    from great_expectations import ValidationDefinition
 
 log = logging.getLogger(__name__)
 
@@ -333,9 +336,9 @@ class SuiteRunner:
 
     def __init__(self, suite: dict[str, Any]):
         self.suite = suite
-        self._validation = None
+        self._validation: ValidationDefinition | None = None
 
-    def _build(self):
+    def _build(self) -> ValidationDefinition:
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -351,20 +354,20 @@ class SuiteRunner:
                 meta=self.suite.get("meta"),
             )
         )
-        self._validation = context.validation_definitions.add(
+        return context.validation_definitions.add(
             gx.ValidationDefinition(name="ingest", data=batch, suite=suite)
         )
 
-    def _build_once(self) -> None:
+    def _build_once(self) -> ValidationDefinition:
         if self._validation is None:
-            self._build()
+            self._validation = self._build()
+        return self._validation
 
     def run(
         self, frame: pd.DataFrame, parameters: dict[str, Any]
     ) -> tuple[list[Failure], dict[str, Any]]:
         """Validate `frame` (a RangeIndex frame); returns failures and the JSON-able result."""
-        self._build_once()
-        result = self._validation.run(
+        result = self._build_once().run(
             batch_parameters={"dataframe": frame},
             expectation_parameters=parameters,
             result_format={"result_format": "COMPLETE"},
@@ -464,6 +467,8 @@ def _reason(
             f"equipment_id {_show(frame.at[row, 'equipment_id'])} has more than one different "
             f"reading at {frame.at[row, 'ts'].isoformat()} in this file"
         )
+    if column is None:
+        return f"{failure.kwargs} failed {kind}"
     if column == COUNTER:
         bad = prepared.bad_number.get(column)
         if bad is not None and bool(bad.at[row]):
@@ -487,7 +492,7 @@ def _reason(
             f"{column} value {frame.at[row, column]:g} is outside the valid range "
             f"{low:g}..{high:g} {sensor.unit}"
         )
-    return f"{column or failure.kwargs} failed {kind}"
+    return f"{column} failed {kind}"
 
 
 def _show(value: Any) -> str:

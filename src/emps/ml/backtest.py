@@ -98,7 +98,7 @@ def parse_bands(text: str) -> dict[str, float]:
             if len(parts) != 3:
                 raise ValueError
             return dict(zip(THRESHOLD_KEYS, (float(p) for p in parts), strict=True))
-        bands = {}
+        bands: dict[str, float] = {}
         for part in parts:
             name, value = (piece.strip() for piece in part.split("=", 1))
             bands[_BAND_NAMES[name.lower().removeprefix("severity_")]] = float(value)
@@ -107,8 +107,8 @@ def parse_bands(text: str) -> dict[str, float]:
             f"bands {text!r}: give three rising probabilities MEDIUM,HIGH,CRITICAL "
             "(e.g. 0.3,0.5,0.85) or name the ones to change (e.g. high=0.5)"
         ) from None
-    for key, value in bands.items():
-        if not 0 < value < 1:
+    for key, band in bands.items():
+        if not 0 < band < 1:
             raise ValueError(f"bands {text!r}: {key.removeprefix('severity_')} must lie in (0, 1)")
     if not bands:
         raise ValueError("bands: none given")
@@ -240,7 +240,7 @@ class Figures:
 
 @dataclass
 class Week(Figures):
-    week_start: pd.Timestamp | None = None
+    week_start: pd.Timestamp = field(kw_only=True)
 
     def as_dict(self) -> dict[str, Any]:
         facts = super().as_dict()

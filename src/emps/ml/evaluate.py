@@ -687,10 +687,10 @@ def _event_summary(
                 )
                 medians = []
                 for weights in counts[: min(resamples, 200)]:
-                    drawn = [
+                    repeated = [
                         np.repeat(lead, w) for lead, w in zip(leads, weights, strict=True) if w
                     ]
-                    pooled = np.concatenate(drawn) if drawn else np.array([])
+                    pooled = np.concatenate(repeated) if repeated else np.array([])
                     medians.append(np.median(pooled) if len(pooled) else np.nan)
                 intervals["median_lead"] = _interval(np.asarray(medians))
     # Resampling a handful of events (or none) gives a narrow or empty interval: a rate's
@@ -781,19 +781,19 @@ def remaining_life_figures(
     shown = ~np.isnan(predicted)
     rows = rows[shown]
     predicted = predicted[shown]
-    cap = np.broadcast_to(np.asarray(cap, dtype=float), shown.shape)[shown]
-    naive = np.broadcast_to(np.asarray(naive, dtype=float), shown.shape)[shown]
+    row_cap = np.broadcast_to(np.asarray(cap, dtype=float), shown.shape)[shown]
+    row_naive = np.broadcast_to(np.asarray(naive, dtype=float), shown.shape)[shown]
     nan = float("nan")
     if not len(rows):
         return {"rul_rows": 0.0, "rul_rows_censored": 0.0, "rul_mae_displayed": nan}
     truth, censored = remaining_life_truth(rows, catalog)
-    error = _capped_errors(predicted, truth, censored, cap)
-    naive_error = _capped_errors(naive, truth, censored, cap)
+    error = _capped_errors(predicted, truth, censored, row_cap)
+    naive_error = _capped_errors(row_naive, truth, censored, row_cap)
     known = ~censored
     near = known & (
         truth * _per_row(rows, catalog, "life_s") <= _per_row(rows, catalog, "horizon_s")
     )
-    shown_predicted = np.minimum(predicted, cap)
+    shown_predicted = np.minimum(predicted, row_cap)
 
     def mae(values: np.ndarray, where: np.ndarray | None = None) -> float:
         values = values if where is None else values[where]

@@ -79,6 +79,13 @@ class FailureModel(BaseEstimator):
         # Remaining life as a share of the type's cap, from the features (beyond the horizon).
         self.life_forest = life_forest
 
+    @property
+    def trained_features(self) -> list[str]:
+        """The feature names in training order: every trained model has them."""
+        if self.feature_names is None:
+            raise ValueError("the model has no feature list: it was never trained")
+        return self.feature_names
+
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         """The feature matrix in training order; a feature the frame lacks is an error, not a zero."""
         missing = [c for c in self.feature_names or [] if c not in frame.columns]

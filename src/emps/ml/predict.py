@@ -48,10 +48,10 @@ class Champion:
     stale: bool = False  # True: the registry was unreachable, this is the last champion we knew
     # Why the version the alias points to was not loaded: this is the last verified champion.
     refused: str | None = None
-    alias_version: str | None = None  # what `champion` points to (= version unless refused)
+    alias_version: str = ""  # what `champion` points to; "": `version` (nothing refused)
 
     def __post_init__(self) -> None:
-        if self.alias_version is None:
+        if not self.alias_version:
             self.alias_version = self.version
 
 
@@ -166,7 +166,7 @@ def _predict_matrix(
     assessments = assess_matrix(
         X,
         np.asarray(types, dtype=object),
-        model.feature_names,
+        model.trained_features,
         load_catalog(settings.catalog_path),
         model.assessment_profile,
         model.feature_labels,
@@ -523,7 +523,7 @@ def predict_many(
 
 def _check_overrides(overrides: Mapping[str, float] | None, champion: Champion) -> None:
     """A ValueError naming the overrides that are not features of the champion."""
-    names = champion.model.feature_names
+    names = champion.model.trained_features
     unknown = sorted(set(overrides or {}) - set(names))
     if unknown:
         examples = ", ".join(f"'{name}'" for name in names[:2])

@@ -98,7 +98,8 @@ def type_clocks(
     rows; the pooled one, in horizons, for a type without training rows)."""
     truth, censored = remaining_life_truth(frame, catalog)
     types = frame["equipment_type"].to_numpy(dtype=object)
-    clocks, pooled = {}, []
+    clocks: dict[str, dict[str, Any]] = {}
+    pooled: list[float] = []
     for name, etype in catalog.equipment_types.items():
         unit_seconds = etype.clock.life_unit_seconds
         cap = rul_cap(etype, settings)
@@ -387,7 +388,8 @@ def _log_plots(
     importance = pd.Series(model.classifier.feature_importances_, index=model.feature_names)
     top = importance.sort_values().tail(20)
     fig, ax = plt.subplots(figsize=(7, 6))
-    ax.barh([model.feature_labels[n][0] for n in top.index], top.to_numpy())
+    labels = model.feature_labels or {}  # per feature: [what a technician reads, sensor]
+    ax.barh([(labels.get(n) or [n])[0] or n for n in top.index], top.to_numpy())
     ax.set_title("Feature importance (top 20)")
     fig.tight_layout()
     mlflow.log_figure(fig, "plots/feature_importance.png")
@@ -545,8 +547,8 @@ def train_and_register(
                 "inspection_within": settings.alerting.inspection_within_days,
                 "lookback_horizons": LOOKBACK_HORIZONS,
                 "life_unit": life_unit(catalog),
-                "rul_cap": ", ".join(f"{t} {c['cap']:g}" for t, c in model.clocks.items()),
-                "n_features": len(model.feature_names),
+                "rul_cap": ", ".join(f"{t} {c['cap']:g}" for t, c in (model.clocks or {}).items()),
+                "n_features": len(model.trained_features),
                 "test_equipment_fraction": settings.ml.test_equipment_fraction,
             }
         )
@@ -595,8 +597,8 @@ def train_and_register(
             )
     backtests[CHALLENGER_KEY].model_version = version
     for prefix, backtest in ((BACKTEST_TAG, backtests[CHALLENGER_KEY]), *_champion_tag(backtests)):
-        for key, value in tags_for(backtest, prefix).items():
-            mlflow_client.set_model_version_tag(settings.ml.model_name, version, key, value)
+        for key, tag in tags_for(backtest, prefix).items():
+            mlflow_client.set_model_version_tag(settings.ml.model_name, version, key, tag)
     if CHAMPION_ERROR in backtests:
         mlflow_client.set_model_version_tag(
             settings.ml.model_name,

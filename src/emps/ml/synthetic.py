@@ -1,7 +1,8 @@
 """A synthetic stand-in for analytics.mart_training_examples, shaped exactly like the dbt contract.
 
 Degrading equipment drifts on one sensor for a few days before it fails, so a model can learn
-something; healthy equipment only has noise. Used where a test needs many labelled rows fast.
+something; healthy equipment only has noise. For the tests and the benches that need many
+labelled rows fast, not for the platform.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import psycopg
 
 from emps.catalog import Catalog
 from emps.db import Role, connect
+from emps.settings import Settings
 
 
 def feature_names(catalog: Catalog) -> list[str]:
@@ -94,7 +96,7 @@ def training_examples(
     return pd.concat(frames, ignore_index=True), events
 
 
-def load_examples(frame: pd.DataFrame, settings, relation: str) -> None:
+def load_examples(frame: pd.DataFrame, settings: Settings, relation: str) -> None:
     """Replace `relation` with `frame` and register its equipment in raw.equipment."""
     schema, table = relation.split(".")
     columns = []
