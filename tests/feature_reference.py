@@ -135,19 +135,19 @@ def features(
             longest = grid.windows[-1]
             # The baseline: the last whole period of `baseline` slots (counted from slot 0)
             # that ends baseline_lag slots or more before this one and is not near a failure,
-            # none while that period starts before the first slot. A type without a lag
-            # compares with its first span.
+            # the first span while that period starts before the first slot. A type without a
+            # lag keeps its first span.
             period = trailing_period(int(s), grid)
             while period is not None and period in unhealthy:
                 period -= 1
-            if period is None:
+            if period is None or period * grid.baseline < first:
                 reference = in_baseline
+                reference_end = baseline_end - 1
             else:
-                reference = (
-                    (slots >= period * grid.baseline)
-                    & (slots < (period + 1) * grid.baseline)
-                    & (period * grid.baseline >= first)
+                reference = (slots >= period * grid.baseline) & (
+                    slots < (period + 1) * grid.baseline
                 )
+                reference_end = (period + 1) * grid.baseline - 1
             for sensor in sensors:
                 own = rows[f"{sensor}_level"].to_numpy(dtype=float)
                 result[f"{sensor}_now"] = own[i]
@@ -199,6 +199,8 @@ def features(
             result["since_maintenance"] = (ts - max(since)).total_seconds() / (
                 etype.clock.unit_seconds
             )
+            after = complete and s >= baseline_end
+            result["baseline_age"] = (s - reference_end) * unit if after else np.nan
             out.append(result)
     return pd.DataFrame(out)
 

@@ -95,8 +95,8 @@
 
 {% macro is_trailing(period, grid) -%}
     {#- Whether a slot's trailing baseline period `period` holds the machine's data: it starts
-        at or after its first slot (`grid`.first_slot). Until then a type with a lag has no
-        baseline features; one without compares with its first span. -#}
+        at or after its first slot (`grid`.first_slot). Until then, and for a type without a
+        lag, the slot is compared with the machine's first span. -#}
     coalesce({{ period }} * {{ grid }}.baseline_slots >= {{ grid }}.first_slot, false)
 {%- endmacro %}
 

@@ -76,9 +76,12 @@ WINDOW_STATS = ("mean", "std", "slope", "outside")
 # machines at its site (equipment with a site only). The baseline trails the machine: its level
 # over a `baseline` span ending `baseline_lag` before the slot (its first span while younger).
 SENSOR_FEATURES = ("now", "dev_lag", "drift_lag", "site_drift_lag")
-# Per row, for every type: the share of empty slots of the longest window and the time since
-# the last service (or commissioning, or first reading) in the type's clock unit.
-ROW_FEATURES = ("missing_rate", "since_maintenance")
+# Per row, for every type: the share of empty slots of the longest window, the time since
+# the last service (or commissioning, or first reading) and the time since the end of the span
+# its baseline features compare with (under the lag while a young machine is still compared
+# with its first span: the model tells that reference from the trailing one), both in the
+# type's clock unit.
+ROW_FEATURES = ("missing_rate", "since_maintenance", "baseline_age")
 # A slot's level beyond this many norm standard deviations counts as outside.
 OUTSIDE_SIGMAS = 3.0
 

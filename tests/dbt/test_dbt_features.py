@@ -118,9 +118,17 @@ def test_features_match_an_independent_pandas_computation(two_gappy_machines, db
     moved = expected[~np.isclose(expected[name], unskipped[name], equal_nan=True)]
     assert len(moved) > 0 and set(moved["equipment_id"]) == {"M-2"}
     assert moved["ts"].min() >= failures["failed_at"].iloc[0]
+    # A young machine is compared with its first span, and its rows say so: their baseline
+    # ended under the lag (6 h) before them, a trailing period's at least the lag.
+    first = load_catalog().sensor_names[0]
+    m1_rows = actual[actual["equipment_id"] == "M-1"]
+    compared = m1_rows[f"{first}_drift_lag"].notna()
+    young = compared & ~trailing(actual, catalog).loc[m1_rows.index]
+    assert young.any() and (m1_rows.loc[young, "baseline_age"] < 6).all()
+    later_rows = compared & trailing(actual, catalog).loc[m1_rows.index]
+    assert later_rows.any() and (m1_rows.loc[later_rows, "baseline_age"] >= 6).all()
     # Both warm alike, as a site's weather would warm them: standard deviations away from their
     # own baselines hours back, and no drift against their site.
-    first = load_catalog().sensor_names[0]
     later = actual[trailing(actual, catalog)]
     assert later[f"{first}_dev_lag"].abs().max() > 2
     assert later[f"{first}_site_drift_lag"].abs().max() < 0.3

@@ -157,9 +157,7 @@ def test_hourly_fleet_with_two_types_and_some_sites(database):
     equal an independent computation, site features only where there is a site."""
     settings = fleet_database(database, "hourly")
     catalog = load_catalog(settings.catalog_path)
-    # Two weeks: the types' baselines trail by 10 days and whole 48 h periods, so the baseline
-    # features (site drift among them) start on day 12.
-    fleet = hourly(catalog, machines_per_type=4, days=14, seed=5)
+    fleet = hourly(catalog, machines_per_type=4, days=8, seed=5)
     load(settings, fleet.equipment, fleet.readings)
     transform.build(full_refresh=True, settings=settings, catalog=catalog)
 

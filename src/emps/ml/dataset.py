@@ -75,6 +75,10 @@ def feature_label(column: str, catalog: Catalog | None = None) -> tuple[str, str
         units = {t.clock.unit for t in catalog.equipment_types.values()}
         unit = units.pop() if len(units) == 1 else "clock unit"
         return f"{unit}s since last maintenance", None
+    if column == "baseline_age":
+        units = {t.clock.unit for t in catalog.equipment_types.values()}
+        unit = units.pop() if len(units) == 1 else "clock unit"
+        return f"{unit}s since the end of its baseline span", None
     sensor, rest = catalog.feature_sensor(column)
     if sensor is None:
         return column.replace("_", " "), None

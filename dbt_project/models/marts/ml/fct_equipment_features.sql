@@ -44,15 +44,16 @@
 --   where its type has a `baseline_lag`: its levels over the last whole baseline period (slots
 --   counted in periods of `baseline` slots from slot 0) that ends `baseline_lag` or more slots
 --   before the row's (macro baseline_period) and that no failure's horizon or repair touches
---   (int_equipment_baseline_skips: else the period before those); null until that period
---   starts at or after its first slot, rather than against another reference the model could
---   not tell apart. So sensor wander and a replaced sensor's offset fade out of these features
---   after a lag instead of adding up over the machine's life, and a fault before an earlier
---   failure is not taken for the healthy level. A type without a lag compares with its first
---   `baseline` slots (int_equipment_baselines);
+--   (int_equipment_baseline_skips: else the period before those), and its first `baseline`
+--   slots (int_equipment_baselines) while that period starts before its first slot. So sensor
+--   wander and a replaced sensor's offset fade out of these features after a lag instead of
+--   adding up over the machine's life, and a fault before an earlier failure is not taken for
+--   the healthy level. A type without a lag keeps its first span;
 --   `missing_rate` (share of the longest window's slots without a reading, counted from the
---   first slot) and `since_maintenance` (clock units since the last service, commissioning or
---   first reading).
+--   first slot), `since_maintenance` (clock units since the last service, commissioning or
+--   first reading) and `baseline_age` (clock units from the last slot of the span the baseline
+--   features compare with to this one: under the lag on a young machine still compared with
+--   its first span, at least the lag once it trails, so the model tells the two apart).
 -- Only slots at or before the row's are used; baseline features only once the baseline is over.
 -- Cost: in the lateral path, a new reading in an equipment's newest slot adds that slot's values
 -- to the sums over the slots before it (int_equipment_window_state, recomputed when the
@@ -409,7 +410,7 @@ stats as (
             {% for stat in ['_baseline_mean', '_baseline_std', '_site_baseline'] -%}
                 case
                     when {{ trailing }} then sums.{{ sensor ~ stat | replace('baseline', 'trailing') }}
-                    when sums.baseline_lag_slots is null then sums.{{ sensor ~ stat }}
+                    else sums.{{ sensor ~ stat }}
                 end as {{ sensor ~ stat }},
             {% endfor -%}
             sums.{{ sensor }}_level as {{ sensor }}_now,
@@ -420,6 +421,13 @@ stats as (
                 when sums.{{ sensor }}_site_n > 0 then sums.{{ sensor }}_site_sum / sums.{{ sensor }}_site_n
             end as {{ sensor }}_site_relative,
         {% endfor -%}
+        -- The last slot of the span the baseline features compare with.
+        case
+            when {{ is_trailing('sums.reference_period', 'sums') }}
+                then (sums.reference_period + 1) * sums.baseline_slots - 1
+            else sums.baseline_end_slot - 1
+        end as reference_end_slot,
+        sums.slot_units,
         sums.filled_slots,
         sums.ingested_at
     from sums
@@ -468,6 +476,10 @@ final as (
                 stats.first_reading_at
             )
         ) / stats.unit_seconds as since_maintenance,
+        case
+            when stats.slot >= stats.baseline_end_slot
+                then (stats.slot - stats.reference_end_slot) * stats.slot_units
+        end as baseline_age,
         stats.ingested_at
     from stats
 )
