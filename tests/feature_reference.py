@@ -86,7 +86,10 @@ def _slope(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def features(
-    leveled: pd.DataFrame, catalog: Catalog, services: pd.DataFrame | None = None
+    leveled: pd.DataFrame,
+    catalog: Catalog,
+    services: pd.DataFrame | None = None,
+    failures: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The feature rows of every slot (see fct_equipment_features)."""
     sensors = catalog.sensor_names
@@ -125,10 +128,26 @@ def features(
             else:
                 relative[sensor] = np.full(len(rows), np.nan)
         last_service = _last_service(rows, services)
+        unhealthy = skipped_periods(equipment_id, etype, failures)
         for i, s in enumerate(slots):
             ts = rows["ts"].iloc[i]
             result = {"equipment_id": equipment_id, "slot": int(s), "ts": ts}
             longest = grid.windows[-1]
+            # The baseline: the last whole period of `baseline` slots (counted from slot 0)
+            # that ends baseline_lag slots or more before this one and is not near a failure,
+            # the first span while that period starts before the first slot. A type without a
+            # lag keeps its first span.
+            period = trailing_period(int(s), grid)
+            while period is not None and period in unhealthy:
+                period -= 1
+            if period is None or period * grid.baseline < first:
+                reference = in_baseline
+                reference_end = baseline_end - 1
+            else:
+                reference = (slots >= period * grid.baseline) & (
+                    slots < (period + 1) * grid.baseline
+                )
+                reference_end = (period + 1) * grid.baseline - 1
             for sensor in sensors:
                 own = rows[f"{sensor}_level"].to_numpy(dtype=float)
                 result[f"{sensor}_now"] = own[i]
@@ -145,22 +164,24 @@ def features(
                     result[f"{sensor}_outside_w{k}"] = (
                         (np.abs(present) > OUTSIDE_SIGMAS).mean() if n else np.nan
                     )
-                base = own[in_baseline]
+                base = own[reference]
                 base = base[~np.isnan(base)]
                 after = complete and s >= baseline_end
                 enough = len(base) >= grid.baseline_min_slots
                 b_mean = base.mean() if enough else np.nan
                 b_std = base.std(ddof=1) if enough else np.nan
-                result[f"{sensor}_dev_baseline"] = (
+                result[f"{sensor}_dev_lag"] = (
                     (means[1] - b_mean) / b_std if after and b_std else np.nan
                 )
-                result[f"{sensor}_drift"] = means[len(grid.windows)] - b_mean if after else np.nan
+                result[f"{sensor}_drift_lag"] = (
+                    means[len(grid.windows)] - b_mean if after else np.nan
+                )
                 before = (slots > s - longest) & (slots < s)
                 rel = relative[sensor][before]
                 rel = rel[~np.isnan(rel)]
-                site_base = relative[sensor][in_baseline]
+                site_base = relative[sensor][reference]
                 site_base = site_base[~np.isnan(site_base)]
-                result[f"{sensor}_site_drift"] = (
+                result[f"{sensor}_site_drift_lag"] = (
                     rel.mean() - site_base.mean()
                     if after and len(rel) and len(site_base)
                     else np.nan
@@ -178,8 +199,40 @@ def features(
             result["since_maintenance"] = (ts - max(since)).total_seconds() / (
                 etype.clock.unit_seconds
             )
+            after = complete and s >= baseline_end
+            result["baseline_age"] = (s - reference_end) * unit if after else np.nan
             out.append(result)
     return pd.DataFrame(out)
+
+
+def trailing_period(slot: int, grid) -> int | None:
+    """The baseline period (slots period x baseline .. (period + 1) x baseline - 1) a slot's
+    trailing baseline is, or None for a type that keeps its first span."""
+    if grid.baseline_lag is None:
+        return None
+    return (slot - grid.baseline_lag + 1) // grid.baseline - 1
+
+
+def skipped_periods(equipment_id, etype, failures: pd.DataFrame | None) -> set[int]:
+    """The baseline periods of a wall-time machine with a trailing baseline that a failure
+    makes no healthy reference: those holding a slot from a horizon before the failure to its
+    repair, if a slot after the failure's is the first compared with them."""
+    grid = etype.features
+    if failures is None or grid.baseline_lag is None or etype.clock.kind != "time":
+        return set()
+    periods: set[int] = set()
+    mine = failures[failures["equipment_id"] == equipment_id]
+    for failed_at, repaired_at in zip(mine["failed_at"], mine["repaired_at"], strict=True):
+        failed = _epoch_seconds(pd.Series([failed_at])).iloc[0]
+        back_to = int(np.floor((failed - etype.horizon_seconds) / grid.slot))
+        end = repaired_at if pd.notna(repaired_at) else failed_at
+        up_to = int(np.floor(_epoch_seconds(pd.Series([end])).iloc[0] / grid.slot))
+        failed_slot = int(np.floor(failed / grid.slot))
+        for period in range(back_to // grid.baseline, up_to // grid.baseline + 1):
+            first_compared = (period + 1) * grid.baseline + grid.baseline_lag - 1
+            if first_compared > failed_slot:
+                periods.add(period)
+    return periods
 
 
 def _last_service(rows: pd.DataFrame, services: pd.DataFrame | None) -> pd.Series | None:
@@ -195,10 +248,17 @@ def reference_features(
     catalog: Catalog,
     regimes: pd.DataFrame | None = None,
     services: pd.DataFrame | None = None,
+    failures: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """The feature table a full build should write for these readings."""
+    """The feature table a full build should write for these readings; `failures`
+    (equipment_id, failed_at, repaired_at) with their repairs as services."""
     equipment = equipment.copy()
     if "commissioned_at" not in equipment.columns:
         equipment["commissioned_at"] = pd.NaT
+    if failures is not None:
+        repairs = failures.loc[failures["repaired_at"].notna(), ["equipment_id", "repaired_at"]]
+        services = pd.concat(
+            [services, repairs.rename(columns={"repaired_at": "serviced_at"})], ignore_index=True
+        )
     slots = slot_values(readings, equipment, catalog)
-    return features(levels(slots, catalog, regimes), catalog, services)
+    return features(levels(slots, catalog, regimes), catalog, services, failures)

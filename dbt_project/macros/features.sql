@@ -40,8 +40,9 @@
 {% macro equipment_types() %}
     {#- Per type: name, axis (time | counter), slot (seconds or counter units), slot_units (the
         slot in the clock's unit: hours or counter units), unit_seconds, windows (in slots),
-        baseline and baseline_min_slots (in slots), horizon_seconds, life_unit_seconds (a day
-        for wall time, the counter's unit otherwise), has_settings and
+        baseline, baseline_lag (null: the first span only) and baseline_min_slots (in slots),
+        horizon_seconds, life_unit_seconds (a day for wall time, the counter's unit otherwise),
+        has_settings and
         bands_complete (every sensor of the type has a band and it has no settings). -#}
     {%- set types = var('equipment_types') -%}
     {%- for t in types -%}
@@ -66,6 +67,99 @@
     {{ return(groups) }}
 {% endmacro %}
 
+{% macro baseline_period(slot, grid) -%}
+    {#- The baseline period a slot's trailing baseline is: the last whole period of
+        `baseline_slots` slots (counted from slot 0, so a day of ten-minute slots is a UTC day)
+        that ends `baseline_lag_slots` or more before the slot. Null for a type that keeps its
+        first span (no lag). `grid` is the relation carrying the type's grid columns. -#}
+    (floor(
+        ({{ slot }} - {{ grid }}.baseline_lag_slots + 1)::float8 / {{ grid }}.baseline_slots
+    )::bigint - 1)
+{%- endmacro %}
+
+{% macro skip_join(slot, grid, equipment_id, alias='skip') -%}
+    {#- The skipped baseline period (int_equipment_baseline_skips, a CTE `skips`) a slot's
+        period is, if it is one: pair with reference_period(). A hash join on the few
+        skipped periods, not a lookup per row. -#}
+    left join skips as {{ alias }}
+        on
+            {{ equipment_id }} = {{ alias }}.equipment_id
+            and {{ baseline_period(slot, grid) }} = {{ alias }}.period
+{%- endmacro %}
+
+{% macro reference_period(slot, grid, alias='skip') -%}
+    {#- The baseline period a slot is compared with: its period (baseline_period), or the one
+        before the run of skipped periods it is in (skip_join `alias`). -#}
+    coalesce({{ alias }}.reference_period, {{ baseline_period(slot, grid) }})
+{%- endmacro %}
+
+{% macro is_trailing(period, grid) -%}
+    {#- Whether a slot's trailing baseline period `period` holds the machine's data: it starts
+        at or after its first slot (`grid`.first_slot). Until then, and for a type without a
+        lag, the slot is compared with the machine's first span. -#}
+    coalesce({{ period }} * {{ grid }}.baseline_slots >= {{ grid }}.first_slot, false)
+{%- endmacro %}
+
+{% macro baseline_stats(sensor, z, site_z, min_slots, name='baseline') -%}
+    {#- A sensor's baseline over a span's rows: mean and standard deviation (n - 1) of its
+        levels `z` (null with fewer than `min_slots` of them), and its mean level against its
+        site's `site_z`, as `<sensor>_<name>_mean|std` and `<sensor>_site_<name>`. The first
+        span (int_equipment_baselines) and the trailing periods are both this. -#}
+    case when count({{ z }}) >= {{ min_slots }} then avg({{ z }}) end as {{ sensor }}_{{ name }}_mean,
+    case when count({{ z }}) >= {{ min_slots }} then stddev_samp({{ z }}) end as {{ sensor }}_{{ name }}_std,
+    avg({{ site_z }}) as {{ sensor }}_site_{{ name }}
+{%- endmacro %}
+
+{% macro trailing_stats() -%}
+    {#- Every sensor's baseline_stats over the rows of a trailing baseline period, for the
+        `targets` row the lateral subquery belongs to. -#}
+    {% for sensor in sensors() -%}
+        {{ baseline_stats(
+            sensor, 'context.' ~ sensor ~ '_level',
+            'context.' ~ sensor ~ '_level - site.' ~ sensor ~ '_site_level',
+            'targets.baseline_min_slots', name='trailing'
+        ) }}{% if not loop.last %},{% endif %}
+    {% endfor -%}
+{%- endmacro %}
+
+{% macro in_reference_period() -%}
+    {#- Whether a `context` row (levels_with_site) is in the baseline period of the `targets`
+        row the lateral subquery belongs to (its `reference_period`). -#}
+    context.equipment_id = targets.equipment_id
+    and context.slot >= targets.reference_period * targets.baseline_slots
+    and context.slot < (targets.reference_period + 1) * targets.baseline_slots
+{%- endmacro %}
+
+{% macro slot_window_sums(sensor) -%}
+    {#- A sensor's window_sums over each window ending at the `targets` row's slot, from the
+        `context` rows of its equipment; each ends with a comma. -#}
+    {% for k in range(1, window_count() + 1) -%}
+        {{ window_sums(
+            sensor, k, 'context.' ~ sensor ~ '_level', '(context.slot - targets.slot)',
+            'sum', filter='context.slot > targets.slot - targets.w' ~ k
+        ) }},
+    {% endfor -%}
+{%- endmacro %}
+
+{% macro levels_with_site() -%}
+    {#- Slot levels (context), each with its site's level in that slot (site; wall-time axes
+        only) for the `targets` row the lateral subquery belongs to; the caller picks the rows
+        of its equipment and slot range. -#}
+    from levels as context
+    left join site_levels as site
+        on
+            targets.axis = 'time'
+            and targets.site = site.site
+            and targets.slot_width = site.slot_width
+            and context.slot = site.slot
+{%- endmacro %}
+
+{% macro since_slot(grid) -%}
+    {#- The wall-time slot holding var features_since (a partial rebuild's first row) on a
+        type's grid (`grid`.slot_width). -#}
+    floor(date_part('epoch', '{{ var("features_since") }}'::timestamptz) / {{ grid }}.slot_width)
+{%- endmacro %}
+
 {% macro type_grid() -%}
     {#- The per-type grid as a relation (join it on equipment_type). -#}
     (
@@ -79,6 +173,7 @@
                 {{ t.unit_seconds }}::float8,
                 {% for w in t.windows -%}{{ w | int }}::bigint, {% endfor -%}
                 {{ t.baseline | int }}::bigint,
+                {{ 'null' if t.baseline_lag is none else t.baseline_lag | int }}::bigint,
                 {{ t.baseline_min_slots | int }}::bigint,
                 {{ t.horizon_seconds }}::float8,
                 {{ t.life_unit_seconds }}::float8,
@@ -89,7 +184,7 @@
     ) as grid (
         equipment_type, axis, slot_width, slot_units, unit_seconds,
         {% for k in range(1, window_count() + 1) -%}w{{ k }}, {% endfor -%}
-        baseline_slots, baseline_min_slots, horizon_seconds, life_unit_seconds, has_settings,
+        baseline_slots, baseline_lag_slots, baseline_min_slots, horizon_seconds, life_unit_seconds, has_settings,
         bands_complete
     )
 {%- endmacro %}

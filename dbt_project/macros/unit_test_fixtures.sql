@@ -4,7 +4,10 @@
   slots), so they pass whatever catalog is installed.
 #}
 
-{% macro probe_grid(equipment_id, site='null', windows=[1, 3, 24], axis='time', width=3600) -%}
+{% macro probe_grid(
+    equipment_id, site='null', windows=[1, 3, 24], axis='time', width=3600, baseline_lag=168,
+    horizon_seconds=604800
+) -%}
     {#- One int_equipment_grids row: a `probe_type` equipment on one-hour slots. -#}
     select
         '{{ equipment_id }}'::text as equipment_id,
@@ -19,8 +22,9 @@
             {{ w }}::bigint as w{{ loop.index }},
         {% endfor -%}
         3::bigint as baseline_slots,
+        {{ baseline_lag }}::bigint as baseline_lag_slots,
         2::bigint as baseline_min_slots,
-        604800.0::float8 as horizon_seconds,
+        {{ horizon_seconds }}::float8 as horizon_seconds,
         86400.0::float8 as life_unit_seconds,
         false as has_settings,
         false as bands_complete

@@ -8,7 +8,7 @@ One YAML file (`catalog/sensors.yaml` by default) describes the user's fleet:
 - equipment types: the channels each type has (its own subset, a healthy band per channel
   optional), its clock (wall time with an expected reading interval, or a usage counter such as
   cycles or operating hours) and its feature grid in that clock's unit: slot width, windows,
-  baseline, minimum baseline slots and failure horizon.
+  baseline span and its lag, minimum baseline slots and failure horizon.
 
 Table columns, the validation suite, the dbt features, the model's explicit feature list and
 the dashboard's charts all derive from it. A version 1 file (one sensor list shared by every
@@ -73,11 +73,15 @@ RESERVED_PREFIXES = ("fails_", "days_", "label_", "next_", "remaining_", "missin
 WINDOW_STATS = ("mean", "std", "slope", "outside")
 # Per sensor, beside the windows: the current slot's level, the shortest window's mean against
 # the machine's own baseline, the longest window's mean against it, and the same against the
-# machines at its site (equipment with a site only).
-SENSOR_FEATURES = ("now", "dev_baseline", "drift", "site_drift")
-# Per row, for every type: the share of empty slots of the longest window and the time since
-# the last service (or commissioning, or first reading) in the type's clock unit.
-ROW_FEATURES = ("missing_rate", "since_maintenance")
+# machines at its site (equipment with a site only). The baseline trails the machine: its level
+# over a `baseline` span ending `baseline_lag` before the slot (its first span while younger).
+SENSOR_FEATURES = ("now", "dev_lag", "drift_lag", "site_drift_lag")
+# Per row, for every type: the share of empty slots of the longest window, the time since
+# the last service (or commissioning, or first reading) and the time since the end of the span
+# its baseline features compare with (under the lag while a young machine is still compared
+# with its first span: the model tells that reference from the trailing one), both in the
+# type's clock unit.
+ROW_FEATURES = ("missing_rate", "since_maintenance", "baseline_age")
 # A slot's level beyond this many norm standard deviations counts as outside.
 OUTSIDE_SIGMAS = 3.0
 
@@ -112,6 +116,15 @@ DEFAULT_TIME_FEATURES = {
     "baseline_min_slots": 6,
     "horizon": "7 d",
 }
+# The baseline's lag when a wall-time type declares none, in failure horizons: the baseline
+# predates a fault that shows up to a horizon before its failure, with days to spare for the
+# warning, while sensor wander and recalibration over months do not pile up. Measured against
+# one horizon on the realistic simulated fleet: as few false alerts, no fewer failures warned.
+# A counter-clocked type declaring none keeps its first span (BASELINE_FIRST): its clock counts
+# use, not days, so its history is a record of wear since new or overhaul (engines run from
+# overhaul to failure), and the wear since then is its signal, not a sensor's calendar wander.
+BASELINE_LAG_HORIZONS = 2.0
+BASELINE_FIRST = "first"
 DEFAULT_INTERVAL = "1 min"
 DEFAULT_COUNTER_START = "2000-01-01T00:00:00+00:00"
 
@@ -229,6 +242,9 @@ class FeatureGrid(BaseModel):
     windows: tuple[int, ...]  # in slots, shortest first
     baseline: int  # in slots
     baseline_min_slots: int
+    # The least number of slots between a slot and the end of the baseline span it is compared
+    # with (at least 1; see fct_equipment_features), or None: always the machine's first span.
+    baseline_lag: int | None
     horizon: float  # in clock base units
     regimes: int | Literal["auto"] = "auto"
 
@@ -265,6 +281,14 @@ class EquipmentType(BaseModel):
     def horizon_label(self) -> str:
         """The failure horizon in the type's unit: '7 d', '30 cycles'."""
         return self.span_label(self.features.horizon / self.features.slot)
+
+    @property
+    def baseline_label(self) -> str:
+        """What a machine's drift is measured from: 'first 24 h', '24 h ending 14 d back'."""
+        span = self.span_label(self.features.baseline)
+        if self.features.baseline_lag is None:
+            return f"first {span}"
+        return f"{span} ending {self.span_label(self.features.baseline_lag)} back"
 
     def window_label(self, k: int) -> str:
         """The k-th window (1-based) in the type's unit: '24 h', '30 cycles'."""
@@ -495,6 +519,7 @@ def _grid(spec: dict, clock: Clock, where: str) -> FeatureGrid:
         "slot",
         "windows",
         "baseline",
+        "baseline_lag",
         "baseline_min_slots",
         "horizon",
         "regimes",
@@ -538,6 +563,16 @@ def _grid(spec: dict, clock: Clock, where: str) -> FeatureGrid:
     min_slots = spec["baseline_min_slots"]
     if isinstance(min_slots, bool) or not isinstance(min_slots, int) or min_slots < 2:
         raise ValueError(f"{where}.features.baseline_min_slots: a whole number of at least 2")
+    horizon = amount(spec["horizon"], "horizon")
+    baseline_lag: int | None
+    if spec.get("baseline_lag") == BASELINE_FIRST:
+        baseline_lag = None
+    elif "baseline_lag" in spec:
+        baseline_lag = slots(spec["baseline_lag"], "baseline_lag")
+    elif timed:
+        baseline_lag = max(1, round(BASELINE_LAG_HORIZONS * horizon / slot))
+    else:
+        baseline_lag = None
     regimes = spec.get("regimes", "auto")
     if regimes != "auto" and (
         isinstance(regimes, bool) or not isinstance(regimes, int) or not 1 <= regimes <= 20
@@ -548,7 +583,8 @@ def _grid(spec: dict, clock: Clock, where: str) -> FeatureGrid:
         windows=windows,
         baseline=slots(spec["baseline"], "baseline"),
         baseline_min_slots=min_slots,
-        horizon=amount(spec["horizon"], "horizon"),
+        baseline_lag=baseline_lag,
+        horizon=horizon,
         regimes=regimes,
     )
 
@@ -777,6 +813,9 @@ def catalog_yaml(catalog: Catalog) -> str:
             "slot": unit(grid.slot),
             "windows": [unit(w * grid.slot) for w in grid.windows],
             "baseline": unit(grid.baseline * grid.slot),
+            "baseline_lag": (
+                BASELINE_FIRST if grid.baseline_lag is None else unit(grid.baseline_lag * grid.slot)
+            ),
             "baseline_min_slots": grid.baseline_min_slots,
             "horizon": unit(grid.horizon),
             "regimes": grid.regimes,

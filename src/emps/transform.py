@@ -93,6 +93,7 @@ def catalog_vars(catalog: Catalog, settings: Settings) -> dict:
                 "life_unit_seconds": etype.clock.life_unit_seconds,
                 "windows": list(grid.windows),
                 "baseline": grid.baseline,
+                "baseline_lag": grid.baseline_lag,
                 "baseline_min_slots": grid.baseline_min_slots,
                 "horizon_seconds": etype.horizon_seconds,
                 "has_settings": bool(catalog.type_settings(etype.name)),

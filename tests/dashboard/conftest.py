@@ -131,7 +131,7 @@ def seed_fleet(conn: psycopg.Connection) -> Fleet:
                                 "value": 1.3,
                             },
                             {
-                                "feature": "temperature_dev_baseline",
+                                "feature": "temperature_dev_lag",
                                 "label": "temperature vs own baseline",
                                 "sensor": "temperature",
                                 "contribution": 0.08,

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from dbt_testdata import first_type, insert_equipment, insert_readings, read_table, series
-from feature_reference import reference_features
+from feature_reference import reference_features, trailing_period
 
 from emps import transform
-from emps.catalog import load_catalog
+from emps.catalog import Catalog, load_catalog
 
 # Float64 running sums (dbt) against two-pass / least squares (numpy): agree to ~1e-10.
 RTOL, ATOL = 1e-6, 1e-8
@@ -51,12 +51,34 @@ def assert_features_equal(actual: pd.DataFrame, expected: pd.DataFrame, columns=
         np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=column)
 
 
+def with_trailing_baseline(catalog: Catalog, lag_hours: float = 6, hours: float = 3) -> Catalog:
+    """The catalog with every type's baseline periods `hours` long, each slot compared with the
+    last one ending `lag_hours` or more before it: the default (a day, two failure horizons
+    back) is longer than these tests' histories."""
+    types = {}
+    for name, etype in catalog.equipment_types.items():
+        lag = round(lag_hours * 3600 / etype.slot_seconds)
+        baseline = round(hours * 3600 / etype.slot_seconds)
+        features = etype.features.model_copy(update={"baseline_lag": lag, "baseline": baseline})
+        types[name] = etype.model_copy(update={"features": features})
+    return catalog.model_copy(update={"equipment_types": types})
+
+
+def trailing(rows: pd.DataFrame, catalog: Catalog) -> pd.Series:
+    """Whether each feature row's baseline is a trailing period (not the machine's first)."""
+    grid = catalog.equipment_types[first_type(catalog)].features
+    first = rows.groupby("equipment_id")["slot"].transform("min")
+    period = rows["slot"].map(lambda slot: trailing_period(slot, grid))
+    return period * grid.baseline >= first
+
+
 def registry(rows) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["equipment_id", "equipment_type", "site"])
 
 
 @pytest.fixture
 def two_gappy_machines(writer, db):
+    """Two machines, M-2 failing 30 h in and repaired an hour later."""
     start = datetime(2026, 3, 1, tzinfo=UTC)
     kind = first_type()
     # One site: each one's level against the site's is against the other's.
@@ -64,24 +86,52 @@ def two_gappy_machines(writer, db):
     insert_equipment(writer, rows)
     readings = pd.concat([gappy_series("M-1", start, 1), gappy_series("M-2", start, 2)])
     insert_readings(writer, readings)
-    return readings, registry(rows)
+    failures = pd.DataFrame(
+        {
+            "equipment_id": ["M-2"],
+            "failed_at": [start + timedelta(hours=30)],
+            "repaired_at": [start + timedelta(hours=31)],
+        }
+    )
+    writer.cursor().executemany(
+        "insert into raw.failure_events (equipment_id, failed_at, repaired_at) values (%s, %s, %s)",
+        list(failures.itertuples(index=False)),
+    )
+    return readings, registry(rows), failures
 
 
 def test_features_match_an_independent_pandas_computation(two_gappy_machines, db):
     """Every window statistic, deviation, missing rate and time since service equals pandas on
-    gappy series, one row per occupied slot."""
-    transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db)
-    readings, equipment = two_gappy_machines
-    expected = reference_features(readings, equipment, load_catalog(db.catalog_path))
+    gappy series, one row per occupied slot, against the first baseline and the trailing one,
+    and after a failure against the last period before it (the ones up to the repair skipped)."""
+    catalog = with_trailing_baseline(load_catalog(db.catalog_path))
+    transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db, catalog=catalog)
+    readings, equipment, failures = two_gappy_machines
+    expected = reference_features(readings, equipment, catalog, failures=failures)
     actual = dbt_features(db)
+    assert trailing(actual, catalog).any() and not trailing(actual, catalog).all()
     assert actual.columns[:5].tolist() == ["equipment_id", "slot", "ts", "equipment_type", "site"]
     assert_features_equal(actual, expected)
-    # Both warm alike, as a site's weather would warm them: a drift from their own baselines,
-    # and none against their site.
+    # The failure moved the baselines of M-2's rows after it, and of no other row.
+    unskipped = reference_features(readings, equipment, catalog)
+    name = f"{load_catalog().sensor_names[0]}_drift_lag"
+    moved = expected[~np.isclose(expected[name], unskipped[name], equal_nan=True)]
+    assert len(moved) > 0 and set(moved["equipment_id"]) == {"M-2"}
+    assert moved["ts"].min() >= failures["failed_at"].iloc[0]
+    # A young machine is compared with its first span, and its rows say so: their baseline
+    # ended under the lag (6 h) before them, a trailing period's at least the lag.
     first = load_catalog().sensor_names[0]
-    later = actual[actual[f"{first}_drift"].notna()]
-    assert later[f"{first}_drift"].max() > 0.5
-    assert later[f"{first}_site_drift"].abs().max() < 0.3
+    m1_rows = actual[actual["equipment_id"] == "M-1"]
+    compared = m1_rows[f"{first}_drift_lag"].notna()
+    young = compared & ~trailing(actual, catalog).loc[m1_rows.index]
+    assert young.any() and (m1_rows.loc[young, "baseline_age"] < 6).all()
+    later_rows = compared & trailing(actual, catalog).loc[m1_rows.index]
+    assert later_rows.any() and (m1_rows.loc[later_rows, "baseline_age"] >= 6).all()
+    # Both warm alike, as a site's weather would warm them: standard deviations away from their
+    # own baselines hours back, and no drift against their site.
+    later = actual[trailing(actual, catalog)]
+    assert later[f"{first}_dev_lag"].abs().max() > 2
+    assert later[f"{first}_site_drift_lag"].abs().max() < 0.3
 
 
 @pytest.mark.parametrize("path", ["lateral", "window"])
@@ -89,9 +139,10 @@ def test_incremental_runs_match_a_full_rebuild(two_gappy_machines, writer, db, p
     """Runs after new readings, whichever path they take (a few slots read by index, or a large
     import's moving windows), leave the table a full rebuild would build; the slot still
     filling is rebuilt when more readings land in it."""
-    transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db)
+    catalog = with_trailing_baseline(load_catalog(db.catalog_path))
+    transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db, catalog=catalog)
     before = dbt_features(db)
-    readings, _ = two_gappy_machines
+    readings, _, _ = two_gappy_machines
     last = readings["ts"].max()
     forced = {"feature_lateral_max_slots": 0} if path == "window" else {}
     for start, periods in ((last + timedelta(minutes=1), 3), (last + timedelta(minutes=4), 15)):
@@ -99,47 +150,61 @@ def test_incremental_runs_match_a_full_rebuild(two_gappy_machines, writer, db, p
             [series(e, start, periods=periods, minutes=1, seed=9) for e in ("M-1", "M-2")]
         )
         insert_readings(writer, extra)
-        transform.build(selector=transform.AFTER_INGEST_SELECTOR, settings=db, extra_vars=forced)
+        transform.build(
+            selector=transform.AFTER_INGEST_SELECTOR,
+            settings=db,
+            catalog=catalog,
+            extra_vars=forced,
+        )
     after = dbt_features(db)
     assert len(after) > len(before)
+    assert trailing(after, catalog).any()
     # Slots that were over are not touched: no later reading leaks into them.
     last_slot = before["equipment_id"].map(before.groupby("equipment_id")["slot"].max())
     settled = before[before["slot"] < last_slot].reset_index(drop=True)
     kept = after.merge(settled[["equipment_id", "slot"]], on=["equipment_id", "slot"])
     pd.testing.assert_frame_equal(kept, settled)
-    transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db)
+    transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db, catalog=catalog)
     assert_features_equal(after, dbt_features(db))
 
 
 def test_a_late_reading_updates_its_own_slot_and_the_newest(two_gappy_machines, writer, db):
-    """A reading that arrives late, for a slot before the newest, recomputes that slot's row,
-    and the next reading in the newest slot sees it in its windows: both rows equal a full
-    rebuild's (rows in between keep their values until a full build)."""
-    transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db)
-    readings, _ = two_gappy_machines
+    """Readings that arrive late, for slots before the newest, recompute those slots' rows, and
+    the next reading in the newest slot sees them in its windows and in its baseline period:
+    those rows equal a full rebuild's (rows in between keep their values until a full build)."""
+    catalog = with_trailing_baseline(load_catalog(db.catalog_path))
+    transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db, catalog=catalog)
+    readings, _, _ = two_gappy_machines
     own = readings.loc[readings["equipment_id"] == "M-1", "ts"]
     last = own.max()
-    # The last reading of a ten-minute slot five hours back (its 10-minute readings come at the
-    # start of their slots): the slot's values change.
-    late_at = (last - timedelta(hours=5)).floor("10min") + timedelta(minutes=9, seconds=30)
-    late = series("M-1", late_at, periods=1, seed=21)
-    late.iloc[:, 2:] = late.iloc[:, 2:] * 1.05
-    insert_readings(writer, late)
-    transform.build_after_ingest(db)
-    insert_readings(writer, series("M-1", last + timedelta(seconds=30), periods=1, seed=22))
-    transform.build_after_ingest(db)
-    live = dbt_features(db)
-    transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db)
-    rebuilt = dbt_features(db)
     width = load_catalog().equipment_types[first_type()].features.slot
-    touched = {
-        int(t.timestamp() // width) for t in (late["ts"].iloc[0], last + timedelta(seconds=30))
-    }
+    grid = catalog.equipment_types[first_type()].features
+    newest_period = trailing_period(int(last.timestamp() // width), grid)
+    # The last reading of a ten-minute slot five hours back, and of one in the newest slot's
+    # baseline period (10-minute readings come at the start of their slots): their slots'
+    # values change.
+    late = []
+    for hours in (5, 10):
+        at = (last - timedelta(hours=hours)).floor("10min") + timedelta(minutes=9, seconds=30)
+        reading = series("M-1", at, periods=1, seed=20 + hours)
+        reading.iloc[:, 2:] = reading.iloc[:, 2:] * 1.05
+        late.append(reading)
+    late = pd.concat(late, ignore_index=True)
+    assert int(late["ts"].iloc[1].timestamp() // width) // grid.baseline == newest_period
+    insert_readings(writer, late)
+    transform.build(selector=transform.AFTER_INGEST_SELECTOR, settings=db, catalog=catalog)
+    insert_readings(writer, series("M-1", last + timedelta(seconds=30), periods=1, seed=22))
+    transform.build(selector=transform.AFTER_INGEST_SELECTOR, settings=db, catalog=catalog)
+    live = dbt_features(db)
+    transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db, catalog=catalog)
+    rebuilt = dbt_features(db)
+    touched = {int(t.timestamp() // width) for t in [*late["ts"], last + timedelta(seconds=30)]}
 
     def pick(frame: pd.DataFrame) -> pd.DataFrame:
         return frame[(frame["equipment_id"] == "M-1") & frame["slot"].isin(touched)]
 
-    assert len(pick(live)) == 2
+    assert len(pick(live)) == 3
+    assert trailing(live, catalog)[pick(live).index].all()
     assert_features_equal(pick(live), pick(rebuilt))
 
 

@@ -131,7 +131,7 @@ def test_new_catalog_sensor_gets_features_without_edits(extra_sensor_catalog, wr
         # One reading per ten-minute slot, at the middle of the band: level 0.
         assert len(rows) == 12
         assert (rows["oil_quality_mean_w3"] == 0).all()
-        assert {"oil_quality_slope_w2", "oil_quality_drift"} <= set(rows.columns)
+        assert {"oil_quality_slope_w2", "oil_quality_drift_lag"} <= set(rows.columns)
     finally:
         # Leave the session's feature table shaped by the default catalog for later tests.
         transform.build(select=["+fct_equipment_features"], full_refresh=True, settings=db)

@@ -106,9 +106,12 @@ def assert_matches_reference(settings, readings, equipment) -> pd.DataFrame:
 def test_run_to_failure_engines_on_a_cycle_clock(database):
     """Engines read once per cycle, with three settings in several flight regimes and no site:
     regimes are found from the settings, every dbt model and test builds, features equal an
-    independent computation, and the model's features are the catalog's list."""
+    independent computation, the model's features are the catalog's list, and the wear since
+    new (a cycle clock's default baseline is the first span) tells held-out engines' last
+    horizon from their earlier cycles."""
     settings = fleet_database(database, "turbofan")
     catalog = load_catalog(settings.catalog_path)
+    assert catalog.equipment_types["turbofan"].features.baseline_lag is None
     fleet = run_to_failure(catalog, "turbofan", engines=10, seed=3)
     readings = with_derived_time(fleet, catalog)
     load(settings, fleet.equipment, readings)
@@ -118,14 +121,34 @@ def test_run_to_failure_engines_on_a_cycle_clock(database):
     assert len(regimes) == 6  # the generator flies six regimes
     actual = assert_matches_reference(settings, readings, fleet.equipment)
     assert len(actual) == len(readings)  # one slot per cycle
-    assert actual["fan_inlet_temp_site_drift"].isna().all()  # no sites
+    assert actual["fan_inlet_temp_site_drift_lag"].isna().all()  # no sites
     # Levels are normalised per regime: the regimes' effect is gone from the sensors.
     assert actual["hpc_outlet_temp_now"].abs().median() < 2
-    # Wear shows: the last cycles drift from the engine's baseline.
+    # Wear shows: the last cycles drift from the engine's first cycles.
     last = actual.sort_values("slot").groupby("equipment_id").tail(1)
-    assert (last[[f"{s}_drift" for s in catalog.sensor_names]].abs().max(axis=1) > 1).all()
+    assert (last[[f"{s}_drift_lag" for s in catalog.sensor_names]].abs().max(axis=1) > 1).all()
     assert feature_columns(actual.columns, catalog) == catalog.feature_names()
     assert not {"cycle", "altitude", "mach", "throttle"} & set(catalog.feature_names())
+    assert held_out_auc(actual, fleet.failures, catalog) > 0.95
+
+
+def held_out_auc(features: pd.DataFrame, failures: pd.DataFrame, catalog) -> float:
+    """ROC AUC, on the last three engines, of a small forest trained on the others to tell the
+    cycles within the horizon of a failure from the earlier ones."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.metrics import roc_auc_score
+
+    horizon = catalog.equipment_types["turbofan"].features.horizon
+    life = failures.set_index("equipment_id")["cycle"]
+    rows = features.assign(
+        soon=lambda f: life[f["equipment_id"]].to_numpy() - f["slot"] <= horizon
+    ).dropna(subset=[f"{s}_drift_lag" for s in catalog.sensor_names])
+    names = catalog.feature_names()
+    test = rows["equipment_id"].isin(sorted(life.index)[-3:])
+    model = RandomForestClassifier(n_estimators=50, min_samples_leaf=3, random_state=0)
+    model.fit(rows.loc[~test, names].fillna(0), rows.loc[~test, "soon"])
+    scores = model.predict_proba(rows.loc[test, names].fillna(0))[:, 1]
+    return float(roc_auc_score(rows.loc[test, "soon"], scores))
 
 
 def test_hourly_fleet_with_two_types_and_some_sites(database):
@@ -140,8 +163,8 @@ def test_hourly_fleet_with_two_types_and_some_sites(database):
 
     actual = assert_matches_reference(settings, fleet.readings, fleet.equipment)
     sited = actual["site"].notna()
-    assert actual.loc[~sited, "coolant_temp_site_drift"].isna().all()
-    assert actual.loc[sited, "coolant_temp_site_drift"].notna().any()
+    assert actual.loc[~sited, "coolant_temp_site_drift_lag"].isna().all()
+    assert actual.loc[sited, "coolant_temp_site_drift_lag"].notna().any()
     # Each type only has its own sensors.
     pumps = actual["equipment_type"] == "feeder_pump"
     assert actual.loc[pumps, "motor_current_now"].isna().all()
@@ -171,3 +194,42 @@ def test_a_bad_grid_is_refused_with_its_line_and_field():
     line = next(i for i, row in enumerate(lines[pump:], pump + 1) if "windows:" in row)
     assert str(refused.value).startswith(f"fleet.yaml line {line}: ")
     assert "equipment_types.feeder_pump.features.windows[0]: '6 h'" in str(refused.value)
+
+
+def test_the_baseline_lag_defaults_by_clock_and_may_be_set():
+    """Without a baseline_lag a wall-time type's baseline trails its slots by two failure
+    horizons and a counter-clocked type keeps its first span; a declared lag is used in slots,
+    `first` keeps the first span, and a lag that is not a whole number of slots is refused with
+    its line and field."""
+    text = (HERE / "hourly.yaml").read_text()
+    catalog = parse_catalog(text, Path("fleet.yaml"))
+    assert (
+        catalog.equipment_types["feeder_pump"].features.baseline_lag == 120
+    )  # 2 x 5 d of 2 h slots
+    assert catalog.equipment_types["feeder_pump"].baseline_label == "2 d ending 10 d back"
+
+    def with_lag(lag: str) -> str:
+        return text.replace(
+            "      baseline: 48 h\n      baseline_min_slots: 12",
+            f"      baseline: 48 h\n      baseline_lag: {lag}\n      baseline_min_slots: 12",
+        )
+
+    declared = parse_catalog(with_lag("12 h"), Path("fleet.yaml"))
+    assert declared.equipment_types["feeder_pump"].features.baseline_lag == 6
+    first = parse_catalog(with_lag("first"), Path("fleet.yaml"))
+    assert first.equipment_types["feeder_pump"].features.baseline_lag is None
+    assert first.equipment_types["feeder_pump"].baseline_label == "first 2 d"
+    with pytest.raises(CatalogError) as refused:
+        parse_catalog(with_lag("3 h"), Path("fleet.yaml"))
+    assert "equipment_types.feeder_pump.features.baseline_lag: '3 h'" in str(refused.value)
+
+    engines = (HERE / "turbofan.yaml").read_text()
+    turbofan = parse_catalog(engines, Path("fleet.yaml")).equipment_types["turbofan"]
+    assert turbofan.features.baseline_lag is None
+    assert turbofan.baseline_label == "first 20 cycles"
+    trailing = parse_catalog(
+        engines.replace("      baseline: 20\n", "      baseline: 20\n      baseline_lag: 60\n"),
+        Path("fleet.yaml"),
+    ).equipment_types["turbofan"]
+    assert trailing.features.baseline_lag == 60
+    assert trailing.baseline_label == "20 cycles ending 60 cycles back"

@@ -202,7 +202,7 @@ def test_a_machine_serviced_within_its_longest_window_is_settling(settings):
     X = np.ones((3, len(names)))
     X[:, names.index("missing_rate")] = 0.0
     X[:, names.index("since_maintenance")] = [2.5, 30.0, 2.5]
-    X[2, [names.index(f"{s}_dev_baseline") for s in catalog.type_sensors("generator")]] = np.nan
+    X[2, [names.index(f"{s}_dev_lag") for s in catalog.type_sensors("generator")]] = np.nan
     serviced, later, new = assess_matrix(X, np.array(["generator"] * 3), names, catalog)
     assert serviced.state == SETTLING
     assert serviced.reason == (

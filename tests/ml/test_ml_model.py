@@ -42,11 +42,11 @@ def test_features_are_named_for_a_technician(settings, extra_sensor_catalog):
         "vibration trend over 24 h",
         "vibration",
     )
-    assert feature_label("vibration_drift", catalog) == (
+    assert feature_label("vibration_drift_lag", catalog) == (
         "vibration drift from its baseline over 24 h",
         "vibration",
     )
-    assert feature_label("temperature_site_drift", catalog) == (
+    assert feature_label("temperature_site_drift_lag", catalog) == (
         "temperature drift against the machines at its site",
         "temperature",
     )

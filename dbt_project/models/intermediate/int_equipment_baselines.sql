@@ -68,16 +68,11 @@ final as (
     cross join lateral (  -- noqa: ST05
         select
             {% for sensor in sensors() -%}
-                case
-                    when count(levels.{{ sensor }}_level) >= complete.baseline_min_slots
-                        then avg(levels.{{ sensor }}_level)
-                end as {{ sensor }}_baseline_mean,
-                case
-                    when count(levels.{{ sensor }}_level) >= complete.baseline_min_slots
-                        then stddev_samp(levels.{{ sensor }}_level)
-                end as {{ sensor }}_baseline_std,
-                avg(levels.{{ sensor }}_level - site_levels.{{ sensor }}_site_level)
-                    as {{ sensor }}_site_baseline,
+                {{ baseline_stats(
+                    sensor, 'levels.' ~ sensor ~ '_level',
+                    'levels.' ~ sensor ~ '_level - site_levels.' ~ sensor ~ '_site_level',
+                    'complete.baseline_min_slots'
+                ) }},
             {% endfor -%}
             count(*) as baseline_slots
         from levels

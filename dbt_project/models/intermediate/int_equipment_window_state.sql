@@ -10,11 +10,17 @@
 {%- set longest = 'w' ~ window_count() -%}
 -- One row per equipment with slots: for its newest slot `slot`, the window sums over the slots
 -- before it, (slot - w, slot - 1] for each window w (x in slots relative to `slot`), the site
--- sums of the longest window, and how many of those slots hold a reading.
+-- sums of the longest window, how many of those slots hold a reading, and its trailing
+-- baseline: the baseline period `reference_period` that slot is compared with (macros
+-- baseline_period and reference_period: a period near a failure is skipped) and each sensor's
+-- statistics over it (`<s>_trailing_mean|std`, `<s>_site_trailing`; macro baseline_stats).
 -- The feature table adds the newest slot's own values to these: a slot's readings arrive over
 -- several minutes and each recomputes its features, but the slots before it change only when
 -- the equipment moves on to a new slot, or a late reading lands in one of them. Recomputing
--- these sums then, rather than on every reading, is what keeps an incremental run cheap.
+-- these sums then, rather than on every reading, is what keeps an incremental run cheap; the
+-- baseline period's statistics are carried over from the last run unless the new slot moved
+-- to the next period or a late reading landed in it or before it (once a period per equipment
+-- in the usual case, not once a slot).
 with levels as not materialized (
     select * from {{ ref('int_slot_levels') }}
 ),
@@ -25,6 +31,10 @@ equipment as (
 
 site_levels as not materialized (
     select * from {{ ref('int_site_slot_levels') }}
+),
+
+skips as (
+    select * from {{ ref('int_equipment_baseline_skips') }}
 ),
 
 {% if is_incremental() %}
@@ -43,6 +53,7 @@ site_levels as not materialized (
         -- A new newest slot, or a late reading in a slot before the one the sums are for.
         select
             changed.equipment_id,
+            changed.oldest as changed_from,
             greatest(changed.newest, known.slot) as slot,
             greatest(changed.ingested_at, known.ingested_at) as ingested_at
         from changed
@@ -56,6 +67,7 @@ site_levels as not materialized (
     candidates as (
         select
             equipment_id,
+            null::bigint as changed_from,
             max(slot) as slot,
             max(ingested_at) as ingested_at
         from levels
@@ -63,39 +75,77 @@ site_levels as not materialized (
     ),
 {% endif %}
 
+targets as (
+    select
+        candidates.*,
+        equipment.axis,
+        equipment.site,
+        equipment.slot_width,
+        equipment.baseline_slots,
+        equipment.baseline_min_slots,
+        {% for k in windows -%}
+            equipment.w{{ k }},
+        {% endfor -%}
+        {{ reference_period('candidates.slot', 'equipment') }} as reference_period
+    from candidates
+    inner join equipment on candidates.equipment_id = equipment.equipment_id
+    {{ skip_join('candidates.slot', 'equipment', 'candidates.equipment_id') }}
+),
+
 final as (
     select
         before_slot.*,
-        candidates.equipment_id,
-        candidates.slot,
-        candidates.ingested_at
-    from candidates
-    inner join equipment on candidates.equipment_id = equipment.equipment_id
-    cross join lateral (  -- noqa: ST05
-        select
-            {% for sensor in sensors() -%}
-                {% for k in windows -%}
-                    {{ window_sums(
-                        sensor, k, 'context.' ~ sensor ~ '_level', '(context.slot - candidates.slot)',
-                        'sum', filter='context.slot > candidates.slot - equipment.w' ~ k
-                    ) }},
-                {% endfor -%}
-                count(context.{{ sensor }}_level - site.{{ sensor }}_site_level) as {{ sensor }}_site_n,
-                sum(context.{{ sensor }}_level - site.{{ sensor }}_site_level) as {{ sensor }}_site_sum,
+        {% for sensor in sensors() -%}
+            {% for stat in [sensor ~ '_trailing_mean', sensor ~ '_trailing_std', sensor ~ '_site_trailing'] -%}
+                {% if is_incremental() -%}
+                    case when carried.equipment_id is null then reference.{{ stat }} else carried.{{ stat }} end
+                        as {{ stat }},
+                {% else -%}
+                    reference.{{ stat }},
+                {% endif -%}
             {% endfor -%}
-            count(*) as filled_slots
-        from levels as context
-        left join site_levels as site
+        {% endfor -%}
+        targets.reference_period,
+        targets.equipment_id,
+        targets.slot,
+        targets.ingested_at
+    from targets
+    cross join
+        lateral (  -- noqa: ST05
+            select
+                {% for sensor in sensors() -%}
+                    {{ slot_window_sums(sensor) }}
+                    count(context.{{ sensor }}_level - site.{{ sensor }}_site_level) as {{ sensor }}_site_n,
+                    sum(context.{{ sensor }}_level - site.{{ sensor }}_site_level) as {{ sensor }}_site_sum,
+                {% endfor -%}
+                count(*) as filled_slots
+            {{ levels_with_site() }}
+            where
+                context.equipment_id = targets.equipment_id
+                and context.slot > targets.slot - targets.{{ longest }}
+                and context.slot < targets.slot
+        ) as before_slot
+    {% if is_incremental() -%}
+        -- The baseline period's statistics as the last run left them, while no reading of this
+        -- run lies in the period or before it.
+        left join {{ this }} as carried
             on
-                equipment.axis = 'time'
-                and equipment.site = site.site
-                and equipment.slot_width = site.slot_width
-                and context.slot = site.slot
-        where
-            context.equipment_id = candidates.equipment_id
-            and context.slot > candidates.slot - equipment.{{ longest }}
-            and context.slot < candidates.slot
-    ) as before_slot
+                targets.equipment_id = carried.equipment_id
+                and targets.reference_period = carried.reference_period
+                and targets.changed_from >= (carried.reference_period + 1) * targets.baseline_slots
+    {% endif -%}
+    cross join
+        lateral (  -- noqa: ST05
+            -- Otherwise the period's slots: one index range scan.
+            select
+                {{ trailing_stats() }}
+            {{ levels_with_site() }}
+            where
+                {{ in_reference_period() }}  -- noqa: LT02
+                {%- if is_incremental() %}
+                    and carried.equipment_id is null
+                {%- endif %}
+        ) as reference
 )
 
 select * from final

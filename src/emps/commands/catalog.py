@@ -95,7 +95,7 @@ def check(
             what,
             etype.span_label(1),
             ", ".join(etype.window_label(k) for k in range(1, catalog.window_count + 1)),
-            etype.span_label(etype.features.baseline),
+            etype.baseline_label,
             etype.horizon_label,
             str(len(sensors)),
             norms,

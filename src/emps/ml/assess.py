@@ -152,7 +152,7 @@ def assess_matrix(
         baselines = [
             j
             for sensor in catalog.type_sensors(type_name)
-            if (j := _column(feature_names, f"{sensor}_dev_baseline")) is not None
+            if (j := _column(feature_names, f"{sensor}_dev_lag")) is not None
         ]
         no_baseline = (
             np.isnan(X[:, baselines]).all(axis=1) if baselines else np.zeros(len(X), dtype=bool)

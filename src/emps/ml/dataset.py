@@ -75,17 +75,21 @@ def feature_label(column: str, catalog: Catalog | None = None) -> tuple[str, str
         units = {t.clock.unit for t in catalog.equipment_types.values()}
         unit = units.pop() if len(units) == 1 else "clock unit"
         return f"{unit}s since last maintenance", None
+    if column == "baseline_age":
+        units = {t.clock.unit for t in catalog.equipment_types.values()}
+        unit = units.pop() if len(units) == 1 else "clock unit"
+        return f"{unit}s since the end of its baseline span", None
     sensor, rest = catalog.feature_sensor(column)
     if sensor is None:
         return column.replace("_", " "), None
     name = sensor.replace("_", " ")
     if rest == "now":
         return f"{name} level now", sensor
-    if rest == "dev_baseline":
+    if rest == "dev_lag":
         return f"{name} against its own baseline", sensor
-    if rest == "drift":
+    if rest == "drift_lag":
         return f"{name} drift from its baseline over {longest}", sensor
-    if rest == "site_drift":
+    if rest == "site_drift_lag":
         return f"{name} drift against the machines at its site", sensor
     match = _WINDOW_STAT.match(rest)
     if match:

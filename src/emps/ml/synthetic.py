@@ -77,11 +77,13 @@ def training_examples(
                     severity * signal if s == driver else 0
                 )
                 data[f"{s}_outside_w{k}"] = np.clip(np.abs(level) / 10, 0, 1)
-            data[f"{s}_dev_baseline"] = level
-            data[f"{s}_drift"] = level + rng.normal(0, 0.2, n)
-            data[f"{s}_site_drift"] = rng.normal(0, 0.2, n) + drift / 2
+            data[f"{s}_dev_lag"] = level
+            data[f"{s}_drift_lag"] = level + rng.normal(0, 0.2, n)
+            data[f"{s}_site_drift_lag"] = rng.normal(0, 0.2, n) + drift / 2
         data["missing_rate"] = np.clip(rng.normal(0.02, 0.01, n), 0, 1)
         data["since_maintenance"] = rng.uniform(0, 2000, n)
+        # From the failures' stream, so the draws above stay as they were.
+        data["baseline_age"] = events.uniform(240, 264, n)
         frame = pd.DataFrame(data)
         frame.insert(0, "equipment_id", equipment_id)
         frame.insert(1, "ts", times)

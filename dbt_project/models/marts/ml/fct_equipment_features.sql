@@ -36,19 +36,31 @@
 --   per sensor s, from its slot levels (int_slot_levels: norm standard deviations from its
 --   type's and regime's norm): `s_now` (this slot), per window k over the slots (slot - w_k,
 --   slot]: `s_mean_wk`, `s_std_wk` (n - 1), `s_slope_wk` (per clock unit: hour or counter
---   unit), `s_outside_wk` (share of slots beyond var outside_sigmas); `s_dev_baseline` (the
+--   unit), `s_outside_wk` (share of slots beyond var outside_sigmas); `s_dev_lag` (the
 --   shortest window's mean against the machine's baseline, in baseline standard deviations),
---   `s_drift` (the longest window's mean minus the baseline mean), `s_site_drift` (the
+--   `s_drift_lag` (the longest window's mean minus the baseline mean), `s_site_drift_lag` (the
 --   longest window's mean level against its site's median machine, before this slot, minus the
---   same over the baseline: wall-time equipment with a site);
+--   same over the baseline: wall-time equipment with a site). The baseline trails the machine
+--   where its type has a `baseline_lag`: its levels over the last whole baseline period (slots
+--   counted in periods of `baseline` slots from slot 0) that ends `baseline_lag` or more slots
+--   before the row's (macro baseline_period) and that no failure's horizon or repair touches
+--   (int_equipment_baseline_skips: else the period before those), and its first `baseline`
+--   slots (int_equipment_baselines) while that period starts before its first slot. So sensor
+--   wander and a replaced sensor's offset fade out of these features after a lag instead of
+--   adding up over the machine's life, and a fault before an earlier failure is not taken for
+--   the healthy level. A type without a lag keeps its first span;
 --   `missing_rate` (share of the longest window's slots without a reading, counted from the
---   first slot) and `since_maintenance` (clock units since the last service, commissioning or
---   first reading).
+--   first slot), `since_maintenance` (clock units since the last service, commissioning or
+--   first reading) and `baseline_age` (clock units from the last slot of the span the baseline
+--   features compare with to this one: under the lag on a young machine still compared with
+--   its first span, at least the lag once it trails, so the model tells the two apart).
 -- Only slots at or before the row's are used; baseline features only once the baseline is over.
 -- Cost: in the lateral path, a new reading in an equipment's newest slot adds that slot's values
 -- to the sums over the slots before it (int_equipment_window_state, recomputed when the
--- equipment moves to a new slot): one lookup; any other slot reads its window's slot rows (one
--- index range scan). The window path sorts the slots once and keeps running sums per frame.
+-- equipment moves to a new slot, with its baseline period's statistics): one lookup; any other
+-- slot reads its window's slot rows and its baseline period's (two index range scans). The
+-- window path sorts the slots once and keeps running sums per frame, and groups the slots of
+-- the baseline periods its rows are compared with (never more than the newest one's).
 with levels as not materialized (
     select * from {{ ref('int_slot_levels') }}
 ),
@@ -100,9 +112,12 @@ service_spans as (
     from maintenance_events
 ),
 
--- Only the lateral path reads it (the window path, a first build, lints it as unused).
-state as not materialized (  -- noqa: ST03
+state as not materialized (
     select * from {{ ref('int_equipment_window_state') }}
+),
+
+skips as (
+    select * from {{ ref('int_equipment_baseline_skips') }}
 ),
 
 {% if path == 'lateral' %}
@@ -115,10 +130,12 @@ state as not materialized (  -- noqa: ST03
                 levels.{{ sensor }}_level,
             {% endfor -%}
             levels.ingested_at,
-            last_service.serviced_at as last_serviced_at
+            last_service.serviced_at as last_serviced_at,
+            {{ reference_period('levels.slot', 'equipment') }} as reference_period
         from levels
         inner join equipment on levels.equipment_id = equipment.equipment_id
         {{ last_service_join('levels') }}
+        {{ skip_join('levels.slot', 'equipment', 'levels.equipment_id') }}
         where {{ not_built_yet('levels') }}
     ),
 
@@ -145,7 +162,12 @@ state as not materialized (  -- noqa: ST03
                 state.{{ sensor }}_site_n,
                 state.{{ sensor }}_site_sum,
             {% endfor -%}
-            state.filled_slots + 1 as filled_slots
+            state.filled_slots + 1 as filled_slots,
+            {% for sensor in sensors() -%}
+                state.{{ sensor }}_trailing_mean,
+                state.{{ sensor }}_trailing_std,
+                state.{{ sensor }}_site_trailing{% if not loop.last %},{% endif %}
+            {% endfor -%}
         from targets
         inner join state
             on
@@ -159,18 +181,14 @@ state as not materialized (  -- noqa: ST03
         -- filtered out of it.
         select
             targets.*,
-            window_rows.*
+            window_rows.*,
+            reference.*
         from targets
         cross join
             lateral (  -- noqa: ST05
                 select
                     {% for sensor in sensors() -%}
-                        {% for k in windows -%}
-                            {{ window_sums(
-                                sensor, k, 'context.' ~ sensor ~ '_level', '(context.slot - targets.slot)',
-                                'sum', filter='context.slot > targets.slot - targets.w' ~ k
-                            ) }},
-                        {% endfor -%}
+                        {{ slot_window_sums(sensor) }}
                         count(context.{{ sensor }}_level - site.{{ sensor }}_site_level) filter (
                             where context.slot < targets.slot
                         ) as {{ sensor }}_site_n,
@@ -179,18 +197,19 @@ state as not materialized (  -- noqa: ST03
                         ) as {{ sensor }}_site_sum,
                     {% endfor -%}
                     count(*) as filled_slots
-                from levels as context
-                left join site_levels as site
-                    on
-                        targets.axis = 'time'
-                        and targets.site = site.site
-                        and targets.slot_width = site.slot_width
-                        and context.slot = site.slot
+                {{ levels_with_site() }}
                 where
                     context.equipment_id = targets.equipment_id
                     and context.slot > targets.slot - targets.{{ longest }}
                     and context.slot <= targets.slot
             ) as window_rows
+        cross join
+            lateral (  -- noqa: ST05
+                select
+                    {{ trailing_stats() }}
+                {{ levels_with_site() }}
+                where {{ in_reference_period() }}
+            ) as reference
         where not exists (
             select 1 from state
             where
@@ -206,7 +225,7 @@ state as not materialized (  -- noqa: ST03
     ),
 {% else %}
     {% if is_incremental() %}
-        pending as (
+        pending_slots as (
             -- After a large import: each equipment's slots from its earliest new one are rebuilt.
             select
                 equipment_id,
@@ -214,6 +233,16 @@ state as not materialized (  -- noqa: ST03
             from levels
             where {{ not_built_yet('levels') }}
             group by equipment_id
+        ),
+
+        pending as (
+            -- With the first baseline period those rows are compared with.
+            select
+                pending_slots.*,
+                {{ reference_period('pending_slots.from_slot', 'equipment') }} as from_period
+            from pending_slots
+            inner join equipment on pending_slots.equipment_id = equipment.equipment_id
+            {{ skip_join('pending_slots.from_slot', 'equipment', 'pending_slots.equipment_id') }}
         ),
     {% endif %}
 
@@ -251,10 +280,7 @@ state as not materialized (  -- noqa: ST03
             -- A partial rebuild: rows from features_since on, and the slots their windows read.
             where
                 equipment.axis != 'time'
-                or levels.slot > floor(
-                    date_part('epoch', '{{ var("features_since") }}'::timestamptz)
-                    / equipment.slot_width
-                ) - equipment.{{ longest }}
+                or levels.slot > {{ since_slot('equipment') }} - equipment.{{ longest }}
         {%- endif %}
     ),
 
@@ -294,7 +320,7 @@ state as not materialized (  -- noqa: ST03
         ),
     {% endfor %}
 
-    sums as (
+    frames as (
         {% for group in window_groups() -%}
             select * from sums_{{ loop.index }}
             {% if is_incremental() -%}
@@ -304,6 +330,64 @@ state as not materialized (  -- noqa: ST03
             {% endif -%}
             {% if not loop.last %}union all{% endif %}
         {% endfor -%}
+    ),
+
+    periods as (
+        -- The baseline periods the rows above are compared with, from the first one's to the
+        -- equipment's newest slot's (int_equipment_window_state): their slots, grouped.
+        select
+            levels.equipment_id,
+            floor(levels.slot::float8 / equipment.baseline_slots)::bigint as period,
+            {% for sensor in sensors() -%}
+                {{ baseline_stats(
+                    sensor, 'levels.' ~ sensor ~ '_level',
+                    'levels.' ~ sensor ~ '_level - site.' ~ sensor ~ '_site_level',
+                    'min(equipment.baseline_min_slots)', name='trailing'
+                ) }}{% if not loop.last %},{% endif %}
+            {% endfor -%}
+        from levels
+        inner join equipment on levels.equipment_id = equipment.equipment_id
+        inner join state
+            on
+                levels.equipment_id = state.equipment_id
+                and levels.slot < (state.reference_period + 1) * equipment.baseline_slots
+        {% if is_incremental() -%}
+            inner join pending
+                on
+                    levels.equipment_id = pending.equipment_id
+                    and levels.slot >= pending.from_period * equipment.baseline_slots
+        {% endif -%}
+        left join site_levels as site
+            on
+                equipment.axis = 'time'
+                and equipment.site = site.site
+                and equipment.slot_width = site.slot_width
+                and levels.slot = site.slot
+        {% if not is_incremental() and var("features_since", none) -%}
+            {{ skip_join(since_slot('equipment'), 'equipment', 'levels.equipment_id', 'since_skip') }}
+            where
+                equipment.axis != 'time'
+                or levels.slot >= {{ reference_period(since_slot('equipment'), 'equipment', 'since_skip') }}
+                * equipment.baseline_slots
+        {%- endif %}
+        group by levels.equipment_id, period
+    ),
+
+    sums as (
+        select
+            frames.*,
+            {% for sensor in sensors() -%}
+                periods.{{ sensor }}_trailing_mean,
+                periods.{{ sensor }}_trailing_std,
+                periods.{{ sensor }}_site_trailing,
+            {% endfor -%}
+            {{ reference_period('frames.slot', 'frames') }} as reference_period
+        from frames
+        {{ skip_join('frames.slot', 'frames', 'frames.equipment_id') }}
+        left join periods
+            on
+                frames.equipment_id = periods.equipment_id
+                and {{ reference_period('frames.slot', 'frames') }} = periods.period
     ),
 {% endif %}
 
@@ -322,9 +406,13 @@ stats as (
         sums.last_serviced_at,
         sums.{{ longest }} as longest_slots,
         {% for sensor in sensors() -%}
-            sums.{{ sensor }}_baseline_mean,
-            sums.{{ sensor }}_baseline_std,
-            sums.{{ sensor }}_site_baseline,
+            {%- set trailing = is_trailing('sums.reference_period', 'sums') -%}
+            {% for stat in ['_baseline_mean', '_baseline_std', '_site_baseline'] -%}
+                case
+                    when {{ trailing }} then sums.{{ sensor ~ stat | replace('baseline', 'trailing') }}
+                    else sums.{{ sensor ~ stat }}
+                end as {{ sensor ~ stat }},
+            {% endfor -%}
             sums.{{ sensor }}_level as {{ sensor }}_now,
             {% for k in windows -%}
                 {{ window_stats('sums', sensor, k, 'sums.slot_units') }},
@@ -333,6 +421,13 @@ stats as (
                 when sums.{{ sensor }}_site_n > 0 then sums.{{ sensor }}_site_sum / sums.{{ sensor }}_site_n
             end as {{ sensor }}_site_relative,
         {% endfor -%}
+        -- The last slot of the span the baseline features compare with.
+        case
+            when {{ is_trailing('sums.reference_period', 'sums') }}
+                then (sums.reference_period + 1) * sums.baseline_slots - 1
+            else sums.baseline_end_slot - 1
+        end as reference_end_slot,
+        sums.slot_units,
         sums.filled_slots,
         sums.ingested_at
     from sums
@@ -358,15 +453,15 @@ final as (
                     then
                         (stats.{{ sensor }}_mean_w1 - stats.{{ sensor }}_baseline_mean)
                         / nullif(stats.{{ sensor }}_baseline_std, 0)
-            end as {{ sensor }}_dev_baseline,
+            end as {{ sensor }}_dev_lag,
             case
                 when stats.slot >= stats.baseline_end_slot
                     then stats.{{ sensor }}_mean_{{ longest }} - stats.{{ sensor }}_baseline_mean
-            end as {{ sensor }}_drift,
+            end as {{ sensor }}_drift_lag,
             case
                 when stats.slot >= stats.baseline_end_slot
                     then stats.{{ sensor }}_site_relative - stats.{{ sensor }}_site_baseline
-            end as {{ sensor }}_site_drift,
+            end as {{ sensor }}_site_drift_lag,
         {% endfor %}
         greatest(
             0.0,
@@ -381,6 +476,10 @@ final as (
                 stats.first_reading_at
             )
         ) / stats.unit_seconds as since_maintenance,
+        case
+            when stats.slot >= stats.baseline_end_slot
+                then (stats.slot - stats.reference_end_slot) * stats.slot_units
+        end as baseline_age,
         stats.ingested_at
     from stats
 )
