@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from api_support import API_ENV, synthetic
+from api_support import API_ENV
 
 from emps.commands.predict import save_token
 from emps.db import Role, connect
+from emps.ml import synthetic
 from emps.processes import free_port
 from emps.settings import Settings
 from emps.users import add_user, mint_token
