@@ -13,6 +13,13 @@ import pytest
 
 from emps.processes import free_port
 from emps.settings import PROJECT_ROOT, Settings, get_settings
+from emps.transform import keep_parsed_manifests
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A test worker runs hundreds of dbt builds, each with its own vars or home: it parses each
+    project once (the platform's flow runs, a process per run, parse each time)."""
+    keep_parsed_manifests()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
