@@ -133,7 +133,7 @@ class CatalogError(ValueError):
     """The catalog cannot be used; the message names the file, line and field of each problem."""
 
 
-def parse_duration(value: Any, field: str) -> int:
+def parse_duration(value: object, field: str) -> int:
     """Seconds in a duration such as '10 min', '1h', '7 d' (whole seconds)."""
     if isinstance(value, bool) or not isinstance(value, str):
         raise ValueError(
@@ -450,14 +450,18 @@ class Catalog(BaseModel):
 # -- reading the YAML ------------------------------------------------------------------------
 
 
+# Where a value sits in the YAML: mapping keys and sequence indexes from the document's root.
+YamlPath = tuple[str | int, ...]
+
+
 class _LineLoader(yaml.SafeLoader):
     """A safe loader that remembers the line of every mapping key and sequence item."""
 
 
-def _load_with_lines(text: str) -> tuple[Any, dict[tuple, int]]:
-    lines: dict[tuple, int] = {}
+def _load_with_lines(text: str) -> tuple[Any, dict[YamlPath, int]]:
+    lines: dict[YamlPath, int] = {}
 
-    def walk(node: yaml.Node, path: tuple) -> None:
+    def walk(node: yaml.Node, path: YamlPath) -> None:
         lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
@@ -476,7 +480,7 @@ def _load_with_lines(text: str) -> tuple[Any, dict[tuple, int]]:
     return yaml.load(text, Loader=_LineLoader), lines
 
 
-def _line_of(path: tuple, lines: dict[tuple, int]) -> int | None:
+def _line_of(path: YamlPath, lines: dict[YamlPath, int]) -> int | None:
     while path:
         if path in lines:
             return lines[path]
@@ -484,12 +488,23 @@ def _line_of(path: tuple, lines: dict[tuple, int]) -> int | None:
     return lines.get(())
 
 
-def _from_version_1(raw: dict) -> tuple[dict, list[str]]:
+def _fields(value: object, where: str, what: str) -> dict[str, Any]:
+    """The fields of a YAML mapping (none when left empty); a scalar or a list is refused."""
+    if not value:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: a mapping of {what}")
+    return {str(key): item for key, item in value.items()}
+
+
+def _from_version_1(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """A version 1 catalog (one sensor list, every type with a band for each) as version 2."""
     types = {}
-    for name, spec in (raw.get("equipment_types") or {}).items():
-        spec = dict(spec or {})
-        normal = spec.pop("normal", None) or {}
+    specs = _fields(raw.get("equipment_types"), "equipment_types", "type name to its fields")
+    for name, value in specs.items():
+        spec = _fields(value, f"equipment_types.{name}", "description, id_prefix, normal")
+        where = f"equipment_types.{name}.normal"
+        normal = _fields(spec.pop("normal", None), where, "sensor to its band [low, high]")
         spec["channels"] = {sensor: normal.get(sensor) for sensor in raw.get("sensors") or {}}
         types[name] = spec
     converted = {"version": 2, "channels": raw.get("sensors") or {}, "equipment_types": types}
@@ -500,7 +515,7 @@ def _from_version_1(raw: dict) -> tuple[dict, list[str]]:
     return converted, [note]
 
 
-def _grid(spec: dict, clock: Clock, where: str) -> FeatureGrid:
+def _grid(spec: dict[str, Any], clock: Clock, where: str) -> FeatureGrid:
     """The feature grid in slots from the YAML values in the clock's unit."""
     timed = clock.kind == "time"
     if timed:
@@ -527,7 +542,7 @@ def _grid(spec: dict, clock: Clock, where: str) -> FeatureGrid:
     if unknown:
         raise ValueError(f"{where}.features: unknown field(s) {', '.join(sorted(unknown))}")
 
-    def amount(value: Any, field: str) -> float:
+    def amount(value: object, field: str) -> float:
         if timed:
             return float(parse_duration(value, f"{where}.features.{field}"))
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
@@ -544,7 +559,7 @@ def _grid(spec: dict, clock: Clock, where: str) -> FeatureGrid:
             f"interval ({format_duration(clock.interval_s)}): most slots would be empty"
         )
 
-    def slots(value: Any, field: str) -> int:
+    def slots(value: object, field: str) -> int:
         length = amount(value, field)
         count = length / slot
         if abs(count - round(count)) > 1e-9 or round(count) < 1:
@@ -589,8 +604,8 @@ def _grid(spec: dict, clock: Clock, where: str) -> FeatureGrid:
     )
 
 
-def _clock(spec: Any, where: str) -> Clock:
-    spec = dict(spec or {})
+def _clock(value: object, where: str) -> Clock:
+    spec = _fields(value, f"{where}.clock", "kind, interval, unit, start")
     kind = spec.pop("kind", "time")
     if kind not in ("time", "counter"):
         raise ValueError(f"{where}.clock.kind: 'time' or 'counter', not {kind!r}")
@@ -620,7 +635,7 @@ def _clock(spec: Any, where: str) -> Clock:
     return Clock(kind="counter", interval_s=interval, unit=unit, start=start)
 
 
-def _band(value: Any, where: str) -> tuple[float, float] | None:
+def _band(value: object, where: str) -> tuple[float, float] | None:
     if value is None:
         return None
     if isinstance(value, dict):
@@ -642,9 +657,9 @@ def _band(value: Any, where: str) -> tuple[float, float] | None:
     return low, high
 
 
-def _type(name: str, spec: Any, channel_names: list[str]) -> EquipmentType:
+def _type(name: str, value: object, channel_names: list[str]) -> EquipmentType:
     where = f"equipment_types.{name}"
-    spec = dict(spec or {})
+    spec = _fields(value, where, "description, id_prefix, channels, clock, features")
     unknown = set(spec) - {"description", "id_prefix", "channels", "clock", "features"}
     if unknown:
         raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
@@ -661,9 +676,9 @@ def _type(name: str, spec: Any, channel_names: list[str]) -> EquipmentType:
         for channel, band in raw_channels.items()
     }
     clock = _clock(spec.get("clock"), where)
-    features = spec.get("features") or {}
-    if not isinstance(features, dict):
-        raise ValueError(f"{where}.features: a mapping of slot, windows, baseline, horizon")
+    features = _fields(
+        spec.get("features"), f"{where}.features", "slot, windows, baseline, horizon"
+    )
     return EquipmentType(
         name=name,
         description=spec.get("description", "") or "",
@@ -674,10 +689,10 @@ def _type(name: str, spec: Any, channel_names: list[str]) -> EquipmentType:
     )
 
 
-def _error_path(message: str) -> tuple:
+def _error_path(message: str) -> YamlPath:
     """The YAML path a message starts with ('equipment_types.x.features.slot: ...')."""
     head = message.split(":", 1)[0].strip()
-    parts: list = []
+    parts: list[str | int] = []
     for part in head.split("."):
         match = re.match(r"^([A-Za-z0-9_]+)(?:\[(\d+)\])?$", part)
         if not match:
@@ -699,19 +714,23 @@ def parse_catalog(text: str, source: Path | None = None) -> Catalog:
         raise CatalogError(f"{name}{where}: not valid YAML ({exc})") from None
     if not isinstance(raw, dict):
         raise CatalogError(f"{name}: expected a mapping with channels and equipment_types")
+
+    def fail(message: str, path: YamlPath) -> CatalogError:
+        line = _line_of(path, lines)
+        return CatalogError(f"{name}{f' line {line}' if line else ''}: {message}")
+
     notes: list[str] = []
     version = raw.get("version", 1)
     if version == 1 or ("sensors" in raw and "channels" not in raw):
-        raw, notes = _from_version_1(raw)
+        try:
+            raw, notes = _from_version_1(raw)
+        except ValueError as exc:
+            raise fail(str(exc), _error_path(str(exc))) from None
     elif version != 2:
         raise CatalogError(f"{name}: version {version!r} is not supported (1 or 2)")
     unknown = set(raw) - {"version", "channels", "equipment_types"}
     if unknown:
         raise CatalogError(f"{name}: unknown top-level field(s) {', '.join(sorted(unknown))}")
-
-    def fail(message: str, path: tuple) -> CatalogError:
-        line = _line_of(path, lines)
-        return CatalogError(f"{name}{f' line {line}' if line else ''}: {message}")
 
     channel_specs = raw.get("channels") or {}
     type_specs = raw.get("equipment_types") or {}
@@ -775,6 +794,12 @@ def load_catalog(path: Path | None = None) -> Catalog:
     return _load(path, path.stat().st_mtime_ns)
 
 
+def _grid_length(amount: float, clock: Clock) -> str | float:
+    """A feature grid length as the YAML gives it: a duration on a wall-time clock, a number of
+    the counter's units on a counter clock."""
+    return format_duration(amount) if clock.kind == "time" else amount
+
+
 def catalog_yaml(catalog: Catalog) -> str:
     """The catalog written as version 2 YAML (what `emps catalog migrate` writes)."""
     channels = {}
@@ -796,7 +821,6 @@ def catalog_yaml(catalog: Catalog) -> str:
         clock = etype.clock
         if clock.kind == "time":
             spec["clock"] = {"kind": "time", "interval": format_duration(clock.interval_s)}
-            unit = format_duration
         else:
             spec["clock"] = {
                 "kind": "counter",
@@ -804,20 +828,18 @@ def catalog_yaml(catalog: Catalog) -> str:
                 "interval": format_duration(clock.interval_s),
                 "start": clock.start.isoformat() if clock.start else DEFAULT_COUNTER_START,
             }
-
-            def unit(amount: float) -> float:
-                return amount
-
         grid = etype.features
         spec["features"] = {
-            "slot": unit(grid.slot),
-            "windows": [unit(w * grid.slot) for w in grid.windows],
-            "baseline": unit(grid.baseline * grid.slot),
+            "slot": _grid_length(grid.slot, clock),
+            "windows": [_grid_length(w * grid.slot, clock) for w in grid.windows],
+            "baseline": _grid_length(grid.baseline * grid.slot, clock),
             "baseline_lag": (
-                BASELINE_FIRST if grid.baseline_lag is None else unit(grid.baseline_lag * grid.slot)
+                BASELINE_FIRST
+                if grid.baseline_lag is None
+                else _grid_length(grid.baseline_lag * grid.slot, clock)
             ),
             "baseline_min_slots": grid.baseline_min_slots,
-            "horizon": unit(grid.horizon),
+            "horizon": _grid_length(grid.horizon, clock),
             "regimes": grid.regimes,
         }
         types[name] = spec

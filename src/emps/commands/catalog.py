@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from emps.settings import get_settings
+
+if TYPE_CHECKING:
+    from emps.catalog import Catalog
 
 app = typer.Typer(
     help="The catalog: channels, equipment types, clocks and feature grids.",
@@ -17,7 +21,7 @@ app = typer.Typer(
 console = Console()
 
 
-def _load(file: Path | None):
+def _load(file: Path | None) -> Catalog:
     from emps.catalog import CatalogError, load_catalog
 
     path = file or get_settings().catalog_path
@@ -61,14 +65,14 @@ def check(
     for column in ("channel", "role", "unit", "valid range", "required", "types"):
         channels.add_column(column)
     for channel in catalog.channels.values():
-        types = [t.name for t in catalog.equipment_types.values() if channel.name in t.channels]
+        having = [t.name for t in catalog.equipment_types.values() if channel.name in t.channels]
         channels.add_row(
             channel.name,
             channel.role,
             channel.unit,
             f"{channel.valid_range[0]:g} .. {channel.valid_range[1]:g}",
             "yes" if channel.required else "no",
-            ", ".join(types) or "[yellow]none[/]",
+            ", ".join(having) or "[yellow]none[/]",
         )
     console.print(channels)
     types = Table(title=f"equipment types ({len(catalog.equipment_types)})")

@@ -23,7 +23,7 @@ Severity keeps its four bands whatever the assessment: the assessment is shown b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
@@ -56,6 +56,19 @@ FLAT = 1e-3
 class Assessment:
     state: str
     reason: str | None = None
+
+
+class TrainingProfile(TypedDict, total=False):
+    """What a model saw in training (`profile_training_rows`); `assess_matrix` reads a part
+    that is missing as empty."""
+
+    # Per type and sensor: the share of rows without a reading over the shortest window ...
+    absent: dict[str, dict[str, float]]
+    # ... and the share with no change over it.
+    flat: dict[str, dict[str, float]]
+    # Per level feature: the lowest and the highest value.
+    low: dict[str, float]
+    high: dict[str, float]
 
 
 def _column(names: list[str], name: str) -> int | None:
@@ -93,7 +106,7 @@ def settling_rows(since_service: np.ndarray, types: np.ndarray, catalog: Catalog
 
 def profile_training_rows(
     frame: pd.DataFrame, feature_names: list[str], catalog: Catalog
-) -> dict[str, Any]:
+) -> TrainingProfile:
     """What the assessment compares a row with, from the training rows: each level feature's
     range, and per type and sensor how often it is absent or flat there."""
     absent: dict[str, dict[str, float]] = {}
@@ -111,10 +124,11 @@ def profile_training_rows(
                 continue
             absent[type_name][sensor] = float(mean.isna().mean())
             flat[type_name][sensor] = float((std.abs() <= FLAT).mean())
-    low, high = {}, {}
+    low: dict[str, float] = {}
+    high: dict[str, float] = {}
     for name in feature_names:
-        sensor, rest = catalog.feature_sensor(name)
-        if sensor is None or rest not in LEVEL_SUFFIXES or name not in frame:
+        of_sensor, rest = catalog.feature_sensor(name)
+        if of_sensor is None or rest not in LEVEL_SUFFIXES or name not in frame:
             continue
         values = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
         if np.isfinite(values).any():
@@ -127,7 +141,7 @@ def assess_matrix(
     types: np.ndarray,
     feature_names: list[str],
     catalog: Catalog,
-    profile: dict[str, Any] | None = None,
+    profile: TrainingProfile | None = None,
     feature_labels: dict[str, list[str | None]] | None = None,
 ) -> list[Assessment]:
     """One assessment per row of the feature matrix X (columns: feature_names) of equipment of
@@ -137,10 +151,13 @@ def assess_matrix(
     labels = feature_labels or {}
     results: list[Assessment | None] = [None] * len(X)
 
-    def flag(rows: np.ndarray, state: str, reason: Any) -> None:
-        for i in np.nonzero(rows)[0]:
-            if results[i] is None:
-                results[i] = Assessment(state, reason(i) if callable(reason) else reason)
+    def unassessed(rows: np.ndarray) -> list[int]:
+        """Those of `rows` no earlier check has assessed: a row is told the first that holds."""
+        return [int(i) for i in np.flatnonzero(rows) if results[i] is None]
+
+    def flag(rows: np.ndarray, state: str, reason: str) -> None:
+        for i in unassessed(rows):
+            results[i] = Assessment(state, reason)
 
     types = np.asarray(types, dtype=object)
     for type_name in pd.unique(types):
@@ -161,24 +178,19 @@ def assess_matrix(
         if since is not None:
             # A new machine (no baseline yet) has no "before" to mix in: it is told as such below.
             since_units = X[:, since]
-            flag(
-                mine & ~no_baseline & settling_rows(since_units, types, catalog),
-                SETTLING,
-                lambda i, since_units=since_units, etype=etype, longest=longest: (
+            for i in unassessed(mine & ~no_baseline & settling_rows(since_units, types, catalog)):
+                results[i] = Assessment(
+                    SETTLING,
                     f"serviced or repaired {_ago(etype, since_units[i])} ago: its last {longest} "
-                    "still hold readings from before that"
-                ),
-            )
+                    "still hold readings from before that",
+                )
         missing = _column(feature_names, "missing_rate")
         if missing is not None:
             share = X[:, missing]
-            flag(
-                mine & (share > MAX_MISSING_SHARE),
-                INSUFFICIENT_DATA,
-                lambda i, share=share, longest=longest: (
-                    f"{share[i]:.0%} of the last {longest} without readings"
-                ),
-            )
+            for i in unassessed(mine & (share > MAX_MISSING_SHARE)):
+                results[i] = Assessment(
+                    INSUFFICIENT_DATA, f"{share[i]:.0%} of the last {longest} without readings"
+                )
         absent = profile.get("absent", {}).get(type_name, {})
         flat = profile.get("flat", {}).get(type_name, {})
         for sensor in catalog.type_sensors(type_name):
@@ -213,11 +225,9 @@ def assess_matrix(
         values = X[:, j]
         outside = ~np.isnan(values) & ((values < low - margin) | (values > high + margin))
         label = (labels.get(name) or [name.replace("_", " ")])[0]
-        flag(
-            outside,
-            OUT_OF_DISTRIBUTION,
-            lambda i, values=values, label=label, low=low, high=high: (
-                f"{label} {values[i]:.3g} far outside what training saw ({low:.3g} to {high:.3g})"
-            ),
-        )
+        for i in unassessed(outside):
+            results[i] = Assessment(
+                OUT_OF_DISTRIBUTION,
+                f"{label} {values[i]:.3g} far outside what training saw ({low:.3g} to {high:.3g})",
+            )
     return [r or Assessment(OK) for r in results]

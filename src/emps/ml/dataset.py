@@ -9,18 +9,23 @@ from __future__ import annotations
 import io
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import psycopg
 from psycopg import sql
+from psycopg.abc import Params
+from psycopg.rows import TupleRow, dict_row
 
 from emps.catalog import WINDOW_STATS, Catalog, load_catalog
-from emps.db import Role, connect, database_url
+from emps.db import Role, connect, database_url, one
 from emps.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
 
 LABEL = "fails_within_horizon"
 DAYS_LABEL = "days_until_failure"
@@ -105,7 +110,7 @@ def _relation(name: str) -> sql.Identifier:
 
 def _read_frame(
     query: sql.Composable,
-    params: Sequence | Mapping[str, Any] | None,
+    params: Params | None,
     settings: Settings,
     pooled: bool = False,
 ) -> pd.DataFrame:
@@ -132,7 +137,7 @@ def _read_frame(
 
 
 @contextmanager
-def _connection(settings: Settings, pooled: bool) -> Iterator[psycopg.Connection]:
+def _connection(settings: Settings, pooled: bool) -> Iterator[psycopg.Connection[TupleRow]]:
     """A reader connection in UTC: one of the pool's, or a new one closed after use."""
     if pooled:
         with _pool(database_url(Role.READER, settings)).connection() as conn:
@@ -183,7 +188,7 @@ def sample_step_minutes(settings: Settings | None = None, sample_minutes: int | 
         ") s where s.first is not null"
     ).format(f=_relation(settings.ml.features_relation))
     with connect(Role.READER, settings) as conn:
-        equipment, span_s = conn.execute(query).fetchone()
+        equipment, span_s = one(conn.execute(query))
     room = settings.ml.max_training_rows - int(equipment)
     if float(span_s) <= 0 or (room > 0 and float(span_s) / (60 * base) <= room):
         return base
@@ -242,7 +247,7 @@ def read_latest_features(
     """
     settings = settings or get_settings()
     filters = []
-    params: list = []
+    params: list[list[str]] = []
     if equipment_ids is not None:
         filters.append(sql.SQL("e.equipment_id = any(%s)"))
         params.append(list(equipment_ids))
@@ -287,7 +292,7 @@ def registered_equipment(
 
 
 @lru_cache(maxsize=4)
-def _pool(url: str):
+def _pool(url: str) -> ConnectionPool:
     """Reused connections for one-equipment reads: opening one costs more than the query."""
     from psycopg_pool import ConnectionPool
 
@@ -316,11 +321,7 @@ def read_latest_feature_row(
         _relation(settings.ml.features_relation)
     )
     with _pool(database_url(Role.READER, settings)).connection() as conn:
-        cur = conn.execute(query, (equipment_id,))
-        row = cur.fetchone()
-        if row is None:
-            return None
-        return {column.name: value for column, value in zip(cur.description, row, strict=True)}
+        return conn.cursor(row_factory=dict_row).execute(query, (equipment_id,)).fetchone()
 
 
 def read_latest_feature_rows(
@@ -336,15 +337,15 @@ def read_latest_feature_rows(
         ") f on true where e.equipment_id = any(%s) order by e.equipment_id"
     ).format(sql.Identifier(_REGISTERED), _relation(settings.ml.features_relation))
     with _pool(database_url(Role.READER, settings)).connection() as conn:
-        cur = conn.execute(query, (list(equipment_ids),))
-        names = [column.name for column in cur.description]
+        cur = conn.cursor(row_factory=dict_row).execute(query, (list(equipment_ids),))
         fetched = cur.fetchall()
-    registered, rows = [], {}
-    for values in fetched:
-        row = dict(zip(names[1:], values[1:], strict=True))
-        registered.append(values[0])
+    registered: list[str] = []
+    rows: dict[str, dict[str, Any]] = {}
+    for row in fetched:
+        equipment_id = row.pop(_REGISTERED)
+        registered.append(equipment_id)
         if row.get("equipment_id") is not None:
-            rows[values[0]] = row
+            rows[equipment_id] = row
     return registered, rows
 
 

@@ -6,13 +6,16 @@ of these, so the scorer always uses the parts that were evaluated together.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
 from emps.ml.forest import packed
+
+if TYPE_CHECKING:
+    from emps.ml.assess import TrainingProfile
 
 # scikit-learn's per-tree calls cost ~1 ms per tree whatever the batch; the packed walk is
 # faster for small batches (a single prediction: ~10 ms instead of ~500 ms), slower for big ones.
@@ -39,7 +42,7 @@ class FailureModel(BaseEstimator):
     life_x: np.ndarray | None = None
     life_y: np.ndarray | None = None
     clocks: dict[str, dict[str, Any]] | None = None
-    assessment_profile: dict[str, Any] | None = None
+    assessment_profile: TrainingProfile | None = None
     life_forest: Any = None
 
     def __init__(
@@ -57,7 +60,7 @@ class FailureModel(BaseEstimator):
         life_x: np.ndarray | None = None,
         life_y: np.ndarray | None = None,
         clocks: dict[str, dict[str, Any]] | None = None,
-        assessment_profile: dict[str, Any] | None = None,
+        assessment_profile: TrainingProfile | None = None,
         life_forest: Any = None,
     ):
         self.classifier = classifier
