@@ -7,6 +7,7 @@ import json
 import logging
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -113,11 +114,12 @@ def test_a_storm_of_bad_files_gets_bounded_events_and_log_lines(
     that count them; every file is still in the ledger."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-    from prefect.events.filters import EventFilter, EventNameFilter
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
 
     from emps.flows.ingest import MAX_FILE_EVENTS, ingest_sensor_drops
 
     extra = 7
+    started = datetime.now(UTC) - timedelta(seconds=5)
     for i in range(MAX_FILE_EVENTS + extra):
         drops.put(f"broken-{i:03d}.json", b"[{")
     ingest_sensor_drops(build=False)
@@ -130,7 +132,11 @@ def test_a_storm_of_bad_files_gets_bounded_events_and_log_lines(
         async with get_client() as client:
             pages = [
                 await client.read_events(
-                    filter=EventFilter(event=EventNameFilter(name=[name])), limit=50
+                    filter=EventFilter(
+                        event=EventNameFilter(name=[name]),
+                        occurred=EventOccurredFilter(since=started),
+                    ),
+                    limit=50,
                 )
                 for name in ("emps.ingest.file-quarantined", "emps.ingest.files-quarantined")
             ]
@@ -147,6 +153,7 @@ def test_a_storm_of_bad_files_gets_bounded_events_and_log_lines(
     deadline = time.monotonic() + 60  # events and logs reach the server asynchronously
     while time.monotonic() < deadline and not (
         any(e.event == "emps.ingest.files-quarantined" for e in events)
+        and sum(e.event == "emps.ingest.file-quarantined" for e in events) >= MAX_FILE_EVENTS
         and any("more file" in r.message for r in logs)
     ):
         time.sleep(1)

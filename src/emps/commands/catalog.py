@@ -119,7 +119,8 @@ def check(
             "`emps db migrate` would add columns: " + (", ".join(new) if new else "none"),
             highlight=False,
         )
-    console.print(f"[green]ok:[/] {catalog.source}", highlight=False)
+    # A path is never broken across lines: users copy it.
+    console.print(f"[green]ok:[/] {catalog.source}", highlight=False, soft_wrap=True)
 
 
 @app.command()
