@@ -228,6 +228,43 @@ def test_emps_predict_goes_through_the_api(api, scored, tmp_path):
         assert scored.token not in result.stdout + result.stderr
 
 
+# What scoring in-process needs and a call through the API must not wait for: importing them
+# took longer than the whole call (bench/predict_cli.py).
+HEAVY = ("psycopg", "pandas", "numpy", "sklearn", "mlflow", "prefect", "dbt", "great_expectations")
+REPORT_IMPORTS = (
+    "import atexit, sys\n"
+    "atexit.register(lambda: print('imported:', *sorted(sys.modules), file=sys.stderr))\n"
+    "from emps.cli import app\n"
+    "app()\n"
+)
+
+
+def test_emps_predict_through_the_api_starts_without_the_heavy_libraries(api, scored, tmp_path):
+    """`emps predict ID --json` answered by the API imports neither the database driver nor
+    the data and ML stack: a shell user waits for a process start and one request."""
+    token_file = tmp_path / "token"
+    save_token(scored.token, scored.settings.replace(api={"token_file": token_file}))
+    done = subprocess.run(
+        [sys.executable, "-c", REPORT_IMPORTS, "predict", scored.ids[0], "--json"],
+        env={
+            **os.environ,
+            **API_ENV,
+            "EMPS_API_BASE_URL": api.url,
+            "EMPS_API_TOKEN_FILE": str(token_file),
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert _lines(done.stdout)[0]["equipment_id"] == scored.ids[0]
+    assert "in this process" not in done.stderr
+    report = next(line for line in done.stderr.splitlines() if line.startswith("imported:"))
+    imported = {name.split(".")[0] for name in report.split()[1:]}
+    assert "emps" in imported and "typer" in imported
+    assert not imported & set(HEAVY), f"imported {sorted(imported & set(HEAVY))}"
+
+
 def test_emps_predict_scores_in_process_when_the_api_does_not_answer(api, scored, tmp_path):
     """With the API down, `emps predict` says so on stderr and gives the same figures from its
     own process; a token file others can read is not used."""

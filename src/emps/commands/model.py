@@ -1,4 +1,4 @@
-"""`emps model train|evaluate|backtest|promote|list` and `emps predict`: the failure model from the shell."""
+"""`emps model train|evaluate|backtest|promote|list`: the failure model from the shell."""
 
 from __future__ import annotations
 
@@ -417,11 +417,3 @@ def list_versions() -> None:
             *(_fmt(m.get(k, float("nan"))) for k in columns),
         )
     console.print(table)
-
-
-def register(root: typer.Typer) -> None:
-    """Add `emps model ...` and the top-level `emps predict` (emps.commands.predict)."""
-    from emps.commands import predict
-
-    root.add_typer(app, name="model")
-    predict.register(root)

@@ -3,7 +3,8 @@
 Through the HTTP API when it answers and a user token is at hand (EMPS_API_TOKEN, or the token
 file `emps user token USER --save` writes): the API keeps the champion loaded, so a call costs a
 process start and one request. Otherwise in this process, which first loads the model
-(seconds). This module imports nothing heavy: the in-process path imports emps.ml.predict when used.
+(seconds). This module imports nothing heavy: the in-process path imports emps.ml.predict when used,
+and rich is imported only to show a table or a message (`--json` through the API prints without it).
 """
 
 from __future__ import annotations
@@ -15,16 +16,16 @@ import stat
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from emps.settings import Settings, get_settings
 
-console = Console()
-err = Console(stderr=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+
 PREDICT_ROUTE = "/api/v1/predictions/predict"
 TOKEN_HINT = "set EMPS_API_TOKEN, or save one with `emps user token USER --save`"
 
@@ -43,13 +44,28 @@ class Answer:
     not_scored: list[dict[str, str]] = field(default_factory=list)
 
 
+@cache
+def _console(stderr: bool) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def _stdout() -> Console:
+    return _console(stderr=False)
+
+
+def _stderr() -> Console:
+    return _console(stderr=True)
+
+
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    _stderr().print(f"[red]error:[/red] {message}", highlight=False)
     return typer.Exit(1)
 
 
 def _note(message: str) -> None:
-    err.print(f"[yellow]note:[/yellow] {message}", highlight=False, soft_wrap=True)
+    _stderr().print(f"[yellow]note:[/yellow] {message}", highlight=False, soft_wrap=True)
 
 
 def read_token(settings: Settings) -> str | None:
@@ -207,12 +223,14 @@ def _fmt(value: float | None) -> str:
 
 
 def _show_one(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
     from emps.domain import assessment_words, remaining_life_words
 
     life = remaining_life_words(
         result["remaining_life"], result["life_unit"], result["remaining_life_beyond"]
     )
-    console.print(
+    _stdout().print(
         f"[bold]{result['equipment_id']}[/bold] at {result['ts']}: failure probability "
         f"{result['failure_probability']:.2f} within {result['horizon']}, "
         f"severity [bold]{result['severity']}[/bold], health {result['health_score']}"
@@ -220,7 +238,7 @@ def _show_one(result: dict[str, Any]) -> None:
         + f" (model v{result['model_version']})"
     )
     if result["assessment"] != "ok":
-        console.print(
+        _stdout().print(
             "[yellow]"
             + assessment_words(result["assessment"], result["assessment_reason"])
             + "[/yellow]"
@@ -230,10 +248,12 @@ def _show_one(result: dict[str, Any]) -> None:
         table.add_column(column)
     for item in result["explanation"]:
         table.add_row(item["label"], _fmt(item["value"]), f"{item['contribution']:+.3f}")
-    console.print(table)
+    _stdout().print(table)
 
 
 def _show_many(predictions: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
     from emps.domain import remaining_life_words
 
     table = Table(title=f"failure risk now, {len(predictions)} equipment")
@@ -256,7 +276,7 @@ def _show_many(predictions: list[dict[str, Any]]) -> None:
             result["assessment"],
             top,
         )
-    console.print(table)
+    _stdout().print(table)
 
 
 def predict(
@@ -316,7 +336,7 @@ def predict(
         if all_:
             _note(f"{item['equipment_id']}: not scored: {item['detail']}")
         else:
-            err.print(f"[red]error:[/red] {item['detail']}", highlight=False)
+            _stderr().print(f"[red]error:[/red] {item['detail']}", highlight=False)
     if answer.not_scored and not all_:
         raise typer.Exit(1)
 
