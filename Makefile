@@ -11,8 +11,11 @@ export DO_NOT_TRACK ?= 1
 $(UV):
 	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 
+# Libraries compiled to bytecode once, at install: uv does not by default, and with
+# PYTHONDONTWRITEBYTECODE set every process (each flow run, each CLI call) compiled pandas,
+# Prefect and the ML stack again at import (a scoring run's imports: 8.3 s against 4.0 s).
 install: $(UV)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 
 system-deps:
 	bash scripts/system-deps.sh
