@@ -168,6 +168,33 @@ def test_incremental_runs_match_a_full_rebuild(two_gappy_machines, writer, db, p
     assert_features_equal(after, dbt_features(db))
 
 
+def test_a_rebuild_from_a_given_time_matches_the_full_rebuild_from_then_on(two_gappy_machines, db):
+    """A full refresh with var features_since (what bench/features.py times at 10,000
+    equipment) builds only the rows from then on, each equal to the whole history's build: their
+    windows and baseline periods still read the slots before it, also across a failure's
+    skipped periods."""
+    catalog = with_trailing_baseline(load_catalog(db.catalog_path))
+    transform.build(select=FEATURE_MODELS, full_refresh=True, settings=db, catalog=catalog)
+    whole = dbt_features(db)
+    readings, _, _ = two_gappy_machines
+    since = readings["ts"].min() + timedelta(hours=34)  # after M-2's repair
+    transform.build(
+        select=FEATURE_MODELS,
+        full_refresh=True,
+        settings=db,
+        catalog=catalog,
+        extra_vars={"features_since": since.isoformat()},
+        # The unit tests' fixed rows are older than features_since.
+        extra_args=["--exclude-resource-type", "unit_test"],
+    )
+    partial = dbt_features(db)
+    assert len(partial) and (partial["ts"] >= since).all()
+    later = whole["ts"] >= since
+    assert (later & trailing(whole, catalog)).any()
+    expected = whole[later].reset_index(drop=True)
+    assert_features_equal(partial, expected)
+
+
 def test_a_late_reading_updates_its_own_slot_and_the_newest(two_gappy_machines, writer, db):
     """Readings that arrive late, for slots before the newest, recompute those slots' rows, and
     the next reading in the newest slot sees them in its windows and in its baseline period:

@@ -370,7 +370,9 @@ skips as (
                 or levels.slot >= {{ reference_period(since_slot('equipment'), 'equipment', 'since_skip') }}
                 * equipment.baseline_slots
         {%- endif %}
-        group by levels.equipment_id, period
+        -- The expression, not its name: a joined skip row has a `period` column of its own,
+        -- which GROUP BY would take first.
+        group by levels.equipment_id, floor(levels.slot::float8 / equipment.baseline_slots)::bigint
     ),
 
     sums as (
