@@ -52,20 +52,15 @@ lint-sql:
 # server): ~20 % faster on 2 cores than one process. The dashboard's browser tests run at the
 # same time in a process of their own, ahead of the workers for the CPU: beside two workers of
 # the same priority, Chromium and the Streamlit server starved past their timeouts. The
-# workers' servers inherit their lower priority. The linters run beside them too (about two
-# minutes): the suite alone left about a third of the 2 cores idle, waiting on its servers and
-# subprocesses. Their reports follow the workers': the linters', then the browser tests'.
+# workers' servers inherit their lower priority. The browser tests' report follows the others'.
 BROWSER_LOG := test-artifacts/browser-tests.log
-LINT_LOG := test-artifacts/lint.log
 
-test: install system-deps
+test: install system-deps lint
 	@mkdir -p $(dir $(BROWSER_LOG))
-	$(MAKE) --no-print-directory lint > $(LINT_LOG) 2>&1 & linters=$$!; \
 	$(UV) run pytest -p no:cacheprovider -m browser > $(BROWSER_LOG) 2>&1 & browser=$$!; \
 	nice -n 10 $(UV) run pytest -n 2 --dist loadfile -m "not browser and not sqlfluff"; \
-	status=$$?; wait $$linters; lint_status=$$?; wait $$browser; browser_status=$$?; \
-	cat $(LINT_LOG) $(BROWSER_LOG); \
-	for code in $$status $$lint_status $$browser_status; do ((code == 0)) || exit $$code; done
+	status=$$?; wait $$browser; browser_status=$$?; cat $(BROWSER_LOG); \
+	if ((status == 0)); then exit $$browser_status; else exit $$status; fi
 
 format: install
 	$(UV) run ruff format .
