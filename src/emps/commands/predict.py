@@ -51,21 +51,15 @@ def _console(stderr: bool) -> Console:
     return Console(stderr=stderr)
 
 
-def _stdout() -> Console:
-    return _console(stderr=False)
-
-
-def _stderr() -> Console:
-    return _console(stderr=True)
-
-
 def _fail(message: str) -> typer.Exit:
-    _stderr().print(f"[red]error:[/red] {message}", highlight=False)
+    _console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
     return typer.Exit(1)
 
 
 def _note(message: str) -> None:
-    _stderr().print(f"[yellow]note:[/yellow] {message}", highlight=False, soft_wrap=True)
+    _console(stderr=True).print(
+        f"[yellow]note:[/yellow] {message}", highlight=False, soft_wrap=True
+    )
 
 
 def read_token(settings: Settings) -> str | None:
@@ -230,7 +224,7 @@ def _show_one(result: dict[str, Any]) -> None:
     life = remaining_life_words(
         result["remaining_life"], result["life_unit"], result["remaining_life_beyond"]
     )
-    _stdout().print(
+    _console(stderr=False).print(
         f"[bold]{result['equipment_id']}[/bold] at {result['ts']}: failure probability "
         f"{result['failure_probability']:.2f} within {result['horizon']}, "
         f"severity [bold]{result['severity']}[/bold], health {result['health_score']}"
@@ -238,7 +232,7 @@ def _show_one(result: dict[str, Any]) -> None:
         + f" (model v{result['model_version']})"
     )
     if result["assessment"] != "ok":
-        _stdout().print(
+        _console(stderr=False).print(
             "[yellow]"
             + assessment_words(result["assessment"], result["assessment_reason"])
             + "[/yellow]"
@@ -248,7 +242,7 @@ def _show_one(result: dict[str, Any]) -> None:
         table.add_column(column)
     for item in result["explanation"]:
         table.add_row(item["label"], _fmt(item["value"]), f"{item['contribution']:+.3f}")
-    _stdout().print(table)
+    _console(stderr=False).print(table)
 
 
 def _show_many(predictions: list[dict[str, Any]]) -> None:
@@ -276,7 +270,7 @@ def _show_many(predictions: list[dict[str, Any]]) -> None:
             result["assessment"],
             top,
         )
-    _stdout().print(table)
+    _console(stderr=False).print(table)
 
 
 def predict(
@@ -336,7 +330,7 @@ def predict(
         if all_:
             _note(f"{item['equipment_id']}: not scored: {item['detail']}")
         else:
-            _stderr().print(f"[red]error:[/red] {item['detail']}", highlight=False)
+            _console(stderr=True).print(f"[red]error:[/red] {item['detail']}", highlight=False)
     if answer.not_scored and not all_:
         raise typer.Exit(1)
 
