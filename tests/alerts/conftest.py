@@ -34,19 +34,6 @@ def mailbox(tmp_path: Path) -> Iterator[tuple[MailboxHandler, int]]:
 
 
 @pytest.fixture(scope="session")
-def dashboard_marts(database: Settings) -> Settings:
-    """The marts the fleet report reads, built by the dbt project once a session (the report
-    here needs no prediction, so the tables under the views are not refreshed per test)."""
-    from emps.queries import DASHBOARD_MARTS
-    from emps.transform import dbt_args, run_dbt
-
-    selection = [f"+{mart}" for mart in DASHBOARD_MARTS]
-    summary = run_dbt(dbt_args(["run"], database, select=selection), database)
-    assert summary.success, summary.describe_failures()
-    return database
-
-
-@pytest.fixture(scope="session")
 def test_ca() -> trustme.CA:
     """A certificate authority of the tests' own, trusted through EMPS_NOTIFY_CA_FILE."""
     return trustme.CA()

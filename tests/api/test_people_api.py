@@ -23,19 +23,6 @@ seeded = load_module("dashboard_seed", "tests/dashboard/conftest.py")
 V1 = "/api/v1"
 
 
-@pytest.fixture(scope="session")
-def marts(database: Settings) -> Settings:
-    """The dashboard's marts, built once a session by the dbt project."""
-    from emps.queries import DASHBOARD_MARTS
-    from emps.transform import dbt_args, run_dbt
-
-    summary = run_dbt(
-        dbt_args(["run"], database, select=[f"+{m}" for m in DASHBOARD_MARTS]), database
-    )
-    assert summary.success, summary.describe_failures()
-    return database
-
-
 @dataclass
 class Seeded:
     fleet: object
@@ -43,7 +30,7 @@ class Seeded:
 
 
 @pytest.fixture
-def seeded_fleet(db: Settings, marts: Settings) -> Seeded:
+def seeded_fleet(db: Settings, dashboard_marts: Settings) -> Seeded:
     """The dashboard's five-equipment fleet, and an API token for its admin, tech and viewer."""
     with connect(Role.OWNER, db, autocommit=True) as conn:
         fleet = seeded.seed_fleet(conn)
@@ -233,7 +220,7 @@ def test_reports_are_the_dashboards_pdf_and_csv(api, db, seeded_fleet):
     assert bad.status_code == 422 and "'scope'" in bad.json()["detail"]
 
 
-def test_predict_scores_many_equipment_with_what_if_overrides(api, db, marts, champion):
+def test_predict_scores_many_equipment_with_what_if_overrides(api, db, dashboard_marts, champion):
     """Any role predicts several equipment at once from their latest features, as the dashboard's
     what-if does (same figures); unknown equipment is 404 and an unknown feature is named."""
     from emps.ml.predict import predict_equipment

@@ -21,19 +21,6 @@ SCRIPT_MESSAGE = "<script>alert('pwned')</script> bearing temperature high"
 HTML_NOTE = '<img src=x onerror="alert(1)"><b id="xss">bold</b>'
 
 
-@pytest.fixture(scope="session")
-def marts(database: Settings) -> Settings:
-    """The dashboard's marts, built by the dbt project once a session (the views and the
-    tables under them; `refresh_dashboard_state` brings the tables to each test's data)."""
-    from emps.queries import DASHBOARD_MARTS
-    from emps.transform import dbt_args, run_dbt
-
-    selection = [f"+{mart}" for mart in DASHBOARD_MARTS]
-    summary = run_dbt(dbt_args(["run"], database, select=selection), database)
-    assert summary.success, summary.describe_failures()
-    return database
-
-
 def refresh_dashboard_state(settings: Settings) -> None:
     """Bring the latest-prediction and last-reading tables to the seeded rows with the refresh
     the scoring flow runs. Emptied first: each test's reset empties their sources, and a
@@ -260,7 +247,7 @@ def seed_fleet(conn: psycopg.Connection) -> Fleet:
 
 
 @pytest.fixture
-def fleet(db: Settings, marts: Settings) -> Fleet:
+def fleet(db: Settings, dashboard_marts: Settings) -> Fleet:
     with connect(Role.OWNER, db, autocommit=True) as conn:
         seeded = seed_fleet(conn)
     refresh_dashboard_state(db)
