@@ -488,6 +488,11 @@ def _line_of(path: YamlPath, lines: dict[YamlPath, int]) -> int | None:
     return lines.get(())
 
 
+def _names(keys: set) -> str:
+    """Keys as the catalog's author wrote them (YAML keys may be numbers or null)."""
+    return ", ".join(sorted(map(str, keys)))
+
+
 def _fields(value: object, where: str, what: str) -> dict[str, Any]:
     """The fields of a YAML mapping (none when left empty); a scalar or a list is refused."""
     if not value:
@@ -540,7 +545,7 @@ def _grid(spec: dict[str, Any], clock: Clock, where: str) -> FeatureGrid:
         "regimes",
     }
     if unknown:
-        raise ValueError(f"{where}.features: unknown field(s) {', '.join(sorted(unknown))}")
+        raise ValueError(f"{where}.features: unknown field(s) {_names(unknown)}")
 
     def amount(value: object, field: str) -> float:
         if timed:
@@ -611,7 +616,7 @@ def _clock(value: object, where: str) -> Clock:
         raise ValueError(f"{where}.clock.kind: 'time' or 'counter', not {kind!r}")
     unknown = set(spec) - {"interval", "unit", "start"}
     if unknown:
-        raise ValueError(f"{where}.clock: unknown field(s) {', '.join(sorted(unknown))}")
+        raise ValueError(f"{where}.clock: unknown field(s) {_names(unknown)}")
     interval = parse_duration(spec.get("interval", DEFAULT_INTERVAL), f"{where}.clock.interval")
     if kind == "time":
         if "unit" in spec or "start" in spec:
@@ -641,7 +646,7 @@ def _band(value: object, where: str) -> tuple[float, float] | None:
     if isinstance(value, dict):
         unknown = set(value) - {"normal"}
         if unknown:
-            raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+            raise ValueError(f"{where}: unknown field(s) {_names(unknown)}")
         value = value.get("normal")
         if value is None:
             return None
@@ -662,7 +667,7 @@ def _type(name: str, value: object, channel_names: list[str]) -> EquipmentType:
     spec = _fields(value, where, "description, id_prefix, channels, clock, features")
     unknown = set(spec) - {"description", "id_prefix", "channels", "clock", "features"}
     if unknown:
-        raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+        raise ValueError(f"{where}: unknown field(s) {_names(unknown)}")
     raw_channels = spec.get("channels")
     if isinstance(raw_channels, list):
         raw_channels = dict.fromkeys(raw_channels)
@@ -730,7 +735,8 @@ def parse_catalog(text: str, source: Path | None = None) -> Catalog:
         raise CatalogError(f"{name}: version {version!r} is not supported (1 or 2)")
     unknown = set(raw) - {"version", "channels", "equipment_types"}
     if unknown:
-        raise CatalogError(f"{name}: unknown top-level field(s) {', '.join(sorted(unknown))}")
+        first = min(map(str, unknown))
+        raise fail(f"unknown top-level field(s) {_names(unknown)}", (first,))
 
     channel_specs = raw.get("channels") or {}
     type_specs = raw.get("equipment_types") or {}

@@ -43,12 +43,18 @@ equipment_types:
             "    clock: 5\n    channels:\n      coolant_temp",
             "equipment_types.chiller.clock: a mapping of kind, interval, unit, start",
         ),
+        (
+            "      coolant_temp: [4, 12]\n",
+            "      coolant_temp: {4: [4, 12]}\n",
+            "equipment_types.chiller.channels.coolant_temp: unknown field(s) 4",
+        ),
+        ("version: 2\n", "2: true\nversion: 2\n", "unknown top-level field(s) 2"),
     ],
-    ids=["type", "clock"],
+    ids=["type", "clock", "numeric-band-key", "numeric-top-level-key"],
 )
 def test_a_type_or_clock_that_is_not_a_mapping_is_refused_with_its_line(old, new, refusal):
-    """An equipment type or a clock written as a single value is refused naming the file, the
-    line and the field, not with a Python error."""
+    """An equipment type or a clock written as a single value, or a field YAML reads as a
+    number, is refused naming the file, the line and the field, not with a Python error."""
     text = (FLEETS / "hourly.yaml").read_text()
     assert text.count(old) == 1
     broken = text.replace(old, new)
