@@ -492,6 +492,18 @@ def backtest_with_champion(
     return result
 
 
+def _version_tags(metrics: dict[str, float], backtests: dict[str, Any]) -> dict[str, str]:
+    """A new version's tags: its held-out figures, its backtest and the champion's beside it
+    (the version's own number is tagged once it has one)."""
+    tags = {f"metric.{key}": str(value) for key, value in metrics.items() if np.isfinite(value)}
+    for prefix, backtest in ((BACKTEST_TAG, backtests[CHALLENGER_KEY]), *_champion_tag(backtests)):
+        tags.update(tags_for(backtest, prefix))
+    tags.pop(f"{BACKTEST_TAG}model_version")
+    if CHAMPION_ERROR in backtests:
+        tags[f"{BACKTEST_TAG}champion.error"] = backtests[CHAMPION_ERROR]
+    return tags
+
+
 def train_and_register(
     settings: Settings | None = None,
     examples: pd.DataFrame | None = None,
@@ -582,30 +594,21 @@ def train_and_register(
             ],
             serialization_format="skops",
             skops_trusted_types=_trusted_types(model),
-            registered_model_name=settings.ml.model_name,
         )
-        version = str(info.registered_model_version)
+        # Registered with its figures as tags in one call (a call per tag: ~70 commits, 2 s).
+        registered = mlflow.register_model(
+            info.model_uri, settings.ml.model_name, tags=_version_tags(metrics, backtests)
+        )
+        version = str(registered.version)
     # What was logged, hashed now: every later load of this version checks its files against it.
     registry.record_registration(
         version, registry.version_digest(version, settings), "training", settings
     )
     mlflow_client = registry.client(settings)
-    for key, value in metrics.items():
-        if np.isfinite(value):
-            mlflow_client.set_model_version_tag(
-                settings.ml.model_name, version, f"metric.{key}", str(value)
-            )
     backtests[CHALLENGER_KEY].model_version = version
-    for prefix, backtest in ((BACKTEST_TAG, backtests[CHALLENGER_KEY]), *_champion_tag(backtests)):
-        for key, tag in tags_for(backtest, prefix).items():
-            mlflow_client.set_model_version_tag(settings.ml.model_name, version, key, tag)
-    if CHAMPION_ERROR in backtests:
-        mlflow_client.set_model_version_tag(
-            settings.ml.model_name,
-            version,
-            f"{BACKTEST_TAG}champion.error",
-            backtests[CHAMPION_ERROR],
-        )
+    mlflow_client.set_model_version_tag(
+        settings.ml.model_name, version, f"{BACKTEST_TAG}model_version", version
+    )
     mlflow_client.log_dict(
         run.info.run_id,
         {k: b.as_dict() for k, b in backtests.items() if k != CHAMPION_ERROR},
