@@ -468,10 +468,11 @@ def backtest_with_champion(
     settings: Settings,
     catalog: Catalog | None = None,
 ) -> dict[str, Any]:
-    """The new model's backtest over the last EMPS_ML_BACKTEST_WEEKS of the training examples
-    (already in memory: nothing more is read), and the champion's over the same rows and
-    bands: {"challenger": Backtest, "champion": Backtest} ("champion_error" says why the
-    champion has none, when one exists but cannot score these features)."""
+    """The new model's backtest over the last EMPS_ML_BACKTEST_WEEKS of `examples` (already in
+    memory: nothing more is read; training passes the machines it left out), and the
+    champion's over the same rows and bands: {"challenger": Backtest, "champion": Backtest}
+    ("champion_error" says why the champion has none, when one exists but cannot score these
+    features)."""
 
     start, end = window_before(examples["ts"].max(), settings.ml.backtest_weeks)
     start = max(start, examples["ts"].min())
@@ -537,8 +538,14 @@ def train_and_register(
     metrics = evaluate_predictions(held, predictions, failures, settings, catalog, fleet)
 
     weeks = settings.ml.backtest_weeks
-    on_step(f"backtest over the last {weeks} weeks, next to the champion's")
-    backtests = backtest_with_champion(model, examples, failures, settings, catalog)
+    # On the machines training left out: over its own training rows the new model would look
+    # better next to the champion than it will do on the fleet.
+    unseen = examples[~examples["equipment_id"].isin(split.train["equipment_id"])]
+    on_step(
+        f"backtest over the last {weeks} weeks of the {unseen['equipment_id'].nunique()} "
+        "machines training left out, next to the champion's"
+    )
+    backtests = backtest_with_champion(model, unseen, failures, settings, catalog)
 
     on_step("logging metrics, plots and the model to MLflow")
     experiment_id = registry.ensure_experiment(settings)
