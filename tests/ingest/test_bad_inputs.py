@@ -9,7 +9,7 @@ from emps.db import Role, connect
 from emps.ingest.landing import Landing
 from emps.ingest.pipeline import ingest_landing
 from emps.settings import Settings
-from tests.ingest.conftest import (
+from tests.ingest.drop_files import (
     BASE_TS,
     Drops,
     csv_bytes,

@@ -12,7 +12,7 @@ from emps.ingest import load, pipeline
 from emps.ingest.landing import Landing
 from emps.ingest.pipeline import ingest_landing
 from emps.settings import Settings
-from tests.ingest.conftest import Drops, reading
+from tests.ingest.drop_files import Drops, reading
 
 ROWS = 50
 

@@ -17,7 +17,7 @@ from emps.cli import app
 from emps.ingest.landing import Landing
 from emps.ingest.validate import SUITE_PATH, build_suite, suite_json
 from emps.settings import get_settings
-from tests.ingest.conftest import Drops, csv_bytes, reading
+from tests.ingest.drop_files import Drops, csv_bytes, reading
 
 runner = CliRunner()
 

@@ -12,7 +12,7 @@ from emps.ingest import pipeline
 from emps.ingest.landing import ArrivalLog, Landing, SettleClock, claim, scan
 from emps.ingest.pipeline import ingest_landing
 from emps.settings import Settings
-from tests.ingest.conftest import Drops, csv_bytes, reading
+from tests.ingest.drop_files import Drops, csv_bytes, reading
 
 
 class Clock:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from emps.ingest.parse import FileRejected, ReadNotes, read_records
-from tests.ingest.conftest import csv_bytes, gz, json_bytes, ndjson_bytes, reading
+from tests.ingest.drop_files import csv_bytes, gz, json_bytes, ndjson_bytes, reading
 
 
 def chunks(path: Path, chunk_rows: int = 1000, small_text: int = 0) -> list:

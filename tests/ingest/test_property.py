@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from emps.db import Role, database_url
 from emps.ingest.landing import Landing
 from emps.ingest.pipeline import ingest_landing
-from tests.ingest.conftest import BASE_TS, EQUIPMENT, csv_bytes, json_bytes, ndjson_bytes
+from tests.ingest.drop_files import BASE_TS, EQUIPMENT, csv_bytes, json_bytes, ndjson_bytes
 
 BAD_KINDS = {
     "out_of_range": {"voltage": 5000},

@@ -25,7 +25,7 @@ from emps.ingest.watch import (
 )
 from emps.processes import free_port
 from emps.settings import PROJECT_ROOT, Settings
-from tests.ingest.conftest import Drops, csv_bytes, reading
+from tests.ingest.drop_files import Drops, csv_bytes, reading
 
 
 def test_a_burst_makes_one_event_and_files_no_run_took_are_announced_again():
