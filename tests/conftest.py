@@ -114,8 +114,8 @@ def db(database: Settings) -> Iterator[Settings]:
 def dashboard_marts(database: Settings) -> Settings:
     """The marts the dashboard, the API and the daily report read, built by the dbt project
     when any is missing: with everything under them once a worker, then again alone after
-    another test file's build replaced a view under them (dbt drops the view it replaces with
-    cascade, and the marts with it)."""
+    a test ran dbt itself over a view under them (dbt drops the view it replaces with cascade,
+    and the marts with it; only `transform.build` puts them back)."""
     from emps.db import Role, connect
     from emps.queries import DASHBOARD_MARTS
     from emps.transform import dbt_args, run_dbt

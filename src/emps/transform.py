@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from dbt_common.events.base_types import EventMsg
 
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+DBT_SCHEMA = "analytics"  # profiles.yml's schema: every model is built there
 AFTER_INGEST_SELECTOR = "after_ingest"
 DASHBOARD_STATE_SELECTOR = "dashboard_state"
 DASHBOARD_HEALTH_MART = "analytics.mart_equipment_health"
@@ -343,10 +344,53 @@ def build(
         args = dbt_args(
             ["build"], settings, catalog, select, selector, full_refresh, extra_args, extra_vars
         )
+        views = project_views(settings)
         summary = run_dbt(args, settings, on_log)
+        _restore_dropped_views(views, summary, settings, catalog, on_log)
     if not summary.success:
         raise DbtBuildError(f"dbt build failed:\n{summary.describe_failures()}")
     return summary
+
+
+def project_views(settings: Settings | None = None) -> set[str]:
+    """The project's models that are views in the database now."""
+    models = {path.stem for path in DBT_PROJECT_DIR.glob("models/**/*.sql")}
+    with connect(Role.WRITER, settings) as conn:
+        rows = conn.execute(
+            "select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+            "where n.nspname = %s and c.relkind = 'v'",
+            (DBT_SCHEMA,),
+        ).fetchall()
+    return {name for (name,) in rows} & models
+
+
+def _restore_dropped_views(
+    views: set[str],
+    summary: DbtRunSummary,
+    settings: Settings,
+    catalog: Catalog,
+    on_log: Callable[[str, str], None] | None,
+) -> None:
+    """Build again the views a partial build dropped without building them.
+
+    dbt replaces a view or table by renaming the old one away and dropping it with cascade,
+    which takes every view reading it along: a build of `+fct_equipment_features` would leave
+    the dashboard's marts over stg_equipment gone until a full build. What the build itself
+    selected and did not build (a failure upstream) stays as the build left it."""
+    attempted = {node.name for node in summary.nodes if node.status != "success"}
+    dropped = sorted(views - project_views(settings) - attempted)
+    if not dropped:
+        return
+    if on_log is not None:
+        on_log(
+            "info",
+            f"building again {len(dropped)} view(s) dropped with what they read: "
+            + ", ".join(dropped),
+        )
+    restored = run_dbt(dbt_args(["build"], settings, catalog, dropped), settings, on_log)
+    summary.nodes += restored.nodes
+    summary.seconds += restored.seconds
+    summary.success = summary.success and restored.success
 
 
 def fit_missing_regimes(

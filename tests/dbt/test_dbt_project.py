@@ -100,6 +100,25 @@ def test_builds_take_turns(writer, db):
     assert "stg_equipment" in [n.name for n in outcome["summary"].nodes]
 
 
+def test_a_selected_build_leaves_the_dashboard_marts_readable(dashboard_marts, writer, db):
+    """`emps dbt build --select stg_equipment` replaces the view every dashboard mart reads
+    (dbt drops the old one with cascade): the build puts back the marts it took along, and
+    the dashboard's reads still answer."""
+    from emps.queries import DASHBOARD_MARTS
+
+    insert_equipment(writer, [("GEN-1", first_type(), "alpha")])
+    messages: list[str] = []
+    summary = transform.build(
+        select=["stg_equipment"], settings=db, on_log=lambda _level, m: messages.append(m)
+    )
+    assert "mart_equipment" in [n.name for n in summary.nodes]
+    assert any(m.startswith("building again") and "mart_equipment" in m for m in messages)
+    for mart in DASHBOARD_MARTS:
+        writer.execute(f"select * from analytics.{mart} limit 1")  # noqa: S608
+    equipment = writer.execute("select equipment_id from analytics.mart_equipment").fetchall()
+    assert equipment == [("GEN-1",)]
+
+
 def test_cli_builds_docs_site_offline(writer, db):
     """`emps dbt docs` writes one self-contained HTML page describing the feature table."""
     from emps.cli import app
