@@ -387,7 +387,8 @@ def _restore_dropped_views(
             f"building again {len(dropped)} view(s) dropped with what they read: "
             + ", ".join(dropped),
         )
-    restored = run_dbt(dbt_args(["build"], settings, catalog, dropped), settings, on_log)
+    # `run`, not `build`: the same SQL as before the build, over what the build tested.
+    restored = run_dbt(dbt_args(["run"], settings, catalog, dropped), settings, on_log)
     summary.nodes += restored.nodes
     summary.seconds += restored.seconds
     summary.success = summary.success and restored.success
