@@ -178,26 +178,6 @@ def cap_per_row(rows: pd.DataFrame, catalog, settings) -> np.ndarray:
     return rows["equipment_type"].map(caps).to_numpy(dtype=float)
 
 
-def test_unit_figures(settings, catalog, model) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """The test units' last feature rows, the model's remaining life for each (as shown, at
-    most the cap) and their true remaining life (test/rul.csv)."""
-    from emps.db import Role, connect
-    from emps.ml.dataset import read_latest_features
-    from emps.ml.evaluate import predict_rows
-
-    with connect(Role.OWNER, settings) as conn:
-        truth = dict(
-            conn.execute(
-                "select equipment_id, remaining_life from raw.heldout_remaining_life"
-            ).fetchall()
-        )
-    if not truth:
-        return pd.DataFrame(), np.array([]), np.array([])
-    rows = read_latest_features(settings, equipment_ids=sorted(truth), only_unscored=False)
-    predicted = predict_rows(model, rows).remaining_life
-    return rows, predicted, rows["equipment_id"].map(truth).to_numpy(dtype=float)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pack", nargs="?", type=Path, help="A fleet pack folder")
@@ -219,7 +199,7 @@ def main() -> None:
     ):
         from emps import transform
         from emps.catalog import load_catalog
-        from emps.fleet.importer import import_pack
+        from emps.fleet.importer import import_pack, installed_catalog
         from emps.ml.evaluate import RUN_TO_FAILURE, kfold_splits, life_unit, split_examples
         from emps.ml.train import retrain
 
@@ -237,7 +217,11 @@ def main() -> None:
                 progress.update(task, description=f"import: {step}", completed=done, total=total)
 
             t0 = time.perf_counter()
-            report = import_pack(pack, platform.settings, on_progress=on_progress)
+            # The pack brings its catalog: the platform reads it where the import installs it
+            # (the temporary home's EMPS_CATALOG_PATH names the shipped one).
+            target = installed_catalog(platform.settings)
+            settings = platform.settings.model_copy(update={"catalog_path": target})
+            report = import_pack(pack, settings, on_progress=on_progress)
             import_s = time.perf_counter() - t0
         for problem in report.problems[:20]:
             console.print(f"[yellow]refused[/]: {problem}")
@@ -254,19 +238,19 @@ def main() -> None:
         train_s = time.perf_counter() - t0
         metrics = result.metrics
 
-        from emps.ml.dataset import read_failure_events, read_training_examples
+        from emps.ml.dataset import read_failure_events, read_test_units, read_training_examples
         from emps.ml.evaluate import predict_rows, remaining_life_truth
 
         examples = read_training_examples(settings)
         failures = read_failure_events(settings)
         trees = settings.ml.n_estimators
-        test_rows, predicted, truth = test_unit_figures(settings, catalog, result.model)
+        # Training scored the test units (emps.ml.evaluate.figures_on_test_units).
+        test_rows = read_test_units(settings)
         if len(test_rows):
             cap = cap_per_row(test_rows, catalog, settings)
-            rul_rmse = float(np.sqrt(np.mean((predicted - truth) ** 2)))
-            rul_rmse_capped = float(
-                np.sqrt(np.mean((np.minimum(predicted, cap) - np.minimum(truth, cap)) ** 2))
-            )
+            truth = test_rows["remaining_life"].to_numpy(dtype=float)
+            rul_rmse = metrics["test_units_rul_rmse"]
+            rul_rmse_capped = metrics["test_units_rul_rmse_displayed"]
             baseline = baseline_rmse(settings, catalog, examples, test_rows, truth, cap, trees)
             judged_on = f"{len(test_rows)} test units"
         else:
