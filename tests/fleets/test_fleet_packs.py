@@ -16,6 +16,7 @@ from emps import transform
 from emps.catalog import load_catalog
 from emps.db import Role, connect
 from emps.fleet.importer import import_pack
+from emps.ml import registry
 
 HERE = Path(__file__).parent
 
@@ -264,6 +265,13 @@ def test_run_to_failure_engines_from_whitespace_text_end_to_end(fleet_settings, 
     assert metrics["failures_evaluated"] == 36
     assert metrics["failures_warned_share"] >= 0.8
     assert metrics["rul_mae_displayed"] < metrics["rul_mae_naive"]
+    # The test units, each at its cut with its true remaining life, are scored too: the
+    # benchmark figure, logged to MLflow, better than the naive constant's.
+    assert metrics["test_units"] == 8
+    assert metrics["test_units_rul_mae_displayed"] < metrics["test_units_rul_mae_naive"]
+    run = registry.client(settings).get_run(out["result"].run_id)
+    logged = run.data.metrics
+    assert logged["test_units_rul_rmse"] == pytest.approx(metrics["test_units_rul_rmse"])
     scored = read(
         settings,
         "select severity, remaining_life, life_unit from ops.predictions "

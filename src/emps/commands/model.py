@@ -41,6 +41,11 @@ METRIC_ROWS = (
     ("rul_mae_within_horizon", "remaining-life MAE within one horizon ({unit}s)"),
     ("rul_rows", "rows with a remaining life shown"),
     ("rul_rows_censored", "... of them censored (failure not yet known)"),
+    ("test_units", "test units (cut before failing, true remaining life known)"),
+    ("test_units_rul_mae_displayed", "... their remaining-life MAE as shown ({unit}s, capped)"),
+    ("test_units_rul_mae_naive", "... the naive baseline's MAE on them ({unit}s)"),
+    ("test_units_rul_rmse_displayed", "... their remaining-life RMSE as shown ({unit}s, capped)"),
+    ("test_units_rul_rmse", "... their remaining-life RMSE, uncapped truth ({unit}s)"),
     ("pr_auc", "PR-AUC per row"),
     ("roc_auc", "ROC-AUC per row"),
     ("brier", "Brier score"),
@@ -161,8 +166,19 @@ def evaluate(
     import mlflow
 
     from emps.ml import registry
-    from emps.ml.dataset import read_failure_events, read_training_examples, with_admin_thresholds
-    from emps.ml.evaluate import NotEnoughData, evaluate_model, headline, split_examples
+    from emps.ml.dataset import (
+        read_failure_events,
+        read_test_units,
+        read_training_examples,
+        with_admin_thresholds,
+    )
+    from emps.ml.evaluate import (
+        NotEnoughData,
+        evaluate_model,
+        figures_on_test_units,
+        headline,
+        split_examples,
+    )
 
     settings = with_admin_thresholds(get_settings())
     version = version or registry.alias_version(alias, settings)
@@ -188,6 +204,7 @@ def evaluate(
         progress.update(step, description=f"evaluating version {version}")
         fleet = int(examples["equipment_id"].nunique())
         metrics = evaluate_model(model, split.report, failures, settings, fleet_equipment=fleet)
+        metrics |= figures_on_test_units(model, read_test_units(settings))
         with mlflow.start_run(
             experiment_id=registry.ensure_experiment(settings), run_name=f"evaluate-v{version}"
         ):

@@ -388,3 +388,22 @@ def read_failure_events(settings: Settings | None = None) -> pd.DataFrame:
         "select equipment_id, failed_at, repaired_at from raw.failure_events order by failed_at"
     )
     return _read_frame(query, None, settings)
+
+
+def read_test_units(settings: Settings | None = None) -> pd.DataFrame:
+    """The last feature row of each test unit a fleet pack shipped (units cut before they
+    failed, never trained on) with its true remaining life at its last reading in the type's
+    life unit (`remaining_life`, from the pack's test/rul.csv); empty without test units."""
+    settings = settings or get_settings()
+    truth = _read_frame(
+        sql.SQL("select equipment_id, remaining_life from raw.heldout_remaining_life"),
+        None,
+        settings,
+    )
+    if truth.empty:
+        return truth
+    rows = read_latest_features(
+        settings, equipment_ids=truth["equipment_id"].tolist(), only_unscored=False
+    )
+    life = dict(zip(truth["equipment_id"], truth["remaining_life"], strict=True))
+    return rows.assign(remaining_life=rows["equipment_id"].map(life).astype(float))

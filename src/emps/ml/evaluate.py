@@ -829,6 +829,24 @@ def remaining_life_figures(
     return result
 
 
+def figures_on_test_units(
+    model: Any, units: pd.DataFrame, catalog: Catalog | None = None
+) -> dict[str, float]:
+    """Remaining-life error on a fleet pack's test units (dataset.read_test_units: each unit's
+    last row and its true remaining life), the figure run-to-failure benchmarks are compared
+    by: `test_units`, and remaining_life_figures' figures prefixed `test_units_` (the MAE and
+    RMSE as shown, capped, next to the naive constant's, intervals from resampling the units)."""
+    if units.empty:
+        return {}
+    predictions = predict_rows(model, units)
+    figures = remaining_life_figures(
+        units, predictions.remaining_life, predictions.cap, predictions.naive, catalog
+    )
+    return {"test_units": float(len(units))} | {
+        f"test_units_{key}": value for key, value in figures.items()
+    }
+
+
 # -- row-level figures (ranking and calibration, no threshold) -----------------------------------
 
 

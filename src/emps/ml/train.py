@@ -30,6 +30,7 @@ from emps.ml.dataset import (
     feature_label,
     horizon_days,
     read_failure_events,
+    read_test_units,
     read_training_examples,
     with_admin_thresholds,
 )
@@ -42,6 +43,7 @@ from emps.ml.evaluate import (
     Predictions,
     Split,
     evaluate_predictions,
+    figures_on_test_units,
     kfold_splits,
     lead_times,
     life_unit,
@@ -536,6 +538,8 @@ def train_and_register(
         where = f"{len(held.period):,} rows of held-out equipment in a later period"
     on_step(f"evaluating on {where}")
     metrics = evaluate_predictions(held, predictions, failures, settings, catalog, fleet)
+    # A fleet pack's test units, cut before failing: scored against their true remaining life.
+    metrics |= figures_on_test_units(model, read_test_units(settings), catalog)
 
     weeks = settings.ml.backtest_weeks
     # On the machines training left out: over its own training rows the new model would look
