@@ -8,6 +8,7 @@ imports what it runs (the simulator, dbt, training, the scoring flow) only when 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -315,16 +316,38 @@ def _features_the_champion_lacks(version: str, settings: Settings) -> list[str]:
     return [name for name in model.feature_names or [] if name not in columns]
 
 
+@contextmanager
+def quiet_console_logs(level: int = logging.WARNING) -> Iterator[None]:
+    """Records under `level` kept off the console: the root logger's stream handlers (where
+    Prefect's run loggers print) raised to it for the block; other handlers (Prefect's API
+    handler, a log file) still get every record."""
+    streams = [
+        h
+        for h in logging.getLogger().handlers
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+    ]
+    levels = [h.level for h in streams]
+    for handler in streams:
+        handler.setLevel(max(handler.level, level))
+    try:
+        yield
+    finally:
+        for handler, former in zip(streams, levels, strict=True):
+            handler.setLevel(former)
+
+
 def _has_unscored(settings: Settings) -> bool:
     with connect(Role.READER, settings) as conn:
         return not one(conn.execute("select exists (select 1 from ops.predictions)"))[0]
 
 
 def score_fleet() -> None:
-    """Score every equipment once, through the scoring flow (its events reach the alert flow)."""
+    """Score every equipment once, through the scoring flow (its events reach the alert flow).
+    Its log stays in the Prefect UI: the console shows the summary, and warnings."""
     from emps.flows.score import score_equipment
 
-    summary = score_equipment(only_unscored=False)
+    with quiet_console_logs():
+        summary = score_equipment(only_unscored=False)
     console.print(
         f"  scored {summary['scored']} equipment with model v{summary['model_version']}: "
         f"{summary['by_severity']}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import threading
@@ -25,6 +26,7 @@ from emps.db import Role, connect, database_url
 from emps.settings import PROJECT_ROOT, Settings, get_settings
 
 if TYPE_CHECKING:
+    from dbt.cli.main import dbtRunner
     from dbt.contracts.graph.manifest import Manifest
     from dbt_common.events.base_types import EventMsg
 
@@ -188,18 +190,31 @@ def _parse_args(args: Sequence[str]) -> list[str]:
     return parse
 
 
+def _dbt_runner() -> type[dbtRunner]:
+    """dbt's runner class. Its first import also imports snowplow_tracker (dbt's telemetry
+    client), which calls logging.basicConfig(): from then on every log record of the process
+    that reaches the root logger went to stderr as a bare `INFO:name:message` line (a Prefect
+    flow's in `emps bootstrap`). The handler it adds is taken off again."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    from dbt.cli.main import dbtRunner as runner
+
+    for handler in [h for h in root.handlers if h not in before]:
+        root.removeHandler(handler)
+    return runner
+
+
 def _parsed_manifest(args: Sequence[str], database: str) -> Manifest | None:
     """The manifest for `args`, parsed now if this process has none for its project, vars and
     database yet; None when dbt cannot parse the project (the run then parses it again and
     reports why)."""
-    from dbt.cli.main import dbtRunner
-
+    runner = _dbt_runner()
     parse = _parse_args(args)
     key = hashlib.sha256(
         json.dumps([_project_digest(), database, parse], sort_keys=True).encode()
     ).hexdigest()
     if key not in _MANIFESTS:
-        result = dbtRunner().invoke(parse)
+        result = runner().invoke(parse)
         if not result.success or result.result is None:
             return None
         while len(_MANIFESTS) >= _MANIFESTS_KEPT:
@@ -277,8 +292,7 @@ def run_dbt(
     """Run dbt in-process; `on_log(level, message)` receives dbt's log lines (e.g. for Prefect)."""
     import time
 
-    from dbt.cli.main import dbtRunner
-
+    runner = _dbt_runner()
     settings = settings or get_settings()
     callbacks: list[Callable[[EventMsg], None]] = []
     if on_log is not None:
@@ -298,7 +312,7 @@ def run_dbt(
         manifest = None
         if _keep_manifests and command in _PARSED_COMMANDS:
             manifest = _parsed_manifest([str(a) for a in args], environment["EMPS_DBT_DBNAME"])
-        result = dbtRunner(manifest=manifest, callbacks=callbacks).invoke(list(args))
+        result = runner(manifest=manifest, callbacks=callbacks).invoke(list(args))
     summary = DbtRunSummary(
         command=command,
         success=bool(result.success),

@@ -530,6 +530,19 @@ def _acknowledge_in_browser(platform: Platform) -> None:
             browser.close()
 
 
+def test_the_first_start_shows_its_steps_not_the_flow_runs_logs(platform: Platform):
+    """The first start's console says what it did (the first scores among it); the scoring
+    flow's log lines (dbt's node by node among them) stay in the Prefect UI."""
+    start = platform.output.read_text().split("EMPS is up")[0]
+    assert re.search(r"scored \d+ equipment with model v1", start), start[-3000:]
+    logged = [
+        line
+        for line in start.splitlines()
+        if re.match(r"(DEBUG|INFO):", line) or re.search(r"\| (DEBUG|INFO) +\|", line)
+    ]
+    assert not logged, logged[:5]
+
+
 def test_cron_schedules_run_in_the_platform_time_zone(platform: Platform):
     """The daily report, retention and weekly retraining fire at their hours in EMPS_TIMEZONE
     (Europe/Paris here), not in UTC: the schedules Prefect runs carry that time zone."""
