@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -761,13 +762,18 @@ def run_platform(
                 supervisor.env["PREFECT_API_URL"], supervisor.env["PREFECT_API_AUTH_STRING"]
             ),
         )
-        _phase("register deployments from prefect.yaml", lambda: deploy(settings, supervisor.env))
-        _phase(
-            "bootstrap ("
-            + ("fleet pack" if plan.real else "history")
-            + ", features, first model, first scores)",
-            lambda: _bootstrap(supervisor, plan.with_history, plan.pack),
-        )
+        # Registering deployments (imports of every flow module, ~20 s) runs beside the
+        # bootstrap, which needs none: its scoring raises its alerts itself.
+        with ThreadPoolExecutor(max_workers=1) as registering:
+            deployed = registering.submit(deploy, settings, supervisor.env)
+            _phase(
+                "bootstrap ("
+                + ("fleet pack" if plan.real else "history")
+                + ", features, first model, first scores)",
+                lambda: _bootstrap(supervisor, plan.with_history, plan.pack),
+            )
+            note = _phase("register deployments from prefect.yaml", deployed.result)
+        console.print(f"  {note}", markup=False, highlight=False)
         supervisor.fleet = fleet_banner(plan)
         for service in app_services(settings, plan.with_simulator):
             _phase(f"start {service.name}", partial(_start_and_wait, supervisor, service))
@@ -949,10 +955,11 @@ def _run_process(prefect: httpx.Client, run: dict, depth: int = 0) -> int | None
     return _run_process(prefect, parent.json(), depth + 1) if parent.status_code == 200 else None
 
 
-def deploy(settings: Settings, env: dict[str, str]) -> None:
-    """Create the process work pool and register every deployment declared in prefect.yaml.
+def deploy(settings: Settings, env: dict[str, str]) -> str:
+    """Create the process work pool and register every deployment declared in prefect.yaml;
+    what was done, in a line for the console.
 
-    Registering imports every flow module (~1 min on 2 cores), so it is skipped when prefect.yaml
+    Registering imports every flow module (~20 s on 2 cores), so it is skipped when prefect.yaml
     and the time zone its cron schedules run in (EMPS_TIMEZONE) are unchanged since the last
     start and the server still knows every deployment.
     """
@@ -974,8 +981,7 @@ def deploy(settings: Settings, env: dict[str, str]) -> None:
         except (httpx.HTTPError, ValueError):
             known = -1
         if known >= declared:
-            console.print(f"  {declared} deployments already registered (prefect.yaml unchanged)")
-            return
+            return f"{declared} deployments already registered (prefect.yaml unchanged)"
     pool = subprocess.run(
         [_bin("prefect"), "work-pool", "create", "emps-local", "--type", "process"],
         env=env,
@@ -1000,7 +1006,7 @@ def deploy(settings: Settings, env: dict[str, str]) -> None:
     if result.returncode != 0:
         raise RuntimeError(f"prefect deploy failed; see {log}")
     marker.write_text(digest)
-    console.print(f"  {declared} deployments registered from prefect.yaml")
+    return f"{declared} deployments registered from prefect.yaml"
 
 
 def print_urls(supervisor: Supervisor, admin_note: str | None) -> None:
