@@ -14,26 +14,12 @@ from emps.catalog import load_catalog
 from emps.db import Role, connect
 from emps.settings import PROJECT_ROOT, Settings
 from emps.users import User, add_user, sign_in
+from tests.dashboard_state import refresh_dashboard_state
 
 APP = PROJECT_ROOT / "src" / "emps" / "dashboard" / "streamlit_app.py"
 PASSWORD = "correct-horse-battery"
 SCRIPT_MESSAGE = "<script>alert('pwned')</script> bearing temperature high"
 HTML_NOTE = '<img src=x onerror="alert(1)"><b id="xss">bold</b>'
-
-
-def refresh_dashboard_state(settings: Settings) -> None:
-    """Bring the latest-prediction and last-reading tables to the seeded rows with the refresh
-    the scoring flow runs. Emptied first: each test's reset empties their sources, and a
-    --full-refresh of just these tables would drop the views built on them."""
-    from emps.transform import DASHBOARD_STATE_SELECTOR, dbt_args, run_dbt
-
-    with connect(Role.OWNER, settings, autocommit=True) as conn:
-        conn.execute(
-            "truncate analytics.mart_equipment_last_reading, "
-            "analytics.mart_equipment_latest_prediction"
-        )
-    summary = run_dbt(dbt_args(["run"], settings, selector=DASHBOARD_STATE_SELECTOR), settings)
-    assert summary.success, summary.describe_failures()
 
 
 @dataclass

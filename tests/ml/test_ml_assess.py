@@ -16,6 +16,7 @@ from emps.db import Role, connect
 from emps.ml import predict, registry
 from emps.ml.assess import INSUFFICIENT_DATA, OK, OUT_OF_DISTRIBUTION, SETTLING, assess_matrix
 from emps.ml.train import train_and_register
+from tests.dashboard_state import refresh_dashboard_state
 
 SLOT = timedelta(minutes=10)
 
@@ -88,20 +89,6 @@ def build_and_score(settings, equipment: list[str]) -> pd.DataFrame:
         )
 
 
-def show_on_dashboard(settings) -> None:
-    """The dashboard's marts over what was just scored: the views again (the full rebuild of the
-    features replaced the staging views under them) and the refresh a scoring run makes."""
-    with connect(Role.OWNER, settings, autocommit=True) as conn:
-        conn.execute(
-            "truncate analytics.mart_equipment_last_reading, "
-            "analytics.mart_equipment_latest_prediction"
-        )
-    summary = transform.run_dbt(
-        transform.dbt_args(["run"], settings, select=list(queries.DASHBOARD_MARTS)), settings
-    )
-    assert summary.success, summary.describe_failures()
-
-
 def test_a_stuck_or_silent_sensor_is_insufficient_data_within_one_scoring_round(
     scoring, owner_conn
 ):
@@ -130,7 +117,7 @@ def test_a_stuck_or_silent_sensor_is_insufficient_data_within_one_scoring_round(
     assert scored["severity"].isin(["LOW", "MEDIUM", "HIGH", "CRITICAL"]).all()
     assert scored["remaining_life"].notna().all()
 
-    show_on_dashboard(scoring)
+    refresh_dashboard_state(scoring)
     fleet = queries.fleet_health(settings=scoring).set_index("equipment_id")
     assert fleet.loc["GEN-STUCK", "assessment"] == INSUFFICIENT_DATA
     assert "vibration stuck" in fleet.loc["GEN-STUCK", "assessment_reason"]
@@ -146,7 +133,7 @@ def test_a_silent_machine_s_last_prediction_ages_out_after_the_silence_limit(sco
     insert(owner_conn, readings("GEN-QUIET", now - timedelta(hours=2), 48, seed=4))
     insert(owner_conn, readings("GEN-OK", now, 48, seed=1))
     scored = build_and_score(scoring, ["GEN-QUIET", "GEN-OK"])
-    show_on_dashboard(scoring)
+    refresh_dashboard_state(scoring)
     fleet = queries.fleet_health(settings=scoring).set_index("equipment_id")
     quiet = fleet.loc["GEN-QUIET"]
     assert pd.isna(quiet["severity"]) and pd.isna(quiet["remaining_life"])
@@ -176,7 +163,7 @@ def test_a_machine_repaired_two_hours_ago_scores_settling_on_the_dashboard(scori
         "ago: its last 24 h still hold readings from before that"
     )
     assert scored.loc["GEN-OK", "severity"] in ("LOW", "MEDIUM", "HIGH", "CRITICAL")
-    show_on_dashboard(scoring)
+    refresh_dashboard_state(scoring)
     fleet = queries.fleet_health(settings=scoring).set_index("equipment_id")
     assert fleet.loc["GEN-OK", "assessment"] == SETTLING
 
