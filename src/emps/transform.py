@@ -366,16 +366,21 @@ def build(
     return summary
 
 
+def model_files() -> dict[str, Path]:
+    """The project's models by name, each with its SQL file."""
+    return {path.stem: path for path in DBT_PROJECT_DIR.glob("models/**/*.sql")}
+
+
 def project_views(settings: Settings | None = None) -> set[str]:
     """The project's models that are views in the database now."""
-    models = {path.stem for path in DBT_PROJECT_DIR.glob("models/**/*.sql")}
+    models = model_files()
     with connect(Role.WRITER, settings) as conn:
         rows = conn.execute(
             "select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace "
             "where n.nspname = %s and c.relkind = 'v'",
             (DBT_SCHEMA,),
         ).fetchall()
-    return {name for (name,) in rows} & models
+    return {name for (name,) in rows} & models.keys()
 
 
 def _restore_dropped_views(
@@ -462,7 +467,7 @@ def feature_definition_files() -> list[Path]:
     """The SQL the feature model is computed from: its own file, every model it reads through
     `ref` (followed upstream) and the feature macros. Models beside it (the dashboard's views)
     and where a file sits in the project do not count, so moving or adding one stales nothing."""
-    models = {path.stem: path for path in DBT_PROJECT_DIR.glob("models/**/*.sql")}
+    models = model_files()
     seen: set[str] = set()
     pending = [FEATURE_MODEL]
     while pending:
