@@ -281,8 +281,8 @@
 {% macro not_built_yet(rows, matches=none) -%}
     {#- A condition on `rows` (a CTE or alias with `ingested_at`): the rows this incremental
         model has not yet been built from, those written after its watermark and not already
-        behind a row of its own written as late (after a bulk load, every row is within the
-        look-back margin of the newest). `matches`: this model's key columns, each with the
+        behind a row of its own written as late (a reading the watermark lets in again: one
+        committed late, or any within the look-back margin where no bound is known). `matches`: this model's key columns, each with the
         expression it is matched on; by default equipment_id and slot of `rows`. -#}
     {%- set matches = matches or {'equipment_id': rows ~ '.equipment_id', 'slot': rows ~ '.slot'} -%}
     {{ rows }}.ingested_at > {{ watermark(this) }}
@@ -297,14 +297,28 @@
 {%- endmacro %}
 
 {% macro watermark(relation, column='ingested_at') -%}
-    {#- The newest `column` of an incremental relation less the ingest lookback margin, as a
-        literal (a literal lets the planner use the BRIN index on raw.sensor_readings). -#}
+    {#- Where an incremental relation's next run starts reading `column`, as a literal (a literal
+        lets the planner use the BRIN index on raw.sensor_readings). For ingested_at, the bound
+        its last run recorded (macros/build_bounds.sql): every reading stamped before it was
+        committed then and built, so a run after a bulk load reads what came since, and a load
+        that stayed open across a build is still read. Where no bound is known (a server that
+        hides other sessions, the first run after an upgrade), and for other columns: the
+        newest value less the ingest lookback margin. -#}
     {%- if execute -%}
         {%- set query -%}
-            select (
-                coalesce(max({{ column }}), '-infinity'::timestamptz)
-                - interval '{{ var("ingest_lookback_minutes") | int }} minutes'
-            )::text
+            select (case
+                when max({{ column }}) is null then '-infinity'::timestamptz
+                else coalesce(
+                    {%- if column == 'ingested_at' %}
+                    (
+                        select recorded.visible_before - interval '1 microsecond'
+                        from ops.dbt_build_bounds as recorded
+                        where recorded.relation = '{{ relation_key(relation) }}'
+                    ),
+                    {%- endif %}
+                    max({{ column }}) - interval '{{ var("ingest_lookback_minutes") | int }} minutes'
+                )
+            end)::text
             from {{ relation }}
         {%- endset -%}
         '{{ run_query(query).columns[0].values()[0] }}'::timestamptz

@@ -7,12 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
+import psycopg
 import pytest
 from dbt_testdata import first_type, insert_equipment, insert_readings, read_table, series
 from feature_reference import reference_features, trailing_period
 
 from emps import transform
 from emps.catalog import Catalog, load_catalog
+from emps.db import Role, database_url
 
 # Float64 running sums (dbt) against two-pass / least squares (numpy): agree to ~1e-10.
 RTOL, ATOL = 1e-6, 1e-8
@@ -233,6 +235,37 @@ def test_a_late_reading_updates_its_own_slot_and_the_newest(two_gappy_machines, 
     assert len(pick(live)) == 3
     assert trailing(live, catalog)[pick(live).index].all()
     assert_features_equal(pick(live), pick(rebuilt))
+
+
+def test_a_load_left_open_across_a_build_is_built_once_it_commits(two_gappy_machines, writer, db):
+    """A reading is stamped when its load begins (ingested_at is the transaction's start) and
+    seen when the load commits: one still open while a later load commits and a build runs
+    is built by the next build after it commits, however long it stayed open (no look-back
+    margin here), because a build reads back to the oldest load open when it began."""
+    catalog = with_trailing_baseline(load_catalog(db.catalog_path))
+    no_margin = {"ingest_lookback_minutes": 0}
+
+    def build(**how) -> None:
+        transform.build(settings=db, catalog=catalog, extra_vars=no_margin, **how)
+
+    def has_slot(rows: pd.DataFrame, equipment_id: str, at: datetime) -> bool:
+        width = catalog.equipment_types[first_type(catalog)].features.slot
+        own = rows[rows["equipment_id"] == equipment_id]
+        return int(at.timestamp() // width) in set(own["slot"])
+
+    build(select=FEATURE_MODELS, full_refresh=True)
+    readings, _, _ = two_gappy_machines
+    slow_at = readings["ts"].max() + timedelta(minutes=20)
+    quick_at = readings["ts"].max() + timedelta(minutes=40)
+    with psycopg.connect(database_url(Role.OWNER, db)) as slow:  # one transaction until commit
+        insert_readings(slow, series("M-1", slow_at, periods=1, seed=30))
+        insert_readings(writer, series("M-2", quick_at, periods=1, seed=31))
+        build(selector=transform.AFTER_INGEST_SELECTOR)
+        during = dbt_features(db)
+        assert has_slot(during, "M-2", quick_at) and not has_slot(during, "M-1", slow_at)
+        slow.commit()
+    build(selector=transform.AFTER_INGEST_SELECTOR)
+    assert has_slot(dbt_features(db), "M-1", slow_at)
 
 
 def test_the_reading_cadence_does_not_change_the_features(writer, db):
