@@ -36,6 +36,8 @@ BENCHES: dict[str, tuple[str, list[tuple[str, float | None, str]]]] = {
         [
             ("incremental_1k_s", None, ""),
             ("incremental_10k_s", 10.0, "<="),
+            ("incremental_1k_after_bulk_s", None, ""),
+            ("after_bulk_bound_vs_margin", None, ""),
             ("full_rebuild_10k_s", None, ""),
         ],
     ),
