@@ -47,6 +47,9 @@ def test_home() -> Iterator[Path]:
     # Test files are complete when dropped: claimed at once, not after settling
     # (tests/ingest/test_landing.py covers settling).
     os.environ["EMPS_INGEST_SETTLE_S"] = "0"
+    # dbt's unit tests check the SQL, not the data: one test runs them
+    # (tests/dbt/test_dbt_project.py), the hundreds of builds the others make skip them.
+    os.environ["DBT_EXCLUDE_RESOURCE_TYPES"] = "unit_test"
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     get_settings.cache_clear()

@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+import yaml
 from dbt_testdata import first_type, insert_equipment, insert_readings, read_table, series
 from typer.testing import CliRunner
 
@@ -73,6 +74,20 @@ def test_an_ingest_run_builds_what_it_loaded_even_when_no_model_can_score(
         "select count(*) from analytics.fct_equipment_features where equipment_id = 'GEN-7'"
     ).fetchone()
     assert rows[0] > 0
+
+
+def test_the_feature_sql_passes_its_unit_tests(db, monkeypatch):
+    """A build of the features runs every unit test the project declares (fixed rows in,
+    expected rows out), and they pass; the other tests' builds skip them (tests/conftest.py)."""
+    monkeypatch.delenv("DBT_EXCLUDE_RESOURCE_TYPES")
+    declared = set()
+    for path in (transform.DBT_PROJECT_DIR / "models").rglob("*.yml"):
+        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        declared |= {unit["name"] for unit in spec.get("unit_tests", [])}
+    summary = transform.build(select=["+fct_equipment_features"], full_refresh=True, settings=db)
+    ran = {n.name: n.status for n in summary.nodes if n.resource_type == "unit_test"}
+    assert declared and set(ran) == declared
+    assert set(ran.values()) == {"pass"}
 
 
 def test_builds_take_turns(writer, db):
