@@ -14,8 +14,8 @@ of the feature table and everything it reads at the larger size, feature rows of
 --full-rebuild-hours (default 6; 0 for the whole history, measured): feature rows cost the same
 whatever their time, so the whole history's figure scales the feature model's time (the other
 models always cover the whole history) and is marked as extrapolated.
-Then the smaller fleet's history is stamped again as one bulk load of now (an import, a
-backfill) and the incremental run after it is timed as built (each model reads back to the bound
+Then the smaller fleet's last day is stamped again as one bulk load of now (a gateway back after
+a day offline, an import), its features built, and the incremental run after it is timed as built (each model reads back to the bound
 its last run recorded) and with the bounds deleted (the fixed ten-minute look-back margin, which
 reads the whole load again): the same run's baseline.
 Last line: {"bench": "features", "incremental_1k_s": ..., "incremental_10k_s": ...,
@@ -140,16 +140,16 @@ def run(args: argparse.Namespace, settings) -> dict[str, float | bool]:
         nodes = ", ".join(f"{n.name} {n.seconds:.2f}" for n in slowest)
         console.print(f"  {label}: dbt {summary.seconds:.1f} s; slowest nodes (s): {nodes}")
 
-    def seed_features() -> None:
+    def seed_features(hours: int = 1) -> None:
         # Feature rows for the last hour of history only: the incremental run's usual state.
         # Unit tests use fixed 2026 dates that features_since would filter out.
         summary = transform.build(
             settings=settings,
             full_refresh=True,
             extra_args=["--exclude-resource-type", "unit_test"],
-            extra_vars={"features_since": (now - timedelta(hours=1)).isoformat()},
+            extra_vars={"features_since": (now - timedelta(hours=hours)).isoformat()},
         )
-        show("seed (full refresh, last hour of features)", summary)
+        show(f"seed (full refresh, last {hours} h of features)", summary)
 
     def one_minute_later(last: int, minute: int) -> float:
         with connect(Role.OWNER, settings, autocommit=True) as conn:
@@ -167,13 +167,17 @@ def run(args: argparse.Namespace, settings) -> dict[str, float | bool]:
     one_minute_later(small, 0)  # the first incremental run also parses the project cold
     results[f"incremental_{size(small)}_s"] = round(one_minute_later(small, 1), 2)
 
-    # The same fleet's history stamped as one bulk load of now (an import, a backfill, a
-    # gateway's backlog): the runs that follow read back to what their last run saw (the
-    # recorded build bounds), against the fixed look-back margin's runs, which read the whole
-    # load again for ten minutes (bounds deleted: the margin is what a model without one uses).
+    # The same fleet's last day stamped as one bulk load of now (a gateway back after a day
+    # offline, an import), built in full: the runs that follow read back to what their last
+    # run saw (the recorded build bounds), against the fixed look-back margin's runs, which
+    # read the whole load again for ten minutes (bounds deleted: the margin is what a model
+    # without one uses).
     with connect(Role.OWNER, settings, autocommit=True) as conn:
-        conn.execute("update raw.sensor_readings set ingested_at = now()")
-    seed_features()
+        conn.execute(
+            "update raw.sensor_readings set ingested_at = now() where ts >= %s",
+            (now - timedelta(days=1),),
+        )
+    seed_features(hours=24)
     one_minute_later(small, 4)
     after_bulk = one_minute_later(small, 5)
     with connect(Role.OWNER, settings, autocommit=True) as conn:
